@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs the whole fedpeg test suite: unit + property tests, and end-to-end
+# tests that start real fedpegd processes.
+#
+# Installs what a fresh Debian machine lacks when run as root (libclang-dev
+# for rocksdb's bindgen, a C++ compiler); otherwise says what to install.
+#
+# Env: CARGO_TARGET_DIR (default ~/.cache/fedpeg/target, kept between runs),
+#      FEDPEG_TEST_ARGS (extra args for `cargo test`, e.g. a test filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+dpkg -s libclang-dev >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ] || missing+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
+# sccache caches C++ (rocksdb) and Rust compiles across clean clones.
+if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
+    export RUSTC_WRAPPER=sccache
+    export SCCACHE_DIR="${SCCACHE_DIR:-$HOME/.cache/fedpeg/sccache}"
+fi
+export CARGO_INCREMENTAL=0
+
+# End-to-end tests run the real binaries: build them first.
+cargo build --workspace --bins
+export FEDPEG_BIN_DIR="$CARGO_TARGET_DIR/debug"
+# shellcheck disable=SC2086
+cargo test --workspace ${FEDPEG_TEST_ARGS:-}

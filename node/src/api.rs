@@ -1,0 +1,307 @@
+//! The public gRPC API (tonic): wallet, explorer and node services, plus
+//! `grpc.health.v1` and server reflection (v1 and v1alpha).
+//!
+//! Every error is mapped once, here, to a status a person can act on:
+//! INVALID_ARGUMENT for malformed input, FAILED_PRECONDITION for input that
+//! conflicts with the current state (nonce, balance), NOT_FOUND for unknown
+//! blocks and transactions, RESOURCE_EXHAUSTED for a full mempool.
+
+use crate::account::AccountId;
+use crate::block::CommittedBlock;
+use crate::chain::{Chain, SubmitError, TxStatus};
+use crate::hash::Hash32;
+use crate::mempool::AdmitError;
+use crate::store::StoreError;
+use crate::tx::{Transaction, TxKind};
+use fedpeg_proto::v1 as pb;
+use fedpeg_proto::v1::{
+    explorer_service_server::{ExplorerService, ExplorerServiceServer},
+    node_service_server::{NodeService, NodeServiceServer},
+    wallet_service_server::{WalletService, WalletServiceServer},
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// What the node service reports about this node.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub role: pb::NodeRole,
+    pub member_name: String,
+}
+
+/// Shared handler state for all services.
+#[derive(Clone)]
+pub struct Api {
+    chain: Arc<Chain>,
+    identity: NodeIdentity,
+}
+
+impl From<SubmitError> for Status {
+    fn from(e: SubmitError) -> Status {
+        match &e {
+            SubmitError::Decode(_) => Status::invalid_argument(e.to_string()),
+            SubmitError::Admit(AdmitError::Full(_)) => Status::resource_exhausted(e.to_string()),
+            SubmitError::Admit(AdmitError::Tx(t)) if t.is_state_dependent() => {
+                Status::failed_precondition(e.to_string())
+            }
+            SubmitError::Admit(AdmitError::Tx(_)) => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        tracing::error!(error = %e, "store error while serving a request");
+        Status::internal(format!("node storage error: {e}"))
+    }
+}
+
+impl Api {
+    /// Handlers over `chain`.
+    pub fn new(chain: Arc<Chain>, identity: NodeIdentity) -> Api {
+        Api { chain, identity }
+    }
+
+    fn hrp(&self) -> &'static str {
+        self.chain.spec.hrp()
+    }
+
+    fn parse_account(&self, s: &str) -> Result<AccountId, Status> {
+        if s.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "address is empty; pass a fedpeg address (fprt1…)",
+            ));
+        }
+        AccountId::from_address(s, self.hrp()).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    fn tx_view(&self, tx: &Transaction) -> pb::TransactionView {
+        let (kind, to, bitcoin_address) = match &tx.kind {
+            TxKind::Transfer { to, .. } => (
+                pb::TransactionKind::Transfer,
+                to.to_address(self.hrp()),
+                String::new(),
+            ),
+            TxKind::PegOut {
+                bitcoin_address, ..
+            } => (
+                pb::TransactionKind::PegOut,
+                String::new(),
+                bitcoin_address.clone(),
+            ),
+        };
+        pb::TransactionView {
+            txid: tx.id().to_hex(),
+            sender: tx.sender.to_address(self.hrp()),
+            nonce: tx.nonce,
+            fee: tx.fee.0,
+            kind: kind as i32,
+            to,
+            bitcoin_address,
+            amount: tx.amount().0,
+        }
+    }
+
+    fn block_view(&self, cb: &CommittedBlock) -> pb::BlockView {
+        let h = &cb.block.header;
+        pb::BlockView {
+            height: h.height,
+            hash: h.hash().to_hex(),
+            parent_hash: h.parent.to_hex(),
+            time_ms: h.time_ms,
+            proposer: h.proposer,
+            proposer_name: self
+                .chain
+                .spec
+                .genesis
+                .members
+                .get(h.proposer as usize)
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            state_root: h.state_root.to_hex(),
+            transactions: cb.block.txs.iter().map(|t| self.tx_view(t)).collect(),
+            raw: cb.encode(),
+        }
+    }
+
+    /// Serves all services on `addr` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {addr}: {e}"))?;
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves all services on an already bound listener.
+    pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<WalletServiceServer<Api>>().await;
+        health.set_serving::<ExplorerServiceServer<Api>>().await;
+        health.set_serving::<NodeServiceServer<Api>>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(WalletServiceServer::new(self.clone()))
+            .add_service(ExplorerServiceServer::new(self.clone()))
+            .add_service(NodeServiceServer::new(self))
+            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Accepted connections with Nagle's algorithm off: without it every small
+/// response waits for the client's delayed ACK (~40 ms).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            // Best effort: a socket that refuses the option still works.
+            let _ = s.set_nodelay(true);
+        })
+    })
+}
+
+#[tonic::async_trait]
+impl WalletService for Api {
+    async fn submit_transaction(
+        &self,
+        req: Request<pb::SubmitTransactionRequest>,
+    ) -> Result<Response<pb::SubmitTransactionResponse>, Status> {
+        let bytes = req.into_inner().transaction;
+        let chain = self.chain.clone();
+        // Signature verification is CPU work; keep it off the async workers.
+        let txid = tokio::task::spawn_blocking(move || chain.submit(&bytes))
+            .await
+            .map_err(|e| Status::internal(format!("submit task failed: {e}")))??;
+        Ok(Response::new(pb::SubmitTransactionResponse {
+            txid: txid.to_hex(),
+        }))
+    }
+
+    async fn get_account(
+        &self,
+        req: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let id = self.parse_account(&req.get_ref().address)?;
+        let v = self.chain.account(&id);
+        Ok(Response::new(pb::GetAccountResponse {
+            address: id.to_address(self.hrp()),
+            balance: v.finalized.balance.0,
+            nonce: v.finalized.nonce,
+            next_nonce: v.effective.nonce,
+            spendable: v.effective.balance.0,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ExplorerService for Api {
+    async fn get_block(
+        &self,
+        req: Request<pb::GetBlockRequest>,
+    ) -> Result<Response<pb::GetBlockResponse>, Status> {
+        use pb::get_block_request::Selector;
+        let tip = self.chain.height();
+        let cb = match &req.get_ref().selector {
+            None => return Err(Status::invalid_argument("set either height or hash")),
+            Some(Selector::Height(0)) => {
+                return Err(Status::not_found(
+                    "height 0 is the genesis, which has no block; blocks start at height 1",
+                ))
+            }
+            Some(Selector::Height(h)) => self.chain.block(*h)?.ok_or_else(|| {
+                Status::not_found(format!(
+                    "no block at height {h}; the chain tip is at height {tip}"
+                ))
+            })?,
+            Some(Selector::Hash(s)) => {
+                let hash = Hash32::from_hex(s)
+                    .map_err(|e| Status::invalid_argument(format!("block hash {e}")))?;
+                self.chain.block_by_hash(&hash)?.ok_or_else(|| {
+                    Status::not_found(format!("no finalized block has hash {hash}"))
+                })?
+            }
+        };
+        Ok(Response::new(pb::GetBlockResponse {
+            block: Some(self.block_view(&cb)),
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        req: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::GetTransactionResponse>, Status> {
+        let txid = Hash32::from_hex(&req.get_ref().txid)
+            .map_err(|e| Status::invalid_argument(format!("transaction id {e}")))?;
+        match self.chain.transaction(&txid)? {
+            None => Err(Status::not_found(format!(
+                "transaction {txid} is unknown to this node: not finalized and not in its mempool"
+            ))),
+            Some(TxStatus::Pending(tx)) => Ok(Response::new(pb::GetTransactionResponse {
+                transaction: Some(self.tx_view(&tx)),
+                status: pb::TransactionStatus::Pending as i32,
+                ..Default::default()
+            })),
+            Some(TxStatus::Finalized(cb, loc)) => {
+                let tx = cb.block.txs.get(loc.index as usize).ok_or_else(|| {
+                    Status::internal("transaction index points outside its block")
+                })?;
+                Ok(Response::new(pb::GetTransactionResponse {
+                    transaction: Some(self.tx_view(tx)),
+                    status: pb::TransactionStatus::Finalized as i32,
+                    block_height: loc.height,
+                    block_hash: cb.block.hash().to_hex(),
+                    index_in_block: loc.index,
+                }))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for Api {
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let (height, tip, tip_time_ms) =
+            self.chain.with_state(|s| (s.height, s.tip, s.tip_time_ms));
+        let spec = &self.chain.spec;
+        Ok(Response::new(pb::GetStatusResponse {
+            chain_id: spec.chain_id.to_hex(),
+            network: spec.genesis.network.clone(),
+            height,
+            tip_hash: tip.to_hex(),
+            tip_time_ms,
+            role: self.identity.role as i32,
+            member_name: self.identity.member_name.clone(),
+            peers: vec![],
+            mempool_size: self.chain.mempool_len() as u32,
+            members: spec.genesis.members.len() as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            min_tx_fee: spec.genesis.fees.min_tx_fee,
+            pegout_fee: spec.genesis.fees.pegout_fee,
+        }))
+    }
+}

@@ -1,0 +1,425 @@
+//! `fedpeg`: the fedpeg CLI wallet. Keys stay local; it signs transactions
+//! and talks to a node over gRPC.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use fedpeg_node::account::{hrp_for, AccountId};
+use fedpeg_node::amount::Sats;
+use fedpeg_node::genesis::parse_network;
+use fedpeg_node::hash::Hash32;
+use fedpeg_node::keys::{create_wallet_key, load_wallet_key};
+use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_proto::v1 as pb;
+use fedpeg_proto::v1::{
+    explorer_service_client::ExplorerServiceClient, node_service_client::NodeServiceClient,
+    wallet_service_client::WalletServiceClient,
+};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// fedpeg wallet: keys, balances and transfers on a fedpeg sidechain.
+#[derive(Parser)]
+#[command(name = "fedpeg", version, about, long_about = None)]
+struct Cli {
+    /// gRPC endpoint of a fedpeg node.
+    #[arg(
+        long,
+        global = true,
+        env = "FEDPEG_NODE",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    node: String,
+    /// Wallet key file.
+    #[arg(long, global = true, env = "FEDPEG_KEY", default_value = "wallet.key")]
+    key: PathBuf,
+    /// Print JSON instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new wallet key file (mode 0600) and print its address.
+    Keygen {
+        /// Network for the address prefix (bitcoin, testnet, signet, regtest); default: ask the node.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Print the wallet's address.
+    Address {
+        /// Network for the address prefix; default: ask the node.
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Show the balance of an address (default: the wallet's).
+    Balance {
+        /// Address to look up.
+        address: Option<String>,
+    },
+    /// Sign and submit a transfer, then wait until it is final.
+    Send {
+        /// Recipient address.
+        #[arg(long)]
+        to: String,
+        /// Amount in sats.
+        #[arg(long)]
+        amount: u64,
+        /// Fee in sats (default: the chain's minimum).
+        #[arg(long)]
+        fee: Option<u64>,
+        /// Nonce to use (default: the account's next nonce).
+        #[arg(long)]
+        nonce: Option<u64>,
+        /// Return after submitting, without waiting for a block.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+    },
+    /// Show a transaction by id.
+    Tx {
+        /// Transaction id (64 hex characters).
+        txid: String,
+    },
+    /// Show a block by height or hash.
+    Block {
+        /// Block height, or block hash (64 hex characters).
+        id: String,
+    },
+    /// Show the node's status.
+    Status,
+}
+
+struct Client {
+    channel: Channel,
+}
+
+fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    let code = match s.code() {
+        tonic::Code::InvalidArgument => "invalid",
+        tonic::Code::FailedPrecondition => "refused",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::ResourceExhausted => "busy",
+        tonic::Code::Unavailable => "node unavailable",
+        _ => "error",
+    };
+    anyhow::anyhow!("{what}: {code}: {}", s.message())
+}
+
+impl Client {
+    async fn connect(url: &str) -> anyhow::Result<Client> {
+        let endpoint = Channel::from_shared(url.to_string())
+            .with_context(|| {
+                format!("--node '{url}' is not a valid URL (e.g. http://127.0.0.1:50051)")
+            })?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach a fedpeg node at {url}; is fedpegd running? (set --node or FEDPEG_NODE)"))?;
+        Ok(Client { channel })
+    }
+    fn wallet(&self) -> WalletServiceClient<Channel> {
+        WalletServiceClient::new(self.channel.clone())
+    }
+    fn explorer(&self) -> ExplorerServiceClient<Channel> {
+        ExplorerServiceClient::new(self.channel.clone())
+    }
+    async fn status(&self) -> anyhow::Result<pb::GetStatusResponse> {
+        Ok(NodeServiceClient::new(self.channel.clone())
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .map_err(|s| status_error("status", s))?
+            .into_inner())
+    }
+}
+
+async fn hrp(cli: &Cli, network: &Option<String>) -> anyhow::Result<&'static str> {
+    match network {
+        Some(n) => Ok(hrp_for(parse_network(n)?)),
+        None => {
+            let c = Client::connect(&cli.node)
+                .await
+                .context("(or pass --network)")?;
+            Ok(hrp_for(parse_network(&c.status().await?.network)?))
+        }
+    }
+}
+
+fn tx_json(t: &pb::TransactionView) -> serde_json::Value {
+    json!({
+        "txid": t.txid, "sender": t.sender, "nonce": t.nonce, "fee": t.fee,
+        "kind": pb::TransactionKind::try_from(t.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+        "to": t.to, "bitcoin_address": t.bitcoin_address, "amount": t.amount,
+    })
+}
+
+fn describe_tx(t: &pb::TransactionView) -> String {
+    if t.to.is_empty() {
+        format!(
+            "{} peg-out {} sats → {} (fee {}, nonce {})",
+            t.txid, t.amount, t.bitcoin_address, t.fee, t.nonce
+        )
+    } else {
+        format!(
+            "{} {} → {}: {} sats (fee {}, nonce {})",
+            t.txid, t.sender, t.to, t.amount, t.fee, t.nonce
+        )
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(&cli).await {
+        if cli.json {
+            println!("{}", json!({ "error": format!("{e:#}") }));
+        } else {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Keygen { network } => {
+            let hrp = hrp(cli, network).await?;
+            let key = create_wallet_key(&cli.key)?;
+            let addr = AccountId(key.verifying_key().to_bytes()).to_address(hrp);
+            if cli.json {
+                println!("{}", json!({ "address": addr, "key_file": cli.key }));
+            } else {
+                println!("{addr}");
+                eprintln!(
+                    "key written to {} (mode 0600); keep it safe",
+                    cli.key.display()
+                );
+            }
+        }
+        Command::Address { network } => {
+            let hrp = hrp(cli, network).await?;
+            let key = load_wallet_key(&cli.key)?;
+            let addr = AccountId(key.verifying_key().to_bytes()).to_address(hrp);
+            if cli.json {
+                println!("{}", json!({ "address": addr }));
+            } else {
+                println!("{addr}");
+            }
+        }
+        Command::Balance { address } => {
+            let c = Client::connect(&cli.node).await?;
+            let address = match address {
+                Some(a) => a.clone(),
+                None => {
+                    let hrp = hrp_for(parse_network(&c.status().await?.network)?);
+                    AccountId(load_wallet_key(&cli.key)?.verifying_key().to_bytes()).to_address(hrp)
+                }
+            };
+            let a = c
+                .wallet()
+                .get_account(pb::GetAccountRequest { address })
+                .await
+                .map_err(|s| status_error("balance", s))?
+                .into_inner();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "address": a.address, "balance": a.balance, "spendable": a.spendable, "nonce": a.nonce, "next_nonce": a.next_nonce })
+                );
+            } else {
+                println!("{}: {} sats", a.address, a.balance);
+                if a.spendable != a.balance || a.next_nonce != a.nonce {
+                    println!(
+                        "  pending: spendable {} sats, next nonce {}",
+                        a.spendable, a.next_nonce
+                    );
+                }
+            }
+        }
+        Command::Send {
+            to,
+            amount,
+            fee,
+            nonce,
+            no_wait,
+            timeout_secs,
+        } => {
+            let c = Client::connect(&cli.node).await?;
+            let key = load_wallet_key(&cli.key)?;
+            let st = c.status().await?;
+            let hrp = hrp_for(parse_network(&st.network)?);
+            let to_id = AccountId::from_address(to, hrp).with_context(|| "--to")?;
+            let chain_id = Hash32::from_hex(&st.chain_id).map_err(anyhow::Error::msg)?;
+            let me = AccountId(key.verifying_key().to_bytes()).to_address(hrp);
+            let nonce = match nonce {
+                Some(n) => *n,
+                None => {
+                    c.wallet()
+                        .get_account(pb::GetAccountRequest {
+                            address: me.clone(),
+                        })
+                        .await
+                        .map_err(|s| status_error("account", s))?
+                        .into_inner()
+                        .next_nonce
+                }
+            };
+            let tx = Transaction::sign(
+                chain_id,
+                &key,
+                nonce,
+                Sats(fee.unwrap_or(st.min_tx_fee)),
+                TxKind::Transfer {
+                    to: to_id,
+                    amount: Sats(*amount),
+                },
+            );
+            let started = Instant::now();
+            let txid = c
+                .wallet()
+                .submit_transaction(pb::SubmitTransactionRequest {
+                    transaction: tx.encode(),
+                })
+                .await
+                .map_err(|s| status_error("send", s))?
+                .into_inner()
+                .txid;
+            if *no_wait {
+                if cli.json {
+                    println!("{}", json!({ "txid": txid, "status": "PENDING" }));
+                } else {
+                    println!("submitted {txid}");
+                }
+                return Ok(());
+            }
+            let deadline = started + Duration::from_secs(*timeout_secs);
+            loop {
+                let r = c
+                    .explorer()
+                    .get_transaction(pb::GetTransactionRequest { txid: txid.clone() })
+                    .await;
+                match r {
+                    Ok(r) if r.get_ref().status == pb::TransactionStatus::Finalized as i32 => {
+                        let r = r.into_inner();
+                        let secs = started.elapsed().as_secs_f64();
+                        if cli.json {
+                            println!(
+                                "{}",
+                                json!({ "txid": txid, "status": "FINALIZED", "height": r.block_height, "block_hash": r.block_hash, "seconds": secs })
+                            );
+                        } else {
+                            println!("sent {amount} sats to {to}");
+                            println!("txid {txid}");
+                            println!("final in block {} after {:.2} s", r.block_height, secs);
+                        }
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        bail!("transaction {txid} was dropped from the mempool before it was included; check balance and nonce, then resend")
+                    }
+                    Err(s) => return Err(status_error("waiting for the transaction", s)),
+                }
+                if Instant::now() > deadline {
+                    bail!("transaction {txid} not final after {timeout_secs} s; check it later with `fedpeg tx {txid}`");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Command::Tx { txid } => {
+            let c = Client::connect(&cli.node).await?;
+            let r = c
+                .explorer()
+                .get_transaction(pb::GetTransactionRequest { txid: txid.clone() })
+                .await
+                .map_err(|s| status_error("tx", s))?
+                .into_inner();
+            let status = pb::TransactionStatus::try_from(r.status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("UNKNOWN");
+            let t = r.transaction.unwrap_or_default();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "transaction": tx_json(&t), "status": status, "height": r.block_height, "block_hash": r.block_hash, "index": r.index_in_block })
+                );
+            } else {
+                println!("{}", describe_tx(&t));
+                if r.status == pb::TransactionStatus::Finalized as i32 {
+                    println!(
+                        "final in block {} ({}), index {}",
+                        r.block_height, r.block_hash, r.index_in_block
+                    );
+                } else {
+                    println!("pending in the mempool");
+                }
+            }
+        }
+        Command::Block { id } => {
+            let c = Client::connect(&cli.node).await?;
+            let selector = match id.parse::<u64>() {
+                Ok(h) => pb::get_block_request::Selector::Height(h),
+                Err(_) => pb::get_block_request::Selector::Hash(id.clone()),
+            };
+            let b = c
+                .explorer()
+                .get_block(pb::GetBlockRequest {
+                    selector: Some(selector),
+                })
+                .await
+                .map_err(|s| status_error("block", s))?
+                .into_inner()
+                .block
+                .unwrap_or_default();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "height": b.height, "hash": b.hash, "parent_hash": b.parent_hash, "time_ms": b.time_ms,
+                        "proposer": b.proposer_name, "state_root": b.state_root,
+                        "transactions": b.transactions.iter().map(tx_json).collect::<Vec<_>>() })
+                );
+            } else {
+                println!("block {} {}", b.height, b.hash);
+                println!("  parent   {}", b.parent_hash);
+                println!("  time     {} ms", b.time_ms);
+                println!("  proposer {} ({})", b.proposer_name, b.proposer);
+                println!("  {} transaction(s)", b.transactions.len());
+                for t in &b.transactions {
+                    println!("  {}", describe_tx(t));
+                }
+            }
+        }
+        Command::Status => {
+            let c = Client::connect(&cli.node).await?;
+            let s = c.status().await?;
+            let role = pb::NodeRole::try_from(s.role)
+                .map(|r| r.as_str_name())
+                .unwrap_or("UNKNOWN");
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "chain_id": s.chain_id, "network": s.network, "height": s.height, "tip_hash": s.tip_hash,
+                        "role": role, "member_name": s.member_name, "members": s.members, "mempool_size": s.mempool_size,
+                        "min_tx_fee": s.min_tx_fee, "pegout_fee": s.pegout_fee, "version": s.version })
+                );
+            } else {
+                println!("chain    {} ({})", s.chain_id, s.network);
+                println!("height   {} tip {}", s.height, s.tip_hash);
+                println!("node     {} {}", role, s.member_name);
+                println!("members  {}", s.members);
+                println!("mempool  {} transaction(s)", s.mempool_size);
+                println!(
+                    "fees     min {} sats, peg-out {} sats",
+                    s.min_tx_fee, s.pegout_fee
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The replicated chain as one node holds it: ledger state, store and
+//! mempool, with the three operations a block producer drives —
+//! [`Chain::propose`], [`Chain::validate`] and [`Chain::commit`].
+//!
+//! This is the interface the consensus driver plugs into. With one member,
+//! [`crate::producer`] calls propose then commit directly (consensus with
+//! n = 1 decides its own proposal at once); with a federation, the BFT
+//! driver calls propose when it is the proposer, validate on others'
+//! proposals, and commit on decision.
+
+use crate::account::AccountId;
+use crate::block::{Block, CommittedBlock};
+use crate::genesis::ChainSpec;
+use crate::hash::Hash32;
+use crate::ledger::{
+    apply_block, build_block, Account, BlockError, BlockOutcome, LedgerParams, State,
+};
+use crate::mempool::{AdmitError, Mempool};
+use crate::store::{Store, StoreError, TxLocation};
+use crate::tx::{DecodeError, Transaction, TxId};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Why a submitted transaction was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
+}
+
+/// Why a block could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    Invalid(#[from] BlockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A proposal built from the mempool, with its precomputed outcome.
+pub struct Proposal {
+    pub block: Block,
+    pub outcome: BlockOutcome,
+}
+
+/// An account as the API shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountView {
+    pub finalized: Account,
+    /// Next nonce and spendable balance counting pooled transactions.
+    pub effective: Account,
+}
+
+/// Where a transaction is.
+pub enum TxStatus {
+    Pending(Arc<Transaction>),
+    Finalized(Box<CommittedBlock>, TxLocation),
+}
+
+/// State, store and mempool of one node.
+pub struct Chain {
+    pub spec: ChainSpec,
+    params: LedgerParams,
+    store: Store,
+    state: RwLock<State>,
+    mempool: Mutex<Mempool>,
+    tip: tokio::sync::watch::Sender<u64>,
+    pending: tokio::sync::Notify,
+}
+
+fn lock_poisoned<T>(_: T) -> StoreError {
+    StoreError::Corrupt("internal lock poisoned by an earlier panic".into())
+}
+
+impl Chain {
+    /// Opens the store under `data_dir` and loads the state.
+    pub fn open(spec: ChainSpec, data_dir: &Path, mempool_max: usize) -> Result<Chain, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Corrupt(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let store = Store::open(&data_dir.join("db"), spec.chain_id, &spec.genesis_state())?;
+        let state = store.load_state()?;
+        let (tip, _) = tokio::sync::watch::channel(state.height);
+        Ok(Chain {
+            params: spec.ledger_params(),
+            spec,
+            store,
+            state: RwLock::new(state),
+            mempool: Mutex::new(Mempool::new(mempool_max)),
+            tip,
+            pending: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Ledger parameters.
+    pub fn params(&self) -> &LedgerParams {
+        &self.params
+    }
+
+    /// Reads the state under a short lock.
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        match self.state.read() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    /// Current finalized height.
+    pub fn height(&self) -> u64 {
+        self.with_state(|s| s.height)
+    }
+
+    /// Watches the finalized height.
+    pub fn subscribe_tip(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tip.subscribe()
+    }
+
+    /// Resolves when the mempool may have gained transactions.
+    pub async fn mempool_changed(&self) {
+        self.pending.notified().await
+    }
+
+    /// Number of pooled transactions.
+    pub fn mempool_len(&self) -> usize {
+        self.mempool.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Decodes, verifies and pools a transaction.
+    pub fn submit(&self, bytes: &[u8]) -> Result<TxId, SubmitError> {
+        let tx = Transaction::decode(bytes)?;
+        self.submit_tx(tx)
+    }
+
+    /// Verifies and pools a decoded transaction.
+    pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitError> {
+        use crate::ledger::TxError;
+        if tx.chain_id != self.params.chain_id {
+            return Err(AdmitError::Tx(TxError::WrongChain {
+                expected: self.params.chain_id,
+                got: tx.chain_id,
+            })
+            .into());
+        }
+        // Verify outside any lock: it is the expensive part.
+        if !tx.verify_signature() {
+            return Err(AdmitError::Tx(TxError::BadSignature).into());
+        }
+        let state = self.state.read().map_err(|_| AdmitError::Full(0))?;
+        let finalized = state.account(&tx.sender);
+        let mut pool = self.mempool.lock().map_err(|_| AdmitError::Full(0))?;
+        let id = pool.admit(tx, finalized, &self.params)?;
+        drop(pool);
+        drop(state);
+        self.pending.notify_one();
+        Ok(id)
+    }
+
+    /// Finalized and effective views of an account.
+    pub fn account(&self, id: &AccountId) -> AccountView {
+        self.with_state(|s| {
+            let finalized = s.account(id);
+            let effective = self
+                .mempool
+                .lock()
+                .map(|m| m.effective_account(finalized, id))
+                .unwrap_or(finalized);
+            AccountView {
+                finalized,
+                effective,
+            }
+        })
+    }
+
+    /// Builds the next block from the mempool (the proposer's step).
+    pub fn propose(&self, time_ms: u64, proposer: u32) -> Result<Proposal, StoreError> {
+        let state = self.state.read().map_err(lock_poisoned)?;
+        let pool = self.mempool.lock().map_err(lock_poisoned)?;
+        let cands = pool.candidates(self.params.max_block_txs);
+        let built = build_block(
+            &state,
+            &self.params,
+            cands.iter().map(|t| t.as_ref()),
+            time_ms,
+            proposer,
+            &*pool,
+        );
+        Ok(Proposal {
+            block: built.block,
+            outcome: built.outcome,
+        })
+    }
+
+    /// Checks another member's proposal against the current state.
+    pub fn validate(&self, block: &Block) -> Result<BlockOutcome, CommitError> {
+        let state = self.state.read().map_err(lock_poisoned)?;
+        let pool = self.mempool.lock().map_err(lock_poisoned)?;
+        Ok(apply_block(&state, block, &self.params, &*pool)?)
+    }
+
+    /// Finalizes a decided block: persists it (one synced batch), then updates
+    /// the in-memory state and the mempool. `outcome` must come from
+    /// [`Chain::propose`] or [`Chain::validate`] against the current tip; if
+    /// the tip moved, the block is re-validated.
+    pub fn commit(&self, cb: CommittedBlock, outcome: BlockOutcome) -> Result<(), CommitError> {
+        let mut state = self.state.write().map_err(lock_poisoned)?;
+        let outcome =
+            if cb.block.header.parent == state.tip && cb.block.header.height == state.height + 1 {
+                outcome
+            } else {
+                let pool = self.mempool.lock().map_err(lock_poisoned)?;
+                apply_block(&state, &cb.block, &self.params, &*pool)?
+            };
+        let mut after = state.clone_meta();
+        after.commit(&cb.block.header, &outcome);
+        self.store.commit_block(&cb, &outcome, &after)?;
+        // Durable: now make it visible.
+        state.commit(&cb.block.header, &outcome);
+        let height = state.height;
+        if let Ok(mut pool) = self.mempool.lock() {
+            pool.on_block_committed(&cb.block.txs, &state, &self.params);
+        }
+        drop(state);
+        tracing::debug!(height, txs = cb.block.txs.len(), "block finalized");
+        self.tip.send_replace(height);
+        Ok(())
+    }
+
+    /// A finalized block by height.
+    pub fn block(&self, height: u64) -> Result<Option<CommittedBlock>, StoreError> {
+        self.store.block(height)
+    }
+
+    /// A finalized block by hash.
+    pub fn block_by_hash(&self, hash: &Hash32) -> Result<Option<CommittedBlock>, StoreError> {
+        match self.store.height_of(hash)? {
+            Some(h) => self.store.block(h),
+            None => Ok(None),
+        }
+    }
+
+    /// Status of a transaction: pooled, finalized, or unknown.
+    pub fn transaction(&self, txid: &TxId) -> Result<Option<TxStatus>, StoreError> {
+        if let Some(loc) = self.store.tx_location(txid)? {
+            if let Some(b) = self.store.block(loc.height)? {
+                return Ok(Some(TxStatus::Finalized(Box::new(b), loc)));
+            }
+        }
+        let pooled = self.mempool.lock().map_err(lock_poisoned)?.get(txid);
+        Ok(pooled.map(TxStatus::Pending))
+    }
+}
+
+impl State {
+    /// Copy of everything but the (large) account and withdrawal maps.
+    fn clone_meta(&self) -> State {
+        State {
+            accounts: Default::default(),
+            withdrawals: Default::default(),
+            fee_pool: self.fee_pool,
+            supply: self.supply,
+            next_withdrawal_id: self.next_withdrawal_id,
+            height: self.height,
+            tip: self.tip,
+            tip_time_ms: self.tip_time_ms,
+            state_root: self.state_root,
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `fedpegd` configuration: one TOML file with documented defaults; command
+//! line flags override it.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `fedpegd run` needs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Path to genesis.json (default `genesis.json`).
+    pub genesis: PathBuf,
+    /// Directory for the database (default `fedpeg-data`).
+    pub data_dir: PathBuf,
+    /// Member key file; without one the node is a non-voting observer.
+    pub key_file: Option<PathBuf>,
+    pub api: ApiConfig,
+    pub block: BlockConfig,
+    pub mempool: MempoolConfig,
+    pub log: LogConfig,
+}
+
+/// gRPC API settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address (default `127.0.0.1:50051`: localhost only).
+    pub listen: SocketAddr,
+}
+
+/// Block production settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockConfig {
+    /// An empty block is produced when no transaction arrived for this long (default 1000 ms).
+    pub heartbeat_ms: u64,
+}
+
+/// Mempool settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    /// Most pending transactions (default 100000); more get RESOURCE_EXHAUSTED.
+    pub max_txs: usize,
+}
+
+/// Log settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json` (default `text`).
+    pub format: String,
+    /// tracing filter, e.g. `info` or `fedpeg_node=debug` (default `info`; env RUST_LOG wins).
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            genesis: PathBuf::from("genesis.json"),
+            data_dir: PathBuf::from("fedpeg-data"),
+            key_file: None,
+            api: ApiConfig::default(),
+            block: BlockConfig::default(),
+            mempool: MempoolConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+}
+
+impl Default for BlockConfig {
+    fn default() -> Self {
+        BlockConfig { heartbeat_ms: 1000 }
+    }
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig { max_txs: 100_000 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why a config file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Toml(String, toml::de::Error),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a TOML config file. Relative paths in it are taken relative to
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io(p.clone(), e))?;
+        let mut c: Config = toml::from_str(&text).map_err(|e| ConfigError::Toml(p, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        c.genesis = base.join(&c.genesis);
+        c.data_dir = base.join(&c.data_dir);
+        c.key_file = c.key_file.map(|k| base.join(k));
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.block.heartbeat_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "block.heartbeat_ms must be at least 1".into(),
+            ));
+        }
+        if self.mempool.max_txs == 0 {
+            return Err(ConfigError::Invalid(
+                "mempool.max_txs must be at least 1".into(),
+            ));
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            return Err(ConfigError::Invalid(format!(
+                "log.format '{}' must be text or json",
+                self.log.format
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = load("data_dir = \"d\"\n[api]\nlisten = \"127.0.0.1:9\"\n").unwrap();
+        assert!(c.data_dir.ends_with("d") && c.data_dir.is_absolute());
+        assert_eq!(c.api.listen.port(), 9);
+        assert_eq!(c.block.heartbeat_ms, 1000);
+    }
+
+    #[test]
+    fn bad_config_is_explained() {
+        assert!(load("bogus = 1")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
+        assert!(load("[api]\nlisten = \"nope\"")
+            .unwrap_err()
+            .to_string()
+            .contains("c.toml"));
+        assert!(load("[block]\nheartbeat_ms = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_ms"));
+        assert!(load("[log]\nformat = \"xml\"")
+            .unwrap_err()
+            .to_string()
+            .contains("text or json"));
+    }
+}

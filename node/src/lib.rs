@@ -1,0 +1,25 @@
+//! fedpeg node: everything `fedpegd` (the federation member / observer
+//! daemon) and `fedpeg` (the CLI wallet) are made of.
+//!
+//! The pure core — [`ledger`] (the state transition), [`tx`], [`block`],
+//! [`genesis`] — does no I/O and is tested exhaustively. The rest wires it to
+//! the world: [`store`] (RocksDB), [`mempool`], [`chain`] (the interface the
+//! block producer or consensus driver calls), [`producer`] (one-member block
+//! production), [`api`] (tonic gRPC), [`config`], [`keys`] and [`daemon`].
+//! Bitcoin logic lives in `fedpeg-peg`, consensus in `fedpeg-consensus`.
+
+pub mod account;
+pub mod amount;
+pub mod api;
+pub mod block;
+pub mod chain;
+pub mod config;
+pub mod daemon;
+pub mod genesis;
+pub mod hash;
+pub mod keys;
+pub mod ledger;
+pub mod mempool;
+pub mod producer;
+pub mod store;
+pub mod tx;

@@ -1,0 +1,274 @@
+//! RocksDB persistence: blocks, indexes and ledger state.
+//!
+//! Column families: `blocks` (height → CommittedBlock protobuf), `block_index`
+//! (hash → height), `tx_index` (txid → height ‖ index), `accounts` (id →
+//! balance ‖ nonce), `withdrawals` (id → withdrawal), `meta` (chain id, tip).
+//! Each block is one atomic, synced `WriteBatch`: after a crash the store
+//! holds either all of a block (block, indexes, state, tip) or none of it.
+
+use crate::account::AccountId;
+use crate::amount::Sats;
+use crate::block::CommittedBlock;
+use crate::hash::Hash32;
+use crate::ledger::{Account, BlockOutcome, State, Withdrawal};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::path::Path;
+
+const CF_BLOCKS: &str = "blocks";
+const CF_BLOCK_INDEX: &str = "block_index";
+const CF_TX_INDEX: &str = "tx_index";
+const CF_ACCOUNTS: &str = "accounts";
+const CF_WITHDRAWALS: &str = "withdrawals";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 6] = [
+    CF_BLOCKS,
+    CF_BLOCK_INDEX,
+    CF_TX_INDEX,
+    CF_ACCOUNTS,
+    CF_WITHDRAWALS,
+    CF_META,
+];
+const KEY_CHAIN_ID: &[u8] = b"chain_id";
+const KEY_TIP: &[u8] = b"tip";
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("data directory belongs to chain {found}, but genesis is chain {expected}; use another --data-dir or the matching genesis")]
+    WrongChain { expected: Hash32, found: Hash32 },
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Where a finalized transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLocation {
+    pub height: u64,
+    pub index: u32,
+}
+
+/// The node's database.
+pub struct Store {
+    db: DB,
+}
+
+fn corrupt(s: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(s.into())
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64, StoreError> {
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("short integer field"))
+}
+
+fn hash_at(b: &[u8], at: usize) -> Result<Hash32, StoreError> {
+    b.get(at..at + 32)
+        .and_then(|s| Hash32::from_slice(s).ok())
+        .ok_or_else(|| corrupt("short hash field"))
+}
+
+fn encode_account(a: &Account) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&a.balance.0.to_be_bytes());
+    v[8..].copy_from_slice(&a.nonce.to_be_bytes());
+    v
+}
+
+fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
+    let mut v = Vec::with_capacity(88 + w.bitcoin_address.len());
+    v.extend_from_slice(&w.account.0);
+    v.extend_from_slice(&w.amount.0.to_be_bytes());
+    v.extend_from_slice(&w.height.to_be_bytes());
+    v.extend_from_slice(&w.txid.0);
+    v.extend_from_slice(w.bitcoin_address.as_bytes());
+    v
+}
+
+fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
+    let account = AccountId(hash_at(v, 0)?.0);
+    Ok(Withdrawal {
+        id,
+        account,
+        amount: Sats(u64_at(v, 32)?),
+        height: u64_at(v, 40)?,
+        txid: hash_at(v, 48)?,
+        bitcoin_address: String::from_utf8(v[80..].to_vec())
+            .map_err(|_| corrupt("withdrawal address is not UTF-8"))?,
+    })
+}
+
+/// Tip record: height ‖ hash ‖ time ‖ state_root ‖ fee_pool ‖ supply ‖ next_withdrawal_id.
+fn encode_tip(s: &State) -> Vec<u8> {
+    let mut v = Vec::with_capacity(112);
+    v.extend_from_slice(&s.height.to_be_bytes());
+    v.extend_from_slice(&s.tip.0);
+    v.extend_from_slice(&s.tip_time_ms.to_be_bytes());
+    v.extend_from_slice(&s.state_root.0);
+    v.extend_from_slice(&s.fee_pool.0.to_be_bytes());
+    v.extend_from_slice(&s.supply.0.to_be_bytes());
+    v.extend_from_slice(&s.next_withdrawal_id.to_be_bytes());
+    v
+}
+
+impl Store {
+    /// Opens (or creates) the store at `dir` for chain `chain_id`, writing the
+    /// genesis state on first use.
+    pub fn open(dir: &Path, chain_id: Hash32, genesis: &State) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let store = Store { db };
+        let meta = store.cf(CF_META)?;
+        match store.db.get_cf(meta, KEY_CHAIN_ID)? {
+            Some(found) => {
+                let found = Hash32::from_slice(&found).map_err(corrupt)?;
+                if found != chain_id {
+                    return Err(StoreError::WrongChain {
+                        expected: chain_id,
+                        found,
+                    });
+                }
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, KEY_CHAIN_ID, chain_id.0);
+                let accounts = store.cf(CF_ACCOUNTS)?;
+                for (id, a) in &genesis.accounts {
+                    batch.put_cf(accounts, id.0, encode_account(a));
+                }
+                batch.put_cf(meta, KEY_TIP, encode_tip(genesis));
+                store.write_synced(batch)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| corrupt(format!("column family {name} missing")))
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Loads the full ledger state as of the stored tip.
+    pub fn load_state(&self) -> Result<State, StoreError> {
+        let tip = self
+            .db
+            .get_cf(self.cf(CF_META)?, KEY_TIP)?
+            .ok_or_else(|| corrupt("no tip record"))?;
+        let mut s = State {
+            height: u64_at(&tip, 0)?,
+            tip: hash_at(&tip, 8)?,
+            tip_time_ms: u64_at(&tip, 40)?,
+            state_root: hash_at(&tip, 48)?,
+            fee_pool: Sats(u64_at(&tip, 80)?),
+            supply: Sats(u64_at(&tip, 88)?),
+            next_withdrawal_id: u64_at(&tip, 96)?,
+            ..State::default()
+        };
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_ACCOUNTS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let id = AccountId(hash_at(&k, 0)?.0);
+            s.accounts.insert(
+                id,
+                Account {
+                    balance: Sats(u64_at(&v, 0)?),
+                    nonce: u64_at(&v, 8)?,
+                },
+            );
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_WITHDRAWALS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let id = u64_at(&k, 0)?;
+            s.withdrawals.insert(id, decode_withdrawal(id, &v)?);
+        }
+        Ok(s)
+    }
+
+    /// Persists a finalized block with its effects in one synced batch.
+    /// `after` is the state once `outcome` is committed.
+    pub fn commit_block(
+        &self,
+        cb: &CommittedBlock,
+        outcome: &BlockOutcome,
+        after: &State,
+    ) -> Result<(), StoreError> {
+        let h = &cb.block.header;
+        let hash = h.hash();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_BLOCKS)?, h.height.to_be_bytes(), cb.encode());
+        batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, h.height.to_be_bytes());
+        let txi = self.cf(CF_TX_INDEX)?;
+        for (i, tx) in cb.block.txs.iter().enumerate() {
+            let mut loc = [0u8; 12];
+            loc[..8].copy_from_slice(&h.height.to_be_bytes());
+            loc[8..].copy_from_slice(&(i as u32).to_be_bytes());
+            batch.put_cf(txi, tx.id().0, loc);
+        }
+        let accounts = self.cf(CF_ACCOUNTS)?;
+        for (id, a) in &outcome.delta.accounts {
+            batch.put_cf(accounts, id.0, encode_account(a));
+        }
+        let wd = self.cf(CF_WITHDRAWALS)?;
+        for w in &outcome.delta.new_withdrawals {
+            batch.put_cf(wd, w.id.to_be_bytes(), encode_withdrawal(w));
+        }
+        batch.put_cf(self.cf(CF_META)?, KEY_TIP, encode_tip(after));
+        self.write_synced(batch)
+    }
+
+    /// The finalized block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<CommittedBlock>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())? {
+            None => Ok(None),
+            Some(b) => CommittedBlock::decode(&b)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string())),
+        }
+    }
+
+    /// Height of the block with this hash.
+    pub fn height_of(&self, hash: &Hash32) -> Result<Option<u64>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BLOCK_INDEX)?, hash.0)? {
+            None => Ok(None),
+            Some(v) => u64_at(&v, 0).map(Some),
+        }
+    }
+
+    /// Where a finalized transaction is.
+    pub fn tx_location(&self, txid: &Hash32) -> Result<Option<TxLocation>, StoreError> {
+        match self.db.get_cf(self.cf(CF_TX_INDEX)?, txid.0)? {
+            None => Ok(None),
+            Some(v) => {
+                let height = u64_at(&v, 0)?;
+                let index = v
+                    .get(8..12)
+                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt("short tx location"))?;
+                Ok(Some(TxLocation { height, index }))
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Protobuf definitions of fedpeg (package `fedpeg.v1`): the public gRPC API
+//! (wallet, explorer and node services) and the messages members exchange
+//! and store (transactions, blocks, consensus envelopes, block sync).
+//!
+//! This crate is generated code plus the encoded file descriptor set for
+//! server reflection. It holds no validation logic: decoding a message here
+//! says nothing about whether it is valid; `fedpeg-node` checks that.
+
+#![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+
+/// Generated types and services of package `fedpeg.v1`.
+pub mod v1 {
+    tonic::include_proto!("fedpeg.v1");
+}
+
+/// Encoded `FileDescriptorSet` of all fedpeg protos (for gRPC reflection).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/fedpeg_descriptor.bin"));
+
+pub use v1::*;

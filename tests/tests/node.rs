@@ -1,0 +1,586 @@
+//! End-to-end tests of a one-member chain: real `fedpegd` and `fedpeg`
+//! processes on loopback.
+
+use ed25519_dalek::SigningKey;
+use fedpeg_node::account::AccountId;
+use fedpeg_node::amount::Sats;
+use fedpeg_node::block::CommittedBlock;
+use fedpeg_node::genesis::Genesis;
+use fedpeg_node::hash::Hash32;
+use fedpeg_node::ledger::{apply_block, VerifyAll};
+use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_proto::v1 as pb;
+use fedpeg_tests::{run_any, run_ok, wait_final, SoloNode, FAUCET_SATS};
+use std::time::Duration;
+use tonic::Code;
+
+fn addr(k: &SigningKey) -> String {
+    AccountId(k.verifying_key().to_bytes()).to_address("fprt")
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn transfer(
+    chain: Hash32,
+    from: &SigningKey,
+    to: &SigningKey,
+    nonce: u64,
+    amount: u64,
+) -> Transaction {
+    Transaction::sign(
+        chain,
+        from,
+        nonce,
+        Sats(1),
+        TxKind::Transfer {
+            to: AccountId(to.verifying_key().to_bytes()),
+            amount: Sats(amount),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_walkthrough_sends_and_refuses_bad_nonce_and_overspend() {
+    let node = SoloNode::start(1000).unwrap();
+    node.connect().await.unwrap();
+    let d = node.dir.path();
+    let alice = run_ok(node.cli().args(["--key", "alice.key", "keygen"]))
+        .unwrap()
+        .trim()
+        .to_string();
+    let bob = run_ok(node.cli().args(["--key", "bob.key", "keygen"]))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        alice.starts_with("fprt1") && bob.starts_with("fprt1"),
+        "{alice} {bob}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.join("alice.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Fund alice from the faucet; the CLI waits for finality and prints the height.
+    let out = run_ok(node.cli().args([
+        "--key",
+        "faucet.key",
+        "send",
+        "--to",
+        &alice,
+        "--amount",
+        "50000",
+    ]))
+    .unwrap();
+    assert!(out.contains("final in block"), "{out}");
+    let out = run_ok(node.cli().args([
+        "--key",
+        "alice.key",
+        "--json",
+        "send",
+        "--to",
+        &bob,
+        "--amount",
+        "20000",
+        "--fee",
+        "5",
+    ]))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["status"], "FINALIZED");
+    assert!(v["height"].as_u64().unwrap() >= 1);
+    let txid = v["txid"].as_str().unwrap().to_string();
+
+    let bal = |k: &str| -> serde_json::Value {
+        serde_json::from_str(
+            run_ok(node.cli().args(["--key", k, "--json", "balance"]))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap()
+    };
+    assert_eq!(bal("alice.key")["balance"], 50000 - 20000 - 5);
+    assert_eq!(bal("bob.key")["balance"], 20000);
+    assert_eq!(bal("faucet.key")["balance"], FAUCET_SATS - 50000 - 1);
+
+    // A replayed nonce is refused with a message naming the right nonce.
+    let o = run_any(node.cli().args([
+        "--key",
+        "alice.key",
+        "send",
+        "--to",
+        &bob,
+        "--amount",
+        "1",
+        "--nonce",
+        "0",
+    ]));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nonce 0 was already used") && err.contains("next nonce is 1"),
+        "{err}"
+    );
+    // Too little balance.
+    let o = run_any(node.cli().args([
+        "--key", "bob.key", "send", "--to", &alice, "--amount", "20000",
+    ]));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("insufficient balance") && err.contains("20001"),
+        "{err}"
+    );
+    // Malformed recipient.
+    let o = run_any(node.cli().args([
+        "--key",
+        "bob.key",
+        "send",
+        "--to",
+        "fprt1nope",
+        "--amount",
+        "1",
+    ]));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--to"));
+    // Nothing changed.
+    assert_eq!(bal("alice.key")["balance"], 50000 - 20000 - 5);
+    assert_eq!(bal("bob.key")["balance"], 20000);
+
+    // tx and block lookups.
+    let out = run_ok(node.cli().args(["tx", &txid])).unwrap();
+    assert!(
+        out.contains(&bob) && out.contains("final in block"),
+        "{out}"
+    );
+    let h = v["height"].as_u64().unwrap().to_string();
+    let out = run_ok(node.cli().args(["--json", "block", &h])).unwrap();
+    let b: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(b["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["txid"] == txid.as_str()));
+    let o = run_any(node.cli().args(["block", "999999"]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
+    // Long heartbeat: the height only moves when a transaction is accepted.
+    let node = SoloNode::start(3_600_000).unwrap();
+    let ch = node.connect().await.unwrap();
+    let chain = node.chain_id(&ch).await.unwrap();
+    let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+    let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
+    let mut status = pb::node_service_client::NodeServiceClient::new(ch.clone());
+    let faucet = node.faucet.clone();
+    let to = key(9);
+
+    // One good transfer so nonce 0 is used.
+    let good = transfer(chain, &faucet, &to, 0, 1000);
+    let r = wallet
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: good.encode(),
+        })
+        .await
+        .unwrap();
+    wait_final(&ch, &r.into_inner().txid, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let before_height = status
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .height;
+    let account =
+        |w: &mut pb::wallet_service_client::WalletServiceClient<tonic::transport::Channel>,
+         a: String| {
+            let mut w = w.clone();
+            async move {
+                w.get_account(pb::GetAccountRequest { address: a })
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        };
+    let before = account(&mut wallet, addr(&faucet)).await;
+
+    let submit = |tx: Vec<u8>| {
+        let mut w = wallet.clone();
+        async move {
+            w.submit_transaction(pb::SubmitTransactionRequest { transaction: tx })
+                .await
+                .unwrap_err()
+        }
+    };
+    let expect = |s: tonic::Status, code: Code, text: &str| {
+        assert_eq!(s.code(), code, "{s:?}");
+        assert!(
+            s.message().contains(text),
+            "message {:?} lacks {text:?}",
+            s.message()
+        );
+    };
+
+    expect(
+        submit(vec![0xff, 0x01, 0x02]).await,
+        Code::InvalidArgument,
+        "do not decode",
+    );
+    expect(submit(vec![]).await, Code::InvalidArgument, "chain_id");
+    let mut bad_sig = transfer(chain, &faucet, &to, 1, 10);
+    bad_sig.signature[3] ^= 1;
+    expect(
+        submit(bad_sig.encode()).await,
+        Code::InvalidArgument,
+        "signature",
+    );
+    // Weak key: the identity point as sender.
+    let mut weak = transfer(chain, &faucet, &to, 1, 10).to_proto();
+    weak.sender = {
+        let mut k = vec![0u8; 32];
+        k[0] = 1;
+        k
+    };
+    expect(
+        submit(prost::Message::encode_to_vec(&weak)).await,
+        Code::InvalidArgument,
+        "weak",
+    );
+    expect(
+        submit(transfer(Hash32::tagged("other", &[]), &faucet, &to, 1, 10).encode()).await,
+        Code::InvalidArgument,
+        "chain",
+    );
+    expect(
+        submit(transfer(chain, &faucet, &to, 0, 10).encode()).await,
+        Code::FailedPrecondition,
+        "already used",
+    );
+    expect(
+        submit(transfer(chain, &faucet, &to, 5, 10).encode()).await,
+        Code::FailedPrecondition,
+        "skips ahead",
+    );
+    expect(
+        submit(transfer(chain, &faucet, &to, 1, u64::MAX).encode()).await,
+        Code::InvalidArgument,
+        "overflows",
+    );
+    expect(
+        submit(transfer(chain, &faucet, &to, 1, 0).encode()).await,
+        Code::InvalidArgument,
+        "greater than zero",
+    );
+    expect(
+        submit(transfer(chain, &faucet, &to, 1, FAUCET_SATS).encode()).await,
+        Code::FailedPrecondition,
+        "insufficient balance",
+    );
+    expect(
+        submit(transfer(chain, &key(3), &to, 0, 10).encode()).await,
+        Code::FailedPrecondition,
+        "insufficient balance",
+    );
+    let pegout_bad = Transaction::sign(
+        chain,
+        &faucet,
+        1,
+        Sats(1),
+        TxKind::PegOut {
+            bitcoin_address: "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".into(),
+            amount: Sats(10_000),
+        },
+    );
+    expect(
+        submit(pegout_bad.encode()).await,
+        Code::InvalidArgument,
+        "regtest",
+    );
+
+    // Reads with bad or unknown input.
+    let e = wallet
+        .get_account(pb::GetAccountRequest {
+            address: "nonsense".into(),
+        })
+        .await
+        .unwrap_err();
+    expect(e, Code::InvalidArgument, "not a fedpeg address");
+    let e = wallet
+        .get_account(pb::GetAccountRequest {
+            address: AccountId(to.verifying_key().to_bytes()).to_address("fp"),
+        })
+        .await
+        .unwrap_err();
+    expect(e, Code::InvalidArgument, "another network");
+    let e = explorer
+        .get_block(pb::GetBlockRequest {
+            selector: Some(pb::get_block_request::Selector::Height(1_000_000)),
+        })
+        .await
+        .unwrap_err();
+    expect(e, Code::NotFound, "no block at height 1000000");
+    let e = explorer
+        .get_block(pb::GetBlockRequest {
+            selector: Some(pb::get_block_request::Selector::Hash("xyz".into())),
+        })
+        .await
+        .unwrap_err();
+    expect(e, Code::InvalidArgument, "not hex");
+    let e = explorer
+        .get_block(pb::GetBlockRequest {
+            selector: Some(pb::get_block_request::Selector::Hash(Hash32::ZERO.to_hex())),
+        })
+        .await
+        .unwrap_err();
+    expect(e, Code::NotFound, "no finalized block");
+    let e = explorer
+        .get_block(pb::GetBlockRequest { selector: None })
+        .await
+        .unwrap_err();
+    expect(e, Code::InvalidArgument, "height or hash");
+    let e = explorer
+        .get_transaction(pb::GetTransactionRequest {
+            txid: Hash32::tagged("x", &[]).to_hex(),
+        })
+        .await
+        .unwrap_err();
+    expect(e, Code::NotFound, "unknown");
+    let e = explorer
+        .get_transaction(pb::GetTransactionRequest { txid: "12".into() })
+        .await
+        .unwrap_err();
+    expect(e, Code::InvalidArgument, "expected 32");
+
+    // Nothing changed: same height, same account, empty mempool.
+    let st = status
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.height, before_height);
+    assert_eq!(st.mempool_size, 0);
+    assert_eq!(account(&mut wallet, addr(&faucet)).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_are_served() {
+    let node = SoloNode::start(1000).unwrap();
+    let ch = node.connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for svc in [
+        "fedpeg.v1.WalletService",
+        "fedpeg.v1.ExplorerService",
+        "fedpeg.v1.NodeService",
+        "",
+    ] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: svc.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{svc}"
+        );
+    }
+    let e = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nope.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut refl = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream_once(req))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected {resp:?}")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.clone()).collect();
+    for want in [
+        "fedpeg.v1.WalletService",
+        "fedpeg.v1.ExplorerService",
+        "fedpeg.v1.NodeService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    // v1alpha too.
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient as AlphaClient,
+        server_reflection_request::MessageRequest as AlphaReq,
+        ServerReflectionRequest as AlphaRequest,
+    };
+    let mut alpha = AlphaClient::new(ch);
+    let req = AlphaRequest {
+        host: String::new(),
+        message_request: Some(AlphaReq::FileContainingSymbol(
+            "fedpeg.v1.WalletService".into(),
+        )),
+    };
+    let mut stream = alpha
+        .server_reflection_info(tokio_stream_once(req))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+}
+
+fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tonic::IntoStreamingRequest<Message = T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let _ = tx.try_send(item);
+    // Keep the request stream open until the test ends so the server answers.
+    std::mem::forget(tx);
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Replays every stored block from genesis with the ledger and checks that
+/// the node's accounts and state root equal the replay.
+async fn assert_store_consistent(
+    node: &SoloNode,
+    ch: &tonic::transport::Channel,
+    accounts: &[SigningKey],
+) -> u64 {
+    let spec = Genesis::load(&node.dir.path().join("genesis.json")).unwrap();
+    let params = spec.ledger_params();
+    let mut state = spec.genesis_state();
+    let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
+    let tip = pb::node_service_client::NodeServiceClient::new(ch.clone())
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for h in 1..=tip.height {
+        let b = explorer
+            .get_block(pb::GetBlockRequest {
+                selector: Some(pb::get_block_request::Selector::Height(h)),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .block
+            .unwrap();
+        let cb = CommittedBlock::decode(&b.raw).unwrap();
+        let outcome = apply_block(&state, &cb.block, &params, &VerifyAll)
+            .unwrap_or_else(|e| panic!("block {h} does not replay: {e}"));
+        state.commit(&cb.block.header, &outcome);
+    }
+    assert_eq!(state.tip.to_hex(), tip.tip_hash);
+    let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+    for k in accounts {
+        let a = wallet
+            .get_account(pb::GetAccountRequest { address: addr(k) })
+            .await
+            .unwrap()
+            .into_inner();
+        let s = state.account(&AccountId(k.verifying_key().to_bytes()));
+        assert_eq!((a.balance, a.nonce), (s.balance.0, s.nonce));
+    }
+    tip.height
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_committing_reopens_with_a_consistent_store() {
+    let mut node = SoloNode::start(50).unwrap();
+    let mut keys = vec![node.faucet.clone()];
+    keys.extend((10..20).map(key));
+    let mut last_height = 0;
+    for round in 0..3u64 {
+        let ch = node.connect().await.unwrap();
+        let chain = node.chain_id(&ch).await.unwrap();
+        let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+        let mut nonce = wallet
+            .get_account(pb::GetAccountRequest {
+                address: addr(&node.faucet),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .next_nonce;
+        // Stream transfers, then kill mid-stream while blocks are being committed.
+        let kill_after = 150 + 70 * round;
+        for i in 0..400u64 {
+            let tx = transfer(
+                chain,
+                &node.faucet,
+                &keys[1 + (i % 10) as usize],
+                nonce,
+                100 + i,
+            );
+            if wallet
+                .submit_transaction(pb::SubmitTransactionRequest {
+                    transaction: tx.encode(),
+                })
+                .await
+                .is_ok()
+            {
+                nonce += 1;
+            }
+            if i == kill_after {
+                node.kill();
+                break;
+            }
+        }
+        node.spawn().unwrap();
+        let ch = node.connect().await.unwrap();
+        let h = assert_store_consistent(&node, &ch, &keys).await;
+        assert!(
+            h >= last_height,
+            "height went back from {last_height} to {h}"
+        );
+        last_height = h;
+    }
+    // And the chain still moves after the last restart.
+    let ch = node.connect().await.unwrap();
+    let chain = node.chain_id(&ch).await.unwrap();
+    let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+    let nonce = wallet
+        .get_account(pb::GetAccountRequest {
+            address: addr(&node.faucet),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_nonce;
+    let r = wallet
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: transfer(chain, &node.faucet, &keys[1], nonce, 7).encode(),
+        })
+        .await
+        .unwrap();
+    wait_final(&ch, &r.into_inner().txid, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        node.terminate(),
+        "clean shutdown on SIGTERM failed; log:\n{}",
+        node.log()
+    );
+}
