@@ -14,13 +14,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
 if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
     export RUSTC_WRAPPER=sccache SCCACHE_DIR="${SCCACHE_DIR:-$HOME/.cache/fedpeg/sccache}"
 fi
+# Same settings as deploy/test.sh, so the two share one build.
+export CARGO_INCREMENTAL=0
 
 echo "devnet: building fedpegd and fedpeg (first build takes a while: rocksdb is C++)" >&2
-cargo build -q -p fedpeg-node --bins
+cargo build -q --workspace --bins
 bin="$CARGO_TARGET_DIR/debug"
 mkdir -p "$dir"
 if [ ! -f "$dir/genesis.json" ]; then
-    "$bin/fedpegd" keygen --name alpha --out "$dir/member.key" --public-out "$dir/member.json" >/dev/null
+    "$bin/fedpegd" keygen --name alpha --out "$dir/member.key" --public-out "$dir/member.json" >/dev/null 2>&1
     faucet=$("$bin/fedpeg" --key "$dir/faucet.key" keygen --network regtest 2>/dev/null)
     "$bin/fedpegd" genesis --network regtest --chain-name fedpeg-devnet \
         --member "$dir/member.json" --dev-balance "$faucet=2100000000000000" \

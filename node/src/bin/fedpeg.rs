@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 
 /// fedpeg wallet: keys, balances and transfers on a fedpeg sidechain.
 #[derive(Parser)]
-#[command(name = "fedpeg", version, about, long_about = None)]
+#[command(name = "fedpeg", version, about = "fedpeg wallet: keys, balances and transfers on a fedpeg sidechain (talks gRPC to a node)")]
 struct Cli {
     /// gRPC endpoint of a fedpeg node.
     #[arg(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 /// fedpeg federation node: runs a member (with a member key) or an observer.
 #[derive(Parser)]
-#[command(name = "fedpegd", version, about, long_about = None)]
+#[command(name = "fedpegd", version, about = "fedpeg federation node: runs a member (with a member key) or an observer, and creates keys and genesis")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
