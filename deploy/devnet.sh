@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# Starts a local fedpeg chain for development: builds the binaries, creates
-# a member key, a regtest genesis with a funded dev "faucet" wallet, and runs
-# fedpegd in the foreground until Ctrl-C.
+# Starts a local fedpeg federation for development: builds the binaries,
+# creates N member keys and a regtest genesis with a funded dev "faucet"
+# wallet, runs N members plus one observer on 127.0.0.1, and stops them all
+# cleanly on Ctrl-C.
 #
-# Env: FEDPEG_DEVNET_DIR (default ./devnet-data; reused if it exists),
-#      FEDPEG_API_PORT (default 50051), CARGO_TARGET_DIR (default ~/.cache/fedpeg/target).
+#   deploy/devnet.sh [--members N]        (default 4)
+#
+# Env: FEDPEG_DEVNET_DIR (default ./devnet-data; reused if it exists and has
+#      the same member count), FEDPEG_API_PORT (first gRPC port, default
+#      50051), FEDPEG_P2P_PORT (first p2p port, default 40001),
+#      CARGO_TARGET_DIR (default ~/.cache/fedpeg/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+members=4
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --members) members="${2:?--members needs a number}"; shift 2 ;;
+        --members=*) members="${1#*=}"; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "devnet.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+case "$members" in ''|*[!0-9]*) echo "devnet.sh: --members must be a number" >&2; exit 2 ;; esac
+[ "$members" -ge 1 ] || { echo "devnet.sh: --members must be at least 1" >&2; exit 2; }
 dir="${FEDPEG_DEVNET_DIR:-$root/devnet-data}"
-port="${FEDPEG_API_PORT:-50051}"
+api0="${FEDPEG_API_PORT:-50051}"
+p2p0="${FEDPEG_P2P_PORT:-40001}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
 if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
     export RUSTC_WRAPPER=sccache SCCACHE_DIR="${SCCACHE_DIR:-$HOME/.cache/fedpeg/sccache}"
@@ -17,29 +34,64 @@ fi
 # Same settings as deploy/test.sh, so the two share one build.
 export CARGO_INCREMENTAL=0
 
-echo "devnet: building fedpegd and fedpeg (first build takes a while: rocksdb is C++)" >&2
+echo "devnet: building fedpegd and fedpeg (the first build takes ~20 min: rocksdb is C++)" >&2
 cargo build -q --workspace --bins
 bin="$CARGO_TARGET_DIR/debug"
+
+if [ -f "$dir/genesis.json" ] && [ "$(cat "$dir/members" 2>/dev/null)" != "$members" ]; then
+    echo "devnet: $dir holds a devnet of $(cat "$dir/members" 2>/dev/null || echo '?') members; remove it or set FEDPEG_DEVNET_DIR" >&2
+    exit 2
+fi
 mkdir -p "$dir"
 if [ ! -f "$dir/genesis.json" ]; then
-    "$bin/fedpegd" keygen --name alpha --out "$dir/member.key" --public-out "$dir/member.json" >/dev/null 2>&1
+    args=()
+    for i in $(seq 0 $((members - 1))); do
+        "$bin/fedpegd" keygen --name "m$i" --p2p-address "/ip4/127.0.0.1/tcp/$((p2p0 + i))" \
+            --out "$dir/m$i.key" --public-out "$dir/m$i.json" >/dev/null 2>&1
+        args+=(--member "$dir/m$i.json")
+    done
     faucet=$("$bin/fedpeg" --key "$dir/faucet.key" keygen --network regtest 2>/dev/null)
-    "$bin/fedpegd" genesis --network regtest --chain-name fedpeg-devnet \
-        --member "$dir/member.json" --dev-balance "$faucet=2100000000000000" \
-        --out "$dir/genesis.json" >/dev/null
+    "$bin/fedpegd" genesis --network regtest --chain-name fedpeg-devnet "${args[@]}" \
+        --dev-balance "$faucet=2100000000000000" --out "$dir/genesis.json" >/dev/null
+    echo "$members" > "$dir/members"
 fi
-cat >&2 <<MSG
 
-fedpeg devnet: one-member chain on regtest, gRPC at http://127.0.0.1:$port
-  data:    $dir
-  faucet:  $dir/faucet.key (holds the dev balance)
-Try, in another shell (the CLI is at $bin/fedpeg):
-  export PATH="$bin:\$PATH" FEDPEG_NODE=http://127.0.0.1:$port
-  fedpeg --key alice.key keygen
-  fedpeg --key $dir/faucet.key send --to <alice's address> --amount 100000
-  fedpeg --key alice.key balance
-Stop with Ctrl-C.
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    echo "devnet: stopping" >&2
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+for i in $(seq 0 $((members - 1))); do
+    "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/m$i-data" --key "$dir/m$i.key" \
+        --api-listen "127.0.0.1:$((api0 + i))" 2>"$dir/m$i.log" &
+    pids+=($!)
+done
+obs=$((api0 + members))
+"$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/observer-data" \
+    --api-listen "127.0.0.1:$obs" 2>"$dir/observer.log" &
+pids+=($!)
 
-MSG
-exec "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/data" \
-    --key "$dir/member.key" --api-listen "127.0.0.1:$port"
+{
+    echo
+    echo "fedpeg devnet: $members members + 1 observer on regtest"
+    for i in $(seq 0 $((members - 1))); do
+        echo "  member m$i   gRPC http://127.0.0.1:$((api0 + i))   p2p /ip4/127.0.0.1/tcp/$((p2p0 + i))   log $dir/m$i.log"
+    done
+    echo "  observer     gRPC http://127.0.0.1:$obs   log $dir/observer.log"
+    echo "  faucet key   $dir/faucet.key (holds the dev balance)"
+    echo
+    echo "Try, in another shell:"
+    echo "  export PATH=\"$bin:\$PATH\" FEDPEG_NODE=http://127.0.0.1:$api0"
+    echo "  fedpeg --key alice.key keygen"
+    echo "  fedpeg --key $dir/faucet.key send --to <alice's address> --amount 100000"
+    echo "  fedpeg --key alice.key balance"
+    echo "  fedpeg --node http://127.0.0.1:$obs status     # the observer follows the same chain"
+    echo "Stop with Ctrl-C."
+    echo
+} >&2
+# Exit (and stop the rest) as soon as any node dies.
+wait -n "${pids[@]}" || true
+echo "devnet: a node exited; see the logs in $dir" >&2

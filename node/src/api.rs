@@ -9,8 +9,10 @@
 use crate::account::AccountId;
 use crate::block::CommittedBlock;
 use crate::chain::{Chain, SubmitError, TxStatus};
+use crate::driver::ConsensusStatus;
 use crate::hash::Hash32;
 use crate::mempool::AdmitError;
+use crate::network::Network;
 use crate::store::StoreError;
 use crate::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
@@ -35,6 +37,8 @@ pub struct NodeIdentity {
 pub struct Api {
     chain: Arc<Chain>,
     identity: NodeIdentity,
+    net: Option<Network>,
+    consensus: Arc<ConsensusStatus>,
 }
 
 impl From<SubmitError> for Status {
@@ -58,9 +62,19 @@ impl From<StoreError> for Status {
 }
 
 impl Api {
-    /// Handlers over `chain`.
-    pub fn new(chain: Arc<Chain>, identity: NodeIdentity) -> Api {
-        Api { chain, identity }
+    /// Handlers over `chain`; `net` and `consensus` feed the status call.
+    pub fn new(
+        chain: Arc<Chain>,
+        identity: NodeIdentity,
+        net: Option<Network>,
+        consensus: Arc<ConsensusStatus>,
+    ) -> Api {
+        Api {
+            chain,
+            identity,
+            net,
+            consensus,
+        }
     }
 
     fn hrp(&self) -> &'static str {
@@ -288,6 +302,30 @@ impl NodeService for Api {
         let (height, tip, tip_time_ms) =
             self.chain.with_state(|s| (s.height, s.tip, s.tip_time_ms));
         let spec = &self.chain.spec;
+        let (peers, peer_id, p2p_listen) = match &self.net {
+            None => (vec![], String::new(), vec![]),
+            Some(net) => {
+                let peers = net
+                    .peers()
+                    .into_iter()
+                    .map(|(id, addr, member)| pb::PeerInfo {
+                        peer_id: id.to_string(),
+                        address: addr.to_string(),
+                        member_name: member
+                            .and_then(|i| spec.genesis.members.get(i))
+                            .map(|m| m.name.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let listen = net
+                    .listen_addrs()
+                    .await
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                (peers, net.local_peer_id().to_string(), listen)
+            }
+        };
         Ok(Response::new(pb::GetStatusResponse {
             chain_id: spec.chain_id.to_hex(),
             network: spec.genesis.network.clone(),
@@ -296,12 +334,22 @@ impl NodeService for Api {
             tip_time_ms,
             role: self.identity.role as i32,
             member_name: self.identity.member_name.clone(),
-            peers: vec![],
+            peers,
             mempool_size: self.chain.mempool_len() as u32,
             members: spec.genesis.members.len() as u32,
             version: env!("CARGO_PKG_VERSION").to_string(),
             min_tx_fee: spec.genesis.fees.min_tx_fee,
             pegout_fee: spec.genesis.fees.pegout_fee,
+            round: self
+                .consensus
+                .round
+                .load(std::sync::atomic::Ordering::Relaxed),
+            equivocations_detected: self
+                .consensus
+                .equivocations
+                .load(std::sync::atomic::Ordering::Relaxed),
+            peer_id,
+            p2p_listen,
         }))
     }
 }

@@ -2,11 +2,10 @@
 //! mempool, with the three operations a block producer drives —
 //! [`Chain::propose`], [`Chain::validate`] and [`Chain::commit`].
 //!
-//! This is the interface the consensus driver plugs into. With one member,
-//! [`crate::producer`] calls propose then commit directly (consensus with
-//! n = 1 decides its own proposal at once); with a federation, the BFT
-//! driver calls propose when it is the proposer, validate on others'
-//! proposals, and commit on decision.
+//! This is the interface the consensus driver ([`crate::driver`]) plugs
+//! into: it calls propose when it is the proposer, validate on others'
+//! proposals, and commit on decision. A one-member chain is the same
+//! consensus with n = 1.
 
 use crate::account::AccountId;
 use crate::block::{Block, CommittedBlock};
@@ -68,6 +67,9 @@ pub struct Chain {
     mempool: Mutex<Mempool>,
     tip: tokio::sync::watch::Sender<u64>,
     pending: tokio::sync::Notify,
+    /// Where transactions submitted through the API go to be gossiped to the
+    /// other members (set by the consensus driver).
+    gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Transaction>>,
 }
 
 fn lock_poisoned<T>(_: T) -> StoreError {
@@ -91,6 +93,7 @@ impl Chain {
             mempool: Mutex::new(Mempool::new(mempool_max)),
             tip,
             pending: tokio::sync::Notify::new(),
+            gossip: std::sync::OnceLock::new(),
         })
     }
 
@@ -127,13 +130,25 @@ impl Chain {
         self.mempool.lock().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Decodes, verifies and pools a transaction.
-    pub fn submit(&self, bytes: &[u8]) -> Result<TxId, SubmitError> {
-        let tx = Transaction::decode(bytes)?;
-        self.submit_tx(tx)
+    /// Sends every transaction later accepted through [`Chain::submit`] to
+    /// `gossip` as well (the driver forwards them to the other members).
+    pub fn set_gossip(&self, gossip: tokio::sync::mpsc::UnboundedSender<Transaction>) {
+        let _ = self.gossip.set(gossip);
     }
 
-    /// Verifies and pools a decoded transaction.
+    /// Decodes, verifies and pools a transaction submitted by a client, and
+    /// hands it to gossip.
+    pub fn submit(&self, bytes: &[u8]) -> Result<TxId, SubmitError> {
+        let tx = Transaction::decode(bytes)?;
+        let copy = self.gossip.get().map(|g| (g, tx.clone()));
+        let id = self.submit_tx(tx)?;
+        if let Some((g, tx)) = copy {
+            let _ = g.send(tx);
+        }
+        Ok(id)
+    }
+
+    /// Verifies and pools a decoded transaction (without gossiping it).
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitError> {
         use crate::ledger::TxError;
         if tx.chain_id != self.params.chain_id {

@@ -18,7 +18,28 @@ pub struct Config {
     pub api: ApiConfig,
     pub block: BlockConfig,
     pub mempool: MempoolConfig,
+    pub p2p: P2pConfig,
     pub log: LogConfig,
+}
+
+/// libp2p settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Listen multiaddress (default: a member's genesis p2p_address; an
+    /// observer's `/ip4/127.0.0.1/tcp/0`).
+    pub listen: Option<String>,
+    /// Most connections from non-members (observers) (default 32).
+    pub max_observer_connections: usize,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: None,
+            max_observer_connections: 32,
+        }
+    }
 }
 
 /// gRPC API settings.
@@ -64,6 +85,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             block: BlockConfig::default(),
             mempool: MempoolConfig::default(),
+            p2p: P2pConfig::default(),
             log: LogConfig::default(),
         }
     }

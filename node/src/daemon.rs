@@ -1,15 +1,44 @@
-//! Running a node: load genesis and keys, open the chain, start block
-//! production and the gRPC API, stop cleanly on a shutdown signal.
+//! Running a node: load genesis and keys, open the chain, join the libp2p
+//! network, run the consensus driver (member) or block sync (observer) and
+//! the gRPC API, and stop cleanly on a shutdown signal.
 
 use crate::api::{Api, NodeIdentity};
 use crate::chain::Chain;
 use crate::config::Config;
-use crate::genesis::Genesis;
+use crate::driver::{ConsensusStatus, Driver, DriverConfig};
+use crate::genesis::{ChainSpec, Genesis};
 use crate::keys::load_member_keys;
+use crate::network::{peer_id_from_consensus_key, MemberPeer, Multiaddr, Network, NetworkConfig};
 use anyhow::Context;
 use fedpeg_proto::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Largest gossip batch or sync response accepted from the network.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Genesis members as the network sees them.
+pub fn member_peers(spec: &ChainSpec) -> anyhow::Result<Vec<MemberPeer>> {
+    spec.genesis
+        .members
+        .iter()
+        .enumerate()
+        .map(|(index, m)| {
+            let key = spec.member_keys[index].to_bytes();
+            let addr: Multiaddr = m.p2p_address.parse().with_context(|| {
+                format!(
+                    "genesis member '{}': p2p_address '{}' is not a multiaddress",
+                    m.name, m.p2p_address
+                )
+            })?;
+            Ok(MemberPeer {
+                index,
+                peer_id: peer_id_from_consensus_key(&key)?,
+                addr,
+            })
+        })
+        .collect()
+}
 
 /// Runs a node with `config` until `shutdown` resolves.
 pub async fn run(
@@ -32,53 +61,94 @@ pub async fn run(
             )
         })?),
     };
-    let n = spec.genesis.members.len();
+    let members = member_peers(&spec)?;
+    let listen: Multiaddr = match (&config.p2p.listen, member_index) {
+        (Some(l), _) => l
+            .parse()
+            .with_context(|| format!("p2p listen address '{l}' is not a multiaddress"))?,
+        (None, Some(i)) => members[i].addr.clone(),
+        (None, None) => "/ip4/127.0.0.1/tcp/0".parse()?,
+    };
     let chain_id = spec.chain_id;
     let chain = Arc::new(Chain::open(spec, &config.data_dir, config.mempool.max_txs)?);
-    tracing::info!(
-        chain_id = %chain_id,
-        height = chain.height(),
-        data_dir = %config.data_dir.display(),
-        "chain opened"
-    );
-    let identity = NodeIdentity {
-        role: if member.is_some() {
-            pb::NodeRole::Member
-        } else {
-            pb::NodeRole::Observer
+    tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), "chain opened");
+
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(4096);
+    let net = Network::start(
+        NetworkConfig {
+            secret_key: member.as_ref().map(|m| m.consensus.to_bytes()),
+            listen,
+            members,
+            max_observer_connections: config.p2p.max_observer_connections,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            observer_sync_rate: 20,
         },
-        member_name: member.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
-    };
+        ev_tx,
+    )
+    .await?;
+    tracing::info!(peer_id = %net.local_peer_id(), "p2p started");
+
+    let status = Arc::new(ConsensusStatus::default());
+    let heartbeat = Duration::from_millis(config.block.heartbeat_ms);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api = Api::new(chain.clone(), identity);
+    let driver = match member {
+        Some(keys) => Driver::member(
+            chain.clone(),
+            net.clone(),
+            keys.consensus.clone(),
+            &config.data_dir,
+            DriverConfig {
+                heartbeat,
+                sync_interval: Duration::from_millis(1000),
+            },
+            status.clone(),
+        )?,
+        None => Driver::observer(
+            chain.clone(),
+            net.clone(),
+            DriverConfig {
+                heartbeat,
+                sync_interval: Duration::from_millis(200),
+            },
+            status.clone(),
+        )?,
+    };
+    let identity = NodeIdentity {
+        role: if member_index.is_some() {
+            pb::NodeRole::Member
+        } else {
+            pb::NodeRole::Observer
+        },
+        member_name: member_index
+            .map(|i| chain.spec.genesis.members[i].name.clone())
+            .unwrap_or_default(),
+    };
+    let api = Api::new(chain.clone(), identity, Some(net.clone()), status);
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC API listening");
     let api_task = tokio::spawn(api.serve_on(listener, stopped(stop_rx.clone())));
-    let producer = match member_index {
-        Some(idx) if n == 1 => Some(tokio::spawn(crate::producer::run_solo(
-            chain.clone(),
-            idx as u32,
-            Duration::from_millis(config.block.heartbeat_ms),
-            stopped(stop_rx.clone()),
-        ))),
-        Some(_) => anyhow::bail!(
-            "this genesis has {n} members; multi-member consensus is not available in this build yet, run a one-member genesis"
-        ),
-        None => None,
+    let mut driver_task = tokio::spawn(driver.run(ev_rx, stopped(stop_rx.clone())));
+
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        _ = &mut shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            (&mut driver_task).await.context("consensus task panicked")?
+        }
+        r = &mut driver_task => {
+            // The driver stops on its own only on a fatal error (WAL, store).
+            let _ = stop_tx.send(true);
+            r.context("consensus task panicked")?.context("consensus stopped")
+        }
     };
-    shutdown.await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    if let Some(p) = producer {
-        p.await??;
-    }
     api_task.await??;
-    Ok(())
+    result
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,8 +4,9 @@
 //! The pure core — [`ledger`] (the state transition), [`tx`], [`block`],
 //! [`genesis`] — does no I/O and is tested exhaustively. The rest wires it to
 //! the world: [`store`] (RocksDB), [`mempool`], [`chain`] (the interface the
-//! block producer or consensus driver calls), [`producer`] (one-member block
-//! production), [`api`] (tonic gRPC), [`config`], [`keys`] and [`daemon`].
+//! consensus driver calls), [`network`] (libp2p), [`driver`] (the Tendermint
+//! engine wired to network, timers, [`wal`] and chain; block sync),
+//! [`api`] (tonic gRPC), [`config`], [`keys`] and [`daemon`].
 //! Bitcoin logic lives in `fedpeg-peg`, consensus in `fedpeg-consensus`.
 
 pub mod account;
@@ -15,11 +16,13 @@ pub mod block;
 pub mod chain;
 pub mod config;
 pub mod daemon;
+pub mod driver;
 pub mod genesis;
 pub mod hash;
 pub mod keys;
 pub mod ledger;
 pub mod mempool;
-pub mod producer;
+pub mod network;
 pub mod store;
 pub mod tx;
+pub mod wal;

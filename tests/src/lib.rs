@@ -42,7 +42,7 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-/// Runs a command, returning its output; fails with its stderr on error.
+/// Runs a command, returning its stdout; fails with its stderr on error.
 pub fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     if !out.status.success() {
@@ -61,79 +61,54 @@ pub fn run_any(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
 }
 
-/// A one-member chain in a temp dir, with a funded faucet account.
-pub struct SoloNode {
-    pub dir: tempfile::TempDir,
-    pub api_port: u16,
-    pub faucet: SigningKey,
-    pub faucet_key_file: PathBuf,
-    pub heartbeat_ms: u64,
-    child: Option<Child>,
-}
-
 /// Faucet balance in every test genesis.
 pub const FAUCET_SATS: u64 = 1_000_000_000;
 
-impl SoloNode {
-    /// Creates keys and genesis (regtest, dev balance for the faucet) and starts fedpegd.
-    pub fn start(heartbeat_ms: u64) -> anyhow::Result<SoloNode> {
-        let dir = tempfile::tempdir()?;
-        let d = dir.path();
-        run_ok(
-            Command::new(bin("fedpegd"))
-                .args(["keygen", "--name", "solo", "--out"])
-                .arg(d.join("member.key"))
-                .arg("--public-out")
-                .arg(d.join("member.json")),
-        )?;
-        let faucet_key_file = d.join("faucet.key");
-        let faucet = fedpeg_node::keys::create_wallet_key(&faucet_key_file)?;
-        let faucet_addr = AccountId(faucet.verifying_key().to_bytes()).to_address("fprt");
-        run_ok(
-            Command::new(bin("fedpegd"))
-                .args(["genesis", "--network", "regtest", "--member"])
-                .arg(d.join("member.json"))
-                .arg("--dev-balance")
-                .arg(format!("{faucet_addr}={FAUCET_SATS}"))
-                .arg("--out")
-                .arg(d.join("genesis.json")),
-        )?;
-        let mut node = SoloNode {
-            dir,
-            api_port: free_port(),
-            faucet,
-            faucet_key_file,
-            heartbeat_ms,
-            child: None,
-        };
-        node.spawn()?;
-        Ok(node)
-    }
+/// One `fedpegd` process (member or observer) with its own data dir and ports.
+pub struct NodeProc {
+    pub name: String,
+    pub api_port: u16,
+    pub data_dir: PathBuf,
+    pub key: Option<PathBuf>,
+    genesis: PathBuf,
+    log_path: PathBuf,
+    heartbeat_ms: u64,
+    child: Option<Child>,
+}
 
-    /// Starts (or restarts) the fedpegd process on the same data dir.
+impl NodeProc {
+    /// Starts (or restarts) the process on the same data dir and ports.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
-        let d = self.dir.path();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(d.join("node.log"))?;
-        let child = Command::new(bin("fedpegd"))
-            .arg("run")
+            .open(&self.log_path)?;
+        let mut cmd = Command::new(bin("fedpegd"));
+        cmd.arg("run")
             .arg("--genesis")
-            .arg(d.join("genesis.json"))
+            .arg(&self.genesis)
             .arg("--data-dir")
-            .arg(d.join("data"))
-            .arg("--key")
-            .arg(d.join("member.key"))
+            .arg(&self.data_dir)
             .arg("--api-listen")
             .arg(format!("127.0.0.1:{}", self.api_port))
             .arg("--heartbeat-ms")
             .arg(self.heartbeat_ms.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("FEDPEG_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
+            .stderr(log);
+        if let Some(k) = &self.key {
+            cmd.arg("--key").arg(k);
+        }
+        self.child = Some(cmd.spawn()?);
         Ok(())
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     /// gRPC endpoint URL.
@@ -153,13 +128,23 @@ impl SoloNode {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "node at {} did not come up; log:\n{}",
+                    "node {} at {} did not come up; log:\n{}",
+                    self.name,
                     self.url(),
                     self.log()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Node status.
+    pub async fn status(&self) -> anyhow::Result<pb::GetStatusResponse> {
+        let ch = self.connect().await?;
+        Ok(pb::node_service_client::NodeServiceClient::new(ch)
+            .get_status(pb::GetStatusRequest {})
+            .await?
+            .into_inner())
     }
 
     /// SIGKILLs the process (no clean shutdown).
@@ -172,59 +157,154 @@ impl SoloNode {
 
     /// SIGTERMs the process and waits for a clean exit; returns its success.
     pub fn terminate(&mut self) -> bool {
-        match self.child.take() {
-            None => true,
-            Some(mut c) => {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(c.id().to_string())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(20);
-                loop {
-                    if let Ok(Some(st)) = c.try_wait() {
-                        return st.success();
-                    }
-                    if Instant::now() > deadline {
-                        let _ = c.kill();
-                        let _ = c.wait();
-                        return false;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
             }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// The node's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A federation of `n` members (plus an optional observer) on loopback, from
+/// a fresh regtest genesis with a funded faucet account.
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<NodeProc>,
+    pub observer: Option<NodeProc>,
+    pub faucet: SigningKey,
+    pub faucet_key_file: PathBuf,
+}
+
+impl Federation {
+    /// Generates keys and genesis, starts `n` members (and an observer).
+    pub fn start(n: usize, observer: bool, heartbeat_ms: u64) -> anyhow::Result<Federation> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path().to_path_buf();
+        let faucet_key_file = d.join("faucet.key");
+        let faucet = fedpeg_node::keys::create_wallet_key(&faucet_key_file)?;
+        let faucet_addr = AccountId(faucet.verifying_key().to_bytes()).to_address("fprt");
+        let mut genesis = Command::new(bin("fedpegd"));
+        genesis
+            .args(["genesis", "--network", "regtest", "--dev-balance"])
+            .arg(format!("{faucet_addr}={FAUCET_SATS}"));
+        genesis.arg("--out").arg(d.join("genesis.json"));
+        let mut members = Vec::new();
+        for i in 0..n {
+            let name = format!("m{i}");
+            let key = d.join(format!("{name}.key"));
+            let public = d.join(format!("{name}.json"));
+            run_ok(
+                Command::new(bin("fedpegd"))
+                    .args(["keygen", "--name", &name, "--p2p-address"])
+                    .arg(format!("/ip4/127.0.0.1/tcp/{}", free_port()))
+                    .arg("--out")
+                    .arg(&key)
+                    .arg("--public-out")
+                    .arg(&public),
+            )?;
+            genesis.arg("--member").arg(&public);
+            members.push(NodeProc {
+                log_path: d.join(format!("{name}.log")),
+                data_dir: d.join(format!("{name}-data")),
+                name,
+                api_port: free_port(),
+                key: Some(key),
+                genesis: d.join("genesis.json"),
+                heartbeat_ms,
+                child: None,
+            });
+        }
+        run_ok(&mut genesis)?;
+        let observer = observer.then(|| NodeProc {
+            name: "observer".into(),
+            api_port: free_port(),
+            data_dir: d.join("observer-data"),
+            key: None,
+            genesis: d.join("genesis.json"),
+            log_path: d.join("observer.log"),
+            heartbeat_ms,
+            child: None,
+        });
+        let mut fed = Federation {
+            dir,
+            members,
+            observer,
+            faucet,
+            faucet_key_file,
+        };
+        for m in fed.members.iter_mut() {
+            m.spawn()?;
+        }
+        if let Some(o) = fed.observer.as_mut() {
+            o.spawn()?;
+        }
+        Ok(fed)
     }
 
-    /// Chain id from status.
-    pub async fn chain_id(&self, ch: &Channel) -> anyhow::Result<Hash32> {
-        let s = pb::node_service_client::NodeServiceClient::new(ch.clone())
-            .get_status(pb::GetStatusRequest {})
-            .await?
-            .into_inner();
-        Hash32::from_hex(&s.chain_id).map_err(anyhow::Error::msg)
-    }
-
-    /// A `fedpeg` CLI command pointed at this node.
+    /// Member `i`'s first: a `fedpeg` CLI command pointed at member 0.
     pub fn cli(&self) -> Command {
         let mut c = Command::new(bin("fedpeg"));
         c.arg("--node")
-            .arg(self.url())
+            .arg(self.members[0].url())
             .current_dir(self.dir.path())
             .env_remove("FEDPEG_KEY")
             .env_remove("FEDPEG_NODE");
         c
     }
+
+    /// Path of the genesis file.
+    pub fn genesis_path(&self) -> PathBuf {
+        self.dir.path().join("genesis.json")
+    }
+
+    /// All logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for m in self.members.iter().chain(self.observer.iter()) {
+            let log = m.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            s += &format!("==== {} (last 40 lines)\n", m.name);
+            for l in tail.into_iter().rev() {
+                s += l;
+                s.push('\n');
+            }
+        }
+        s
+    }
 }
 
-impl Drop for SoloNode {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Chain id from a node's status.
+pub async fn chain_id(ch: &Channel) -> anyhow::Result<Hash32> {
+    let s = pb::node_service_client::NodeServiceClient::new(ch.clone())
+        .get_status(pb::GetStatusRequest {})
+        .await?
+        .into_inner();
+    Hash32::from_hex(&s.chain_id).map_err(anyhow::Error::msg)
 }
 
 /// Polls until the transaction is finalized; returns its block height.
@@ -246,4 +326,35 @@ pub async fn wait_final(ch: &Channel, txid: &str, timeout: Duration) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls until the node's height reaches `height`.
+pub async fn wait_height(node: &NodeProc, height: u64, timeout: Duration) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = node.status().await {
+            if s.height >= height {
+                return Ok(s.height);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not reach height {height} within {timeout:?}",
+                node.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Hash of the block at `height` on a node.
+pub async fn block_hash(ch: &Channel, height: u64) -> anyhow::Result<String> {
+    let mut c = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
+    let b = c
+        .get_block(pb::GetBlockRequest {
+            selector: Some(pb::get_block_request::Selector::Height(height)),
+        })
+        .await?
+        .into_inner();
+    Ok(b.block.map(|b| b.hash).unwrap_or_default())
 }

@@ -10,7 +10,7 @@ use fedpeg_node::hash::Hash32;
 use fedpeg_node::ledger::{apply_block, VerifyAll};
 use fedpeg_node::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
-use fedpeg_tests::{run_any, run_ok, wait_final, SoloNode, FAUCET_SATS};
+use fedpeg_tests::{chain_id, run_any, run_ok, wait_final, Federation, FAUCET_SATS};
 use std::time::Duration;
 use tonic::Code;
 
@@ -43,8 +43,8 @@ fn transfer(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_walkthrough_sends_and_refuses_bad_nonce_and_overspend() {
-    let node = SoloNode::start(1000).unwrap();
-    node.connect().await.unwrap();
+    let node = Federation::start(1, false, 1000).unwrap();
+    node.members[0].connect().await.unwrap();
     let d = node.dir.path();
     let alice = run_ok(node.cli().args(["--key", "alice.key", "keygen"]))
         .unwrap()
@@ -172,9 +172,9 @@ async fn cli_walkthrough_sends_and_refuses_bad_nonce_and_overspend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
     // Long heartbeat: the height only moves when a transaction is accepted.
-    let node = SoloNode::start(3_600_000).unwrap();
-    let ch = node.connect().await.unwrap();
-    let chain = node.chain_id(&ch).await.unwrap();
+    let node = Federation::start(1, false, 3_600_000).unwrap();
+    let ch = node.members[0].connect().await.unwrap();
+    let chain = chain_id(&ch).await.unwrap();
     let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
     let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
     let mut status = pb::node_service_client::NodeServiceClient::new(ch.clone());
@@ -371,8 +371,8 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
-    let node = SoloNode::start(1000).unwrap();
-    let ch = node.connect().await.unwrap();
+    let node = Federation::start(1, false, 1000).unwrap();
+    let ch = node.members[0].connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     for svc in [
         "fedpeg.v1.WalletService",
@@ -464,11 +464,11 @@ fn tokio_stream_once<T: Send + 'static>(item: T) -> impl tonic::IntoStreamingReq
 /// Replays every stored block from genesis with the ledger and checks that
 /// the node's accounts and state root equal the replay.
 async fn assert_store_consistent(
-    node: &SoloNode,
+    node: &Federation,
     ch: &tonic::transport::Channel,
     accounts: &[SigningKey],
 ) -> u64 {
-    let spec = Genesis::load(&node.dir.path().join("genesis.json")).unwrap();
+    let spec = Genesis::load(&node.genesis_path()).unwrap();
     let params = spec.ledger_params();
     let mut state = spec.genesis_state();
     let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
@@ -508,13 +508,13 @@ async fn assert_store_consistent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_committing_reopens_with_a_consistent_store() {
-    let mut node = SoloNode::start(50).unwrap();
+    let mut node = Federation::start(1, false, 50).unwrap();
     let mut keys = vec![node.faucet.clone()];
     keys.extend((10..20).map(key));
     let mut last_height = 0;
     for round in 0..3u64 {
-        let ch = node.connect().await.unwrap();
-        let chain = node.chain_id(&ch).await.unwrap();
+        let ch = node.members[0].connect().await.unwrap();
+        let chain = chain_id(&ch).await.unwrap();
         let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
         let mut nonce = wallet
             .get_account(pb::GetAccountRequest {
@@ -544,12 +544,12 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
                 nonce += 1;
             }
             if i == kill_after {
-                node.kill();
+                node.members[0].kill();
                 break;
             }
         }
-        node.spawn().unwrap();
-        let ch = node.connect().await.unwrap();
+        node.members[0].spawn().unwrap();
+        let ch = node.members[0].connect().await.unwrap();
         let h = assert_store_consistent(&node, &ch, &keys).await;
         assert!(
             h >= last_height,
@@ -558,8 +558,8 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
         last_height = h;
     }
     // And the chain still moves after the last restart.
-    let ch = node.connect().await.unwrap();
-    let chain = node.chain_id(&ch).await.unwrap();
+    let ch = node.members[0].connect().await.unwrap();
+    let chain = chain_id(&ch).await.unwrap();
     let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
     let nonce = wallet
         .get_account(pb::GetAccountRequest {
@@ -577,10 +577,10 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
         .unwrap();
     wait_final(&ch, &r.into_inner().txid, Duration::from_secs(20))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\n{}", node.logs()));
     assert!(
-        node.terminate(),
+        node.members[0].terminate(),
         "clean shutdown on SIGTERM failed; log:\n{}",
-        node.log()
+        node.logs()
     );
 }

@@ -1,5 +1,5 @@
-//! `fedpeg-bench`: load generator. Starts a local chain of fedpegd
-//! processes (today: one member), funds sender accounts in genesis, submits
+//! `fedpeg-bench`: load generator. Starts a local federation of fedpegd
+//! member processes, funds sender accounts in genesis, submits
 //! signed transfers over gRPC at a target rate, and prints JSON with
 //! finalized throughput and commit latency.
 
@@ -21,9 +21,13 @@ use tonic::transport::Channel;
 
 /// Measures finalized transfers per second and commit latency.
 #[derive(Parser)]
-#[command(name = "fedpeg-bench", version, about = "Load generator: starts a local fedpeg chain, submits signed transfers, prints JSON with finalized_tps and commit latency")]
+#[command(
+    name = "fedpeg-bench",
+    version,
+    about = "Load generator: starts a local fedpeg chain, submits signed transfers, prints JSON with finalized_tps and commit latency"
+)]
 struct Args {
-    /// Federation members to start on 127.0.0.1 (this build supports 1).
+    /// Federation members to start on 127.0.0.1.
     #[arg(long, default_value_t = 1)]
     members: usize,
     /// Transfers to submit.
@@ -69,11 +73,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    if a.members != 1 {
-        bail!(
-            "--members {}: this build runs one-member chains only",
-            a.members
-        );
+    if a.members == 0 {
+        bail!("--members must be at least 1");
     }
     let tmp = tempfile::tempdir()?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -86,16 +87,31 @@ async fn main() -> anyhow::Result<()> {
         }
         Ok(())
     };
-    ok(Command::new(&fedpegd)
-        .args(["keygen", "--name", "m0", "--out"])
-        .arg(dir.join("m0.key"))
-        .arg("--public-out")
-        .arg(dir.join("m0.json")))?;
+    let free_port = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
     let mut g = Command::new(&fedpegd);
-    g.args(["genesis", "--network", "regtest", "--member"])
-        .arg(dir.join("m0.json"))
+    g.args(["genesis", "--network", "regtest"])
         .arg("--out")
         .arg(dir.join("genesis.json"));
+    for i in 0..a.members {
+        let p2p = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+        ok(Command::new(&fedpegd)
+            .args([
+                "keygen",
+                "--name",
+                &format!("m{i}"),
+                "--p2p-address",
+                &p2p,
+                "--out",
+            ])
+            .arg(dir.join(format!("m{i}.key")))
+            .arg("--public-out")
+            .arg(dir.join(format!("m{i}.json"))))?;
+        g.arg("--member").arg(dir.join(format!("m{i}.json")));
+    }
     for i in 0..a.senders {
         g.arg("--dev-balance").arg(format!(
             "{}=1000000000000",
@@ -103,45 +119,66 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     ok(&mut g)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::fs::File::create(dir.join("m0.log"))?;
-    let mut child = Command::new(&fedpegd)
-        .arg("run")
-        .arg("--genesis")
-        .arg(dir.join("genesis.json"))
-        .arg("--data-dir")
-        .arg(dir.join("m0-data"))
-        .arg("--key")
-        .arg(dir.join("m0.key"))
-        .arg("--api-listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--mempool-max")
-        .arg((a.txs + 1000).to_string())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let result = bench(&a, port, &dir).await;
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut children = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..a.members {
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.join(format!("m{i}.log")))?;
+        let child = Command::new(&fedpegd)
+            .arg("run")
+            .arg("--genesis")
+            .arg(dir.join("genesis.json"))
+            .arg("--data-dir")
+            .arg(dir.join(format!("m{i}-data")))
+            .arg("--key")
+            .arg(dir.join(format!("m{i}.key")))
+            .arg("--api-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--mempool-max")
+            .arg((a.txs + 1000).to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        children.push(child);
+        ports.push(port);
+    }
+    let result = bench(&a, &ports, &dir).await;
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     let out = result?;
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
 
-async fn bench(a: &Args, port: u16, dir: &Path) -> anyhow::Result<serde_json::Value> {
+async fn connect(port: u16, dir: &Path) -> anyhow::Result<Channel> {
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let ch = loop {
+    loop {
         if let Ok(ch) = Channel::from_shared(url.clone())?.connect().await {
-            break ch;
+            let mut c = pb::node_service_client::NodeServiceClient::new(ch.clone());
+            if c.get_status(pb::GetStatusRequest {}).await.is_ok() {
+                return Ok(ch);
+            }
         }
         if Instant::now() > deadline {
-            bail!("node did not start; see {}", dir.join("m0.log").display());
+            bail!(
+                "node on port {port} did not start; see the logs in {}",
+                dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
+}
+
+async fn bench(a: &Args, ports: &[u16], dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let mut chans = Vec::new();
+    for p in ports {
+        chans.push(connect(*p, dir).await?);
+    }
+    let ch = chans[0].clone();
     let st = pb::node_service_client::NodeServiceClient::new(ch.clone())
         .get_status(pb::GetStatusRequest {})
         .await?
@@ -180,8 +217,9 @@ async fn bench(a: &Args, port: u16, dir: &Path) -> anyhow::Result<serde_json::Va
         Some(Duration::from_secs_f64(a.senders as f64 / a.rate as f64))
     };
     let mut tasks = Vec::new();
-    for q in queues {
-        let ch = ch.clone();
+    for (s, q) in queues.into_iter().enumerate() {
+        // Each sender talks to one member; senders are spread over members.
+        let ch = chans[s % chans.len()].clone();
         let submitted = submitted.clone();
         tasks.push(tokio::spawn(async move {
             let mut w = pb::wallet_service_client::WalletServiceClient::new(ch);

@@ -21,7 +21,11 @@ use tonic::transport::Channel;
 
 /// fedpeg wallet: keys, balances and transfers on a fedpeg sidechain.
 #[derive(Parser)]
-#[command(name = "fedpeg", version, about = "fedpeg wallet: keys, balances and transfers on a fedpeg sidechain (talks gRPC to a node)")]
+#[command(
+    name = "fedpeg",
+    version,
+    about = "fedpeg wallet: keys, balances and transfers on a fedpeg sidechain (talks gRPC to a node)"
+)]
 struct Cli {
     /// gRPC endpoint of a fedpeg node.
     #[arg(

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 
 /// fedpeg federation node: runs a member (with a member key) or an observer.
 #[derive(Parser)]
-#[command(name = "fedpegd", version, about = "fedpeg federation node: runs a member (with a member key) or an observer, and creates keys and genesis")]
+#[command(
+    name = "fedpegd",
+    version,
+    about = "fedpeg federation node: runs a member (with a member key) or an observer, and creates keys and genesis"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,6 +95,9 @@ struct RunArgs {
     /// Most pending transactions [config: mempool.max_txs; default 100000].
     #[arg(long, value_name = "N")]
     mempool_max: Option<usize>,
+    /// libp2p listen multiaddress [config: p2p.listen; default: the member's genesis p2p_address, or /ip4/127.0.0.1/tcp/0 for an observer].
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_listen: Option<String>,
     /// Log format: text or json [config: log.format; default text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -170,7 +177,7 @@ fn main() -> anyhow::Result<()> {
             }
             let g = Genesis {
                 chain_name,
-                genesis_time_ms: fedpeg_node::producer::now_ms(),
+                genesis_time_ms: fedpeg_node::driver::now_ms(),
                 network,
                 members: infos,
                 peg_threshold: threshold.unwrap_or((2 * n / 3 + 1).min(n)),
@@ -213,6 +220,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.mempool_max {
         c.mempool.max_txs = v;
+    }
+    if let Some(v) = a.p2p_listen {
+        c.p2p.listen = Some(v);
     }
     if let Some(v) = a.log_format {
         c.log.format = v;

@@ -1,0 +1,775 @@
+//! The consensus driver: wires the sans-IO Tendermint engine
+//! (`fedpeg-consensus`) to the network, timers, the WAL and the chain.
+//!
+//! - The proposer builds a block from the mempool ([`Chain::propose`]) and
+//!   gossips the block before its signed proposal; others validate it by
+//!   applying it to a scratch copy of state ([`Chain::validate`]).
+//! - Every own proposal/vote is fsynced to the [`Wal`] before it is sent.
+//! - A decided block and its commit certificate are stored in one atomic
+//!   batch ([`Chain::commit`]); then the next height starts.
+//! - Block sync: a member that lags (or an observer, which only syncs) asks
+//!   peers for blocks + certificates and verifies each certificate against
+//!   the validator set before applying the block.
+//! - Transactions submitted to this node are gossiped to the other members.
+
+use crate::block::{Block, CommittedBlock};
+use crate::chain::Chain;
+use crate::ledger::BlockOutcome;
+use crate::network::{NetEvent, Network, PeerId};
+
+use crate::tx::Transaction;
+use crate::wal::Wal;
+use anyhow::Context;
+use fedpeg_consensus::{
+    ChainId, CommitCertificate, Engine, EngineConfig, Height, Input, Message, Output, Round,
+    SigningKey, TimeoutKind, TimeoutParams, Timeouts, ValidatorSet, ValueId,
+};
+use fedpeg_proto::v1 as pb;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Most blocks served or requested per sync round trip.
+pub const SYNC_MAX_BLOCKS: u32 = 64;
+/// Most bytes of blocks in one sync response.
+const SYNC_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most cached proposed blocks (a Byzantine proposer cannot fill memory).
+const MAX_CACHED_BLOCKS: usize = 64;
+/// Largest allowed clock skew of a proposed block's time.
+const MAX_FUTURE_MS: u64 = 10_000;
+
+/// Live consensus numbers for the status API.
+#[derive(Default)]
+pub struct ConsensusStatus {
+    pub round: AtomicU32,
+    pub equivocations: AtomicU64,
+    pub synced_blocks: AtomicU64,
+}
+
+/// Driver settings.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Longest a proposer waits for transactions before proposing an empty block.
+    pub heartbeat: Duration,
+    /// How often to ask peers whether we are behind.
+    pub sync_interval: Duration,
+}
+
+/// Engine configuration from genesis.
+pub fn engine_config(chain: &Chain) -> EngineConfig {
+    let c = &chain.spec.genesis.consensus;
+    let ms = Duration::from_millis;
+    EngineConfig {
+        chain_id: ChainId(chain.spec.chain_id.0),
+        timeouts: Timeouts {
+            propose: TimeoutParams {
+                base: ms(c.timeout_propose_ms),
+                delta: ms(c.timeout_propose_delta_ms),
+            },
+            prevote: TimeoutParams {
+                base: ms(c.timeout_vote_ms),
+                delta: ms(c.timeout_vote_delta_ms),
+            },
+            precommit: TimeoutParams {
+                base: ms(c.timeout_vote_ms),
+                delta: ms(c.timeout_vote_delta_ms),
+            },
+            rebroadcast: TimeoutParams {
+                base: ms(2 * c.timeout_propose_ms),
+                delta: ms(c.timeout_propose_delta_ms),
+            },
+        },
+    }
+}
+
+/// The validator set of genesis.
+pub fn validator_set(chain: &Chain) -> anyhow::Result<ValidatorSet> {
+    ValidatorSet::from_keys(chain.spec.member_keys.clone())
+        .map_err(|e| anyhow::anyhow!("genesis members: {e}"))
+}
+
+struct Cached {
+    block: Block,
+    outcome: Option<BlockOutcome>,
+}
+
+type SyncResult = Result<(PeerId, pb::SyncResponse), String>;
+
+/// One node's consensus loop (member) or follow loop (observer).
+pub struct Driver {
+    chain: Arc<Chain>,
+    net: Network,
+    engine: Option<Engine>,
+    wal: Option<Wal>,
+    me: Option<u32>,
+    validators: ValidatorSet,
+    chain_id: ChainId,
+    cfg: DriverConfig,
+    propose_cap: Duration,
+    blocks: HashMap<ValueId, Cached>,
+    /// Blocks already written to the WAL at this height.
+    wal_blocks: Vec<ValueId>,
+    pending_validate: HashMap<ValueId, Height>,
+    pending_propose: Option<(Height, Round)>,
+    out: Vec<pb::GossipMessage>,
+    timer_tx: mpsc::UnboundedSender<(Height, Round, TimeoutKind)>,
+    timer_rx: mpsc::UnboundedReceiver<(Height, Round, TimeoutKind)>,
+    sync_tx: mpsc::UnboundedSender<SyncResult>,
+    sync_rx: mpsc::UnboundedReceiver<SyncResult>,
+    sync_inflight: bool,
+    last_commit: Instant,
+    status: Arc<ConsensusStatus>,
+}
+
+impl Driver {
+    /// A member's driver: restores the engine from the WAL in `data_dir`.
+    pub fn member(
+        chain: Arc<Chain>,
+        net: Network,
+        key: SigningKey,
+        data_dir: &Path,
+        cfg: DriverConfig,
+        status: Arc<ConsensusStatus>,
+    ) -> anyhow::Result<Driver> {
+        let validators = validator_set(&chain)?;
+        let me = validators
+            .index_of(&key.verifying_key())
+            .context("member key is not in the genesis validator set")?;
+        let (wal, contents) = Wal::open(&data_dir.join("consensus.wal"))?;
+        let next = chain.height() + 1;
+        let current: Vec<_> = contents
+            .entries
+            .into_iter()
+            .filter(|e| e.height().0 == next)
+            .collect();
+        let engine_cfg = engine_config(&chain);
+        let engine = if current.is_empty() {
+            Engine::new(engine_cfg, validators.clone(), Some(key))?
+        } else {
+            tracing::info!(
+                height = next,
+                entries = current.len(),
+                "restoring consensus from WAL"
+            );
+            Engine::restore(engine_cfg, validators.clone(), key, &current)?
+        };
+        let mut d = Driver::new(
+            chain,
+            net,
+            Some(engine),
+            Some(wal),
+            Some(me.0),
+            validators,
+            cfg,
+            status,
+        );
+        for block in contents
+            .blocks
+            .into_iter()
+            .filter(|b| b.header.height == next)
+        {
+            let id = ValueId(block.hash().0);
+            d.wal_blocks.push(id);
+            d.blocks.insert(
+                id,
+                Cached {
+                    block,
+                    outcome: None,
+                },
+            );
+        }
+        // A lone member has nobody waiting on its proposal: it may wait the
+        // whole heartbeat. In a federation, others time out the proposer.
+        let timeout_propose =
+            Duration::from_millis(d.chain.spec.genesis.consensus.timeout_propose_ms);
+        if d.validators.len() > 1 {
+            d.propose_cap = d.cfg.heartbeat.min(timeout_propose / 2);
+        }
+        Ok(d)
+    }
+
+    /// An observer's driver: follows the chain by block sync only.
+    pub fn observer(
+        chain: Arc<Chain>,
+        net: Network,
+        cfg: DriverConfig,
+        status: Arc<ConsensusStatus>,
+    ) -> anyhow::Result<Driver> {
+        let validators = validator_set(&chain)?;
+        Ok(Driver::new(
+            chain, net, None, None, None, validators, cfg, status,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        chain: Arc<Chain>,
+        net: Network,
+        engine: Option<Engine>,
+        wal: Option<Wal>,
+        me: Option<u32>,
+        validators: ValidatorSet,
+        cfg: DriverConfig,
+        status: Arc<ConsensusStatus>,
+    ) -> Driver {
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let (sync_tx, sync_rx) = mpsc::unbounded_channel();
+        Driver {
+            chain_id: ChainId(chain.spec.chain_id.0),
+            propose_cap: cfg.heartbeat,
+            chain,
+            net,
+            engine,
+            wal,
+            me,
+            validators,
+            cfg,
+            blocks: HashMap::new(),
+            wal_blocks: Vec::new(),
+            pending_validate: HashMap::new(),
+            pending_propose: None,
+            out: Vec::new(),
+            timer_tx,
+            timer_rx,
+            sync_tx,
+            sync_rx,
+            sync_inflight: false,
+            last_commit: Instant::now(),
+            status,
+        }
+    }
+
+    /// Runs until `shutdown` resolves or a fatal error (WAL or store failure).
+    pub async fn run(
+        mut self,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Transaction>();
+        if self.engine.is_some() {
+            self.chain.set_gossip(tx_gossip);
+            let next = Height(self.chain.height() + 1);
+            self.input(Input::StartHeight(next))?;
+        }
+        let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let chain = self.chain.clone();
+            let propose_at = self.last_commit + self.propose_cap;
+            let waiting_to_propose = self.pending_propose.is_some();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                ev = net_rx.recv() => match ev {
+                    Some(ev) => self.on_net(ev)?,
+                    None => anyhow::bail!("network task stopped"),
+                },
+                Some((height, round, step)) = self.timer_rx.recv() => {
+                    self.input(Input::TimeoutElapsed { height, round, step })?;
+                }
+                Some(tx) = tx_rx.recv() => {
+                    self.out.push(gossip_tx(&tx));
+                    while self.out.len() < 4096 {
+                        match tx_rx.try_recv() {
+                            Ok(tx) => self.out.push(gossip_tx(&tx)),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush();
+                }
+                Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
+                _ = sync_tick.tick() => self.start_sync(),
+                _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
+                _ = chain.mempool_changed(), if waiting_to_propose => {
+                    if self.chain.mempool_len() > 0 {
+                        self.propose()?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds the engine one input and carries out everything that follows.
+    fn input(&mut self, first: Input) -> anyhow::Result<()> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(input) = queue.pop_front() {
+            let Some(engine) = self.engine.as_mut() else {
+                return Ok(());
+            };
+            let outputs = engine.handle(input);
+            for o in outputs {
+                match o {
+                    Output::Persist(entry) => {
+                        // Durable before anything later leaves the node: the
+                        // broadcasts are only flushed after this loop. The
+                        // block voted for goes first, once per height.
+                        let value = match &entry {
+                            fedpeg_consensus::WalEntry::Proposal(p) => Some(p.value_id),
+                            fedpeg_consensus::WalEntry::Vote(v)
+                            | fedpeg_consensus::WalEntry::Polka(v) => v.value,
+                        };
+                        let block = value
+                            .filter(|v| !self.wal_blocks.contains(v))
+                            .and_then(|v| self.blocks.get(&v).map(|c| (v, &c.block)));
+                        if let Some(wal) = self.wal.as_mut() {
+                            wal.append(block.map(|(_, b)| b), &entry)?;
+                        }
+                        if let Some((v, _)) = block {
+                            self.wal_blocks.push(v);
+                        }
+                    }
+                    Output::Broadcast(msg) => {
+                        if let Message::Proposal(p) = &msg {
+                            // Send the block with (before) every proposal of it,
+                            // so a re-proposed valid value reaches late members.
+                            if let Some(c) = self.blocks.get(&p.value_id) {
+                                self.out.push(pb::GossipMessage {
+                                    kind: Some(pb::gossip_message::Kind::ProposedBlock(
+                                        c.block.to_proto(),
+                                    )),
+                                });
+                            }
+                        }
+                        self.out.push(pb::GossipMessage {
+                            kind: Some(pb::gossip_message::Kind::Consensus(pb::ConsensusMessage {
+                                signed: msg.encode(),
+                            })),
+                        });
+                    }
+                    Output::ScheduleTimeout {
+                        height,
+                        round,
+                        step,
+                        duration,
+                    } => {
+                        let tx = self.timer_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(duration).await;
+                            let _ = tx.send((height, round, step));
+                        });
+                    }
+                    Output::RequestValue { height, round } => {
+                        self.status.round.store(round.0, Ordering::Relaxed);
+                        self.pending_propose = Some((height, round));
+                        if self.chain.mempool_len() > 0
+                            || self.last_commit.elapsed() >= self.propose_cap
+                        {
+                            // Propose right away; the answer joins the queue.
+                            if let Some(i) = self.build_proposal()? {
+                                queue.push_back(i);
+                            }
+                        }
+                    }
+                    Output::Validate {
+                        height,
+                        round,
+                        value_id,
+                    } => {
+                        self.status.round.store(round.0, Ordering::Relaxed);
+                        if self.blocks.contains_key(&value_id) {
+                            let valid = self.validate(&value_id);
+                            queue.push_back(Input::ValidationResult {
+                                height,
+                                value_id,
+                                valid,
+                            });
+                        } else {
+                            self.pending_validate.insert(value_id, height);
+                        }
+                    }
+                    Output::Decide {
+                        height,
+                        value_id,
+                        certificate,
+                    } => {
+                        if self.commit_decided(height, value_id, &certificate)? {
+                            queue.push_back(Input::StartHeight(Height(height.0 + 1)));
+                        } else {
+                            // We never got the block: fetch it (with a
+                            // certificate) from peers; sync restarts the engine.
+                            tracing::warn!(
+                                height = height.0,
+                                "decided a block we do not have; syncing it"
+                            );
+                            self.start_sync();
+                        }
+                    }
+                    Output::Evidence(ev) => {
+                        self.status.equivocations.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(evidence = ?ev, "equivocation detected");
+                    }
+                }
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            let messages = std::mem::take(&mut self.out);
+            self.net.broadcast(pb::GossipBatch { messages });
+        }
+    }
+
+    /// Builds a block from the mempool and returns the engine's answer.
+    fn build_proposal(&mut self) -> anyhow::Result<Option<Input>> {
+        let Some((height, round)) = self.pending_propose.take() else {
+            return Ok(None);
+        };
+        if height.0 != self.chain.height() + 1 {
+            return Ok(None);
+        }
+        let me = self.me.unwrap_or(0);
+        let chain = self.chain.clone();
+        let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me))?;
+        let value_id = ValueId(p.block.hash().0);
+        tracing::debug!(
+            height = height.0,
+            round = round.0,
+            txs = p.block.txs.len(),
+            "proposing"
+        );
+        self.blocks.insert(
+            value_id,
+            Cached {
+                block: p.block,
+                outcome: Some(p.outcome),
+            },
+        );
+        Ok(Some(Input::ProposeValue {
+            height,
+            round,
+            value_id,
+        }))
+    }
+
+    fn propose(&mut self) -> anyhow::Result<()> {
+        if let Some(i) = self.build_proposal()? {
+            self.input(i)?;
+        }
+        Ok(())
+    }
+
+    /// Checks a cached block: header sanity plus full application on a copy of state.
+    fn validate(&mut self, id: &ValueId) -> bool {
+        let Some(c) = self.blocks.get_mut(id) else {
+            return false;
+        };
+        if c.outcome.is_some() {
+            return true;
+        }
+        let h = &c.block.header;
+        let (tip_time, height) = self.chain.with_state(|s| (s.tip_time_ms, s.height));
+        if h.height != height + 1 || h.proposer as usize >= self.validators.len() {
+            return false;
+        }
+        if h.time_ms < tip_time || h.time_ms > now_ms() + MAX_FUTURE_MS {
+            tracing::warn!(
+                height = h.height,
+                time_ms = h.time_ms,
+                "proposed block time out of bounds"
+            );
+            return false;
+        }
+        let chain = self.chain.clone();
+        let block = &c.block;
+        match tokio::task::block_in_place(|| chain.validate(block)) {
+            Ok(outcome) => {
+                c.outcome = Some(outcome);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(height = h.height, error = %e, "proposed block is invalid");
+                false
+            }
+        }
+    }
+
+    /// Stores a decided block; false if we do not have its bytes.
+    fn commit_decided(
+        &mut self,
+        height: Height,
+        value_id: ValueId,
+        cert: &CommitCertificate,
+    ) -> anyhow::Result<bool> {
+        if height.0 <= self.chain.height() {
+            return Ok(true); // already stored (e.g. by sync)
+        }
+        let Some(c) = self.blocks.remove(&value_id) else {
+            return Ok(false);
+        };
+        let outcome = match c.outcome {
+            Some(o) => o,
+            None => tokio::task::block_in_place(|| self.chain.validate(&c.block))?,
+        };
+        let cb = CommittedBlock {
+            block: c.block,
+            commit: cert.encode(),
+        };
+        let chain = self.chain.clone();
+        tokio::task::block_in_place(|| chain.commit(cb, outcome))?;
+        self.after_commit()?;
+        Ok(true)
+    }
+
+    /// Housekeeping once the chain moved to a new height.
+    fn after_commit(&mut self) -> anyhow::Result<()> {
+        if let Some(wal) = self.wal.as_mut() {
+            wal.reset()?;
+        }
+        self.wal_blocks.clear();
+        let h = self.chain.height();
+        self.blocks.retain(|_, c| c.block.header.height > h);
+        self.pending_validate.retain(|_, height| height.0 > h);
+        self.pending_propose = None;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    fn on_net(&mut self, ev: NetEvent) -> anyhow::Result<()> {
+        match ev {
+            NetEvent::Gossip { from, batch } => self.on_gossip(from, batch),
+            NetEvent::SyncRequest {
+                request, respond, ..
+            } => {
+                let _ = respond.send(self.serve_sync(&request));
+                Ok(())
+            }
+            NetEvent::PeerConnected { peer, member } => {
+                tracing::info!(%peer, ?member, "peer connected");
+                Ok(())
+            }
+            NetEvent::PeerDisconnected { peer, member } => {
+                tracing::info!(%peer, ?member, "peer disconnected");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, from: usize, batch: pb::GossipBatch) -> anyhow::Result<()> {
+        let mut txs = Vec::new();
+        for m in batch.messages {
+            match m.kind {
+                Some(pb::gossip_message::Kind::Transaction(t)) => match Transaction::from_proto(&t)
+                {
+                    Ok(tx) => txs.push(tx),
+                    Err(e) => {
+                        tracing::debug!(from, error = %e, "dropping malformed gossiped transaction")
+                    }
+                },
+                Some(pb::gossip_message::Kind::ProposedBlock(b)) => self.on_block(from, &b)?,
+                Some(pb::gossip_message::Kind::Consensus(c)) => match Message::decode(&c.signed) {
+                    Ok(msg) => {
+                        if msg.height().0 > self.chain.height() + 1 {
+                            // Peers are ahead of us: catch up by sync.
+                            self.start_sync();
+                        }
+                        if self.engine.is_some() {
+                            let input = match msg {
+                                Message::Proposal(p) => Input::Proposal(p),
+                                Message::Vote(v) => Input::Vote(v),
+                            };
+                            self.input(input)?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(from, error = %e, "dropping malformed consensus message")
+                    }
+                },
+                None => {}
+            }
+        }
+        if !txs.is_empty() {
+            let chain = self.chain.clone();
+            // Signature checks are CPU work: off the consensus loop.
+            tokio::task::spawn_blocking(move || {
+                for tx in txs {
+                    if let Err(e) = chain.submit_tx(tx) {
+                        tracing::trace!(error = %e, "gossiped transaction not admitted");
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn on_block(&mut self, from: usize, b: &pb::Block) -> anyhow::Result<()> {
+        let block = match Block::from_proto(b) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(from, error = %e, "dropping malformed proposed block");
+                return Ok(());
+            }
+        };
+        // Keep one height ahead too: the next proposer's block can arrive a
+        // moment before this node has stored the current height.
+        let next = self.chain.height() + 1;
+        let h = block.header.height;
+        if block.header.chain_id.0 != self.chain_id.0 || h < next || h > next + 1 {
+            return Ok(());
+        }
+        let id = ValueId(block.hash().0);
+        if self.blocks.contains_key(&id) {
+            return Ok(());
+        }
+        if self.blocks.len() >= MAX_CACHED_BLOCKS {
+            tracing::warn!(from, "proposed-block cache full; dropping block");
+            return Ok(());
+        }
+        self.blocks.insert(
+            id,
+            Cached {
+                block,
+                outcome: None,
+            },
+        );
+        if let Some(height) = self.pending_validate.remove(&id) {
+            let valid = self.validate(&id);
+            self.input(Input::ValidationResult {
+                height,
+                value_id: id,
+                valid,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn serve_sync(&self, req: &pb::SyncRequest) -> pb::SyncResponse {
+        let tip = self.chain.height();
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let from = req.from_height.max(1);
+        let max = req.max_blocks.clamp(1, SYNC_MAX_BLOCKS) as u64;
+        for h in from..from.saturating_add(max) {
+            if h > tip {
+                break;
+            }
+            match self.chain.block(h) {
+                Ok(Some(cb)) => {
+                    let p = pb::CommittedBlock {
+                        block: Some(cb.block.to_proto()),
+                        commit: cb.commit,
+                    };
+                    bytes += prost::Message::encoded_len(&p);
+                    blocks.push(p);
+                    if bytes > SYNC_MAX_BYTES {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        pb::SyncResponse {
+            blocks,
+            tip_height: tip,
+        }
+    }
+
+    fn start_sync(&mut self) {
+        if self.sync_inflight || self.net.peers().is_empty() {
+            return;
+        }
+        self.sync_inflight = true;
+        let net = self.net.clone();
+        let tx = self.sync_tx.clone();
+        let req = pb::SyncRequest {
+            from_height: self.chain.height() + 1,
+            max_blocks: SYNC_MAX_BLOCKS,
+        };
+        tokio::spawn(async move {
+            let res = net.sync(None, req).await.map_err(|e| e.to_string());
+            let _ = tx.send(res);
+        });
+    }
+
+    /// Verifies and applies synced blocks; restarts consensus if we moved.
+    fn on_sync(&mut self, res: SyncResult) -> anyhow::Result<()> {
+        self.sync_inflight = false;
+        let (peer, resp) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "sync request failed");
+                return Ok(());
+            }
+        };
+        let before = self.chain.height();
+        for p in resp.blocks {
+            let h = self.chain.height();
+            let cb = match p.block.as_ref().map(Block::from_proto) {
+                Some(Ok(block)) => CommittedBlock {
+                    block,
+                    commit: p.commit,
+                },
+                _ => {
+                    tracing::warn!(%peer, "sync peer sent a malformed block");
+                    break;
+                }
+            };
+            if cb.block.header.height <= h {
+                continue;
+            }
+            if let Err(e) = self.check_certificate(&cb) {
+                tracing::warn!(%peer, height = cb.block.header.height, error = %e, "sync peer sent a block without a valid commit certificate");
+                break;
+            }
+            let chain = self.chain.clone();
+            let applied = tokio::task::block_in_place(|| {
+                let outcome = chain.validate(&cb.block)?;
+                chain.commit(cb, outcome)
+            });
+            if let Err(e) = applied {
+                tracing::warn!(%peer, error = %e, "certified block does not apply");
+                break;
+            }
+            self.status.synced_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        let after = self.chain.height();
+        if after > before {
+            tracing::info!(from = before + 1, to = after, %peer, "synced blocks");
+            self.after_commit()?;
+            if let Some(engine) = &self.engine {
+                if engine.height().is_none_or(|h| h.0 <= after) {
+                    self.input(Input::StartHeight(Height(after + 1)))?;
+                }
+            }
+            if resp.tip_height > after {
+                self.start_sync();
+            }
+        }
+        Ok(())
+    }
+
+    /// A synced block must carry a certificate of a quorum for its own hash.
+    fn check_certificate(&self, cb: &CommittedBlock) -> anyhow::Result<()> {
+        let cert = CommitCertificate::decode(&cb.commit)?;
+        anyhow::ensure!(
+            cert.height.0 == cb.block.header.height,
+            "certificate is for height {}",
+            cert.height.0
+        );
+        anyhow::ensure!(
+            cert.value_id.0 == cb.block.hash().0,
+            "certificate is for another block"
+        );
+        cert.verify(&self.chain_id, &self.validators)?;
+        Ok(())
+    }
+}
+
+fn gossip_tx(tx: &Transaction) -> pb::GossipMessage {
+    pb::GossipMessage {
+        kind: Some(pb::gossip_message::Kind::Transaction(tx.to_proto())),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

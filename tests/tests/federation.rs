@@ -1,0 +1,175 @@
+//! A real federation: four `fedpegd` member processes and an observer on
+//! loopback, reaching BFT consensus over libp2p.
+
+use ed25519_dalek::SigningKey;
+use fedpeg_node::account::AccountId;
+use fedpeg_node::amount::Sats;
+use fedpeg_node::hash::Hash32;
+use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_proto::v1 as pb;
+use fedpeg_tests::{block_hash, chain_id, wait_final, wait_height, Federation};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+async fn next_nonce(ch: &Channel, k: &SigningKey) -> u64 {
+    let address = AccountId(k.verifying_key().to_bytes()).to_address("fprt");
+    pb::wallet_service_client::WalletServiceClient::new(ch.clone())
+        .get_account(pb::GetAccountRequest { address })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_nonce
+}
+
+/// Submits `count` transfers from the faucet, spreading them over `via`
+/// (each to a different member), and returns their ids.
+async fn send_transfers(
+    via: &[Channel],
+    chain: Hash32,
+    faucet: &SigningKey,
+    count: u64,
+) -> Vec<String> {
+    let mut nonce = next_nonce(&via[0], faucet).await;
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let tx = Transaction::sign(
+            chain,
+            faucet,
+            nonce,
+            Sats(1),
+            TxKind::Transfer {
+                to: AccountId(key(50 + (i % 5) as u8).verifying_key().to_bytes()),
+                amount: Sats(1000 + i),
+            },
+        );
+        // Nonces must arrive in order at one mempool; gossip spreads them.
+        let ch = &via[0];
+        let r = pb::wallet_service_client::WalletServiceClient::new(ch.clone())
+            .submit_transaction(pb::SubmitTransactionRequest {
+                transaction: tx.encode(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("submit {i}: {e}"));
+        ids.push(r.into_inner().txid);
+        nonce += 1;
+    }
+    ids
+}
+
+/// Block hashes of heights 1..=tip agree across nodes.
+async fn assert_same_chain(nodes: &[Channel], tip: u64) {
+    for h in 1..=tip {
+        let first = block_hash(&nodes[0], h).await.unwrap();
+        for (i, ch) in nodes.iter().enumerate().skip(1) {
+            assert_eq!(
+                block_hash(ch, h).await.unwrap(),
+                first,
+                "node {i} differs at height {h}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_members_finalize_survive_crashes_and_never_fork() {
+    let mut fed = Federation::start(4, true, 500).unwrap();
+    let mut chans = Vec::new();
+    for m in &fed.members {
+        chans.push(m.connect().await.unwrap());
+    }
+    let chain = chain_id(&chans[0]).await.unwrap();
+    let faucet = fed.faucet.clone();
+
+    // 1. Transfers submitted to one member are finalized by all four.
+    let ids = send_transfers(&chans[1..2], chain, &faucet, 20).await;
+    for id in &ids {
+        wait_final(&chans[0], id, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    }
+    let h1 = fed.members[0].status().await.unwrap().height;
+    for m in &fed.members {
+        wait_height(m, h1, Duration::from_secs(20)).await.unwrap();
+    }
+    assert_same_chain(&chans, h1).await;
+
+    // 2. SIGKILL one member: the other three (a quorum) keep finalizing.
+    fed.members[3].kill();
+    let ids = send_transfers(&chans[0..1], chain, &faucet, 10).await;
+    for id in &ids {
+        wait_final(&chans[1], id, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    }
+    let h2 = fed.members[0].status().await.unwrap().height;
+    assert!(h2 > h1);
+
+    // 3. Restart it: it catches up (block sync) and takes part again.
+    fed.members[3].spawn().unwrap();
+    chans[3] = fed.members[3].connect().await.unwrap();
+    wait_height(&fed.members[3], h2, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    assert_same_chain(&chans, h2).await;
+
+    // 4. Stop two of four: no quorum, so no progress and no fork.
+    fed.members[2].kill();
+    fed.members[3].kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stalled = fed.members[0].status().await.unwrap().height;
+    let pending = send_transfers(&chans[0..1], chain, &faucet, 3).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for m in &fed.members[0..2] {
+        let h = m.status().await.unwrap().height;
+        assert!(
+            h <= stalled + 1,
+            "{} advanced from {stalled} to {h} without a quorum",
+            m.name
+        );
+    }
+
+    // 5. One returns: quorum again, the pending transfers finalize.
+    fed.members[3].spawn().unwrap();
+    chans[3] = fed.members[3].connect().await.unwrap();
+    for id in &pending {
+        wait_final(&chans[0], id, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    }
+    fed.members[2].spawn().unwrap();
+    chans[2] = fed.members[2].connect().await.unwrap();
+    let tip = fed.members[0].status().await.unwrap().height;
+    for m in &fed.members {
+        wait_height(m, tip, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    }
+    assert_same_chain(&chans, tip).await;
+
+    // 6. The observer (no key) followed and verified the same chain.
+    let observer = fed.observer.as_ref().unwrap();
+    wait_height(observer, tip, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    let obs = observer.connect().await.unwrap();
+    let st = observer.status().await.unwrap();
+    assert_eq!(st.role, pb::NodeRole::Observer as i32);
+    assert_same_chain(&[chans[0].clone(), obs], tip).await;
+
+    // 7. Nobody double-signed, across all the restarts.
+    for m in &fed.members {
+        let s = m.status().await.unwrap();
+        assert_eq!(
+            s.equivocations_detected, 0,
+            "{} saw an equivocation",
+            m.name
+        );
+    }
+    for m in fed.members.iter_mut() {
+        assert!(m.terminate(), "{} did not shut down cleanly", m.name);
+    }
+}
