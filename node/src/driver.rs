@@ -40,6 +40,11 @@ const SYNC_MAX_BYTES: usize = 8 * 1024 * 1024;
 const MAX_CACHED_BLOCKS: usize = 64;
 /// Largest allowed clock skew of a proposed block's time.
 const MAX_FUTURE_MS: u64 = 10_000;
+/// Longest a sync request for a not-yet-final block is held open (well
+/// under the network's 10 s request timeout).
+const MAX_SYNC_WAIT: Duration = Duration::from_secs(5);
+/// Most held-open sync requests (each is one observer's long poll).
+const MAX_PARKED_SYNCS: usize = 256;
 
 /// Live consensus numbers for the status API.
 #[derive(Default)]
@@ -120,6 +125,12 @@ pub struct Driver {
     sync_tx: mpsc::UnboundedSender<SyncResult>,
     sync_rx: mpsc::UnboundedReceiver<SyncResult>,
     sync_inflight: bool,
+    /// Long-poll sync requests waiting for the next block.
+    parked_syncs: Vec<(
+        Instant,
+        pb::SyncRequest,
+        tokio::sync::oneshot::Sender<pb::SyncResponse>,
+    )>,
     last_commit: Instant,
     status: Arc<ConsensusStatus>,
 }
@@ -237,6 +248,7 @@ impl Driver {
             sync_tx,
             sync_rx,
             sync_inflight: false,
+            parked_syncs: Vec::new(),
             last_commit: Instant::now(),
             status,
         }
@@ -281,7 +293,10 @@ impl Driver {
                     self.flush();
                 }
                 Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
-                _ = sync_tick.tick() => self.start_sync(),
+                _ = sync_tick.tick() => {
+                    self.answer_parked_syncs(false);
+                    self.start_sync();
+                }
                 _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
                 _ = chain.mempool_changed(), if waiting_to_propose => {
                     if self.chain.mempool_len() > 0 {
@@ -527,7 +542,23 @@ impl Driver {
         self.pending_validate.retain(|_, height| height.0 > h);
         self.pending_propose = None;
         self.last_commit = Instant::now();
+        self.answer_parked_syncs(true);
         Ok(())
+    }
+
+    /// Answers long-poll sync requests that a new block satisfies (or, when
+    /// `new_block` is false, those whose wait ran out).
+    fn answer_parked_syncs(&mut self, new_block: bool) {
+        let tip = self.chain.height();
+        let now = Instant::now();
+        let parked = std::mem::take(&mut self.parked_syncs);
+        for (deadline, req, respond) in parked {
+            if (new_block && req.from_height <= tip) || now >= deadline || respond.is_closed() {
+                let _ = respond.send(self.serve_sync(&req));
+            } else {
+                self.parked_syncs.push((deadline, req, respond));
+            }
+        }
     }
 
     fn on_net(&mut self, ev: NetEvent) -> anyhow::Result<()> {
@@ -536,7 +567,17 @@ impl Driver {
             NetEvent::SyncRequest {
                 request, respond, ..
             } => {
-                let _ = respond.send(self.serve_sync(&request));
+                let wait = Duration::from_millis(request.wait_ms.into()).min(MAX_SYNC_WAIT);
+                if request.from_height > self.chain.height()
+                    && !wait.is_zero()
+                    && self.parked_syncs.len() < MAX_PARKED_SYNCS
+                {
+                    // Long poll: answer when the next block is final.
+                    self.parked_syncs
+                        .push((Instant::now() + wait, request, respond));
+                } else {
+                    let _ = respond.send(self.serve_sync(&request));
+                }
                 Ok(())
             }
             NetEvent::PeerConnected { peer, member } => {
@@ -676,9 +717,17 @@ impl Driver {
         self.sync_inflight = true;
         let net = self.net.clone();
         let tx = self.sync_tx.clone();
+        // Observers long-poll: the peer answers as soon as the next block is
+        // final, so they follow the tip without polling delay.
+        let wait_ms = if self.engine.is_none() {
+            MAX_SYNC_WAIT.as_millis() as u32
+        } else {
+            0
+        };
         let req = pb::SyncRequest {
             from_height: self.chain.height() + 1,
             max_blocks: SYNC_MAX_BLOCKS,
+            wait_ms,
         };
         tokio::spawn(async move {
             let res = net.sync(None, req).await.map_err(|e| e.to_string());
@@ -739,6 +788,9 @@ impl Driver {
             if resp.tip_height > after {
                 self.start_sync();
             }
+        }
+        if self.engine.is_none() {
+            self.start_sync();
         }
         Ok(())
     }

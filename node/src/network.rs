@@ -1741,6 +1741,7 @@ mod tests {
         let request = pb::SyncRequest {
             from_height: 9,
             max_blocks: 5,
+            wait_ms: 0,
         };
         let (peer, resp) = obs.sync(None, request).await.unwrap();
         assert_eq!(peer, m0.local_peer_id());
@@ -1751,6 +1752,7 @@ mod tests {
                 pb::SyncRequest {
                     from_height: 1,
                     max_blocks: 1,
+                    wait_ms: 0,
                 },
             )
             .await
@@ -1798,6 +1800,7 @@ mod tests {
                 pb::SyncRequest {
                     from_height: h,
                     max_blocks: 1,
+                    wait_ms: 0,
                 },
             )
         }))
@@ -1919,6 +1922,7 @@ mod tests {
                 pb::SyncRequest {
                     from_height: 1,
                     max_blocks: 1,
+                    wait_ms: 0,
                 },
             )
             .await
