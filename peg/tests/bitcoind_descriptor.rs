@@ -1,0 +1,402 @@
+//! Cross-checks fedpeg-peg against a Bitcoin node we did not write: a real
+//! `bitcoind -regtest` (found or installed by `deploy/bitcoind.sh`).
+//!
+//! - Our descriptor checksums equal `getdescriptorinfo`'s.
+//! - `deriveaddresses` of our deposit and change descriptors gives our
+//!   addresses (so our sorted witness scripts are Core's `sortedmulti`).
+//! - Coins sent to a deposit address are spent with the members' tweaked
+//!   secret keys, accepted by the node's mempool and mined, and the
+//!   transaction is no bigger than our spend estimate says.
+
+use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{
+    absolute, transaction, Amount, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
+    TxOut, Weight, Witness,
+};
+use fedpeg_peg::deposit::{tweaked_secret_key, Tweak};
+use fedpeg_peg::descriptor;
+use fedpeg_peg::federation::Federation;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `deploy/bitcoind.sh` from the workspace root and returns the
+/// (bitcoind, bitcoin-cli) paths it prints. Fails the test with the
+/// script's stderr if it fails: a missing bitcoind is not a reason to skip.
+fn bitcoind_binaries() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("deploy/bitcoind.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(&root)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{}{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        stdout
+    );
+    let mut bitcoind = None;
+    let mut cli = None;
+    for line in stdout.lines() {
+        match line.split_once('=') {
+            Some(("BITCOIND", v)) => bitcoind = Some(PathBuf::from(v)),
+            Some(("BITCOIN_CLI", v)) => cli = Some(PathBuf::from(v)),
+            _ => {}
+        }
+    }
+    match (bitcoind, cli) {
+        (Some(b), Some(c)) => (b, c),
+        _ => panic!("deploy/bitcoind.sh printed no BITCOIND=/BITCOIN_CLI= lines:\n{stdout}"),
+    }
+}
+
+/// Two distinct free TCP ports on 127.0.0.1 (both bound before either is
+/// released so they differ).
+fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+/// A running `bitcoind -regtest`; stopped (then killed) on drop, so a failed
+/// assertion never leaves a node behind.
+struct Bitcoind {
+    child: Child,
+    cli: PathBuf,
+    cli_args: Vec<String>,
+    // Dropped after `drop()` ran, i.e. after the node has exited.
+    datadir: tempfile::TempDir,
+}
+
+impl Bitcoind {
+    fn start() -> Bitcoind {
+        let (bitcoind, cli) = bitcoind_binaries();
+        let datadir = tempfile::tempdir().expect("temp dir");
+        let (rpcport, port) = free_ports();
+        let dd = format!("-datadir={}", datadir.path().display());
+        let log = std::fs::File::create(datadir.path().join("bitcoind.out")).expect("log file");
+        let args = [
+            "-regtest".to_string(),
+            "-daemon=0".into(),
+            "-server".into(),
+            "-listen=0".into(),
+            "-listenonion=0".into(),
+            format!("-rpcport={rpcport}"),
+            format!("-port={port}"),
+            "-rpcuser=u".into(),
+            "-rpcpassword=p".into(),
+            dd.clone(),
+        ];
+        eprintln!("starting: {} {}", bitcoind.display(), args.join(" "));
+        let child = Command::new(&bitcoind)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bitcoind.display()));
+        // `-datadir` keeps bitcoin-cli away from any ~/.bitcoin/bitcoin.conf.
+        let cli_args = vec![
+            "-regtest".to_string(),
+            format!("-rpcport={rpcport}"),
+            "-rpcuser=u".into(),
+            "-rpcpassword=p".into(),
+            dd,
+        ];
+        let mut node = Bitcoind {
+            child,
+            cli,
+            cli_args,
+            datadir,
+        };
+        node.wait_ready();
+        node
+    }
+
+    /// Polls `getblockchaininfo` every 100 ms for up to 30 s.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last = match self.cli(&["getblockchaininfo"]) {
+                Ok(_) => return,
+                Err(e) => e,
+            };
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "bitcoind exited ({status}) before answering RPC:\n{}",
+                    self.output()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "bitcoind did not answer RPC within 30 s (last: {last}):\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.datadir.path().join("bitcoind.out")).unwrap_or_default()
+    }
+
+    /// Runs bitcoin-cli; `Ok(stdout)` or `Err(stderr)`.
+    fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.cli)
+            .args(&self.cli_args)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.cli.display()))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Runs bitcoin-cli and parses its JSON answer; fails the test on error.
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self
+            .cli(args)
+            .unwrap_or_else(|e| panic!("bitcoin-cli {args:?} failed: {e}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bitcoin-cli {args:?}: {e}: {out}"))
+    }
+
+    /// Runs bitcoin-cli for its plain-text answer; fails the test on error.
+    fn text(&self, args: &[&str]) -> String {
+        self.cli(args)
+            .unwrap_or_else(|e| panic!("bitcoin-cli {args:?} failed: {e}"))
+    }
+}
+
+impl Drop for Bitcoind {
+    fn drop(&mut self) {
+        let _ = self.cli(&["stop"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `n` reproducible member secret keys, distinct per `seed`.
+fn member_secrets(seed: u8, n: usize) -> Vec<SecretKey> {
+    (0..n)
+        .map(|i| {
+            let mut b = [seed; 32];
+            b[31] = i as u8;
+            b[0] = 0x11;
+            SecretKey::from_slice(&b).unwrap()
+        })
+        .collect()
+}
+
+fn federation(m: usize, n: usize) -> (Federation, Vec<SecretKey>) {
+    let secp = Secp256k1::new();
+    let secrets = member_secrets((m * 32 + n) as u8, n);
+    let keys: Vec<PublicKey> = secrets.iter().map(|s| s.public_key(&secp)).collect();
+    (Federation::new(keys, m, Network::Regtest).unwrap(), secrets)
+}
+
+/// Accounts that look like ed25519 public keys (random-ish 32 bytes), plus
+/// the all-zero and all-0xff edge cases.
+fn accounts() -> Vec<[u8; 32]> {
+    let mut v = vec![[0u8; 32], [0xffu8; 32]];
+    for i in 0..3u8 {
+        let mut a = [0u8; 32];
+        for (j, b) in a.iter_mut().enumerate() {
+            *b = (j as u8).wrapping_mul(97).wrapping_add(i.wrapping_mul(61)) ^ 0x5a;
+        }
+        v.push(a);
+    }
+    v
+}
+
+/// Asserts that bitcoind computes our checksum for `full`'s body and
+/// derives `address` from `full`.
+fn check_descriptor(node: &Bitcoind, full: &str, address: &str) {
+    let body = descriptor::verify_checksum(full).expect("our own checksum verifies");
+    let ours = &full[body.len() + 1..];
+    let info = node.json(&["getdescriptorinfo", body]);
+    assert_eq!(info["checksum"], ours, "checksum of {body}: {info}");
+    assert_eq!(info["descriptor"], full, "{info}");
+    let derived = node.json(&["deriveaddresses", full]);
+    assert_eq!(
+        derived,
+        serde_json::json!([address]),
+        "deriveaddresses {full}"
+    );
+}
+
+const FEDERATIONS: [(usize, usize); 5] = [(1, 1), (2, 3), (3, 4), (11, 15), (17, 20)];
+
+#[test]
+fn descriptors_checksums_and_addresses_match_bitcoind() {
+    let node = Bitcoind::start();
+
+    for (desc, cs) in [
+        ("raw(deadbeef)", "89f8spxm"),
+        ("addr(mkmZxiEcEd8ZqjQWVZuC6so5dFMKEFpN2j)", "02wpgw69"),
+    ] {
+        assert_eq!(descriptor::checksum(desc).unwrap(), cs);
+        let info = node.json(&["getdescriptorinfo", desc]);
+        assert_eq!(info["checksum"], cs, "{desc}: {info}");
+    }
+
+    let mut printed = false;
+    for (m, n) in FEDERATIONS {
+        let (fed, _) = federation(m, n);
+        for account in accounts() {
+            let full = fed.deposit_descriptor(&account).unwrap();
+            let address = fed.deposit_address(&account).unwrap().to_string();
+            if !printed && (m, n) == (2, 3) {
+                eprintln!("example 2-of-3 deposit: {full} -> {address}");
+                printed = true;
+            }
+            check_descriptor(&node, &full, &address);
+        }
+        let full = fed.change_descriptor().unwrap();
+        check_descriptor(&node, &full, &fed.change_address().unwrap().to_string());
+    }
+}
+
+/// Pays `value` from `prev` (an output of `fed`'s address for `tweak`) to
+/// `fed`'s change address, signed by `signers`' tweaked keys.
+fn spend(
+    fed: &Federation,
+    signers: &[SecretKey],
+    tweak: &Tweak,
+    prev: OutPoint,
+    value: Amount,
+    fee: Amount,
+) -> Transaction {
+    let secp = Secp256k1::new();
+    let script = fed.witness_script(tweak).unwrap();
+    let mut tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: prev,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut {
+            value: value - fee,
+            script_pubkey: fed.change_script_pubkey().unwrap(),
+        }],
+    };
+    let sighash = SighashCache::new(&tx)
+        .p2wsh_signature_hash(0, &script, value, EcdsaSighashType::All)
+        .unwrap();
+    let msg = Message::from_digest(sighash.to_byte_array());
+    // CHECKMULTISIG wants the signatures in the witness script's key order.
+    let mut sigs: Vec<([u8; 33], Vec<u8>)> = signers
+        .iter()
+        .map(|s| {
+            let sk = tweaked_secret_key(s, tweak).unwrap();
+            let sig = bitcoin::ecdsa::Signature::sighash_all(secp.sign_ecdsa(&msg, &sk));
+            (sk.public_key(&secp).serialize(), sig.to_vec())
+        })
+        .collect();
+    sigs.sort();
+    let mut witness = Witness::new();
+    witness.push([]);
+    for (_, sig) in &sigs {
+        witness.push(sig);
+    }
+    witness.push(script.as_bytes());
+    tx.input[0].witness = witness;
+    tx
+}
+
+#[test]
+fn members_spend_deposits_with_tweaked_keys_and_estimate_bounds_vsize() {
+    let node = Bitcoind::start();
+    node.text(&["createwallet", "miner"]);
+    let mining = node.text(&["getnewaddress", "", "bech32"]);
+    node.json(&["generatetoaddress", "101", &mining]);
+
+    for (m, n) in [(2, 3), (3, 4), (11, 15)] {
+        let (fed, secrets) = federation(m, n);
+        let account = accounts()[2];
+        for tweak in [Tweak::Deposit(account), Tweak::Change] {
+            let address = fed.address(&tweak).unwrap().to_string();
+            let txid = node.text(&[
+                "-named",
+                "sendtoaddress",
+                &format!("address={address}"),
+                "amount=1",
+                "fee_rate=10",
+            ]);
+            let funding: Transaction = deserialize_hex(
+                node.json(&["gettransaction", &txid])["hex"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            let vout = funding
+                .output
+                .iter()
+                .position(|o| o.script_pubkey == fed.script_pubkey(&tweak).unwrap())
+                .expect("funding pays our script") as u32;
+            let prev = OutPoint::new(funding.compute_txid(), vout);
+
+            // Any m members can spend: take the last m, not the first.
+            let signers = &secrets[n - m..];
+            let fee = Amount::from_sat(10 * 1_000);
+            let tx = spend(&fed, signers, &tweak, prev, Amount::ONE_BTC, fee);
+            let hex = serialize_hex(&tx);
+            let accepted = node.json(&["testmempoolaccept", &format!("[\"{hex}\"]")]);
+            assert_eq!(
+                accepted[0]["allowed"], true,
+                "{m}-of-{n} {tweak:?}: {accepted}"
+            );
+
+            // One P2WSH output: version 4, input/output counts 1+1, output
+            // 8 + 1 + 34, locktime 4 = 53 non-witness bytes; marker+flag 2 WU.
+            let overhead = Weight::from_non_witness_data_size(53) + Weight::from_wu(2);
+            let est_vsize = (fed.spend_weight_estimate() + overhead).to_vbytes_ceil();
+            let vsize = accepted[0]["vsize"].as_u64().unwrap();
+            assert!(
+                vsize <= est_vsize,
+                "{m}-of-{n}: vsize {vsize} > estimate {est_vsize}"
+            );
+            assert!(
+                est_vsize - vsize <= m as u64,
+                "{m}-of-{n}: estimate {est_vsize} far above {vsize}"
+            );
+
+            let spent = node.text(&["sendrawtransaction", &hex]);
+            node.json(&["generatetoaddress", "1", &mining]);
+            let out = node.json(&["gettxout", &spent, "0"]);
+            assert_eq!(out["confirmations"], 1, "{out}");
+            assert_eq!(
+                out["scriptPubKey"]["address"],
+                fed.change_address().unwrap().to_string()
+            );
+            eprintln!(
+                "{m}-of-{n} {tweak:?}: spent in {spent}, vsize {vsize}, estimate {est_vsize}"
+            );
+        }
+    }
+}
