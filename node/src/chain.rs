@@ -158,6 +158,17 @@ impl Chain {
             })
             .into());
         }
+        // Cheap checks first: a duplicate, stale or unaffordable transaction
+        // (common when gossip arrives after the block) costs no signature check.
+        {
+            let state = self.state.read().map_err(|_| AdmitError::Full(0))?;
+            let pool = self.mempool.lock().map_err(|_| AdmitError::Full(0))?;
+            if pool.contains_exact(&tx) {
+                return Ok(tx.id());
+            }
+            pool.precheck(&tx, state.account(&tx.sender), &self.params)
+                .map_err(AdmitError::Tx)?;
+        }
         // Verify outside any lock: it is the expensive part.
         if !tx.verify_signature() {
             return Err(AdmitError::Tx(TxError::BadSignature).into());

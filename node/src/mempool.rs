@@ -8,7 +8,9 @@
 
 use crate::account::AccountId;
 use crate::amount::Sats;
-use crate::ledger::{check_tx, Account, LedgerParams, SignatureCheck, State, TxError};
+use crate::ledger::{
+    check_tx, Account, AlreadyVerified as Verified, LedgerParams, SignatureCheck, State, TxError,
+};
 use crate::tx::{Transaction, TxId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,14 +22,6 @@ pub enum AdmitError {
     Full(usize),
     #[error(transparent)]
     Tx(#[from] TxError),
-}
-
-/// A transaction known to have a valid signature.
-struct Verified;
-impl SignatureCheck for Verified {
-    fn is_valid(&self, _: &Transaction) -> bool {
-        true
-    }
 }
 
 #[derive(Default)]
@@ -70,6 +64,25 @@ impl Mempool {
     /// True if pooled.
     pub fn contains(&self, id: &TxId) -> bool {
         self.txs.contains_key(id)
+    }
+
+    /// True if exactly this transaction (same id and signature) is pooled.
+    pub fn contains_exact(&self, tx: &Transaction) -> bool {
+        self.txs
+            .get(&tx.id())
+            .is_some_and(|(t, _)| t.signature == tx.signature)
+    }
+
+    /// Checks everything but the signature against the sender's effective
+    /// account (finalized state plus pooled transactions).
+    pub fn precheck(
+        &self,
+        tx: &Transaction,
+        finalized: Account,
+        params: &LedgerParams,
+    ) -> Result<(), TxError> {
+        let view = self.effective_account(finalized, &tx.sender);
+        check_tx(params, view, tx, &Verified).map(|_| ())
     }
 
     /// A pooled transaction.
