@@ -36,6 +36,10 @@ use tokio::sync::mpsc;
 pub const SYNC_MAX_BLOCKS: u32 = 64;
 /// Most bytes of blocks in one sync response.
 const SYNC_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most transactions in one gossip batch.
+const TX_GOSSIP_BATCH: usize = 2048;
+/// Longest a submitted transaction waits to be gossiped with others.
+const TX_GOSSIP_DELAY: Duration = Duration::from_millis(5);
 /// Most cached proposed blocks (a Byzantine proposer cannot fill memory).
 const MAX_CACHED_BLOCKS: usize = 64;
 /// Largest allowed clock skew of a proposed block's time.
@@ -120,6 +124,8 @@ pub struct Driver {
     pending_validate: HashMap<ValueId, Height>,
     pending_propose: Option<(Height, Round)>,
     out: Vec<pb::GossipMessage>,
+    /// Transactions waiting to be gossiped (flushed every few ms).
+    tx_out: Vec<pb::GossipMessage>,
     timer_tx: mpsc::UnboundedSender<(Height, Round, TimeoutKind)>,
     timer_rx: mpsc::UnboundedReceiver<(Height, Round, TimeoutKind)>,
     sync_tx: mpsc::UnboundedSender<SyncResult>,
@@ -243,6 +249,7 @@ impl Driver {
             pending_validate: HashMap::new(),
             pending_propose: None,
             out: Vec::new(),
+            tx_out: Vec::new(),
             timer_tx,
             timer_rx,
             sync_tx,
@@ -267,6 +274,7 @@ impl Driver {
             let next = Height(self.chain.height() + 1);
             self.input(Input::StartHeight(next))?;
         }
+        let mut tx_flush_at: Option<Instant> = None;
         let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -283,14 +291,25 @@ impl Driver {
                     self.input(Input::TimeoutElapsed { height, round, step })?;
                 }
                 Some(tx) = tx_rx.recv() => {
-                    self.out.push(gossip_tx(&tx));
-                    while self.out.len() < 4096 {
+                    // Collect transactions for a few ms: one gossip request
+                    // per peer carries many (profiled: per-transaction
+                    // requests cost more than the signature checks).
+                    self.tx_out.push(gossip_tx(&tx));
+                    while self.tx_out.len() < TX_GOSSIP_BATCH {
                         match tx_rx.try_recv() {
-                            Ok(tx) => self.out.push(gossip_tx(&tx)),
+                            Ok(tx) => self.tx_out.push(gossip_tx(&tx)),
                             Err(_) => break,
                         }
                     }
-                    self.flush();
+                    if self.tx_out.len() >= TX_GOSSIP_BATCH {
+                        self.flush_txs();
+                    } else if tx_flush_at.is_none() {
+                        tx_flush_at = Some(Instant::now() + TX_GOSSIP_DELAY);
+                    }
+                }
+                _ = tokio::time::sleep_until(tx_flush_at.unwrap_or_else(Instant::now).into()), if tx_flush_at.is_some() => {
+                    tx_flush_at = None;
+                    self.flush_txs();
                 }
                 Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
                 _ = sync_tick.tick() => {
@@ -421,6 +440,13 @@ impl Driver {
         }
         self.flush();
         Ok(())
+    }
+
+    fn flush_txs(&mut self) {
+        if !self.tx_out.is_empty() {
+            let messages = std::mem::take(&mut self.tx_out);
+            self.net.broadcast(pb::GossipBatch { messages });
+        }
     }
 
     fn flush(&mut self) {
