@@ -5,13 +5,19 @@
 //! deposit addresses and the change address, see [`deposit`]) together with
 //! their Bitcoin Core descriptors ([`descriptor`] checksums), estimates what
 //! spending a federation output costs, and parses peg-out destinations
-//! ([`address`]). Later issues add deposit verification and deterministic
-//! peg-out batches. This crate does no I/O: talking to bitcoind happens
-//! behind a trait implemented in the node.
+//! ([`address`]). [`chain`] says what the peg needs from a Bitcoin node (the
+//! [`chain::BitcoinChain`] trait), finds deposits in blocks, and implements
+//! the trait over bitcoind's JSON-RPC; that implementation is the crate's
+//! only I/O, everything else is pure. With the `testkit` feature,
+//! [`testkit`] runs a throw-away `bitcoind -regtest` for tests. Later issues
+//! add deposit verification and deterministic peg-out batches.
 
 pub mod address;
+pub mod chain;
 pub mod deposit;
 pub mod descriptor;
 pub mod federation;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use bitcoin;

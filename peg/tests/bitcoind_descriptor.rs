@@ -19,148 +19,27 @@ use bitcoin::{
 use fedpeg_peg::deposit::{tweaked_secret_key, Tweak};
 use fedpeg_peg::descriptor;
 use fedpeg_peg::federation::Federation;
+use fedpeg_peg::testkit::Bitcoind;
 use serde_json::Value;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// Runs `deploy/bitcoind.sh` from the workspace root and returns the
-/// (bitcoind, bitcoin-cli) paths it prints. Fails the test with the
-/// script's stderr if it fails: a missing bitcoind is not a reason to skip.
-fn bitcoind_binaries() -> (PathBuf, PathBuf) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = root.join("deploy/bitcoind.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .current_dir(&root)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{}{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        stdout
-    );
-    let mut bitcoind = None;
-    let mut cli = None;
-    for line in stdout.lines() {
-        match line.split_once('=') {
-            Some(("BITCOIND", v)) => bitcoind = Some(PathBuf::from(v)),
-            Some(("BITCOIN_CLI", v)) => cli = Some(PathBuf::from(v)),
-            _ => {}
-        }
-    }
-    match (bitcoind, cli) {
-        (Some(b), Some(c)) => (b, c),
-        _ => panic!("deploy/bitcoind.sh printed no BITCOIND=/BITCOIN_CLI= lines:\n{stdout}"),
-    }
-}
+/// A testkit node (`deploy/bitcoind.sh`, regtest, funded `miner` wallet)
+/// driven through `bitcoin-cli`, so these checks do not even share our
+/// JSON-RPC client.
+struct Node(Bitcoind);
 
-/// Two distinct free TCP ports on 127.0.0.1 (both bound before either is
-/// released so they differ).
-fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
-
-/// A running `bitcoind -regtest`; stopped (then killed) on drop, so a failed
-/// assertion never leaves a node behind.
-struct Bitcoind {
-    child: Child,
-    cli: PathBuf,
-    cli_args: Vec<String>,
-    // Dropped after `drop()` ran, i.e. after the node has exited.
-    datadir: tempfile::TempDir,
-}
-
-impl Bitcoind {
-    fn start() -> Bitcoind {
-        let (bitcoind, cli) = bitcoind_binaries();
-        let datadir = tempfile::tempdir().expect("temp dir");
-        let (rpcport, port) = free_ports();
-        let dd = format!("-datadir={}", datadir.path().display());
-        let log = std::fs::File::create(datadir.path().join("bitcoind.out")).expect("log file");
-        let args = [
-            "-regtest".to_string(),
-            "-daemon=0".into(),
-            "-server".into(),
-            "-listen=0".into(),
-            "-listenonion=0".into(),
-            format!("-rpcport={rpcport}"),
-            format!("-port={port}"),
-            "-rpcuser=u".into(),
-            "-rpcpassword=p".into(),
-            dd.clone(),
-        ];
-        eprintln!("starting: {} {}", bitcoind.display(), args.join(" "));
-        let child = Command::new(&bitcoind)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bitcoind.display()));
-        // `-datadir` keeps bitcoin-cli away from any ~/.bitcoin/bitcoin.conf.
-        let cli_args = vec![
-            "-regtest".to_string(),
-            format!("-rpcport={rpcport}"),
-            "-rpcuser=u".into(),
-            "-rpcpassword=p".into(),
-            dd,
-        ];
-        let mut node = Bitcoind {
-            child,
-            cli,
-            cli_args,
-            datadir,
-        };
-        node.wait_ready();
-        node
-    }
-
-    /// Polls `getblockchaininfo` every 100 ms for up to 30 s.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let last = match self.cli(&["getblockchaininfo"]) {
-                Ok(_) => return,
-                Err(e) => e,
-            };
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "bitcoind exited ({status}) before answering RPC:\n{}",
-                    self.output()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "bitcoind did not answer RPC within 30 s (last: {last}):\n{}",
-                    self.output()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.datadir.path().join("bitcoind.out")).unwrap_or_default()
+impl Node {
+    fn start() -> Node {
+        Node(Bitcoind::start().unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// Runs bitcoin-cli; `Ok(stdout)` or `Err(stderr)`.
     fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(&self.cli)
-            .args(&self.cli_args)
+        let out = self
+            .0
+            .cli_command()
             .args(args)
             .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.cli.display()))?;
+            .map_err(|e| format!("cannot run bitcoin-cli: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
@@ -180,21 +59,6 @@ impl Bitcoind {
     fn text(&self, args: &[&str]) -> String {
         self.cli(args)
             .unwrap_or_else(|e| panic!("bitcoin-cli {args:?} failed: {e}"))
-    }
-}
-
-impl Drop for Bitcoind {
-    fn drop(&mut self) {
-        let _ = self.cli(&["stop"]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -233,7 +97,7 @@ fn accounts() -> Vec<[u8; 32]> {
 
 /// Asserts that bitcoind computes our checksum for `full`'s body and
 /// derives `address` from `full`.
-fn check_descriptor(node: &Bitcoind, full: &str, address: &str) {
+fn check_descriptor(node: &Node, full: &str, address: &str) {
     let body = descriptor::verify_checksum(full).expect("our own checksum verifies");
     let ours = &full[body.len() + 1..];
     let info = node.json(&["getdescriptorinfo", body]);
@@ -251,7 +115,7 @@ const FEDERATIONS: [(usize, usize); 5] = [(1, 1), (2, 3), (3, 4), (11, 15), (17,
 
 #[test]
 fn descriptors_checksums_and_addresses_match_bitcoind() {
-    let node = Bitcoind::start();
+    let node = Node::start();
 
     for (desc, cs) in [
         ("raw(deadbeef)", "89f8spxm"),
@@ -331,10 +195,9 @@ fn spend(
 
 #[test]
 fn members_spend_deposits_with_tweaked_keys_and_estimate_bounds_vsize() {
-    let node = Bitcoind::start();
-    node.text(&["createwallet", "miner"]);
-    let mining = node.text(&["getnewaddress", "", "bech32"]);
-    node.json(&["generatetoaddress", "101", &mining]);
+    let node = Node::start();
+    // testkit made the `miner` wallet and matured a coinbase for it.
+    let mining = node.0.mining_address().to_string();
 
     for (m, n) in [(2, 3), (3, 4), (11, 15)] {
         let (fed, secrets) = federation(m, n);
