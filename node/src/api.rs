@@ -202,6 +202,13 @@ impl WalletService for Api {
         &self,
         req: Request<pb::SubmitTransactionRequest>,
     ) -> Result<Response<pb::SubmitTransactionResponse>, Status> {
+        if self.identity.role == pb::NodeRole::Observer {
+            // An observer follows the chain but takes no part in it: a
+            // transaction pooled here would never reach a proposer.
+            return Err(Status::failed_precondition(
+                "this node is an observer and cannot relay transactions; submit to a federation member's endpoint",
+            ));
+        }
         let bytes = req.into_inner().transaction;
         // Verified inline: one signature check (~50 µs) is cheaper than
         // handing the request to the blocking pool and back (profiled).

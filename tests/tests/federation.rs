@@ -159,7 +159,27 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
     let obs = observer.connect().await.unwrap();
     let st = observer.status().await.unwrap();
     assert_eq!(st.role, pb::NodeRole::Observer as i32);
-    assert_same_chain(&[chans[0].clone(), obs], tip).await;
+    assert_same_chain(&[chans[0].clone(), obs.clone()], tip).await;
+    // An observer cannot relay transactions: it says so instead of pooling them.
+    let nonce = next_nonce(&chans[0], &faucet).await;
+    let tx = Transaction::sign(
+        chain,
+        &faucet,
+        nonce,
+        Sats(1),
+        TxKind::Transfer {
+            to: AccountId(key(60).verifying_key().to_bytes()),
+            amount: Sats(5),
+        },
+    );
+    let e = pb::wallet_service_client::WalletServiceClient::new(obs)
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: tx.encode(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("observer"), "{}", e.message());
 
     // 7. Nobody double-signed, across all the restarts.
     for m in &fed.members {
