@@ -10,6 +10,7 @@ use crate::account::AccountId;
 use crate::block::CommittedBlock;
 use crate::chain::{Chain, SubmitError, TxStatus};
 use crate::driver::ConsensusStatus;
+use crate::fedtx::{FedTxKind, FederationTx};
 use crate::hash::Hash32;
 use crate::mempool::AdmitError;
 use crate::network::Network;
@@ -37,6 +38,8 @@ pub struct NodeIdentity {
 pub struct Api {
     chain: Arc<Chain>,
     identity: NodeIdentity,
+    /// This member's index and consensus key (signs federation transactions).
+    member: Option<(u32, ed25519_dalek::SigningKey)>,
     net: Option<Network>,
     consensus: Arc<ConsensusStatus>,
 }
@@ -72,9 +75,16 @@ impl Api {
         Api {
             chain,
             identity,
+            member: None,
             net,
             consensus,
         }
+    }
+
+    /// Lets this node register deposit addresses as member `index`.
+    pub fn with_member_key(mut self, index: u32, key: ed25519_dalek::SigningKey) -> Api {
+        self.member = Some((index, key));
+        self
     }
 
     fn hrp(&self) -> &'static str {
@@ -215,6 +225,48 @@ impl WalletService for Api {
         let txid = self.chain.submit(&bytes)?;
         Ok(Response::new(pb::SubmitTransactionResponse {
             txid: txid.to_hex(),
+        }))
+    }
+
+    async fn get_peg_in_address(
+        &self,
+        req: Request<pb::GetPegInAddressRequest>,
+    ) -> Result<Response<pb::GetPegInAddressResponse>, Status> {
+        let id = self.parse_account(&req.get_ref().address)?;
+        let spec = &self.chain.spec;
+        let internal = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("peg federation from genesis: {e}"))
+        };
+        let fed = spec.peg_federation().map_err(|e| internal(&e))?;
+        let deposit_address = fed
+            .deposit_address(&id.0)
+            .map_err(|e| internal(&e))?
+            .to_string();
+        let descriptor = fed.deposit_descriptor(&id.0).map_err(|e| internal(&e))?;
+        let registered = self.chain.with_state(|s| s.registered.contains(&id));
+        if !registered && !self.chain.registration_pending(&id) {
+            let Some((index, key)) = &self.member else {
+                return Err(Status::failed_precondition(
+                    "this deposit address is not registered yet and an observer cannot register it; ask a federation member's endpoint",
+                ));
+            };
+            let tx = FederationTx::sign(
+                spec.chain_id,
+                *index,
+                key,
+                FedTxKind::RegisterDepositAddress { account: id },
+            );
+            self.chain.submit_fed_tx(tx, true);
+        }
+        let cost = fed
+            .spend_vbytes_estimate()
+            .saturating_mul(spec.genesis.fees.default_fee_rate_sat_vb);
+        Ok(Response::new(pb::GetPegInAddressResponse {
+            deposit_address,
+            descriptor,
+            registered,
+            confirmations_required: spec.genesis.pegin_confirmations,
+            min_deposit_sats: cost.saturating_add(1),
         }))
     }
 

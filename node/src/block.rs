@@ -4,6 +4,7 @@
 //! parent[32] || time_ms u64 || proposer u32 || tx_root[32] || state_root[32])`
 //! (integers big-endian). tx_root = `H_tag("fedpeg/txroot", txid_1 || sig_1 || … || txid_k || sig_k)`.
 
+use crate::fedtx::FederationTx;
 use crate::hash::Hash32;
 use crate::tx::{DecodeError, Transaction};
 use fedpeg_proto::v1 as pb;
@@ -21,11 +22,12 @@ pub struct Header {
     pub state_root: Hash32,
 }
 
-/// A block: header plus ordered transactions.
+/// A block: header plus ordered user and federation transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Block {
     pub header: Header,
     pub txs: Vec<Transaction>,
+    pub fed_txs: Vec<FederationTx>,
 }
 
 /// Why block bytes are unusable.
@@ -39,6 +41,8 @@ pub enum BlockDecodeError {
     FieldLength(&'static str),
     #[error("transaction {0}: {1}")]
     Tx(usize, DecodeError),
+    #[error("federation transaction {0}: {1}")]
+    FedTx(usize, DecodeError),
 }
 
 impl Header {
@@ -60,12 +64,18 @@ impl Header {
 }
 
 /// Commitment to the ordered transactions, signatures included, so the block
-/// hash pins the exact bytes every member validated.
-pub fn tx_root(txs: &[Transaction]) -> Hash32 {
-    let mut buf = Vec::with_capacity(txs.len() * 96);
+/// hash pins the exact bytes every member validated: `H_tag("fedpeg/txroot",
+/// count u32 || (txid || sig)* || (fedtxid || sig)*)`.
+pub fn tx_root(txs: &[Transaction], fed_txs: &[FederationTx]) -> Hash32 {
+    let mut buf = Vec::with_capacity(4 + (txs.len() + fed_txs.len()) * 96);
+    buf.extend_from_slice(&(txs.len() as u32).to_be_bytes());
     for tx in txs {
         buf.extend_from_slice(&tx.id().0);
         buf.extend_from_slice(&tx.signature);
+    }
+    for f in fed_txs {
+        buf.extend_from_slice(&f.id().0);
+        buf.extend_from_slice(&f.signature);
     }
     Hash32::tagged("fedpeg/txroot", &[&buf])
 }
@@ -90,6 +100,7 @@ impl Block {
                 state_root: h.state_root.0.to_vec(),
             }),
             transactions: self.txs.iter().map(Transaction::to_proto).collect(),
+            federation_txs: self.fed_txs.iter().map(FederationTx::to_proto).collect(),
         }
     }
 
@@ -113,7 +124,17 @@ impl Block {
             .enumerate()
             .map(|(i, t)| Transaction::from_proto(t).map_err(|e| BlockDecodeError::Tx(i, e)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Block { header, txs })
+        let fed_txs = p
+            .federation_txs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| FederationTx::from_proto(t).map_err(|e| BlockDecodeError::FedTx(i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Block {
+            header,
+            txs,
+            fed_txs,
+        })
     }
 }
 
@@ -158,7 +179,7 @@ mod tests {
             parent: Hash32::tagged("p", &[]),
             time_ms: 1000,
             proposer: 0,
-            tx_root: tx_root(&[]),
+            tx_root: tx_root(&[], &[]),
             state_root: Hash32::tagged("s", &[]),
         };
         let base = h.hash();
@@ -207,10 +228,11 @@ mod tests {
                     parent: Hash32::ZERO,
                     time_ms: 1,
                     proposer: 0,
-                    tx_root: tx_root(&[]),
+                    tx_root: tx_root(&[], &[]),
                     state_root: Hash32::ZERO,
                 },
                 txs: vec![],
+                fed_txs: vec![],
             },
             commit: vec![1, 2, 3],
         };

@@ -9,6 +9,7 @@
 
 use crate::account::AccountId;
 use crate::block::{Block, CommittedBlock};
+use crate::fedtx::{FedTxKind, FederationTx};
 use crate::genesis::ChainSpec;
 use crate::hash::Hash32;
 use crate::ledger::{
@@ -69,8 +70,19 @@ pub struct Chain {
     pending: tokio::sync::Notify,
     /// Where transactions submitted through the API go to be gossiped to the
     /// other members (set by the consensus driver).
-    gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Transaction>>,
+    gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Gossip>>,
+    /// Pending federation transactions (verified), by id.
+    fed_pool: Mutex<Vec<FederationTx>>,
 }
+
+/// What the chain hands to the driver for gossip.
+pub enum Gossip {
+    Tx(Transaction),
+    Fed(FederationTx),
+}
+
+/// Most pending federation transactions.
+const MAX_FED_POOL: usize = 10_000;
 
 fn lock_poisoned<T>(_: T) -> StoreError {
     StoreError::Corrupt("internal lock poisoned by an earlier panic".into())
@@ -94,6 +106,7 @@ impl Chain {
             tip,
             pending: tokio::sync::Notify::new(),
             gossip: std::sync::OnceLock::new(),
+            fed_pool: Mutex::new(Vec::new()),
         })
     }
 
@@ -125,14 +138,15 @@ impl Chain {
         self.pending.notified().await
     }
 
-    /// Number of pooled transactions.
+    /// Number of pooled transactions (user and federation).
     pub fn mempool_len(&self) -> usize {
         self.mempool.lock().map(|m| m.len()).unwrap_or(0)
+            + self.fed_pool.lock().map(|p| p.len()).unwrap_or(0)
     }
 
     /// Sends every transaction later accepted through [`Chain::submit`] to
     /// `gossip` as well (the driver forwards them to the other members).
-    pub fn set_gossip(&self, gossip: tokio::sync::mpsc::UnboundedSender<Transaction>) {
+    pub fn set_gossip(&self, gossip: tokio::sync::mpsc::UnboundedSender<Gossip>) {
         let _ = self.gossip.set(gossip);
     }
 
@@ -143,9 +157,45 @@ impl Chain {
         let copy = self.gossip.get().map(|g| (g, tx.clone()));
         let id = self.submit_tx(tx)?;
         if let Some((g, tx)) = copy {
-            let _ = g.send(tx);
+            let _ = g.send(Gossip::Tx(tx));
         }
         Ok(id)
+    }
+
+    /// Verifies and pools a federation transaction; `gossip` also hands it
+    /// to the driver for the other members. Returns false if it was refused
+    /// (bad signature, already applied or pooled, pool full).
+    pub fn submit_fed_tx(&self, tx: FederationTx, gossip: bool) -> bool {
+        if tx.chain_id != self.params.chain_id || !tx.verify(&self.params.members) {
+            return false;
+        }
+        let FedTxKind::RegisterDepositAddress { account } = &tx.kind;
+        if self.with_state(|s| s.registered.contains(account)) {
+            return false;
+        }
+        let Ok(mut pool) = self.fed_pool.lock() else {
+            return false;
+        };
+        let id = tx.id();
+        if pool.len() >= MAX_FED_POOL || pool.iter().any(|t| t.id() == id) {
+            return false;
+        }
+        pool.push(tx.clone());
+        drop(pool);
+        if gossip {
+            if let Some(g) = self.gossip.get() {
+                let _ = g.send(Gossip::Fed(tx));
+            }
+        }
+        self.pending.notify_one();
+        true
+    }
+
+    /// True if a registration for `account` is pooled (not yet final).
+    pub fn registration_pending(&self, account: &AccountId) -> bool {
+        self.fed_pool.lock().map(|p| {
+            p.iter().any(|t| matches!(&t.kind, FedTxKind::RegisterDepositAddress { account: a } if a == account))
+        }).unwrap_or(false)
     }
 
     /// Verifies and pools a decoded transaction (without gossiping it).
@@ -204,10 +254,12 @@ impl Chain {
         let state = self.state.read().map_err(lock_poisoned)?;
         let pool = self.mempool.lock().map_err(lock_poisoned)?;
         let cands = pool.candidates(self.params.max_block_txs);
+        let fed = self.fed_pool.lock().map_err(lock_poisoned)?.clone();
         let built = build_block(
             &state,
             &self.params,
             cands.iter().map(|t| t.as_ref()),
+            &fed,
             time_ms,
             proposer,
             &*pool,
@@ -247,6 +299,14 @@ impl Chain {
         if let Ok(mut pool) = self.mempool.lock() {
             pool.on_block_committed(&cb.block.txs, &state, &self.params);
         }
+        if let Ok(mut fed) = self.fed_pool.lock() {
+            // Drop what the block applied, and what it made moot.
+            fed.retain(|t| match &t.kind {
+                FedTxKind::RegisterDepositAddress { account } => {
+                    !state.registered.contains(account)
+                }
+            });
+        }
         drop(state);
         tracing::debug!(height, txs = cb.block.txs.len(), "block finalized");
         self.tip.send_replace(height);
@@ -284,6 +344,7 @@ impl State {
         State {
             accounts: Default::default(),
             withdrawals: Default::default(),
+            registered: Default::default(),
             fee_pool: self.fee_pool,
             supply: self.supply,
             next_withdrawal_id: self.next_withdrawal_id,

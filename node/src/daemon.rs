@@ -94,6 +94,7 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let member_key = member.as_ref().map(|m| m.consensus.clone());
     let driver = match member {
         Some(keys) => Driver::member(
             chain.clone(),
@@ -126,7 +127,10 @@ pub async fn run(
             .map(|i| chain.spec.genesis.members[i].name.clone())
             .unwrap_or_default(),
     };
-    let api = Api::new(chain.clone(), identity, Some(net.clone()), status);
+    let mut api = Api::new(chain.clone(), identity, Some(net.clone()), status);
+    if let (Some(i), Some(key)) = (member_index, &member_key) {
+        api = api.with_member_key(i as u32, key.clone());
+    }
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;

@@ -13,7 +13,8 @@
 //! - Transactions submitted to this node are gossiped to the other members.
 
 use crate::block::{Block, CommittedBlock};
-use crate::chain::Chain;
+use crate::chain::{Chain, Gossip};
+use crate::fedtx::FederationTx;
 use crate::ledger::BlockOutcome;
 use crate::network::{NetEvent, Network, PeerId};
 
@@ -268,7 +269,7 @@ impl Driver {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
-        let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Transaction>();
+        let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Gossip>();
         if self.engine.is_some() {
             self.chain.set_gossip(tx_gossip);
             let next = Height(self.chain.height() + 1);
@@ -629,6 +630,18 @@ impl Driver {
                     }
                 },
                 Some(pb::gossip_message::Kind::ProposedBlock(b)) => self.on_block(from, &b)?,
+                Some(pb::gossip_message::Kind::FederationTx(f)) => {
+                    match FederationTx::from_proto(&f) {
+                        // Members only reach us on the gossip protocol; the
+                        // signature check ties it to a genesis member anyway.
+                        Ok(f) => {
+                            self.chain.submit_fed_tx(f, false);
+                        }
+                        Err(e) => {
+                            tracing::debug!(from, error = %e, "dropping malformed federation transaction")
+                        }
+                    }
+                }
                 Some(pb::gossip_message::Kind::Consensus(c)) => match Message::decode(&c.signed) {
                     Ok(msg) => {
                         if msg.height().0 > self.chain.height() + 1 {
@@ -838,10 +851,12 @@ impl Driver {
     }
 }
 
-fn gossip_tx(tx: &Transaction) -> pb::GossipMessage {
-    pb::GossipMessage {
-        kind: Some(pb::gossip_message::Kind::Transaction(tx.to_proto())),
-    }
+fn gossip_tx(item: &Gossip) -> pb::GossipMessage {
+    let kind = match item {
+        Gossip::Tx(tx) => pb::gossip_message::Kind::Transaction(tx.to_proto()),
+        Gossip::Fed(f) => pb::gossip_message::Kind::FederationTx(f.to_proto()),
+    };
+    pb::GossipMessage { kind: Some(kind) }
 }
 
 /// Milliseconds since the Unix epoch.

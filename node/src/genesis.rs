@@ -54,11 +54,19 @@ pub struct FeeParams {
     pub min_tx_fee: u64,
     /// Fee burned with every peg-out on top of its amount, sats.
     pub pegout_fee: u64,
+    /// Bitcoin fee rate (sat/vB) assumed until members vote one.
+    #[serde(default = "default_fee_rate")]
+    pub default_fee_rate_sat_vb: u64,
+}
+
+fn default_fee_rate() -> u64 {
+    10
 }
 
 impl Default for FeeParams {
     fn default() -> Self {
         FeeParams {
+            default_fee_rate_sat_vb: default_fee_rate(),
             min_tx_fee: 1,
             pegout_fee: 1000,
         }
@@ -250,6 +258,7 @@ impl ChainSpec {
             min_tx_fee: Sats(self.genesis.fees.min_tx_fee),
             pegout_fee: Sats(self.genesis.fees.pegout_fee),
             max_block_txs: self.genesis.consensus.max_block_txs as usize,
+            members: self.member_keys.clone(),
         }
     }
 
@@ -269,6 +278,17 @@ impl ChainSpec {
             }
         }
         s
+    }
+
+    /// The peg federation: members' peg keys, threshold and network.
+    pub fn peg_federation(
+        &self,
+    ) -> Result<fedpeg_peg::federation::Federation, fedpeg_peg::federation::FederationError> {
+        fedpeg_peg::federation::Federation::new(
+            self.peg_keys.clone(),
+            self.genesis.peg_threshold as usize,
+            self.network,
+        )
     }
 
     /// Index of the member with this consensus key.

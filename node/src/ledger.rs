@@ -12,9 +12,10 @@
 use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::block::{tx_root, Block, Header};
+use crate::fedtx::{FedTxKind, FederationTx};
 use crate::hash::Hash32;
 use crate::tx::{Transaction, TxId, TxKind};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Consensus parameters of the ledger, fixed by genesis.
 #[derive(Clone, Debug)]
@@ -27,7 +28,12 @@ pub struct LedgerParams {
     pub pegout_fee: Sats,
     /// Most transactions in one block.
     pub max_block_txs: usize,
+    /// Members' consensus keys in genesis order (signers of federation transactions).
+    pub members: Vec<ed25519_dalek::VerifyingKey>,
 }
+
+/// Most federation transactions in one block.
+pub const MAX_BLOCK_FED_TXS: usize = 1000;
 
 /// An account's balance and next nonce.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +65,8 @@ pub struct State {
     /// Queued withdrawals by id.
     pub withdrawals: BTreeMap<u64, Withdrawal>,
     pub next_withdrawal_id: u64,
+    /// Accounts whose deposit address every member watches.
+    pub registered: HashSet<AccountId>,
     pub height: u64,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -107,6 +115,17 @@ impl TxError {
     }
 }
 
+/// Why a federation transaction was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FedTxError {
+    #[error("federation transaction is for chain {got}, expected {expected}")]
+    WrongChain { expected: Hash32, got: Hash32 },
+    #[error("federation transaction is not signed by genesis member {0}")]
+    BadSignature(u32),
+    #[error("the deposit address of this account is already registered")]
+    AlreadyRegistered,
+}
+
 /// Why a block was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlockError {
@@ -126,6 +145,10 @@ pub enum BlockError {
         txid: TxId,
         error: TxError,
     },
+    #[error("block has {got} federation transactions; the limit is {max}")]
+    TooManyFedTxs { max: usize, got: usize },
+    #[error("block federation transaction {index} is invalid: {error}")]
+    FedTx { index: usize, error: FedTxError },
     #[error("block state_root {got} does not match the computed {expected}")]
     StateRoot { expected: Hash32, got: Hash32 },
 }
@@ -147,6 +170,10 @@ pub enum Event {
     PegOutQueued {
         txid: TxId,
         withdrawal: Withdrawal,
+    },
+    DepositAddressRegistered {
+        account: AccountId,
+        member: u32,
     },
 }
 
@@ -184,6 +211,7 @@ pub struct Delta {
     pub supply: Sats,
     pub new_withdrawals: Vec<Withdrawal>,
     pub next_withdrawal_id: u64,
+    pub new_registrations: Vec<AccountId>,
 }
 
 /// The result of applying a block to a state.
@@ -211,6 +239,10 @@ impl<'a> Overlay<'a> {
                 ..Delta::default()
             },
         }
+    }
+
+    fn is_registered(&self, id: &AccountId) -> bool {
+        self.base.registered.contains(id) || self.delta.new_registrations.contains(id)
     }
 
     fn account(&self, id: &AccountId) -> Account {
@@ -390,6 +422,37 @@ fn apply_tx(
     Ok(())
 }
 
+/// Checks and applies one federation transaction.
+fn apply_fed_tx(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    tx: &FederationTx,
+    events: &mut Vec<Event>,
+) -> Result<(), FedTxError> {
+    if tx.chain_id != params.chain_id {
+        return Err(FedTxError::WrongChain {
+            expected: params.chain_id,
+            got: tx.chain_id,
+        });
+    }
+    if !tx.verify(&params.members) {
+        return Err(FedTxError::BadSignature(tx.member));
+    }
+    match &tx.kind {
+        FedTxKind::RegisterDepositAddress { account } => {
+            if o.is_registered(account) {
+                return Err(FedTxError::AlreadyRegistered);
+            }
+            o.delta.new_registrations.push(*account);
+            events.push(Event::DepositAddressRegistered {
+                account: *account,
+                member: tx.member,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// State root after applying `delta` on top of a state whose root is `prev`.
 /// A hash chain over each block's changes: cheap (proportional to the block,
 /// not the state) and identical on every member that applied the same blocks.
@@ -411,6 +474,9 @@ fn state_root(prev: Hash32, height: u64, d: &Delta) -> Hash32 {
         buf.extend_from_slice(&(w.bitcoin_address.len() as u16).to_be_bytes());
         buf.extend_from_slice(w.bitcoin_address.as_bytes());
         buf.extend_from_slice(&w.amount.0.to_be_bytes());
+    }
+    for a in &d.new_registrations {
+        buf.extend_from_slice(&a.0);
     }
     Hash32::tagged("fedpeg/state/v1", &[&buf])
 }
@@ -448,8 +514,14 @@ pub fn apply_block(
             got: block.txs.len(),
         });
     }
+    if block.fed_txs.len() > MAX_BLOCK_FED_TXS {
+        return Err(BlockError::TooManyFedTxs {
+            max: MAX_BLOCK_FED_TXS,
+            got: block.fed_txs.len(),
+        });
+    }
     let ids: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
-    if tx_root(&block.txs) != h.tx_root {
+    if tx_root(&block.txs, &block.fed_txs) != h.tx_root {
         return Err(BlockError::TxRoot);
     }
     let mut o = Overlay::new(state);
@@ -462,6 +534,10 @@ pub fn apply_block(
                 error,
             }
         })?;
+    }
+    for (index, f) in block.fed_txs.iter().enumerate() {
+        apply_fed_tx(&mut o, params, f, &mut events)
+            .map_err(|error| BlockError::FedTx { index, error })?;
     }
     let root = state_root(state.state_root, h.height, &o.delta);
     if root != h.state_root {
@@ -491,6 +567,7 @@ pub fn build_block<'t>(
     state: &State,
     params: &LedgerParams,
     candidates: impl IntoIterator<Item = &'t Transaction>,
+    fed_candidates: &[FederationTx],
     time_ms: u64,
     proposer: u32,
     sigs: &dyn SignatureCheck,
@@ -519,6 +596,14 @@ pub fn build_block<'t>(
             }
         }
     }
+    let mut fed_txs = Vec::new();
+    for f in fed_candidates.iter().take(MAX_BLOCK_FED_TXS) {
+        // Invalid ones (e.g. a registration another member's block already
+        // made) are simply left out.
+        if apply_fed_tx(&mut o, params, f, &mut events).is_ok() {
+            fed_txs.push(f.clone());
+        }
+    }
     let root = state_root(state.state_root, height, &o.delta);
     let header = Header {
         chain_id: params.chain_id,
@@ -526,11 +611,15 @@ pub fn build_block<'t>(
         parent: state.tip,
         time_ms: time_ms.max(state.tip_time_ms),
         proposer,
-        tx_root: tx_root(&txs),
+        tx_root: tx_root(&txs, &fed_txs),
         state_root: root,
     };
     BuiltBlock {
-        block: Block { header, txs },
+        block: Block {
+            header,
+            txs,
+            fed_txs,
+        },
         outcome: BlockOutcome {
             delta: o.delta,
             events,
@@ -552,6 +641,8 @@ impl State {
         for w in &outcome.delta.new_withdrawals {
             self.withdrawals.insert(w.id, w.clone());
         }
+        self.registered
+            .extend(outcome.delta.new_registrations.iter().copied());
         self.height = header.height;
         self.tip = header.hash();
         self.tip_time_ms = header.time_ms;
@@ -590,7 +681,11 @@ mod tests {
             min_tx_fee: Sats(1),
             pegout_fee: Sats(1000),
             max_block_txs: 1000,
+            members: vec![member_key().verifying_key()],
         }
+    }
+    fn member_key() -> SigningKey {
+        SigningKey::from_bytes(&[99; 32])
     }
     fn genesis(balances: &[(u8, u64)]) -> State {
         let mut s = State::default();
@@ -619,7 +714,7 @@ mod tests {
         )
     }
     fn commit_block(s: &mut State, txs: &[Transaction]) -> BuiltBlock {
-        let b = build_block(s, &params(), txs, 1, 0, &VerifyAll);
+        let b = build_block(s, &params(), txs, &[], 1, 0, &VerifyAll);
         // Anyone re-applying the built block gets the same outcome.
         let again = apply_block(s, &b.block, &params(), &VerifyAll).unwrap();
         assert_eq!(again.delta, b.outcome.delta);
@@ -669,7 +764,15 @@ mod tests {
     #[test]
     fn skipped_nonce_is_rejected() {
         let s = genesis(&[(0, 1000)]);
-        let b = build_block(&s, &params(), &[transfer(0, 1, 1, 10, 1)], 1, 0, &VerifyAll);
+        let b = build_block(
+            &s,
+            &params(),
+            &[transfer(0, 1, 1, 10, 1)],
+            &[],
+            1,
+            0,
+            &VerifyAll,
+        );
         assert_eq!(
             b.rejected[0].1,
             TxError::NonceGap {
@@ -724,7 +827,15 @@ mod tests {
     #[test]
     fn recipient_overflow_is_rejected_not_wrapped() {
         let s = genesis(&[(0, 100), (1, u64::MAX - 50)]);
-        let b = build_block(&s, &params(), &[transfer(0, 1, 0, 99, 1)], 1, 0, &VerifyAll);
+        let b = build_block(
+            &s,
+            &params(),
+            &[transfer(0, 1, 0, 99, 1)],
+            &[],
+            1,
+            0,
+            &VerifyAll,
+        );
         assert_eq!(b.rejected[0].1, TxError::RecipientOverflow);
         assert!(b.block.txs.is_empty());
     }
@@ -786,9 +897,75 @@ mod tests {
     }
 
     #[test]
+    fn deposit_registration_needs_a_member_signature_and_happens_once() {
+        let mut s = genesis(&[]);
+        let p = params();
+        let reg = |key: &SigningKey, acct: u8| {
+            FederationTx::sign(
+                p.chain_id,
+                0,
+                key,
+                FedTxKind::RegisterDepositAddress { account: id(acct) },
+            )
+        };
+        // A non-member's signature is left out; a member's is applied once,
+        // even if offered twice in one block.
+        let b = build_block(
+            &s,
+            &p,
+            &[],
+            &[
+                reg(&key(7), 1),
+                reg(&member_key(), 1),
+                reg(&member_key(), 1),
+            ],
+            1,
+            0,
+            &VerifyAll,
+        );
+        assert_eq!(b.block.fed_txs.len(), 1);
+        assert_eq!(
+            apply_block(&s, &b.block, &p, &VerifyAll).unwrap().delta,
+            b.outcome.delta
+        );
+        s.commit(&b.block.header, &b.outcome);
+        assert!(s.registered.contains(&id(1)));
+        // A block that registers it again is invalid.
+        let mut again = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
+        again.fed_txs = vec![reg(&member_key(), 1)];
+        again.header.tx_root = crate::block::tx_root(&again.txs, &again.fed_txs);
+        assert!(matches!(
+            apply_block(&s, &again, &p, &VerifyAll),
+            Err(BlockError::FedTx {
+                error: FedTxError::AlreadyRegistered,
+                ..
+            })
+        ));
+        // A forged member signature makes a block invalid.
+        let mut forged = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
+        forged.fed_txs = vec![reg(&key(7), 2)];
+        forged.header.tx_root = crate::block::tx_root(&forged.txs, &forged.fed_txs);
+        assert!(matches!(
+            apply_block(&s, &forged, &p, &VerifyAll),
+            Err(BlockError::FedTx {
+                error: FedTxError::BadSignature(0),
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn tampered_block_is_rejected() {
         let s = genesis(&[(0, 1000)]);
-        let b = build_block(&s, &params(), &[transfer(0, 1, 0, 10, 1)], 1, 0, &VerifyAll);
+        let b = build_block(
+            &s,
+            &params(),
+            &[transfer(0, 1, 0, 10, 1)],
+            &[],
+            1,
+            0,
+            &VerifyAll,
+        );
         let mut bad = b.block.clone();
         bad.header.state_root = Hash32::ZERO;
         assert!(matches!(
@@ -803,7 +980,7 @@ mod tests {
             Err(BlockError::TxRoot)
         ));
         // A bad signature under a matching root is caught by verification.
-        bad.header.tx_root = crate::block::tx_root(&bad.txs);
+        bad.header.tx_root = crate::block::tx_root(&bad.txs, &bad.fed_txs);
         assert!(matches!(
             apply_block(&s, &bad, &params(), &VerifyAll),
             Err(BlockError::Tx {
@@ -878,7 +1055,7 @@ mod tests {
                 }).collect();
                 let b = commit_block(&mut s, &txs);
                 // Replays: nothing from a committed block applies a second time.
-                let replay = build_block(&s, &params(), &b.block.txs, 1, 0, &VerifyAll);
+                let replay = build_block(&s, &params(), &b.block.txs, &[], 1, 0, &VerifyAll);
                 prop_assert!(replay.block.txs.is_empty());
                 for tx in &b.block.txs {
                     prop_assert!(tx.verify_signature());

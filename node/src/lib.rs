@@ -17,6 +17,7 @@ pub mod chain;
 pub mod config;
 pub mod daemon;
 pub mod driver;
+pub mod fedtx;
 pub mod genesis;
 pub mod hash;
 pub mod keys;

@@ -220,6 +220,7 @@ mod tests {
             min_tx_fee: Sats(1),
             pegout_fee: Sats(100),
             max_block_txs: 100,
+            members: vec![],
         }
     }
     fn key(i: u8) -> SigningKey {
@@ -302,7 +303,15 @@ mod tests {
             m.admit(tx(n, 10), s.account(&id(0)), &params()).unwrap();
         }
         let cands = m.candidates(2);
-        let b = build_block(&s, &params(), cands.iter().map(|t| t.as_ref()), 1, 0, &m);
+        let b = build_block(
+            &s,
+            &params(),
+            cands.iter().map(|t| t.as_ref()),
+            &[],
+            1,
+            0,
+            &m,
+        );
         assert_eq!(b.block.txs.len(), 2);
         s.commit(&b.block.header, &b.outcome);
         m.on_block_committed(&b.block.txs, &s, &params());

@@ -2,7 +2,8 @@
 //!
 //! Column families: `blocks` (height → CommittedBlock protobuf), `block_index`
 //! (hash → height), `tx_index` (txid → height ‖ index), `accounts` (id →
-//! balance ‖ nonce), `withdrawals` (id → withdrawal), `meta` (chain id, tip).
+//! balance ‖ nonce), `withdrawals` (id → withdrawal), `registered` (account
+//! → height its deposit address was registered), `meta` (chain id, tip).
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
@@ -20,13 +21,15 @@ const CF_TX_INDEX: &str = "tx_index";
 const CF_ACCOUNTS: &str = "accounts";
 const CF_WITHDRAWALS: &str = "withdrawals";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 6] = [
+const CF_REGISTERED: &str = "registered";
+const ALL_CFS: [&str; 7] = [
     CF_BLOCKS,
     CF_BLOCK_INDEX,
     CF_TX_INDEX,
     CF_ACCOUNTS,
     CF_WITHDRAWALS,
     CF_META,
+    CF_REGISTERED,
 ];
 const KEY_CHAIN_ID: &[u8] = b"chain_id";
 const KEY_TIP: &[u8] = b"tip";
@@ -233,6 +236,10 @@ impl Store {
         let wd = self.cf(CF_WITHDRAWALS)?;
         for w in &outcome.delta.new_withdrawals {
             batch.put_cf(wd, w.id.to_be_bytes(), encode_withdrawal(w));
+        }
+        let reg = self.cf(CF_REGISTERED)?;
+        for a in &outcome.delta.new_registrations {
+            batch.put_cf(reg, a.0, h.height.to_be_bytes());
         }
         batch.put_cf(self.cf(CF_META)?, KEY_TIP, encode_tip(after));
         self.write_synced(batch)

@@ -154,10 +154,11 @@ mod tests {
                 parent: Hash32::ZERO,
                 time_ms: 5,
                 proposer: 0,
-                tx_root: crate::block::tx_root(&[]),
+                tx_root: crate::block::tx_root(&[], &[]),
                 state_root: Hash32::ZERO,
             },
             txs: vec![],
+            fed_txs: vec![],
         }
     }
 

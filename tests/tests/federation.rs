@@ -4,6 +4,7 @@
 use ed25519_dalek::SigningKey;
 use fedpeg_node::account::AccountId;
 use fedpeg_node::amount::Sats;
+use fedpeg_node::genesis::Genesis;
 use fedpeg_node::hash::Hash32;
 use fedpeg_node::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
@@ -97,6 +98,56 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
     }
     assert_same_chain(&chans, h1).await;
 
+    // 1b. A deposit address requested from one member is registered through
+    // consensus: every member (and later the observer) reports it.
+    let acct = AccountId(key(70).verifying_key().to_bytes());
+    let spec = Genesis::load(&fed.genesis_path()).unwrap();
+    let expected = spec
+        .peg_federation()
+        .unwrap()
+        .deposit_address(&acct.0)
+        .unwrap()
+        .to_string();
+    let peg_in = |ch: &Channel, address: String| {
+        let mut w = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+        async move {
+            w.get_peg_in_address(pb::GetPegInAddressRequest { address })
+                .await
+        }
+    };
+    let r = peg_in(&chans[1], acct.to_address("fprt"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.deposit_address, expected);
+    assert!(
+        r.descriptor.starts_with("wsh(sortedmulti(3,"),
+        "{}",
+        r.descriptor
+    );
+    assert!(r.min_deposit_sats > 0 && r.confirmations_required > 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for ch in &chans {
+        loop {
+            let r = peg_in(ch, acct.to_address("fprt"))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(r.deposit_address, expected);
+            if r.registered {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registration not final everywhere\n{}",
+                fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let e = peg_in(&chans[0], "fprt1nope".into()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
     // 2. SIGKILL one member: the other three (a quorum) keep finalizing.
     fed.members[3].kill();
     let ids = send_transfers(&chans[0..1], chain, &faucet, 10).await;
@@ -160,6 +211,17 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
     let st = observer.status().await.unwrap();
     assert_eq!(st.role, pb::NodeRole::Observer as i32);
     assert_same_chain(&[chans[0].clone(), obs.clone()], tip).await;
+    // It knows the registered deposit address, but cannot register new ones.
+    let r = peg_in(&obs, acct.to_address("fprt"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.registered && r.deposit_address == expected);
+    let other = AccountId(key(71).verifying_key().to_bytes()).to_address("fprt");
+    assert_eq!(
+        peg_in(&obs, other).await.unwrap_err().code(),
+        tonic::Code::FailedPrecondition
+    );
     // An observer cannot relay transactions: it says so instead of pooling them.
     let nonce = next_nonce(&chans[0], &faucet).await;
     let tx = Transaction::sign(

@@ -151,6 +151,22 @@ async fn cli_walkthrough_sends_and_refuses_bad_nonce_and_overspend() {
     assert_eq!(bal("alice.key")["balance"], 50000 - 20000 - 5);
     assert_eq!(bal("bob.key")["balance"], 20000);
 
+    // The peg-in address of a wallet, registered through consensus.
+    let out = run_ok(node.cli().args(["--key", "alice.key", "pegin"])).unwrap();
+    assert!(out.contains("send bitcoin to   bcrt1q"), "{out}");
+    assert!(
+        out.contains(&alice) && out.contains("minimum deposit"),
+        "{out}"
+    );
+    let pegin: serde_json::Value = serde_json::from_str(
+        run_ok(node.cli().args(["--key", "alice.key", "--json", "pegin"]))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(pegin["registered"], true);
+    assert!(out.contains(pegin["deposit_address"].as_str().unwrap()));
+
     // tx and block lookups.
     let out = run_ok(node.cli().args(["tx", &txid])).unwrap();
     assert!(

@@ -85,6 +85,16 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Show the Bitcoin deposit address of an account (default: the wallet's)
+    /// and wait until every member watches it.
+    Pegin {
+        /// Account to credit (default: the wallet's address).
+        #[arg(long)]
+        account: Option<String>,
+        /// Give up waiting for the registration after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
     /// Show a transaction by id.
     Tx {
         /// Transaction id (64 hex characters).
@@ -334,6 +344,60 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     bail!("transaction {txid} not final after {timeout_secs} s; check it later with `fedpeg tx {txid}`");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Command::Pegin {
+            account,
+            timeout_secs,
+        } => {
+            let c = Client::connect(&cli.node).await?;
+            let address = match account {
+                Some(a) => a.clone(),
+                None => {
+                    let hrp = hrp_for(parse_network(&c.status().await?.network)?);
+                    AccountId(load_wallet_key(&cli.key)?.verifying_key().to_bytes()).to_address(hrp)
+                }
+            };
+            let deadline = Instant::now() + Duration::from_secs(*timeout_secs);
+            let r = loop {
+                let r = c
+                    .wallet()
+                    .get_peg_in_address(pb::GetPegInAddressRequest {
+                        address: address.clone(),
+                    })
+                    .await
+                    .map_err(|s| status_error("pegin", s))?
+                    .into_inner();
+                if r.registered {
+                    break r;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the deposit address {} is not registered after {timeout_secs} s; do not send to it yet, retry `fedpeg pegin`",
+                        r.deposit_address
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "account": address, "deposit_address": r.deposit_address, "descriptor": r.descriptor,
+                        "registered": r.registered, "confirmations_required": r.confirmations_required,
+                        "min_deposit_sats": r.min_deposit_sats })
+                );
+            } else {
+                println!("send bitcoin to   {}", r.deposit_address);
+                println!("credited to       {address}");
+                println!("descriptor        {}", r.descriptor);
+                println!(
+                    "minimum deposit   {} sats (smaller deposits cost more to spend than they are worth)",
+                    r.min_deposit_sats
+                );
+                println!(
+                    "confirmations     {} before the deposit is minted",
+                    r.confirmations_required
+                );
             }
         }
         Command::Tx { txid } => {
