@@ -81,6 +81,14 @@ pub enum Gossip {
     Fed(FederationTx),
 }
 
+/// True while a federation transaction can still apply (not made moot by state).
+fn fed_tx_pending(state: &State, tx: &FederationTx) -> bool {
+    match &tx.kind {
+        FedTxKind::RegisterDepositAddress { account } => !state.registered.contains(account),
+        FedTxKind::PegInMint { outpoint, .. } => !state.minted.contains_key(outpoint),
+    }
+}
+
 /// Most pending federation transactions.
 const MAX_FED_POOL: usize = 10_000;
 
@@ -169,8 +177,7 @@ impl Chain {
         if tx.chain_id != self.params.chain_id || !tx.verify(&self.params.members) {
             return false;
         }
-        let FedTxKind::RegisterDepositAddress { account } = &tx.kind;
-        if self.with_state(|s| s.registered.contains(account)) {
+        if self.with_state(|s| !fed_tx_pending(s, &tx)) {
             return false;
         }
         let Ok(mut pool) = self.fed_pool.lock() else {
@@ -250,11 +257,19 @@ impl Chain {
     }
 
     /// Builds the next block from the mempool (the proposer's step).
-    pub fn propose(&self, time_ms: u64, proposer: u32) -> Result<Proposal, StoreError> {
+    /// `extra_fed` are federation transactions the proposer adds itself
+    /// (mints of deposits its own watcher saw reach depth).
+    pub fn propose(
+        &self,
+        time_ms: u64,
+        proposer: u32,
+        extra_fed: Vec<FederationTx>,
+    ) -> Result<Proposal, StoreError> {
         let state = self.state.read().map_err(lock_poisoned)?;
         let pool = self.mempool.lock().map_err(lock_poisoned)?;
         let cands = pool.candidates(self.params.max_block_txs);
-        let fed = self.fed_pool.lock().map_err(lock_poisoned)?.clone();
+        let mut fed = self.fed_pool.lock().map_err(lock_poisoned)?.clone();
+        fed.extend(extra_fed);
         let built = build_block(
             &state,
             &self.params,
@@ -301,11 +316,7 @@ impl Chain {
         }
         if let Ok(mut fed) = self.fed_pool.lock() {
             // Drop what the block applied, and what it made moot.
-            fed.retain(|t| match &t.kind {
-                FedTxKind::RegisterDepositAddress { account } => {
-                    !state.registered.contains(account)
-                }
-            });
+            fed.retain(|t| fed_tx_pending(&state, t));
         }
         drop(state);
         tracing::debug!(height, txs = cb.block.txs.len(), "block finalized");
@@ -345,6 +356,7 @@ impl State {
             accounts: Default::default(),
             withdrawals: Default::default(),
             registered: Default::default(),
+            minted: Default::default(),
             fee_pool: self.fee_pool,
             supply: self.supply,
             next_withdrawal_id: self.next_withdrawal_id,

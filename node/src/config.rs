@@ -19,7 +19,25 @@ pub struct Config {
     pub block: BlockConfig,
     pub mempool: MempoolConfig,
     pub p2p: P2pConfig,
+    pub bitcoin: BitcoinConfig,
     pub log: LogConfig,
+}
+
+/// This member's own bitcoind (the peg watches it; members never trust
+/// another member's view of Bitcoin).
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BitcoinConfig {
+    /// JSON-RPC URL, e.g. `http://127.0.0.1:18443`. Unset: no peg-in on this
+    /// member (it votes against mints it cannot check).
+    pub rpc_url: Option<String>,
+    /// RPC user and password (or use `rpc_cookie`).
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    /// bitcoind's `.cookie` file.
+    pub rpc_cookie: Option<PathBuf>,
+    /// How often to poll for new blocks, ms (default 500).
+    pub poll_ms: Option<u64>,
 }
 
 /// libp2p settings.
@@ -86,6 +104,7 @@ impl Default for Config {
             block: BlockConfig::default(),
             mempool: MempoolConfig::default(),
             p2p: P2pConfig::default(),
+            bitcoin: BitcoinConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -142,6 +161,7 @@ impl Config {
         c.genesis = base.join(&c.genesis);
         c.data_dir = base.join(&c.data_dir);
         c.key_file = c.key_file.map(|k| base.join(k));
+        c.bitcoin.rpc_cookie = c.bitcoin.rpc_cookie.map(|k| base.join(k));
         c.validate()?;
         Ok(c)
     }
@@ -156,6 +176,14 @@ impl Config {
         if self.mempool.max_txs == 0 {
             return Err(ConfigError::Invalid(
                 "mempool.max_txs must be at least 1".into(),
+            ));
+        }
+        if self.bitcoin.rpc_url.is_some()
+            && self.bitcoin.rpc_cookie.is_none()
+            && (self.bitcoin.rpc_user.is_none() || self.bitcoin.rpc_password.is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "bitcoin.rpc_url needs bitcoin.rpc_cookie, or both bitcoin.rpc_user and bitcoin.rpc_password".into(),
             ));
         }
         if self.log.format != "text" && self.log.format != "json" {

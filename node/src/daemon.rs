@@ -95,6 +95,35 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let member_key = member.as_ref().map(|m| m.consensus.clone());
+    // A member watches its own bitcoind for deposits.
+    let watcher = match (&member, &config.bitcoin.rpc_url) {
+        (Some(_), Some(url)) => {
+            use fedpeg_peg::chain::{BitcoinChain, RpcAuth, RpcChain};
+            let b = &config.bitcoin;
+            let auth = match (&b.rpc_cookie, &b.rpc_user, &b.rpc_password) {
+                (Some(cookie), _, _) => RpcAuth::CookieFile(cookie.clone()),
+                (None, Some(user), Some(password)) => RpcAuth::UserPass {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
+                _ => anyhow::bail!("bitcoin.rpc_url needs a cookie file or a user and password"),
+            };
+            let btc: Arc<dyn BitcoinChain> = Arc::new(
+                RpcChain::new(url, auth).map_err(|e| anyhow::anyhow!("bitcoind RPC {url}: {e}"))?,
+            );
+            let w = Arc::new(crate::watcher::Watcher::new(chain.clone(), btc)?);
+            let poll = Duration::from_millis(b.poll_ms.unwrap_or(500).max(10));
+            let (w2, stop) = (w.clone(), stop_rx.clone());
+            tokio::task::spawn_blocking(move || w2.run(poll, stop));
+            tracing::info!(url = %url, "watching bitcoind for deposits");
+            Some(w)
+        }
+        (Some(_), None) => {
+            tracing::warn!("no bitcoind configured (--bitcoin-rpc-url): this member cannot mint deposits and votes against mints");
+            None
+        }
+        (None, _) => None,
+    };
     let driver = match member {
         Some(keys) => Driver::member(
             chain.clone(),
@@ -106,6 +135,7 @@ pub async fn run(
                 sync_interval: Duration::from_millis(1000),
             },
             status.clone(),
+            watcher,
         )?,
         None => Driver::observer(
             chain.clone(),

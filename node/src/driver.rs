@@ -14,9 +14,10 @@
 
 use crate::block::{Block, CommittedBlock};
 use crate::chain::{Chain, Gossip};
-use crate::fedtx::FederationTx;
+use crate::fedtx::{FedTxKind, FederationTx};
 use crate::ledger::BlockOutcome;
 use crate::network::{NetEvent, Network, PeerId};
+use crate::watcher::{SeenDeposit, Watcher};
 
 use crate::tx::Transaction;
 use crate::wal::Wal;
@@ -37,6 +38,8 @@ use tokio::sync::mpsc;
 pub const SYNC_MAX_BLOCKS: u32 = 64;
 /// Most bytes of blocks in one sync response.
 const SYNC_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most mints a proposer puts in one block.
+const MAX_MINTS_PER_BLOCK: usize = 100;
 /// Most transactions in one gossip batch.
 const TX_GOSSIP_BATCH: usize = 2048;
 /// Longest a submitted transaction waits to be gossiped with others.
@@ -118,6 +121,10 @@ pub struct Driver {
     validators: ValidatorSet,
     chain_id: ChainId,
     cfg: DriverConfig,
+    /// This member's index and key, for the federation transactions it signs.
+    signer: Option<(u32, SigningKey)>,
+    /// The peg-in watcher over this member's bitcoind (None without bitcoind).
+    watcher: Option<Arc<Watcher>>,
     propose_cap: Duration,
     blocks: HashMap<ValueId, Cached>,
     /// Blocks already written to the WAL at this height.
@@ -151,6 +158,7 @@ impl Driver {
         data_dir: &Path,
         cfg: DriverConfig,
         status: Arc<ConsensusStatus>,
+        watcher: Option<Arc<Watcher>>,
     ) -> anyhow::Result<Driver> {
         let validators = validator_set(&chain)?;
         let me = validators
@@ -165,14 +173,14 @@ impl Driver {
             .collect();
         let engine_cfg = engine_config(&chain);
         let engine = if current.is_empty() {
-            Engine::new(engine_cfg, validators.clone(), Some(key))?
+            Engine::new(engine_cfg, validators.clone(), Some(key.clone()))?
         } else {
             tracing::info!(
                 height = next,
                 entries = current.len(),
                 "restoring consensus from WAL"
             );
-            Engine::restore(engine_cfg, validators.clone(), key, &current)?
+            Engine::restore(engine_cfg, validators.clone(), key.clone(), &current)?
         };
         let mut d = Driver::new(
             chain,
@@ -184,6 +192,8 @@ impl Driver {
             cfg,
             status,
         );
+        d.signer = Some((me.0, key));
+        d.watcher = watcher;
         for block in contents
             .blocks
             .into_iter()
@@ -245,6 +255,8 @@ impl Driver {
             me,
             validators,
             cfg,
+            signer: None,
+            watcher: None,
             blocks: HashMap::new(),
             wal_blocks: Vec::new(),
             pending_validate: HashMap::new(),
@@ -467,7 +479,8 @@ impl Driver {
         }
         let me = self.me.unwrap_or(0);
         let chain = self.chain.clone();
-        let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me))?;
+        let mints = self.mint_candidates();
+        let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me, mints))?;
         let value_id = ValueId(p.block.hash().0);
         tracing::debug!(
             height = height.0,
@@ -496,15 +509,83 @@ impl Driver {
         Ok(())
     }
 
+    /// Signed mints for deposits this member's watcher saw reach depth.
+    fn mint_candidates(&self) -> Vec<FederationTx> {
+        let (Some(w), Some((me, key))) = (&self.watcher, &self.signer) else {
+            return vec![];
+        };
+        w.mature()
+            .into_iter()
+            .take(MAX_MINTS_PER_BLOCK)
+            .map(|d| {
+                FederationTx::sign(
+                    self.chain.spec.chain_id,
+                    *me,
+                    key,
+                    FedTxKind::PegInMint {
+                        outpoint: d.outpoint,
+                        amount: d.amount,
+                        account: d.account,
+                        bitcoin_block: d.block,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Every mint in `block` must be a deposit this member's own bitcoind
+    /// shows at depth; without a reachable bitcoind, no mint is confirmed.
+    fn mints_confirmed(&self, block: &Block) -> bool {
+        let mints: Vec<SeenDeposit> = block
+            .fed_txs
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FedTxKind::PegInMint {
+                    outpoint,
+                    amount,
+                    account,
+                    bitcoin_block,
+                } => Some(SeenDeposit {
+                    outpoint: *outpoint,
+                    amount: *amount,
+                    account: *account,
+                    block: *bitcoin_block,
+                    height: 0,
+                }),
+                _ => None,
+            })
+            .collect();
+        if mints.is_empty() {
+            return true;
+        }
+        let Some(w) = &self.watcher else {
+            tracing::warn!(
+                "block mints a deposit but this member has no bitcoind to check it; voting against"
+            );
+            return false;
+        };
+        if mints.iter().all(|m| w.confirms(m)) {
+            return true;
+        }
+        // Our watcher may be a poll behind the proposer's: look again now.
+        let _ = tokio::task::block_in_place(|| w.poll());
+        let ok = mints.iter().all(|m| w.confirms(m));
+        if !ok {
+            tracing::warn!("block mints a deposit this member's bitcoind does not show at depth; voting against");
+        }
+        ok
+    }
+
     /// Checks a cached block: header sanity plus full application on a copy of state.
     fn validate(&mut self, id: &ValueId) -> bool {
-        let Some(c) = self.blocks.get_mut(id) else {
+        let Some(c) = self.blocks.get(id) else {
             return false;
         };
         if c.outcome.is_some() {
             return true;
         }
-        let h = &c.block.header;
+        let block = c.block.clone();
+        let h = &block.header;
         let (tip_time, height) = self.chain.with_state(|s| (s.tip_time_ms, s.height));
         if h.height != height + 1 || h.proposer as usize >= self.validators.len() {
             return false;
@@ -517,11 +598,15 @@ impl Driver {
             );
             return false;
         }
+        if !self.mints_confirmed(&block) {
+            return false;
+        }
         let chain = self.chain.clone();
-        let block = &c.block;
-        match tokio::task::block_in_place(|| chain.validate(block)) {
+        match tokio::task::block_in_place(|| chain.validate(&block)) {
             Ok(outcome) => {
-                c.outcome = Some(outcome);
+                if let Some(c) = self.blocks.get_mut(id) {
+                    c.outcome = Some(outcome);
+                }
                 true
             }
             Err(e) => {

@@ -3,11 +3,13 @@
 //!
 //! Signing bytes: `"fedpeg/fedtx/v1" || chain_id[32] || member u32 || kind u8
 //! || fields` (integers big-endian); `RegisterDepositAddress` (kind 1) is
-//! `account[32]`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
+//! `account[32]`; `PegInMint` (kind 2) is `txid[32] || vout u32 || amount u64
+//! || account[32] || bitcoin_block[32]`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
 //! Signatures are checked with `verify_strict` against the genesis key of
 //! `member`.
 
 use crate::account::AccountId;
+use crate::amount::Sats;
 use crate::hash::Hash32;
 use crate::tx::DecodeError;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -15,11 +17,51 @@ use fedpeg_proto::v1 as pb;
 
 const SIGN_DOMAIN: &[u8] = b"fedpeg/fedtx/v1";
 
+/// A Bitcoin output: txid (internal byte order) and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutPoint {
+    pub txid: [u8; 32],
+    pub vout: u32,
+}
+
+impl OutPoint {
+    /// As the bitcoin crate's type.
+    pub fn to_bitcoin(&self) -> bitcoin::OutPoint {
+        use bitcoin::hashes::Hash;
+        bitcoin::OutPoint {
+            txid: bitcoin::Txid::from_byte_array(self.txid),
+            vout: self.vout,
+        }
+    }
+
+    /// From the bitcoin crate's type.
+    pub fn from_bitcoin(o: &bitcoin::OutPoint) -> OutPoint {
+        use bitcoin::hashes::Hash;
+        OutPoint {
+            txid: o.txid.to_byte_array(),
+            vout: o.vout,
+        }
+    }
+}
+
+impl std::fmt::Display for OutPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.to_bitcoin())
+    }
+}
+
 /// What a federation transaction does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FedTxKind {
     /// Every member starts watching this account's deposit address.
     RegisterDepositAddress { account: AccountId },
+    /// Credits a deposit that reached the confirmation depth.
+    PegInMint {
+        outpoint: OutPoint,
+        amount: Sats,
+        account: AccountId,
+        bitcoin_block: [u8; 32],
+    },
 }
 
 /// A member-signed federation transaction.
@@ -54,6 +96,19 @@ impl FederationTx {
             FedTxKind::RegisterDepositAddress { account } => {
                 b.push(1);
                 b.extend_from_slice(&account.0);
+            }
+            FedTxKind::PegInMint {
+                outpoint,
+                amount,
+                account,
+                bitcoin_block,
+            } => {
+                b.push(2);
+                b.extend_from_slice(&outpoint.txid);
+                b.extend_from_slice(&outpoint.vout.to_be_bytes());
+                b.extend_from_slice(&amount.0.to_be_bytes());
+                b.extend_from_slice(&account.0);
+                b.extend_from_slice(bitcoin_block);
             }
         }
         b
@@ -91,6 +146,21 @@ impl FederationTx {
                     account: AccountId::from_slice(&r.account).map_err(DecodeError::Recipient)?,
                 }
             }
+            Some(pb::federation_tx::Kind::PegInMint(m)) => {
+                let b32 = |v: &[u8], name| {
+                    <[u8; 32]>::try_from(v).map_err(|_| DecodeError::FieldLength(name, 32))
+                };
+                FedTxKind::PegInMint {
+                    outpoint: OutPoint {
+                        txid: b32(&m.txid, "txid")?,
+                        vout: m.vout,
+                    },
+                    amount: Sats(m.amount),
+                    account: AccountId::from_slice(&b32(&m.account, "account")?)
+                        .map_err(DecodeError::Recipient)?,
+                    bitcoin_block: b32(&m.bitcoin_block, "bitcoin_block")?,
+                }
+            }
             None => return Err(DecodeError::MissingKind),
         };
         Ok(FederationTx {
@@ -109,6 +179,18 @@ impl FederationTx {
                     account: account.0.to_vec(),
                 })
             }
+            FedTxKind::PegInMint {
+                outpoint,
+                amount,
+                account,
+                bitcoin_block,
+            } => pb::federation_tx::Kind::PegInMint(pb::PegInMint {
+                txid: outpoint.txid.to_vec(),
+                vout: outpoint.vout,
+                amount: amount.0,
+                account: account.0.to_vec(),
+                bitcoin_block: bitcoin_block.to_vec(),
+            }),
         };
         pb::FederationTx {
             chain_id: self.chain_id.0.to_vec(),

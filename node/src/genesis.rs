@@ -259,7 +259,16 @@ impl ChainSpec {
             pegout_fee: Sats(self.genesis.fees.pegout_fee),
             max_block_txs: self.genesis.consensus.max_block_txs as usize,
             members: self.member_keys.clone(),
+            pegin_spend_cost: Sats(self.pegin_spend_cost()),
         }
+    }
+
+    /// Sats it costs to spend one deposit at the genesis fee rate.
+    pub fn pegin_spend_cost(&self) -> u64 {
+        self.peg_federation()
+            .map(|f| f.spend_vbytes_estimate())
+            .unwrap_or(0)
+            .saturating_mul(self.genesis.fees.default_fee_rate_sat_vb)
     }
 
     /// The state at height 0.

@@ -12,7 +12,7 @@
 use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::block::{tx_root, Block, Header};
-use crate::fedtx::{FedTxKind, FederationTx};
+use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::tx::{Transaction, TxId, TxKind};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,6 +30,9 @@ pub struct LedgerParams {
     pub max_block_txs: usize,
     /// Members' consensus keys in genesis order (signers of federation transactions).
     pub members: Vec<ed25519_dalek::VerifyingKey>,
+    /// What spending one deposit will cost the federation on Bitcoin; it is
+    /// deducted from every mint so reserves always cover supply.
+    pub pegin_spend_cost: Sats,
 }
 
 /// Most federation transactions in one block.
@@ -67,6 +70,8 @@ pub struct State {
     pub next_withdrawal_id: u64,
     /// Accounts whose deposit address every member watches.
     pub registered: HashSet<AccountId>,
+    /// Deposits already minted: outpoint → (account, credited amount).
+    pub minted: HashMap<OutPoint, (AccountId, Sats)>,
     pub height: u64,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -124,6 +129,14 @@ pub enum FedTxError {
     BadSignature(u32),
     #[error("the deposit address of this account is already registered")]
     AlreadyRegistered,
+    #[error("deposits to this account are not watched: its deposit address is not registered")]
+    NotRegistered,
+    #[error("deposit {0} is already minted")]
+    AlreadyMinted(OutPoint),
+    #[error("deposit of {amount} is below the {cost} it costs to spend; not minted")]
+    BelowCost { amount: Sats, cost: Sats },
+    #[error("minting would overflow a balance")]
+    Overflow,
 }
 
 /// Why a block was refused.
@@ -175,6 +188,11 @@ pub enum Event {
         account: AccountId,
         member: u32,
     },
+    PegInMinted {
+        outpoint: OutPoint,
+        account: AccountId,
+        amount: Sats,
+    },
 }
 
 /// Decides whether a transaction's signature is valid. Lets a node skip
@@ -212,6 +230,8 @@ pub struct Delta {
     pub new_withdrawals: Vec<Withdrawal>,
     pub next_withdrawal_id: u64,
     pub new_registrations: Vec<AccountId>,
+    /// Minted deposits: (outpoint, account, credited amount).
+    pub new_mints: Vec<(OutPoint, AccountId, Sats)>,
 }
 
 /// The result of applying a block to a state.
@@ -239,6 +259,10 @@ impl<'a> Overlay<'a> {
                 ..Delta::default()
             },
         }
+    }
+
+    fn is_minted(&self, o: &OutPoint) -> bool {
+        self.base.minted.contains_key(o) || self.delta.new_mints.iter().any(|(m, _, _)| m == o)
     }
 
     fn is_registered(&self, id: &AccountId) -> bool {
@@ -449,6 +473,44 @@ fn apply_fed_tx(
                 member: tx.member,
             });
         }
+        FedTxKind::PegInMint {
+            outpoint,
+            amount,
+            account,
+            ..
+        } => {
+            if !o.is_registered(account) {
+                return Err(FedTxError::NotRegistered);
+            }
+            if o.is_minted(outpoint) {
+                return Err(FedTxError::AlreadyMinted(*outpoint));
+            }
+            let cost = params.pegin_spend_cost;
+            let credit = match amount.checked_sub(cost) {
+                Some(c) if c > Sats::ZERO => c,
+                _ => {
+                    return Err(FedTxError::BelowCost {
+                        amount: *amount,
+                        cost,
+                    })
+                }
+            };
+            let mut a = o.account(account);
+            a.balance = a.balance.checked_add(credit).ok_or(FedTxError::Overflow)?;
+            let supply = o
+                .delta
+                .supply
+                .checked_add(credit)
+                .ok_or(FedTxError::Overflow)?;
+            o.delta.accounts.insert(*account, a);
+            o.delta.supply = supply;
+            o.delta.new_mints.push((*outpoint, *account, credit));
+            events.push(Event::PegInMinted {
+                outpoint: *outpoint,
+                account: *account,
+                amount: credit,
+            });
+        }
     }
     Ok(())
 }
@@ -477,6 +539,12 @@ fn state_root(prev: Hash32, height: u64, d: &Delta) -> Hash32 {
     }
     for a in &d.new_registrations {
         buf.extend_from_slice(&a.0);
+    }
+    for (o, a, credit) in &d.new_mints {
+        buf.extend_from_slice(&o.txid);
+        buf.extend_from_slice(&o.vout.to_be_bytes());
+        buf.extend_from_slice(&a.0);
+        buf.extend_from_slice(&credit.0.to_be_bytes());
     }
     Hash32::tagged("fedpeg/state/v1", &[&buf])
 }
@@ -643,6 +711,9 @@ impl State {
         }
         self.registered
             .extend(outcome.delta.new_registrations.iter().copied());
+        for (o, a, credit) in &outcome.delta.new_mints {
+            self.minted.insert(*o, (*a, *credit));
+        }
         self.height = header.height;
         self.tip = header.hash();
         self.tip_time_ms = header.time_ms;
@@ -682,6 +753,7 @@ mod tests {
             pegout_fee: Sats(1000),
             max_block_txs: 1000,
             members: vec![member_key().verifying_key()],
+            pegin_spend_cost: Sats(500),
         }
     }
     fn member_key() -> SigningKey {
@@ -949,6 +1021,65 @@ mod tests {
             apply_block(&s, &forged, &p, &VerifyAll),
             Err(BlockError::FedTx {
                 error: FedTxError::BadSignature(0),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
+        let mut s = genesis(&[]);
+        let p = params();
+        let fed = |kind| FederationTx::sign(p.chain_id, 0, &member_key(), kind);
+        let mint = |vout: u32, amount: u64, acct: u8| {
+            fed(FedTxKind::PegInMint {
+                outpoint: OutPoint {
+                    txid: [7; 32],
+                    vout,
+                },
+                amount: Sats(amount),
+                account: id(acct),
+                bitcoin_block: [1; 32],
+            })
+        };
+        let before = s.total_value();
+        // Unregistered account: left out. Registered in the same block: fine.
+        let b = build_block(
+            &s,
+            &p,
+            &[],
+            &[
+                mint(0, 10_000, 1),
+                fed(FedTxKind::RegisterDepositAddress { account: id(1) }),
+                mint(0, 10_000, 1),
+                mint(0, 10_000, 1),
+                mint(1, 400, 1),
+            ],
+            1,
+            0,
+            &VerifyAll,
+        );
+        assert_eq!(
+            b.block.fed_txs.len(),
+            2,
+            "register + one mint; duplicate and below-cost left out"
+        );
+        assert_eq!(
+            apply_block(&s, &b.block, &p, &VerifyAll).unwrap().delta,
+            b.outcome.delta
+        );
+        s.commit(&b.block.header, &b.outcome);
+        assert_eq!(s.account(&id(1)).balance, Sats(10_000 - 500));
+        assert_eq!(s.supply, Sats(10_000 - 500));
+        assert_eq!(s.total_value(), before + 9_500);
+        // Minting the same outpoint again makes a block invalid.
+        let mut again = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
+        again.fed_txs = vec![mint(0, 10_000, 1)];
+        again.header.tx_root = crate::block::tx_root(&again.txs, &again.fed_txs);
+        assert!(matches!(
+            apply_block(&s, &again, &p, &VerifyAll),
+            Err(BlockError::FedTx {
+                error: FedTxError::AlreadyMinted(_),
                 ..
             })
         ));

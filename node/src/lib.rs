@@ -27,3 +27,4 @@ pub mod network;
 pub mod store;
 pub mod tx;
 pub mod wal;
+pub mod watcher;

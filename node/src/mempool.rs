@@ -221,6 +221,7 @@ mod tests {
             pegout_fee: Sats(100),
             max_block_txs: 100,
             members: vec![],
+            pegin_spend_cost: Sats(0),
         }
     }
     fn key(i: u8) -> SigningKey {

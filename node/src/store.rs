@@ -3,7 +3,8 @@
 //! Column families: `blocks` (height → CommittedBlock protobuf), `block_index`
 //! (hash → height), `tx_index` (txid → height ‖ index), `accounts` (id →
 //! balance ‖ nonce), `withdrawals` (id → withdrawal), `registered` (account
-//! → height its deposit address was registered), `meta` (chain id, tip).
+//! → height its deposit address was registered), `minted` (outpoint →
+//! account ‖ credited ‖ height), `meta` (chain id, tip).
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
@@ -22,7 +23,8 @@ const CF_ACCOUNTS: &str = "accounts";
 const CF_WITHDRAWALS: &str = "withdrawals";
 const CF_META: &str = "meta";
 const CF_REGISTERED: &str = "registered";
-const ALL_CFS: [&str; 7] = [
+const CF_MINTED: &str = "minted";
+const ALL_CFS: [&str; 8] = [
     CF_BLOCKS,
     CF_BLOCK_INDEX,
     CF_TX_INDEX,
@@ -30,6 +32,7 @@ const ALL_CFS: [&str; 7] = [
     CF_WITHDRAWALS,
     CF_META,
     CF_REGISTERED,
+    CF_MINTED,
 ];
 const KEY_CHAIN_ID: &[u8] = b"chain_id";
 const KEY_TIP: &[u8] = b"tip";
@@ -236,6 +239,17 @@ impl Store {
         let wd = self.cf(CF_WITHDRAWALS)?;
         for w in &outcome.delta.new_withdrawals {
             batch.put_cf(wd, w.id.to_be_bytes(), encode_withdrawal(w));
+        }
+        let minted = self.cf(CF_MINTED)?;
+        for (o, a, credit) in &outcome.delta.new_mints {
+            let mut k = [0u8; 36];
+            k[..32].copy_from_slice(&o.txid);
+            k[32..].copy_from_slice(&o.vout.to_be_bytes());
+            let mut v = Vec::with_capacity(48);
+            v.extend_from_slice(&a.0);
+            v.extend_from_slice(&credit.0.to_be_bytes());
+            v.extend_from_slice(&h.height.to_be_bytes());
+            batch.put_cf(minted, k, v);
         }
         let reg = self.cf(CF_REGISTERED)?;
         for a in &outcome.delta.new_registrations {

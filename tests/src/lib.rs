@@ -73,6 +73,8 @@ pub struct NodeProc {
     genesis: PathBuf,
     log_path: PathBuf,
     heartbeat_ms: u64,
+    /// Extra `fedpegd run` arguments (e.g. the member's bitcoind).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -102,6 +104,7 @@ impl NodeProc {
         if let Some(k) = &self.key {
             cmd.arg("--key").arg(k);
         }
+        cmd.args(&self.extra_args);
         self.child = Some(cmd.spawn()?);
         Ok(())
     }
@@ -203,6 +206,18 @@ pub struct Federation {
 impl Federation {
     /// Generates keys and genesis, starts `n` members (and an observer).
     pub fn start(n: usize, observer: bool, heartbeat_ms: u64) -> anyhow::Result<Federation> {
+        Self::start_with(n, observer, heartbeat_ms, &[], &[])
+    }
+
+    /// Like [`Federation::start`], with extra `fedpegd genesis` arguments and
+    /// extra `fedpegd run` arguments for every member.
+    pub fn start_with(
+        n: usize,
+        observer: bool,
+        heartbeat_ms: u64,
+        genesis_args: &[String],
+        member_args: &[String],
+    ) -> anyhow::Result<Federation> {
         let dir = tempfile::tempdir()?;
         let d = dir.path().to_path_buf();
         let faucet_key_file = d.join("faucet.key");
@@ -212,7 +227,10 @@ impl Federation {
         genesis
             .args(["genesis", "--network", "regtest", "--dev-balance"])
             .arg(format!("{faucet_addr}={FAUCET_SATS}"));
-        genesis.arg("--out").arg(d.join("genesis.json"));
+        genesis
+            .arg("--out")
+            .arg(d.join("genesis.json"))
+            .args(genesis_args);
         let mut members = Vec::new();
         for i in 0..n {
             let name = format!("m{i}");
@@ -236,6 +254,7 @@ impl Federation {
                 key: Some(key),
                 genesis: d.join("genesis.json"),
                 heartbeat_ms,
+                extra_args: member_args.to_vec(),
                 child: None,
             });
         }
@@ -248,6 +267,7 @@ impl Federation {
             genesis: d.join("genesis.json"),
             log_path: d.join("observer.log"),
             heartbeat_ms,
+            extra_args: vec![],
             child: None,
         });
         let mut fed = Federation {

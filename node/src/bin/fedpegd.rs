@@ -98,6 +98,23 @@ struct RunArgs {
     /// libp2p listen multiaddress [config: p2p.listen; default: the member's genesis p2p_address, or /ip4/127.0.0.1/tcp/0 for an observer].
     #[arg(long, value_name = "MULTIADDR")]
     p2p_listen: Option<String>,
+    /// This member's bitcoind JSON-RPC URL, e.g. http://127.0.0.1:18443 [config: bitcoin.rpc_url; unset: no peg-in].
+    #[arg(long, value_name = "URL")]
+    bitcoin_rpc_url: Option<String>,
+    /// bitcoind RPC user [config: bitcoin.rpc_user].
+    #[arg(long, value_name = "USER")]
+    bitcoin_rpc_user: Option<String>,
+    /// bitcoind RPC password [config: bitcoin.rpc_password; env FEDPEG_BITCOIN_RPC_PASSWORD].
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "FEDPEG_BITCOIN_RPC_PASSWORD",
+        hide_env_values = true
+    )]
+    bitcoin_rpc_password: Option<String>,
+    /// bitcoind .cookie file instead of user/password [config: bitcoin.rpc_cookie].
+    #[arg(long, value_name = "FILE")]
+    bitcoin_rpc_cookie: Option<PathBuf>,
     /// Log format: text or json [config: log.format; default text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -223,6 +240,18 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.p2p_listen {
         c.p2p.listen = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_url {
+        c.bitcoin.rpc_url = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_user {
+        c.bitcoin.rpc_user = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_password {
+        c.bitcoin.rpc_password = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_cookie {
+        c.bitcoin.rpc_cookie = Some(v);
     }
     if let Some(v) = a.log_format {
         c.log.format = v;

@@ -1,0 +1,193 @@
+//! The peg-in watcher: follows this member's own bitcoind, finds outputs to
+//! registered deposit addresses, and tracks their depth on the best chain.
+//!
+//! What it has seen is what this member believes about Bitcoin: it proposes
+//! mints for deposits that reached `pegin_confirmations`, and it votes for
+//! another member's mint only if it has seen the same deposit (same block,
+//! amount and account) at that depth itself. A reorg is handled by walking
+//! back to the fork point and rescanning: deposits in blocks that left the
+//! best chain are forgotten (and found again if they are mined again).
+
+use crate::account::AccountId;
+use crate::amount::Sats;
+use crate::chain::Chain;
+use crate::fedtx::OutPoint;
+use bitcoin::hashes::Hash;
+use bitcoin::{BlockHash, ScriptBuf};
+use fedpeg_peg::chain::{find_deposits, BitcoinChain, ChainError};
+use fedpeg_peg::federation::Federation;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// How far back from the tip a fresh watcher (or one that learned new
+/// addresses) scans.
+const SCAN_WINDOW: u64 = 288;
+
+/// A deposit seen on the best chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenDeposit {
+    pub outpoint: OutPoint,
+    pub amount: Sats,
+    pub account: AccountId,
+    pub block: [u8; 32],
+    pub height: u64,
+}
+
+struct Inner {
+    scanned: BTreeMap<u64, BlockHash>,
+    scripts: HashMap<ScriptBuf, [u8; 32]>,
+    deposits: HashMap<OutPoint, SeenDeposit>,
+    tip: Option<u64>,
+    reachable: bool,
+}
+
+/// Shared watcher state; `poll` may be called from any thread.
+pub struct Watcher {
+    chain: Arc<Chain>,
+    btc: Arc<dyn BitcoinChain>,
+    fed: Federation,
+    confirmations: u64,
+    inner: Mutex<Inner>,
+}
+
+impl Watcher {
+    /// A watcher over `btc` for the chain's federation.
+    pub fn new(chain: Arc<Chain>, btc: Arc<dyn BitcoinChain>) -> anyhow::Result<Watcher> {
+        let fed = chain.spec.peg_federation()?;
+        let confirmations = chain.spec.genesis.pegin_confirmations.into();
+        Ok(Watcher {
+            chain,
+            btc,
+            fed,
+            confirmations,
+            inner: Mutex::new(Inner {
+                scanned: BTreeMap::new(),
+                scripts: HashMap::new(),
+                deposits: HashMap::new(),
+                tip: None,
+                reachable: false,
+            }),
+        })
+    }
+
+    /// Brings the view up to date with bitcoind (new blocks, reorgs, newly
+    /// registered addresses).
+    pub fn poll(&self) -> Result<(), ChainError> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return Ok(());
+        };
+        let result = self.poll_locked(&mut inner);
+        inner.reachable = result.is_ok();
+        result
+    }
+
+    fn poll_locked(&self, inner: &mut Inner) -> Result<(), ChainError> {
+        // New registrations: watch their scripts and rescan the window.
+        let registered: Vec<AccountId> = self
+            .chain
+            .with_state(|s| s.registered.iter().copied().collect());
+        if registered.len() != inner.scripts.len() {
+            for a in registered {
+                if let Ok(script) = self.fed.deposit_script_pubkey(&a.0) {
+                    inner.scripts.insert(script, a.0);
+                }
+            }
+            inner.scanned.clear();
+        }
+        let (tip, _) = self.btc.tip()?;
+        // Walk back to the last block we scanned that is still on the best chain.
+        let mut start = tip.saturating_sub(SCAN_WINDOW).max(1);
+        while let Some((&h, hash)) = inner.scanned.iter().next_back() {
+            if h <= tip && self.btc.block_hash(h)? == *hash {
+                start = h + 1;
+                break;
+            }
+            inner.scanned.remove(&h);
+        }
+        inner.deposits.retain(|_, d| d.height < start);
+        for h in start..=tip {
+            let hash = self.btc.block_hash(h)?;
+            let block = self.btc.block(&hash)?;
+            for d in find_deposits(&block, &inner.scripts) {
+                let outpoint = OutPoint::from_bitcoin(&d.outpoint);
+                inner.deposits.insert(
+                    outpoint,
+                    SeenDeposit {
+                        outpoint,
+                        amount: Sats(d.amount.to_sat()),
+                        account: AccountId(d.account),
+                        block: hash.to_byte_array(),
+                        height: h,
+                    },
+                );
+            }
+            inner.scanned.insert(h, hash);
+        }
+        while inner.scanned.len() as u64 > SCAN_WINDOW {
+            inner.scanned.pop_first();
+        }
+        inner.tip = Some(tip);
+        Ok(())
+    }
+
+    /// Deposits at or past the confirmation depth and not yet minted.
+    pub fn mature(&self) -> Vec<SeenDeposit> {
+        let Ok(inner) = self.inner.lock() else {
+            return vec![];
+        };
+        let Some(tip) = inner.tip else { return vec![] };
+        let mut out: Vec<SeenDeposit> = self.chain.with_state(|s| {
+            inner
+                .deposits
+                .values()
+                .filter(|d| {
+                    tip + 1 >= d.height + self.confirmations && !s.minted.contains_key(&d.outpoint)
+                })
+                .cloned()
+                .collect()
+        });
+        out.sort_by_key(|d| (d.height, d.outpoint));
+        out
+    }
+
+    /// True if this member saw exactly this deposit at depth on its bitcoind.
+    pub fn confirms(&self, d: &SeenDeposit) -> bool {
+        let Ok(inner) = self.inner.lock() else {
+            return false;
+        };
+        match (inner.tip, inner.deposits.get(&d.outpoint)) {
+            (Some(tip), Some(seen)) => {
+                seen.amount == d.amount
+                    && seen.account == d.account
+                    && seen.block == d.block
+                    && tip + 1 >= seen.height + self.confirmations
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the last poll reached bitcoind.
+    pub fn reachable(&self) -> bool {
+        self.inner.lock().map(|i| i.reachable).unwrap_or(false)
+    }
+
+    /// Polls every `interval` until `stop` is set.
+    pub fn run(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut warned = false;
+        while !*stop.borrow() {
+            match self.poll() {
+                Ok(()) => warned = false,
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "bitcoind unreachable; peg-in paused, transfers continue");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(interval);
+        }
+    }
+}
