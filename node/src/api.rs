@@ -16,6 +16,7 @@ use crate::mempool::AdmitError;
 use crate::network::Network;
 use crate::store::StoreError;
 use crate::tx::{Transaction, TxKind};
+use crate::watcher::Watcher;
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::{
     explorer_service_server::{ExplorerService, ExplorerServiceServer},
@@ -40,6 +41,8 @@ pub struct Api {
     identity: NodeIdentity,
     /// This member's index and consensus key (signs federation transactions).
     member: Option<(u32, ed25519_dalek::SigningKey)>,
+    /// The peg-in watcher over this member's bitcoind.
+    watcher: Option<Arc<Watcher>>,
     net: Option<Network>,
     consensus: Arc<ConsensusStatus>,
 }
@@ -76,8 +79,26 @@ impl Api {
             chain,
             identity,
             member: None,
+            watcher: None,
             net,
             consensus,
+        }
+    }
+
+    /// Lets peg calls check deposits against this member's bitcoind.
+    pub fn with_watcher(mut self, watcher: Option<Arc<Watcher>>) -> Api {
+        self.watcher = watcher;
+        self
+    }
+
+    /// UNAVAILABLE while this member's bitcoind cannot be reached: no
+    /// deposit address is handed out that nobody here could watch.
+    fn require_bitcoind(&self) -> Result<(), Status> {
+        match &self.watcher {
+            Some(w) if !w.reachable() => Err(Status::unavailable(
+                "this member cannot reach its bitcoind right now; peg-in is paused (transfers still work), retry shortly",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -243,6 +264,7 @@ impl WalletService for Api {
             .map_err(|e| internal(&e))?
             .to_string();
         let descriptor = fed.deposit_descriptor(&id.0).map_err(|e| internal(&e))?;
+        self.require_bitcoind()?;
         let registered = self.chain.with_state(|s| s.registered.contains(&id));
         if !registered && !self.chain.registration_pending(&id) {
             let Some((index, key)) = &self.member else {
@@ -267,6 +289,87 @@ impl WalletService for Api {
             registered,
             confirmations_required: spec.genesis.pegin_confirmations,
             min_deposit_sats: cost.saturating_add(1),
+        }))
+    }
+
+    async fn claim_peg_in(
+        &self,
+        req: Request<pb::ClaimPegInRequest>,
+    ) -> Result<Response<pb::ClaimPegInResponse>, Status> {
+        use fedpeg_peg::bitcoin::hashes::Hash;
+        let r = req.into_inner();
+        let id = self.parse_account(&r.address)?;
+        let txid: fedpeg_peg::bitcoin::Txid = r.txid.parse().map_err(|e| {
+            Status::invalid_argument(format!("txid '{}' is not a Bitcoin txid: {e}", r.txid))
+        })?;
+        let (Some(w), Some((index, key))) = (&self.watcher, &self.member) else {
+            return Err(Status::failed_precondition(
+                "this node has no bitcoind to check the deposit (observer, or member without --bitcoin-rpc-url); claim on another member",
+            ));
+        };
+        self.require_bitcoind()?;
+        let outpoint = crate::fedtx::OutPoint {
+            txid: txid.to_byte_array(),
+            vout: r.vout,
+        };
+        if self.chain.with_state(|s| s.minted.contains_key(&outpoint)) {
+            return Err(Status::failed_precondition(format!(
+                "deposit {outpoint} is already minted"
+            )));
+        }
+        let script = w
+            .federation()
+            .deposit_script_pubkey(&id.0)
+            .map_err(|e| Status::internal(format!("deposit script: {e}")))?;
+        let btc = w.bitcoin().clone();
+        let found = tokio::task::spawn_blocking(move || btc.transaction(&txid, None))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                fedpeg_peg::chain::ChainError::Unavailable(m) => {
+                    Status::unavailable(format!("bitcoind: {m}"))
+                }
+                other => Status::internal(format!("bitcoind: {other}")),
+            })?;
+        let Some((tx, _)) = found else {
+            return Err(Status::not_found(format!(
+                "bitcoind does not know transaction {txid}"
+            )));
+        };
+        let out = tx.output.get(r.vout as usize).ok_or_else(|| {
+            Status::invalid_argument(format!("transaction {txid} has no output {}", r.vout))
+        })?;
+        if out.script_pubkey != script {
+            return Err(Status::invalid_argument(format!(
+                "output {txid}:{} does not pay the deposit address of {}",
+                r.vout, r.address
+            )));
+        }
+        let deposit_address = w
+            .federation()
+            .deposit_address(&id.0)
+            .map_err(|e| Status::internal(format!("deposit address: {e}")))?
+            .to_string();
+        let registered = self.chain.with_state(|s| s.registered.contains(&id));
+        if registered {
+            // Already watched: the watcher mints it at depth; a second claim adds nothing.
+            return Err(Status::failed_precondition(format!(
+                "the deposit address of {} is already registered: deposit {txid}:{} is minted at depth without a claim",
+                r.address, r.vout
+            )));
+        }
+        if !self.chain.registration_pending(&id) {
+            let tx = FederationTx::sign(
+                self.chain.spec.chain_id,
+                *index,
+                key,
+                FedTxKind::RegisterDepositAddress { account: id },
+            );
+            self.chain.submit_fed_tx(tx, true);
+        }
+        Ok(Response::new(pb::ClaimPegInResponse {
+            deposit_address,
+            amount: out.value.to_sat(),
         }))
     }
 

@@ -135,7 +135,7 @@ pub async fn run(
                 sync_interval: Duration::from_millis(1000),
             },
             status.clone(),
-            watcher,
+            watcher.clone(),
         )?,
         None => Driver::observer(
             chain.clone(),
@@ -161,6 +161,7 @@ pub async fn run(
     if let (Some(i), Some(key)) = (member_index, &member_key) {
         api = api.with_member_key(i as u32, key.clone());
     }
+    api = api.with_watcher(watcher.clone());
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;

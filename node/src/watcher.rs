@@ -166,6 +166,16 @@ impl Watcher {
         }
     }
 
+    /// The bitcoind this watcher follows.
+    pub fn bitcoin(&self) -> &Arc<dyn BitcoinChain> {
+        &self.btc
+    }
+
+    /// The peg federation.
+    pub fn federation(&self) -> &Federation {
+        &self.fed
+    }
+
     /// Whether the last poll reached bitcoind.
     pub fn reachable(&self) -> bool {
         self.inner.lock().map(|i| i.reachable).unwrap_or(false)

@@ -6,6 +6,7 @@ use ed25519_dalek::SigningKey;
 use fedpeg_node::account::AccountId;
 use fedpeg_node::genesis::Genesis;
 use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Network};
+use fedpeg_peg::chain::BitcoinChain;
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
 use fedpeg_proto::v1 as pb;
 use fedpeg_tests::Federation;
@@ -56,13 +57,21 @@ async fn register(fed: &Federation, chans: &[Channel], a: &AccountId) -> Address
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut w = pb::wallet_service_client::WalletServiceClient::new(chans[0].clone());
     loop {
-        let r = w
+        let r = match w
             .get_peg_in_address(pb::GetPegInAddressRequest {
                 address: a.to_address("fprt"),
             })
             .await
-            .unwrap()
-            .into_inner();
+        {
+            Ok(r) => r.into_inner(),
+            // The member's watcher has not reached bitcoind yet.
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                assert!(Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        };
         if r.registered {
             return r
                 .deposit_address
@@ -80,8 +89,8 @@ async fn register(fed: &Federation, chans: &[Channel], a: &AccountId) -> Address
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
+/// A regtest bitcoind and four members watching it (3 confirmations).
+async fn setup() -> (Bitcoind, Federation, Vec<Channel>) {
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
     let member_args: Vec<String> = vec![
         "--bitcoin-rpc-url".into(),
@@ -103,6 +112,12 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     for m in &fed.members {
         chans.push(m.connect().await.unwrap());
     }
+    (btc, fed, chans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
+    let (btc, fed, chans) = setup().await;
     let cost = Genesis::load(&fed.genesis_path())
         .unwrap()
         .pegin_spend_cost();
@@ -143,4 +158,151 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     for ch in &chans {
         assert_eq!(balance(ch, &b).await, 70_000 - cost);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_reorgs_and_a_bitcoind_outage() {
+    let (mut btc, fed, chans) = setup().await;
+    let spec = Genesis::load(&fed.genesis_path()).unwrap();
+    let cost = spec.pegin_spend_cost();
+    let peg = spec.peg_federation().unwrap();
+    let mut w1 = pb::wallet_service_client::WalletServiceClient::new(chans[1].clone());
+
+    // 1. A deposit to a derived address nobody registered is not minted...
+    let c = account(90);
+    let addr_c = peg.deposit_address(&c.0).unwrap();
+    let txid = btc.send_to(&addr_c, 80_000).unwrap();
+    btc.mine(3).unwrap();
+    let (tx, _) = btc.chain().transaction(&txid, None).unwrap().unwrap();
+    let vout = tx
+        .output
+        .iter()
+        .position(|o| o.script_pubkey == addr_c.script_pubkey())
+        .unwrap() as u32;
+    register(&fed, &chans, &account(91)).await; // also waits until the watchers are up
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(balance(&chans[0], &c).await, 0);
+    // ...until claimed; then it is minted (it is already past depth).
+    let claim = |txid: String, vout: u32, address: String| {
+        let mut w = w1.clone();
+        async move {
+            w.claim_peg_in(pb::ClaimPegInRequest {
+                txid,
+                vout,
+                address,
+            })
+            .await
+        }
+    };
+    let r = claim(txid.to_string(), vout, c.to_address("fprt"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.amount, r.deposit_address), (80_000, addr_c.to_string()));
+    wait_balance(&fed, &chans, &c, 80_000 - cost).await;
+    // A second claim of the same deposit is refused; so are wrong claims.
+    let e = claim(txid.to_string(), vout, c.to_address("fprt"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    let elsewhere = btc.send_to(&btc.new_address().unwrap(), 10_000).unwrap();
+    let e = claim(elsewhere.to_string(), 0, c.to_address("fprt"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("does not pay"), "{e}");
+    let e = claim("00".repeat(32), 0, c.to_address("fprt"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    let e = claim("xyz".into(), 0, c.to_address("fprt"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+
+    // 2. A deposit reorged out below depth is not minted; mined again, it is minted once.
+    let d = account(93);
+    let addr_d = register(&fed, &chans, &d).await;
+    btc.send_to(&addr_d, 60_000).unwrap();
+    let first = btc.mine(1).unwrap()[0];
+    btc.invalidate(&first).unwrap();
+    let miner = btc.mining_address().to_string();
+    for _ in 0..3 {
+        // Blocks without the deposit (it waits in the mempool).
+        let _: serde_json::Value = btc
+            .rpc(
+                "generateblock",
+                &[miner.clone().into(), serde_json::json!([])],
+            )
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for ch in &chans {
+        assert_eq!(
+            balance(ch, &d).await,
+            0,
+            "minted a deposit that is not on the best chain"
+        );
+    }
+    btc.mine(3).unwrap();
+    wait_balance(&fed, &chans, &d, 60_000 - cost).await;
+    btc.mine(3).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        balance(&chans[0], &d).await,
+        60_000 - cost,
+        "minted twice after the reorg"
+    );
+
+    // 3. bitcoind down: peg calls say UNAVAILABLE, transfers continue; back up, peg-in resumes.
+    btc.stop_process().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match w1
+            .get_peg_in_address(pb::GetPegInAddressRequest {
+                address: account(94).to_address("fprt"),
+            })
+            .await
+        {
+            Err(e) if e.code() == tonic::Code::Unavailable => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "peg call while bitcoind is down: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chain_id = fedpeg_tests::chain_id(&chans[0]).await.unwrap();
+    let faucet = AccountId(fed.faucet.verifying_key().to_bytes()).to_address("fprt");
+    let nonce = w1
+        .get_account(pb::GetAccountRequest { address: faucet })
+        .await
+        .unwrap()
+        .into_inner()
+        .next_nonce;
+    let tx = fedpeg_node::tx::Transaction::sign(
+        chain_id,
+        &fed.faucet,
+        nonce,
+        fedpeg_node::amount::Sats(1),
+        fedpeg_node::tx::TxKind::Transfer {
+            to: account(95),
+            amount: fedpeg_node::amount::Sats(777),
+        },
+    );
+    let id = w1
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: tx.encode(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .txid;
+    fedpeg_tests::wait_final(&chans[0], &id, Duration::from_secs(20))
+        .await
+        .unwrap();
+    btc.restart().unwrap();
+    btc.send_to(&addr_d, 40_000).unwrap();
+    btc.mine(3).unwrap();
+    wait_balance(&fed, &chans, &d, 60_000 - cost + 40_000 - cost).await;
 }
