@@ -125,6 +125,9 @@ pub struct Driver {
     signer: Option<(u32, SigningKey)>,
     /// The peg-in watcher over this member's bitcoind (None without bitcoind).
     watcher: Option<Arc<Watcher>>,
+    /// Test-only switch (env FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS=1): propose a
+    /// mint of a deposit that does not exist, to show the others refuse it.
+    fake_mints: bool,
     propose_cap: Duration,
     blocks: HashMap<ValueId, Cached>,
     /// Blocks already written to the WAL at this height.
@@ -194,6 +197,10 @@ impl Driver {
         );
         d.signer = Some((me.0, key));
         d.watcher = watcher;
+        d.fake_mints = std::env::var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS").is_ok_and(|v| v == "1");
+        if d.fake_mints {
+            tracing::error!("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS=1: this member proposes mints of deposits that do not exist (test-only Byzantine behaviour)");
+        }
         for block in contents
             .blocks
             .into_iter()
@@ -257,6 +264,7 @@ impl Driver {
             cfg,
             signer: None,
             watcher: None,
+            fake_mints: false,
             blocks: HashMap::new(),
             wal_blocks: Vec::new(),
             pending_validate: HashMap::new(),
@@ -514,7 +522,29 @@ impl Driver {
         let (Some(w), Some((me, key))) = (&self.watcher, &self.signer) else {
             return vec![];
         };
-        w.mature()
+        let mut mature = w.mature();
+        if self.fake_mints {
+            // Test-only Byzantine behaviour: mint a deposit that does not exist.
+            if let Some(account) = self
+                .chain
+                .with_state(|s| s.registered.iter().next().copied())
+            {
+                mature.insert(
+                    0,
+                    SeenDeposit {
+                        outpoint: crate::fedtx::OutPoint {
+                            txid: crate::keys::random_32(),
+                            vout: 0,
+                        },
+                        amount: crate::amount::Sats(1_000_000),
+                        account,
+                        block: [0xfe; 32],
+                        height: 1,
+                    },
+                );
+            }
+        }
+        mature
             .into_iter()
             .take(MAX_MINTS_PER_BLOCK)
             .map(|d| {

@@ -209,6 +209,32 @@ impl Store {
             let id = u64_at(&k, 0)?;
             s.withdrawals.insert(id, decode_withdrawal(id, &v)?);
         }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REGISTERED)?, IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            s.registered.insert(AccountId(hash_at(&k, 0)?.0));
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_MINTED)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let vout = k
+                .get(32..36)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt("short outpoint"))?;
+            let outpoint = crate::fedtx::OutPoint {
+                txid: hash_at(&k, 0)?.0,
+                vout,
+            };
+            s.minted.insert(
+                outpoint,
+                (AccountId(hash_at(&v, 0)?.0), Sats(u64_at(&v, 32)?)),
+            );
+        }
         Ok(s)
     }
 
@@ -291,5 +317,90 @@ impl Store {
                 Ok(Some(TxLocation { height, index }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{tx_root, Block, CommittedBlock, Header};
+    use crate::fedtx::OutPoint;
+    use crate::ledger::{BlockOutcome, Delta};
+
+    #[test]
+    fn everything_a_block_changes_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let chain_id = Hash32::tagged("c", &[]);
+        let genesis = State::default();
+        let acct = AccountId([9; 32]);
+        let outpoint = OutPoint {
+            txid: [3; 32],
+            vout: 7,
+        };
+        let header = Header {
+            chain_id,
+            height: 1,
+            parent: Hash32::ZERO,
+            time_ms: 5,
+            proposer: 0,
+            tx_root: tx_root(&[], &[]),
+            state_root: Hash32::tagged("s", &[]),
+        };
+        let outcome = BlockOutcome {
+            delta: Delta {
+                accounts: [(
+                    acct,
+                    Account {
+                        balance: Sats(42),
+                        nonce: 3,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                fee_pool: Sats(2),
+                supply: Sats(42),
+                new_registrations: vec![acct],
+                new_mints: vec![(outpoint, acct, Sats(42))],
+                ..Delta::default()
+            },
+            events: vec![],
+            state_root: header.state_root,
+        };
+        let mut after = genesis.clone();
+        after.commit(&header, &outcome);
+        {
+            let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+            let cb = CommittedBlock {
+                block: Block {
+                    header: header.clone(),
+                    txs: vec![],
+                    fed_txs: vec![],
+                },
+                commit: vec![1],
+            };
+            store.commit_block(&cb, &outcome, &after).unwrap();
+        }
+        let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+        let s = store.load_state().unwrap();
+        assert_eq!(
+            s.account(&acct),
+            Account {
+                balance: Sats(42),
+                nonce: 3
+            }
+        );
+        assert!(s.registered.contains(&acct));
+        assert_eq!(s.minted.get(&outpoint), Some(&(acct, Sats(42))));
+        assert_eq!(
+            (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
+            (1, header.hash(), after.state_root, Sats(2), Sats(42))
+        );
+        assert_eq!(store.block(1).unwrap().unwrap().commit, vec![1]);
+        // Another chain's genesis is refused.
+        drop(store);
+        assert!(matches!(
+            Store::open(d.path(), Hash32::ZERO, &genesis),
+            Err(StoreError::WrongChain { .. })
+        ));
     }
 }

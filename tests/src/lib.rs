@@ -75,6 +75,8 @@ pub struct NodeProc {
     heartbeat_ms: u64,
     /// Extra `fedpegd run` arguments (e.g. the member's bitcoind).
     pub extra_args: Vec<String>,
+    /// Extra environment variables (e.g. test-only switches).
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -105,6 +107,7 @@ impl NodeProc {
             cmd.arg("--key").arg(k);
         }
         cmd.args(&self.extra_args);
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn()?);
         Ok(())
     }
@@ -255,6 +258,7 @@ impl Federation {
                 genesis: d.join("genesis.json"),
                 heartbeat_ms,
                 extra_args: member_args.to_vec(),
+                extra_env: vec![],
                 child: None,
             });
         }
@@ -268,6 +272,7 @@ impl Federation {
             log_path: d.join("observer.log"),
             heartbeat_ms,
             extra_args: vec![],
+            extra_env: vec![],
             child: None,
         });
         let mut fed = Federation {

@@ -37,13 +37,18 @@ async fn wait_balance(fed: &Federation, chans: &[Channel], a: &AccountId, want: 
     let t0 = Instant::now();
     for ch in chans {
         loop {
-            let got = balance(ch, a).await;
-            if got == want {
+            let got = pb::wallet_service_client::WalletServiceClient::new(ch.clone())
+                .get_account(pb::GetAccountRequest {
+                    address: a.to_address("fprt"),
+                })
+                .await
+                .map(|r| r.into_inner().balance);
+            if got.as_ref().is_ok_and(|b| *b == want) {
                 break;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
-                "balance {got}, want {want}\n{}",
+                "balance {got:?}, want {want}\n{}",
                 fed.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -305,4 +310,39 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
     btc.send_to(&addr_d, 40_000).unwrap();
     btc.mine(3).unwrap();
     wait_balance(&fed, &chans, &d, 60_000 - cost + 40_000 - cost).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_of_a_deposit_that_does_not_exist_gets_no_quorum() {
+    let (btc, mut fed, mut chans) = setup().await;
+    let cost = Genesis::load(&fed.genesis_path())
+        .unwrap()
+        .pegin_spend_cost();
+    let a = account(100);
+    let addr = register(&fed, &chans, &a).await;
+    // Member 0 turns Byzantine: every block it proposes mints a fake deposit.
+    fed.members[0].kill();
+    fed.members[0]
+        .extra_env
+        .push(("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS".into(), "1".into()));
+    fed.members[0].spawn().unwrap();
+    chans[0] = fed.members[0].connect().await.unwrap();
+    let h0 = fed.members[1].status().await.unwrap().height;
+    // The chain goes on (other proposers) and a real deposit is minted...
+    btc.send_to(&addr, 30_000).unwrap();
+    btc.mine(3).unwrap();
+    wait_balance(&fed, &chans, &a, 30_000 - cost).await;
+    // ...across several of member 0's turns, and the fake one never is.
+    let h = fed.members[1].status().await.unwrap().height;
+    fedpeg_tests::wait_height(&fed.members[1], h.max(h0 + 8), Duration::from_secs(30))
+        .await
+        .unwrap();
+    for ch in &chans {
+        assert_eq!(
+            balance(ch, &a).await,
+            30_000 - cost,
+            "a fake mint got a quorum"
+        );
+    }
+    assert!(fed.members[0].log().contains("test-only Byzantine"));
 }
