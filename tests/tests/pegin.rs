@@ -346,3 +346,37 @@ async fn a_mint_of_a_deposit_that_does_not_exist_gets_no_quorum() {
     }
     assert!(fed.members[0].log().contains("test-only Byzantine"));
 }
+
+/// Measurement, not a check (run with `--ignored --nocapture`): time from
+/// mining the block that brings a deposit to depth until the mint is final
+/// on member 0, over 20 deposits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_pegin_latency_over_20_deposits() {
+    let (btc, fed, chans) = setup().await;
+    let cost = Genesis::load(&fed.genesis_path())
+        .unwrap()
+        .pegin_spend_cost();
+    let a = account(110);
+    let addr = register(&fed, &chans, &a).await;
+    let mut expected = 0;
+    let mut ms = Vec::new();
+    for i in 0..20u64 {
+        let amount = 20_000 + i;
+        btc.send_to(&addr, amount).unwrap();
+        btc.mine(2).unwrap();
+        let t0 = Instant::now();
+        btc.mine(1).unwrap();
+        expected += amount - cost;
+        wait_balance(&fed, &chans[0..1], &a, expected).await;
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{{\"deposits\":{},\"depth_to_mint_p50_ms\":{:.0},\"p90_ms\":{:.0},\"max_ms\":{:.0}}}",
+        ms.len(),
+        ms[ms.len() / 2],
+        ms[ms.len() * 9 / 10],
+        ms[ms.len() - 1]
+    );
+}
