@@ -373,6 +373,101 @@ impl WalletService for Api {
         }))
     }
 
+    async fn get_peg_ins(
+        &self,
+        req: Request<pb::GetPegInsRequest>,
+    ) -> Result<Response<pb::GetPegInsResponse>, Status> {
+        use crate::fedtx::OutPoint;
+        use pb::get_peg_ins_request::Selector;
+        let by_outpoint = |s: &str| -> Result<OutPoint, Status> {
+            let o: fedpeg_peg::bitcoin::OutPoint = s.parse().map_err(|e| {
+                Status::invalid_argument(format!("outpoint '{s}' must be txid:vout ({e})"))
+            })?;
+            Ok(OutPoint::from_bitcoin(&o))
+        };
+        let (account, outpoint) = match &req.get_ref().selector {
+            Some(Selector::Address(a)) => (Some(self.parse_account(a)?), None),
+            Some(Selector::Outpoint(o)) => (None, Some(by_outpoint(o)?)),
+            None => return Err(Status::invalid_argument("set either address or outpoint")),
+        };
+        let matches = |o: &OutPoint, a: &AccountId| {
+            account.is_none_or(|x| x == *a) && outpoint.is_none_or(|x| x == *o)
+        };
+        let spec = &self.chain.spec;
+        let required = spec.genesis.pegin_confirmations;
+        let cost = spec.pegin_spend_cost();
+        let hrp = self.hrp();
+        let mut out: Vec<pb::PegInInfo> = Vec::new();
+        let minted: Vec<(OutPoint, AccountId, u64, u64)> = self.chain.with_state(|s| {
+            s.minted
+                .iter()
+                .filter(|(o, (a, _, _))| matches(o, a))
+                .map(|(o, (a, c, h))| (*o, *a, c.0, *h))
+                .collect()
+        });
+        for (o, a, credited, height) in &minted {
+            out.push(pb::PegInInfo {
+                outpoint: o.to_string(),
+                account: a.to_address(hrp),
+                amount: credited.saturating_add(cost),
+                state: pb::PegInState::Minted as i32,
+                confirmations_required: required,
+                minted_amount: *credited,
+                minted_height: *height,
+                ..Default::default()
+            });
+        }
+        if let Some(w) = &self.watcher {
+            let (seen, reorged, tip) = w.deposits(|d| matches(&d.outpoint, &d.account));
+            let tip = tip.unwrap_or(0);
+            for d in seen
+                .iter()
+                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
+            {
+                let confirmations = (tip + 1).saturating_sub(d.height) as u32;
+                let state = if d.amount.0 <= cost {
+                    pb::PegInState::BelowCost
+                } else {
+                    pb::PegInState::Confirming
+                };
+                out.push(pb::PegInInfo {
+                    outpoint: d.outpoint.to_string(),
+                    account: d.account.to_address(hrp),
+                    amount: d.amount.0,
+                    state: state as i32,
+                    confirmations,
+                    confirmations_required: required,
+                    eta_seconds: u64::from(required.saturating_sub(confirmations)) * 600,
+                    bitcoin_block: {
+                        use fedpeg_peg::bitcoin::hashes::Hash;
+                        fedpeg_peg::bitcoin::BlockHash::from_byte_array(d.block).to_string()
+                    },
+                    ..Default::default()
+                });
+            }
+            for d in reorged
+                .iter()
+                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
+            {
+                out.push(pb::PegInInfo {
+                    outpoint: d.outpoint.to_string(),
+                    account: d.account.to_address(hrp),
+                    amount: d.amount.0,
+                    state: pb::PegInState::ReorgedOut as i32,
+                    confirmations_required: required,
+                    ..Default::default()
+                });
+            }
+        }
+        if out.is_empty() && outpoint.is_some() {
+            return Err(Status::not_found(
+                "no deposit with this outpoint is known to this node",
+            ));
+        }
+        out.sort_by(|a, b| a.outpoint.cmp(&b.outpoint));
+        Ok(Response::new(pb::GetPegInsResponse { peg_ins: out }))
+    }
+
     async fn get_account(
         &self,
         req: Request<pb::GetAccountRequest>,

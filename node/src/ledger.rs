@@ -70,8 +70,8 @@ pub struct State {
     pub next_withdrawal_id: u64,
     /// Accounts whose deposit address every member watches.
     pub registered: HashSet<AccountId>,
-    /// Deposits already minted: outpoint → (account, credited amount).
-    pub minted: HashMap<OutPoint, (AccountId, Sats)>,
+    /// Deposits already minted: outpoint → (account, credited amount, height).
+    pub minted: HashMap<OutPoint, (AccountId, Sats, u64)>,
     pub height: u64,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -712,7 +712,7 @@ impl State {
         self.registered
             .extend(outcome.delta.new_registrations.iter().copied());
         for (o, a, credit) in &outcome.delta.new_mints {
-            self.minted.insert(*o, (*a, *credit));
+            self.minted.insert(*o, (*a, *credit, header.height));
         }
         self.height = header.height;
         self.tip = header.hash();

@@ -232,7 +232,11 @@ impl Store {
             };
             s.minted.insert(
                 outpoint,
-                (AccountId(hash_at(&v, 0)?.0), Sats(u64_at(&v, 32)?)),
+                (
+                    AccountId(hash_at(&v, 0)?.0),
+                    Sats(u64_at(&v, 32)?),
+                    u64_at(&v, 40)?,
+                ),
             );
         }
         Ok(s)
@@ -390,7 +394,7 @@ mod tests {
             }
         );
         assert!(s.registered.contains(&acct));
-        assert_eq!(s.minted.get(&outpoint), Some(&(acct, Sats(42))));
+        assert_eq!(s.minted.get(&outpoint), Some(&(acct, Sats(42), 1)));
         assert_eq!(
             (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
             (1, header.hash(), after.state_root, Sats(2), Sats(42))

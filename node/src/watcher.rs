@@ -37,6 +37,8 @@ struct Inner {
     scanned: BTreeMap<u64, BlockHash>,
     scripts: HashMap<ScriptBuf, [u8; 32]>,
     deposits: HashMap<OutPoint, SeenDeposit>,
+    /// Deposits whose block left the best chain (until mined again).
+    reorged: HashMap<OutPoint, SeenDeposit>,
     tip: Option<u64>,
     reachable: bool,
 }
@@ -64,6 +66,7 @@ impl Watcher {
                 scanned: BTreeMap::new(),
                 scripts: HashMap::new(),
                 deposits: HashMap::new(),
+                reorged: HashMap::new(),
                 tip: None,
                 reachable: false,
             }),
@@ -104,6 +107,12 @@ impl Watcher {
             }
             inner.scanned.remove(&h);
         }
+        let dropped: Vec<SeenDeposit> = inner
+            .deposits
+            .values()
+            .filter(|d| d.height >= start)
+            .cloned()
+            .collect();
         inner.deposits.retain(|_, d| d.height < start);
         for h in start..=tip {
             let hash = self.btc.block_hash(h)?;
@@ -123,6 +132,18 @@ impl Watcher {
             }
             inner.scanned.insert(h, hash);
         }
+        // What left the best chain and was not found again is reorged out;
+        // what is found again is no longer.
+        for d in dropped {
+            if !inner.deposits.contains_key(&d.outpoint) {
+                tracing::warn!(outpoint = %d.outpoint, height = d.height, "deposit reorged out of the best chain");
+                inner.reorged.insert(d.outpoint, d);
+            }
+        }
+        let Inner {
+            reorged, deposits, ..
+        } = &mut *inner;
+        reorged.retain(|o, _| !deposits.contains_key(o));
         while inner.scanned.len() as u64 > SCAN_WINDOW {
             inner.scanned.pop_first();
         }
@@ -164,6 +185,32 @@ impl Watcher {
             }
             _ => false,
         }
+    }
+
+    /// Deposits matching `filter`: (on the best chain, reorged out), and the tip height.
+    #[allow(clippy::type_complexity)]
+    pub fn deposits(
+        &self,
+        filter: impl Fn(&SeenDeposit) -> bool,
+    ) -> (Vec<SeenDeposit>, Vec<SeenDeposit>, Option<u64>) {
+        let Ok(inner) = self.inner.lock() else {
+            return (vec![], vec![], None);
+        };
+        (
+            inner
+                .deposits
+                .values()
+                .filter(|d| filter(d))
+                .cloned()
+                .collect(),
+            inner
+                .reorged
+                .values()
+                .filter(|d| filter(d))
+                .cloned()
+                .collect(),
+            inner.tip,
+        )
     }
 
     /// The bitcoind this watcher follows.

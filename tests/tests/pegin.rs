@@ -21,6 +21,18 @@ fn account(seed: u8) -> AccountId {
     )
 }
 
+async fn peg_ins(
+    ch: &Channel,
+    selector: pb::get_peg_ins_request::Selector,
+) -> Result<Vec<pb::PegInInfo>, tonic::Status> {
+    pb::wallet_service_client::WalletServiceClient::new(ch.clone())
+        .get_peg_ins(pb::GetPegInsRequest {
+            selector: Some(selector),
+        })
+        .await
+        .map(|r| r.into_inner().peg_ins)
+}
+
 async fn balance(ch: &Channel, a: &AccountId) -> u64 {
     pb::wallet_service_client::WalletServiceClient::new(ch.clone())
         .get_account(pb::GetAccountRequest {
@@ -131,17 +143,82 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     let addr_a = register(&fed, &chans, &a).await;
     let addr_b = register(&fed, &chans, &b).await;
 
-    // Two confirmations: not yet.
-    btc.send_to(&addr_a, 100_000).unwrap();
+    // `fedpeg pegin --wait` follows the deposit until it is minted.
+    let waiter = std::process::Command::new(fedpeg_tests::bin("fedpeg"))
+        .args([
+            "--node",
+            &fed.members[0].url(),
+            "pegin",
+            "--account",
+            &a.to_address("fprt"),
+            "--wait",
+            "--wait-secs",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Two confirmations: not yet, and the status says so.
+    let txid = btc.send_to(&addr_a, 100_000).unwrap();
     btc.mine(2).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for ch in &chans {
         assert_eq!(balance(ch, &a).await, 0, "minted before depth");
     }
+    use pb::get_peg_ins_request::Selector;
+    let st = peg_ins(&chans[0], Selector::Address(a.to_address("fprt")))
+        .await
+        .unwrap();
+    assert_eq!(st.len(), 1, "{st:?}");
+    assert_eq!(
+        (
+            st[0].state,
+            st[0].confirmations,
+            st[0].confirmations_required
+        ),
+        (pb::PegInState::Confirming as i32, 2, 3)
+    );
+    assert_eq!((st[0].amount, st[0].eta_seconds), (100_000, 600));
+    let outpoint = st[0].outpoint.clone();
+    assert!(outpoint.starts_with(&txid.to_string()));
     // The third confirmation: minted, minus the cost of spending it.
     btc.mine(1).unwrap();
     let took = wait_balance(&fed, &chans, &a, 100_000 - cost).await;
     eprintln!("deposit minted on all members {took:?} after the block that brought it to depth");
+    let st = peg_ins(&chans[2], Selector::Outpoint(outpoint.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st[0].state, st[0].minted_amount),
+        (pb::PegInState::Minted as i32, 100_000 - cost)
+    );
+    assert!(st[0].minted_height > 0);
+    let out = waiter.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2/3 confirmations") && text.contains("minted: ") && text.contains(&outpoint),
+        "{text}"
+    );
+    // Bad status queries.
+    let e = peg_ins(&chans[0], Selector::Outpoint("nope".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = peg_ins(
+        &chans[0],
+        Selector::Outpoint(format!("{}:0", "11".repeat(32))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
     // More blocks do not mint it again.
     btc.mine(3).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -156,13 +233,21 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     wait_balance(&fed, &chans, &a, 100_000 - cost + 50_000 - cost).await;
     wait_balance(&fed, &chans, &b, 70_000 - cost).await;
 
-    // A deposit worth less than spending it is not minted.
+    // A deposit worth less than spending it is not minted, and says why.
     btc.send_to(&addr_b, cost / 2 + 546).unwrap();
     btc.mine(4).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for ch in &chans {
         assert_eq!(balance(ch, &b).await, 70_000 - cost);
     }
+    let st = peg_ins(&chans[0], Selector::Address(b.to_address("fprt")))
+        .await
+        .unwrap();
+    assert!(
+        st.iter()
+            .any(|p| p.state == pb::PegInState::BelowCost as i32 && p.amount == cost / 2 + 546),
+        "{st:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +315,8 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
     let addr_d = register(&fed, &chans, &d).await;
     btc.send_to(&addr_d, 60_000).unwrap();
     let first = btc.mine(1).unwrap()[0];
+    // Let the watchers see it at one confirmation, then reorg it out.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     btc.invalidate(&first).unwrap();
     let miner = btc.mining_address().to_string();
     for _ in 0..3 {
@@ -249,6 +336,17 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
             "minted a deposit that is not on the best chain"
         );
     }
+    let st = peg_ins(
+        &chans[0],
+        pb::get_peg_ins_request::Selector::Address(d.to_address("fprt")),
+    )
+    .await
+    .unwrap();
+    assert!(
+        st.iter()
+            .any(|p| p.state == pb::PegInState::ReorgedOut as i32),
+        "{st:?}"
+    );
     btc.mine(3).unwrap();
     wait_balance(&fed, &chans, &d, 60_000 - cost).await;
     btc.mine(3).unwrap();

@@ -94,6 +94,12 @@ enum Command {
         /// Give up waiting for the registration after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// Then show deposits' confirmations until the next one is minted.
+        #[arg(long)]
+        wait: bool,
+        /// Give up --wait after this many seconds.
+        #[arg(long, default_value_t = 7200)]
+        wait_secs: u64,
     },
     /// Show a transaction by id.
     Tx {
@@ -184,6 +190,84 @@ fn describe_tx(t: &pb::TransactionView) -> String {
             "{} {} → {}: {} sats (fee {}, nonce {})",
             t.txid, t.sender, t.to, t.amount, t.fee, t.nonce
         )
+    }
+}
+
+/// Prints each deposit's progress until one that was not minted at the
+/// start is minted.
+async fn wait_for_mint(
+    c: &Client,
+    address: &str,
+    wait_secs: u64,
+    json: bool,
+) -> anyhow::Result<()> {
+    let get = || async {
+        c.wallet()
+            .get_peg_ins(pb::GetPegInsRequest {
+                selector: Some(pb::get_peg_ins_request::Selector::Address(
+                    address.to_string(),
+                )),
+            })
+            .await
+            .map(|r| r.into_inner().peg_ins)
+            .map_err(|s| status_error("pegin --wait", s))
+    };
+    let minted_before: std::collections::HashSet<String> = get()
+        .await?
+        .into_iter()
+        .filter(|p| p.state == pb::PegInState::Minted as i32)
+        .map(|p| p.outpoint)
+        .collect();
+    if !json {
+        eprintln!("waiting for a deposit (Ctrl-C to stop)…");
+    }
+    let mut last: std::collections::HashMap<String, (i32, u32)> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    loop {
+        for p in get().await? {
+            if minted_before.contains(&p.outpoint) {
+                continue;
+            }
+            let now = (p.state, p.confirmations);
+            if last.get(&p.outpoint) == Some(&now) {
+                continue;
+            }
+            last.insert(p.outpoint.clone(), now);
+            let state = pb::PegInState::try_from(p.state)
+                .map(|s| s.as_str_name())
+                .unwrap_or("UNKNOWN");
+            if json {
+                println!(
+                    "{}",
+                    json!({ "outpoint": p.outpoint, "amount": p.amount, "state": state, "confirmations": p.confirmations,
+                        "confirmations_required": p.confirmations_required, "eta_seconds": p.eta_seconds,
+                        "minted_amount": p.minted_amount, "minted_height": p.minted_height })
+                );
+            } else if p.state == pb::PegInState::Minted as i32 {
+                println!(
+                    "deposit {} minted: {} sats credited at height {}",
+                    p.outpoint, p.minted_amount, p.minted_height
+                );
+            } else if p.state == pb::PegInState::Confirming as i32 {
+                println!(
+                    "deposit {} of {} sats: {}/{} confirmations (~{} min)",
+                    p.outpoint,
+                    p.amount,
+                    p.confirmations,
+                    p.confirmations_required,
+                    p.eta_seconds / 60
+                );
+            } else {
+                println!("deposit {} of {} sats: {state}", p.outpoint, p.amount);
+            }
+            if p.state == pb::PegInState::Minted as i32 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no deposit minted within {wait_secs} s");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -349,6 +433,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Pegin {
             account,
             timeout_secs,
+            wait,
+            wait_secs,
         } => {
             let c = Client::connect(&cli.node).await?;
             let address = match account {
@@ -398,6 +484,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     "confirmations     {} before the deposit is minted",
                     r.confirmations_required
                 );
+            }
+            if *wait {
+                wait_for_mint(&c, &address, *wait_secs, cli.json).await?;
             }
         }
         Command::Tx { txid } => {
