@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Starts a local fedpeg federation for development: builds the binaries,
-# creates N member keys and a regtest genesis with a funded dev "faucet"
-# wallet, runs N members plus one observer on 127.0.0.1, and stops them all
-# cleanly on Ctrl-C.
+# starts a regtest bitcoind with a funded wallet (installing one if needed,
+# see deploy/bitcoind.sh), creates N member keys and a regtest genesis with a
+# funded dev "faucet" wallet, runs N members (each watching that bitcoind)
+# plus one observer on 127.0.0.1, and stops them all cleanly on Ctrl-C.
 #
 #   deploy/devnet.sh [--members N]        (default 4)
 #
 # Env: FEDPEG_DEVNET_DIR (default ./devnet-data; reused if it exists and has
 #      the same member count), FEDPEG_API_PORT (first gRPC port, default
-#      50051), FEDPEG_P2P_PORT (first p2p port, default 40001),
+#      20051), FEDPEG_P2P_PORT (first p2p port, default 30001),
 #      CARGO_TARGET_DIR (default ~/.cache/fedpeg/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,8 +26,11 @@ done
 case "$members" in ''|*[!0-9]*) echo "devnet.sh: --members must be a number" >&2; exit 2 ;; esac
 [ "$members" -ge 1 ] || { echo "devnet.sh: --members must be at least 1" >&2; exit 2; }
 dir="${FEDPEG_DEVNET_DIR:-$root/devnet-data}"
-api0="${FEDPEG_API_PORT:-50051}"
-p2p0="${FEDPEG_P2P_PORT:-40001}"
+# Below Linux's ephemeral range (32768+): the members' many bitcoind RPC
+# connections leave TIME_WAIT sockets there that would block a restart's bind.
+api0="${FEDPEG_API_PORT:-20051}"
+p2p0="${FEDPEG_P2P_PORT:-30001}"
+btc_rpc="${FEDPEG_BTC_RPC_PORT:-18443}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
 if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
     export RUSTC_WRAPPER=sccache SCCACHE_DIR="${SCCACHE_DIR:-$HOME/.cache/fedpeg/sccache}"
@@ -56,6 +60,10 @@ if [ ! -f "$dir/genesis.json" ]; then
     echo "$members" > "$dir/members"
 fi
 
+# A regtest bitcoind for the peg, with a funded wallet "dev".
+eval "$(deploy/bitcoind.sh)"
+mkdir -p "$dir/bitcoind"
+btc=("$BITCOIN_CLI" -regtest -datadir="$dir/bitcoind" -rpcport="$btc_rpc" -rpcuser=dev -rpcpassword=dev)
 pids=()
 stop() {
     trap - INT TERM EXIT
@@ -64,9 +72,20 @@ stop() {
     wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
+"$BITCOIND" -regtest -daemon=0 -server -listen=0 -listenonion=0 -txindex=1 -fallbackfee=0.0002 \
+    -addresstype=bech32 -changetype=bech32 -datadir="$dir/bitcoind" -rpcport="$btc_rpc" \
+    -rpcuser=dev -rpcpassword=dev -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 >"$dir/bitcoind.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do "${btc[@]}" getblockchaininfo >/dev/null 2>&1 && break; sleep 0.2; done
+"${btc[@]}" -named createwallet wallet_name=dev load_on_startup=true >/dev/null 2>&1 || "${btc[@]}" loadwallet dev >/dev/null 2>&1 || true
+if [ "$("${btc[@]}" getblockcount)" -lt 101 ]; then
+    "${btc[@]}" generatetoaddress 101 "$("${btc[@]}" getnewaddress "" bech32)" >/dev/null
+fi
+btc_args=(--bitcoin-rpc-url "http://127.0.0.1:$btc_rpc" --bitcoin-rpc-user dev --bitcoin-rpc-password dev)
+
 for i in $(seq 0 $((members - 1))); do
     "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/m$i-data" --key "$dir/m$i.key" \
-        --api-listen "127.0.0.1:$((api0 + i))" 2>"$dir/m$i.log" &
+        --api-listen "127.0.0.1:$((api0 + i))" "${btc_args[@]}" 2>"$dir/m$i.log" &
     pids+=($!)
 done
 obs=$((api0 + members))
@@ -89,6 +108,13 @@ pids+=($!)
     echo "  fedpeg --key $dir/faucet.key send --to <alice's address> --amount 100000"
     echo "  fedpeg --key alice.key balance"
     echo "  fedpeg --node http://127.0.0.1:$obs status     # the observer follows the same chain"
+    echo
+    echo "Peg in (bitcoind regtest: RPC 127.0.0.1:$btc_rpc, user/password dev/dev, wallet dev):"
+    echo "  alias btc='${btc[*]}'"
+    echo "  fedpeg --key alice.key pegin                      # alice's deposit address"
+    echo "  btc sendtoaddress <deposit address> 0.001"
+    echo "  btc generatetoaddress 6 \$(btc getnewaddress)       # 6 confirmations: minted"
+    echo "  fedpeg --key alice.key pegin --wait               # or watch it happen"
     echo "Stop with Ctrl-C."
     echo
 } >&2

@@ -64,7 +64,7 @@ impl Default for P2pConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Listen address (default `127.0.0.1:50051`: localhost only).
+    /// Listen address (default `127.0.0.1:20051`: localhost only; below the ephemeral port range).
     pub listen: SocketAddr,
 }
 
@@ -113,7 +113,7 @@ impl Default for Config {
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 20051)),
         }
     }
 }

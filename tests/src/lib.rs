@@ -34,14 +34,25 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free TCP port on 127.0.0.1 for a node to listen on, below Linux's
+/// ephemeral range (32768+). Outgoing connections (e.g. a watcher's many
+/// bitcoind RPC calls) take their local ports from that range, and their
+/// TIME_WAIT sockets would make a later bind of the same port fail, e.g.
+/// when a test restarts a member on its old port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread parallel test binaries apart by pid; probe until a port binds.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1200) as u16 * 10;
+    for _ in 0..2000 {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (base - 20_000 + step) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    0
 }
-
 /// Runs a command, returning its stdout; fails with its stderr on error.
 pub fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;

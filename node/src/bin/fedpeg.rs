@@ -32,7 +32,7 @@ struct Cli {
         long,
         global = true,
         env = "FEDPEG_NODE",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:20051"
     )]
     node: String,
     /// Wallet key file.
@@ -135,7 +135,7 @@ impl Client {
     async fn connect(url: &str) -> anyhow::Result<Client> {
         let endpoint = Channel::from_shared(url.to_string())
             .with_context(|| {
-                format!("--node '{url}' is not a valid URL (e.g. http://127.0.0.1:50051)")
+                format!("--node '{url}' is not a valid URL (e.g. http://127.0.0.1:20051)")
             })?
             .connect_timeout(Duration::from_secs(5));
         let channel = endpoint

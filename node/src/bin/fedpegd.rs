@@ -32,11 +32,11 @@ enum Command {
         /// Member name, unique in the federation.
         #[arg(long)]
         name: String,
-        /// libp2p address other members will dial, e.g. /ip4/127.0.0.1/tcp/40001.
+        /// libp2p address other members will dial, e.g. /ip4/127.0.0.1/tcp/30001.
         #[arg(
             long,
             value_name = "MULTIADDR",
-            default_value = "/ip4/127.0.0.1/tcp/40001"
+            default_value = "/ip4/127.0.0.1/tcp/30001"
         )]
         p2p_address: String,
         /// Also write the public info JSON to this file.
@@ -86,7 +86,7 @@ struct RunArgs {
     /// Member key file; omit to run a non-voting observer [config: key_file].
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// gRPC listen address [config: api.listen; default 127.0.0.1:50051].
+    /// gRPC listen address [config: api.listen; default 127.0.0.1:20051].
     #[arg(long, value_name = "ADDR")]
     api_listen: Option<SocketAddr>,
     /// Empty heartbeat block after this many ms without transactions [config: block.heartbeat_ms; default 1000].
