@@ -605,6 +605,12 @@ impl NodeService for Api {
                 .load(std::sync::atomic::Ordering::Relaxed),
             peer_id,
             p2p_listen,
+            bitcoind_reachable: self.watcher.as_ref().is_some_and(|w| w.reachable()),
+            deep_reorg_alerts: self
+                .watcher
+                .as_ref()
+                .map(|w| w.deep_reorgs().iter().map(|o| o.to_string()).collect())
+                .unwrap_or_default(),
         }))
     }
 }

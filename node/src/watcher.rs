@@ -39,6 +39,9 @@ struct Inner {
     deposits: HashMap<OutPoint, SeenDeposit>,
     /// Deposits whose block left the best chain (until mined again).
     reorged: HashMap<OutPoint, SeenDeposit>,
+    /// Minted deposits whose block left the best chain: a reorg deeper than
+    /// the confirmation depth. Never cleared by the watcher.
+    deep_reorgs: Vec<OutPoint>,
     tip: Option<u64>,
     reachable: bool,
 }
@@ -67,6 +70,7 @@ impl Watcher {
                 scripts: HashMap::new(),
                 deposits: HashMap::new(),
                 reorged: HashMap::new(),
+                deep_reorgs: Vec::new(),
                 tip: None,
                 reachable: false,
             }),
@@ -135,6 +139,20 @@ impl Watcher {
         // What left the best chain and was not found again is reorged out;
         // what is found again is no longer.
         for d in dropped {
+            if !inner.deposits.contains_key(&d.outpoint)
+                && self
+                    .chain
+                    .with_state(|s| s.minted.contains_key(&d.outpoint))
+            {
+                tracing::error!(
+                    outpoint = %d.outpoint,
+                    height = d.height,
+                    "ALERT: a minted deposit left the best chain (reorg deeper than pegin_confirmations); reserves may not cover supply"
+                );
+                if !inner.deep_reorgs.contains(&d.outpoint) {
+                    inner.deep_reorgs.push(d.outpoint);
+                }
+            }
             if !inner.deposits.contains_key(&d.outpoint) {
                 tracing::warn!(outpoint = %d.outpoint, height = d.height, "deposit reorged out of the best chain");
                 inner.reorged.insert(d.outpoint, d);
@@ -221,6 +239,14 @@ impl Watcher {
     /// The peg federation.
     pub fn federation(&self) -> &Federation {
         &self.fed
+    }
+
+    /// Minted deposits whose block left the best chain (deep reorgs).
+    pub fn deep_reorgs(&self) -> Vec<OutPoint> {
+        self.inner
+            .lock()
+            .map(|i| i.deep_reorgs.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the last poll reached bitcoind.

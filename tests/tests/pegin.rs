@@ -248,6 +248,28 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
             .any(|p| p.state == pb::PegInState::BelowCost as i32 && p.amount == cost / 2 + 546),
         "{st:?}"
     );
+
+    // A reorg deeper than the confirmation depth, under a minted deposit, is
+    // detected and shown in node status.
+    let st = fed.members[0].status().await.unwrap();
+    assert!(
+        st.bitcoind_reachable && st.deep_reorg_alerts.is_empty(),
+        "{st:?}"
+    );
+    let (_, block) = btc.chain().transaction(&txid, None).unwrap().unwrap();
+    btc.invalidate(&block.unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = fed.members[0].status().await.unwrap();
+        if st.deep_reorg_alerts.contains(&outpoint) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deep reorg not reported: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(fed.members[0]
+        .log()
+        .contains("ALERT: a minted deposit left the best chain"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
