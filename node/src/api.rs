@@ -280,9 +280,10 @@ impl WalletService for Api {
             );
             self.chain.submit_fed_tx(tx, true);
         }
-        let cost = fed
-            .spend_vbytes_estimate()
-            .saturating_mul(spec.genesis.fees.default_fee_rate_sat_vb);
+        let rate = self
+            .chain
+            .with_state(|s| s.fee_rate(spec.genesis.fees.default_fee_rate_sat_vb));
+        let cost = fed.spend_vbytes_estimate().saturating_mul(rate);
         Ok(Response::new(pb::GetPegInAddressResponse {
             deposit_address,
             descriptor,
@@ -395,21 +396,24 @@ impl WalletService for Api {
         };
         let spec = &self.chain.spec;
         let required = spec.genesis.pegin_confirmations;
-        let cost = spec.pegin_spend_cost();
+        let cost = spec.pegin_spend_vbytes().saturating_mul(
+            self.chain
+                .with_state(|s| s.fee_rate(spec.genesis.fees.default_fee_rate_sat_vb)),
+        );
         let hrp = self.hrp();
         let mut out: Vec<pb::PegInInfo> = Vec::new();
-        let minted: Vec<(OutPoint, AccountId, u64, u64)> = self.chain.with_state(|s| {
+        let minted: Vec<(OutPoint, AccountId, u64, u64, u64)> = self.chain.with_state(|s| {
             s.minted
                 .iter()
-                .filter(|(o, (a, _, _))| matches(o, a))
-                .map(|(o, (a, c, h))| (*o, *a, c.0, *h))
+                .filter(|(o, (a, _, _, _))| matches(o, a))
+                .map(|(o, (a, c, h, amount))| (*o, *a, c.0, *h, amount.0))
                 .collect()
         });
-        for (o, a, credited, height) in &minted {
+        for (o, a, credited, height, amount) in &minted {
             out.push(pb::PegInInfo {
                 outpoint: o.to_string(),
                 account: a.to_address(hrp),
-                amount: credited.saturating_add(cost),
+                amount: *amount,
                 state: pb::PegInState::Minted as i32,
                 confirmations_required: required,
                 minted_amount: *credited,

@@ -86,6 +86,10 @@ fn fed_tx_pending(state: &State, tx: &FederationTx) -> bool {
     match &tx.kind {
         FedTxKind::RegisterDepositAddress { account } => !state.registered.contains(account),
         FedTxKind::PegInMint { outpoint, .. } => !state.minted.contains_key(outpoint),
+        FedTxKind::FeeRateVote { height, .. } => state
+            .fee_votes
+            .get(&tx.member)
+            .is_none_or(|(_, last)| last < height),
     }
 }
 
@@ -357,6 +361,7 @@ impl State {
             withdrawals: Default::default(),
             registered: Default::default(),
             minted: Default::default(),
+            fee_votes: Default::default(),
             fee_pool: self.fee_pool,
             supply: self.supply,
             next_withdrawal_id: self.next_withdrawal_id,

@@ -38,6 +38,8 @@ pub struct BitcoinConfig {
     pub rpc_cookie: Option<PathBuf>,
     /// How often to poll for new blocks, ms (default 500).
     pub poll_ms: Option<u64>,
+    /// Vote this fee rate (sat/vB) instead of bitcoind's estimate.
+    pub fee_rate_sat_vb: Option<u64>,
 }
 
 /// libp2p settings.

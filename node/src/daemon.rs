@@ -136,7 +136,8 @@ pub async fn run(
             },
             status.clone(),
             watcher.clone(),
-        )?,
+        )?
+        .with_fee_pin(config.bitcoin.fee_rate_sat_vb),
         None => Driver::observer(
             chain.clone(),
             net.clone(),

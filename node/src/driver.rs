@@ -125,6 +125,8 @@ pub struct Driver {
     signer: Option<(u32, SigningKey)>,
     /// The peg-in watcher over this member's bitcoind (None without bitcoind).
     watcher: Option<Arc<Watcher>>,
+    /// Fee rate this member votes instead of its bitcoind's estimate.
+    fee_pin: Option<u64>,
     /// Test-only switch (env FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS=1): propose a
     /// mint of a deposit that does not exist, to show the others refuse it.
     fake_mints: bool,
@@ -226,6 +228,12 @@ impl Driver {
         Ok(d)
     }
 
+    /// Votes `rate` (sat/vB) instead of the bitcoind estimate, if set.
+    pub fn with_fee_pin(mut self, rate: Option<u64>) -> Driver {
+        self.fee_pin = rate;
+        self
+    }
+
     /// An observer's driver: follows the chain by block sync only.
     pub fn observer(
         chain: Arc<Chain>,
@@ -265,6 +273,7 @@ impl Driver {
             signer: None,
             watcher: None,
             fake_mints: false,
+            fee_pin: None,
             blocks: HashMap::new(),
             wal_blocks: Vec::new(),
             pending_validate: HashMap::new(),
@@ -519,6 +528,37 @@ impl Driver {
 
     /// Signed mints for deposits this member's watcher saw reach depth.
     fn mint_candidates(&self) -> Vec<FederationTx> {
+        let mut out = self.fee_vote().into_iter().collect::<Vec<_>>();
+        out.extend(self.mints());
+        out
+    }
+
+    /// This member's fee-rate vote, when its estimate differs from its
+    /// recorded vote.
+    fn fee_vote(&self) -> Option<FederationTx> {
+        let (me, key) = self.signer.as_ref()?;
+        let rate = self
+            .fee_pin
+            .or_else(|| self.watcher.as_ref().and_then(|w| w.fee_estimate()))?;
+        let rate = rate.clamp(1, crate::ledger::MAX_FEE_RATE);
+        let (height, recorded) = self
+            .chain
+            .with_state(|s| (s.height + 1, s.fee_votes.get(me).map(|(r, _)| *r)));
+        (recorded != Some(rate)).then(|| {
+            FederationTx::sign(
+                self.chain.spec.chain_id,
+                *me,
+                key,
+                FedTxKind::FeeRateVote {
+                    sat_per_vbyte: rate,
+                    height,
+                },
+            )
+        })
+    }
+
+    /// Signed mints for deposits this member's watcher saw reach depth.
+    fn mints(&self) -> Vec<FederationTx> {
         let (Some(w), Some((me, key))) = (&self.watcher, &self.signer) else {
             return vec![];
         };

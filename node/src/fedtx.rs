@@ -4,7 +4,8 @@
 //! Signing bytes: `"fedpeg/fedtx/v1" || chain_id[32] || member u32 || kind u8
 //! || fields` (integers big-endian); `RegisterDepositAddress` (kind 1) is
 //! `account[32]`; `PegInMint` (kind 2) is `txid[32] || vout u32 || amount u64
-//! || account[32] || bitcoin_block[32]`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
+//! || account[32] || bitcoin_block[32]`; `FeeRateVote` (kind 3) is
+//! `sat_per_vbyte u64 || height u64`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
 //! Signatures are checked with `verify_strict` against the genesis key of
 //! `member`.
 
@@ -55,6 +56,8 @@ impl std::fmt::Display for OutPoint {
 pub enum FedTxKind {
     /// Every member starts watching this account's deposit address.
     RegisterDepositAddress { account: AccountId },
+    /// This member's Bitcoin fee-rate estimate as of sidechain `height`.
+    FeeRateVote { sat_per_vbyte: u64, height: u64 },
     /// Credits a deposit that reached the confirmation depth.
     PegInMint {
         outpoint: OutPoint,
@@ -96,6 +99,14 @@ impl FederationTx {
             FedTxKind::RegisterDepositAddress { account } => {
                 b.push(1);
                 b.extend_from_slice(&account.0);
+            }
+            FedTxKind::FeeRateVote {
+                sat_per_vbyte,
+                height,
+            } => {
+                b.push(3);
+                b.extend_from_slice(&sat_per_vbyte.to_be_bytes());
+                b.extend_from_slice(&height.to_be_bytes());
             }
             FedTxKind::PegInMint {
                 outpoint,
@@ -161,6 +172,10 @@ impl FederationTx {
                     bitcoin_block: b32(&m.bitcoin_block, "bitcoin_block")?,
                 }
             }
+            Some(pb::federation_tx::Kind::FeeRateVote(v)) => FedTxKind::FeeRateVote {
+                sat_per_vbyte: v.sat_per_vbyte,
+                height: v.height,
+            },
             None => return Err(DecodeError::MissingKind),
         };
         Ok(FederationTx {
@@ -179,6 +194,13 @@ impl FederationTx {
                     account: account.0.to_vec(),
                 })
             }
+            FedTxKind::FeeRateVote {
+                sat_per_vbyte,
+                height,
+            } => pb::federation_tx::Kind::FeeRateVote(pb::FeeRateVote {
+                sat_per_vbyte: *sat_per_vbyte,
+                height: *height,
+            }),
             FedTxKind::PegInMint {
                 outpoint,
                 amount,

@@ -259,15 +259,21 @@ impl ChainSpec {
             pegout_fee: Sats(self.genesis.fees.pegout_fee),
             max_block_txs: self.genesis.consensus.max_block_txs as usize,
             members: self.member_keys.clone(),
-            pegin_spend_cost: Sats(self.pegin_spend_cost()),
+            pegin_spend_vbytes: self.pegin_spend_vbytes(),
+            default_fee_rate: self.genesis.fees.default_fee_rate_sat_vb,
         }
     }
 
-    /// Sats it costs to spend one deposit at the genesis fee rate.
-    pub fn pegin_spend_cost(&self) -> u64 {
+    /// Virtual bytes to spend one deposit of this federation.
+    pub fn pegin_spend_vbytes(&self) -> u64 {
         self.peg_federation()
             .map(|f| f.spend_vbytes_estimate())
             .unwrap_or(0)
+    }
+
+    /// Sats it costs to spend one deposit at the genesis (default) fee rate.
+    pub fn pegin_spend_cost(&self) -> u64 {
+        self.pegin_spend_vbytes()
             .saturating_mul(self.genesis.fees.default_fee_rate_sat_vb)
     }
 

@@ -30,10 +30,15 @@ pub struct LedgerParams {
     pub max_block_txs: usize,
     /// Members' consensus keys in genesis order (signers of federation transactions).
     pub members: Vec<ed25519_dalek::VerifyingKey>,
-    /// What spending one deposit will cost the federation on Bitcoin; it is
-    /// deducted from every mint so reserves always cover supply.
-    pub pegin_spend_cost: Sats,
+    /// Virtual bytes it takes to spend one deposit; times the agreed fee
+    /// rate, it is deducted from every mint so reserves always cover supply.
+    pub pegin_spend_vbytes: u64,
+    /// Fee rate (sat/vB) until members have voted one.
+    pub default_fee_rate: u64,
 }
+
+/// Highest fee rate a member may vote, sat/vB.
+pub const MAX_FEE_RATE: u64 = 100_000;
 
 /// Most federation transactions in one block.
 pub const MAX_BLOCK_FED_TXS: usize = 1000;
@@ -70,8 +75,10 @@ pub struct State {
     pub next_withdrawal_id: u64,
     /// Accounts whose deposit address every member watches.
     pub registered: HashSet<AccountId>,
-    /// Deposits already minted: outpoint → (account, credited amount, height).
-    pub minted: HashMap<OutPoint, (AccountId, Sats, u64)>,
+    /// Deposits already minted: outpoint → (account, credited, height, deposit amount).
+    pub minted: HashMap<OutPoint, (AccountId, Sats, u64, Sats)>,
+    /// Members' latest fee-rate votes: member → (sat/vB, height).
+    pub fee_votes: BTreeMap<u32, (u64, u64)>,
     pub height: u64,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -137,6 +144,10 @@ pub enum FedTxError {
     BelowCost { amount: Sats, cost: Sats },
     #[error("minting would overflow a balance")]
     Overflow,
+    #[error("fee rate {0} sat/vB is outside 1..={MAX_FEE_RATE}")]
+    BadFeeRate(u64),
+    #[error("fee-rate vote is not newer than the member's last vote, or is for a future height")]
+    StaleVote,
 }
 
 /// Why a block was refused.
@@ -230,8 +241,10 @@ pub struct Delta {
     pub new_withdrawals: Vec<Withdrawal>,
     pub next_withdrawal_id: u64,
     pub new_registrations: Vec<AccountId>,
-    /// Minted deposits: (outpoint, account, credited amount).
-    pub new_mints: Vec<(OutPoint, AccountId, Sats)>,
+    /// Minted deposits: (outpoint, account, credited amount, deposit amount).
+    pub new_mints: Vec<(OutPoint, AccountId, Sats, Sats)>,
+    /// Fee-rate votes: (member, sat/vB, height).
+    pub new_fee_votes: Vec<(u32, u64, u64)>,
 }
 
 /// The result of applying a block to a state.
@@ -262,7 +275,7 @@ impl<'a> Overlay<'a> {
     }
 
     fn is_minted(&self, o: &OutPoint) -> bool {
-        self.base.minted.contains_key(o) || self.delta.new_mints.iter().any(|(m, _, _)| m == o)
+        self.base.minted.contains_key(o) || self.delta.new_mints.iter().any(|(m, _, _, _)| m == o)
     }
 
     fn is_registered(&self, id: &AccountId) -> bool {
@@ -450,6 +463,7 @@ fn apply_tx(
 fn apply_fed_tx(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
+    height: u64,
     tx: &FederationTx,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {
@@ -473,6 +487,26 @@ fn apply_fed_tx(
                 member: tx.member,
             });
         }
+        FedTxKind::FeeRateVote {
+            sat_per_vbyte,
+            height: at,
+        } => {
+            if !(1..=MAX_FEE_RATE).contains(sat_per_vbyte) {
+                return Err(FedTxError::BadFeeRate(*sat_per_vbyte));
+            }
+            let last = o
+                .delta
+                .new_fee_votes
+                .iter()
+                .rev()
+                .find(|(m, _, _)| *m == tx.member)
+                .map(|(_, _, h)| *h)
+                .or_else(|| o.base.fee_votes.get(&tx.member).map(|(_, h)| *h));
+            if *at > height || last.is_some_and(|l| *at <= l) {
+                return Err(FedTxError::StaleVote);
+            }
+            o.delta.new_fee_votes.push((tx.member, *sat_per_vbyte, *at));
+        }
         FedTxKind::PegInMint {
             outpoint,
             amount,
@@ -485,7 +519,11 @@ fn apply_fed_tx(
             if o.is_minted(outpoint) {
                 return Err(FedTxError::AlreadyMinted(*outpoint));
             }
-            let cost = params.pegin_spend_cost;
+            let cost = Sats(
+                params
+                    .pegin_spend_vbytes
+                    .saturating_mul(o.base.fee_rate(params.default_fee_rate)),
+            );
             let credit = match amount.checked_sub(cost) {
                 Some(c) if c > Sats::ZERO => c,
                 _ => {
@@ -504,7 +542,9 @@ fn apply_fed_tx(
                 .ok_or(FedTxError::Overflow)?;
             o.delta.accounts.insert(*account, a);
             o.delta.supply = supply;
-            o.delta.new_mints.push((*outpoint, *account, credit));
+            o.delta
+                .new_mints
+                .push((*outpoint, *account, credit, *amount));
             events.push(Event::PegInMinted {
                 outpoint: *outpoint,
                 account: *account,
@@ -540,11 +580,17 @@ fn state_root(prev: Hash32, height: u64, d: &Delta) -> Hash32 {
     for a in &d.new_registrations {
         buf.extend_from_slice(&a.0);
     }
-    for (o, a, credit) in &d.new_mints {
+    for (o, a, credit, amount) in &d.new_mints {
+        buf.extend_from_slice(&amount.0.to_be_bytes());
         buf.extend_from_slice(&o.txid);
         buf.extend_from_slice(&o.vout.to_be_bytes());
         buf.extend_from_slice(&a.0);
         buf.extend_from_slice(&credit.0.to_be_bytes());
+    }
+    for (m, rate, at) in &d.new_fee_votes {
+        buf.extend_from_slice(&m.to_be_bytes());
+        buf.extend_from_slice(&rate.to_be_bytes());
+        buf.extend_from_slice(&at.to_be_bytes());
     }
     Hash32::tagged("fedpeg/state/v1", &[&buf])
 }
@@ -604,7 +650,7 @@ pub fn apply_block(
         })?;
     }
     for (index, f) in block.fed_txs.iter().enumerate() {
-        apply_fed_tx(&mut o, params, f, &mut events)
+        apply_fed_tx(&mut o, params, h.height, f, &mut events)
             .map_err(|error| BlockError::FedTx { index, error })?;
     }
     let root = state_root(state.state_root, h.height, &o.delta);
@@ -668,7 +714,7 @@ pub fn build_block<'t>(
     for f in fed_candidates.iter().take(MAX_BLOCK_FED_TXS) {
         // Invalid ones (e.g. a registration another member's block already
         // made) are simply left out.
-        if apply_fed_tx(&mut o, params, f, &mut events).is_ok() {
+        if apply_fed_tx(&mut o, params, height, f, &mut events).is_ok() {
             fed_txs.push(f.clone());
         }
     }
@@ -711,13 +757,29 @@ impl State {
         }
         self.registered
             .extend(outcome.delta.new_registrations.iter().copied());
-        for (o, a, credit) in &outcome.delta.new_mints {
-            self.minted.insert(*o, (*a, *credit, header.height));
+        for (o, a, credit, amount) in &outcome.delta.new_mints {
+            self.minted
+                .insert(*o, (*a, *credit, header.height, *amount));
+        }
+        for (m, rate, at) in &outcome.delta.new_fee_votes {
+            self.fee_votes.insert(*m, (*rate, *at));
         }
         self.height = header.height;
         self.tip = header.hash();
         self.tip_time_ms = header.time_ms;
         self.state_root = outcome.state_root;
+    }
+
+    /// The agreed fee rate: the (lower) median of members' latest votes, or
+    /// `default` before anyone voted. A minority of members cannot move it
+    /// past the honest votes.
+    pub fn fee_rate(&self, default: u64) -> u64 {
+        let mut rates: Vec<u64> = self.fee_votes.values().map(|(r, _)| *r).collect();
+        if rates.is_empty() {
+            return default;
+        }
+        rates.sort_unstable();
+        rates[(rates.len() - 1) / 2]
     }
 
     /// The account, or an empty one.
@@ -753,7 +815,8 @@ mod tests {
             pegout_fee: Sats(1000),
             max_block_txs: 1000,
             members: vec![member_key().verifying_key()],
-            pegin_spend_cost: Sats(500),
+            pegin_spend_vbytes: 50,
+            default_fee_rate: 10,
         }
     }
     fn member_key() -> SigningKey {
@@ -1083,6 +1146,98 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
+        let mut s = genesis(&[]);
+        let mut p = params();
+        let keys: Vec<SigningKey> = (0..3)
+            .map(|i| SigningKey::from_bytes(&[200 + i; 32]))
+            .collect();
+        p.members = keys.iter().map(|k| k.verifying_key()).collect();
+        let vote = |m: u32, rate: u64, at: u64| {
+            FederationTx::sign(
+                p.chain_id,
+                m,
+                &keys[m as usize],
+                FedTxKind::FeeRateVote {
+                    sat_per_vbyte: rate,
+                    height: at,
+                },
+            )
+        };
+        assert_eq!(s.fee_rate(10), 10);
+        let b = build_block(
+            &s,
+            &p,
+            &[],
+            &[
+                vote(0, 5, 1),
+                vote(1, 40, 1),
+                vote(2, 1_000_000, 1),
+                vote(2, 7, 1),
+            ],
+            1,
+            0,
+            &VerifyAll,
+        );
+        assert_eq!(b.block.fed_txs.len(), 3, "out-of-range vote left out");
+        s.commit(&b.block.header, &b.outcome);
+        assert_eq!(s.fee_rate(10), 7);
+        // A replayed or older vote is refused; a newer one replaces.
+        let mut stale = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
+        stale.fed_txs = vec![vote(1, 2, 1)];
+        stale.header.tx_root = crate::block::tx_root(&stale.txs, &stale.fed_txs);
+        assert!(matches!(
+            apply_block(&s, &stale, &p, &VerifyAll),
+            Err(BlockError::FedTx {
+                error: FedTxError::StaleVote,
+                ..
+            })
+        ));
+        let b = build_block(
+            &s,
+            &p,
+            &[],
+            &[vote(1, 2, 2), vote(0, 9, 99)],
+            1,
+            0,
+            &VerifyAll,
+        );
+        assert_eq!(
+            b.block.fed_txs.len(),
+            1,
+            "vote for a future height left out"
+        );
+        s.commit(&b.block.header, &b.outcome);
+        assert_eq!(s.fee_rate(10), 5);
+        // Mints deduct vbytes x the agreed rate.
+        let reg = FederationTx::sign(
+            p.chain_id,
+            0,
+            &keys[0],
+            FedTxKind::RegisterDepositAddress { account: id(1) },
+        );
+        let mint = FederationTx::sign(
+            p.chain_id,
+            0,
+            &keys[0],
+            FedTxKind::PegInMint {
+                outpoint: OutPoint {
+                    txid: [5; 32],
+                    vout: 0,
+                },
+                amount: Sats(10_000),
+                account: id(1),
+                bitcoin_block: [1; 32],
+            },
+        );
+        let b = build_block(&s, &p, &[], &[reg], 1, 0, &VerifyAll);
+        s.commit(&b.block.header, &b.outcome);
+        let b = build_block(&s, &p, &[], &[mint], 1, 0, &VerifyAll);
+        s.commit(&b.block.header, &b.outcome);
+        assert_eq!(s.account(&id(1)).balance, Sats(10_000 - 50 * 5));
     }
 
     #[test]

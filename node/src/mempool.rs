@@ -221,7 +221,8 @@ mod tests {
             pegout_fee: Sats(100),
             max_block_txs: 100,
             members: vec![],
-            pegin_spend_cost: Sats(0),
+            pegin_spend_vbytes: 0,
+            default_fee_rate: 1,
         }
     }
     fn key(i: u8) -> SigningKey {

@@ -24,7 +24,8 @@ const CF_WITHDRAWALS: &str = "withdrawals";
 const CF_META: &str = "meta";
 const CF_REGISTERED: &str = "registered";
 const CF_MINTED: &str = "minted";
-const ALL_CFS: [&str; 8] = [
+const CF_FEE_VOTES: &str = "fee_votes";
+const ALL_CFS: [&str; 9] = [
     CF_BLOCKS,
     CF_BLOCK_INDEX,
     CF_TX_INDEX,
@@ -33,6 +34,7 @@ const ALL_CFS: [&str; 8] = [
     CF_META,
     CF_REGISTERED,
     CF_MINTED,
+    CF_FEE_VOTES,
 ];
 const KEY_CHAIN_ID: &[u8] = b"chain_id";
 const KEY_TIP: &[u8] = b"tip";
@@ -236,8 +238,21 @@ impl Store {
                     AccountId(hash_at(&v, 0)?.0),
                     Sats(u64_at(&v, 32)?),
                     u64_at(&v, 40)?,
+                    Sats(u64_at(&v, 48)?),
                 ),
             );
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FEE_VOTES)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let m = k
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt("short fee vote key"))?;
+            s.fee_votes.insert(m, (u64_at(&v, 0)?, u64_at(&v, 8)?));
         }
         Ok(s)
     }
@@ -270,15 +285,23 @@ impl Store {
         for w in &outcome.delta.new_withdrawals {
             batch.put_cf(wd, w.id.to_be_bytes(), encode_withdrawal(w));
         }
+        let votes = self.cf(CF_FEE_VOTES)?;
+        for (m, rate, at) in &outcome.delta.new_fee_votes {
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&rate.to_be_bytes());
+            v[8..].copy_from_slice(&at.to_be_bytes());
+            batch.put_cf(votes, m.to_be_bytes(), v);
+        }
         let minted = self.cf(CF_MINTED)?;
-        for (o, a, credit) in &outcome.delta.new_mints {
+        for (o, a, credit, amount) in &outcome.delta.new_mints {
             let mut k = [0u8; 36];
             k[..32].copy_from_slice(&o.txid);
             k[32..].copy_from_slice(&o.vout.to_be_bytes());
-            let mut v = Vec::with_capacity(48);
+            let mut v = Vec::with_capacity(56);
             v.extend_from_slice(&a.0);
             v.extend_from_slice(&credit.0.to_be_bytes());
             v.extend_from_slice(&h.height.to_be_bytes());
+            v.extend_from_slice(&amount.0.to_be_bytes());
             batch.put_cf(minted, k, v);
         }
         let reg = self.cf(CF_REGISTERED)?;
@@ -364,7 +387,8 @@ mod tests {
                 fee_pool: Sats(2),
                 supply: Sats(42),
                 new_registrations: vec![acct],
-                new_mints: vec![(outpoint, acct, Sats(42))],
+                new_mints: vec![(outpoint, acct, Sats(42), Sats(50))],
+                new_fee_votes: vec![(2, 17, 1)],
                 ..Delta::default()
             },
             events: vec![],
@@ -394,7 +418,11 @@ mod tests {
             }
         );
         assert!(s.registered.contains(&acct));
-        assert_eq!(s.minted.get(&outpoint), Some(&(acct, Sats(42), 1)));
+        assert_eq!(s.fee_votes.get(&2), Some(&(17, 1)));
+        assert_eq!(
+            s.minted.get(&outpoint),
+            Some(&(acct, Sats(42), 1, Sats(50)))
+        );
         assert_eq!(
             (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
             (1, header.hash(), after.state_root, Sats(2), Sats(42))

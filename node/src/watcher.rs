@@ -44,6 +44,8 @@ struct Inner {
     deep_reorgs: Vec<OutPoint>,
     tip: Option<u64>,
     reachable: bool,
+    /// bitcoind's fee-rate estimate (6 blocks), sat/vB.
+    fee_estimate: Option<u64>,
 }
 
 /// Shared watcher state; `poll` may be called from any thread.
@@ -73,6 +75,7 @@ impl Watcher {
                 deep_reorgs: Vec::new(),
                 tip: None,
                 reachable: false,
+                fee_estimate: None,
             }),
         })
     }
@@ -166,6 +169,8 @@ impl Watcher {
             inner.scanned.pop_first();
         }
         inner.tip = Some(tip);
+        // None until bitcoind has enough data (e.g. a fresh regtest).
+        inner.fee_estimate = self.btc.estimate_fee_rate(6).ok().flatten();
         Ok(())
     }
 
@@ -247,6 +252,11 @@ impl Watcher {
             .lock()
             .map(|i| i.deep_reorgs.clone())
             .unwrap_or_default()
+    }
+
+    /// bitcoind's latest fee-rate estimate, sat/vB.
+    pub fn fee_estimate(&self) -> Option<u64> {
+        self.inner.lock().ok().and_then(|i| i.fee_estimate)
     }
 
     /// Whether the last poll reached bitcoind.

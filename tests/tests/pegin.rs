@@ -116,6 +116,10 @@ async fn setup() -> (Bitcoind, Federation, Vec<Channel>) {
         RPC_USER.into(),
         "--bitcoin-rpc-password".into(),
         RPC_PASSWORD.into(),
+        // Pinned to the genesis default, so the spend cost stays known
+        // whatever bitcoind's estimator says.
+        "--bitcoin-fee-rate".into(),
+        "10".into(),
     ];
     let fed = Federation::start_with(
         4,
@@ -196,6 +200,7 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
         (pb::PegInState::Minted as i32, 100_000 - cost)
     );
     assert!(st[0].minted_height > 0);
+    assert_eq!(st[0].amount, 100_000);
     let out = waiter.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -499,4 +504,45 @@ async fn measure_pegin_latency_over_20_deposits() {
         ms[ms.len() * 9 / 10],
         ms[ms.len() - 1]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fee_rate_is_the_median_of_member_votes() {
+    let (btc, mut fed, mut chans) = setup().await;
+    let spec = Genesis::load(&fed.genesis_path()).unwrap();
+    let vbytes = spec.pegin_spend_vbytes();
+    // Members vote 10, 20, 30 and 40 sat/vB: the agreed rate is the median, 20.
+    for (i, rate) in [10u64, 20, 30, 40].into_iter().enumerate() {
+        let m = &mut fed.members[i];
+        m.kill();
+        let n = m.extra_args.len();
+        m.extra_args[n - 1] = rate.to_string();
+        m.spawn().unwrap();
+        chans[i] = m.connect().await.unwrap();
+    }
+    let a = account(120);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut w = pb::wallet_service_client::WalletServiceClient::new(chans[0].clone());
+    loop {
+        if let Ok(r) = w
+            .get_peg_in_address(pb::GetPegInAddressRequest {
+                address: a.to_address("fprt"),
+            })
+            .await
+        {
+            if r.get_ref().min_deposit_sats == vbytes * 20 + 1 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agreed fee rate never became 20\n{}",
+            fed.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let addr = register(&fed, &chans, &a).await;
+    btc.send_to(&addr, 50_000).unwrap();
+    btc.mine(3).unwrap();
+    wait_balance(&fed, &chans, &a, 50_000 - vbytes * 20).await;
 }

@@ -115,6 +115,9 @@ struct RunArgs {
     /// bitcoind .cookie file instead of user/password [config: bitcoin.rpc_cookie].
     #[arg(long, value_name = "FILE")]
     bitcoin_rpc_cookie: Option<PathBuf>,
+    /// Vote this Bitcoin fee rate (sat/vB) instead of bitcoind's estimate [config: bitcoin.fee_rate_sat_vb].
+    #[arg(long, value_name = "SAT_PER_VB")]
+    bitcoin_fee_rate: Option<u64>,
     /// Log format: text or json [config: log.format; default text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -252,6 +255,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.bitcoin_rpc_cookie {
         c.bitcoin.rpc_cookie = Some(v);
+    }
+    if let Some(v) = a.bitcoin_fee_rate {
+        c.bitcoin.fee_rate_sat_vb = Some(v);
     }
     if let Some(v) = a.log_format {
         c.log.format = v;
