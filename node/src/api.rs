@@ -241,6 +241,18 @@ impl WalletService for Api {
             ));
         }
         let bytes = req.into_inner().transaction;
+        // After a reorg deeper than the confirmation depth, reserves may not
+        // cover supply: this member takes no peg-out until an operator looks.
+        if self
+            .watcher
+            .as_ref()
+            .is_some_and(|w| !w.deep_reorgs().is_empty())
+            && Transaction::decode(&bytes).is_ok_and(|t| matches!(t.kind, TxKind::PegOut { .. }))
+        {
+            return Err(Status::failed_precondition(
+                "peg-outs are halted on this member: a minted deposit was reorged out of Bitcoin's best chain; an operator must review and acknowledge (NodeService.AcknowledgeAlerts)",
+            ));
+        }
         // Verified inline: one signature check (~50 µs) is cheaper than
         // handing the request to the blocking pool and back (profiled).
         let txid = self.chain.submit(&bytes)?;
@@ -554,6 +566,38 @@ impl ExplorerService for Api {
 
 #[tonic::async_trait]
 impl NodeService for Api {
+    async fn acknowledge_alerts(
+        &self,
+        req: Request<pb::AcknowledgeAlertsRequest>,
+    ) -> Result<Response<pb::AcknowledgeAlertsResponse>, Status> {
+        if !req.remote_addr().is_some_and(|a| a.ip().is_loopback()) {
+            return Err(Status::permission_denied(
+                "AcknowledgeAlerts is for the operator: call it from the node's own host",
+            ));
+        }
+        let Some(w) = &self.watcher else {
+            return Err(Status::failed_precondition(
+                "this node watches no bitcoind, so it has no peg alerts",
+            ));
+        };
+        let mut outpoints = Vec::new();
+        for o in &req.get_ref().outpoints {
+            let op: fedpeg_peg::bitcoin::OutPoint = o.parse().map_err(|e| {
+                Status::invalid_argument(format!("outpoint '{o}' must be txid:vout ({e})"))
+            })?;
+            outpoints.push(crate::fedtx::OutPoint::from_bitcoin(&op));
+        }
+        let remaining = w.acknowledge(&outpoints);
+        tracing::warn!(
+            acknowledged = outpoints.len(),
+            remaining = remaining.len(),
+            "operator acknowledged deep-reorg alerts"
+        );
+        Ok(Response::new(pb::AcknowledgeAlertsResponse {
+            remaining: remaining.iter().map(|o| o.to_string()).collect(),
+        }))
+    }
+
     async fn get_status(
         &self,
         _: Request<pb::GetStatusRequest>,

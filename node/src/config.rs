@@ -20,6 +20,8 @@ pub struct Config {
     pub mempool: MempoolConfig,
     pub p2p: P2pConfig,
     pub bitcoin: BitcoinConfig,
+    /// Prometheus metrics listen address (`GET /metrics`); unset: off.
+    pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
 }
 
@@ -107,6 +109,7 @@ impl Default for Config {
             mempool: MempoolConfig::default(),
             p2p: P2pConfig::default(),
             bitcoin: BitcoinConfig::default(),
+            metrics_listen: None,
             log: LogConfig::default(),
         }
     }

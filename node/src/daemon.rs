@@ -158,6 +158,7 @@ pub async fn run(
             .map(|i| chain.spec.genesis.members[i].name.clone())
             .unwrap_or_default(),
     };
+    let metrics_status = status.clone();
     let mut api = Api::new(chain.clone(), identity, Some(net.clone()), status);
     if let (Some(i), Some(key)) = (member_index, &member_key) {
         api = api.with_member_key(i as u32, key.clone());
@@ -167,6 +168,19 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "gRPC API listening");
+    if let Some(addr) = config.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "metrics at GET /metrics");
+        let sources = crate::metrics::Sources {
+            chain: chain.clone(),
+            consensus: metrics_status.clone(),
+            net: net.clone(),
+            watcher: watcher.clone(),
+        };
+        tokio::spawn(crate::metrics::serve(l, sources, stopped(stop_rx.clone())));
+    }
     let api_task = tokio::spawn(api.serve_on(listener, stopped(stop_rx.clone())));
     let mut driver_task = tokio::spawn(driver.run(ev_rx, stopped(stop_rx.clone())));
 

@@ -23,6 +23,7 @@ pub mod hash;
 pub mod keys;
 pub mod ledger;
 pub mod mempool;
+pub mod metrics;
 pub mod network;
 pub mod store;
 pub mod tx;

@@ -254,6 +254,20 @@ impl Watcher {
             .unwrap_or_default()
     }
 
+    /// Bitcoin tip height at the last poll.
+    pub fn tip(&self) -> Option<u64> {
+        self.inner.lock().ok().and_then(|i| i.tip)
+    }
+
+    /// Clears acknowledged deep-reorg alerts; returns those still open.
+    pub fn acknowledge(&self, outpoints: &[OutPoint]) -> Vec<OutPoint> {
+        let Ok(mut inner) = self.inner.lock() else {
+            return vec![];
+        };
+        inner.deep_reorgs.retain(|o| !outpoints.contains(o));
+        inner.deep_reorgs.clone()
+    }
+
     /// bitcoind's latest fee-rate estimate, sat/vB.
     pub fn fee_estimate(&self) -> Option<u64> {
         self.inner.lock().ok().and_then(|i| i.fee_estimate)

@@ -79,6 +79,8 @@ pub const FAUCET_SATS: u64 = 1_000_000_000;
 pub struct NodeProc {
     pub name: String,
     pub api_port: u16,
+    /// Prometheus metrics port (`GET /metrics`).
+    pub metrics_port: u16,
     pub data_dir: PathBuf,
     pub key: Option<PathBuf>,
     genesis: PathBuf,
@@ -106,6 +108,8 @@ impl NodeProc {
             .arg(&self.data_dir)
             .arg("--api-listen")
             .arg(format!("127.0.0.1:{}", self.api_port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--heartbeat-ms")
             .arg(self.heartbeat_ms.to_string())
             .env(
@@ -195,6 +199,16 @@ impl NodeProc {
         }
     }
 
+    /// The node's metrics page.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -265,6 +279,7 @@ impl Federation {
                 data_dir: d.join(format!("{name}-data")),
                 name,
                 api_port: free_port(),
+                metrics_port: free_port(),
                 key: Some(key),
                 genesis: d.join("genesis.json"),
                 heartbeat_ms,
@@ -277,6 +292,7 @@ impl Federation {
         let observer = observer.then(|| NodeProc {
             name: "observer".into(),
             api_port: free_port(),
+            metrics_port: free_port(),
             data_dir: d.join("observer-data"),
             key: None,
             genesis: d.join("genesis.json"),

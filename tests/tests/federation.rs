@@ -243,6 +243,16 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("observer"), "{}", e.message());
 
+    // Prometheus metrics on their own port.
+    let m = fed.members[0].metrics().unwrap();
+    assert!(
+        m.starts_with("HTTP/1.1 200 OK") && m.contains("\nfedpeg_height "),
+        "{m}"
+    );
+    assert!(
+        m.contains("# TYPE fedpeg_peers gauge") && !m.contains("fedpeg_bitcoind_reachable"),
+        "{m}"
+    );
     // 7. Nobody double-signed, across all the restarts.
     for m in &fed.members {
         let s = m.status().await.unwrap();

@@ -275,6 +275,88 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     assert!(fed.members[0]
         .log()
         .contains("ALERT: a minted deposit left the best chain"));
+    // Exported as a metric; peg-outs halt on this member until an operator acknowledges.
+    let metrics = fed.members[0].metrics().unwrap();
+    // Every later block went too: all three minted deposits are flagged.
+    assert!(
+        metrics.contains("fedpeg_deep_reorg_alerts 3")
+            && metrics.contains("fedpeg_pegins_minted_total 3"),
+        "{metrics}"
+    );
+    let chain_id = fedpeg_tests::chain_id(&chans[0]).await.unwrap();
+    let peg_out = |nonce: u64| {
+        fedpeg_node::tx::Transaction::sign(
+            chain_id,
+            &SigningKey::from_bytes(&[80; 32]),
+            nonce,
+            fedpeg_node::amount::Sats(1),
+            fedpeg_node::tx::TxKind::PegOut {
+                bitcoin_address: btc.new_address().unwrap().to_string(),
+                amount: fedpeg_node::amount::Sats(10_000),
+            },
+        )
+    };
+    let mut w0 = pb::wallet_service_client::WalletServiceClient::new(chans[0].clone());
+    let e = w0
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: peg_out(0).encode(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("halted"), "{e}");
+    let mut node0 = pb::node_service_client::NodeServiceClient::new(chans[0].clone());
+    let r = node0
+        .acknowledge_alerts(pb::AcknowledgeAlertsRequest {
+            outpoints: vec![outpoint.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.remaining.len(), 2);
+    let e = w0
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: peg_out(0).encode(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        tonic::Code::FailedPrecondition,
+        "still halted while any alert is open"
+    );
+    let r = node0
+        .acknowledge_alerts(pb::AcknowledgeAlertsRequest {
+            outpoints: r.remaining,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.remaining.is_empty());
+    let e = node0
+        .acknowledge_alerts(pb::AcknowledgeAlertsRequest {
+            outpoints: vec!["nope".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(fed.members[0]
+        .status()
+        .await
+        .unwrap()
+        .deep_reorg_alerts
+        .is_empty());
+    let id = w0
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: peg_out(0).encode(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .txid;
+    fedpeg_tests::wait_final(&chans[0], &id, Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create a member's key file (mode 0600) and print its public info for genesis.
     Keygen {
         /// Where to write the secret key file (refuses to overwrite).
@@ -118,6 +118,9 @@ struct RunArgs {
     /// Vote this Bitcoin fee rate (sat/vB) instead of bitcoind's estimate [config: bitcoin.fee_rate_sat_vb].
     #[arg(long, value_name = "SAT_PER_VB")]
     bitcoin_fee_rate: Option<u64>,
+    /// Prometheus metrics address, e.g. 127.0.0.1:9464 (GET /metrics) [config: metrics_listen; default off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Log format: text or json [config: log.format; default text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -139,7 +142,7 @@ fn init_logs(format: &str, filter: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Keygen {
             out,
             name,
@@ -258,6 +261,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.bitcoin_fee_rate {
         c.bitcoin.fee_rate_sat_vb = Some(v);
+    }
+    if let Some(v) = a.metrics_listen {
+        c.metrics_listen = Some(v);
     }
     if let Some(v) = a.log_format {
         c.log.format = v;

@@ -1,0 +1,197 @@
+//! Prometheus metrics (text format 0.0.4) over plain HTTP on their own port:
+//! `GET /metrics`. Values are read live from the chain, consensus and peg
+//! watcher; nothing here changes state.
+
+use crate::chain::Chain;
+use crate::driver::ConsensusStatus;
+use crate::network::Network;
+use crate::watcher::Watcher;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the metrics are read from.
+#[derive(Clone)]
+pub struct Sources {
+    pub chain: Arc<Chain>,
+    pub consensus: Arc<ConsensusStatus>,
+    pub net: Network,
+    pub watcher: Option<Arc<Watcher>>,
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
+/// The metrics page.
+pub fn render(s: &Sources) -> String {
+    let mut o = String::new();
+    let default_rate = s.chain.spec.genesis.fees.default_fee_rate_sat_vb;
+    let (height, supply, fee_pool, queued, minted, fee_rate) = s.chain.with_state(|st| {
+        (
+            st.height,
+            st.supply.0,
+            st.fee_pool.0,
+            st.withdrawals.values().map(|w| w.amount.0).sum::<u64>(),
+            st.minted.len() as u64,
+            st.fee_rate(default_rate),
+        )
+    });
+    metric(
+        &mut o,
+        "fedpeg_height",
+        "gauge",
+        "Finalized sidechain height.",
+        height,
+    );
+    metric(
+        &mut o,
+        "fedpeg_consensus_round",
+        "gauge",
+        "Consensus round at the current height.",
+        s.consensus.round.load(Ordering::Relaxed).into(),
+    );
+    metric(
+        &mut o,
+        "fedpeg_equivocations_detected_total",
+        "counter",
+        "Double signs detected since start.",
+        s.consensus.equivocations.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut o,
+        "fedpeg_synced_blocks_total",
+        "counter",
+        "Blocks applied from block sync since start.",
+        s.consensus.synced_blocks.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut o,
+        "fedpeg_mempool_transactions",
+        "gauge",
+        "Pending transactions.",
+        s.chain.mempool_len() as u64,
+    );
+    metric(
+        &mut o,
+        "fedpeg_peers",
+        "gauge",
+        "Connected libp2p peers.",
+        s.net.peers().len() as u64,
+    );
+    metric(
+        &mut o,
+        "fedpeg_supply_sats",
+        "gauge",
+        "Pegged BTC in circulation.",
+        supply,
+    );
+    metric(
+        &mut o,
+        "fedpeg_fee_pool_sats",
+        "gauge",
+        "Fees collected by the federation.",
+        fee_pool,
+    );
+    metric(
+        &mut o,
+        "fedpeg_queued_withdrawals_sats",
+        "gauge",
+        "Burned, not yet paid peg-outs.",
+        queued,
+    );
+    metric(
+        &mut o,
+        "fedpeg_pegins_minted_total",
+        "counter",
+        "Deposits minted.",
+        minted,
+    );
+    metric(
+        &mut o,
+        "fedpeg_fee_rate_sat_per_vbyte",
+        "gauge",
+        "Agreed Bitcoin fee rate.",
+        fee_rate,
+    );
+    if let Some(w) = &s.watcher {
+        metric(
+            &mut o,
+            "fedpeg_bitcoind_reachable",
+            "gauge",
+            "1 if this member's bitcoind answered the last poll.",
+            w.reachable().into(),
+        );
+        metric(
+            &mut o,
+            "fedpeg_bitcoin_tip_height",
+            "gauge",
+            "Bitcoin tip seen by this member.",
+            w.tip().unwrap_or(0),
+        );
+        metric(
+            &mut o,
+            "fedpeg_deep_reorg_alerts",
+            "gauge",
+            "Minted deposits whose block left the best chain, not yet acknowledged.",
+            w.deep_reorgs().len() as u64,
+        );
+    }
+    o
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sources: Sources,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            _ = &mut shutdown => return,
+            c = listener.accept() => c,
+        };
+        let Ok((mut stream, _)) = conn else { continue };
+        let sources = sources.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // Read the request head (bounded in size and time).
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while n < buf.len() {
+                    match stream.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let (status, body) = if buf[..n].starts_with(b"GET /metrics") {
+                ("200 OK", render(&sources))
+            } else {
+                (
+                    "404 Not Found",
+                    "fedpeg serves GET /metrics only\n".to_string(),
+                )
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
