@@ -234,6 +234,22 @@ fn hung_node_is_unavailable_after_the_rpc_timeout() {
     // Stopped, the kernel still accepts connections to its socket, but
     // nothing answers: only the timeout ends the call.
     signal("-STOP");
+    // kill returns once the signal is queued; on a busy machine bitcoind may
+    // still answer a request before it stops. Wait until the kernel shows it
+    // stopped (state T).
+    let stopped = Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| rest.trim_start().starts_with('T'))
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "bitcoind never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let t = Instant::now();
     let r = chain.tip();
     let elapsed = t.elapsed();
