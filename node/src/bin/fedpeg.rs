@@ -159,6 +159,21 @@ impl Client {
     }
 }
 
+/// `given`, or the wallet's own address on the node's network.
+async fn given_or_wallet_address(
+    cli: &Cli,
+    c: &Client,
+    given: &Option<String>,
+) -> anyhow::Result<String> {
+    match given {
+        Some(a) => Ok(a.clone()),
+        None => {
+            let hrp = hrp_for(parse_network(&c.status().await?.network)?);
+            Ok(AccountId(load_wallet_key(&cli.key)?.verifying_key().to_bytes()).to_address(hrp))
+        }
+    }
+}
+
 async fn hrp(cli: &Cli, network: &Option<String>) -> anyhow::Result<&'static str> {
     match network {
         Some(n) => Ok(hrp_for(parse_network(n)?)),
@@ -312,13 +327,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Balance { address } => {
             let c = Client::connect(&cli.node).await?;
-            let address = match address {
-                Some(a) => a.clone(),
-                None => {
-                    let hrp = hrp_for(parse_network(&c.status().await?.network)?);
-                    AccountId(load_wallet_key(&cli.key)?.verifying_key().to_bytes()).to_address(hrp)
-                }
-            };
+            let address = given_or_wallet_address(cli, &c, address).await?;
             let a = c
                 .wallet()
                 .get_account(pb::GetAccountRequest { address })
@@ -437,13 +446,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
             wait_secs,
         } => {
             let c = Client::connect(&cli.node).await?;
-            let address = match account {
-                Some(a) => a.clone(),
-                None => {
-                    let hrp = hrp_for(parse_network(&c.status().await?.network)?);
-                    AccountId(load_wallet_key(&cli.key)?.verifying_key().to_bytes()).to_address(hrp)
-                }
-            };
+            let address = given_or_wallet_address(cli, &c, account).await?;
             let deadline = Instant::now() + Duration::from_secs(*timeout_secs);
             let r = loop {
                 let r = c
