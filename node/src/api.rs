@@ -229,6 +229,34 @@ fn nodelay(
 
 #[tonic::async_trait]
 impl WalletService for Api {
+    async fn estimate_peg_out_fee(
+        &self,
+        req: Request<pb::EstimatePegOutFeeRequest>,
+    ) -> Result<Response<pb::EstimatePegOutFeeResponse>, Status> {
+        crate::pegout_api::estimate_fee(&self.chain, &req.into_inner()).map(Response::new)
+    }
+
+    async fn get_peg_out(
+        &self,
+        req: Request<pb::GetPegOutRequest>,
+    ) -> Result<Response<pb::GetPegOutResponse>, Status> {
+        let (chain, watcher) = (self.chain.clone(), self.watcher.clone());
+        let r = req.into_inner();
+        tokio::task::spawn_blocking(move || {
+            crate::pegout_api::get_pegout(&chain, watcher.as_deref(), &r)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+
+    async fn get_reserves(
+        &self,
+        _req: Request<pb::GetReservesRequest>,
+    ) -> Result<Response<pb::GetReservesResponse>, Status> {
+        Ok(Response::new(crate::pegout_api::reserves(&self.chain)))
+    }
+
     async fn submit_transaction(
         &self,
         req: Request<pb::SubmitTransactionRequest>,

@@ -90,6 +90,16 @@ fn fed_tx_pending(state: &State, tx: &FederationTx) -> bool {
             .fee_votes
             .get(&tx.member)
             .is_none_or(|(_, last)| last < height),
+        FedTxKind::PegOutSignatures { batch, version, .. } => {
+            state.batches.get(batch).is_some_and(|b| {
+                b.versions.len() == *version as usize + 1
+                    && !b.latest().signatures.contains_key(&tx.member)
+            })
+        }
+        FedTxKind::PegOutBump { batch, version } => state.batches.get(batch).is_some_and(|b| {
+            b.versions.len() == *version as usize + 1 && !b.latest().bump_votes.contains(&tx.member)
+        }),
+        FedTxKind::PegOutConfirmed { batch, .. } => state.batches.contains_key(batch),
     }
 }
 
@@ -227,8 +237,13 @@ impl Chain {
             if pool.contains_exact(&tx) {
                 return Ok(tx.id());
             }
-            pool.precheck(&tx, state.account(&tx.sender), &self.params)
-                .map_err(AdmitError::Tx)?;
+            pool.precheck(
+                &tx,
+                state.account(&tx.sender),
+                &self.params,
+                state.fee_rate(self.params.default_fee_rate),
+            )
+            .map_err(AdmitError::Tx)?;
         }
         // Verify outside any lock: it is the expensive part.
         if !tx.verify_signature() {
@@ -237,7 +252,8 @@ impl Chain {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let finalized = state.account(&tx.sender);
         let mut pool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
-        let id = pool.admit(tx, finalized, &self.params)?;
+        let rate = state.fee_rate(self.params.default_fee_rate);
+        let id = pool.admit(tx, finalized, &self.params, rate)?;
         drop(pool);
         drop(state);
         self.pending.notify_one();
@@ -328,6 +344,52 @@ impl Chain {
         Ok(())
     }
 
+    /// A peg-out batch by id (confirmed ones too).
+    pub fn batch(&self, id: u64) -> Result<Option<crate::pegout::Batch>, StoreError> {
+        if let Some(b) = self.with_state(|s| s.batches.get(&id).cloned()) {
+            return Ok(Some(b));
+        }
+        self.store.batch(id)
+    }
+
+    /// The newest `limit` batches (stored), newest first.
+    pub fn recent_batches(&self, limit: usize) -> Result<Vec<crate::pegout::Batch>, StoreError> {
+        self.store.recent_batches(limit)
+    }
+
+    /// A withdrawal by id, unpaid or paid, with the batch paying it.
+    pub fn withdrawal(
+        &self,
+        id: u64,
+    ) -> Result<Option<(crate::ledger::Withdrawal, Option<u64>)>, StoreError> {
+        if let Some(w) = self.with_state(|s| {
+            s.withdrawals
+                .get(&id)
+                .map(|w| (w.clone(), s.withdrawal_batch.get(&id).copied()))
+        }) {
+            return Ok(Some(w));
+        }
+        // Paid: find its batch among the stored ones.
+        let Some(w) = self.store.paid_withdrawal(id)? else {
+            return Ok(None);
+        };
+        let batch = self.store.batch_paying(id)?;
+        Ok(Some((w, batch)))
+    }
+
+    /// The id of the withdrawal queued by PegOut transaction `txid`.
+    pub fn withdrawal_id_of(&self, txid: &TxId) -> Result<Option<u64>, StoreError> {
+        if let Some(id) = self.with_state(|s| {
+            s.withdrawals
+                .values()
+                .find(|w| &w.txid == txid)
+                .map(|w| w.id)
+        }) {
+            return Ok(Some(id));
+        }
+        Ok(self.store.paid_withdrawal_by_txid(txid)?.map(|w| w.id))
+    }
+
     /// A finalized block by height.
     pub fn block(&self, height: u64) -> Result<Option<CommittedBlock>, StoreError> {
         self.store.block(height)
@@ -365,6 +427,10 @@ impl State {
             fee_pool: self.fee_pool,
             supply: self.supply,
             next_withdrawal_id: self.next_withdrawal_id,
+            utxos: Default::default(),
+            batches: Default::default(),
+            withdrawal_batch: Default::default(),
+            next_batch_id: self.next_batch_id,
             height: self.height,
             tip: self.tip,
             tip_time_ms: self.tip_time_ms,

@@ -124,6 +124,18 @@ pub async fn run(
         }
         (None, _) => None,
     };
+    // A member with a bitcoind signs and broadcasts peg-out batches.
+    if let (Some(keys), Some(w), Some(i)) = (&member, &watcher, member_index) {
+        let worker = Arc::new(crate::signer::PegOutWorker::new(
+            chain.clone(),
+            w.clone(),
+            i as u32,
+            keys.consensus.clone(),
+            keys.peg,
+        ));
+        let poll = Duration::from_millis(config.bitcoin.poll_ms.unwrap_or(500).max(10));
+        tokio::spawn(worker.run(poll, stop_rx.clone()));
+    }
     let driver = match member {
         Some(keys) => Driver::member(
             chain.clone(),

@@ -646,6 +646,47 @@ impl Driver {
         ok
     }
 
+    /// Every peg-out confirmation in `block` must be a transaction this
+    /// member's own bitcoind shows at depth in the named block.
+    fn pegouts_confirmed(&self, block: &Block) -> bool {
+        let claims: Vec<([u8; 32], [u8; 32])> = block
+            .fed_txs
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FedTxKind::PegOutConfirmed {
+                    txid,
+                    bitcoin_block,
+                    ..
+                } => Some((*txid, *bitcoin_block)),
+                _ => None,
+            })
+            .collect();
+        if claims.is_empty() {
+            return true;
+        }
+        let Some(w) = &self.watcher else {
+            tracing::warn!("block confirms a peg-out but this member has no bitcoind to check it; voting against");
+            return false;
+        };
+        let depth = self.chain.params().confirmations as u64;
+        let ok = tokio::task::block_in_place(|| {
+            use fedpeg_peg::bitcoin::hashes::Hash;
+            let btc = w.bitcoin();
+            let Ok((tip, _)) = btc.tip() else {
+                return false;
+            };
+            claims.iter().all(|(txid, blk)| {
+                let hint = fedpeg_peg::bitcoin::BlockHash::from_byte_array(*blk);
+                crate::signer::confirmed_at_depth(&**btc, txid, Some(&hint), tip, depth)
+                    == Some(hint)
+            })
+        });
+        if !ok {
+            tracing::warn!("block confirms a peg-out this member's bitcoind does not show at depth; voting against");
+        }
+        ok
+    }
+
     /// Checks a cached block: header sanity plus full application on a copy of state.
     fn validate(&mut self, id: &ValueId) -> bool {
         let Some(c) = self.blocks.get(id) else {
@@ -668,7 +709,7 @@ impl Driver {
             );
             return false;
         }
-        if !self.mints_confirmed(&block) {
+        if !self.mints_confirmed(&block) || !self.pegouts_confirmed(&block) {
             return false;
         }
         let chain = self.chain.clone();

@@ -5,7 +5,10 @@
 //! || fields` (integers big-endian); `RegisterDepositAddress` (kind 1) is
 //! `account[32]`; `PegInMint` (kind 2) is `txid[32] || vout u32 || amount u64
 //! || account[32] || bitcoin_block[32]`; `FeeRateVote` (kind 3) is
-//! `sat_per_vbyte u64 || height u64`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
+//! `sat_per_vbyte u64 || height u64`; `PegOutSignatures` (kind 4) is `batch
+//! u64 || version u32 || count u32 || (len u32 || signature)*`; `PegOutBump`
+//! (kind 5) is `batch u64 || version u32`; `PegOutConfirmed` (kind 6) is
+//! `batch u64 || txid[32] || bitcoin_block[32]`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
 //! Signatures are checked with `verify_strict` against the genesis key of
 //! `member`.
 
@@ -19,7 +22,9 @@ use fedpeg_proto::v1 as pb;
 const SIGN_DOMAIN: &[u8] = b"fedpeg/fedtx/v1";
 
 /// A Bitcoin output: txid (internal byte order) and index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct OutPoint {
     pub txid: [u8; 32],
     pub vout: u32,
@@ -65,7 +70,26 @@ pub enum FedTxKind {
         account: AccountId,
         bitcoin_block: [u8; 32],
     },
+    /// This member's signatures of every input of a peg-out batch version.
+    PegOutSignatures {
+        batch: u64,
+        version: u32,
+        signatures: Vec<Vec<u8>>,
+    },
+    /// This member saw the batch version unconfirmed for too long.
+    PegOutBump { batch: u64, version: u32 },
+    /// The batch transaction `txid` is confirmed at depth in `bitcoin_block`.
+    PegOutConfirmed {
+        batch: u64,
+        txid: [u8; 32],
+        bitcoin_block: [u8; 32],
+    },
 }
+
+/// Most signatures (inputs) one `PegOutSignatures` may carry.
+pub const MAX_PEGOUT_SIGNATURES: usize = 1000;
+/// Longest signature element (DER ECDSA + sighash byte).
+pub const MAX_SIGNATURE_BYTES: usize = 73;
 
 /// A member-signed federation transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +143,35 @@ impl FederationTx {
                 b.extend_from_slice(&outpoint.vout.to_be_bytes());
                 b.extend_from_slice(&amount.0.to_be_bytes());
                 b.extend_from_slice(&account.0);
+                b.extend_from_slice(bitcoin_block);
+            }
+            FedTxKind::PegOutSignatures {
+                batch,
+                version,
+                signatures,
+            } => {
+                b.push(4);
+                b.extend_from_slice(&batch.to_be_bytes());
+                b.extend_from_slice(&version.to_be_bytes());
+                b.extend_from_slice(&(signatures.len() as u32).to_be_bytes());
+                for sig in signatures {
+                    b.extend_from_slice(&(sig.len() as u32).to_be_bytes());
+                    b.extend_from_slice(sig);
+                }
+            }
+            FedTxKind::PegOutBump { batch, version } => {
+                b.push(5);
+                b.extend_from_slice(&batch.to_be_bytes());
+                b.extend_from_slice(&version.to_be_bytes());
+            }
+            FedTxKind::PegOutConfirmed {
+                batch,
+                txid,
+                bitcoin_block,
+            } => {
+                b.push(6);
+                b.extend_from_slice(&batch.to_be_bytes());
+                b.extend_from_slice(txid);
                 b.extend_from_slice(bitcoin_block);
             }
         }
@@ -176,6 +229,36 @@ impl FederationTx {
                 sat_per_vbyte: v.sat_per_vbyte,
                 height: v.height,
             },
+            Some(pb::federation_tx::Kind::PegOutSignatures(p)) => {
+                if p.signatures.len() > MAX_PEGOUT_SIGNATURES {
+                    return Err(DecodeError::FieldLength(
+                        "signatures",
+                        MAX_PEGOUT_SIGNATURES,
+                    ));
+                }
+                if p.signatures.iter().any(|s| s.len() > MAX_SIGNATURE_BYTES) {
+                    return Err(DecodeError::FieldLength("signature", MAX_SIGNATURE_BYTES));
+                }
+                FedTxKind::PegOutSignatures {
+                    batch: p.batch,
+                    version: p.version,
+                    signatures: p.signatures.clone(),
+                }
+            }
+            Some(pb::federation_tx::Kind::PegOutBump(p)) => FedTxKind::PegOutBump {
+                batch: p.batch,
+                version: p.version,
+            },
+            Some(pb::federation_tx::Kind::PegOutConfirmed(p)) => {
+                let b32 = |v: &[u8], name| {
+                    <[u8; 32]>::try_from(v).map_err(|_| DecodeError::FieldLength(name, 32))
+                };
+                FedTxKind::PegOutConfirmed {
+                    batch: p.batch,
+                    txid: b32(&p.txid, "txid")?,
+                    bitcoin_block: b32(&p.bitcoin_block, "bitcoin_block")?,
+                }
+            }
             None => return Err(DecodeError::MissingKind),
         };
         Ok(FederationTx {
@@ -211,6 +294,30 @@ impl FederationTx {
                 vout: outpoint.vout,
                 amount: amount.0,
                 account: account.0.to_vec(),
+                bitcoin_block: bitcoin_block.to_vec(),
+            }),
+            FedTxKind::PegOutSignatures {
+                batch,
+                version,
+                signatures,
+            } => pb::federation_tx::Kind::PegOutSignatures(pb::PegOutSignatures {
+                batch: *batch,
+                version: *version,
+                signatures: signatures.clone(),
+            }),
+            FedTxKind::PegOutBump { batch, version } => {
+                pb::federation_tx::Kind::PegOutBump(pb::PegOutBump {
+                    batch: *batch,
+                    version: *version,
+                })
+            }
+            FedTxKind::PegOutConfirmed {
+                batch,
+                txid,
+                bitcoin_block,
+            } => pb::federation_tx::Kind::PegOutConfirmed(pb::PegOutConfirmed {
+                batch: *batch,
+                txid: txid.to_vec(),
                 bitcoin_block: bitcoin_block.to_vec(),
             }),
         };

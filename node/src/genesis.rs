@@ -52,7 +52,8 @@ impl Default for ConsensusParams {
 pub struct FeeParams {
     /// Minimum fee of any transaction, sats.
     pub min_tx_fee: u64,
-    /// Fee burned with every peg-out on top of its amount, sats.
+    /// Smallest fee of a peg-out, sats; the quote at the agreed fee rate
+    /// (`EstimatePegOutFee`) is charged when higher.
     pub pegout_fee: u64,
     /// Bitcoin fee rate (sat/vB) assumed until members vote one.
     #[serde(default = "default_fee_rate")]
@@ -104,6 +105,9 @@ pub struct Genesis {
     /// Starting balances; refused on any network but regtest.
     #[serde(default)]
     pub dev_balances: Vec<DevBalance>,
+    /// Peg-out batching policy.
+    #[serde(default)]
+    pub pegout: crate::pegout::PegOutParams,
 }
 
 /// Why a genesis file is unusable.
@@ -167,6 +171,15 @@ impl Genesis {
         if self.pegin_confirmations == 0 {
             return Err(invalid("pegin_confirmations must be at least 1"));
         }
+        let po = &self.pegout;
+        if po.max_outputs == 0 || po.max_inputs == 0 || po.max_unconfirmed == 0 {
+            return Err(invalid(
+                "pegout.max_outputs, pegout.max_inputs and pegout.max_unconfirmed must be at least 1",
+            ));
+        }
+        if po.bump_after_blocks == 0 {
+            return Err(invalid("pegout.bump_after_blocks must be at least 1"));
+        }
         if self.consensus.max_block_txs == 0 {
             return Err(invalid("consensus.max_block_txs must be at least 1"));
         }
@@ -221,13 +234,16 @@ impl Genesis {
                 .checked_add(d.amount)
                 .ok_or_else(|| invalid("dev_balances overflow a u64 in total"))?;
         }
-        Ok(ChainSpec {
+        let spec = ChainSpec {
             chain_id: self.chain_id(),
             network,
             member_keys,
             peg_keys,
             genesis: self,
-        })
+        };
+        spec.peg_federation()
+            .map_err(|e| invalid(format!("peg federation: {e}")))?;
+        Ok(spec)
     }
 }
 
@@ -261,6 +277,9 @@ impl ChainSpec {
             members: self.member_keys.clone(),
             pegin_spend_vbytes: self.pegin_spend_vbytes(),
             default_fee_rate: self.genesis.fees.default_fee_rate_sat_vb,
+            federation: self.peg_federation().expect("validated genesis"),
+            pegout: self.genesis.pegout.clone(),
+            confirmations: self.genesis.pegin_confirmations,
         }
     }
 
@@ -336,6 +355,7 @@ pub(crate) mod tests {
             consensus: ConsensusParams::default(),
             fees: FeeParams::default(),
             dev_balances: dev,
+            pegout: Default::default(),
         }
     }
 

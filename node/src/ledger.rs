@@ -14,8 +14,13 @@ use crate::amount::Sats;
 use crate::block::{tx_root, Block, Header};
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
+use crate::pegout::{
+    pegout_fee_quote, plan_batch, script_of, Batch, BatchOutput, BatchVersion, Confirmation, Owner,
+    PegOutParams, Utxo, MAX_BATCH_VERSIONS,
+};
 use crate::tx::{Transaction, TxId, TxKind};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use fedpeg_peg::federation::Federation;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Consensus parameters of the ledger, fixed by genesis.
 #[derive(Clone, Debug)]
@@ -24,7 +29,7 @@ pub struct LedgerParams {
     pub network: bitcoin::Network,
     /// Smallest fee a transaction may pay.
     pub min_tx_fee: Sats,
-    /// Fee burned by every peg-out on top of its amount (pays the Bitcoin fee).
+    /// Smallest fee of a peg-out (the quote at the agreed rate if higher).
     pub pegout_fee: Sats,
     /// Most transactions in one block.
     pub max_block_txs: usize,
@@ -35,6 +40,19 @@ pub struct LedgerParams {
     pub pegin_spend_vbytes: u64,
     /// Fee rate (sat/vB) until members have voted one.
     pub default_fee_rate: u64,
+    /// The peg: members' peg keys, threshold, network.
+    pub federation: Federation,
+    /// Peg-out batching policy.
+    pub pegout: PegOutParams,
+    /// Bitcoin confirmations a batch needs before it counts as paid.
+    pub confirmations: u32,
+}
+
+impl LedgerParams {
+    /// Members whose votes show that at least one honest member agrees: f + 1.
+    pub fn honest_quorum(&self) -> usize {
+        (self.members.len().saturating_sub(1)) / 3 + 1
+    }
 }
 
 /// Highest fee rate a member may vote, sat/vB.
@@ -60,6 +78,8 @@ pub struct Withdrawal {
     pub amount: Sats,
     pub txid: TxId,
     pub height: u64,
+    /// Block time when it was queued, ms.
+    pub time_ms: u64,
 }
 
 /// The whole ledger state after some height.
@@ -79,6 +99,13 @@ pub struct State {
     pub minted: HashMap<OutPoint, (AccountId, Sats, u64, Sats)>,
     /// Members' latest fee-rate votes: member → (sat/vB, height).
     pub fee_votes: BTreeMap<u32, (u64, u64)>,
+    /// Federation UTXOs free to spend (minted deposits, confirmed change).
+    pub utxos: BTreeMap<OutPoint, Utxo>,
+    /// Batches not yet confirmed, by id.
+    pub batches: BTreeMap<u64, Batch>,
+    /// Withdrawal id → the unconfirmed batch paying it.
+    pub withdrawal_batch: BTreeMap<u64, u64>,
+    pub next_batch_id: u64,
     pub height: u64,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -110,6 +137,8 @@ pub enum TxError {
     BitcoinAddress(#[from] fedpeg_peg::address::AddressError),
     #[error("peg-out amount {got} is below the dust limit of {min}")]
     BelowDust { min: Sats, got: Sats },
+    #[error("peg-out fee {got} is below the current quote of {quote}; ask EstimatePegOutFee again and sign with that fee")]
+    PegOutFeeTooLow { quote: Sats, got: Sats },
 }
 
 impl TxError {
@@ -123,6 +152,7 @@ impl TxError {
                 | TxError::NonceGap { .. }
                 | TxError::InsufficientBalance { .. }
                 | TxError::RecipientOverflow
+                | TxError::PegOutFeeTooLow { .. }
         )
     }
 }
@@ -148,6 +178,16 @@ pub enum FedTxError {
     BadFeeRate(u64),
     #[error("fee-rate vote is not newer than the member's last vote, or is for a future height")]
     StaleVote,
+    #[error("no unconfirmed peg-out batch {0}")]
+    UnknownBatch(u64),
+    #[error("batch {batch} version {version} is not its newest version")]
+    StaleVersion { batch: u64, version: u32 },
+    #[error("member {0} already did this for this batch version")]
+    Duplicate(u32),
+    #[error("peg-out signatures refused: {0}")]
+    BadPegOutSignatures(String),
+    #[error("transaction {0} is not a version of this batch")]
+    NotABatchVersion(String),
 }
 
 /// Why a block was refused.
@@ -204,6 +244,36 @@ pub enum Event {
         account: AccountId,
         amount: Sats,
     },
+    /// A peg-out batch moved on: formed, signed by a member, fully signed,
+    /// replaced, or confirmed.
+    PegOutBatch {
+        batch: u64,
+        stage: BatchStage,
+        /// Bitcoin txid of the version concerned (internal byte order).
+        txid: [u8; 32],
+        withdrawals: Vec<u64>,
+    },
+}
+
+/// Stages of a peg-out batch, as events report them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchStage {
+    Formed,
+    /// A member's valid signatures were recorded (k of m).
+    Signature {
+        member: u32,
+        count: u32,
+    },
+    /// m members signed: the transaction can be broadcast.
+    Signed,
+    /// A replacement version at a higher fee rate.
+    Replaced {
+        version: u32,
+        fee_rate: u64,
+    },
+    Confirmed {
+        version: u32,
+    },
 }
 
 /// Decides whether a transaction's signature is valid. Lets a node skip
@@ -245,6 +315,13 @@ pub struct Delta {
     pub new_mints: Vec<(OutPoint, AccountId, Sats, Sats)>,
     /// Fee-rate votes: (member, sat/vB, height).
     pub new_fee_votes: Vec<(u32, u64, u64)>,
+    /// Federation UTXOs that became spendable.
+    pub new_utxos: Vec<(OutPoint, Utxo)>,
+    /// UTXOs locked into a new batch.
+    pub spent_utxos: Vec<OutPoint>,
+    /// New or changed batches (their whole new record).
+    pub batches: BTreeMap<u64, Batch>,
+    pub next_batch_id: u64,
 }
 
 /// The result of applying a block to a state.
@@ -269,6 +346,7 @@ impl<'a> Overlay<'a> {
                 fee_pool: base.fee_pool,
                 supply: base.supply,
                 next_withdrawal_id: base.next_withdrawal_id,
+                next_batch_id: base.next_batch_id,
                 ..Delta::default()
             },
         }
@@ -282,6 +360,41 @@ impl<'a> Overlay<'a> {
         self.base.registered.contains(id) || self.delta.new_registrations.contains(id)
     }
 
+    /// An unconfirmed batch, with this block's changes.
+    fn batch(&self, id: u64) -> Option<Batch> {
+        match self.delta.batches.get(&id) {
+            Some(b) => Some(b.clone()),
+            None => self.base.batches.get(&id).cloned(),
+        }
+        .filter(|b| b.confirmed.is_none())
+    }
+
+    fn unconfirmed_batches(&self) -> usize {
+        let mut n = self.base.batches.len();
+        for (id, b) in &self.delta.batches {
+            match (self.base.batches.contains_key(id), b.confirmed.is_some()) {
+                (false, false) => n += 1,
+                (true, true) => n -= 1,
+                _ => {}
+            }
+        }
+        n
+    }
+
+    /// Spendable UTXOs in selection order: largest first, then by outpoint.
+    fn available_utxos(&self) -> Vec<(OutPoint, Utxo)> {
+        let mut v: Vec<(OutPoint, Utxo)> = self
+            .base
+            .utxos
+            .iter()
+            .map(|(o, u)| (*o, *u))
+            .chain(self.delta.new_utxos.iter().copied())
+            .filter(|(o, _)| !self.delta.spent_utxos.contains(o))
+            .collect();
+        v.sort_by(|a, b| b.1.amount.cmp(&a.1.amount).then(a.0.cmp(&b.0)));
+        v
+    }
+
     fn account(&self, id: &AccountId) -> Account {
         self.delta
             .accounts
@@ -293,10 +406,12 @@ impl<'a> Overlay<'a> {
 }
 
 /// Checks `tx` against `sender` (the sender's current account) without
-/// state access; returns the total debit (amount + fee [+ peg-out fee]).
+/// state access; returns the total debit (amount + fee). A peg-out's fee
+/// must cover the quote at `fee_rate`, the agreed Bitcoin fee rate.
 /// Used by both block application and mempool admission.
 pub fn check_tx(
     params: &LedgerParams,
+    fee_rate: u64,
     sender: Account,
     tx: &Transaction,
     sigs: &dyn SignatureCheck,
@@ -329,12 +444,13 @@ pub fn check_tx(
     if amount == Sats::ZERO {
         return Err(TxError::ZeroAmount);
     }
-    let mut debit = amount.checked_add(tx.fee).ok_or(TxError::Overflow)?;
+    let debit = amount.checked_add(tx.fee).ok_or(TxError::Overflow)?;
     if let TxKind::PegOut {
         bitcoin_address, ..
     } = &tx.kind
     {
-        fedpeg_peg::address::parse_pegout_address(bitcoin_address, params.network)?;
+        let script = fedpeg_peg::address::parse_pegout_address(bitcoin_address, params.network)?
+            .script_pubkey();
         let dust = Sats(fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS);
         if amount < dust {
             return Err(TxError::BelowDust {
@@ -342,9 +458,10 @@ pub fn check_tx(
                 got: amount,
             });
         }
-        debit = debit
-            .checked_add(params.pegout_fee)
-            .ok_or(TxError::Overflow)?;
+        let quote = pegout_fee_quote(&params.pegout, params.pegout_fee, fee_rate, &script);
+        if tx.fee < quote {
+            return Err(TxError::PegOutFeeTooLow { quote, got: tx.fee });
+        }
     }
     if debit > sender.balance {
         return Err(TxError::InsufficientBalance {
@@ -362,19 +479,20 @@ pub fn check_tx(
 fn apply_tx(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
-    height: u64,
+    (height, time_ms): (u64, u64),
     tx: &Transaction,
     sigs: &dyn SignatureCheck,
     events: &mut Vec<Event>,
 ) -> Result<(), TxError> {
     let mut sender = o.account(&tx.sender);
-    let debit = check_tx(params, sender, tx, sigs)?;
+    let rate = o.base.fee_rate(params.default_fee_rate);
+    let debit = check_tx(params, rate, sender, tx, sigs)?;
     let txid = tx.id();
     // Compute every new value with checked arithmetic first, then write: a
     // rejected transaction leaves the overlay untouched.
     sender.balance = sender.balance.checked_sub(debit).ok_or(TxError::Overflow)?;
     sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
-    let mut fee_pool = o
+    let fee_pool = o
         .delta
         .fee_pool
         .checked_add(tx.fee)
@@ -423,9 +541,6 @@ fn apply_tx(
             bitcoin_address,
             amount,
         } => {
-            fee_pool = fee_pool
-                .checked_add(params.pegout_fee)
-                .ok_or(TxError::Overflow)?;
             let supply = o.delta.supply.checked_sub(debit).ok_or(TxError::Overflow)?;
             let next_id = o
                 .delta
@@ -439,6 +554,7 @@ fn apply_tx(
                 amount: *amount,
                 txid,
                 height,
+                time_ms,
             };
             o.delta.accounts.insert(tx.sender, sender);
             o.delta.supply = supply;
@@ -540,19 +656,344 @@ fn apply_fed_tx(
                 .supply
                 .checked_add(credit)
                 .ok_or(FedTxError::Overflow)?;
+            // The spend cost funds the Bitcoin fee of the batch that will
+            // spend this deposit: reserves = supply + queued + fee pool.
+            let fee_pool = o
+                .delta
+                .fee_pool
+                .checked_add(cost)
+                .ok_or(FedTxError::Overflow)?;
             o.delta.accounts.insert(*account, a);
             o.delta.supply = supply;
+            o.delta.fee_pool = fee_pool;
             o.delta
                 .new_mints
                 .push((*outpoint, *account, credit, *amount));
+            o.delta.new_utxos.push((
+                *outpoint,
+                Utxo {
+                    amount: *amount,
+                    owner: Owner::deposit(account),
+                },
+            ));
             events.push(Event::PegInMinted {
                 outpoint: *outpoint,
                 account: *account,
                 amount: credit,
             });
         }
+        FedTxKind::PegOutSignatures {
+            batch,
+            version,
+            signatures,
+        } => {
+            let mut b = o.batch(*batch).ok_or(FedTxError::UnknownBatch(*batch))?;
+            let latest = b.versions.len() - 1;
+            if *version as usize != latest {
+                return Err(FedTxError::StaleVersion {
+                    batch: *batch,
+                    version: *version,
+                });
+            }
+            if b.versions[latest].signatures.contains_key(&tx.member) {
+                return Err(FedTxError::Duplicate(tx.member));
+            }
+            let unsigned = b
+                .unsigned_tx(&params.federation, latest)
+                .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
+            params
+                .federation
+                .verify_batch_signatures(
+                    &unsigned,
+                    &b.batch_inputs(),
+                    tx.member as usize,
+                    signatures,
+                )
+                .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
+            let v = &mut b.versions[latest];
+            v.signatures.insert(tx.member, signatures.clone());
+            let count = v.signatures.len() as u32;
+            let txid = v.txid;
+            let withdrawals: Vec<u64> = b.outputs.iter().map(|o| o.withdrawal).collect();
+            events.push(Event::PegOutBatch {
+                batch: *batch,
+                stage: BatchStage::Signature {
+                    member: tx.member,
+                    count,
+                },
+                txid,
+                withdrawals: withdrawals.clone(),
+            });
+            if count as usize == params.federation.threshold() {
+                events.push(Event::PegOutBatch {
+                    batch: *batch,
+                    stage: BatchStage::Signed,
+                    txid,
+                    withdrawals,
+                });
+            }
+            o.delta.batches.insert(*batch, b);
+        }
+        FedTxKind::PegOutBump { batch, version } => {
+            let mut b = o.batch(*batch).ok_or(FedTxError::UnknownBatch(*batch))?;
+            let latest = b.versions.len() - 1;
+            if *version as usize != latest {
+                return Err(FedTxError::StaleVersion {
+                    batch: *batch,
+                    version: *version,
+                });
+            }
+            if !b.versions[latest].bump_votes.insert(tx.member) {
+                return Err(FedTxError::Duplicate(tx.member));
+            }
+            if b.versions[latest].bump_votes.len() >= params.honest_quorum()
+                && b.versions.len() < MAX_BATCH_VERSIONS
+            {
+                let rate = o.base.fee_rate(params.default_fee_rate);
+                if let Some((v, extra)) = replacement(&b, params, rate, height, o.delta.fee_pool) {
+                    o.delta.fee_pool = o
+                        .delta
+                        .fee_pool
+                        .checked_sub(extra)
+                        .ok_or(FedTxError::Overflow)?;
+                    b.fee_reserved = b
+                        .fee_reserved
+                        .checked_add(extra)
+                        .ok_or(FedTxError::Overflow)?;
+                    events.push(Event::PegOutBatch {
+                        batch: *batch,
+                        stage: BatchStage::Replaced {
+                            version: b.versions.len() as u32,
+                            fee_rate: v.fee_rate,
+                        },
+                        txid: v.txid,
+                        withdrawals: b.outputs.iter().map(|o| o.withdrawal).collect(),
+                    });
+                    b.versions.push(v);
+                }
+            }
+            o.delta.batches.insert(*batch, b);
+        }
+        FedTxKind::PegOutConfirmed {
+            batch,
+            txid,
+            bitcoin_block,
+        } => {
+            let mut b = o.batch(*batch).ok_or(FedTxError::UnknownBatch(*batch))?;
+            let Some(v) = b.version_of(txid) else {
+                return Err(FedTxError::NotABatchVersion(
+                    crate::fedtx::OutPoint {
+                        txid: *txid,
+                        vout: 0,
+                    }
+                    .to_bitcoin()
+                    .txid
+                    .to_string(),
+                ));
+            };
+            let version = &b.versions[v];
+            // The cheaper version confirmed: refund what the others reserved.
+            let refund = b
+                .fee_reserved
+                .checked_sub(version.fee)
+                .ok_or(FedTxError::Overflow)?;
+            o.delta.fee_pool = o
+                .delta
+                .fee_pool
+                .checked_add(refund)
+                .ok_or(FedTxError::Overflow)?;
+            if version.change > Sats::ZERO {
+                o.delta.new_utxos.push((
+                    OutPoint {
+                        txid: *txid,
+                        vout: b.outputs.len() as u32,
+                    },
+                    Utxo {
+                        amount: version.change,
+                        owner: Owner::Change,
+                    },
+                ));
+            }
+            b.confirmed = Some(Confirmation {
+                version: v as u32,
+                bitcoin_block: *bitcoin_block,
+                height,
+            });
+            events.push(Event::PegOutBatch {
+                batch: *batch,
+                stage: BatchStage::Confirmed { version: v as u32 },
+                txid: *txid,
+                withdrawals: b.outputs.iter().map(|o| o.withdrawal).collect(),
+            });
+            o.delta.batches.insert(*batch, b);
+        }
     }
     Ok(())
+}
+
+/// A replacement of `b`'s newest version at a higher rate (the agreed rate,
+/// or 25% more than before, whichever is higher) with the fee BIP125 asks
+/// for, paid from the fee pool; with the extra sats it takes from the pool.
+fn replacement(
+    b: &Batch,
+    params: &LedgerParams,
+    agreed_rate: u64,
+    height: u64,
+    fee_pool: Sats,
+) -> Option<(BatchVersion, Sats)> {
+    let old = b.latest();
+    let rate = agreed_rate
+        .max(old.fee_rate.saturating_add((old.fee_rate / 4).max(1)))
+        .min(MAX_FEE_RATE);
+    let out_bytes: u64 = b
+        .outputs
+        .iter()
+        .map(|o| {
+            script_of(&o.address, params.network)
+                .map(|s| fedpeg_peg::pegout::output_bytes(&s))
+                .unwrap_or(0)
+        })
+        .sum();
+    let n_out = b.outputs.len();
+    // BIP125: the replacement pays at least the old fee plus its own size
+    // at the incremental relay rate (1 sat/vB).
+    let min_fee = old.fee.0.saturating_add(params.federation.batch_vbytes(
+        b.inputs.len(),
+        n_out + 1,
+        out_bytes + 43,
+    ));
+    let (fee, change) = crate::pegout::fee_and_change(
+        &params.federation,
+        b.inputs.len(),
+        b.input_total(),
+        n_out,
+        out_bytes,
+        b.output_total(),
+        rate,
+        min_fee,
+    )?;
+    let extra = Sats(fee.saturating_sub(b.fee_reserved.0));
+    if extra > fee_pool {
+        return None;
+    }
+    let mut v = BatchVersion {
+        fee_rate: rate,
+        fee: Sats(fee),
+        change: Sats(change),
+        txid: [0; 32],
+        height,
+        signatures: BTreeMap::new(),
+        bump_votes: BTreeSet::new(),
+    };
+    let mut probe = b.clone();
+    probe.versions.push(v.clone());
+    let tx = probe
+        .unsigned_tx(&params.federation, probe.versions.len() - 1)
+        .ok()?;
+    v.txid = txid_bytes(&tx);
+    Some((v, extra))
+}
+
+fn txid_bytes(tx: &fedpeg_peg::bitcoin::Transaction) -> [u8; 32] {
+    use fedpeg_peg::bitcoin::hashes::Hash;
+    tx.compute_txid().to_byte_array()
+}
+
+/// Forms a batch at the end of a block when the queue is due: the oldest
+/// unbatched peg-out waited `batch_interval_ms`, or the queue is full.
+fn form_batch(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: u64,
+    time_ms: u64,
+    events: &mut Vec<Event>,
+) {
+    let p = &params.pegout;
+    if o.unconfirmed_batches() >= p.max_unconfirmed as usize {
+        return;
+    }
+    let queued: Vec<&Withdrawal> = o
+        .base
+        .withdrawals
+        .values()
+        .filter(|w| !o.base.withdrawal_batch.contains_key(&w.id))
+        .chain(o.delta.new_withdrawals.iter())
+        .collect();
+    let Some(oldest) = queued.first() else {
+        return;
+    };
+    let due = oldest.time_ms.saturating_add(p.batch_interval_ms) <= time_ms
+        || queued.len() >= p.max_outputs as usize;
+    if !due {
+        return;
+    }
+    let utxos = o.available_utxos();
+    let amounts: Vec<u64> = utxos.iter().map(|(_, u)| u.amount.0).collect();
+    let wanted: Vec<(u64, u64)> = queued
+        .iter()
+        .map(|w| {
+            let bytes = script_of(&w.bitcoin_address, params.network)
+                .map(|s| fedpeg_peg::pegout::output_bytes(&s))
+                .unwrap_or(43);
+            (bytes, w.amount.0)
+        })
+        .collect();
+    let rate = o.base.fee_rate(params.default_fee_rate);
+    let Some(plan) = plan_batch(
+        &params.federation,
+        p,
+        &amounts,
+        &wanted,
+        rate,
+        o.delta.fee_pool.0,
+    ) else {
+        return;
+    };
+    let id = o.delta.next_batch_id;
+    let mut b = Batch {
+        id,
+        inputs: utxos[..plan.n_inputs].to_vec(),
+        outputs: plan
+            .withdrawals
+            .iter()
+            .map(|i| BatchOutput {
+                withdrawal: queued[*i].id,
+                address: queued[*i].bitcoin_address.clone(),
+                amount: queued[*i].amount,
+            })
+            .collect(),
+        versions: vec![BatchVersion {
+            fee_rate: rate,
+            fee: Sats(plan.fee),
+            change: Sats(plan.change),
+            txid: [0; 32],
+            height,
+            signatures: BTreeMap::new(),
+            bump_votes: BTreeSet::new(),
+        }],
+        created_height: height,
+        fee_reserved: Sats(plan.fee),
+        confirmed: None,
+    };
+    let Ok(tx) = b.unsigned_tx(&params.federation, 0) else {
+        return;
+    };
+    let Some(fee_pool) = o.delta.fee_pool.checked_sub(Sats(plan.fee)) else {
+        return;
+    };
+    b.versions[0].txid = txid_bytes(&tx);
+    o.delta.fee_pool = fee_pool;
+    o.delta.next_batch_id = id + 1;
+    o.delta
+        .spent_utxos
+        .extend(b.inputs.iter().map(|(op, _)| *op));
+    events.push(Event::PegOutBatch {
+        batch: id,
+        stage: BatchStage::Formed,
+        txid: b.versions[0].txid,
+        withdrawals: b.outputs.iter().map(|o| o.withdrawal).collect(),
+    });
+    o.delta.batches.insert(id, b);
 }
 
 /// State root after applying `delta` on top of a state whose root is `prev`.
@@ -591,6 +1032,23 @@ fn state_root(prev: Hash32, height: u64, d: &Delta) -> Hash32 {
         buf.extend_from_slice(&m.to_be_bytes());
         buf.extend_from_slice(&rate.to_be_bytes());
         buf.extend_from_slice(&at.to_be_bytes());
+    }
+    for w in &d.new_withdrawals {
+        buf.extend_from_slice(&w.time_ms.to_be_bytes());
+    }
+    for (o, u) in &d.new_utxos {
+        buf.extend_from_slice(&o.txid);
+        buf.extend_from_slice(&o.vout.to_be_bytes());
+        buf.extend_from_slice(&u.amount.0.to_be_bytes());
+    }
+    for o in &d.spent_utxos {
+        buf.extend_from_slice(&o.txid);
+        buf.extend_from_slice(&o.vout.to_be_bytes());
+    }
+    buf.extend_from_slice(&d.next_batch_id.to_be_bytes());
+    for b in d.batches.values() {
+        // serde_json of these types is deterministic (ordered maps, Vecs).
+        buf.extend_from_slice(&serde_json::to_vec(b).unwrap_or_default());
     }
     Hash32::tagged("fedpeg/state/v1", &[&buf])
 }
@@ -641,18 +1099,19 @@ pub fn apply_block(
     let mut o = Overlay::new(state);
     let mut events = Vec::new();
     for (index, tx) in block.txs.iter().enumerate() {
-        apply_tx(&mut o, params, h.height, tx, sigs, &mut events).map_err(|error| {
-            BlockError::Tx {
+        apply_tx(&mut o, params, (h.height, h.time_ms), tx, sigs, &mut events).map_err(
+            |error| BlockError::Tx {
                 index,
                 txid: ids[index],
                 error,
-            }
-        })?;
+            },
+        )?;
     }
     for (index, f) in block.fed_txs.iter().enumerate() {
         apply_fed_tx(&mut o, params, h.height, f, &mut events)
             .map_err(|error| BlockError::FedTx { index, error })?;
     }
+    form_batch(&mut o, params, h.height, h.time_ms, &mut events);
     let root = state_root(state.state_root, h.height, &o.delta);
     if root != h.state_root {
         return Err(BlockError::StateRoot {
@@ -687,6 +1146,7 @@ pub fn build_block<'t>(
     sigs: &dyn SignatureCheck,
 ) -> BuiltBlock {
     let height = state.height + 1;
+    let time_ms = time_ms.max(state.tip_time_ms);
     let mut o = Overlay::new(state);
     let mut events = Vec::new();
     let mut txs = Vec::new();
@@ -697,7 +1157,7 @@ pub fn build_block<'t>(
         }
         let before = (o.account(&tx.sender), o.delta.fee_pool, o.delta.supply);
         let n_events = events.len();
-        match apply_tx(&mut o, params, height, tx, sigs, &mut events) {
+        match apply_tx(&mut o, params, (height, time_ms), tx, sigs, &mut events) {
             Ok(()) => txs.push(tx.clone()),
             Err(e) => {
                 // apply_tx writes only after every check passed: nothing to undo.
@@ -718,12 +1178,13 @@ pub fn build_block<'t>(
             fed_txs.push(f.clone());
         }
     }
+    form_batch(&mut o, params, height, time_ms, &mut events);
     let root = state_root(state.state_root, height, &o.delta);
     let header = Header {
         chain_id: params.chain_id,
         height,
         parent: state.tip,
-        time_ms: time_ms.max(state.tip_time_ms),
+        time_ms,
         proposer,
         tx_root: tx_root(&txs, &fed_txs),
         state_root: root,
@@ -764,6 +1225,27 @@ impl State {
         for (m, rate, at) in &outcome.delta.new_fee_votes {
             self.fee_votes.insert(*m, (*rate, *at));
         }
+        for (o, u) in &outcome.delta.new_utxos {
+            self.utxos.insert(*o, *u);
+        }
+        for o in &outcome.delta.spent_utxos {
+            self.utxos.remove(o);
+        }
+        for (id, b) in &outcome.delta.batches {
+            if b.confirmed.is_some() {
+                self.batches.remove(id);
+                for out in &b.outputs {
+                    self.withdrawals.remove(&out.withdrawal);
+                    self.withdrawal_batch.remove(&out.withdrawal);
+                }
+            } else {
+                for out in &b.outputs {
+                    self.withdrawal_batch.insert(out.withdrawal, *id);
+                }
+                self.batches.insert(*id, b.clone());
+            }
+        }
+        self.next_batch_id = outcome.delta.next_batch_id;
         self.height = header.height;
         self.tip = header.hash();
         self.tip_time_ms = header.time_ms;
@@ -787,11 +1269,74 @@ impl State {
         self.accounts.get(id).copied().unwrap_or_default()
     }
 
-    /// Σ balances + fee pool + Σ queued withdrawals (u128: cannot overflow).
+    /// Σ balances + fee pool + Σ unpaid withdrawals + Σ fees reserved by
+    /// unconfirmed batches (u128: cannot overflow).
     pub fn total_value(&self) -> u128 {
         let balances: u128 = self.accounts.values().map(|a| a.balance.0 as u128).sum();
         let queued: u128 = self.withdrawals.values().map(|w| w.amount.0 as u128).sum();
-        balances + self.fee_pool.0 as u128 + queued
+        let reserved: u128 = self
+            .batches
+            .values()
+            .map(|b| b.fee_reserved.0 as u128)
+            .sum();
+        balances + self.fee_pool.0 as u128 + queued + reserved
+    }
+
+    /// The federation's reserves against what it owes.
+    pub fn reserves(&self) -> Reserves {
+        let sum = |it: &mut dyn Iterator<Item = u64>| it.map(u128::from).sum::<u128>();
+        Reserves {
+            available: sum(&mut self.utxos.values().map(|u| u.amount.0)),
+            locked: sum(&mut self.batches.values().map(|b| b.input_total())),
+            pending_change: sum(&mut self.batches.values().map(|b| b.latest().change.0)),
+            supply: self.supply.0 as u128,
+            queued: sum(&mut self
+                .withdrawals
+                .values()
+                .filter(|w| !self.withdrawal_batch.contains_key(&w.id))
+                .map(|w| w.amount.0)),
+            in_batches: sum(&mut self
+                .withdrawals
+                .values()
+                .filter(|w| self.withdrawal_batch.contains_key(&w.id))
+                .map(|w| w.amount.0)),
+            fee_pool: self.fee_pool.0 as u128,
+        }
+    }
+}
+
+/// Federation reserves vs liabilities, in sats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reserves {
+    /// Confirmed federation UTXOs free to spend.
+    pub available: u128,
+    /// Confirmed UTXOs spent by batches not yet confirmed.
+    pub locked: u128,
+    /// Change those batches pay back (newest versions).
+    pub pending_change: u128,
+    /// Pegged BTC in circulation.
+    pub supply: u128,
+    /// Peg-outs burned but not yet in a batch.
+    pub queued: u128,
+    /// Peg-outs in batches not yet confirmed.
+    pub in_batches: u128,
+    pub fee_pool: u128,
+}
+
+impl Reserves {
+    /// Confirmed Bitcoin the federation holds.
+    pub fn confirmed(&self) -> u128 {
+        self.available + self.locked
+    }
+
+    /// What it owes: supply plus every unpaid peg-out.
+    pub fn liabilities(&self) -> u128 {
+        self.supply + self.queued + self.in_batches
+    }
+
+    /// True if the confirmed reserves cover every liability.
+    pub fn covered(&self) -> bool {
+        self.confirmed() >= self.liabilities()
     }
 }
 
@@ -817,6 +1362,9 @@ mod tests {
             members: vec![member_key().verifying_key()],
             pegin_spend_vbytes: 50,
             default_fee_rate: 10,
+            federation: crate::pegout::test_federation(),
+            pegout: Default::default(),
+            confirmations: 1,
         }
     }
     fn member_key() -> SigningKey {
@@ -921,7 +1469,8 @@ mod tests {
     fn insufficient_balance_zero_amount_low_fee_are_rejected() {
         let s = genesis(&[(0, 100)]);
         let p = params();
-        let e = |tx: Transaction| check_tx(&p, s.account(&tx.sender), &tx, &VerifyAll).unwrap_err();
+        let e =
+            |tx: Transaction| check_tx(&p, 10, s.account(&tx.sender), &tx, &VerifyAll).unwrap_err();
         assert_eq!(
             e(transfer(0, 1, 0, 100, 1)),
             TxError::InsufficientBalance {
@@ -954,7 +1503,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            check_tx(&params(), s.account(&id(0)), &tx, &VerifyAll),
+            check_tx(&params(), 10, s.account(&id(0)), &tx, &VerifyAll),
             Err(TxError::WrongChain { .. })
         ));
     }
@@ -995,22 +1544,39 @@ mod tests {
             params().chain_id,
             &key(0),
             0,
-            Sats(10),
+            Sats(1000),
             TxKind::PegOut {
                 bitcoin_address: addr.clone(),
                 amount: Sats(50_000),
             },
         );
+        // A fee below the quote is refused, nothing burned.
+        let cheap = Transaction::sign(
+            params().chain_id,
+            &key(0),
+            0,
+            Sats(999),
+            TxKind::PegOut {
+                bitcoin_address: addr.clone(),
+                amount: Sats(50_000),
+            },
+        );
+        assert_eq!(
+            check_tx(&params(), 10, s.account(&id(0)), &cheap, &VerifyAll).unwrap_err(),
+            TxError::PegOutFeeTooLow {
+                quote: Sats(1000),
+                got: Sats(999)
+            }
+        );
         let before = s.total_value();
         let b = commit_block(&mut s, &[tx]);
         assert!(b.rejected.is_empty(), "{:?}", b.rejected);
-        assert_eq!(
-            s.account(&id(0)).balance,
-            Sats(100_000 - 50_000 - 10 - 1000)
-        );
+        assert_eq!(s.account(&id(0)).balance, Sats(100_000 - 50_000 - 1000));
         assert_eq!(s.withdrawals.len(), 1);
         assert_eq!(s.withdrawals[&0].bitcoin_address, addr);
-        assert_eq!(s.fee_pool, Sats(1010));
+        // No federation UTXOs yet: queued, not batched.
+        assert!(s.batches.is_empty());
+        assert_eq!(s.fee_pool, Sats(1000));
         assert_eq!(s.total_value(), before);
     }
 
@@ -1027,7 +1593,7 @@ mod tests {
                 amount: Sats(50_000),
             },
         );
-        let e = check_tx(&params(), s.account(&id(0)), &tx, &VerifyAll).unwrap_err();
+        let e = check_tx(&params(), 10, s.account(&id(0)), &tx, &VerifyAll).unwrap_err();
         assert!(matches!(e, TxError::BitcoinAddress(_)), "{e}");
     }
 
@@ -1134,7 +1700,10 @@ mod tests {
         s.commit(&b.block.header, &b.outcome);
         assert_eq!(s.account(&id(1)).balance, Sats(10_000 - 500));
         assert_eq!(s.supply, Sats(10_000 - 500));
-        assert_eq!(s.total_value(), before + 9_500);
+        // The deposit's spend cost goes to the fee pool: value grows by the deposit.
+        assert_eq!(s.total_value(), before + 10_000);
+        assert_eq!(s.fee_pool, Sats(500));
+        assert_eq!(s.utxos.len(), 1);
         // Minting the same outpoint again makes a block invalid.
         let mut again = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
         again.fed_txs = vec![mint(0, 10_000, 1)];
@@ -1352,6 +1921,342 @@ mod tests {
                 // Resync expected nonces to state (rejected txs do not advance).
                 for i in 0..5u8 { nonces[i as usize] = s.account(&id(i)).nonce; }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pegout_tests {
+    use super::*;
+    use crate::pegout::{test_federation, test_peg_secrets};
+    use ed25519_dalek::SigningKey;
+    use fedpeg_peg::bitcoin;
+
+    fn member(i: u32) -> SigningKey {
+        SigningKey::from_bytes(&[100 + i as u8; 32])
+    }
+    fn user(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i + 1; 32])
+    }
+    fn uid(i: u8) -> AccountId {
+        AccountId(user(i).verifying_key().to_bytes())
+    }
+    fn params() -> LedgerParams {
+        LedgerParams {
+            chain_id: Hash32::tagged("pegout-test", &[]),
+            network: bitcoin::Network::Regtest,
+            min_tx_fee: Sats(1),
+            pegout_fee: Sats(1000),
+            max_block_txs: 1000,
+            members: (0..4).map(|i| member(i).verifying_key()).collect(),
+            pegin_spend_vbytes: 132,
+            default_fee_rate: 2,
+            federation: test_federation(),
+            pegout: Default::default(),
+            confirmations: 1,
+        }
+    }
+    fn fed(m: u32, kind: FedTxKind) -> FederationTx {
+        FederationTx::sign(params().chain_id, m, &member(m), kind)
+    }
+    fn address(i: u8) -> String {
+        bitcoin::Address::p2wpkh(
+            &bitcoin::CompressedPublicKey(
+                bitcoin::secp256k1::SecretKey::from_slice(&[i + 50; 32])
+                    .unwrap()
+                    .public_key(&bitcoin::secp256k1::Secp256k1::signing_only()),
+            ),
+            bitcoin::Network::Regtest,
+        )
+        .to_string()
+    }
+    fn pegout(from: u8, nonce: u64, amount: u64, fee: u64) -> Transaction {
+        Transaction::sign(
+            params().chain_id,
+            &user(from),
+            nonce,
+            Sats(fee),
+            TxKind::PegOut {
+                bitcoin_address: address(from),
+                amount: Sats(amount),
+            },
+        )
+    }
+    /// Applies a block of `txs` and `fed` (all must be valid), checks that a
+    /// re-application agrees, commits, and returns the events.
+    fn step(s: &mut State, txs: &[Transaction], fed: &[FederationTx], time: u64) -> Vec<Event> {
+        let p = params();
+        let b = build_block(s, &p, txs, fed, time, 0, &VerifyAll);
+        assert!(b.rejected.is_empty(), "{:?}", b.rejected);
+        assert_eq!(
+            b.block.fed_txs.len(),
+            fed.len(),
+            "a federation tx was left out"
+        );
+        let again = apply_block(s, &b.block, &p, &VerifyAll).unwrap();
+        assert_eq!(again.delta, b.outcome.delta);
+        let before = s.total_value();
+        s.commit(&b.block.header, &b.outcome);
+        // Reserves always cover supply + unpaid peg-outs, exactly accounted.
+        let r = s.reserves();
+        assert!(r.covered(), "{r:?}");
+        let _ = before;
+        assert_eq!(
+            r.confirmed(),
+            s.total_value(),
+            "reserves = balances + fee pool + unpaid + reserved fees: {r:?}"
+        );
+        b.outcome.events
+    }
+    fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
+        let mut f = vec![];
+        if !s.registered.contains(&uid(acct)) {
+            f.push(fed(
+                0,
+                FedTxKind::RegisterDepositAddress { account: uid(acct) },
+            ));
+        }
+        f.push(fed(
+            0,
+            FedTxKind::PegInMint {
+                outpoint: OutPoint {
+                    txid: [acct; 32],
+                    vout,
+                },
+                amount: Sats(amount),
+                account: uid(acct),
+                bitcoin_block: [1; 32],
+            },
+        ));
+        step(s, &[], &f, 1);
+    }
+    fn sign(s: &State, batch: u64, m: u32) -> FederationTx {
+        let b = &s.batches[&batch];
+        let v = b.versions.len() - 1;
+        let tx = b.unsigned_tx(&params().federation, v).unwrap();
+        let sigs = params()
+            .federation
+            .sign_batch(&tx, &b.batch_inputs(), &test_peg_secrets()[m as usize])
+            .unwrap();
+        fed(
+            m,
+            FedTxKind::PegOutSignatures {
+                batch,
+                version: v as u32,
+                signatures: sigs,
+            },
+        )
+    }
+
+    #[test]
+    fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
+        let p = params();
+        let mut s = State::default();
+        deposit(&mut s, 1, 0, 1_000_000);
+        deposit(&mut s, 2, 0, 300_000);
+        assert_eq!(s.utxos.len(), 2);
+        // Two peg-outs in one block: one batch, one input (the largest), change.
+        let ev = step(
+            &mut s,
+            &[pegout(1, 0, 100_000, 1000), pegout(2, 0, 50_000, 1000)],
+            &[],
+            5,
+        );
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            Event::PegOutBatch {
+                stage: BatchStage::Formed,
+                ..
+            }
+        )));
+        let b = s.batches[&0].clone();
+        assert_eq!(b.outputs.len(), 2);
+        assert_eq!(b.inputs.len(), 1);
+        assert_eq!(b.inputs[0].1.amount, Sats(1_000_000));
+        let v0 = b.latest().clone();
+        assert_eq!(b.input_total(), b.output_total() + v0.fee.0 + v0.change.0);
+        assert_eq!(s.utxos.len(), 1, "the input is locked");
+        let tx = b.unsigned_tx(&p.federation, 0).unwrap();
+        assert_eq!(tx.compute_txid().to_byte_array_helper(), v0.txid);
+
+        // Invalid signatures (member 1 signs with member 2's key) are refused.
+        let mut forged = sign(&s, 0, 2);
+        forged.member = 1;
+        forged.signature =
+            FederationTx::sign(p.chain_id, 1, &member(1), forged.kind.clone()).signature;
+        let blk = build_block(&s, &p, &[], &[forged], 6, 0, &VerifyAll);
+        assert!(blk.block.fed_txs.is_empty());
+        // Two signatures: not yet signed; the third completes it.
+        let sigs = [sign(&s, 0, 0), sign(&s, 0, 3)];
+        let ev = step(&mut s, &[], &sigs, 6);
+        assert!(!ev.iter().any(|e| matches!(
+            e,
+            Event::PegOutBatch {
+                stage: BatchStage::Signed,
+                ..
+            }
+        )));
+        let sigs = [sign(&s, 0, 1)];
+        let ev = step(&mut s, &[], &sigs, 7);
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            Event::PegOutBatch {
+                stage: BatchStage::Signed,
+                ..
+            }
+        )));
+        let signed: Vec<(usize, Vec<Vec<u8>>)> = s.batches[&0]
+            .latest()
+            .signatures
+            .iter()
+            .map(|(m, v)| (*m as usize, v.clone()))
+            .collect();
+        let full = p
+            .federation
+            .assemble_batch(&tx, &s.batches[&0].batch_inputs(), &signed)
+            .unwrap();
+        assert_eq!(full.compute_txid(), tx.compute_txid());
+
+        // Bump: f + 1 = 2 votes replace it at a higher rate, same inputs.
+        let bump = |m| {
+            fed(
+                m,
+                FedTxKind::PegOutBump {
+                    batch: 0,
+                    version: 0,
+                },
+            )
+        };
+        step(&mut s, &[], &[bump(0)], 8);
+        assert_eq!(s.batches[&0].versions.len(), 1);
+        let pool_before = s.fee_pool;
+        let ev = step(&mut s, &[], &[bump(3)], 9);
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            Event::PegOutBatch {
+                stage: BatchStage::Replaced { version: 1, .. },
+                ..
+            }
+        )));
+        let b = s.batches[&0].clone();
+        let v1 = b.latest().clone();
+        assert!(v1.fee_rate > v0.fee_rate);
+        assert!(v1.fee.0 >= v0.fee.0 + p.federation.batch_vbytes(1, 3, 31 * 2 + 43));
+        assert_eq!(s.fee_pool.0, pool_before.0 - (v1.fee.0 - v0.fee.0));
+        assert_ne!(v1.txid, v0.txid);
+        // Old-version signatures are now stale.
+        let stale = fed(
+            0,
+            FedTxKind::PegOutSignatures {
+                batch: 0,
+                version: 0,
+                signatures: vec![],
+            },
+        );
+        assert!(build_block(&s, &p, &[], &[stale], 10, 0, &VerifyAll)
+            .block
+            .fed_txs
+            .is_empty());
+
+        // The ORIGINAL version confirms: state follows it and refunds the bump.
+        let unknown = fed(
+            0,
+            FedTxKind::PegOutConfirmed {
+                batch: 0,
+                txid: [9; 32],
+                bitcoin_block: [2; 32],
+            },
+        );
+        assert!(build_block(&s, &p, &[], &[unknown], 10, 0, &VerifyAll)
+            .block
+            .fed_txs
+            .is_empty());
+        let pool_before = s.fee_pool;
+        let ev = step(
+            &mut s,
+            &[],
+            &[fed(
+                2,
+                FedTxKind::PegOutConfirmed {
+                    batch: 0,
+                    txid: v0.txid,
+                    bitcoin_block: [2; 32],
+                },
+            )],
+            10,
+        );
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            Event::PegOutBatch {
+                stage: BatchStage::Confirmed { version: 0 },
+                ..
+            }
+        )));
+        assert_eq!(s.fee_pool.0, pool_before.0 + (v1.fee.0 - v0.fee.0));
+        assert!(s.batches.is_empty());
+        assert!(s.withdrawals.is_empty());
+        assert!(s.withdrawal_batch.is_empty());
+        // Change of the confirmed version is spendable.
+        assert_eq!(
+            s.utxos
+                .get(&OutPoint {
+                    txid: v0.txid,
+                    vout: 2
+                })
+                .map(|u| u.amount),
+            Some(v0.change)
+        );
+        // A second confirmation of the same batch is refused.
+        let again = fed(
+            1,
+            FedTxKind::PegOutConfirmed {
+                batch: 0,
+                txid: v0.txid,
+                bitcoin_block: [2; 32],
+            },
+        );
+        assert!(build_block(&s, &p, &[], &[again], 11, 0, &VerifyAll)
+            .block
+            .fed_txs
+            .is_empty());
+    }
+
+    #[test]
+    fn queue_waits_for_the_interval_and_for_funds() {
+        let mut p = params();
+        p.pegout.batch_interval_ms = 1000;
+        let mut s = State::default();
+        // Fund account 1 with a deposit, then peg out more than... the
+        // federation holds after a second account pegs out first: no batch
+        // until a deposit covers it.
+        deposit(&mut s, 1, 0, 200_000);
+        let b = build_block(
+            &s,
+            &p,
+            &[pegout(1, 0, 150_000, 1000)],
+            &[],
+            100,
+            0,
+            &VerifyAll,
+        );
+        s.commit(&b.block.header, &b.outcome);
+        assert!(s.batches.is_empty(), "interval not over");
+        let b = build_block(&s, &p, &[], &[], 1099, 0, &VerifyAll);
+        s.commit(&b.block.header, &b.outcome);
+        assert!(s.batches.is_empty(), "interval not over");
+        let b = build_block(&s, &p, &[], &[], 1100, 0, &VerifyAll);
+        s.commit(&b.block.header, &b.outcome);
+        assert_eq!(s.batches.len(), 1);
+        assert!(s.reserves().covered());
+    }
+
+    trait TxidBytes {
+        fn to_byte_array_helper(&self) -> [u8; 32];
+    }
+    impl TxidBytes for bitcoin::Txid {
+        fn to_byte_array_helper(&self) -> [u8; 32] {
+            use bitcoin::hashes::Hash;
+            self.to_byte_array()
         }
     }
 }

@@ -80,9 +80,10 @@ impl Mempool {
         tx: &Transaction,
         finalized: Account,
         params: &LedgerParams,
+        fee_rate: u64,
     ) -> Result<(), TxError> {
         let view = self.effective_account(finalized, &tx.sender);
-        check_tx(params, view, tx, &Verified).map(|_| ())
+        check_tx(params, fee_rate, view, tx, &Verified).map(|_| ())
     }
 
     /// A pooled transaction.
@@ -110,6 +111,7 @@ impl Mempool {
         tx: Transaction,
         finalized: Account,
         params: &LedgerParams,
+        fee_rate: u64,
     ) -> Result<TxId, AdmitError> {
         let id = tx.id();
         if let Some((pooled, _)) = self.txs.get(&id) {
@@ -121,7 +123,7 @@ impl Mempool {
             return Err(AdmitError::Full(self.max));
         }
         let view = self.effective_account(finalized, &tx.sender);
-        let debit = check_tx(params, view, &tx, &Verified)?;
+        let debit = check_tx(params, fee_rate, view, &tx, &Verified)?;
         let p = self.accounts.entry(tx.sender).or_default();
         p.by_nonce.insert(tx.nonce, id);
         // debit <= view.balance <= finalized balance, so the sum fits.
@@ -149,6 +151,7 @@ impl Mempool {
         state: &State,
         params: &LedgerParams,
     ) {
+        let fee_rate = state.fee_rate(params.default_fee_rate);
         let mut touched: Vec<AccountId> = Vec::new();
         for tx in included {
             let id = tx.id();
@@ -172,7 +175,7 @@ impl Mempool {
                 let Some((tx, _)) = self.txs.get(&id).cloned() else {
                     continue;
                 };
-                match check_tx(params, view, &tx, &Verified) {
+                match check_tx(params, fee_rate, view, &tx, &Verified) {
                     Ok(debit) => {
                         view.balance = view.balance.checked_sub(debit).unwrap_or(Sats::ZERO);
                         view.nonce += 1;
@@ -223,6 +226,9 @@ mod tests {
             members: vec![],
             pegin_spend_vbytes: 0,
             default_fee_rate: 1,
+            federation: crate::pegout::test_federation(),
+            pegout: Default::default(),
+            confirmations: 1,
         }
     }
     fn key(i: u8) -> SigningKey {
@@ -260,17 +266,21 @@ mod tests {
     fn admission_counts_pooled_nonces_and_spend() {
         let s = state(100);
         let mut m = Mempool::new(10);
-        m.admit(tx(0, 40), s.account(&id(0)), &params()).unwrap();
-        m.admit(tx(1, 40), s.account(&id(0)), &params()).unwrap();
+        m.admit(tx(0, 40), s.account(&id(0)), &params(), 10)
+            .unwrap();
+        m.admit(tx(1, 40), s.account(&id(0)), &params(), 10)
+            .unwrap();
         // Third would need 41 but only 18 remain.
         let e = m
-            .admit(tx(2, 40), s.account(&id(0)), &params())
+            .admit(tx(2, 40), s.account(&id(0)), &params(), 10)
             .unwrap_err();
         assert!(
             matches!(e, AdmitError::Tx(TxError::InsufficientBalance { .. })),
             "{e}"
         );
-        let e = m.admit(tx(3, 1), s.account(&id(0)), &params()).unwrap_err();
+        let e = m
+            .admit(tx(3, 1), s.account(&id(0)), &params(), 10)
+            .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -282,7 +292,8 @@ mod tests {
             "{e}"
         );
         // Resubmitting a pooled transaction is idempotent.
-        m.admit(tx(0, 40), s.account(&id(0)), &params()).unwrap();
+        m.admit(tx(0, 40), s.account(&id(0)), &params(), 10)
+            .unwrap();
         assert_eq!(m.len(), 2);
     }
 
@@ -290,9 +301,9 @@ mod tests {
     fn full_mempool_refuses() {
         let s = state(100);
         let mut m = Mempool::new(1);
-        m.admit(tx(0, 1), s.account(&id(0)), &params()).unwrap();
+        m.admit(tx(0, 1), s.account(&id(0)), &params(), 10).unwrap();
         assert!(matches!(
-            m.admit(tx(1, 1), s.account(&id(0)), &params()),
+            m.admit(tx(1, 1), s.account(&id(0)), &params(), 10),
             Err(AdmitError::Full(1))
         ));
     }
@@ -302,7 +313,8 @@ mod tests {
         let mut s = state(100);
         let mut m = Mempool::new(10);
         for n in 0..3 {
-            m.admit(tx(n, 10), s.account(&id(0)), &params()).unwrap();
+            m.admit(tx(n, 10), s.account(&id(0)), &params(), 10)
+                .unwrap();
         }
         let cands = m.candidates(2);
         let b = build_block(

@@ -105,6 +105,52 @@ pub fn render(s: &Sources) -> String {
         "Burned, not yet paid peg-outs.",
         queued,
     );
+    let (reserves, batches, next_batch) = s
+        .chain
+        .with_state(|st| (st.reserves(), st.batches.len() as u64, st.next_batch_id));
+    let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+    metric(
+        &mut o,
+        "fedpeg_reserves_confirmed_sats",
+        "gauge",
+        "Confirmed federation UTXOs on Bitcoin (free + locked in unconfirmed batches).",
+        clamp(reserves.confirmed()),
+    );
+    metric(
+        &mut o,
+        "fedpeg_reserves_pending_change_sats",
+        "gauge",
+        "Change that unconfirmed peg-out batches return.",
+        clamp(reserves.pending_change),
+    );
+    metric(
+        &mut o,
+        "fedpeg_liabilities_sats",
+        "gauge",
+        "Supply plus every unpaid peg-out.",
+        clamp(reserves.liabilities()),
+    );
+    metric(
+        &mut o,
+        "fedpeg_reserves_covered",
+        "gauge",
+        "1 if confirmed reserves cover supply and unpaid peg-outs.",
+        reserves.covered().into(),
+    );
+    metric(
+        &mut o,
+        "fedpeg_pegout_batches_unconfirmed",
+        "gauge",
+        "Peg-out batches waiting for Bitcoin confirmation.",
+        batches,
+    );
+    metric(
+        &mut o,
+        "fedpeg_pegout_batches_total",
+        "counter",
+        "Peg-out batches formed.",
+        next_batch,
+    );
     metric(
         &mut o,
         "fedpeg_pegins_minted_total",

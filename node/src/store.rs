@@ -4,7 +4,10 @@
 //! (hash → height), `tx_index` (txid → height ‖ index), `accounts` (id →
 //! balance ‖ nonce), `withdrawals` (id → withdrawal), `registered` (account
 //! → height its deposit address was registered), `minted` (outpoint →
-//! account ‖ credited ‖ height), `meta` (chain id, tip).
+//! account ‖ credited ‖ height), `fee_votes`, `utxos` (outpoint → federation
+//! UTXO, JSON), `batches` (id → peg-out batch, JSON, kept after
+//! confirmation), `paid` (withdrawal id → withdrawal paid by a confirmed
+//! batch), `meta` (chain id, tip).
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
@@ -25,7 +28,13 @@ const CF_META: &str = "meta";
 const CF_REGISTERED: &str = "registered";
 const CF_MINTED: &str = "minted";
 const CF_FEE_VOTES: &str = "fee_votes";
-const ALL_CFS: [&str; 9] = [
+const CF_UTXOS: &str = "utxos";
+const CF_BATCHES: &str = "batches";
+const CF_PAID: &str = "paid";
+const ALL_CFS: [&str; 12] = [
+    CF_UTXOS,
+    CF_BATCHES,
+    CF_PAID,
     CF_BLOCKS,
     CF_BLOCK_INDEX,
     CF_TX_INDEX,
@@ -92,8 +101,28 @@ fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
     v.extend_from_slice(&w.amount.0.to_be_bytes());
     v.extend_from_slice(&w.height.to_be_bytes());
     v.extend_from_slice(&w.txid.0);
+    v.extend_from_slice(&w.time_ms.to_be_bytes());
     v.extend_from_slice(w.bitcoin_address.as_bytes());
     v
+}
+
+fn outpoint_key(o: &crate::fedtx::OutPoint) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&o.txid);
+    k[32..].copy_from_slice(&o.vout.to_be_bytes());
+    k
+}
+
+fn outpoint_at(k: &[u8]) -> Result<crate::fedtx::OutPoint, StoreError> {
+    let vout = k
+        .get(32..36)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| corrupt("short outpoint"))?;
+    Ok(crate::fedtx::OutPoint {
+        txid: hash_at(k, 0)?.0,
+        vout,
+    })
 }
 
 fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
@@ -104,7 +133,8 @@ fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
         amount: Sats(u64_at(v, 32)?),
         height: u64_at(v, 40)?,
         txid: hash_at(v, 48)?,
-        bitcoin_address: String::from_utf8(v[80..].to_vec())
+        time_ms: u64_at(v, 80)?,
+        bitcoin_address: String::from_utf8(v[88..].to_vec())
             .map_err(|_| corrupt("withdrawal address is not UTF-8"))?,
     })
 }
@@ -119,6 +149,7 @@ fn encode_tip(s: &State) -> Vec<u8> {
     v.extend_from_slice(&s.fee_pool.0.to_be_bytes());
     v.extend_from_slice(&s.supply.0.to_be_bytes());
     v.extend_from_slice(&s.next_withdrawal_id.to_be_bytes());
+    v.extend_from_slice(&s.next_batch_id.to_be_bytes());
     v
 }
 
@@ -187,8 +218,28 @@ impl Store {
             fee_pool: Sats(u64_at(&tip, 80)?),
             supply: Sats(u64_at(&tip, 88)?),
             next_withdrawal_id: u64_at(&tip, 96)?,
+            next_batch_id: u64_at(&tip, 104)?,
             ..State::default()
         };
+        for item in self.db.iterator_cf(self.cf(CF_UTXOS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let u = serde_json::from_slice(&v).map_err(|e| corrupt(format!("utxo: {e}")))?;
+            s.utxos.insert(outpoint_at(&k)?, u);
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            let b: crate::pegout::Batch =
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("batch: {e}")))?;
+            if b.confirmed.is_none() {
+                for o in &b.outputs {
+                    s.withdrawal_batch.insert(o.withdrawal, b.id);
+                }
+                s.batches.insert(b.id, b);
+            }
+        }
         for item in self
             .db
             .iterator_cf(self.cf(CF_ACCOUNTS)?, IteratorMode::Start)
@@ -304,6 +355,29 @@ impl Store {
             v.extend_from_slice(&amount.0.to_be_bytes());
             batch.put_cf(minted, k, v);
         }
+        let utxos = self.cf(CF_UTXOS)?;
+        for (o, u) in &outcome.delta.new_utxos {
+            let v = serde_json::to_vec(u).map_err(|e| corrupt(e.to_string()))?;
+            batch.put_cf(utxos, outpoint_key(o), v);
+        }
+        for o in &outcome.delta.spent_utxos {
+            batch.delete_cf(utxos, outpoint_key(o));
+        }
+        let batches = self.cf(CF_BATCHES)?;
+        let paid = self.cf(CF_PAID)?;
+        for (id, b) in &outcome.delta.batches {
+            let v = serde_json::to_vec(b).map_err(|e| corrupt(e.to_string()))?;
+            batch.put_cf(batches, id.to_be_bytes(), v);
+            if b.confirmed.is_some() {
+                for o in &b.outputs {
+                    let key = o.withdrawal.to_be_bytes();
+                    if let Some(w) = self.db.get_cf(wd, key)? {
+                        batch.put_cf(paid, key, w);
+                    }
+                    batch.delete_cf(wd, key);
+                }
+            }
+        }
         let reg = self.cf(CF_REGISTERED)?;
         for a in &outcome.delta.new_registrations {
             batch.put_cf(reg, a.0, h.height.to_be_bytes());
@@ -331,6 +405,61 @@ impl Store {
     }
 
     /// Where a finalized transaction is.
+    /// A peg-out batch by id (confirmed ones too).
+    pub fn batch(&self, id: u64) -> Result<Option<crate::pegout::Batch>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BATCHES)?, id.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(format!("batch: {e}"))),
+        }
+    }
+
+    /// The newest `limit` batches, newest first.
+    pub fn recent_batches(&self, limit: usize) -> Result<Vec<crate::pegout::Batch>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::End) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt(format!("batch: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    /// The batch that paid withdrawal `id` (scans batches, newest first).
+    pub fn batch_paying(&self, id: u64) -> Result<Option<u64>, StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::End) {
+            let (_, v) = item?;
+            let b: crate::pegout::Batch =
+                serde_json::from_slice(&v).map_err(|e| corrupt(format!("batch: {e}")))?;
+            if b.confirmed.is_some() && b.outputs.iter().any(|o| o.withdrawal == id) {
+                return Ok(Some(b.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A paid withdrawal by the sidechain txid of its PegOut (scan).
+    pub fn paid_withdrawal_by_txid(&self, txid: &Hash32) -> Result<Option<Withdrawal>, StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_PAID)?, IteratorMode::End) {
+            let (k, v) = item?;
+            if v.get(48..80) == Some(&txid.0[..]) {
+                return decode_withdrawal(u64_at(&k, 0)?, &v).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A withdrawal already paid by a confirmed batch.
+    pub fn paid_withdrawal(&self, id: u64) -> Result<Option<Withdrawal>, StoreError> {
+        match self.db.get_cf(self.cf(CF_PAID)?, id.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_withdrawal(id, &v).map(Some),
+        }
+    }
+
     pub fn tx_location(&self, txid: &Hash32) -> Result<Option<TxLocation>, StoreError> {
         match self.db.get_cf(self.cf(CF_TX_INDEX)?, txid.0)? {
             None => Ok(None),

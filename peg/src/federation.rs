@@ -152,7 +152,7 @@ fn small_int_push_len(k: usize) -> u64 {
 }
 
 /// Bytes of Bitcoin's compact-size encoding of `n`.
-fn compact_size_len(n: u64) -> u64 {
+pub(crate) fn compact_size_len(n: u64) -> u64 {
     match n {
         0..=0xfc => 1,
         0xfd..=0xffff => 3,

@@ -9,14 +9,16 @@
 //! [`chain::BitcoinChain`] trait), finds deposits in blocks, and implements
 //! the trait over bitcoind's JSON-RPC; that implementation is the crate's
 //! only I/O, everything else is pure. With the `testkit` feature,
-//! [`testkit`] runs a throw-away `bitcoind -regtest` for tests. Later issues
-//! add deposit verification and deterministic peg-out batches.
+//! [`testkit`] runs a throw-away `bitcoind -regtest` for tests.
+//! [`pegout`] builds, sizes, signs, verifies and assembles peg-out batch
+//! transactions.
 
 pub mod address;
 pub mod chain;
 pub mod deposit;
 pub mod descriptor;
 pub mod federation;
+pub mod pegout;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -85,6 +85,30 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
     },
+    /// Peg out: burn pegged BTC and have the federation pay a Bitcoin
+    /// address. Shows the fee first, then waits until the burn is final
+    /// (with --wait, until the Bitcoin transaction is confirmed).
+    Pegout {
+        /// Bitcoin address to pay.
+        #[arg(long)]
+        to: String,
+        /// Amount in sats the address receives.
+        #[arg(long)]
+        amount: u64,
+        /// Follow the peg-out to its Bitcoin confirmation.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// Show where a peg-out is (by sidechain txid or withdrawal id).
+    PegoutStatus {
+        /// Sidechain txid of the PegOut, or a withdrawal id.
+        id: String,
+    },
+    /// Show the federation's Bitcoin reserves against pegged supply.
+    Reserves,
     /// Show the Bitcoin deposit address of an account (default: the wallet's)
     /// and wait until every member watches it.
     Pegin {
@@ -439,6 +463,65 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        Command::Pegout {
+            to,
+            amount,
+            wait,
+            timeout_secs,
+        } => pegout(cli, to, *amount, *wait, *timeout_secs).await?,
+        Command::PegoutStatus { id } => {
+            let c = Client::connect(&cli.node).await?;
+            let selector = match id.parse::<u64>() {
+                Ok(n) if id.len() < 20 => pb::get_peg_out_request::Selector::WithdrawalId(n),
+                _ => pb::get_peg_out_request::Selector::Txid(id.clone()),
+            };
+            let p = c
+                .wallet()
+                .get_peg_out(pb::GetPegOutRequest {
+                    selector: Some(selector),
+                })
+                .await
+                .map_err(|s| status_error("peg-out", s))?
+                .into_inner()
+                .peg_out
+                .context("node sent no peg-out")?;
+            print_pegout(cli, &p);
+        }
+        Command::Reserves => {
+            let c = Client::connect(&cli.node).await?;
+            let r = c
+                .wallet()
+                .get_reserves(pb::GetReservesRequest {})
+                .await
+                .map_err(|s| status_error("reserves", s))?
+                .into_inner();
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"height": r.height, "available": r.available, "locked": r.locked, "pending_change": r.pending_change, "supply": r.supply, "queued": r.queued, "in_batches": r.in_batches, "fee_pool": r.fee_pool, "covered": r.covered, "utxos": r.utxos.len()})
+                );
+            } else {
+                println!("at height {}", r.height);
+                println!("reserves  {} sats confirmed ({} free, {} locked in unconfirmed batches; {} change pending)", r.available + r.locked, r.available, r.locked, r.pending_change);
+                println!(
+                    "owed      {} sats ({} supply, {} queued peg-outs, {} in batches)",
+                    r.supply + r.queued + r.in_batches,
+                    r.supply,
+                    r.queued,
+                    r.in_batches
+                );
+                println!("fee pool  {} sats", r.fee_pool);
+                println!("covered   {}", if r.covered { "yes" } else { "NO" });
+                for u in &r.utxos {
+                    let lock = if u.locked_by_batch > 0 {
+                        format!(" (locked by batch {})", u.locked_by_batch)
+                    } else {
+                        String::new()
+                    };
+                    println!("  {} {} sats {}{}", u.outpoint, u.amount, u.kind, lock);
+                }
+            }
+        }
         Command::Pegin {
             account,
             timeout_secs,
@@ -582,4 +665,155 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn pegout_state_name(s: i32) -> &'static str {
+    match pb::PegOutState::try_from(s).unwrap_or(pb::PegOutState::Unspecified) {
+        pb::PegOutState::Queued => "QUEUED",
+        pb::PegOutState::Signing => "SIGNING",
+        pb::PegOutState::Broadcast => "BROADCAST",
+        pb::PegOutState::Confirmed => "CONFIRMED",
+        pb::PegOutState::Unspecified => "UNKNOWN",
+    }
+}
+
+fn print_pegout(cli: &Cli, p: &pb::PegOutInfo) {
+    let state = pegout_state_name(p.state);
+    if cli.json {
+        println!(
+            "{}",
+            json!({"withdrawal_id": p.withdrawal_id, "txid": p.txid, "state": state, "amount": p.amount, "bitcoin_address": p.bitcoin_address, "batch": p.batch, "bitcoin_txid": p.bitcoin_txid, "vout": p.vout, "signatures": p.signatures, "signatures_required": p.signatures_required, "confirmations": p.confirmations, "confirmations_required": p.confirmations_required, "eta_seconds": p.eta_seconds, "fee_rate_sat_vb": p.fee_rate_sat_vb})
+        );
+        return;
+    }
+    let detail = match state {
+        "QUEUED" => "waiting for a batch".to_string(),
+        "SIGNING" => format!(
+            "batch {} ({}), signatures {} of {}",
+            p.batch, p.bitcoin_txid, p.signatures, p.signatures_required
+        ),
+        "BROADCAST" => format!(
+            "bitcoin tx {}:{} at {} sat/vB, confirmations {} of {}, about {} min left",
+            p.bitcoin_txid,
+            p.vout,
+            p.fee_rate_sat_vb,
+            p.confirmations,
+            p.confirmations_required,
+            p.eta_seconds.div_ceil(60)
+        ),
+        "CONFIRMED" => format!("paid by bitcoin tx {}:{}", p.bitcoin_txid, p.vout),
+        _ => String::new(),
+    };
+    println!(
+        "peg-out {} of {} sats to {}: {state} {detail}",
+        p.withdrawal_id, p.amount, p.bitcoin_address
+    );
+}
+
+async fn pegout(
+    cli: &Cli,
+    to: &str,
+    amount: u64,
+    wait: bool,
+    timeout_secs: u64,
+) -> anyhow::Result<()> {
+    let c = Client::connect(&cli.node).await?;
+    let key = load_wallet_key(&cli.key)?;
+    let st = c.status().await?;
+    let hrp = hrp_for(parse_network(&st.network)?);
+    let chain_id = Hash32::from_hex(&st.chain_id).map_err(anyhow::Error::msg)?;
+    let me = AccountId(key.verifying_key().to_bytes()).to_address(hrp);
+    let quote = c
+        .wallet()
+        .estimate_peg_out_fee(pb::EstimatePegOutFeeRequest {
+            bitcoin_address: to.to_string(),
+        })
+        .await
+        .map_err(|s| status_error("peg-out fee", s))?
+        .into_inner();
+    if !cli.json {
+        println!(
+            "peg-out of {amount} sats to {to} ({}): fee {} sats at {} sat/vB; {} sats leave your balance",
+            quote.address_type,
+            quote.fee,
+            quote.fee_rate_sat_vb,
+            amount.saturating_add(quote.fee)
+        );
+    }
+    let nonce = c
+        .wallet()
+        .get_account(pb::GetAccountRequest { address: me })
+        .await
+        .map_err(|s| status_error("account", s))?
+        .into_inner()
+        .next_nonce;
+    let tx = Transaction::sign(
+        chain_id,
+        &key,
+        nonce,
+        Sats(quote.fee),
+        TxKind::PegOut {
+            bitcoin_address: to.to_string(),
+            amount: Sats(amount),
+        },
+    );
+    let started = Instant::now();
+    let txid = c
+        .wallet()
+        .submit_transaction(pb::SubmitTransactionRequest {
+            transaction: tx.encode(),
+        })
+        .await
+        .map_err(|s| status_error("peg-out", s))?
+        .into_inner()
+        .txid;
+    if !cli.json {
+        println!("burn submitted: {txid}");
+    }
+    let deadline = started + Duration::from_secs(timeout_secs);
+    let mut last = String::new();
+    loop {
+        let r = c
+            .wallet()
+            .get_peg_out(pb::GetPegOutRequest {
+                selector: Some(pb::get_peg_out_request::Selector::Txid(txid.clone())),
+            })
+            .await;
+        match r {
+            Ok(r) => {
+                let p = r.into_inner().peg_out.context("node sent no peg-out")?;
+                let line = format!(
+                    "{}/{}/{}/{}",
+                    p.state, p.signatures, p.confirmations, p.batch_version
+                );
+                if line != last {
+                    last = line;
+                    print_pegout(cli, &p);
+                }
+                let done = if wait {
+                    p.state == pb::PegOutState::Confirmed as i32
+                } else {
+                    true
+                };
+                if done {
+                    return Ok(());
+                }
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                // Not final yet: is it still pooled?
+                let t = c
+                    .explorer()
+                    .get_transaction(pb::GetTransactionRequest { txid: txid.clone() })
+                    .await;
+                if matches!(&t, Err(s) if s.code() == tonic::Code::NotFound) {
+                    bail!("peg-out {txid} was dropped before it was included (fee quote changed, or balance/nonce); run the command again");
+                }
+            }
+            Err(s) => return Err(status_error("peg-out status", s)),
+        }
+        if Instant::now() > deadline {
+            bail!("peg-out {txid} not done after {timeout_secs} s; check with `fedpeg pegout-status {txid}`");
+        }
+        tokio::time::sleep(Duration::from_millis(if wait { 1000 } else { 50 })).await;
+    }
 }

@@ -66,6 +66,16 @@ enum Command {
         /// Minimum transaction fee in sats.
         #[arg(long, default_value_t = 1)]
         min_tx_fee: u64,
+        /// Peg-outs wait this long (block time) to be batched with others, ms.
+        #[arg(long, default_value_t = 0)]
+        pegout_batch_interval_ms: u64,
+        /// Most peg-outs in one Bitcoin transaction.
+        #[arg(long, default_value_t = 250)]
+        pegout_max_outputs: u32,
+        /// Bitcoin blocks a batch may stay unconfirmed before it is replaced
+        /// at a higher fee (RBF).
+        #[arg(long, default_value_t = 3)]
+        pegout_bump_after_blocks: u32,
         /// Where to write genesis.json.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -170,6 +180,9 @@ fn main() -> anyhow::Result<()> {
             chain_name,
             dev_balances,
             min_tx_fee,
+            pegout_batch_interval_ms,
+            pegout_max_outputs,
+            pegout_bump_after_blocks,
             out,
         } => {
             let mut infos = Vec::new();
@@ -211,6 +224,12 @@ fn main() -> anyhow::Result<()> {
                     ..FeeParams::default()
                 },
                 dev_balances: devs,
+                pegout: fedpeg_node::pegout::PegOutParams {
+                    batch_interval_ms: pegout_batch_interval_ms,
+                    max_outputs: pegout_max_outputs,
+                    bump_after_blocks: pegout_bump_after_blocks,
+                    ..Default::default()
+                },
             };
             let spec = g.validate()?;
             std::fs::write(&out, serde_json::to_string_pretty(&spec.genesis)? + "\n")

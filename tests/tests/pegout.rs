@@ -1,0 +1,514 @@
+//! Peg-out with a real `bitcoind -regtest` and four real member processes
+//! (3-of-4): burns become batched Bitcoin transactions, threshold-signed,
+//! broadcast, confirmed, and fee-bumped when stuck. After every step the
+//! reserves must cover supply plus unpaid peg-outs.
+
+use ed25519_dalek::SigningKey;
+use fedpeg_node::account::AccountId;
+use fedpeg_node::amount::Sats;
+use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Amount, Network, ScriptBuf};
+use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
+use fedpeg_proto::v1 as pb;
+use fedpeg_tests::{Federation, FAUCET_SATS};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+type Wallet = pb::wallet_service_client::WalletServiceClient<Channel>;
+
+fn wallet(ch: &Channel) -> Wallet {
+    Wallet::new(ch.clone())
+}
+
+/// Reserves cover supply + queued + in-batch peg-outs. The faucet's genesis
+/// dev balance (regtest only) is the one thing no Bitcoin backs.
+async fn check_reserves(ch: &Channel, fed: &Federation) -> pb::GetReservesResponse {
+    let r = wallet(ch)
+        .get_reserves(pb::GetReservesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let backed_supply = r.supply.saturating_sub(FAUCET_SATS);
+    assert!(
+        r.available + r.locked >= backed_supply + r.queued + r.in_batches,
+        "reserves do not cover supply + peg-outs: {r:?}\n{}",
+        fed.logs()
+    );
+    r
+}
+
+struct Setup {
+    btc: Bitcoind,
+    fed: Federation,
+    chans: Vec<Channel>,
+    chain_id: fedpeg_node::hash::Hash32,
+}
+
+async fn setup(genesis: &[&str], bad_signer: Option<usize>) -> Setup {
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
+    let member_args: Vec<String> = vec![
+        "--bitcoin-rpc-url".into(),
+        btc.rpc_url(),
+        "--bitcoin-rpc-user".into(),
+        RPC_USER.into(),
+        "--bitcoin-rpc-password".into(),
+        RPC_PASSWORD.into(),
+        "--bitcoin-fee-rate".into(),
+        "10".into(),
+    ];
+    let mut g: Vec<String> = vec!["--pegin-confirmations".into(), "2".into()];
+    g.extend(genesis.iter().map(|s| s.to_string()));
+    let mut fed = Federation::start_with(4, false, 500, &g, &member_args).unwrap();
+    if let Some(i) = bad_signer {
+        let m = &mut fed.members[i];
+        m.kill();
+        m.extra_env
+            .push(("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS".into(), "1".into()));
+        m.spawn().unwrap();
+    }
+    let mut chans = Vec::new();
+    for m in &fed.members {
+        chans.push(m.connect().await.unwrap());
+    }
+    let chain_id = fedpeg_tests::chain_id(&chans[0]).await.unwrap();
+    Setup {
+        btc,
+        fed,
+        chans,
+        chain_id,
+    }
+}
+
+impl Setup {
+    /// Pegs in `deposits` separate outputs of `sats` to `key`'s account.
+    async fn fund(&self, key: &SigningKey, deposits: usize, sats: u64) {
+        let a = AccountId(key.verifying_key().to_bytes());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            match wallet(&self.chans[0])
+                .get_peg_in_address(pb::GetPegInAddressRequest {
+                    address: a.to_address("fprt"),
+                })
+                .await
+            {
+                Ok(r) if r.get_ref().registered => break r.into_inner().deposit_address,
+                Ok(_) => {}
+                Err(e) if e.code() == tonic::Code::Unavailable => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no registration\n{}",
+                self.fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let addr = addr
+            .parse::<Address<NetworkUnchecked>>()
+            .unwrap()
+            .require_network(Network::Regtest)
+            .unwrap();
+        let before = self.balance(&a).await;
+        for _ in 0..deposits {
+            self.btc.send_to(&addr, sats).unwrap();
+        }
+        self.btc.mine(2).unwrap();
+        // Each deposit is credited minus its spend cost (132 vB at 10 sat/vB).
+        let want = before + deposits as u64 * (sats - 1320);
+        loop {
+            if self.balance(&a).await == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deposits not minted\n{}",
+                self.fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        check_reserves(&self.chans[0], &self.fed).await;
+    }
+
+    async fn balance(&self, a: &AccountId) -> u64 {
+        wallet(&self.chans[0])
+            .get_account(pb::GetAccountRequest {
+                address: a.to_address("fprt"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .balance
+    }
+
+    /// Signs and submits a peg-out with the quoted fee; returns its txid.
+    async fn pegout(&self, key: &SigningKey, nonce: u64, to: &str, amount: u64) -> String {
+        let quote = wallet(&self.chans[0])
+            .estimate_peg_out_fee(pb::EstimatePegOutFeeRequest {
+                bitcoin_address: to.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let tx = Transaction::sign(
+            self.chain_id,
+            key,
+            nonce,
+            Sats(quote.fee),
+            TxKind::PegOut {
+                bitcoin_address: to.into(),
+                amount: Sats(amount),
+            },
+        );
+        wallet(&self.chans[0])
+            .submit_transaction(pb::SubmitTransactionRequest {
+                transaction: tx.encode(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .txid
+    }
+
+    async fn status(&self, txid: &str) -> Option<pb::PegOutInfo> {
+        match wallet(&self.chans[0])
+            .get_peg_out(pb::GetPegOutRequest {
+                selector: Some(pb::get_peg_out_request::Selector::Txid(txid.into())),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().peg_out,
+            Err(e) if e.code() == tonic::Code::NotFound => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Waits until the peg-out reaches `state` (or later); returns its info.
+    async fn wait_state(&self, txid: &str, state: pb::PegOutState, secs: u64) -> pb::PegOutInfo {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(p) = self.status(txid).await {
+                if p.state >= state as i32 {
+                    return p;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peg-out {txid} not {state:?}: {:?}\n{}",
+                self.status(txid).await,
+                self.fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The Bitcoin transaction `txid` as bitcoind decodes it, once bitcoind
+    /// has it (mempool or block).
+    async fn bitcoin_tx(&self, txid: &str) -> Value {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(v) = self
+                .btc
+                .rpc::<Value>("getrawtransaction", &[json!(txid), json!(true)])
+            {
+                return v;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{txid} never reached bitcoind\n{}",
+                self.fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// One address of each type the peg pays, from bitcoind's wallet (P2WSH
+/// made from a script: wallets do not hand those out).
+fn addresses(btc: &Bitcoind, n: usize) -> Vec<String> {
+    let kinds = ["legacy", "p2sh-segwit", "bech32", "bech32m"];
+    (0..n)
+        .map(|i| {
+            if i % 5 == 4 {
+                Address::p2wsh(
+                    &ScriptBuf::from_bytes(vec![0x51, 0x01, i as u8, 0x75]),
+                    Network::Regtest,
+                )
+                .to_string()
+            } else {
+                btc.wallet_rpc::<String>("getnewaddress", &[json!(""), json!(kinds[i % 5])])
+                    .unwrap()
+            }
+        })
+        .collect()
+}
+
+fn user(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_pegouts_of_every_address_type_are_paid_by_one_transaction() {
+    let s = setup(&["--pegout-batch-interval-ms", "4000"], None).await;
+    let alice = user(7);
+    s.fund(&alice, 1, 10_000_000).await;
+    let to = addresses(&s.btc, 50);
+    let mut txids = Vec::new();
+    for (i, a) in to.iter().enumerate() {
+        txids.push(s.pegout(&alice, i as u64, a, 10_000 + i as u64).await);
+    }
+    // All queued within the interval: one batch, signed and broadcast.
+    let mut batch = None;
+    for t in &txids {
+        let p = s.wait_state(t, pb::PegOutState::Broadcast, 60).await;
+        assert!(
+            batch.is_none() || batch == Some(p.batch),
+            "peg-outs split over batches"
+        );
+        batch = Some(p.batch);
+        assert_eq!(p.signatures_required, 3);
+        assert!(p.signatures >= 3);
+    }
+    let r = check_reserves(&s.chans[0], &s.fed).await;
+    assert_eq!(r.in_batches, (0..50).map(|i| 10_000 + i).sum::<u64>());
+    let p = s.status(&txids[0]).await.unwrap();
+    let tx = s.bitcoin_tx(&p.bitcoin_txid).await;
+    let vouts = tx["vout"].as_array().unwrap();
+    assert_eq!(vouts.len(), 51, "50 peg-outs + change");
+    for (i, t) in txids.iter().enumerate() {
+        let p = s.status(t).await.unwrap();
+        let out = &vouts[p.vout as usize];
+        assert_eq!(
+            out["scriptPubKey"]["address"].as_str(),
+            Some(to[i].as_str())
+        );
+        assert_eq!(
+            Amount::from_btc(out["value"].as_f64().unwrap())
+                .unwrap()
+                .to_sat(),
+            10_000 + i as u64
+        );
+    }
+    let vsize = tx["vsize"].as_u64().unwrap();
+    println!(
+        "batch of 50 (3-of-4, mixed address types): {vsize} vB, {:.1} vB per peg-out",
+        vsize as f64 / 50.0
+    );
+    // Confirmed at depth: every peg-out is final, change is spendable.
+    s.btc.mine(2).unwrap();
+    for t in &txids {
+        s.wait_state(t, pb::PegOutState::Confirmed, 60).await;
+    }
+    let r = check_reserves(&s.chans[0], &s.fed).await;
+    assert_eq!(r.in_batches + r.queued + r.locked, 0);
+    assert!(r.utxos.iter().any(|u| u.kind == "change"));
+    // Every member agrees.
+    for ch in &s.chans {
+        let r2 = check_reserves(ch, &s.fed).await;
+        assert_eq!((r2.available, r2.supply), (r.available, r.supply));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_nothing_is_burned() {
+    let s = setup(&[], None).await;
+    let alice = user(9);
+    s.fund(&alice, 1, 1_000_000).await;
+    let a = AccountId(alice.verifying_key().to_bytes());
+    let before = s.balance(&a).await;
+    let good = s.btc.new_address().unwrap().to_string();
+    let mut w = wallet(&s.chans[0]);
+    for (addr, what) in [
+        ("bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4", "mainnet"),
+        ("tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx", "testnet"),
+        ("not-an-address", "malformed"),
+        ("", "empty"),
+    ] {
+        let e = w
+            .estimate_peg_out_fee(pb::EstimatePegOutFeeRequest {
+                bitcoin_address: addr.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{what}: {e}");
+    }
+    let submit = |tx: Transaction| {
+        let mut w = wallet(&s.chans[0]);
+        async move {
+            w.submit_transaction(pb::SubmitTransactionRequest {
+                transaction: tx.encode(),
+            })
+            .await
+            .unwrap_err()
+        }
+    };
+    let po = |to: &str, amount: u64, fee: u64| {
+        Transaction::sign(
+            s.chain_id,
+            &alice,
+            0,
+            Sats(fee),
+            TxKind::PegOut {
+                bitcoin_address: to.into(),
+                amount: Sats(amount),
+            },
+        )
+    };
+    for (tx, needle) in [
+        (
+            po("tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx", 10_000, 1000),
+            "regtest",
+        ),
+        (po("garbage", 10_000, 1000), "not a Bitcoin address"),
+        (po(&good, 545, 1000), "dust"),
+        (po(&good, before, 1000), "insufficient balance"),
+        (po(&good, u64::MAX - 10, 1000), "overflow"),
+        (po(&good, 10_000, 999), "quote"),
+    ] {
+        let e = submit(tx).await;
+        assert!(
+            matches!(
+                e.code(),
+                tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+            ),
+            "{e}"
+        );
+        assert!(e.message().contains(needle), "{needle}: {e}");
+    }
+    // Unknown ids and malformed txids.
+    let e = w
+        .get_peg_out(pb::GetPegOutRequest {
+            selector: Some(pb::get_peg_out_request::Selector::WithdrawalId(99)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = w
+        .get_peg_out(pb::GetPegOutRequest {
+            selector: Some(pb::get_peg_out_request::Selector::Txid("zz".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = w
+        .get_peg_out(pb::GetPegOutRequest { selector: None })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // Nothing burned.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.balance(&a).await, before);
+    let r = check_reserves(&s.chans[0], &s.fed).await;
+    assert_eq!(r.queued + r.in_batches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_replaced() {
+    // Member 3 signs with a wrong key: state refuses its signatures, the
+    // other three complete every batch.
+    let mut s = setup(&["--pegout-bump-after-blocks", "2"], Some(3)).await;
+    let bob = user(11);
+    s.fund(&bob, 10, 200_000).await;
+    let to = addresses(&s.btc, 8);
+    // Burn final → broadcast latency, one peg-out at a time.
+    let mut latencies = Vec::new();
+    let mut txids = Vec::new();
+    for (i, a) in to.iter().enumerate() {
+        let txid = s.pegout(&bob, i as u64, a, 20_000).await;
+        fedpeg_tests::wait_final(&s.chans[0], &txid, Duration::from_secs(20))
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        let p = s.wait_state(&txid, pb::PegOutState::Broadcast, 30).await;
+        // Broadcast means in bitcoind's mempool (or a block).
+        s.bitcoin_tx(&p.bitcoin_txid).await;
+        latencies.push(t0.elapsed());
+        check_reserves(&s.chans[0], &s.fed).await;
+        txids.push(txid);
+    }
+    latencies.sort();
+    println!(
+        "burn final -> in bitcoind's mempool: p50 {:?}, max {:?} ({} peg-outs, debug build)",
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap(),
+        latencies.len()
+    );
+    assert!(s.fed.members[3]
+        .log()
+        .contains("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS"));
+    s.btc.mine(2).unwrap();
+    for t in &txids {
+        let p = s.wait_state(t, pb::PegOutState::Confirmed, 60).await;
+        // Member 3 signed every batch too, long before it confirmed, but
+        // state refused its signatures: only the three honest ones count.
+        assert_eq!(p.signatures, 3, "{p:?}");
+    }
+    check_reserves(&s.chans[0], &s.fed).await;
+
+    // n - m = 1 member offline (the honest member 2; member 3 turns honest).
+    s.fed.members[2].kill();
+    {
+        let m = &mut s.fed.members[3];
+        m.kill();
+        m.extra_env.clear();
+        m.spawn().unwrap();
+    }
+    let to = addresses(&s.btc, 1);
+    let txid = s.pegout(&bob, 8, &to[0], 30_000).await;
+    let p = s.wait_state(&txid, pb::PegOutState::Broadcast, 60).await;
+    let v0 = p.bitcoin_txid.clone();
+    assert_eq!(p.batch_version, 0);
+    let old = s.bitcoin_tx(&v0).await;
+    // Keep it out of blocks: mine blocks that list no transactions.
+    let addr = s.btc.mining_address().to_string();
+    for _ in 0..2 {
+        s.btc
+            .rpc::<Value>("generateblock", &[json!(addr), json!([])])
+            .unwrap();
+    }
+    // Members vote to bump; the replacement spends the same inputs at a
+    // higher rate and is broadcast.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let p1 = loop {
+        let p = s.status(&txid).await.unwrap();
+        if p.batch_version >= 1 && p.state >= pb::PegOutState::Broadcast as i32 {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement: {p:?}\n{}",
+            s.fed.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(p1.fee_rate_sat_vb > p.fee_rate_sat_vb);
+    assert_ne!(p1.bitcoin_txid, v0);
+    let new = s.bitcoin_tx(&p1.bitcoin_txid).await;
+    let inputs = |t: &Value| -> Vec<(String, u64)> {
+        t["vin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["txid"].as_str().unwrap().to_string(),
+                    i["vout"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        inputs(&old),
+        inputs(&new),
+        "replacement must spend the same inputs"
+    );
+    s.btc.mine(2).unwrap();
+    let done = s.wait_state(&txid, pb::PegOutState::Confirmed, 60).await;
+    assert_eq!(
+        done.bitcoin_txid, p1.bitcoin_txid,
+        "state follows the version that confirmed"
+    );
+    let mempool: Vec<String> = s.btc.rpc("getrawmempool", &[]).unwrap();
+    assert!(!mempool.contains(&v0));
+    check_reserves(&s.chans[0], &s.fed).await;
+}
