@@ -363,6 +363,21 @@ mod tests {
         assert!(est.to_wu() - signed.weight().to_wu() <= 3 * 3 * 2 + 8);
     }
 
+    /// vbytes per peg-out of a 3-of-4 batch paying P2WPKH outputs plus
+    /// change from one input: the weight bound the fee is computed from.
+    #[test]
+    fn vbytes_per_pegout_at_batch_sizes_1_10_100() {
+        let (f, _) = federation(4, 3);
+        let per = |n: u64| {
+            let v = f.batch_vbytes(1, n as usize + 1, n * 31 + 43);
+            println!("batch of {n}: {v} vB, {:.1} vB per peg-out", v as f64 / n as f64);
+            v as f64 / n as f64
+        };
+        assert!(per(1) < 220.0);
+        assert!(per(10) < 50.0);
+        assert!(per(100) <= 40.0, "goal: at most 40 vB per peg-out at 100");
+    }
+
     #[test]
     fn the_unsigned_transaction_signals_rbf_and_has_no_witness() {
         let (f, _) = federation(3, 2);
