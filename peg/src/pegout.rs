@@ -61,7 +61,6 @@ pub fn output_bytes(script_pubkey: &bitcoin::Script) -> u64 {
     8 + compact_size_len(len) + len
 }
 
-
 /// The unsigned batch transaction: inputs in the given order, then outputs
 /// in the given order.
 pub fn unsigned_tx(inputs: &[BatchInput], outputs: &[TxOut]) -> Transaction {
@@ -370,7 +369,10 @@ mod tests {
         let (f, _) = federation(4, 3);
         let per = |n: u64| {
             let v = f.batch_vbytes(1, n as usize + 1, n * 31 + 43);
-            println!("batch of {n}: {v} vB, {:.1} vB per peg-out", v as f64 / n as f64);
+            println!(
+                "batch of {n}: {v} vB, {:.1} vB per peg-out",
+                v as f64 / n as f64
+            );
             v as f64 / n as f64
         };
         assert!(per(1) < 220.0);
