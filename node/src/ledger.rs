@@ -1995,12 +1995,10 @@ mod pegout_tests {
         );
         let again = apply_block(s, &b.block, &p, &VerifyAll).unwrap();
         assert_eq!(again.delta, b.outcome.delta);
-        let before = s.total_value();
         s.commit(&b.block.header, &b.outcome);
         // Reserves always cover supply + unpaid peg-outs, exactly accounted.
         let r = s.reserves();
         assert!(r.covered(), "{r:?}");
-        let _ = before;
         assert_eq!(
             r.confirmed(),
             s.total_value(),
@@ -2226,9 +2224,8 @@ mod pegout_tests {
         let mut p = params();
         p.pegout.batch_interval_ms = 1000;
         let mut s = State::default();
-        // Fund account 1 with a deposit, then peg out more than... the
-        // federation holds after a second account pegs out first: no batch
-        // until a deposit covers it.
+        // A peg-out queued at block time 100 is batched only once block
+        // time reaches 100 + the 1000 ms interval.
         deposit(&mut s, 1, 0, 200_000);
         let b = build_block(
             &s,
