@@ -45,6 +45,8 @@ pub struct Api {
     watcher: Option<Arc<Watcher>>,
     net: Option<Network>,
     consensus: Arc<ConsensusStatus>,
+    /// Explorer feed (streams and paged history).
+    feed: Arc<crate::feed::Feed>,
 }
 
 impl From<SubmitError> for Status {
@@ -76,6 +78,10 @@ impl Api {
         consensus: Arc<ConsensusStatus>,
     ) -> Api {
         Api {
+            feed: Arc::new(crate::feed::Feed::new(
+                chain.clone(),
+                crate::config::ExplorerConfig::default(),
+            )),
             chain,
             identity,
             member: None,
@@ -83,6 +89,17 @@ impl Api {
             net,
             consensus,
         }
+    }
+
+    /// Explorer feed limits (`[explorer]` config).
+    pub fn with_explorer_config(mut self, cfg: crate::config::ExplorerConfig) -> Api {
+        self.feed = Arc::new(crate::feed::Feed::new(self.chain.clone(), cfg));
+        self
+    }
+
+    /// The explorer feed (its counters feed the metrics page).
+    pub fn feed(&self) -> &Arc<crate::feed::Feed> {
+        &self.feed
     }
 
     /// Lets peg calls check deposits against this member's bitcoind.
@@ -122,30 +139,7 @@ impl Api {
     }
 
     fn tx_view(&self, tx: &Transaction) -> pb::TransactionView {
-        let (kind, to, bitcoin_address) = match &tx.kind {
-            TxKind::Transfer { to, .. } => (
-                pb::TransactionKind::Transfer,
-                to.to_address(self.hrp()),
-                String::new(),
-            ),
-            TxKind::PegOut {
-                bitcoin_address, ..
-            } => (
-                pb::TransactionKind::PegOut,
-                String::new(),
-                bitcoin_address.clone(),
-            ),
-        };
-        pb::TransactionView {
-            txid: tx.id().to_hex(),
-            sender: tx.sender.to_address(self.hrp()),
-            nonce: tx.nonce,
-            fee: tx.fee.0,
-            kind: kind as i32,
-            to,
-            bitcoin_address,
-            amount: tx.amount().0,
-        }
+        crate::feed::tx_view(tx, self.hrp())
     }
 
     fn block_view(&self, cb: &CommittedBlock) -> pb::BlockView {
@@ -205,7 +199,10 @@ impl Api {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(WalletServiceServer::new(self.clone()))
-            .add_service(ExplorerServiceServer::new(self.clone()))
+            .add_service(
+                ExplorerServiceServer::new(self.clone())
+                    .max_encoding_message_size(self.feed.config().max_message_bytes),
+            )
             .add_service(NodeServiceServer::new(self))
             .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await?;
@@ -502,6 +499,43 @@ impl WalletService for Api {
 
 #[tonic::async_trait]
 impl ExplorerService for Api {
+    type SubscribeBlocksStream = crate::feed::FeedStream<pb::FeedBlock>;
+    type SubscribeEventsStream = crate::feed::FeedStream<pb::ChainEvent>;
+
+    async fn subscribe_blocks(
+        &self,
+        req: Request<pb::SubscribeBlocksRequest>,
+    ) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
+        self.feed
+            .subscribe_blocks(req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn subscribe_events(
+        &self,
+        req: Request<pb::SubscribeEventsRequest>,
+    ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+        self.feed
+            .subscribe_events(req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn list_blocks(
+        &self,
+        req: Request<pb::ListBlocksRequest>,
+    ) -> Result<Response<pb::ListBlocksResponse>, Status> {
+        self.feed.list_blocks(req.get_ref()).map(Response::new)
+    }
+
+    async fn list_account_transactions(
+        &self,
+        req: Request<pb::ListAccountTransactionsRequest>,
+    ) -> Result<Response<pb::ListAccountTransactionsResponse>, Status> {
+        self.feed
+            .list_account_transactions(req.get_ref())
+            .map(Response::new)
+    }
+
     async fn get_block(
         &self,
         req: Request<pb::GetBlockRequest>,

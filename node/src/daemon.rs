@@ -163,7 +163,9 @@ pub async fn run(
     if let (Some(i), Some(key)) = (member_index, &member_key) {
         api = api.with_member_key(i as u32, key.clone());
     }
-    api = api.with_watcher(watcher.clone());
+    api = api
+        .with_watcher(watcher.clone())
+        .with_explorer_config(config.explorer.clone());
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;

@@ -4,7 +4,9 @@
 //! (hash → height), `tx_index` (txid → height ‖ index), `accounts` (id →
 //! balance ‖ nonce), `withdrawals` (id → withdrawal), `registered` (account
 //! → height its deposit address was registered), `minted` (outpoint →
-//! account ‖ credited ‖ height), `meta` (chain id, tip).
+//! account ‖ credited ‖ height), `meta` (chain id, tip), and for the
+//! explorer feed `events` (height → the block's events) and `account_txs`
+//! (account ‖ height ‖ index → ∅), see [`feed`].
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
@@ -16,6 +18,9 @@ use crate::ledger::{Account, BlockOutcome, State, Withdrawal};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 
+mod feed;
+pub use feed::FeedRecord;
+
 const CF_BLOCKS: &str = "blocks";
 const CF_BLOCK_INDEX: &str = "block_index";
 const CF_TX_INDEX: &str = "tx_index";
@@ -25,7 +30,7 @@ const CF_META: &str = "meta";
 const CF_REGISTERED: &str = "registered";
 const CF_MINTED: &str = "minted";
 const CF_FEE_VOTES: &str = "fee_votes";
-const ALL_CFS: [&str; 9] = [
+const ALL_CFS: [&str; 11] = [
     CF_BLOCKS,
     CF_BLOCK_INDEX,
     CF_TX_INDEX,
@@ -35,6 +40,8 @@ const ALL_CFS: [&str; 9] = [
     CF_REGISTERED,
     CF_MINTED,
     CF_FEE_VOTES,
+    feed::CF_EVENTS,
+    feed::CF_ACCOUNT_TXS,
 ];
 const KEY_CHAIN_ID: &[u8] = b"chain_id";
 const KEY_TIP: &[u8] = b"tip";
@@ -265,9 +272,22 @@ impl Store {
         outcome: &BlockOutcome,
         after: &State,
     ) -> Result<(), StoreError> {
+        self.commit_block_with(cb, outcome, after, &FeedRecord::default())
+    }
+
+    /// [`Store::commit_block`] plus the block's explorer feed record, in
+    /// the same batch: the feed never sees a block without its events.
+    pub fn commit_block_with(
+        &self,
+        cb: &CommittedBlock,
+        outcome: &BlockOutcome,
+        after: &State,
+        feed: &FeedRecord,
+    ) -> Result<(), StoreError> {
         let h = &cb.block.header;
         let hash = h.hash();
         let mut batch = WriteBatch::default();
+        self.put_feed_record(&mut batch, h.height, feed)?;
         batch.put_cf(self.cf(CF_BLOCKS)?, h.height.to_be_bytes(), cb.encode());
         batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, h.height.to_be_bytes());
         let txi = self.cf(CF_TX_INDEX)?;
