@@ -20,6 +20,7 @@ use crate::watcher::Watcher;
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::{
     explorer_service_server::{ExplorerService, ExplorerServiceServer},
+    federation_service_server::FederationServiceServer,
     node_service_server::{NodeService, NodeServiceServer},
     wallet_service_server::{WalletService, WalletServiceServer},
 };
@@ -47,6 +48,8 @@ pub struct Api {
     consensus: Arc<ConsensusStatus>,
     /// Explorer feed (streams and paged history).
     feed: Arc<crate::feed::Feed>,
+    /// Latencies, member presence, stream counters (metrics, federation service).
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl From<SubmitError> for Status {
@@ -77,11 +80,16 @@ impl Api {
         net: Option<Network>,
         consensus: Arc<ConsensusStatus>,
     ) -> Api {
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new(
+            chain.spec.genesis.members.len(),
+        ));
         Api {
-            feed: Arc::new(crate::feed::Feed::new(
+            feed: Arc::new(crate::feed::Feed::with_stats(
                 chain.clone(),
                 crate::config::ExplorerConfig::default(),
+                telemetry.feed_stats().clone(),
             )),
+            telemetry,
             chain,
             identity,
             member: None,
@@ -93,13 +101,40 @@ impl Api {
 
     /// Explorer feed limits (`[explorer]` config).
     pub fn with_explorer_config(mut self, cfg: crate::config::ExplorerConfig) -> Api {
-        self.feed = Arc::new(crate::feed::Feed::new(self.chain.clone(), cfg));
+        self.feed = Arc::new(crate::feed::Feed::with_stats(
+            self.chain.clone(),
+            cfg,
+            self.telemetry.feed_stats().clone(),
+        ));
         self
     }
 
-    /// The explorer feed (its counters feed the metrics page).
+    /// The explorer feed.
     pub fn feed(&self) -> &Arc<crate::feed::Feed> {
         &self.feed
+    }
+
+    /// Telemetry shared with the metrics page.
+    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+        &self.telemetry
+    }
+
+    pub(crate) fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    pub(crate) fn net(&self) -> Option<&Network> {
+        self.net.as_ref()
+    }
+
+    /// This node's member index (None on an observer).
+    pub(crate) fn member_index(&self) -> Option<usize> {
+        self.member.as_ref().map(|(i, _)| *i as usize)
+    }
+
+    /// Bitcoin tip this member's watcher saw last.
+    pub(crate) fn watcher_tip(&self) -> Option<u64> {
+        self.watcher.as_ref().and_then(|w| w.tip())
     }
 
     /// Lets peg calls check deposits against this member's bitcoind.
@@ -186,6 +221,7 @@ impl Api {
         health.set_serving::<WalletServiceServer<Api>>().await;
         health.set_serving::<ExplorerServiceServer<Api>>().await;
         health.set_serving::<NodeServiceServer<Api>>().await;
+        health.set_serving::<FederationServiceServer<Api>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -203,6 +239,7 @@ impl Api {
                 ExplorerServiceServer::new(self.clone())
                     .max_encoding_message_size(self.feed.config().max_message_bytes),
             )
+            .add_service(FederationServiceServer::new(self.clone()))
             .add_service(NodeServiceServer::new(self))
             .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await?;

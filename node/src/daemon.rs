@@ -180,9 +180,17 @@ pub async fn run(
             consensus: metrics_status.clone(),
             net: net.clone(),
             watcher: watcher.clone(),
+            telemetry: api.telemetry().clone(),
         };
         tokio::spawn(crate::metrics::serve(l, sources, stopped(stop_rx.clone())));
     }
+    tokio::spawn(api.telemetry().clone().run(
+        chain.clone(),
+        Some(net.clone()),
+        member_index,
+        watcher.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let api_task = tokio::spawn(api.serve_on(listener, stopped(stop_rx.clone())));
     let mut driver_task = tokio::spawn(driver.run(ev_rx, stopped(stop_rx.clone())));
 

@@ -232,6 +232,11 @@ enum Sent {
 impl Feed {
     /// A feed over `chain` with limits `cfg`.
     pub fn new(chain: Arc<Chain>, cfg: ExplorerConfig) -> Feed {
+        Self::with_stats(chain, cfg, Arc::default())
+    }
+
+    /// [`Feed::new`], counting into `stats`.
+    pub fn with_stats(chain: Arc<Chain>, cfg: ExplorerConfig, stats: Arc<FeedStats>) -> Feed {
         let quorum = crate::driver::validator_set(&chain)
             .map(|v| v.quorum() as u32)
             .unwrap_or(0);
@@ -240,7 +245,7 @@ impl Feed {
             chain,
             cfg,
             quorum,
-            stats: Arc::new(FeedStats::default()),
+            stats,
         }
     }
 

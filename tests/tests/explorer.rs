@@ -363,4 +363,68 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
     for s in held.iter_mut() {
         assert!(s.message().await.unwrap().is_some());
     }
+
+    // Operator surface on the observer: federation service, health, metrics.
+    let fedview = pb::federation_service_client::FederationServiceClient::new(ch.clone())
+        .get_federation(pb::GetFederationRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fedview.members.len(), 1);
+    assert!(fedview.members[0].online && !fedview.members[0].is_self);
+    assert!(fedview.members[0].last_seen_ms > 0);
+    assert_eq!((fedview.consensus_quorum, fedview.peg_threshold), (1, 1));
+    assert!(fedview.peg_descriptor.starts_with("wsh(sortedmulti(1,"));
+    let reserves = fedview.reserves.unwrap();
+    assert_eq!(
+        reserves.supply_sats + reserves.fee_pool_sats,
+        fedpeg_tests::FAUCET_SATS
+    );
+    let status = tonic_health::pb::health_client::HealthClient::new(ch.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "fedpeg.v1.FederationService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let out = std::process::Command::new("curl")
+        .arg("-sf")
+        .arg(format!(
+            "http://127.0.0.1:{}/metrics",
+            observer.metrics_port
+        ))
+        .output()
+        .expect("curl");
+    let page = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "fedpeg_height ",
+        "fedpeg_consensus_round ",
+        "fedpeg_block_commit_latency_seconds_bucket{le=\"0.5\"}",
+        "fedpeg_block_commit_latency_seconds_count ",
+        "fedpeg_mempool_transactions ",
+        "fedpeg_peers ",
+        "fedpeg_supply_sats ",
+        "fedpeg_pegins_minted_total ",
+        "fedpeg_pegin_latency_seconds_count ",
+        "fedpeg_pegouts_queued_total ",
+        "fedpeg_pegout_latency_seconds_count ",
+        "fedpeg_reserves_confirmed_sats ",
+        "fedpeg_queued_withdrawals_sats ",
+        "fedpeg_feed_block_subscribers 3",
+        "fedpeg_feed_streams_cut_off_total 1",
+        "fedpeg_feed_streams_refused_total ",
+    ] {
+        assert!(page.contains(name), "metrics page lacks {name}:\n{page}");
+    }
+    let commits: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("fedpeg_block_commit_latency_seconds_count "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(commits > 100, "{commits}");
 }
