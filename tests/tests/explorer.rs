@@ -10,7 +10,7 @@ use fedpeg_node::amount::Sats;
 use fedpeg_node::hash::Hash32;
 use fedpeg_node::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
-use fedpeg_tests::{chain_id, wait_final, wait_height, Federation, NodeProc};
+use fedpeg_tests::{chain_id, run_ok, wait_final, wait_height, Federation, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
@@ -427,4 +427,55 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(commits > 100, "{commits}");
+    let e = pb::federation_service_client::FederationServiceClient::new(ch.clone())
+        .list_peg_outs(pb::ListPegOutsRequest {
+            address: "fprt1bad".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    // The CLI tails the feed and shows status at a glance.
+    drop(held);
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(fedpeg_tests::bin("fedpeg"));
+        c.arg("--node").arg(observer.url()).args(args);
+        c
+    };
+    let out = run_ok(&mut cli(&[
+        "--json", "watch", "--from", "0", "--count", "3",
+    ]))
+    .unwrap();
+    let heights: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["height"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(heights, vec![1, 2, 3]);
+    let account = addr(61);
+    let out = run_ok(&mut cli(&[
+        "watch",
+        "--from",
+        "0",
+        "--account",
+        &account,
+        "--count",
+        "1",
+    ]))
+    .unwrap();
+    assert!(
+        out.contains(&format!("{h_tx}.")) && out.contains("transfer"),
+        "{out}"
+    );
+    let bad = fedpeg_tests::run_any(&mut cli(&["watch", "--account", "nope"]));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid"));
+    let out = run_ok(&mut cli(&["status"])).unwrap();
+    for part in ["quorum", "m0", "bitcoin", "reserves", "supply"] {
+        assert!(out.contains(part), "status lacks {part}:\n{out}");
+    }
 }
