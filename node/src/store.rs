@@ -6,7 +6,7 @@
 //! → height its deposit address was registered), `minted` (outpoint →
 //! account ‖ credited ‖ height), `meta` (chain id, tip), and for the
 //! explorer feed `events` (height → the block's events) and `account_txs`
-//! (account ‖ height ‖ index → ∅), see [`feed`].
+//! (account ‖ height ‖ index → ∅), see [`FeedRecord`].
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
