@@ -3,7 +3,8 @@
 # tests that start real fedpegd processes.
 #
 # Installs what a fresh Debian machine lacks when run as root (libclang-dev
-# for rocksdb's bindgen, a C++ compiler); otherwise says what to install.
+# for rocksdb's bindgen, a C++ compiler; grpcio + grpcio-tools from PyPI for
+# the Python client in tests/tests/explorer.rs); otherwise says what to install.
 #
 # Env: CARGO_TARGET_DIR (default ~/.cache/fedpeg/target, kept between runs),
 #      FEDPEG_TEST_ARGS (extra args for `cargo test`, e.g. a test filter).
@@ -22,6 +23,13 @@ if ((${#missing[@]})); then
         echo "test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
         exit 1
     fi
+fi
+
+# The explorer test drives a stock Python gRPC client generated from the
+# .proto files at test time: it needs grpcio and grpcio-tools.
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+    echo "test.sh: installing grpcio grpcio-tools with pip" >&2
+    python3 -m pip install -q "grpcio>=1.60" "grpcio-tools>=1.60"
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"

@@ -20,6 +20,7 @@ use crate::watcher::Watcher;
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::{
     explorer_service_server::{ExplorerService, ExplorerServiceServer},
+    federation_service_server::FederationServiceServer,
     node_service_server::{NodeService, NodeServiceServer},
     wallet_service_server::{WalletService, WalletServiceServer},
 };
@@ -45,6 +46,10 @@ pub struct Api {
     watcher: Option<Arc<Watcher>>,
     net: Option<Network>,
     consensus: Arc<ConsensusStatus>,
+    /// Explorer feed (streams and paged history).
+    feed: Arc<crate::feed::Feed>,
+    /// Latencies, member presence, stream counters (metrics, federation service).
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl From<SubmitError> for Status {
@@ -75,7 +80,16 @@ impl Api {
         net: Option<Network>,
         consensus: Arc<ConsensusStatus>,
     ) -> Api {
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new(
+            chain.spec.genesis.members.len(),
+        ));
         Api {
+            feed: Arc::new(crate::feed::Feed::with_stats(
+                chain.clone(),
+                crate::config::ExplorerConfig::default(),
+                telemetry.feed_stats().clone(),
+            )),
+            telemetry,
             chain,
             identity,
             member: None,
@@ -83,6 +97,48 @@ impl Api {
             net,
             consensus,
         }
+    }
+
+    /// Explorer feed limits (`[explorer]` config).
+    pub fn with_explorer_config(mut self, cfg: crate::config::ExplorerConfig) -> Api {
+        self.feed = Arc::new(crate::feed::Feed::with_stats(
+            self.chain.clone(),
+            cfg,
+            self.telemetry.feed_stats().clone(),
+        ));
+        self
+    }
+
+    /// The explorer feed.
+    pub fn feed(&self) -> &Arc<crate::feed::Feed> {
+        &self.feed
+    }
+
+    /// Telemetry shared with the metrics page.
+    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+        &self.telemetry
+    }
+
+    pub(crate) fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    pub(crate) fn net(&self) -> Option<&Network> {
+        self.net.as_ref()
+    }
+
+    /// This node's member index (None on an observer).
+    pub(crate) fn member_index(&self) -> Option<usize> {
+        self.member.as_ref().map(|(i, _)| *i as usize)
+    }
+
+    /// Bitcoin tip this member's watcher saw last.
+    pub(crate) fn watcher(&self) -> Option<Arc<Watcher>> {
+        self.watcher.clone()
+    }
+
+    pub(crate) fn watcher_tip(&self) -> Option<u64> {
+        self.watcher.as_ref().and_then(|w| w.tip())
     }
 
     /// Lets peg calls check deposits against this member's bitcoind.
@@ -122,30 +178,7 @@ impl Api {
     }
 
     fn tx_view(&self, tx: &Transaction) -> pb::TransactionView {
-        let (kind, to, bitcoin_address) = match &tx.kind {
-            TxKind::Transfer { to, .. } => (
-                pb::TransactionKind::Transfer,
-                to.to_address(self.hrp()),
-                String::new(),
-            ),
-            TxKind::PegOut {
-                bitcoin_address, ..
-            } => (
-                pb::TransactionKind::PegOut,
-                String::new(),
-                bitcoin_address.clone(),
-            ),
-        };
-        pb::TransactionView {
-            txid: tx.id().to_hex(),
-            sender: tx.sender.to_address(self.hrp()),
-            nonce: tx.nonce,
-            fee: tx.fee.0,
-            kind: kind as i32,
-            to,
-            bitcoin_address,
-            amount: tx.amount().0,
-        }
+        crate::feed::tx_view(tx, self.hrp())
     }
 
     fn block_view(&self, cb: &CommittedBlock) -> pb::BlockView {
@@ -192,6 +225,7 @@ impl Api {
         health.set_serving::<WalletServiceServer<Api>>().await;
         health.set_serving::<ExplorerServiceServer<Api>>().await;
         health.set_serving::<NodeServiceServer<Api>>().await;
+        health.set_serving::<FederationServiceServer<Api>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -205,7 +239,11 @@ impl Api {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(WalletServiceServer::new(self.clone()))
-            .add_service(ExplorerServiceServer::new(self.clone()))
+            .add_service(
+                ExplorerServiceServer::new(self.clone())
+                    .max_encoding_message_size(self.feed.config().max_message_bytes),
+            )
+            .add_service(FederationServiceServer::new(self.clone()))
             .add_service(NodeServiceServer::new(self))
             .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await?;
@@ -530,6 +568,43 @@ impl WalletService for Api {
 
 #[tonic::async_trait]
 impl ExplorerService for Api {
+    type SubscribeBlocksStream = crate::feed::FeedStream<pb::FeedBlock>;
+    type SubscribeEventsStream = crate::feed::FeedStream<pb::ChainEvent>;
+
+    async fn subscribe_blocks(
+        &self,
+        req: Request<pb::SubscribeBlocksRequest>,
+    ) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
+        self.feed
+            .subscribe_blocks(req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn subscribe_events(
+        &self,
+        req: Request<pb::SubscribeEventsRequest>,
+    ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+        self.feed
+            .subscribe_events(req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn list_blocks(
+        &self,
+        req: Request<pb::ListBlocksRequest>,
+    ) -> Result<Response<pb::ListBlocksResponse>, Status> {
+        self.feed.list_blocks(req.get_ref()).map(Response::new)
+    }
+
+    async fn list_account_transactions(
+        &self,
+        req: Request<pb::ListAccountTransactionsRequest>,
+    ) -> Result<Response<pb::ListAccountTransactionsResponse>, Status> {
+        self.feed
+            .list_account_transactions(req.get_ref())
+            .map(Response::new)
+    }
+
     async fn get_block(
         &self,
         req: Request<pb::GetBlockRequest>,

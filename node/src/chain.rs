@@ -16,7 +16,7 @@ use crate::ledger::{
     apply_block, build_block, Account, BlockError, BlockOutcome, LedgerParams, State,
 };
 use crate::mempool::{AdmitError, Mempool};
-use crate::store::{Store, StoreError, TxLocation};
+use crate::store::{FeedRecord, Store, StoreError, TxLocation};
 use crate::tx::{DecodeError, Transaction, TxId};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -327,7 +327,8 @@ impl Chain {
             };
         let mut after = state.clone_meta();
         after.commit(&cb.block.header, &outcome);
-        self.store.commit_block(&cb, &outcome, &after)?;
+        let feed = self.feed_record(&cb, &outcome);
+        self.store.commit_block_with(&cb, &outcome, &after, &feed)?;
         // Durable: now make it visible.
         state.commit(&cb.block.header, &outcome);
         let height = state.height;
@@ -401,6 +402,44 @@ impl Chain {
             Some(h) => self.store.block(h),
             None => Ok(None),
         }
+    }
+
+    /// What the explorer feed stores with a block: its events and the
+    /// account index of its transactions.
+    fn feed_record(&self, cb: &CommittedBlock, outcome: &BlockOutcome) -> FeedRecord {
+        let events = crate::events::block_events(cb, &outcome.events, self.spec.hrp());
+        FeedRecord {
+            events: Some(crate::events::encode_events(&events)),
+            account_txs: cb
+                .block
+                .txs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, tx)| {
+                    crate::events::tx_accounts(tx)
+                        .into_iter()
+                        .map(move |a| (a, i as u32))
+                })
+                .collect(),
+        }
+    }
+
+    /// The stored events of the block at `height` (see [`Store::block_events`]).
+    pub fn block_events(
+        &self,
+        height: u64,
+    ) -> Result<Option<Vec<fedpeg_proto::v1::ChainEvent>>, StoreError> {
+        self.store.block_events(height)
+    }
+
+    /// An account's finalized transactions, newest first (see [`Store::account_txs`]).
+    pub fn account_txs(
+        &self,
+        account: &AccountId,
+        before: Option<TxLocation>,
+        limit: usize,
+    ) -> Result<Vec<TxLocation>, StoreError> {
+        self.store.account_txs(account, before, limit)
     }
 
     /// Status of a transaction: pooled, finalized, or unknown.

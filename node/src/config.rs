@@ -23,6 +23,7 @@ pub struct Config {
     /// Prometheus metrics listen address (`GET /metrics`); unset: off.
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
+    pub explorer: ExplorerConfig,
 }
 
 /// This member's own bitcoind (the peg watches it; members never trust
@@ -111,6 +112,7 @@ impl Default for Config {
             bitcoin: BitcoinConfig::default(),
             metrics_listen: None,
             log: LogConfig::default(),
+            explorer: ExplorerConfig::default(),
         }
     }
 }
@@ -140,6 +142,40 @@ impl Default for LogConfig {
         LogConfig {
             format: "text".into(),
             filter: "info".into(),
+        }
+    }
+}
+
+/// Explorer feed limits (`[explorer]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExplorerConfig {
+    /// Most concurrent SubscribeBlocks + SubscribeEvents streams (default
+    /// 1024); more get RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Messages buffered per stream (default 64).
+    pub stream_buffer: usize,
+    /// A stream that has caught up with the tip and later falls this many
+    /// blocks behind it with its buffer full is ended with
+    /// RESOURCE_EXHAUSTED (default 256).
+    pub max_lag_blocks: u64,
+    /// A stream whose buffer stays full this long is ended too (default 60000).
+    pub stall_timeout_ms: u64,
+    /// Largest message the explorer service sends, bytes (default 16 MiB).
+    pub max_message_bytes: usize,
+    /// Largest page of ListBlocks / ListAccountTransactions (default 1000).
+    pub max_page_size: u32,
+}
+
+impl Default for ExplorerConfig {
+    fn default() -> Self {
+        ExplorerConfig {
+            max_streams: 1024,
+            stream_buffer: 64,
+            max_lag_blocks: 256,
+            stall_timeout_ms: 60_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_page_size: 1000,
         }
     }
 }
@@ -191,6 +227,18 @@ impl Config {
                 "bitcoin.rpc_url needs bitcoin.rpc_cookie, or both bitcoin.rpc_user and bitcoin.rpc_password".into(),
             ));
         }
+        let e = &self.explorer;
+        if e.max_streams == 0
+            || e.stream_buffer == 0
+            || e.max_lag_blocks == 0
+            || e.stall_timeout_ms == 0
+            || e.max_page_size == 0
+            || e.max_message_bytes < 64 * 1024
+        {
+            return Err(ConfigError::Invalid(
+                "explorer: max_streams, stream_buffer, max_lag_blocks, stall_timeout_ms and max_page_size must be at least 1, max_message_bytes at least 65536".into(),
+            ));
+        }
         if self.log.format != "text" && self.log.format != "json" {
             return Err(ConfigError::Invalid(format!(
                 "log.format '{}' must be text or json",
@@ -234,6 +282,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("heartbeat_ms"));
+        assert!(load("[explorer]\nmax_streams = 0")
+            .unwrap_err()
+            .to_string()
+            .contains("explorer"));
+        assert_eq!(
+            load("[explorer]\nmax_lag_blocks = 7")
+                .unwrap()
+                .explorer
+                .max_lag_blocks,
+            7
+        );
         assert!(load("[log]\nformat = \"xml\"")
             .unwrap_err()
             .to_string()

@@ -175,7 +175,9 @@ pub async fn run(
     if let (Some(i), Some(key)) = (member_index, &member_key) {
         api = api.with_member_key(i as u32, key.clone());
     }
-    api = api.with_watcher(watcher.clone());
+    api = api
+        .with_watcher(watcher.clone())
+        .with_explorer_config(config.explorer.clone());
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;
@@ -190,9 +192,17 @@ pub async fn run(
             consensus: metrics_status.clone(),
             net: net.clone(),
             watcher: watcher.clone(),
+            telemetry: api.telemetry().clone(),
         };
         tokio::spawn(crate::metrics::serve(l, sources, stopped(stop_rx.clone())));
     }
+    tokio::spawn(api.telemetry().clone().run(
+        chain.clone(),
+        Some(net.clone()),
+        member_index,
+        watcher.clone(),
+        stopped(stop_rx.clone()),
+    ));
     let api_task = tokio::spawn(api.serve_on(listener, stopped(stop_rx.clone())));
     let mut driver_task = tokio::spawn(driver.run(ev_rx, stopped(stop_rx.clone())));
 

@@ -1,13 +1,15 @@
-//! The ledger state machine: accounts, fees, burns and queued withdrawals.
+//! The ledger state machine: accounts, fees, burns and queued withdrawals,
+//! mints, the federation's UTXO set and peg-out batches.
 //!
 //! Applying a block is a pure function of `(state, block)`: [`apply_block`]
 //! reads a [`State`] and returns a [`BlockOutcome`] (a [`Delta`] plus events)
 //! without touching the state; the caller commits the delta once the block
 //! is final. No I/O, no clock: every member computes the same result.
 //!
-//! Money is conserved: for every block, `Σ balances + fee_pool + Σ queued
-//! withdrawals` changes only by mints (a later issue). Arithmetic is checked;
-//! an overflow rejects the transaction.
+//! Money is conserved: for every block, `Σ balances + fee_pool + Σ unpaid
+//! withdrawals` changes only by mints and by batches paying peg-outs, and
+//! confirmed reserves cover it exactly (see [`State::reserves`]). Arithmetic
+//! is checked; an overflow rejects the transaction.
 
 use crate::account::AccountId;
 use crate::amount::Sats;
@@ -252,6 +254,8 @@ pub enum Event {
         /// Bitcoin txid of the version concerned (internal byte order).
         txid: [u8; 32],
         withdrawals: Vec<u64>,
+        /// Accounts that burned them, each once.
+        accounts: Vec<AccountId>,
     },
 }
 
@@ -714,7 +718,8 @@ fn apply_fed_tx(
             v.signatures.insert(tx.member, signatures.clone());
             let count = v.signatures.len() as u32;
             let txid = v.txid;
-            let withdrawals: Vec<u64> = b.outputs.iter().map(|o| o.withdrawal).collect();
+            let withdrawals = b.withdrawal_ids();
+            let accounts = b.accounts();
             events.push(Event::PegOutBatch {
                 batch: *batch,
                 stage: BatchStage::Signature {
@@ -723,6 +728,7 @@ fn apply_fed_tx(
                 },
                 txid,
                 withdrawals: withdrawals.clone(),
+                accounts: accounts.clone(),
             });
             if count as usize == params.federation.threshold() {
                 events.push(Event::PegOutBatch {
@@ -730,6 +736,7 @@ fn apply_fed_tx(
                     stage: BatchStage::Signed,
                     txid,
                     withdrawals,
+                    accounts,
                 });
             }
             o.delta.batches.insert(*batch, b);
@@ -767,7 +774,8 @@ fn apply_fed_tx(
                             fee_rate: v.fee_rate,
                         },
                         txid: v.txid,
-                        withdrawals: b.outputs.iter().map(|o| o.withdrawal).collect(),
+                        withdrawals: b.withdrawal_ids(),
+                        accounts: b.accounts(),
                     });
                     b.versions.push(v);
                 }
@@ -823,7 +831,8 @@ fn apply_fed_tx(
                 batch: *batch,
                 stage: BatchStage::Confirmed { version: v as u32 },
                 txid: *txid,
-                withdrawals: b.outputs.iter().map(|o| o.withdrawal).collect(),
+                withdrawals: b.withdrawal_ids(),
+                accounts: b.accounts(),
             });
             o.delta.batches.insert(*batch, b);
         }
@@ -960,6 +969,7 @@ fn form_batch(
                 withdrawal: queued[*i].id,
                 address: queued[*i].bitcoin_address.clone(),
                 amount: queued[*i].amount,
+                account: queued[*i].account.0,
             })
             .collect(),
         versions: vec![BatchVersion {
@@ -991,7 +1001,8 @@ fn form_batch(
         batch: id,
         stage: BatchStage::Formed,
         txid: b.versions[0].txid,
-        withdrawals: b.outputs.iter().map(|o| o.withdrawal).collect(),
+        withdrawals: b.withdrawal_ids(),
+        accounts: b.accounts(),
     });
     o.delta.batches.insert(id, b);
 }

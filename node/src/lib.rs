@@ -6,7 +6,10 @@
 //! the world: [`store`] (RocksDB), [`mempool`], [`chain`] (the interface the
 //! consensus driver calls), [`network`] (libp2p), [`driver`] (the Tendermint
 //! engine wired to network, timers, [`wal`] and chain; block sync),
-//! [`api`] (tonic gRPC), [`config`], [`keys`] and [`daemon`].
+//! [`api`] (tonic gRPC), [`feed`] (explorer streams and paged history over
+//! the [`events`] stored with each block), [`federation`] (members,
+//! reserves, peg-outs), [`telemetry`] and [`metrics`], [`config`], [`keys`]
+//! and [`daemon`].
 //! Bitcoin logic lives in `fedpeg-peg`, consensus in `fedpeg-consensus`.
 
 pub mod account;
@@ -17,7 +20,10 @@ pub mod chain;
 pub mod config;
 pub mod daemon;
 pub mod driver;
+pub mod events;
+pub mod federation;
 pub mod fedtx;
+pub mod feed;
 pub mod genesis;
 pub mod hash;
 pub mod keys;
@@ -29,6 +35,7 @@ pub mod pegout;
 pub mod pegout_api;
 pub mod signer;
 pub mod store;
+pub mod telemetry;
 pub mod tx;
 pub mod wal;
 pub mod watcher;

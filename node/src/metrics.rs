@@ -19,9 +19,11 @@ pub struct Sources {
     pub consensus: Arc<ConsensusStatus>,
     pub net: Network,
     pub watcher: Option<Arc<Watcher>>,
+    /// Latency histograms, stream counters, reserves.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+pub(crate) fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
@@ -188,6 +190,7 @@ pub fn render(s: &Sources) -> String {
             w.deep_reorgs().len() as u64,
         );
     }
+    s.telemetry.render(&mut o, &s.chain);
     o
 }
 

@@ -88,6 +88,9 @@ pub struct BatchOutput {
     pub withdrawal: u64,
     pub address: String,
     pub amount: Sats,
+    /// Account that burned it.
+    #[serde(default)]
+    pub account: [u8; 32],
 }
 
 /// One version of a batch's transaction (the original or a replacement).
@@ -140,6 +143,23 @@ impl Batch {
 
     pub fn input_total(&self) -> u64 {
         self.inputs.iter().map(|(_, u)| u.amount.0).sum()
+    }
+
+    /// Accounts whose peg-outs the batch pays, each once, in output order.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut out: Vec<AccountId> = Vec::new();
+        for o in &self.outputs {
+            let a = AccountId(o.account);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Withdrawal ids the batch pays, in output order.
+    pub fn withdrawal_ids(&self) -> Vec<u64> {
+        self.outputs.iter().map(|o| o.withdrawal).collect()
     }
 
     pub fn output_total(&self) -> u64 {

@@ -71,6 +71,30 @@ pub fn get_pegout(
         .withdrawal(id)
         .map_err(storage)?
         .ok_or_else(|| Status::not_found(format!("no peg-out has withdrawal id {id}")))?;
+    let batch = match batch {
+        None => None,
+        Some(id) => Some(
+            chain
+                .batch(id)
+                .map_err(storage)?
+                .ok_or_else(|| Status::internal(format!("batch {id} missing")))?,
+        ),
+    };
+    let confirmations = |txid: &[u8; 32]| watcher.map(|w| bitcoin_confirmations(w, txid));
+    Ok(pb::GetPegOutResponse {
+        peg_out: Some(pegout_info(chain, &w, batch.as_ref(), &confirmations)),
+    })
+}
+
+/// How a withdrawal stands: QUEUED without a batch; in `batch`, SIGNING,
+/// BROADCAST (with `confirmations` of its txid on this node's bitcoind, when
+/// it has one) or CONFIRMED.
+pub fn pegout_info(
+    chain: &Chain,
+    w: &crate::ledger::Withdrawal,
+    batch: Option<&crate::pegout::Batch>,
+    confirmations: &dyn Fn(&[u8; 32]) -> Option<u32>,
+) -> pb::PegOutInfo {
     let params = chain.params();
     let m = params.federation.threshold() as u32;
     let need = params.confirmations;
@@ -88,15 +112,9 @@ pub fn get_pegout(
         eta_seconds: 600 * need as u64,
         ..Default::default()
     };
-    let Some(batch) = batch else {
-        return Ok(pb::GetPegOutResponse {
-            peg_out: Some(info),
-        });
+    let Some(b) = batch else {
+        return info;
     };
-    let b = chain
-        .batch(batch)
-        .map_err(storage)?
-        .ok_or_else(|| Status::internal(format!("batch {batch} missing")))?;
     let v = b
         .confirmed
         .as_ref()
@@ -111,7 +129,7 @@ pub fn get_pegout(
     info.vout = b
         .outputs
         .iter()
-        .position(|o| o.withdrawal == id)
+        .position(|o| o.withdrawal == w.id)
         .unwrap_or(0) as u32;
     if b.confirmed.is_some() {
         info.state = pb::PegOutState::Confirmed as i32;
@@ -119,20 +137,17 @@ pub fn get_pegout(
         info.eta_seconds = 0;
     } else if info.signatures >= m {
         info.state = pb::PegOutState::Broadcast as i32;
-        if let Some(w) = watcher {
-            let conf = bitcoin_confirmations(w, &version.txid);
+        if let Some(conf) = confirmations(&version.txid) {
             info.confirmations = conf;
             info.eta_seconds = 600 * need.saturating_sub(conf) as u64;
         }
     } else {
         info.state = pb::PegOutState::Signing as i32;
     }
-    Ok(pb::GetPegOutResponse {
-        peg_out: Some(info),
-    })
+    info
 }
 
-fn bitcoin_confirmations(w: &Watcher, txid: &[u8; 32]) -> u32 {
+pub(crate) fn bitcoin_confirmations(w: &Watcher, txid: &[u8; 32]) -> u32 {
     let btc = w.bitcoin();
     let Ok(Some((_, Some(block)))) = btc.transaction(&Txid::from_byte_array(*txid), None) else {
         return 0;
@@ -148,8 +163,8 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
     chain.with_state(|s| {
         let r = s.reserves();
         let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-        let utxo =
-            |o: &crate::fedtx::OutPoint, u: &crate::pegout::Utxo, batch: u64| pb::FederationUtxo {
+        let utxo = |o: &crate::fedtx::OutPoint, u: &crate::pegout::Utxo, batch: Option<u64>| {
+            pb::FederationUtxo {
                 outpoint: o.to_string(),
                 amount: u.amount.0,
                 kind: match u.owner {
@@ -157,11 +172,12 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
                     Owner::Change => "change".into(),
                 },
                 locked_by_batch: batch,
-            };
+            }
+        };
         let mut utxos: Vec<pb::FederationUtxo> =
-            s.utxos.iter().map(|(o, u)| utxo(o, u, 0)).collect();
+            s.utxos.iter().map(|(o, u)| utxo(o, u, None)).collect();
         for b in s.batches.values() {
-            utxos.extend(b.inputs.iter().map(|(o, u)| utxo(o, u, b.id)));
+            utxos.extend(b.inputs.iter().map(|(o, u)| utxo(o, u, Some(b.id))));
         }
         pb::GetReservesResponse {
             available: clamp(r.available),

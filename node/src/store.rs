@@ -7,7 +7,9 @@
 //! account ‖ credited ‖ height), `fee_votes`, `utxos` (outpoint → federation
 //! UTXO, JSON), `batches` (id → peg-out batch, JSON, kept after
 //! confirmation), `paid` (withdrawal id → withdrawal paid by a confirmed
-//! batch), `meta` (chain id, tip).
+//! batch), `meta` (chain id, tip), and for the explorer feed `events`
+//! (height → the block's events) and `account_txs` (account ‖ height ‖ index
+//! → ∅), see [`FeedRecord`].
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
@@ -18,6 +20,9 @@ use crate::hash::Hash32;
 use crate::ledger::{Account, BlockOutcome, State, Withdrawal};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
+
+mod feed;
+pub use feed::FeedRecord;
 
 const CF_BLOCKS: &str = "blocks";
 const CF_BLOCK_INDEX: &str = "block_index";
@@ -31,7 +36,7 @@ const CF_FEE_VOTES: &str = "fee_votes";
 const CF_UTXOS: &str = "utxos";
 const CF_BATCHES: &str = "batches";
 const CF_PAID: &str = "paid";
-const ALL_CFS: [&str; 12] = [
+const ALL_CFS: [&str; 14] = [
     CF_UTXOS,
     CF_BATCHES,
     CF_PAID,
@@ -44,6 +49,8 @@ const ALL_CFS: [&str; 12] = [
     CF_REGISTERED,
     CF_MINTED,
     CF_FEE_VOTES,
+    feed::CF_EVENTS,
+    feed::CF_ACCOUNT_TXS,
 ];
 const KEY_CHAIN_ID: &[u8] = b"chain_id";
 const KEY_TIP: &[u8] = b"tip";
@@ -316,9 +323,22 @@ impl Store {
         outcome: &BlockOutcome,
         after: &State,
     ) -> Result<(), StoreError> {
+        self.commit_block_with(cb, outcome, after, &FeedRecord::default())
+    }
+
+    /// [`Store::commit_block`] plus the block's explorer feed record, in
+    /// the same batch: the feed never sees a block without its events.
+    pub fn commit_block_with(
+        &self,
+        cb: &CommittedBlock,
+        outcome: &BlockOutcome,
+        after: &State,
+        feed: &FeedRecord,
+    ) -> Result<(), StoreError> {
         let h = &cb.block.header;
         let hash = h.hash();
         let mut batch = WriteBatch::default();
+        self.put_feed_record(&mut batch, h.height, feed)?;
         batch.put_cf(self.cf(CF_BLOCKS)?, h.height.to_be_bytes(), cb.encode());
         batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, h.height.to_be_bytes());
         let txi = self.cf(CF_TX_INDEX)?;

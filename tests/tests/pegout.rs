@@ -511,4 +511,94 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     let mempool: Vec<String> = s.btc.rpc("getrawmempool", &[]).unwrap();
     assert!(!mempool.contains(&v0));
     check_reserves(&s.chans[0], &s.fed).await;
+
+    // The explorer feed tells the replaced batch's story to bob's filter:
+    // formed, signatures, fully signed, replaced, signed again, confirmed
+    // (the replacement's txid).
+    let bob_addr = AccountId(bob.verifying_key().to_bytes()).to_address("fprt");
+    let mut feed = pb::explorer_service_client::ExplorerServiceClient::new(s.chans[0].clone())
+        .subscribe_events(pb::SubscribeEventsRequest {
+            from_height: Some(0),
+            from_index: 0,
+            accounts: vec![bob_addr.clone()],
+            kinds: vec![pb::EventKind::PegOutStateChanged as i32],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut story = Vec::new();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(20), feed.message())
+            .await
+            .expect("feed stalled")
+            .unwrap()
+            .unwrap();
+        let Some(pb::chain_event::Event::PegOutStateChanged(c)) = e.event else {
+            panic!("filter let through {e:?}");
+        };
+        assert!(c.accounts.contains(&bob_addr), "{c:?}");
+        if c.batch != p.batch {
+            continue;
+        }
+        assert_eq!(c.withdrawal_ids, vec![done.withdrawal_id]);
+        let state = pb::PegOutState::try_from(c.state).unwrap();
+        story.push((state, c.batch_version, c.bitcoin_txid.clone()));
+        if state == pb::PegOutState::Confirmed {
+            break;
+        }
+    }
+    use pb::PegOutState::*;
+    assert_eq!(story[0], (Signing, 0, v0.clone()), "{story:?}");
+    let at = |st: pb::PegOutState, txid: &str| {
+        story
+            .iter()
+            .position(|(s, _, t)| *s == st && t == txid)
+            .unwrap_or_else(|| panic!("no {st:?} of {txid}: {story:?}"))
+    };
+    let replaced = at(Replaced, &p1.bitcoin_txid);
+    assert!(at(Broadcast, &v0) < replaced);
+    assert!(replaced < at(Broadcast, &p1.bitcoin_txid));
+    assert_eq!(
+        story.last().unwrap(),
+        &(Confirmed, p1.batch_version, p1.bitcoin_txid.clone())
+    );
+
+    // ListPegOuts: nothing of bob's pending, his nine peg-outs recently paid.
+    let list = pb::federation_service_client::FederationServiceClient::new(s.chans[0].clone())
+        .list_peg_outs(pb::ListPegOutsRequest {
+            address: bob_addr,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(list.pending.is_empty(), "{:?}", list.pending);
+    assert_eq!(list.recent.len(), 9);
+    assert_eq!(
+        list.recent[0].withdrawal_id, done.withdrawal_id,
+        "newest first"
+    );
+    assert!(list
+        .recent
+        .iter()
+        .all(|r| r.state == pb::PegOutState::Confirmed as i32 && r.signatures == 3));
+
+    // Metrics of a member that saw every burn: burn → signed and burn →
+    // confirmed latencies, and the confirmed count.
+    let page = s.fed.members[0].metrics().unwrap();
+    let value = |name: &str| -> f64 {
+        page.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{page}"))
+    };
+    assert_eq!(value("fedpeg_pegouts_confirmed_total "), 9.0);
+    assert_eq!(value("fedpeg_pegout_latency_seconds_count "), 9.0);
+    assert!(value("fedpeg_pegout_signed_latency_seconds_count ") >= 9.0);
+    println!(
+        "metrics: burn -> fully signed mean {:.3} s over {} signings",
+        value("fedpeg_pegout_signed_latency_seconds_sum ")
+            / value("fedpeg_pegout_signed_latency_seconds_count "),
+        value("fedpeg_pegout_signed_latency_seconds_count ")
+    );
 }

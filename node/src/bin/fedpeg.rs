@@ -11,7 +11,8 @@ use fedpeg_node::keys::{create_wallet_key, load_wallet_key};
 use fedpeg_node::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::{
-    explorer_service_client::ExplorerServiceClient, node_service_client::NodeServiceClient,
+    explorer_service_client::ExplorerServiceClient,
+    federation_service_client::FederationServiceClient, node_service_client::NodeServiceClient,
     wallet_service_client::WalletServiceClient,
 };
 use serde_json::json;
@@ -137,6 +138,19 @@ enum Command {
     },
     /// Show the node's status.
     Status,
+    /// Tail the node's feed of finalized blocks (or, with --account, that
+    /// account's events); resumes by itself after a disconnect.
+    Watch {
+        /// First height (0: the whole chain; default: the next block).
+        #[arg(long, value_name = "HEIGHT")]
+        from: Option<u64>,
+        /// Show only events involving this address.
+        #[arg(long, value_name = "ADDRESS")]
+        account: Option<String>,
+        /// Stop after this many blocks (or events with --account).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
 }
 
 struct Client {
@@ -496,27 +510,13 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 .map_err(|s| status_error("reserves", s))?
                 .into_inner();
             if cli.json {
-                println!(
-                    "{}",
-                    json!({"height": r.height, "available": r.available, "locked": r.locked, "pending_change": r.pending_change, "supply": r.supply, "queued": r.queued, "in_batches": r.in_batches, "fee_pool": r.fee_pool, "covered": r.covered, "utxos": r.utxos.len()})
-                );
+                println!("{}", reserves_json(&r));
             } else {
-                println!("at height {}", r.height);
-                println!("reserves  {} sats confirmed ({} free, {} locked in unconfirmed batches; {} change pending)", r.available + r.locked, r.available, r.locked, r.pending_change);
-                println!(
-                    "owed      {} sats ({} supply, {} queued peg-outs, {} in batches)",
-                    r.supply + r.queued + r.in_batches,
-                    r.supply,
-                    r.queued,
-                    r.in_batches
-                );
-                println!("fee pool  {} sats", r.fee_pool);
-                println!("covered   {}", if r.covered { "yes" } else { "NO" });
+                print_reserves(&r);
                 for u in &r.utxos {
-                    let lock = if u.locked_by_batch > 0 {
-                        format!(" (locked by batch {})", u.locked_by_batch)
-                    } else {
-                        String::new()
+                    let lock = match u.locked_by_batch {
+                        Some(b) => format!(" (locked by batch {b})"),
+                        None => String::new(),
                     };
                     println!("  {} {} sats {}{}", u.outpoint, u.amount, u.kind, lock);
                 }
@@ -638,9 +638,23 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Watch {
+            from,
+            account,
+            count,
+        } => {
+            let c = Client::connect(&cli.node).await?;
+            watch(&c, *from, account.as_deref(), *count, cli.json).await?;
+        }
         Command::Status => {
             let c = Client::connect(&cli.node).await?;
             let s = c.status().await?;
+            // Older nodes have no federation service: show what there is.
+            let f = FederationServiceClient::new(c.channel.clone())
+                .get_federation(pb::GetFederationRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner());
             let role = pb::NodeRole::try_from(s.role)
                 .map(|r| r.as_str_name())
                 .unwrap_or("UNKNOWN");
@@ -649,7 +663,12 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     "{}",
                     json!({ "chain_id": s.chain_id, "network": s.network, "height": s.height, "tip_hash": s.tip_hash,
                         "role": role, "member_name": s.member_name, "members": s.members, "mempool_size": s.mempool_size,
-                        "min_tx_fee": s.min_tx_fee, "pegout_fee": s.pegout_fee, "version": s.version })
+                        "min_tx_fee": s.min_tx_fee, "pegout_fee": s.pegout_fee, "version": s.version,
+                        "round": s.round, "peers": s.peers.len(),
+                        "federation": f.as_ref().map(federation_json),
+                        "bitcoin": { "reachable": s.bitcoind_reachable,
+                            "tip_height": f.as_ref().map(|f| f.bitcoin_tip_height),
+                            "deep_reorg_alerts": s.deep_reorg_alerts } })
                 );
             } else {
                 println!("chain    {} ({})", s.chain_id, s.network);
@@ -661,6 +680,10 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
                     "fees     min {} sats, peg-out {} sats",
                     s.min_tx_fee, s.pegout_fee
                 );
+                println!("round    {}, {} peer(s)", s.round, s.peers.len());
+                if let Some(f) = &f {
+                    print_federation(f, &s);
+                }
             }
         }
     }
@@ -673,6 +696,7 @@ fn pegout_state_name(s: i32) -> &'static str {
         pb::PegOutState::Signing => "SIGNING",
         pb::PegOutState::Broadcast => "BROADCAST",
         pb::PegOutState::Confirmed => "CONFIRMED",
+        pb::PegOutState::Replaced => "REPLACED",
         pb::PegOutState::Unspecified => "UNKNOWN",
     }
 }
@@ -815,5 +839,271 @@ async fn pegout(
             bail!("peg-out {txid} not done after {timeout_secs} s; check with `fedpeg pegout-status {txid}`");
         }
         tokio::time::sleep(Duration::from_millis(if wait { 1000 } else { 50 })).await;
+    }
+}
+
+fn reserves_json(r: &pb::GetReservesResponse) -> serde_json::Value {
+    json!({"height": r.height, "available": r.available, "locked": r.locked,
+        "pending_change": r.pending_change, "supply": r.supply, "queued": r.queued,
+        "in_batches": r.in_batches, "fee_pool": r.fee_pool, "covered": r.covered,
+        "utxos": r.utxos.len()})
+}
+
+fn print_reserves(r: &pb::GetReservesResponse) {
+    println!("at height {}", r.height);
+    println!(
+        "reserves  {} sats confirmed ({} free, {} locked in unconfirmed batches; {} change pending)",
+        r.available + r.locked,
+        r.available,
+        r.locked,
+        r.pending_change
+    );
+    println!(
+        "owed      {} sats ({} supply, {} queued peg-outs, {} in batches)",
+        r.supply + r.queued + r.in_batches,
+        r.supply,
+        r.queued,
+        r.in_batches
+    );
+    println!("fee pool  {} sats", r.fee_pool);
+    println!("covered   {}", if r.covered { "yes" } else { "NO" });
+}
+
+fn federation_json(f: &pb::GetFederationResponse) -> serde_json::Value {
+    json!({
+        "members": f.members.iter().map(|m| json!({ "name": m.name, "online": m.online,
+            "last_seen_ms": m.last_seen_ms, "is_self": m.is_self })).collect::<Vec<_>>(),
+        "consensus_quorum": f.consensus_quorum, "peg_threshold": f.peg_threshold,
+        "pegin_confirmations": f.pegin_confirmations, "peg_descriptor": f.peg_descriptor,
+        "reserves": f.reserves.as_ref().map(reserves_json),
+    })
+}
+
+fn print_federation(f: &pb::GetFederationResponse, s: &pb::GetStatusResponse) {
+    let online = f.members.iter().filter(|m| m.online).count();
+    println!(
+        "quorum   {} of {} to finalize, peg {} of {}; {} member(s) online",
+        f.consensus_quorum,
+        f.members.len(),
+        f.peg_threshold,
+        f.members.len(),
+        online
+    );
+    for m in &f.members {
+        let seen = if m.is_self {
+            "this node".to_string()
+        } else if m.online {
+            "online".to_string()
+        } else if m.last_seen_ms == 0 {
+            "not seen".to_string()
+        } else {
+            format!("last seen at {} ms", m.last_seen_ms)
+        };
+        println!("  {:<12} {}", m.name, seen);
+    }
+    if f.bitcoin_tip_height > 0 || s.bitcoind_reachable {
+        println!(
+            "bitcoin  tip {} ({}), {} deep-reorg alert(s)",
+            f.bitcoin_tip_height,
+            if s.bitcoind_reachable {
+                "reachable"
+            } else {
+                "UNREACHABLE"
+            },
+            s.deep_reorg_alerts.len()
+        );
+    } else {
+        println!("bitcoin  this node watches no bitcoind");
+    }
+    if let Some(r) = &f.reserves {
+        print_reserves(r);
+    }
+}
+
+/// One event as text and JSON.
+fn describe_event(e: &pb::ChainEvent) -> (String, serde_json::Value) {
+    use pb::chain_event::Event as Ev;
+    let kind = pb::EventKind::try_from(e.kind)
+        .map(|k| k.as_str_name())
+        .unwrap_or("UNKNOWN");
+    let (text, detail) = match &e.event {
+        Some(Ev::Transfer(t)) => (
+            format!("transfer {} → {}: {} sats", t.from, t.to, t.amount),
+            json!({ "from": t.from, "to": t.to, "amount": t.amount }),
+        ),
+        Some(Ev::Fee(f)) => (
+            format!("fee {} sats from {}", f.amount, f.from),
+            json!({ "from": f.from, "amount": f.amount }),
+        ),
+        Some(Ev::Mint(m)) => (
+            format!(
+                "mint {} sats to {} (deposit {})",
+                m.amount, m.account, m.outpoint
+            ),
+            json!({ "account": m.account, "amount": m.amount, "outpoint": m.outpoint }),
+        ),
+        Some(Ev::Burn(b)) => (
+            format!(
+                "burn {} sats from {} → {} (withdrawal {})",
+                b.amount, b.account, b.bitcoin_address, b.withdrawal_id
+            ),
+            json!({ "account": b.account, "amount": b.amount, "bitcoin_address": b.bitcoin_address,
+                "withdrawal_id": b.withdrawal_id }),
+        ),
+        Some(Ev::DepositAddressRegistered(d)) => (
+            format!(
+                "deposit address of {} registered by member {}",
+                d.account, d.member
+            ),
+            json!({ "account": d.account, "member": d.member }),
+        ),
+        Some(Ev::PegOutStateChanged(p)) => {
+            let state = pb::PegOutState::try_from(p.state)
+                .map(|s| s.as_str_name())
+                .unwrap_or("UNKNOWN");
+            let detail = match pb::PegOutState::try_from(p.state) {
+                Ok(pb::PegOutState::Signing) if p.signatures > 0 => format!(
+                    ", {} signature set(s), the last from member {}",
+                    p.signatures,
+                    p.member.unwrap_or_default()
+                ),
+                Ok(pb::PegOutState::Replaced) => format!(
+                    ", version {} at {} sat/vB",
+                    p.batch_version, p.fee_rate_sat_vb
+                ),
+                _ => String::new(),
+            };
+            (
+                format!(
+                    "peg-out batch {} {state}: withdrawal(s) {:?}, bitcoin tx {}{detail}",
+                    p.batch, p.withdrawal_ids, p.bitcoin_txid
+                ),
+                json!({ "batch": p.batch, "state": state, "bitcoin_txid": p.bitcoin_txid,
+                    "batch_version": p.batch_version, "fee_rate_sat_vb": p.fee_rate_sat_vb,
+                    "signatures": p.signatures, "member": p.member,
+                    "withdrawal_ids": p.withdrawal_ids, "accounts": p.accounts }),
+            )
+        }
+        None => ("(empty event)".into(), json!({})),
+    };
+    (
+        format!("{}.{} {text}", e.height, e.index),
+        json!({ "height": e.height, "index": e.index, "kind": kind, "txid": e.txid, "detail": detail }),
+    )
+}
+
+/// Tails blocks, or an account's events, reconnecting from where it left
+/// off when the stream ends (cut off as too slow, node restarted).
+async fn watch(
+    c: &Client,
+    from: Option<u64>,
+    account: Option<&str>,
+    count: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut next = match from {
+        Some(h) => (h, 0u32),
+        None => (c.status().await?.height + 1, 0),
+    };
+    let mut shown = 0u64;
+    let done = |shown: u64| count.is_some_and(|n| shown >= n);
+    let mut failures = 0u32;
+    while !done(shown) {
+        let from_height = i64::try_from(next.0).context("--from is too large")?;
+        let result: Result<(), tonic::Status> = async {
+            if let Some(a) = account {
+                let mut s = c
+                    .explorer()
+                    .subscribe_events(pb::SubscribeEventsRequest {
+                        from_height: Some(from_height),
+                        from_index: next.1,
+                        accounts: vec![a.to_string()],
+                        kinds: vec![],
+                    })
+                    .await?
+                    .into_inner();
+                while let Some(e) = s.message().await? {
+                    let (text, j) = describe_event(&e);
+                    println!("{}", if json { j.to_string() } else { text });
+                    next = (e.height, e.index + 1);
+                    shown += 1;
+                    failures = 0;
+                    if done(shown) {
+                        break;
+                    }
+                }
+            } else {
+                let mut s = c
+                    .explorer()
+                    .subscribe_blocks(pb::SubscribeBlocksRequest {
+                        from_height: Some(from_height),
+                        include_raw: false,
+                    })
+                    .await?
+                    .into_inner();
+                while let Some(b) = s.message().await? {
+                    print_feed_block(&b, json);
+                    next = (b.height + 1, 0);
+                    shown += 1;
+                    failures = 0;
+                    if done(shown) {
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {}
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::ResourceExhausted
+                        | tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                ) && failures < 30 =>
+            {
+                failures += 1;
+                eprintln!(
+                    "watch: {}; resuming from height {} in 1 s",
+                    s.message(),
+                    next.0
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => return Err(status_error("watch", s)),
+        }
+    }
+    Ok(())
+}
+
+fn print_feed_block(b: &pb::FeedBlock, json: bool) {
+    let signers = b
+        .commit
+        .as_ref()
+        .map(|c| c.signer_names.join(","))
+        .unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            json!({ "height": b.height, "hash": b.hash, "parent_hash": b.parent_hash, "time_ms": b.time_ms,
+                "proposer": b.proposer_name, "signers": signers,
+                "transactions": b.transactions.iter().filter_map(|t| t.transaction.as_ref()).map(tx_json).collect::<Vec<_>>(),
+                "events": b.events.iter().map(|e| describe_event(e).1).collect::<Vec<_>>() })
+        );
+        return;
+    }
+    println!(
+        "block {} {} by {} signed by [{}]: {} transaction(s), {} event(s)",
+        b.height,
+        b.hash,
+        b.proposer_name,
+        signers,
+        b.transactions.len(),
+        b.events.len()
+    );
+    for e in &b.events {
+        println!("  {}", describe_event(e).0);
     }
 }

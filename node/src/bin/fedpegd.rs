@@ -134,6 +134,15 @@ struct RunArgs {
     /// Log format: text or json [config: log.format; default text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Most concurrent explorer streams (SubscribeBlocks + SubscribeEvents) [config: explorer.max_streams; default 1024].
+    #[arg(long, value_name = "N")]
+    max_streams: Option<usize>,
+    /// Messages buffered per explorer stream [config: explorer.stream_buffer; default 64].
+    #[arg(long, value_name = "N")]
+    stream_buffer: Option<usize>,
+    /// End an explorer stream with RESOURCE_EXHAUSTED when, after catching up, it falls this many blocks behind the tip with a full buffer [config: explorer.max_lag_blocks; default 256].
+    #[arg(long, value_name = "BLOCKS")]
+    max_lag_blocks: Option<u64>,
 }
 
 fn init_logs(format: &str, filter: &str) {
@@ -286,6 +295,15 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.log_format {
         c.log.format = v;
+    }
+    if let Some(v) = a.max_streams {
+        c.explorer.max_streams = v;
+    }
+    if let Some(v) = a.stream_buffer {
+        c.explorer.stream_buffer = v;
+    }
+    if let Some(v) = a.max_lag_blocks {
+        c.explorer.max_lag_blocks = v;
     }
     c.validate()?;
     init_logs(&c.log.format, &c.log.filter);
