@@ -387,13 +387,29 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
-    let node = Federation::start(1, false, 1000).unwrap();
-    let ch = node.members[0].connect().await.unwrap();
+    let mut node = Federation::start(1, false, 1000).unwrap();
+    // Restarted with JSON logs: every new log line is a JSON object.
+    let m = &mut node.members[0];
+    m.connect().await.unwrap();
+    m.kill();
+    let text_len = m.log().len();
+    m.extra_args = vec!["--log-format".into(), "json".into()];
+    m.spawn().unwrap();
+    let ch = m.connect().await.unwrap();
+    let log = m.log();
+    let json_lines: Vec<&str> = log[text_len..].lines().collect();
+    assert!(!json_lines.is_empty());
+    for l in &json_lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     for svc in [
         "fedpeg.v1.WalletService",
         "fedpeg.v1.ExplorerService",
         "fedpeg.v1.NodeService",
+        "fedpeg.v1.FederationService",
         "",
     ] {
         let r = health
@@ -441,6 +457,7 @@ async fn health_and_reflection_are_served() {
         "fedpeg.v1.WalletService",
         "fedpeg.v1.ExplorerService",
         "fedpeg.v1.NodeService",
+        "fedpeg.v1.FederationService",
         "grpc.health.v1.Health",
     ] {
         assert!(
