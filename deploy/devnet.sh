@@ -10,6 +10,7 @@
 # Env: FEDPEG_DEVNET_DIR (default ./devnet-data; reused if it exists and has
 #      the same member count), FEDPEG_API_PORT (first gRPC port, default
 #      20051), FEDPEG_P2P_PORT (first p2p port, default 30001),
+#      FEDPEG_METRICS_PORT (first Prometheus port, default 9464),
 #      CARGO_TARGET_DIR (default ~/.cache/fedpeg/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --members) members="${2:?--members needs a number}"; shift 2 ;;
         --members=*) members="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "devnet.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -30,6 +31,7 @@ dir="${FEDPEG_DEVNET_DIR:-$root/devnet-data}"
 # connections leave TIME_WAIT sockets there that would block a restart's bind.
 api0="${FEDPEG_API_PORT:-20051}"
 p2p0="${FEDPEG_P2P_PORT:-30001}"
+metrics0="${FEDPEG_METRICS_PORT:-9464}"
 btc_rpc="${FEDPEG_BTC_RPC_PORT:-18443}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
 if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
@@ -85,21 +87,23 @@ btc_args=(--bitcoin-rpc-url "http://127.0.0.1:$btc_rpc" --bitcoin-rpc-user dev -
 
 for i in $(seq 0 $((members - 1))); do
     "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/m$i-data" --key "$dir/m$i.key" \
-        --api-listen "127.0.0.1:$((api0 + i))" "${btc_args[@]}" 2>"$dir/m$i.log" &
+        --api-listen "127.0.0.1:$((api0 + i))" --metrics-listen "127.0.0.1:$((metrics0 + i))" \
+        "${btc_args[@]}" 2>"$dir/m$i.log" &
     pids+=($!)
 done
 obs=$((api0 + members))
 "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/observer-data" \
-    --api-listen "127.0.0.1:$obs" 2>"$dir/observer.log" &
+    --api-listen "127.0.0.1:$obs" --metrics-listen "127.0.0.1:$((metrics0 + members))" \
+    2>"$dir/observer.log" &
 pids+=($!)
 
 {
     echo
     echo "fedpeg devnet: $members members + 1 observer on regtest"
     for i in $(seq 0 $((members - 1))); do
-        echo "  member m$i   gRPC http://127.0.0.1:$((api0 + i))   p2p /ip4/127.0.0.1/tcp/$((p2p0 + i))   log $dir/m$i.log"
+        echo "  member m$i   gRPC http://127.0.0.1:$((api0 + i))   p2p /ip4/127.0.0.1/tcp/$((p2p0 + i))   metrics http://127.0.0.1:$((metrics0 + i))/metrics   log $dir/m$i.log"
     done
-    echo "  observer     gRPC http://127.0.0.1:$obs   log $dir/observer.log"
+    echo "  observer     gRPC http://127.0.0.1:$obs   metrics http://127.0.0.1:$((metrics0 + members))/metrics   log $dir/observer.log"
     echo "  faucet key   $dir/faucet.key (holds the dev balance)"
     echo
     echo "Try, in another shell:"
@@ -108,6 +112,8 @@ pids+=($!)
     echo "  fedpeg --key $dir/faucet.key send --to <alice's address> --amount 100000"
     echo "  fedpeg --key alice.key balance"
     echo "  fedpeg --node http://127.0.0.1:$obs status     # the observer follows the same chain"
+    echo "  fedpeg --node http://127.0.0.1:$obs watch --from 0   # explorer feed: every block and its events"
+    echo "  curl -s http://127.0.0.1:$((metrics0 + members))/metrics | grep -E '^fedpeg_(height|supply_sats|feed_)'"
     echo
     echo "Peg in (bitcoind regtest: RPC 127.0.0.1:$btc_rpc, user/password dev/dev, wallet dev):"
     echo "  alias btc='${btc[*]}'"

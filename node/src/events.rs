@@ -90,12 +90,26 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             };
             let state = match *stage {
                 BatchStage::Formed => pb::PegOutState::Signing,
-                BatchStage::Signature { member, count } => {
+                BatchStage::Signature {
+                    member,
+                    count,
+                    required,
+                    version,
+                } => {
                     p.signatures = count;
                     p.member = Some(member);
-                    pb::PegOutState::Signing
+                    p.batch_version = version;
+                    // A signature beyond m arrives after the batch went out.
+                    if count > required {
+                        pb::PegOutState::Broadcast
+                    } else {
+                        pb::PegOutState::Signing
+                    }
                 }
-                BatchStage::Signed => pb::PegOutState::Broadcast,
+                BatchStage::Signed { version } => {
+                    p.batch_version = version;
+                    pb::PegOutState::Broadcast
+                }
                 BatchStage::Replaced { version, fee_rate } => {
                     p.batch_version = version;
                     p.fee_rate_sat_vb = fee_rate;
@@ -260,14 +274,34 @@ mod tests {
             (
                 BatchStage::Signature {
                     member: 2,
-                    count: 1,
+                    count: 3,
+                    required: 3,
+                    version: 1,
                 },
                 pb::PegOutState::Signing,
+                3,
                 1,
-                0,
                 Some(2),
             ),
-            (BatchStage::Signed, pb::PegOutState::Broadcast, 0, 0, None),
+            (
+                BatchStage::Signature {
+                    member: 0,
+                    count: 4,
+                    required: 3,
+                    version: 1,
+                },
+                pb::PegOutState::Broadcast,
+                4,
+                1,
+                Some(0),
+            ),
+            (
+                BatchStage::Signed { version: 1 },
+                pb::PegOutState::Broadcast,
+                0,
+                1,
+                None,
+            ),
             (
                 BatchStage::Replaced {
                     version: 1,

@@ -263,13 +263,18 @@ pub enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BatchStage {
     Formed,
-    /// A member's valid signatures were recorded (k of m).
+    /// A member's valid signatures of `version` were recorded: `count` of
+    /// the `required` (m) so far; more than m once it is broadcast.
     Signature {
         member: u32,
         count: u32,
+        required: u32,
+        version: u32,
     },
-    /// m members signed: the transaction can be broadcast.
-    Signed,
+    /// m members signed `version`: the transaction can be broadcast.
+    Signed {
+        version: u32,
+    },
     /// A replacement version at a higher fee rate.
     Replaced {
         version: u32,
@@ -725,6 +730,8 @@ fn apply_fed_tx(
                 stage: BatchStage::Signature {
                     member: tx.member,
                     count,
+                    required: params.federation.threshold() as u32,
+                    version: latest as u32,
                 },
                 txid,
                 withdrawals: withdrawals.clone(),
@@ -733,7 +740,9 @@ fn apply_fed_tx(
             if count as usize == params.federation.threshold() {
                 events.push(Event::PegOutBatch {
                     batch: *batch,
-                    stage: BatchStage::Signed,
+                    stage: BatchStage::Signed {
+                        version: latest as u32,
+                    },
                     txid,
                     withdrawals,
                     accounts,
@@ -2101,7 +2110,7 @@ mod pegout_tests {
         assert!(!ev.iter().any(|e| matches!(
             e,
             Event::PegOutBatch {
-                stage: BatchStage::Signed,
+                stage: BatchStage::Signed { .. },
                 ..
             }
         )));
@@ -2110,7 +2119,7 @@ mod pegout_tests {
         assert!(ev.iter().any(|e| matches!(
             e,
             Event::PegOutBatch {
-                stage: BatchStage::Signed,
+                stage: BatchStage::Signed { .. },
                 ..
             }
         )));

@@ -549,6 +549,10 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     }
     use pb::PegOutState::*;
     assert_eq!(story[0], (Signing, 0, v0.clone()), "{story:?}");
+    for (_, version, txid) in &story {
+        let want = if *txid == v0 { 0 } else { p1.batch_version };
+        assert_eq!(*version, want, "{story:?}");
+    }
     let at = |st: pb::PegOutState, txid: &str| {
         story
             .iter()

@@ -958,15 +958,15 @@ fn describe_event(e: &pb::ChainEvent) -> (String, serde_json::Value) {
             json!({ "account": d.account, "member": d.member }),
         ),
         Some(Ev::PegOutStateChanged(p)) => {
-            let state = pb::PegOutState::try_from(p.state)
-                .map(|s| s.as_str_name())
-                .unwrap_or("UNKNOWN");
+            let state = pegout_state_name(p.state);
             let detail = match pb::PegOutState::try_from(p.state) {
-                Ok(pb::PegOutState::Signing) if p.signatures > 0 => format!(
-                    ", {} signature set(s), the last from member {}",
-                    p.signatures,
-                    p.member.unwrap_or_default()
-                ),
+                Ok(pb::PegOutState::Signing | pb::PegOutState::Broadcast) if p.signatures > 0 => {
+                    format!(
+                        ", {} signature set(s), the last from member {}",
+                        p.signatures,
+                        p.member.unwrap_or_default()
+                    )
+                }
                 Ok(pb::PegOutState::Replaced) => format!(
                     ", version {} at {} sat/vB",
                     p.batch_version, p.fee_rate_sat_vb
