@@ -194,6 +194,20 @@ impl Chain {
         if self.with_state(|s| !fed_tx_pending(s, &tx)) {
             return false;
         }
+        // Peg-out signatures are checked against the batch now: invalid ones
+        // (a Byzantine or misconfigured member) would otherwise sit in the
+        // pool until the batch is done, re-verified at every proposal.
+        if let FedTxKind::PegOutSignatures { batch, version, .. } = &tx.kind {
+            if let Err(e) = self.with_state(|s| crate::ledger::check_fed_tx(s, &self.params, &tx)) {
+                tracing::warn!(
+                    member = tx.member,
+                    batch,
+                    version,
+                    "refused peg-out signatures: {e}"
+                );
+                return false;
+            }
+        }
         let Ok(mut pool) = self.fed_pool.lock() else {
             return false;
         };
@@ -210,6 +224,14 @@ impl Chain {
         }
         self.pending.notify_one();
         true
+    }
+
+    /// Hands a federation transaction to the driver for the other members
+    /// without pooling it here (test-only Byzantine behaviour).
+    pub(crate) fn gossip_fed_tx(&self, tx: FederationTx) {
+        if let Some(g) = self.gossip.get() {
+            let _ = g.send(Gossip::Fed(tx));
+        }
     }
 
     /// True if a registration for `account` is pooled (not yet final).

@@ -585,6 +585,17 @@ fn apply_tx(
 }
 
 /// Checks and applies one federation transaction.
+/// Whether federation transaction `tx` would apply on top of `state` in the
+/// next block (nothing is written). Its member signature is not checked here.
+pub fn check_fed_tx(
+    state: &State,
+    params: &LedgerParams,
+    tx: &FederationTx,
+) -> Result<(), FedTxError> {
+    let mut o = Overlay::new(state);
+    apply_fed_tx(&mut o, params, state.height + 1, tx, &mut Vec::new())
+}
+
 fn apply_fed_tx(
     o: &mut Overlay<'_>,
     params: &LedgerParams,

@@ -102,6 +102,12 @@ impl PegOutWorker {
             &self.consensus_key,
             kind,
         );
+        if self.bad_signatures && matches!(tx.kind, FedTxKind::PegOutSignatures { .. }) {
+            // A Byzantine member skips its own node's checks and sends the
+            // bad signatures straight to the others.
+            self.chain.gossip_fed_tx(tx);
+            return;
+        }
         self.chain.submit_fed_tx(tx, true);
     }
 

@@ -436,6 +436,15 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     assert!(s.fed.members[3]
         .log()
         .contains("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS"));
+    // Honest members refuse the bad signatures on arrival: they never
+    // reach a proposer's pool.
+    for i in [0, 1, 2] {
+        let log = s.fed.members[i].log();
+        assert!(
+            log.contains("refused peg-out signatures") && log.contains("member=3"),
+            "member {i} did not refuse member 3's signatures:\n{log}"
+        );
+    }
     s.btc.mine(2).unwrap();
     for t in &txids {
         let p = s.wait_state(t, pb::PegOutState::Confirmed, 60).await;

@@ -150,7 +150,9 @@ fn init_logs(format: &str, filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: log files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         b.json().init();
     } else {
