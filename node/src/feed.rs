@@ -103,8 +103,15 @@ fn storage(e: StoreError) -> Status {
 enum Cursor {
     /// Next block height.
     Blocks(u64),
-    /// Last transaction returned.
-    AccountTxs(TxLocation),
+    /// Last transaction returned, and a tag of the account it pages
+    /// (a cursor of one account is refused for another).
+    AccountTxs(TxLocation, [u8; 4]),
+}
+
+/// The 4-byte tag of `account` in its history cursors.
+fn account_tag(account: &AccountId) -> [u8; 4] {
+    let h = crate::hash::Hash32::tagged("fedpeg/history-cursor", &[&account.0]);
+    [h.0[0], h.0[1], h.0[2], h.0[3]]
 }
 
 impl Cursor {
@@ -115,10 +122,11 @@ impl Cursor {
                 b.push(b'b');
                 b.extend_from_slice(&h.to_be_bytes());
             }
-            Cursor::AccountTxs(l) => {
+            Cursor::AccountTxs(l, tag) => {
                 b.push(b'a');
                 b.extend_from_slice(&l.height.to_be_bytes());
                 b.extend_from_slice(&l.index.to_be_bytes());
+                b.extend_from_slice(&tag);
             }
         }
         hex::encode(b)
@@ -138,10 +146,13 @@ impl Cursor {
         };
         match (b.first(), b.get(1), b.len()) {
             (Some(1), Some(b'b'), 10) => u64_at(2).map(Cursor::Blocks).ok_or_else(bad),
-            (Some(1), Some(b'a'), 14) => {
+            (Some(1), Some(b'a'), 18) => {
                 let height = u64_at(2).ok_or_else(bad)?;
                 let index = u32::from_be_bytes([b[10], b[11], b[12], b[13]]);
-                Ok(Cursor::AccountTxs(TxLocation { height, index }))
+                Ok(Cursor::AccountTxs(
+                    TxLocation { height, index },
+                    [b[14], b[15], b[16], b[17]],
+                ))
             }
             _ => Err(bad()),
         }
@@ -188,8 +199,6 @@ pub struct FeedStream<M> {
     cut: Option<oneshot::Receiver<Status>>,
     /// Set once the stream ended with a status.
     ended: bool,
-    _permit: OwnedSemaphorePermit,
-    _gauge: GaugeGuard,
 }
 
 impl<M> tokio_stream::Stream for FeedStream<M> {
@@ -552,13 +561,18 @@ impl Feed {
         let (tx, rx) = mpsc::channel(self.cfg.stream_buffer);
         let (cut_tx, cut_rx) = oneshot::channel();
         let feed = self.clone();
-        tokio::spawn(async move { feed.pump(from, tx, cut_tx, resume, make).await });
+        let gauge = GaugeGuard::new(&self.stats, gauge);
+        // The slot is held by the task, not the response: it is free again
+        // once the task ends (consumer gone, or cut off), even if the
+        // transport never polls the response again.
+        tokio::spawn(async move {
+            feed.pump(from, tx, cut_tx, resume, make).await;
+            drop((permit, gauge));
+        });
         Ok(FeedStream {
             rx,
             cut: Some(cut_rx),
             ended: false,
-            _permit: permit,
-            _gauge: GaugeGuard::new(&self.stats, gauge),
         })
     }
 
@@ -579,6 +593,12 @@ impl Feed {
         loop {
             let tip = *tip_rx.borrow_and_update();
             while next <= tip {
+                if tx.is_closed() {
+                    return;
+                }
+                // Replay may find nothing to send for many heights (a
+                // filter matching little): let other tasks run.
+                tokio::task::consume_budget().await;
                 let msgs = match make(next, tip) {
                     Ok(m) => m,
                     Err(status) => {
@@ -604,6 +624,10 @@ impl Feed {
                 next += 1;
             }
             live = true;
+            // send() may have consumed the notification of a newer tip.
+            if *tip_rx.borrow() >= next {
+                continue;
+            }
             tokio::select! {
                 r = tip_rx.changed() => if r.is_err() { return },
                 _ = tx.closed() => return,
@@ -684,6 +708,11 @@ impl Feed {
         let size = self.page_size(req.page_size)?;
         let tip = self.chain.height();
         let from = req.from_height.max(1);
+        if from > tip.saturating_add(1) {
+            return Err(Status::out_of_range(format!(
+                "from_height {from} is beyond the next block (the tip is at height {tip})"
+            )));
+        }
         let to = if req.to_height == 0 {
             tip
         } else {
@@ -695,16 +724,13 @@ impl Feed {
             )));
         }
         if from > to {
-            if tip == 0 && req.to_height == 0 {
+            // Polling from last + 1 with nothing new: an empty page.
+            if req.to_height == 0 {
                 return Ok(pb::ListBlocksResponse::default());
             }
-            return Err(if from > tip {
-                Status::out_of_range(format!(
-                    "from_height {from} is beyond the tip at height {tip}"
-                ))
-            } else {
-                Status::invalid_argument(format!("from_height {from} is above to_height {to}"))
-            });
+            return Err(Status::invalid_argument(format!(
+                "from_height {from} is above to_height {to}"
+            )));
         }
         let start = match req.page_token.as_str() {
             "" => from,
@@ -751,7 +777,10 @@ impl Feed {
             match req.page_token.as_str() {
                 "" => None,
                 t => match Cursor::decode(t)? {
-                    Cursor::AccountTxs(l) => Some(l),
+                    Cursor::AccountTxs(l, tag) if tag == account_tag(&id) => Some(l),
+                    Cursor::AccountTxs(..) => return Err(Status::invalid_argument(
+                        "page_token belongs to another address; pass the token this address's previous page returned",
+                    )),
                     Cursor::Blocks(_) => return Err(Status::invalid_argument(
                         "page_token came from ListBlocks; pass this query's own next_page_token",
                     )),
@@ -802,7 +831,7 @@ impl Feed {
         }
         Ok(pb::ListAccountTransactionsResponse {
             next_page_token: match (more, locs.last()) {
-                (true, Some(l)) => Cursor::AccountTxs(*l).encode(),
+                (true, Some(l)) => Cursor::AccountTxs(*l, account_tag(&id)).encode(),
                 _ => String::new(),
             },
             transactions: out,
@@ -909,7 +938,88 @@ mod tests {
         assert_eq!(r.next().await.unwrap().unwrap().height, 4);
         assert_eq!(f.stats().block_streams.load(Ordering::Relaxed), 2);
         drop(r);
-        assert_eq!(f.stats().block_streams.load(Ordering::Relaxed), 1);
+        settle(|| f.stats().block_streams.load(Ordering::Relaxed) == 1).await;
+    }
+
+    /// Waits (up to 2 s) for a stream task to notice and end.
+    async fn settle(done: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("stream task did not end");
+    }
+
+    #[tokio::test]
+    async fn a_tip_seen_while_waiting_for_room_is_still_sent() {
+        let (_d, chain) = chain();
+        let f = feed(
+            &chain,
+            ExplorerConfig {
+                stream_buffer: 1,
+                ..ExplorerConfig::default()
+            },
+        );
+        let mut s = f.subscribe_blocks(from(1)).unwrap();
+        // Block 1 fills the buffer; the task waits for room to send block 2
+        // and sees block 3 arrive meanwhile. No block 4 ever comes.
+        for _ in 0..3 {
+            commit(&chain, 0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut heights = vec![];
+        for _ in 0..3 {
+            let b = tokio::time::timeout(Duration::from_secs(2), s.next())
+                .await
+                .expect("a finalized block was held back")
+                .unwrap()
+                .unwrap();
+            heights.push(b.height);
+        }
+        assert_eq!(heights, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_never_reads_gives_its_slot_back_when_cut_off() {
+        let (_d, chain) = chain();
+        let f = feed(
+            &chain,
+            ExplorerConfig {
+                max_streams: 1,
+                stream_buffer: 1,
+                stall_timeout_ms: 50,
+                ..ExplorerConfig::default()
+            },
+        );
+        // Never polled (as when the transport stops reading), never dropped.
+        let _idle = f.subscribe_blocks(from(1)).unwrap();
+        for _ in 0..3 {
+            commit(&chain, 0);
+        }
+        settle(|| f.stats().cut_off.load(Ordering::Relaxed) == 1).await;
+        settle(|| f.stats().block_streams.load(Ordering::Relaxed) == 0).await;
+        assert!(f.subscribe_blocks(from(1)).is_ok(), "slot not released");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_replay_that_finds_nothing_stops() {
+        let (_d, chain) = chain();
+        for _ in 0..300 {
+            commit(&chain, 1);
+        }
+        let f = feed(&chain, ExplorerConfig::default());
+        // A filter no event matches: the replay sends nothing for 300 heights.
+        let s = f
+            .subscribe_events(pb::SubscribeEventsRequest {
+                from_height: Some(0),
+                accounts: vec![account(200).to_address("fprt")],
+                ..Default::default()
+            })
+            .unwrap();
+        drop(s);
+        settle(|| f.stats().event_streams.load(Ordering::Relaxed) == 0).await;
     }
 
     #[tokio::test]
@@ -980,6 +1090,7 @@ mod tests {
             Some(tonic::Code::ResourceExhausted)
         );
         drop(held);
+        settle(|| f.stats().block_streams.load(Ordering::Relaxed) == 0).await;
         assert!(f.subscribe_blocks(from(1)).is_ok());
         let ev = |accounts: Vec<String>, kinds: Vec<i32>| {
             f.subscribe_events(pb::SubscribeEventsRequest {
@@ -1063,6 +1174,32 @@ mod tests {
             }),
             tonic::Code::OutOfRange
         );
+        // Polling from last + 1 with nothing new: an empty page; beyond it,
+        // OUT_OF_RANGE; a range upside down, INVALID_ARGUMENT.
+        let next = f
+            .list_blocks(&pb::ListBlocksRequest {
+                from_height: 6,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(next.blocks.is_empty() && next.next_page_token.is_empty());
+        for from_height in [7, u64::MAX] {
+            assert_eq!(
+                code(pb::ListBlocksRequest {
+                    from_height,
+                    ..Default::default()
+                }),
+                tonic::Code::OutOfRange
+            );
+        }
+        assert_eq!(
+            code(pb::ListBlocksRequest {
+                from_height: 4,
+                to_height: 2,
+                ..Default::default()
+            }),
+            tonic::Code::InvalidArgument
+        );
         assert_eq!(
             code(pb::ListBlocksRequest {
                 page_token: "garbage".into(),
@@ -1085,6 +1222,16 @@ mod tests {
         let first = f.list_account_transactions(&req).unwrap();
         let hs: Vec<u64> = first.transactions.iter().map(|t| t.height).collect();
         assert_eq!(hs, vec![5, 4, 3]);
+        // The faucet's own history refuses account(9)'s cursor.
+        let other = pb::ListAccountTransactionsRequest {
+            address: account(5).to_address("fprt"),
+            page_size: 3,
+            page_token: first.next_page_token.clone(),
+        };
+        assert_eq!(
+            f.list_account_transactions(&other).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         req.page_token = first.next_page_token;
         let second = f.list_account_transactions(&req).unwrap();
         let hs: Vec<u64> = second.transactions.iter().map(|t| t.height).collect();
@@ -1104,10 +1251,13 @@ mod tests {
     fn cursors_round_trip_and_garbage_is_refused() {
         for c in [
             Cursor::Blocks(7),
-            Cursor::AccountTxs(TxLocation {
-                height: 9,
-                index: 3,
-            }),
+            Cursor::AccountTxs(
+                TxLocation {
+                    height: 9,
+                    index: 3,
+                },
+                [1, 2, 3, 4],
+            ),
         ] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         }
