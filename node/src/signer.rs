@@ -225,8 +225,14 @@ impl PegOutWorker {
                             tracing::warn!(batch = b.id, %txid, error = %e, "broadcast failed; retrying")
                         }
                     }
+                    // After a restart, bitcoind still knows when the version
+                    // entered its mempool: the bump timer goes on from there.
+                    let entered = match first_tip {
+                        Some(_) => None,
+                        None => btc.mempool_entry_height(&txid).ok().flatten(),
+                    };
                     if let Ok(mut mem) = self.memory.lock() {
-                        let first = first_tip.or(btc_tip).unwrap_or(0);
+                        let first = first_tip.or(entered).or(btc_tip).unwrap_or(0);
                         mem.broadcast.insert(txid, (now, first));
                     }
                 }

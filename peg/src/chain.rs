@@ -77,6 +77,9 @@ pub trait BitcoinChain: Send + Sync {
     /// testmempoolaccept for one tx: Ok(()) if allowed, Err(Rpc(reason)) if
     /// rejected.
     fn test_accept(&self, tx: &Transaction) -> Result<(), ChainError>;
+    /// Block height at which `txid` entered this node's mempool; None when
+    /// it is not in the mempool.
+    fn mempool_entry_height(&self, txid: &Txid) -> Result<Option<u64>, ChainError>;
 }
 
 /// An output paying a watched deposit script.
@@ -558,6 +561,19 @@ impl BitcoinChain for RpcChain {
                 Ok(txid)
             }
             Err(CallError::Rpc { code, message }) if already_known(code, &message) => Ok(txid),
+            Err(e) => Err(e.into_chain(M)),
+        }
+    }
+
+    fn mempool_entry_height(&self, txid: &Txid) -> Result<Option<u64>, ChainError> {
+        const M: &str = "getmempoolentry";
+        match self.call(M, &[json!(txid.to_string())]) {
+            Ok(v) => field(&v, M, "height")?
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| ChainError::Rpc(format!("{M}: bad `height`: {v}"))),
+            // "Transaction not in mempool".
+            Err(CallError::Rpc { code, .. }) if code == code::INVALID_ADDRESS_OR_KEY => Ok(None),
             Err(e) => Err(e.into_chain(M)),
         }
     }

@@ -160,8 +160,25 @@ fn fee_estimate_and_idempotent_broadcast() {
     };
     let tx: Transaction = bitcoin::consensus::encode::deserialize_hex(&hex).unwrap();
     chain.test_accept(&tx).unwrap();
+    let tip = chain.tip().unwrap().0;
+    assert_eq!(
+        chain.mempool_entry_height(&tx.compute_txid()).unwrap(),
+        None
+    );
     let txid = chain.broadcast(&tx).unwrap();
     assert_eq!(txid, tx.compute_txid());
+    // Where it entered the mempool: what a restarted signer times bumps from.
+    let miner = node.mining_address().to_string();
+    for _ in 0..2 {
+        let _: serde_json::Value = node
+            .rpc(
+                "generateblock",
+                &[serde_json::json!(miner), serde_json::json!([])],
+            )
+            .unwrap();
+    }
+    assert_eq!(chain.tip().unwrap().0, tip + 2);
+    assert_eq!(chain.mempool_entry_height(&txid).unwrap(), Some(tip));
     // In the mempool: again Ok, and test_accept now says why not.
     assert_eq!(chain.broadcast(&tx).unwrap(), txid);
     let e = chain.test_accept(&tx).unwrap_err();
