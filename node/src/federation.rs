@@ -34,8 +34,6 @@ pub fn pegouts(
     account: Option<&AccountId>,
     recent_limit: usize,
 ) -> Result<pb::ListPegOutsResponse, Status> {
-    let storage =
-        |e: crate::store::StoreError| Status::internal(format!("node storage error: {e}"));
     let mine = |a: &AccountId| account.is_none_or(|x| x == a);
     // Bitcoind is asked once per transaction, outside the state lock.
     let confs: RefCell<HashMap<[u8; 32], Option<u32>>> = RefCell::default();
@@ -65,8 +63,7 @@ pub fn pegouts(
         .collect();
     let mut recent = Vec::new();
     'batches: for b in chain
-        .recent_batches(RECENT_BATCH_SCAN)
-        .map_err(storage)?
+        .recent_batches(RECENT_BATCH_SCAN)?
         .iter()
         .filter(|b| b.confirmed.is_some())
     {
@@ -77,7 +74,7 @@ pub fn pegouts(
             if !mine(&AccountId(o.account)) {
                 continue;
             }
-            if let Some((w, _)) = chain.withdrawal(o.withdrawal).map_err(storage)? {
+            if let Some((w, _)) = chain.withdrawal(o.withdrawal)? {
                 recent.push(pegout_info(chain, &w, Some(b), &confirmations));
             }
         }

@@ -20,7 +20,7 @@ use crate::block::CommittedBlock;
 use crate::chain::Chain;
 use crate::config::ExplorerConfig;
 use crate::fedtx::FedTxKind;
-use crate::store::{StoreError, TxLocation};
+use crate::store::TxLocation;
 use crate::tx::{Transaction, TxKind};
 use fedpeg_peg::bitcoin::hashes::Hash;
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
@@ -91,11 +91,6 @@ pub fn tx_view(tx: &Transaction, hrp: &str) -> pb::TransactionView {
         bitcoin_address,
         amount: tx.amount().0,
     }
-}
-
-fn storage(e: StoreError) -> Status {
-    tracing::error!(error = %e, "store error while serving the explorer feed");
-    Status::internal(format!("node storage error: {e}"))
 }
 
 /// Opaque page token: version, kind, position; hex.
@@ -313,19 +308,14 @@ impl Feed {
     fn load(&self, height: u64) -> Result<(CommittedBlock, Vec<pb::ChainEvent>), Status> {
         let cb = self
             .chain
-            .block(height)
-            .map_err(storage)?
+            .block(height)?
             .ok_or_else(|| Status::internal(format!("finalized block {height} is missing")))?;
         Ok((cb, self.events_at(height)?))
     }
 
     /// Stored events of a height (none for blocks stored before events were).
     fn events_at(&self, height: u64) -> Result<Vec<pb::ChainEvent>, Status> {
-        Ok(self
-            .chain
-            .block_events(height)
-            .map_err(storage)?
-            .unwrap_or_default())
+        Ok(self.chain.block_events(height)?.unwrap_or_default())
     }
 
     /// The feed's view of a block.
@@ -787,10 +777,7 @@ impl Feed {
                 },
             };
         // One more than a page tells whether another page follows.
-        let mut locs = self
-            .chain
-            .account_txs(&id, before, size + 1)
-            .map_err(storage)?;
+        let mut locs = self.chain.account_txs(&id, before, size + 1)?;
         if locs.is_empty()
             && before.is_none()
             && !self.chain.with_state(|s| s.accounts.contains_key(&id))
@@ -806,14 +793,9 @@ impl Feed {
         let mut cached: Option<CommittedBlock> = None;
         for l in &locs {
             if cached.as_ref().map(|b| b.block.header.height) != Some(l.height) {
-                cached = Some(
-                    self.chain
-                        .block(l.height)
-                        .map_err(storage)?
-                        .ok_or_else(|| {
-                            Status::internal(format!("indexed block {} is missing", l.height))
-                        })?,
-                );
+                cached = Some(self.chain.block(l.height)?.ok_or_else(|| {
+                    Status::internal(format!("indexed block {} is missing", l.height))
+                })?);
             }
             let Some(cb) = cached.as_ref() else { continue };
             let tx = cb

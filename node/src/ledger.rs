@@ -1377,10 +1377,10 @@ mod tests {
     use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
 
-    fn key(i: u8) -> SigningKey {
+    pub(super) fn key(i: u8) -> SigningKey {
         SigningKey::from_bytes(&[i + 1; 32])
     }
-    fn id(i: u8) -> AccountId {
+    pub(super) fn id(i: u8) -> AccountId {
         AccountId(key(i).verifying_key().to_bytes())
     }
     fn params() -> LedgerParams {
@@ -1958,6 +1958,7 @@ mod tests {
 
 #[cfg(test)]
 mod pegout_tests {
+    use super::tests::{id as uid, key as user};
     use super::*;
     use crate::pegout::{test_federation, test_peg_secrets};
     use ed25519_dalek::SigningKey;
@@ -1965,12 +1966,6 @@ mod pegout_tests {
 
     fn member(i: u32) -> SigningKey {
         SigningKey::from_bytes(&[100 + i as u8; 32])
-    }
-    fn user(i: u8) -> SigningKey {
-        SigningKey::from_bytes(&[i + 1; 32])
-    }
-    fn uid(i: u8) -> AccountId {
-        AccountId(user(i).verifying_key().to_bytes())
     }
     fn params() -> LedgerParams {
         LedgerParams {

@@ -9,10 +9,6 @@ use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
 use tonic::Status;
 
-fn storage(e: crate::store::StoreError) -> Status {
-    Status::internal(format!("node storage error: {e}"))
-}
-
 /// The fee a PegOut to `address` must carry now.
 pub fn estimate_fee(
     chain: &Chain,
@@ -58,7 +54,7 @@ pub fn get_pegout(
                 Hash32::from_hex(t).map_err(|e| Status::invalid_argument(format!("txid {e}")))?;
             chain
                 .withdrawal_id_of(&txid)
-                .map_err(storage)?
+                ?
                 .ok_or_else(|| {
                     Status::not_found(format!(
                         "no finalized peg-out has txid {t} (a pending one shows up once its block is final)"
@@ -68,15 +64,13 @@ pub fn get_pegout(
         None => return Err(Status::invalid_argument("set either txid or withdrawal_id")),
     };
     let (w, batch) = chain
-        .withdrawal(id)
-        .map_err(storage)?
+        .withdrawal(id)?
         .ok_or_else(|| Status::not_found(format!("no peg-out has withdrawal id {id}")))?;
     let batch = match batch {
         None => None,
         Some(id) => Some(
             chain
-                .batch(id)
-                .map_err(storage)?
+                .batch(id)?
                 .ok_or_else(|| Status::internal(format!("batch {id} missing")))?,
         ),
     };
