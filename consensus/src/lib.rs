@@ -11,7 +11,7 @@
 //!
 //! It is not a node: it owns no clock, socket, thread or disk, never sees block
 //! bytes, and does not do block sync, peer scoring or validator-set changes.
-//! Those belong to `fedpeg-node`. With the `sim` feature it also contains a
+//! Those belong to `fedpegd`. With the `sim` feature it also contains a
 //! deterministic fault-injecting simulator (module `sim`) used by its tests.
 //!
 //! # Driving the engine

@@ -4,13 +4,15 @@
 //!
 //! This crate is generated code plus the encoded file descriptor set for
 //! server reflection. It holds no validation logic: decoding a message here
-//! says nothing about whether it is valid; `fedpeg-node` checks that.
+//! says nothing about whether it is valid; `fedpeg-ledger` and `fedpegd`
+//! check that. Without the default `grpc` feature it is prost messages
+//! only (no tonic): that is how the ledger crate uses it.
 
 #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 
 /// Generated types and services of package `fedpeg.v1`.
 pub mod v1 {
-    tonic::include_proto!("fedpeg.v1");
+    include!(concat!(env!("OUT_DIR"), "/fedpeg.v1.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of all fedpeg protos (for gRPC reflection).

@@ -9,8 +9,8 @@
 
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
-use fedpeg_node::account::AccountId;
-use fedpeg_node::hash::Hash32;
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::hash::Hash32;
 use fedpeg_proto::v1 as pb;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -249,7 +249,7 @@ impl Federation {
         let dir = tempfile::tempdir()?;
         let d = dir.path().to_path_buf();
         let faucet_key_file = d.join("faucet.key");
-        let faucet = fedpeg_node::keys::create_wallet_key(&faucet_key_file)?;
+        let faucet = fedpeg_keys::create_wallet_key(&faucet_key_file)?;
         let faucet_addr = AccountId(faucet.verifying_key().to_bytes()).to_address("fprt");
         let mut genesis = Command::new(bin("fedpegd"));
         genesis

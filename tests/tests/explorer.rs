@@ -5,10 +5,10 @@
 //! operator metrics.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_node::account::AccountId;
-use fedpeg_node::amount::Sats;
-use fedpeg_node::hash::Hash32;
-use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
 use fedpeg_tests::{chain_id, run_ok, wait_final, wait_height, Federation, NodeProc};
 use std::path::Path;

@@ -2,11 +2,10 @@
 //! loopback, reaching BFT consensus over libp2p.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_node::account::AccountId;
-use fedpeg_node::amount::Sats;
-use fedpeg_node::genesis::Genesis;
-use fedpeg_node::hash::Hash32;
-use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
 use fedpeg_tests::{block_hash, chain_id, wait_final, wait_height, Federation};
 use std::time::Duration;
@@ -101,7 +100,7 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
     // 1b. A deposit address requested from one member is registered through
     // consensus: every member (and later the observer) reports it.
     let acct = AccountId(key(70).verifying_key().to_bytes());
-    let spec = Genesis::load(&fed.genesis_path()).unwrap();
+    let spec = fedpegd::config::load_genesis(&fed.genesis_path()).unwrap();
     let expected = spec
         .peg_federation()
         .unwrap()

@@ -2,13 +2,12 @@
 //! processes on loopback.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_node::account::AccountId;
-use fedpeg_node::amount::Sats;
-use fedpeg_node::block::CommittedBlock;
-use fedpeg_node::genesis::Genesis;
-use fedpeg_node::hash::Hash32;
-use fedpeg_node::ledger::{apply_block, VerifyAll};
-use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::block::CommittedBlock;
+use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::{apply_block, VerifyAll};
+use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
 use fedpeg_tests::{chain_id, run_any, run_ok, wait_final, Federation, FAUCET_SATS};
 use std::time::Duration;
@@ -501,7 +500,7 @@ async fn assert_store_consistent(
     ch: &tonic::transport::Channel,
     accounts: &[SigningKey],
 ) -> u64 {
-    let spec = Genesis::load(&node.genesis_path()).unwrap();
+    let spec = fedpegd::config::load_genesis(&node.genesis_path()).unwrap();
     let params = spec.ledger_params();
     let mut state = spec.genesis_state();
     let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());

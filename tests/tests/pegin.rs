@@ -3,8 +3,7 @@
 //! confirmation depth, exactly once, minus the cost of spending it later.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_node::account::AccountId;
-use fedpeg_node::genesis::Genesis;
+use fedpeg_ledger::account::AccountId;
 use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Network};
 use fedpeg_peg::chain::BitcoinChain;
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
@@ -151,7 +150,7 @@ async fn setup() -> (Bitcoind, Federation, Vec<Channel>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     let (btc, fed, chans) = setup().await;
-    let cost = Genesis::load(&fed.genesis_path())
+    let cost = fedpegd::config::load_genesis(&fed.genesis_path())
         .unwrap()
         .pegin_spend_cost();
     assert!(cost > 0);
@@ -297,14 +296,14 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     );
     let chain_id = fedpeg_tests::chain_id(&chans[0]).await.unwrap();
     let peg_out = |nonce: u64| {
-        fedpeg_node::tx::Transaction::sign(
+        fedpeg_ledger::tx::Transaction::sign(
             chain_id,
             &SigningKey::from_bytes(&[80; 32]),
             nonce,
-            fedpeg_node::amount::Sats(1000),
-            fedpeg_node::tx::TxKind::PegOut {
+            fedpeg_ledger::amount::Sats(1000),
+            fedpeg_ledger::tx::TxKind::PegOut {
                 bitcoin_address: btc.new_address().unwrap().to_string(),
-                amount: fedpeg_node::amount::Sats(10_000),
+                amount: fedpeg_ledger::amount::Sats(10_000),
             },
         )
     };
@@ -374,7 +373,7 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_reorgs_and_a_bitcoind_outage() {
     let (mut btc, fed, chans) = setup().await;
-    let spec = Genesis::load(&fed.genesis_path()).unwrap();
+    let spec = fedpegd::config::load_genesis(&fed.genesis_path()).unwrap();
     let cost = spec.pegin_spend_cost();
     let peg = spec.peg_federation().unwrap();
     let mut w1 = pb::wallet_service_client::WalletServiceClient::new(chans[1].clone());
@@ -504,14 +503,14 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
         .unwrap()
         .into_inner()
         .next_nonce;
-    let tx = fedpeg_node::tx::Transaction::sign(
+    let tx = fedpeg_ledger::tx::Transaction::sign(
         chain_id,
         &fed.faucet,
         nonce,
-        fedpeg_node::amount::Sats(1),
-        fedpeg_node::tx::TxKind::Transfer {
+        fedpeg_ledger::amount::Sats(1),
+        fedpeg_ledger::tx::TxKind::Transfer {
             to: account(95),
-            amount: fedpeg_node::amount::Sats(777),
+            amount: fedpeg_ledger::amount::Sats(777),
         },
     );
     let id = w1
@@ -534,7 +533,7 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mint_of_a_deposit_that_does_not_exist_gets_no_quorum() {
     let (btc, mut fed, mut chans) = setup().await;
-    let cost = Genesis::load(&fed.genesis_path())
+    let cost = fedpegd::config::load_genesis(&fed.genesis_path())
         .unwrap()
         .pegin_spend_cost();
     let a = account(100);
@@ -573,7 +572,7 @@ async fn a_mint_of_a_deposit_that_does_not_exist_gets_no_quorum() {
 #[ignore]
 async fn measure_pegin_latency_over_20_deposits() {
     let (btc, fed, chans) = setup().await;
-    let cost = Genesis::load(&fed.genesis_path())
+    let cost = fedpegd::config::load_genesis(&fed.genesis_path())
         .unwrap()
         .pegin_spend_cost();
     let a = account(110);
@@ -603,7 +602,7 @@ async fn measure_pegin_latency_over_20_deposits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fee_rate_is_the_median_of_member_votes() {
     let (btc, mut fed, mut chans) = setup().await;
-    let spec = Genesis::load(&fed.genesis_path()).unwrap();
+    let spec = fedpegd::config::load_genesis(&fed.genesis_path()).unwrap();
     let vbytes = spec.pegin_spend_vbytes();
     // Members vote 10, 20, 30 and 40 sat/vB: the agreed rate is the median, 20.
     for (i, rate) in [10u64, 20, 30, 40].into_iter().enumerate() {

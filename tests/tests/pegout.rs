@@ -4,9 +4,9 @@
 //! reserves must cover supply plus unpaid peg-outs.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_node::account::AccountId;
-use fedpeg_node::amount::Sats;
-use fedpeg_node::tx::{Transaction, TxKind};
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Amount, Network, ScriptBuf};
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
 use fedpeg_proto::v1 as pb;
@@ -42,7 +42,7 @@ struct Setup {
     btc: Bitcoind,
     fed: Federation,
     chans: Vec<Channel>,
-    chain_id: fedpeg_node::hash::Hash32,
+    chain_id: fedpeg_ledger::hash::Hash32,
 }
 
 async fn setup(genesis: &[&str], bad_signer: Option<usize>) -> Setup {

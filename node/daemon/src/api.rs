@@ -1,0 +1,771 @@
+//! The public gRPC API (tonic): wallet, explorer and node services, plus
+//! `grpc.health.v1` and server reflection (v1 and v1alpha).
+//!
+//! Every error is mapped once, here, to a status a person can act on:
+//! INVALID_ARGUMENT for malformed input, FAILED_PRECONDITION for input that
+//! conflicts with the current state (nonce, balance), NOT_FOUND for unknown
+//! blocks and transactions, RESOURCE_EXHAUSTED for a full mempool.
+
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::block::CommittedBlock;
+use crate::chain::{Chain, SubmitError, TxStatus};
+use crate::driver::ConsensusStatus;
+use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::mempool::AdmitError;
+use crate::network::Network;
+use crate::store::StoreError;
+use fedpeg_ledger::tx::{Transaction, TxKind};
+use crate::watcher::Watcher;
+use fedpeg_proto::v1 as pb;
+use fedpeg_proto::v1::{
+    explorer_service_server::{ExplorerService, ExplorerServiceServer},
+    federation_service_server::FederationServiceServer,
+    node_service_server::{NodeService, NodeServiceServer},
+    wallet_service_server::{WalletService, WalletServiceServer},
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// What the node service reports about this node.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub role: pb::NodeRole,
+    pub member_name: String,
+}
+
+/// Shared handler state for all services.
+#[derive(Clone)]
+pub struct Api {
+    chain: Arc<Chain>,
+    identity: NodeIdentity,
+    /// This member's index and consensus key (signs federation transactions).
+    member: Option<(u32, ed25519_dalek::SigningKey)>,
+    /// The peg-in watcher over this member's bitcoind.
+    watcher: Option<Arc<Watcher>>,
+    net: Option<Network>,
+    consensus: Arc<ConsensusStatus>,
+    /// Explorer feed (streams and paged history).
+    feed: Arc<crate::feed::Feed>,
+    /// Latencies, member presence, stream counters (metrics, federation service).
+    telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+impl From<SubmitError> for Status {
+    fn from(e: SubmitError) -> Status {
+        match &e {
+            SubmitError::Decode(_) => Status::invalid_argument(e.to_string()),
+            SubmitError::Admit(AdmitError::Full(_)) => Status::resource_exhausted(e.to_string()),
+            SubmitError::Admit(AdmitError::Tx(t)) if t.is_state_dependent() => {
+                Status::failed_precondition(e.to_string())
+            }
+            SubmitError::Admit(AdmitError::Tx(_)) => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Status {
+        tracing::error!(error = %e, "store error while serving a request");
+        Status::internal(format!("node storage error: {e}"))
+    }
+}
+
+impl Api {
+    /// Handlers over `chain`; `net` and `consensus` feed the status call.
+    pub fn new(
+        chain: Arc<Chain>,
+        identity: NodeIdentity,
+        net: Option<Network>,
+        consensus: Arc<ConsensusStatus>,
+    ) -> Api {
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new(
+            chain.spec.genesis.members.len(),
+        ));
+        Api {
+            feed: Arc::new(crate::feed::Feed::with_stats(
+                chain.clone(),
+                crate::config::ExplorerConfig::default(),
+                telemetry.feed_stats().clone(),
+            )),
+            telemetry,
+            chain,
+            identity,
+            member: None,
+            watcher: None,
+            net,
+            consensus,
+        }
+    }
+
+    /// Explorer feed limits (`[explorer]` config).
+    pub fn with_explorer_config(mut self, cfg: crate::config::ExplorerConfig) -> Api {
+        self.feed = Arc::new(crate::feed::Feed::with_stats(
+            self.chain.clone(),
+            cfg,
+            self.telemetry.feed_stats().clone(),
+        ));
+        self
+    }
+
+    /// The explorer feed.
+    pub fn feed(&self) -> &Arc<crate::feed::Feed> {
+        &self.feed
+    }
+
+    /// Telemetry shared with the metrics page.
+    pub fn telemetry(&self) -> &Arc<crate::telemetry::Telemetry> {
+        &self.telemetry
+    }
+
+    pub(crate) fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    pub(crate) fn net(&self) -> Option<&Network> {
+        self.net.as_ref()
+    }
+
+    /// This node's member index (None on an observer).
+    pub(crate) fn member_index(&self) -> Option<usize> {
+        self.member.as_ref().map(|(i, _)| *i as usize)
+    }
+
+    /// Bitcoin tip this member's watcher saw last.
+    pub(crate) fn watcher(&self) -> Option<Arc<Watcher>> {
+        self.watcher.clone()
+    }
+
+    pub(crate) fn watcher_tip(&self) -> Option<u64> {
+        self.watcher.as_ref().and_then(|w| w.tip())
+    }
+
+    /// Lets peg calls check deposits against this member's bitcoind.
+    pub fn with_watcher(mut self, watcher: Option<Arc<Watcher>>) -> Api {
+        self.watcher = watcher;
+        self
+    }
+
+    /// UNAVAILABLE while this member's bitcoind cannot be reached: no
+    /// deposit address is handed out that nobody here could watch.
+    fn require_bitcoind(&self) -> Result<(), Status> {
+        match &self.watcher {
+            Some(w) if !w.reachable() => Err(Status::unavailable(
+                "this member cannot reach its bitcoind right now; peg-in is paused (transfers still work), retry shortly",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Lets this node register deposit addresses as member `index`.
+    pub fn with_member_key(mut self, index: u32, key: ed25519_dalek::SigningKey) -> Api {
+        self.member = Some((index, key));
+        self
+    }
+
+    fn hrp(&self) -> &'static str {
+        self.chain.spec.hrp()
+    }
+
+    fn parse_account(&self, s: &str) -> Result<AccountId, Status> {
+        if s.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "address is empty; pass a fedpeg address (fprt1…)",
+            ));
+        }
+        AccountId::from_address(s, self.hrp()).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    fn tx_view(&self, tx: &Transaction) -> pb::TransactionView {
+        crate::feed::tx_view(tx, self.hrp())
+    }
+
+    fn block_view(&self, cb: &CommittedBlock) -> pb::BlockView {
+        let h = &cb.block.header;
+        pb::BlockView {
+            height: h.height,
+            hash: h.hash().to_hex(),
+            parent_hash: h.parent.to_hex(),
+            time_ms: h.time_ms,
+            proposer: h.proposer,
+            proposer_name: self
+                .chain
+                .spec
+                .genesis
+                .members
+                .get(h.proposer as usize)
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            state_root: h.state_root.to_hex(),
+            transactions: cb.block.txs.iter().map(|t| self.tx_view(t)).collect(),
+            raw: cb.encode(),
+        }
+    }
+
+    /// Serves all services on `addr` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        addr: SocketAddr,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for gRPC on {addr}: {e}"))?;
+        self.serve_on(listener, shutdown).await
+    }
+
+    /// Serves all services on an already bound listener.
+    pub async fn serve_on(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<WalletServiceServer<Api>>().await;
+        health.set_serving::<ExplorerServiceServer<Api>>().await;
+        health.set_serving::<NodeServiceServer<Api>>().await;
+        health.set_serving::<FederationServiceServer<Api>>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        tonic::transport::Server::builder()
+            // Pings find clients that vanished without closing (their
+            // explorer streams and slots are freed with the connection).
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(WalletServiceServer::new(self.clone()))
+            .add_service(
+                ExplorerServiceServer::new(self.clone())
+                    .max_encoding_message_size(self.feed.config().max_message_bytes),
+            )
+            .add_service(FederationServiceServer::new(self.clone()))
+            .add_service(NodeServiceServer::new(self))
+            .serve_with_incoming_shutdown(nodelay(listener), shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Accepted connections with Nagle's algorithm off: without it every small
+/// response waits for the client's delayed ACK (~40 ms).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|s| {
+            // Best effort: a socket that refuses the option still works.
+            let _ = s.set_nodelay(true);
+        })
+    })
+}
+
+#[tonic::async_trait]
+impl WalletService for Api {
+    async fn estimate_peg_out_fee(
+        &self,
+        req: Request<pb::EstimatePegOutFeeRequest>,
+    ) -> Result<Response<pb::EstimatePegOutFeeResponse>, Status> {
+        crate::pegout_api::estimate_fee(&self.chain, &req.into_inner()).map(Response::new)
+    }
+
+    async fn get_peg_out(
+        &self,
+        req: Request<pb::GetPegOutRequest>,
+    ) -> Result<Response<pb::GetPegOutResponse>, Status> {
+        let (chain, watcher) = (self.chain.clone(), self.watcher.clone());
+        let r = req.into_inner();
+        tokio::task::spawn_blocking(move || {
+            crate::pegout_api::get_pegout(&chain, watcher.as_deref(), &r)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+
+    async fn get_reserves(
+        &self,
+        _req: Request<pb::GetReservesRequest>,
+    ) -> Result<Response<pb::GetReservesResponse>, Status> {
+        Ok(Response::new(crate::pegout_api::reserves(&self.chain)))
+    }
+
+    async fn submit_transaction(
+        &self,
+        req: Request<pb::SubmitTransactionRequest>,
+    ) -> Result<Response<pb::SubmitTransactionResponse>, Status> {
+        if self.identity.role == pb::NodeRole::Observer {
+            // An observer follows the chain but takes no part in it: a
+            // transaction pooled here would never reach a proposer.
+            return Err(Status::failed_precondition(
+                "this node is an observer and cannot relay transactions; submit to a federation member's endpoint",
+            ));
+        }
+        let bytes = req.into_inner().transaction;
+        // After a reorg deeper than the confirmation depth, reserves may not
+        // cover supply: this member takes no peg-out until an operator looks.
+        if self
+            .watcher
+            .as_ref()
+            .is_some_and(|w| !w.deep_reorgs().is_empty())
+            && Transaction::decode(&bytes).is_ok_and(|t| matches!(t.kind, TxKind::PegOut { .. }))
+        {
+            return Err(Status::failed_precondition(
+                "peg-outs are halted on this member: a minted deposit was reorged out of Bitcoin's best chain; an operator must review and acknowledge (NodeService.AcknowledgeAlerts)",
+            ));
+        }
+        // Verified inline: one signature check (~50 µs) is cheaper than
+        // handing the request to the blocking pool and back (profiled).
+        let txid = self.chain.submit(&bytes)?;
+        Ok(Response::new(pb::SubmitTransactionResponse {
+            txid: txid.to_hex(),
+        }))
+    }
+
+    async fn get_peg_in_address(
+        &self,
+        req: Request<pb::GetPegInAddressRequest>,
+    ) -> Result<Response<pb::GetPegInAddressResponse>, Status> {
+        let id = self.parse_account(&req.get_ref().address)?;
+        let spec = &self.chain.spec;
+        let internal = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("peg federation from genesis: {e}"))
+        };
+        let fed = spec.peg_federation().map_err(|e| internal(&e))?;
+        let deposit_address = fed
+            .deposit_address(&id.0)
+            .map_err(|e| internal(&e))?
+            .to_string();
+        let descriptor = fed.deposit_descriptor(&id.0).map_err(|e| internal(&e))?;
+        self.require_bitcoind()?;
+        let registered = self.chain.with_state(|s| s.registered.contains(&id));
+        if !registered && !self.chain.registration_pending(&id) {
+            let Some((index, key)) = &self.member else {
+                return Err(Status::failed_precondition(
+                    "this deposit address is not registered yet and an observer cannot register it; ask a federation member's endpoint",
+                ));
+            };
+            let tx = FederationTx::sign(
+                spec.chain_id,
+                *index,
+                key,
+                FedTxKind::RegisterDepositAddress { account: id },
+            );
+            self.chain.submit_fed_tx(tx, true);
+        }
+        let rate = self
+            .chain
+            .with_state(|s| s.fee_rate(spec.genesis.fees.default_fee_rate_sat_vb));
+        let cost = fed.spend_vbytes_estimate().saturating_mul(rate);
+        Ok(Response::new(pb::GetPegInAddressResponse {
+            deposit_address,
+            descriptor,
+            registered,
+            confirmations_required: spec.genesis.pegin_confirmations,
+            min_deposit_sats: cost.saturating_add(1),
+        }))
+    }
+
+    async fn claim_peg_in(
+        &self,
+        req: Request<pb::ClaimPegInRequest>,
+    ) -> Result<Response<pb::ClaimPegInResponse>, Status> {
+        use fedpeg_peg::bitcoin::hashes::Hash;
+        let r = req.into_inner();
+        let id = self.parse_account(&r.address)?;
+        let txid: fedpeg_peg::bitcoin::Txid = r.txid.parse().map_err(|e| {
+            Status::invalid_argument(format!("txid '{}' is not a Bitcoin txid: {e}", r.txid))
+        })?;
+        let (Some(w), Some((index, key))) = (&self.watcher, &self.member) else {
+            return Err(Status::failed_precondition(
+                "this node has no bitcoind to check the deposit (observer, or member without --bitcoin-rpc-url); claim on another member",
+            ));
+        };
+        self.require_bitcoind()?;
+        let outpoint = fedpeg_ledger::fedtx::OutPoint {
+            txid: txid.to_byte_array(),
+            vout: r.vout,
+        };
+        if self.chain.with_state(|s| s.minted.contains_key(&outpoint)) {
+            return Err(Status::failed_precondition(format!(
+                "deposit {outpoint} is already minted"
+            )));
+        }
+        let script = w
+            .federation()
+            .deposit_script_pubkey(&id.0)
+            .map_err(|e| Status::internal(format!("deposit script: {e}")))?;
+        let btc = w.bitcoin().clone();
+        let found = tokio::task::spawn_blocking(move || btc.transaction(&txid, None))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                fedpeg_peg::chain::ChainError::Unavailable(m) => {
+                    Status::unavailable(format!("bitcoind: {m}"))
+                }
+                other => Status::internal(format!("bitcoind: {other}")),
+            })?;
+        let Some((tx, _)) = found else {
+            return Err(Status::not_found(format!(
+                "bitcoind does not know transaction {txid}"
+            )));
+        };
+        let out = tx.output.get(r.vout as usize).ok_or_else(|| {
+            Status::invalid_argument(format!("transaction {txid} has no output {}", r.vout))
+        })?;
+        if out.script_pubkey != script {
+            return Err(Status::invalid_argument(format!(
+                "output {txid}:{} does not pay the deposit address of {}",
+                r.vout, r.address
+            )));
+        }
+        let deposit_address = w
+            .federation()
+            .deposit_address(&id.0)
+            .map_err(|e| Status::internal(format!("deposit address: {e}")))?
+            .to_string();
+        let registered = self.chain.with_state(|s| s.registered.contains(&id));
+        if registered {
+            // Already watched: the watcher mints it at depth; a second claim adds nothing.
+            return Err(Status::failed_precondition(format!(
+                "the deposit address of {} is already registered: deposit {txid}:{} is minted at depth without a claim",
+                r.address, r.vout
+            )));
+        }
+        if !self.chain.registration_pending(&id) {
+            let tx = FederationTx::sign(
+                self.chain.spec.chain_id,
+                *index,
+                key,
+                FedTxKind::RegisterDepositAddress { account: id },
+            );
+            self.chain.submit_fed_tx(tx, true);
+        }
+        Ok(Response::new(pb::ClaimPegInResponse {
+            deposit_address,
+            amount: out.value.to_sat(),
+        }))
+    }
+
+    async fn get_peg_ins(
+        &self,
+        req: Request<pb::GetPegInsRequest>,
+    ) -> Result<Response<pb::GetPegInsResponse>, Status> {
+        use fedpeg_ledger::fedtx::OutPoint;
+        use pb::get_peg_ins_request::Selector;
+        let by_outpoint = |s: &str| -> Result<OutPoint, Status> {
+            let o: fedpeg_peg::bitcoin::OutPoint = s.parse().map_err(|e| {
+                Status::invalid_argument(format!("outpoint '{s}' must be txid:vout ({e})"))
+            })?;
+            Ok(OutPoint::from_bitcoin(&o))
+        };
+        let (account, outpoint) = match &req.get_ref().selector {
+            Some(Selector::Address(a)) => (Some(self.parse_account(a)?), None),
+            Some(Selector::Outpoint(o)) => (None, Some(by_outpoint(o)?)),
+            None => return Err(Status::invalid_argument("set either address or outpoint")),
+        };
+        let matches = |o: &OutPoint, a: &AccountId| {
+            account.is_none_or(|x| x == *a) && outpoint.is_none_or(|x| x == *o)
+        };
+        let spec = &self.chain.spec;
+        let required = spec.genesis.pegin_confirmations;
+        let cost = spec.pegin_spend_vbytes().saturating_mul(
+            self.chain
+                .with_state(|s| s.fee_rate(spec.genesis.fees.default_fee_rate_sat_vb)),
+        );
+        let hrp = self.hrp();
+        let mut out: Vec<pb::PegInInfo> = Vec::new();
+        let minted: Vec<(OutPoint, AccountId, u64, u64, u64)> = self.chain.with_state(|s| {
+            s.minted
+                .iter()
+                .filter(|(o, (a, _, _, _))| matches(o, a))
+                .map(|(o, (a, c, h, amount))| (*o, *a, c.0, *h, amount.0))
+                .collect()
+        });
+        for (o, a, credited, height, amount) in &minted {
+            out.push(pb::PegInInfo {
+                outpoint: o.to_string(),
+                account: a.to_address(hrp),
+                amount: *amount,
+                state: pb::PegInState::Minted as i32,
+                confirmations_required: required,
+                minted_amount: *credited,
+                minted_height: *height,
+                ..Default::default()
+            });
+        }
+        if let Some(w) = &self.watcher {
+            let (seen, reorged, tip) = w.deposits(|d| matches(&d.outpoint, &d.account));
+            let tip = tip.unwrap_or(0);
+            for d in seen
+                .iter()
+                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
+            {
+                let confirmations = (tip + 1).saturating_sub(d.height) as u32;
+                let state = if d.amount.0 <= cost {
+                    pb::PegInState::BelowCost
+                } else {
+                    pb::PegInState::Confirming
+                };
+                out.push(pb::PegInInfo {
+                    outpoint: d.outpoint.to_string(),
+                    account: d.account.to_address(hrp),
+                    amount: d.amount.0,
+                    state: state as i32,
+                    confirmations,
+                    confirmations_required: required,
+                    eta_seconds: u64::from(required.saturating_sub(confirmations)) * 600,
+                    bitcoin_block: {
+                        use fedpeg_peg::bitcoin::hashes::Hash;
+                        fedpeg_peg::bitcoin::BlockHash::from_byte_array(d.block).to_string()
+                    },
+                    ..Default::default()
+                });
+            }
+            for d in reorged
+                .iter()
+                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
+            {
+                out.push(pb::PegInInfo {
+                    outpoint: d.outpoint.to_string(),
+                    account: d.account.to_address(hrp),
+                    amount: d.amount.0,
+                    state: pb::PegInState::ReorgedOut as i32,
+                    confirmations_required: required,
+                    ..Default::default()
+                });
+            }
+        }
+        if out.is_empty() && outpoint.is_some() {
+            return Err(Status::not_found(
+                "no deposit with this outpoint is known to this node",
+            ));
+        }
+        out.sort_by(|a, b| a.outpoint.cmp(&b.outpoint));
+        Ok(Response::new(pb::GetPegInsResponse { peg_ins: out }))
+    }
+
+    async fn get_account(
+        &self,
+        req: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let id = self.parse_account(&req.get_ref().address)?;
+        let v = self.chain.account(&id);
+        Ok(Response::new(pb::GetAccountResponse {
+            address: id.to_address(self.hrp()),
+            balance: v.finalized.balance.0,
+            nonce: v.finalized.nonce,
+            next_nonce: v.effective.nonce,
+            spendable: v.effective.balance.0,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ExplorerService for Api {
+    type SubscribeBlocksStream = crate::feed::FeedStream<pb::FeedBlock>;
+    type SubscribeEventsStream = crate::feed::FeedStream<pb::ChainEvent>;
+
+    async fn subscribe_blocks(
+        &self,
+        req: Request<pb::SubscribeBlocksRequest>,
+    ) -> Result<Response<Self::SubscribeBlocksStream>, Status> {
+        self.feed
+            .subscribe_blocks(req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn subscribe_events(
+        &self,
+        req: Request<pb::SubscribeEventsRequest>,
+    ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+        self.feed
+            .subscribe_events(req.into_inner())
+            .map(Response::new)
+    }
+
+    async fn list_blocks(
+        &self,
+        req: Request<pb::ListBlocksRequest>,
+    ) -> Result<Response<pb::ListBlocksResponse>, Status> {
+        self.feed.list_blocks(req.get_ref()).map(Response::new)
+    }
+
+    async fn list_account_transactions(
+        &self,
+        req: Request<pb::ListAccountTransactionsRequest>,
+    ) -> Result<Response<pb::ListAccountTransactionsResponse>, Status> {
+        self.feed
+            .list_account_transactions(req.get_ref())
+            .map(Response::new)
+    }
+
+    async fn get_block(
+        &self,
+        req: Request<pb::GetBlockRequest>,
+    ) -> Result<Response<pb::GetBlockResponse>, Status> {
+        use pb::get_block_request::Selector;
+        let tip = self.chain.height();
+        let cb = match &req.get_ref().selector {
+            None => return Err(Status::invalid_argument("set either height or hash")),
+            Some(Selector::Height(0)) => {
+                return Err(Status::not_found(
+                    "height 0 is the genesis, which has no block; blocks start at height 1",
+                ))
+            }
+            Some(Selector::Height(h)) => self.chain.block(*h)?.ok_or_else(|| {
+                Status::not_found(format!(
+                    "no block at height {h}; the chain tip is at height {tip}"
+                ))
+            })?,
+            Some(Selector::Hash(s)) => {
+                let hash = Hash32::from_hex(s)
+                    .map_err(|e| Status::invalid_argument(format!("block hash {e}")))?;
+                self.chain.block_by_hash(&hash)?.ok_or_else(|| {
+                    Status::not_found(format!("no finalized block has hash {hash}"))
+                })?
+            }
+        };
+        Ok(Response::new(pb::GetBlockResponse {
+            block: Some(self.block_view(&cb)),
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        req: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::GetTransactionResponse>, Status> {
+        let txid = Hash32::from_hex(&req.get_ref().txid)
+            .map_err(|e| Status::invalid_argument(format!("transaction id {e}")))?;
+        match self.chain.transaction(&txid)? {
+            None => Err(Status::not_found(format!(
+                "transaction {txid} is unknown to this node: not finalized and not in its mempool"
+            ))),
+            Some(TxStatus::Pending(tx)) => Ok(Response::new(pb::GetTransactionResponse {
+                transaction: Some(self.tx_view(&tx)),
+                status: pb::TransactionStatus::Pending as i32,
+                ..Default::default()
+            })),
+            Some(TxStatus::Finalized(cb, loc)) => {
+                let tx = cb.block.txs.get(loc.index as usize).ok_or_else(|| {
+                    Status::internal("transaction index points outside its block")
+                })?;
+                Ok(Response::new(pb::GetTransactionResponse {
+                    transaction: Some(self.tx_view(tx)),
+                    status: pb::TransactionStatus::Finalized as i32,
+                    block_height: loc.height,
+                    block_hash: cb.block.hash().to_hex(),
+                    index_in_block: loc.index,
+                }))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for Api {
+    async fn acknowledge_alerts(
+        &self,
+        req: Request<pb::AcknowledgeAlertsRequest>,
+    ) -> Result<Response<pb::AcknowledgeAlertsResponse>, Status> {
+        if !req.remote_addr().is_some_and(|a| a.ip().is_loopback()) {
+            return Err(Status::permission_denied(
+                "AcknowledgeAlerts is for the operator: call it from the node's own host",
+            ));
+        }
+        let Some(w) = &self.watcher else {
+            return Err(Status::failed_precondition(
+                "this node watches no bitcoind, so it has no peg alerts",
+            ));
+        };
+        let mut outpoints = Vec::new();
+        for o in &req.get_ref().outpoints {
+            let op: fedpeg_peg::bitcoin::OutPoint = o.parse().map_err(|e| {
+                Status::invalid_argument(format!("outpoint '{o}' must be txid:vout ({e})"))
+            })?;
+            outpoints.push(fedpeg_ledger::fedtx::OutPoint::from_bitcoin(&op));
+        }
+        let remaining = w.acknowledge(&outpoints);
+        tracing::warn!(
+            acknowledged = outpoints.len(),
+            remaining = remaining.len(),
+            "operator acknowledged deep-reorg alerts"
+        );
+        Ok(Response::new(pb::AcknowledgeAlertsResponse {
+            remaining: remaining.iter().map(|o| o.to_string()).collect(),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let (height, tip, tip_time_ms) =
+            self.chain.with_state(|s| (s.height, s.tip, s.tip_time_ms));
+        let spec = &self.chain.spec;
+        let (peers, peer_id, p2p_listen) = match &self.net {
+            None => (vec![], String::new(), vec![]),
+            Some(net) => {
+                let peers = net
+                    .peers()
+                    .into_iter()
+                    .map(|(id, addr, member)| pb::PeerInfo {
+                        peer_id: id.to_string(),
+                        address: addr.to_string(),
+                        member_name: member
+                            .and_then(|i| spec.genesis.members.get(i))
+                            .map(|m| m.name.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let listen = net
+                    .listen_addrs()
+                    .await
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                (peers, net.local_peer_id().to_string(), listen)
+            }
+        };
+        Ok(Response::new(pb::GetStatusResponse {
+            chain_id: spec.chain_id.to_hex(),
+            network: spec.genesis.network.clone(),
+            height,
+            tip_hash: tip.to_hex(),
+            tip_time_ms,
+            role: self.identity.role as i32,
+            member_name: self.identity.member_name.clone(),
+            peers,
+            mempool_size: self.chain.mempool_len() as u32,
+            members: spec.genesis.members.len() as u32,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            min_tx_fee: spec.genesis.fees.min_tx_fee,
+            pegout_fee: spec.genesis.fees.pegout_fee,
+            round: self
+                .consensus
+                .round
+                .load(std::sync::atomic::Ordering::Relaxed),
+            equivocations_detected: self
+                .consensus
+                .equivocations
+                .load(std::sync::atomic::Ordering::Relaxed),
+            peer_id,
+            p2p_listen,
+            bitcoind_reachable: self.watcher.as_ref().is_some_and(|w| w.reachable()),
+            deep_reorg_alerts: self
+                .watcher
+                .as_ref()
+                .map(|w| w.deep_reorgs().iter().map(|o| o.to_string()).collect())
+                .unwrap_or_default(),
+        }))
+    }
+}

@@ -1,0 +1,319 @@
+//! `fedpegd`: the fedpeg federation member / observer daemon.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fedpegd::config::Config;
+use fedpeg_ledger::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
+use fedpeg_keys::create_member_keys;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// fedpeg federation node: runs a member (with a member key) or an observer.
+#[derive(Parser)]
+#[command(
+    name = "fedpegd",
+    version,
+    about = "fedpeg federation node: runs a member (with a member key) or an observer, and creates keys and genesis"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node.
+    Run(Box<RunArgs>),
+    /// Create a member's key file (mode 0600) and print its public info for genesis.
+    Keygen {
+        /// Where to write the secret key file (refuses to overwrite).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Member name, unique in the federation.
+        #[arg(long)]
+        name: String,
+        /// libp2p address other members will dial, e.g. /ip4/127.0.0.1/tcp/30001.
+        #[arg(
+            long,
+            value_name = "MULTIADDR",
+            default_value = "/ip4/127.0.0.1/tcp/30001"
+        )]
+        p2p_address: String,
+        /// Also write the public info JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        public_out: Option<PathBuf>,
+    },
+    /// Combine members' public info files into a genesis.json.
+    Genesis {
+        /// A member's public info JSON (from `fedpegd keygen`); repeat per member, in order.
+        #[arg(long = "member", value_name = "FILE", required = true)]
+        members: Vec<PathBuf>,
+        /// Bitcoin network of the peg: bitcoin, testnet, signet or regtest.
+        #[arg(long, default_value = "regtest")]
+        network: String,
+        /// Peg multisig threshold m (default: 2n/3 + 1, at most n).
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// Bitcoin confirmations before a deposit is minted.
+        #[arg(long, default_value_t = 6)]
+        pegin_confirmations: u32,
+        /// Human-readable chain name.
+        #[arg(long, default_value = "fedpeg-devnet")]
+        chain_name: String,
+        /// Starting balance ADDRESS=SATS (regtest only); repeatable.
+        #[arg(long = "dev-balance", value_name = "ADDRESS=SATS")]
+        dev_balances: Vec<String>,
+        /// Minimum transaction fee in sats.
+        #[arg(long, default_value_t = 1)]
+        min_tx_fee: u64,
+        /// Peg-outs wait this long (block time) to be batched with others, ms.
+        #[arg(long, default_value_t = 0)]
+        pegout_batch_interval_ms: u64,
+        /// Most peg-outs in one Bitcoin transaction.
+        #[arg(long, default_value_t = 250)]
+        pegout_max_outputs: u32,
+        /// Bitcoin blocks a batch may stay unconfirmed before it is replaced
+        /// at a higher fee (RBF).
+        #[arg(long, default_value_t = 3)]
+        pegout_bump_after_blocks: u32,
+        /// Where to write genesis.json.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// TOML config file; flags below override its values.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Path to genesis.json [config: genesis; default genesis.json].
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// Data directory [config: data_dir; default fedpeg-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Member key file; omit to run a non-voting observer [config: key_file].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// gRPC listen address [config: api.listen; default 127.0.0.1:20051].
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
+    /// Empty heartbeat block after this many ms without transactions [config: block.heartbeat_ms; default 1000].
+    #[arg(long, value_name = "MS")]
+    heartbeat_ms: Option<u64>,
+    /// Most pending transactions [config: mempool.max_txs; default 100000].
+    #[arg(long, value_name = "N")]
+    mempool_max: Option<usize>,
+    /// libp2p listen multiaddress [config: p2p.listen; default: the member's genesis p2p_address, or /ip4/127.0.0.1/tcp/0 for an observer].
+    #[arg(long, value_name = "MULTIADDR")]
+    p2p_listen: Option<String>,
+    /// This member's bitcoind JSON-RPC URL, e.g. http://127.0.0.1:18443 [config: bitcoin.rpc_url; unset: no peg-in].
+    #[arg(long, value_name = "URL")]
+    bitcoin_rpc_url: Option<String>,
+    /// bitcoind RPC user [config: bitcoin.rpc_user].
+    #[arg(long, value_name = "USER")]
+    bitcoin_rpc_user: Option<String>,
+    /// bitcoind RPC password [config: bitcoin.rpc_password; env FEDPEG_BITCOIN_RPC_PASSWORD].
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "FEDPEG_BITCOIN_RPC_PASSWORD",
+        hide_env_values = true
+    )]
+    bitcoin_rpc_password: Option<String>,
+    /// bitcoind .cookie file instead of user/password [config: bitcoin.rpc_cookie].
+    #[arg(long, value_name = "FILE")]
+    bitcoin_rpc_cookie: Option<PathBuf>,
+    /// Vote this Bitcoin fee rate (sat/vB) instead of bitcoind's estimate [config: bitcoin.fee_rate_sat_vb].
+    #[arg(long, value_name = "SAT_PER_VB")]
+    bitcoin_fee_rate: Option<u64>,
+    /// Prometheus metrics address, e.g. 127.0.0.1:9464 (GET /metrics) [config: metrics_listen; default off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log format: text or json [config: log.format; default text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Most concurrent explorer streams (SubscribeBlocks + SubscribeEvents) [config: explorer.max_streams; default 1024].
+    #[arg(long, value_name = "N")]
+    max_streams: Option<usize>,
+    /// Messages buffered per explorer stream [config: explorer.stream_buffer; default 64].
+    #[arg(long, value_name = "N")]
+    stream_buffer: Option<usize>,
+    /// End an explorer stream with RESOURCE_EXHAUSTED when, after catching up, it falls this many blocks behind the tip with a full buffer [config: explorer.max_lag_blocks; default 256].
+    #[arg(long, value_name = "BLOCKS")]
+    max_lag_blocks: Option<u64>,
+}
+
+fn init_logs(format: &str, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: log files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run(*a),
+        Command::Keygen {
+            out,
+            name,
+            p2p_address,
+            public_out,
+        } => {
+            let keys = create_member_keys(&out, &name)?;
+            let info = serde_json::to_string_pretty(&keys.public_info(&p2p_address))?;
+            if let Some(p) = public_out {
+                std::fs::write(&p, format!("{info}\n"))
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            println!("{info}");
+            eprintln!(
+                "secret keys written to {} (mode 0600); share only the public info above",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Genesis {
+            members,
+            network,
+            threshold,
+            pegin_confirmations,
+            chain_name,
+            dev_balances,
+            min_tx_fee,
+            pegout_batch_interval_ms,
+            pegout_max_outputs,
+            pegout_bump_after_blocks,
+            out,
+        } => {
+            let mut infos = Vec::new();
+            for p in &members {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                let info: MemberInfo = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{} is not a member public info file (from `fedpegd keygen`)",
+                        p.display()
+                    )
+                })?;
+                infos.push(info);
+            }
+            let n = infos.len() as u32;
+            let mut devs = Vec::new();
+            for d in &dev_balances {
+                let (addr, amount) = d
+                    .split_once('=')
+                    .with_context(|| format!("--dev-balance '{d}' must be ADDRESS=SATS"))?;
+                let amount: u64 = amount
+                    .parse()
+                    .with_context(|| format!("--dev-balance '{d}': SATS must be a whole number"))?;
+                devs.push(DevBalance {
+                    address: addr.to_string(),
+                    amount,
+                });
+            }
+            let g = Genesis {
+                chain_name,
+                genesis_time_ms: fedpegd::driver::now_ms(),
+                network,
+                members: infos,
+                peg_threshold: threshold.unwrap_or((2 * n / 3 + 1).min(n)),
+                pegin_confirmations,
+                consensus: ConsensusParams::default(),
+                fees: FeeParams {
+                    min_tx_fee,
+                    ..FeeParams::default()
+                },
+                dev_balances: devs,
+                pegout: fedpeg_ledger::pegout_batch::PegOutParams {
+                    batch_interval_ms: pegout_batch_interval_ms,
+                    max_outputs: pegout_max_outputs,
+                    bump_after_blocks: pegout_bump_after_blocks,
+                    ..Default::default()
+                },
+            };
+            let spec = g.validate()?;
+            std::fs::write(&out, serde_json::to_string_pretty(&spec.genesis)? + "\n")
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} (chain id {})", out.display(), spec.chain_id);
+            Ok(())
+        }
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let mut c = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = a.genesis {
+        c.genesis = v;
+    }
+    if let Some(v) = a.data_dir {
+        c.data_dir = v;
+    }
+    if let Some(v) = a.key {
+        c.key_file = Some(v);
+    }
+    if let Some(v) = a.api_listen {
+        c.api.listen = v;
+    }
+    if let Some(v) = a.heartbeat_ms {
+        c.block.heartbeat_ms = v;
+    }
+    if let Some(v) = a.mempool_max {
+        c.mempool.max_txs = v;
+    }
+    if let Some(v) = a.p2p_listen {
+        c.p2p.listen = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_url {
+        c.bitcoin.rpc_url = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_user {
+        c.bitcoin.rpc_user = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_password {
+        c.bitcoin.rpc_password = Some(v);
+    }
+    if let Some(v) = a.bitcoin_rpc_cookie {
+        c.bitcoin.rpc_cookie = Some(v);
+    }
+    if let Some(v) = a.bitcoin_fee_rate {
+        c.bitcoin.fee_rate_sat_vb = Some(v);
+    }
+    if let Some(v) = a.metrics_listen {
+        c.metrics_listen = Some(v);
+    }
+    if let Some(v) = a.log_format {
+        c.log.format = v;
+    }
+    if let Some(v) = a.max_streams {
+        c.explorer.max_streams = v;
+    }
+    if let Some(v) = a.stream_buffer {
+        c.explorer.stream_buffer = v;
+    }
+    if let Some(v) = a.max_lag_blocks {
+        c.explorer.max_lag_blocks = v;
+    }
+    c.validate()?;
+    init_logs(&c.log.format, &c.log.filter);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(fedpegd::daemon::run(
+        c,
+        fedpegd::daemon::shutdown_signal(),
+    ))
+}

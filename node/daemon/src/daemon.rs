@@ -1,0 +1,240 @@
+//! Running a node: load genesis and keys, open the chain, join the libp2p
+//! network, run the consensus driver (member) or block sync (observer) and
+//! the gRPC API, and stop cleanly on a shutdown signal.
+
+use crate::api::{Api, NodeIdentity};
+use crate::chain::Chain;
+use crate::config::Config;
+use crate::driver::{ConsensusStatus, Driver, DriverConfig};
+use fedpeg_ledger::genesis::ChainSpec;
+use fedpeg_keys::load_member_keys;
+use crate::network::{peer_id_from_consensus_key, MemberPeer, Multiaddr, Network, NetworkConfig};
+use anyhow::Context;
+use fedpeg_proto::v1 as pb;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest gossip batch or sync response accepted from the network.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Genesis members as the network sees them.
+pub fn member_peers(spec: &ChainSpec) -> anyhow::Result<Vec<MemberPeer>> {
+    spec.genesis
+        .members
+        .iter()
+        .enumerate()
+        .map(|(index, m)| {
+            let key = spec.member_keys[index].to_bytes();
+            let addr: Multiaddr = m.p2p_address.parse().with_context(|| {
+                format!(
+                    "genesis member '{}': p2p_address '{}' is not a multiaddress",
+                    m.name, m.p2p_address
+                )
+            })?;
+            Ok(MemberPeer {
+                index,
+                peer_id: peer_id_from_consensus_key(&key)?,
+                addr,
+            })
+        })
+        .collect()
+}
+
+/// Runs a node with `config` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let spec = crate::config::load_genesis(&config.genesis)?;
+    let member = match &config.key_file {
+        Some(path) => Some(load_member_keys(path)?),
+        None => None,
+    };
+    let member_index = match &member {
+        None => None,
+        Some(keys) => Some(spec.member_index(&keys.consensus.verifying_key()).with_context(|| {
+            format!(
+                "key file {} is not a member of this genesis (consensus key {} is not listed); check --key and --genesis",
+                config.key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                hex::encode(keys.consensus.verifying_key().to_bytes())
+            )
+        })?),
+    };
+    let members = member_peers(&spec)?;
+    let listen: Multiaddr = match (&config.p2p.listen, member_index) {
+        (Some(l), _) => l
+            .parse()
+            .with_context(|| format!("p2p listen address '{l}' is not a multiaddress"))?,
+        (None, Some(i)) => members[i].addr.clone(),
+        (None, None) => "/ip4/127.0.0.1/tcp/0".parse()?,
+    };
+    let chain_id = spec.chain_id;
+    let chain = Arc::new(Chain::open(spec, &config.data_dir, config.mempool.max_txs)?);
+    tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), "chain opened");
+
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(4096);
+    let net = Network::start(
+        NetworkConfig {
+            secret_key: member.as_ref().map(|m| m.consensus.to_bytes()),
+            listen,
+            members,
+            max_observer_connections: config.p2p.max_observer_connections,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            observer_sync_rate: 20,
+        },
+        ev_tx,
+    )
+    .await?;
+    tracing::info!(peer_id = %net.local_peer_id(), "p2p started");
+
+    let status = Arc::new(ConsensusStatus::default());
+    let heartbeat = Duration::from_millis(config.block.heartbeat_ms);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let member_key = member.as_ref().map(|m| m.consensus.clone());
+    // A member watches its own bitcoind for deposits.
+    let watcher = match (&member, &config.bitcoin.rpc_url) {
+        (Some(_), Some(url)) => {
+            use fedpeg_peg::chain::{BitcoinChain, RpcAuth, RpcChain};
+            let b = &config.bitcoin;
+            let auth = match (&b.rpc_cookie, &b.rpc_user, &b.rpc_password) {
+                (Some(cookie), _, _) => RpcAuth::CookieFile(cookie.clone()),
+                (None, Some(user), Some(password)) => RpcAuth::UserPass {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
+                _ => anyhow::bail!("bitcoin.rpc_url needs a cookie file or a user and password"),
+            };
+            let btc: Arc<dyn BitcoinChain> = Arc::new(
+                RpcChain::new(url, auth).map_err(|e| anyhow::anyhow!("bitcoind RPC {url}: {e}"))?,
+            );
+            let w = Arc::new(crate::watcher::Watcher::new(chain.clone(), btc)?);
+            let poll = Duration::from_millis(b.poll_ms.unwrap_or(500).max(10));
+            let (w2, stop) = (w.clone(), stop_rx.clone());
+            tokio::task::spawn_blocking(move || w2.run(poll, stop));
+            tracing::info!(url = %url, "watching bitcoind for deposits");
+            Some(w)
+        }
+        (Some(_), None) => {
+            tracing::warn!("no bitcoind configured (--bitcoin-rpc-url): this member cannot mint deposits and votes against mints");
+            None
+        }
+        (None, _) => None,
+    };
+    // A member with a bitcoind signs and broadcasts peg-out batches.
+    if let (Some(keys), Some(w), Some(i)) = (&member, &watcher, member_index) {
+        let worker = Arc::new(crate::signer::PegOutWorker::new(
+            chain.clone(),
+            w.clone(),
+            i as u32,
+            keys.consensus.clone(),
+            keys.peg,
+        ));
+        let poll = Duration::from_millis(config.bitcoin.poll_ms.unwrap_or(500).max(10));
+        tokio::spawn(worker.run(poll, stop_rx.clone()));
+    }
+    let driver = match member {
+        Some(keys) => Driver::member(
+            chain.clone(),
+            net.clone(),
+            keys.consensus.clone(),
+            &config.data_dir,
+            DriverConfig {
+                heartbeat,
+                sync_interval: Duration::from_millis(1000),
+            },
+            status.clone(),
+            watcher.clone(),
+        )?
+        .with_fee_pin(config.bitcoin.fee_rate_sat_vb),
+        None => Driver::observer(
+            chain.clone(),
+            net.clone(),
+            DriverConfig {
+                heartbeat,
+                sync_interval: Duration::from_millis(200),
+            },
+            status.clone(),
+        )?,
+    };
+    let identity = NodeIdentity {
+        role: if member_index.is_some() {
+            pb::NodeRole::Member
+        } else {
+            pb::NodeRole::Observer
+        },
+        member_name: member_index
+            .map(|i| chain.spec.genesis.members[i].name.clone())
+            .unwrap_or_default(),
+    };
+    let metrics_status = status.clone();
+    let mut api = Api::new(chain.clone(), identity, Some(net.clone()), status);
+    if let (Some(i), Some(key)) = (member_index, &member_key) {
+        api = api.with_member_key(i as u32, key.clone());
+    }
+    api = api
+        .with_watcher(watcher.clone())
+        .with_explorer_config(config.explorer.clone());
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "gRPC API listening");
+    if let Some(addr) = config.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "metrics at GET /metrics");
+        let sources = crate::metrics::Sources {
+            chain: chain.clone(),
+            consensus: metrics_status.clone(),
+            net: net.clone(),
+            watcher: watcher.clone(),
+            telemetry: api.telemetry().clone(),
+        };
+        tokio::spawn(crate::metrics::serve(l, sources, stopped(stop_rx.clone())));
+    }
+    tokio::spawn(api.telemetry().clone().run(
+        chain.clone(),
+        Some(net.clone()),
+        member_index,
+        watcher.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let api_task = tokio::spawn(api.serve_on(listener, stopped(stop_rx.clone())));
+    let mut driver_task = tokio::spawn(driver.run(ev_rx, stopped(stop_rx.clone())));
+
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        _ = &mut shutdown => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            (&mut driver_task).await.context("consensus task panicked")?
+        }
+        r = &mut driver_task => {
+            // The driver stops on its own only on a fatal error (WAL, store).
+            let _ = stop_tx.send(true);
+            r.context("consensus task panicked")?.context("consensus stopped")
+        }
+    };
+    api_task.await??;
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,1064 @@
+//! The consensus driver: wires the sans-IO Tendermint engine
+//! (`fedpeg-consensus`) to the network, timers, the WAL and the chain.
+//!
+//! - The proposer builds a block from the mempool ([`Chain::propose`]) and
+//!   gossips the block before its signed proposal; others validate it by
+//!   applying it to a scratch copy of state ([`Chain::validate`]).
+//! - Every own proposal/vote is fsynced to the [`Wal`] before it is sent.
+//! - A decided block and its commit certificate are stored in one atomic
+//!   batch ([`Chain::commit`]); then the next height starts.
+//! - Block sync: a member that lags (or an observer, which only syncs) asks
+//!   peers for blocks + certificates and verifies each certificate against
+//!   the validator set before applying the block.
+//! - Transactions submitted to this node are gossiped to the other members.
+
+use fedpeg_ledger::block::{Block, CommittedBlock};
+use crate::chain::{Chain, Gossip};
+use crate::faults::Faults;
+use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+use fedpeg_ledger::BlockOutcome;
+use crate::network::{NetEvent, Network, PeerId};
+use crate::watcher::{SeenDeposit, Watcher};
+
+use fedpeg_ledger::tx::Transaction;
+use crate::wal::Wal;
+use anyhow::Context;
+use fedpeg_consensus::{
+    ChainId, CommitCertificate, Engine, EngineConfig, Height, Input, Message, Output, Round,
+    SigningKey, TimeoutKind, TimeoutParams, Timeouts, ValidatorSet, ValueId,
+};
+use fedpeg_proto::v1 as pb;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Most blocks served or requested per sync round trip.
+pub const SYNC_MAX_BLOCKS: u32 = 64;
+/// Most bytes of blocks in one sync response.
+const SYNC_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Most mints a proposer puts in one block.
+const MAX_MINTS_PER_BLOCK: usize = 100;
+/// Most transactions in one gossip batch.
+const TX_GOSSIP_BATCH: usize = 2048;
+/// Longest a submitted transaction waits to be gossiped with others.
+const TX_GOSSIP_DELAY: Duration = Duration::from_millis(5);
+/// Most cached proposed blocks (a Byzantine proposer cannot fill memory).
+const MAX_CACHED_BLOCKS: usize = 64;
+/// Largest allowed clock skew of a proposed block's time.
+const MAX_FUTURE_MS: u64 = 10_000;
+/// Longest a sync request for a not-yet-final block is held open (well
+/// under the network's 10 s request timeout).
+const MAX_SYNC_WAIT: Duration = Duration::from_secs(5);
+/// Most held-open sync requests (each is one observer's long poll).
+const MAX_PARKED_SYNCS: usize = 256;
+
+/// Live consensus numbers for the status API.
+#[derive(Default)]
+pub struct ConsensusStatus {
+    pub round: AtomicU32,
+    pub equivocations: AtomicU64,
+    pub synced_blocks: AtomicU64,
+}
+
+/// Driver settings.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// Longest a proposer waits for transactions before proposing an empty block.
+    pub heartbeat: Duration,
+    /// How often to ask peers whether we are behind.
+    pub sync_interval: Duration,
+}
+
+/// Engine configuration from genesis.
+pub fn engine_config(chain: &Chain) -> EngineConfig {
+    let c = &chain.spec.genesis.consensus;
+    let ms = Duration::from_millis;
+    EngineConfig {
+        chain_id: ChainId(chain.spec.chain_id.0),
+        timeouts: Timeouts {
+            propose: TimeoutParams {
+                base: ms(c.timeout_propose_ms),
+                delta: ms(c.timeout_propose_delta_ms),
+            },
+            prevote: TimeoutParams {
+                base: ms(c.timeout_vote_ms),
+                delta: ms(c.timeout_vote_delta_ms),
+            },
+            precommit: TimeoutParams {
+                base: ms(c.timeout_vote_ms),
+                delta: ms(c.timeout_vote_delta_ms),
+            },
+            rebroadcast: TimeoutParams {
+                base: ms(2 * c.timeout_propose_ms),
+                delta: ms(c.timeout_propose_delta_ms),
+            },
+        },
+    }
+}
+
+/// The validator set of genesis.
+pub fn validator_set(chain: &Chain) -> anyhow::Result<ValidatorSet> {
+    ValidatorSet::from_keys(chain.spec.member_keys.clone())
+        .map_err(|e| anyhow::anyhow!("genesis members: {e}"))
+}
+
+struct Cached {
+    block: Block,
+    outcome: Option<BlockOutcome>,
+}
+
+type SyncResult = Result<(PeerId, pb::SyncResponse), String>;
+
+/// One node's consensus loop (member) or follow loop (observer).
+pub struct Driver {
+    chain: Arc<Chain>,
+    net: Network,
+    engine: Option<Engine>,
+    wal: Option<Wal>,
+    me: Option<u32>,
+    validators: ValidatorSet,
+    chain_id: ChainId,
+    cfg: DriverConfig,
+    /// This member's index and key, for the federation transactions it signs.
+    signer: Option<(u32, SigningKey)>,
+    /// The peg-in watcher over this member's bitcoind (None without bitcoind).
+    watcher: Option<Arc<Watcher>>,
+    /// Fee rate this member votes instead of its bitcoind's estimate.
+    fee_pin: Option<u64>,
+    /// Test-only faults (see [`crate::faults`]): a member that proposes a
+    /// mint of a deposit that does not exist, to show the others refuse it.
+    faults: Faults,
+    propose_cap: Duration,
+    blocks: HashMap<ValueId, Cached>,
+    /// Blocks already written to the WAL at this height.
+    wal_blocks: Vec<ValueId>,
+    pending_validate: HashMap<ValueId, Height>,
+    pending_propose: Option<(Height, Round)>,
+    out: Vec<pb::GossipMessage>,
+    /// Transactions waiting to be gossiped (flushed every few ms).
+    tx_out: Vec<pb::GossipMessage>,
+    timer_tx: mpsc::UnboundedSender<(Height, Round, TimeoutKind)>,
+    timer_rx: mpsc::UnboundedReceiver<(Height, Round, TimeoutKind)>,
+    sync_tx: mpsc::UnboundedSender<SyncResult>,
+    sync_rx: mpsc::UnboundedReceiver<SyncResult>,
+    sync_inflight: bool,
+    /// Long-poll sync requests waiting for the next block.
+    parked_syncs: Vec<(
+        Instant,
+        pb::SyncRequest,
+        tokio::sync::oneshot::Sender<pb::SyncResponse>,
+    )>,
+    last_commit: Instant,
+    status: Arc<ConsensusStatus>,
+}
+
+impl Driver {
+    /// A member's driver: restores the engine from the WAL in `data_dir`.
+    pub fn member(
+        chain: Arc<Chain>,
+        net: Network,
+        key: SigningKey,
+        data_dir: &Path,
+        cfg: DriverConfig,
+        status: Arc<ConsensusStatus>,
+        watcher: Option<Arc<Watcher>>,
+    ) -> anyhow::Result<Driver> {
+        let validators = validator_set(&chain)?;
+        let me = validators
+            .index_of(&key.verifying_key())
+            .context("member key is not in the genesis validator set")?;
+        let (wal, contents) = Wal::open(&data_dir.join("consensus.wal"))?;
+        let next = chain.height() + 1;
+        let current: Vec<_> = contents
+            .entries
+            .into_iter()
+            .filter(|e| e.height().0 == next)
+            .collect();
+        let engine_cfg = engine_config(&chain);
+        let engine = if current.is_empty() {
+            Engine::new(engine_cfg, validators.clone(), Some(key.clone()))?
+        } else {
+            tracing::info!(
+                height = next,
+                entries = current.len(),
+                "restoring consensus from WAL"
+            );
+            Engine::restore(engine_cfg, validators.clone(), key.clone(), &current)?
+        };
+        let mut d = Driver::new(
+            chain,
+            net,
+            Some(engine),
+            Some(wal),
+            Some(me.0),
+            validators,
+            cfg,
+            status,
+        );
+        d.signer = Some((me.0, key));
+        d.watcher = watcher;
+        d.faults = Faults::from_env();
+        for block in contents
+            .blocks
+            .into_iter()
+            .filter(|b| b.header.height == next)
+        {
+            let id = ValueId(block.hash().0);
+            d.wal_blocks.push(id);
+            d.blocks.insert(
+                id,
+                Cached {
+                    block,
+                    outcome: None,
+                },
+            );
+        }
+        // A lone member has nobody waiting on its proposal: it may wait the
+        // whole heartbeat. In a federation, others time out the proposer.
+        let timeout_propose =
+            Duration::from_millis(d.chain.spec.genesis.consensus.timeout_propose_ms);
+        if d.validators.len() > 1 {
+            d.propose_cap = d.cfg.heartbeat.min(timeout_propose / 2);
+        }
+        Ok(d)
+    }
+
+    /// Votes `rate` (sat/vB) instead of the bitcoind estimate, if set.
+    pub fn with_fee_pin(mut self, rate: Option<u64>) -> Driver {
+        self.fee_pin = rate;
+        self
+    }
+
+    /// An observer's driver: follows the chain by block sync only.
+    pub fn observer(
+        chain: Arc<Chain>,
+        net: Network,
+        cfg: DriverConfig,
+        status: Arc<ConsensusStatus>,
+    ) -> anyhow::Result<Driver> {
+        let validators = validator_set(&chain)?;
+        Ok(Driver::new(
+            chain, net, None, None, None, validators, cfg, status,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        chain: Arc<Chain>,
+        net: Network,
+        engine: Option<Engine>,
+        wal: Option<Wal>,
+        me: Option<u32>,
+        validators: ValidatorSet,
+        cfg: DriverConfig,
+        status: Arc<ConsensusStatus>,
+    ) -> Driver {
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let (sync_tx, sync_rx) = mpsc::unbounded_channel();
+        Driver {
+            chain_id: ChainId(chain.spec.chain_id.0),
+            propose_cap: cfg.heartbeat,
+            chain,
+            net,
+            engine,
+            wal,
+            me,
+            validators,
+            cfg,
+            signer: None,
+            watcher: None,
+            faults: Faults::default(),
+            fee_pin: None,
+            blocks: HashMap::new(),
+            wal_blocks: Vec::new(),
+            pending_validate: HashMap::new(),
+            pending_propose: None,
+            out: Vec::new(),
+            tx_out: Vec::new(),
+            timer_tx,
+            timer_rx,
+            sync_tx,
+            sync_rx,
+            sync_inflight: false,
+            parked_syncs: Vec::new(),
+            last_commit: Instant::now(),
+            status,
+        }
+    }
+
+    /// Runs until `shutdown` resolves or a fatal error (WAL or store failure).
+    pub async fn run(
+        mut self,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(shutdown);
+        let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Gossip>();
+        if self.engine.is_some() {
+            self.chain.set_gossip(tx_gossip);
+            let next = Height(self.chain.height() + 1);
+            self.input(Input::StartHeight(next))?;
+        }
+        let mut tx_flush_at: Option<Instant> = None;
+        let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
+        sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let chain = self.chain.clone();
+            let propose_at = self.last_commit + self.propose_cap;
+            let waiting_to_propose = self.pending_propose.is_some();
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                ev = net_rx.recv() => match ev {
+                    Some(ev) => self.on_net(ev)?,
+                    None => anyhow::bail!("network task stopped"),
+                },
+                Some((height, round, step)) = self.timer_rx.recv() => {
+                    self.input(Input::TimeoutElapsed { height, round, step })?;
+                }
+                Some(tx) = tx_rx.recv() => {
+                    // Collect transactions for a few ms: one gossip request
+                    // per peer carries many (profiled: per-transaction
+                    // requests cost more than the signature checks).
+                    self.tx_out.push(gossip_tx(&tx));
+                    while self.tx_out.len() < TX_GOSSIP_BATCH {
+                        match tx_rx.try_recv() {
+                            Ok(tx) => self.tx_out.push(gossip_tx(&tx)),
+                            Err(_) => break,
+                        }
+                    }
+                    if self.tx_out.len() >= TX_GOSSIP_BATCH {
+                        self.flush_txs();
+                    } else if tx_flush_at.is_none() {
+                        tx_flush_at = Some(Instant::now() + TX_GOSSIP_DELAY);
+                    }
+                }
+                _ = tokio::time::sleep_until(tx_flush_at.unwrap_or_else(Instant::now).into()), if tx_flush_at.is_some() => {
+                    tx_flush_at = None;
+                    self.flush_txs();
+                }
+                Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
+                _ = sync_tick.tick() => {
+                    self.answer_parked_syncs(false);
+                    self.start_sync();
+                }
+                _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
+                _ = chain.mempool_changed(), if waiting_to_propose => {
+                    if self.chain.mempool_len() > 0 {
+                        self.propose()?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds the engine one input and carries out everything that follows.
+    fn input(&mut self, first: Input) -> anyhow::Result<()> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(input) = queue.pop_front() {
+            let Some(engine) = self.engine.as_mut() else {
+                return Ok(());
+            };
+            let outputs = engine.handle(input);
+            for o in outputs {
+                match o {
+                    Output::Persist(entry) => {
+                        // Durable before anything later leaves the node: the
+                        // broadcasts are only flushed after this loop. The
+                        // block voted for goes first, once per height.
+                        let value = match &entry {
+                            fedpeg_consensus::WalEntry::Proposal(p) => Some(p.value_id),
+                            fedpeg_consensus::WalEntry::Vote(v)
+                            | fedpeg_consensus::WalEntry::Polka(v) => v.value,
+                        };
+                        let block = value
+                            .filter(|v| !self.wal_blocks.contains(v))
+                            .and_then(|v| self.blocks.get(&v).map(|c| (v, &c.block)));
+                        if let Some(wal) = self.wal.as_mut() {
+                            wal.append(block.map(|(_, b)| b), &entry)?;
+                        }
+                        if let Some((v, _)) = block {
+                            self.wal_blocks.push(v);
+                        }
+                    }
+                    Output::Broadcast(msg) => {
+                        if let Message::Proposal(p) = &msg {
+                            // Send the block with (before) every proposal of it,
+                            // so a re-proposed valid value reaches late members.
+                            if let Some(c) = self.blocks.get(&p.value_id) {
+                                self.out.push(pb::GossipMessage {
+                                    kind: Some(pb::gossip_message::Kind::ProposedBlock(
+                                        c.block.to_proto(),
+                                    )),
+                                });
+                            }
+                        }
+                        self.out.push(pb::GossipMessage {
+                            kind: Some(pb::gossip_message::Kind::Consensus(pb::ConsensusMessage {
+                                signed: msg.encode(),
+                            })),
+                        });
+                    }
+                    Output::ScheduleTimeout {
+                        height,
+                        round,
+                        step,
+                        duration,
+                    } => {
+                        let tx = self.timer_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(duration).await;
+                            let _ = tx.send((height, round, step));
+                        });
+                    }
+                    Output::RequestValue { height, round } => {
+                        self.status.round.store(round.0, Ordering::Relaxed);
+                        self.pending_propose = Some((height, round));
+                        if self.chain.mempool_len() > 0
+                            || self.last_commit.elapsed() >= self.propose_cap
+                        {
+                            // Propose right away; the answer joins the queue.
+                            if let Some(i) = self.build_proposal()? {
+                                queue.push_back(i);
+                            }
+                        }
+                    }
+                    Output::Validate {
+                        height,
+                        round,
+                        value_id,
+                    } => {
+                        self.status.round.store(round.0, Ordering::Relaxed);
+                        if self.blocks.contains_key(&value_id) {
+                            let valid = self.validate(&value_id);
+                            queue.push_back(Input::ValidationResult {
+                                height,
+                                value_id,
+                                valid,
+                            });
+                        } else {
+                            self.pending_validate.insert(value_id, height);
+                        }
+                    }
+                    Output::Decide {
+                        height,
+                        value_id,
+                        certificate,
+                    } => {
+                        if self.commit_decided(height, value_id, &certificate)? {
+                            queue.push_back(Input::StartHeight(Height(height.0 + 1)));
+                        } else {
+                            // We never got the block: fetch it (with a
+                            // certificate) from peers; sync restarts the engine.
+                            tracing::warn!(
+                                height = height.0,
+                                "decided a block we do not have; syncing it"
+                            );
+                            self.start_sync();
+                        }
+                    }
+                    Output::Evidence(ev) => {
+                        self.status.equivocations.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(evidence = ?ev, "equivocation detected");
+                    }
+                }
+            }
+        }
+        self.flush();
+        Ok(())
+    }
+
+    fn flush_txs(&mut self) {
+        if !self.tx_out.is_empty() {
+            let messages = std::mem::take(&mut self.tx_out);
+            self.net.broadcast(pb::GossipBatch { messages });
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            let messages = std::mem::take(&mut self.out);
+            self.net.broadcast(pb::GossipBatch { messages });
+        }
+    }
+
+    /// Builds a block from the mempool and returns the engine's answer.
+    fn build_proposal(&mut self) -> anyhow::Result<Option<Input>> {
+        let Some((height, round)) = self.pending_propose.take() else {
+            return Ok(None);
+        };
+        if height.0 != self.chain.height() + 1 {
+            return Ok(None);
+        }
+        let me = self.me.unwrap_or(0);
+        let chain = self.chain.clone();
+        let mints = self.mint_candidates();
+        let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me, mints))?;
+        let value_id = ValueId(p.block.hash().0);
+        tracing::debug!(
+            height = height.0,
+            round = round.0,
+            txs = p.block.txs.len(),
+            "proposing"
+        );
+        self.blocks.insert(
+            value_id,
+            Cached {
+                block: p.block,
+                outcome: Some(p.outcome),
+            },
+        );
+        Ok(Some(Input::ProposeValue {
+            height,
+            round,
+            value_id,
+        }))
+    }
+
+    fn propose(&mut self) -> anyhow::Result<()> {
+        if let Some(i) = self.build_proposal()? {
+            self.input(i)?;
+        }
+        Ok(())
+    }
+
+    /// Signed mints for deposits this member's watcher saw reach depth.
+    fn mint_candidates(&self) -> Vec<FederationTx> {
+        let mut out = self.fee_vote().into_iter().collect::<Vec<_>>();
+        out.extend(self.mints());
+        out
+    }
+
+    /// This member's fee-rate vote, when its estimate differs from its
+    /// recorded vote.
+    fn fee_vote(&self) -> Option<FederationTx> {
+        let (me, key) = self.signer.as_ref()?;
+        let rate = self
+            .fee_pin
+            .or_else(|| self.watcher.as_ref().and_then(|w| w.fee_estimate()))?;
+        let rate = rate.clamp(1, fedpeg_ledger::MAX_FEE_RATE);
+        let (height, recorded) = self
+            .chain
+            .with_state(|s| (s.height + 1, s.fee_votes.get(me).map(|(r, _)| *r)));
+        (recorded != Some(rate)).then(|| {
+            FederationTx::sign(
+                self.chain.spec.chain_id,
+                *me,
+                key,
+                FedTxKind::FeeRateVote {
+                    sat_per_vbyte: rate,
+                    height,
+                },
+            )
+        })
+    }
+
+    /// Signed mints for deposits this member's watcher saw reach depth.
+    fn mints(&self) -> Vec<FederationTx> {
+        let (Some(w), Some((me, key))) = (&self.watcher, &self.signer) else {
+            return vec![];
+        };
+        #[cfg_attr(not(feature = "byzantine"), allow(unused_mut))]
+        let mut mature = w.mature();
+        #[cfg(feature = "byzantine")]
+        if self.faults.propose_fake_mints {
+            // Test-only Byzantine behaviour: mint a deposit that does not exist.
+            if let Some(account) = self
+                .chain
+                .with_state(|s| s.registered.iter().next().copied())
+            {
+                mature.insert(
+                    0,
+                    SeenDeposit {
+                        outpoint: fedpeg_ledger::fedtx::OutPoint {
+                            txid: fedpeg_keys::random_32(),
+                            vout: 0,
+                        },
+                        amount: fedpeg_ledger::amount::Sats(1_000_000),
+                        account,
+                        block: [0xfe; 32],
+                        height: 1,
+                    },
+                );
+            }
+        }
+        mature
+            .into_iter()
+            .take(MAX_MINTS_PER_BLOCK)
+            .map(|d| {
+                FederationTx::sign(
+                    self.chain.spec.chain_id,
+                    *me,
+                    key,
+                    FedTxKind::PegInMint {
+                        outpoint: d.outpoint,
+                        amount: d.amount,
+                        account: d.account,
+                        bitcoin_block: d.block,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Every mint in `block` must be a deposit this member's own bitcoind
+    /// shows at depth; without a reachable bitcoind, no mint is confirmed.
+    fn mints_confirmed(&self, block: &Block) -> bool {
+        let mints: Vec<SeenDeposit> = block
+            .fed_txs
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FedTxKind::PegInMint {
+                    outpoint,
+                    amount,
+                    account,
+                    bitcoin_block,
+                } => Some(SeenDeposit {
+                    outpoint: *outpoint,
+                    amount: *amount,
+                    account: *account,
+                    block: *bitcoin_block,
+                    height: 0,
+                }),
+                _ => None,
+            })
+            .collect();
+        if mints.is_empty() {
+            return true;
+        }
+        let Some(w) = &self.watcher else {
+            tracing::warn!(
+                "block mints a deposit but this member has no bitcoind to check it; voting against"
+            );
+            return false;
+        };
+        if mints.iter().all(|m| w.confirms(m)) {
+            return true;
+        }
+        // Our watcher may be a poll behind the proposer's: look again now.
+        let _ = tokio::task::block_in_place(|| w.poll());
+        let ok = mints.iter().all(|m| w.confirms(m));
+        if !ok {
+            tracing::warn!("block mints a deposit this member's bitcoind does not show at depth; voting against");
+        }
+        ok
+    }
+
+    /// Every peg-out confirmation in `block` must be a transaction this
+    /// member's own bitcoind shows at depth in the named block.
+    fn pegouts_confirmed(&self, block: &Block) -> bool {
+        let claims: Vec<([u8; 32], [u8; 32])> = block
+            .fed_txs
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FedTxKind::PegOutConfirmed {
+                    txid,
+                    bitcoin_block,
+                    ..
+                } => Some((*txid, *bitcoin_block)),
+                _ => None,
+            })
+            .collect();
+        if claims.is_empty() {
+            return true;
+        }
+        let Some(w) = &self.watcher else {
+            tracing::warn!("block confirms a peg-out but this member has no bitcoind to check it; voting against");
+            return false;
+        };
+        let depth = self.chain.params().confirmations as u64;
+        let ok = tokio::task::block_in_place(|| {
+            use fedpeg_peg::bitcoin::hashes::Hash;
+            let btc = w.bitcoin();
+            let Ok((tip, _)) = btc.tip() else {
+                return false;
+            };
+            claims.iter().all(|(txid, blk)| {
+                let hint = fedpeg_peg::bitcoin::BlockHash::from_byte_array(*blk);
+                crate::signer::confirmed_at_depth(&**btc, txid, Some(&hint), tip, depth)
+                    == Some(hint)
+            })
+        });
+        if !ok {
+            tracing::warn!("block confirms a peg-out this member's bitcoind does not show at depth; voting against");
+        }
+        ok
+    }
+
+    /// Checks a cached block: header sanity plus full application on a copy of state.
+    fn validate(&mut self, id: &ValueId) -> bool {
+        let Some(c) = self.blocks.get(id) else {
+            return false;
+        };
+        if c.outcome.is_some() {
+            return true;
+        }
+        let block = c.block.clone();
+        let h = &block.header;
+        let (tip_time, height) = self.chain.with_state(|s| (s.tip_time_ms, s.height));
+        if h.height != height + 1 || h.proposer as usize >= self.validators.len() {
+            return false;
+        }
+        if h.time_ms < tip_time || h.time_ms > now_ms() + MAX_FUTURE_MS {
+            tracing::warn!(
+                height = h.height,
+                time_ms = h.time_ms,
+                "proposed block time out of bounds"
+            );
+            return false;
+        }
+        if !self.mints_confirmed(&block) || !self.pegouts_confirmed(&block) {
+            return false;
+        }
+        let chain = self.chain.clone();
+        match tokio::task::block_in_place(|| chain.validate(&block)) {
+            Ok(outcome) => {
+                if let Some(c) = self.blocks.get_mut(id) {
+                    c.outcome = Some(outcome);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(height = h.height, error = %e, "proposed block is invalid");
+                false
+            }
+        }
+    }
+
+    /// Stores a decided block; false if we do not have its bytes.
+    fn commit_decided(
+        &mut self,
+        height: Height,
+        value_id: ValueId,
+        cert: &CommitCertificate,
+    ) -> anyhow::Result<bool> {
+        if height.0 <= self.chain.height() {
+            return Ok(true); // already stored (e.g. by sync)
+        }
+        let Some(c) = self.blocks.remove(&value_id) else {
+            return Ok(false);
+        };
+        let outcome = match c.outcome {
+            Some(o) => o,
+            None => tokio::task::block_in_place(|| self.chain.validate(&c.block))?,
+        };
+        let cb = CommittedBlock {
+            block: c.block,
+            commit: cert.encode(),
+        };
+        let chain = self.chain.clone();
+        tokio::task::block_in_place(|| chain.commit(cb, outcome))?;
+        self.after_commit()?;
+        Ok(true)
+    }
+
+    /// Housekeeping once the chain moved to a new height.
+    fn after_commit(&mut self) -> anyhow::Result<()> {
+        if let Some(wal) = self.wal.as_mut() {
+            wal.reset()?;
+        }
+        self.wal_blocks.clear();
+        let h = self.chain.height();
+        self.blocks.retain(|_, c| c.block.header.height > h);
+        self.pending_validate.retain(|_, height| height.0 > h);
+        self.pending_propose = None;
+        self.last_commit = Instant::now();
+        self.answer_parked_syncs(true);
+        Ok(())
+    }
+
+    /// Answers long-poll sync requests that a new block satisfies (or, when
+    /// `new_block` is false, those whose wait ran out).
+    fn answer_parked_syncs(&mut self, new_block: bool) {
+        let tip = self.chain.height();
+        let now = Instant::now();
+        let parked = std::mem::take(&mut self.parked_syncs);
+        for (deadline, req, respond) in parked {
+            if (new_block && req.from_height <= tip) || now >= deadline || respond.is_closed() {
+                let _ = respond.send(self.serve_sync(&req));
+            } else {
+                self.parked_syncs.push((deadline, req, respond));
+            }
+        }
+    }
+
+    fn on_net(&mut self, ev: NetEvent) -> anyhow::Result<()> {
+        match ev {
+            NetEvent::Gossip { from, batch } => self.on_gossip(from, batch),
+            NetEvent::SyncRequest {
+                request, respond, ..
+            } => {
+                let wait = Duration::from_millis(request.wait_ms.into()).min(MAX_SYNC_WAIT);
+                if request.from_height > self.chain.height()
+                    && !wait.is_zero()
+                    && self.parked_syncs.len() < MAX_PARKED_SYNCS
+                {
+                    // Long poll: answer when the next block is final.
+                    self.parked_syncs
+                        .push((Instant::now() + wait, request, respond));
+                } else {
+                    let _ = respond.send(self.serve_sync(&request));
+                }
+                Ok(())
+            }
+            NetEvent::PeerConnected { peer, member } => {
+                tracing::info!(%peer, ?member, "peer connected");
+                Ok(())
+            }
+            NetEvent::PeerDisconnected { peer, member } => {
+                tracing::info!(%peer, ?member, "peer disconnected");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, from: usize, batch: pb::GossipBatch) -> anyhow::Result<()> {
+        let mut txs = Vec::new();
+        for m in batch.messages {
+            match m.kind {
+                Some(pb::gossip_message::Kind::Transaction(t)) => match Transaction::from_proto(&t)
+                {
+                    Ok(tx) => txs.push(tx),
+                    Err(e) => {
+                        tracing::debug!(from, error = %e, "dropping malformed gossiped transaction")
+                    }
+                },
+                Some(pb::gossip_message::Kind::ProposedBlock(b)) => self.on_block(from, &b)?,
+                Some(pb::gossip_message::Kind::FederationTx(f)) => {
+                    match FederationTx::from_proto(&f) {
+                        // Members only reach us on the gossip protocol; the
+                        // signature check ties it to a genesis member anyway.
+                        Ok(f) => {
+                            self.chain.submit_fed_tx(f, false);
+                        }
+                        Err(e) => {
+                            tracing::debug!(from, error = %e, "dropping malformed federation transaction")
+                        }
+                    }
+                }
+                Some(pb::gossip_message::Kind::Consensus(c)) => match Message::decode(&c.signed) {
+                    Ok(msg) => {
+                        if msg.height().0 > self.chain.height() + 1 {
+                            // Peers are ahead of us: catch up by sync.
+                            self.start_sync();
+                        }
+                        if self.engine.is_some() {
+                            let input = match msg {
+                                Message::Proposal(p) => Input::Proposal(p),
+                                Message::Vote(v) => Input::Vote(v),
+                            };
+                            self.input(input)?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(from, error = %e, "dropping malformed consensus message")
+                    }
+                },
+                None => {}
+            }
+        }
+        if !txs.is_empty() {
+            let chain = self.chain.clone();
+            // Signature checks are CPU work: off the consensus loop.
+            tokio::task::spawn_blocking(move || {
+                for tx in txs {
+                    if let Err(e) = chain.submit_tx(tx) {
+                        tracing::trace!(error = %e, "gossiped transaction not admitted");
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn on_block(&mut self, from: usize, b: &pb::Block) -> anyhow::Result<()> {
+        let block = match Block::from_proto(b) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(from, error = %e, "dropping malformed proposed block");
+                return Ok(());
+            }
+        };
+        // Keep one height ahead too: the next proposer's block can arrive a
+        // moment before this node has stored the current height.
+        let next = self.chain.height() + 1;
+        let h = block.header.height;
+        if block.header.chain_id.0 != self.chain_id.0 || h < next || h > next + 1 {
+            return Ok(());
+        }
+        let id = ValueId(block.hash().0);
+        if self.blocks.contains_key(&id) {
+            return Ok(());
+        }
+        if self.blocks.len() >= MAX_CACHED_BLOCKS {
+            tracing::warn!(from, "proposed-block cache full; dropping block");
+            return Ok(());
+        }
+        self.blocks.insert(
+            id,
+            Cached {
+                block,
+                outcome: None,
+            },
+        );
+        if let Some(height) = self.pending_validate.remove(&id) {
+            let valid = self.validate(&id);
+            self.input(Input::ValidationResult {
+                height,
+                value_id: id,
+                valid,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn serve_sync(&self, req: &pb::SyncRequest) -> pb::SyncResponse {
+        let tip = self.chain.height();
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let from = req.from_height.max(1);
+        let max = req.max_blocks.clamp(1, SYNC_MAX_BLOCKS) as u64;
+        for h in from..from.saturating_add(max) {
+            if h > tip {
+                break;
+            }
+            match self.chain.block(h) {
+                Ok(Some(cb)) => {
+                    let p = pb::CommittedBlock {
+                        block: Some(cb.block.to_proto()),
+                        commit: cb.commit,
+                    };
+                    bytes += prost::Message::encoded_len(&p);
+                    blocks.push(p);
+                    if bytes > SYNC_MAX_BYTES {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        pb::SyncResponse {
+            blocks,
+            tip_height: tip,
+        }
+    }
+
+    fn start_sync(&mut self) {
+        if self.sync_inflight || self.net.peers().is_empty() {
+            return;
+        }
+        self.sync_inflight = true;
+        let net = self.net.clone();
+        let tx = self.sync_tx.clone();
+        // Observers long-poll: the peer answers as soon as the next block is
+        // final, so they follow the tip without polling delay.
+        let wait_ms = if self.engine.is_none() {
+            MAX_SYNC_WAIT.as_millis() as u32
+        } else {
+            0
+        };
+        let req = pb::SyncRequest {
+            from_height: self.chain.height() + 1,
+            max_blocks: SYNC_MAX_BLOCKS,
+            wait_ms,
+        };
+        tokio::spawn(async move {
+            let res = net.sync(None, req).await.map_err(|e| e.to_string());
+            let _ = tx.send(res);
+        });
+    }
+
+    /// Verifies and applies synced blocks; restarts consensus if we moved.
+    fn on_sync(&mut self, res: SyncResult) -> anyhow::Result<()> {
+        self.sync_inflight = false;
+        let (peer, resp) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "sync request failed");
+                return Ok(());
+            }
+        };
+        let before = self.chain.height();
+        for p in resp.blocks {
+            let h = self.chain.height();
+            let cb = match p.block.as_ref().map(Block::from_proto) {
+                Some(Ok(block)) => CommittedBlock {
+                    block,
+                    commit: p.commit,
+                },
+                _ => {
+                    tracing::warn!(%peer, "sync peer sent a malformed block");
+                    break;
+                }
+            };
+            if cb.block.header.height <= h {
+                continue;
+            }
+            if let Err(e) = self.check_certificate(&cb) {
+                tracing::warn!(%peer, height = cb.block.header.height, error = %e, "sync peer sent a block without a valid commit certificate");
+                break;
+            }
+            let chain = self.chain.clone();
+            let applied = tokio::task::block_in_place(|| {
+                let outcome = chain.validate(&cb.block)?;
+                chain.commit(cb, outcome)
+            });
+            if let Err(e) = applied {
+                tracing::warn!(%peer, error = %e, "certified block does not apply");
+                break;
+            }
+            self.status.synced_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        let after = self.chain.height();
+        if after > before {
+            tracing::info!(from = before + 1, to = after, %peer, "synced blocks");
+            self.after_commit()?;
+            if let Some(engine) = &self.engine {
+                if engine.height().is_none_or(|h| h.0 <= after) {
+                    self.input(Input::StartHeight(Height(after + 1)))?;
+                }
+            }
+            if resp.tip_height > after {
+                self.start_sync();
+            }
+        }
+        if self.engine.is_none() {
+            self.start_sync();
+        }
+        Ok(())
+    }
+
+    /// A synced block must carry a certificate of a quorum for its own hash.
+    fn check_certificate(&self, cb: &CommittedBlock) -> anyhow::Result<()> {
+        let cert = CommitCertificate::decode(&cb.commit)?;
+        anyhow::ensure!(
+            cert.height.0 == cb.block.header.height,
+            "certificate is for height {}",
+            cert.height.0
+        );
+        anyhow::ensure!(
+            cert.value_id.0 == cb.block.hash().0,
+            "certificate is for another block"
+        );
+        cert.verify(&self.chain_id, &self.validators)?;
+        Ok(())
+    }
+}
+
+fn gossip_tx(item: &Gossip) -> pb::GossipMessage {
+    let kind = match item {
+        Gossip::Tx(tx) => pb::gossip_message::Kind::Transaction(tx.to_proto()),
+        Gossip::Fed(f) => pb::gossip_message::Kind::FederationTx(f.to_proto()),
+    };
+    pb::GossipMessage { kind: Some(kind) }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

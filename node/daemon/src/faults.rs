@@ -1,0 +1,39 @@
+//! Test-only Byzantine behaviours, for end-to-end tests that need a member
+//! to misbehave. Compiled only with the `byzantine` cargo feature (the
+//! tests crate enables it); a build of `fedpegd` alone, as every release and
+//! container build is, contains neither the switches nor the code they
+//! reach, so no environment can turn a production member Byzantine.
+
+/// Which faults this member plays.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Propose a mint of a deposit that does not exist
+    /// (`FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS=1`).
+    pub propose_fake_mints: bool,
+    /// Sign peg-out batches with a wrong key
+    /// (`FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS=1`).
+    pub bad_pegout_signatures: bool,
+}
+
+impl Faults {
+    /// With the `byzantine` feature, the faults switched on in the
+    /// environment (each logged as an error); without it, none.
+    pub fn from_env() -> Faults {
+        #[cfg(feature = "byzantine")]
+        {
+            let on = |name: &str| {
+                let set = std::env::var(name).is_ok_and(|v| v == "1");
+                if set {
+                    tracing::error!("{name}=1: test-only Byzantine behaviour switched on");
+                }
+                set
+            };
+            Faults {
+                propose_fake_mints: on("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS"),
+                bad_pegout_signatures: on("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS"),
+            }
+        }
+        #[cfg(not(feature = "byzantine"))]
+        Faults::default()
+    }
+}

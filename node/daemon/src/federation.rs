@@ -1,0 +1,190 @@
+//! The federation service: members (with when this node last saw them),
+//! thresholds, the peg descriptor and deposit derivation, reserves against
+//! supply, and pending / recent peg-outs. Served the same by members and
+//! observers: everything comes from genesis, committed state and this
+//! node's own connections.
+//!
+//! Reserves come from [`crate::pegout_api::reserves`] (the same answer as
+//! `WalletService.GetReserves`); peg-out states from
+//! [`crate::pegout_api::pegout_info`] (as `GetPegOut`).
+
+use fedpeg_ledger::account::AccountId;
+use crate::api::Api;
+use crate::chain::Chain;
+use fedpeg_ledger::pegout_batch::Batch;
+use crate::pegout_api::pegout_info;
+use crate::watcher::Watcher;
+use fedpeg_proto::v1 as pb;
+use fedpeg_proto::v1::federation_service_server::FederationService;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use tonic::{Request, Response, Status};
+
+/// Most recent peg-outs ListPegOuts returns by default, and at most.
+pub const DEFAULT_RECENT_PEGOUTS: u32 = 50;
+pub const MAX_RECENT_PEGOUTS: u32 = 1000;
+/// How many of the newest batches ListPegOuts looks through for paid ones.
+pub const RECENT_BATCH_SCAN: usize = 1000;
+
+/// Pending (queued or in an unconfirmed batch, oldest first) and recently
+/// paid (newest batch first) peg-outs, optionally of one account only.
+pub fn pegouts(
+    chain: &Chain,
+    watcher: Option<&Watcher>,
+    account: Option<&AccountId>,
+    recent_limit: usize,
+) -> Result<pb::ListPegOutsResponse, Status> {
+    let mine = |a: &AccountId| account.is_none_or(|x| x == a);
+    // Bitcoind is asked once per transaction, outside the state lock.
+    let confs: RefCell<HashMap<[u8; 32], Option<u32>>> = RefCell::default();
+    let confirmations = |txid: &[u8; 32]| {
+        *confs
+            .borrow_mut()
+            .entry(*txid)
+            .or_insert_with(|| watcher.map(|w| crate::pegout_api::bitcoin_confirmations(w, txid)))
+    };
+    let (queued, batches): (Vec<_>, HashMap<u64, Batch>) = chain.with_state(|s| {
+        let queued: Vec<_> = s
+            .withdrawals
+            .values()
+            .filter(|w| mine(&w.account))
+            .map(|w| (w.clone(), s.withdrawal_batch.get(&w.id).copied()))
+            .collect();
+        let batches = queued
+            .iter()
+            .filter_map(|(_, b)| *b)
+            .filter_map(|id| s.batches.get(&id).map(|b| (id, b.clone())))
+            .collect();
+        (queued, batches)
+    });
+    let pending = queued
+        .iter()
+        .map(|(w, b)| pegout_info(chain, w, b.and_then(|id| batches.get(&id)), &confirmations))
+        .collect();
+    let mut recent = Vec::new();
+    'batches: for b in chain
+        .recent_batches(RECENT_BATCH_SCAN)?
+        .iter()
+        .filter(|b| b.confirmed.is_some())
+    {
+        for o in &b.outputs {
+            if recent.len() >= recent_limit {
+                break 'batches;
+            }
+            if !mine(&AccountId(o.account)) {
+                continue;
+            }
+            if let Some((w, _)) = chain.withdrawal(o.withdrawal)? {
+                recent.push(pegout_info(chain, &w, Some(b), &confirmations));
+            }
+        }
+    }
+    Ok(pb::ListPegOutsResponse { pending, recent })
+}
+
+impl Api {
+    fn federation_view(&self) -> Result<pb::GetFederationResponse, Status> {
+        let chain = self.chain();
+        let spec = &chain.spec;
+        let telemetry = self.telemetry();
+        telemetry.observe_peers(self.net(), self.member_index());
+        let connected: Vec<usize> = self
+            .net()
+            .map(|n| n.peers().into_iter().filter_map(|(_, _, m)| m).collect())
+            .unwrap_or_default();
+        let last_seen = telemetry.last_seen_ms();
+        let members = spec
+            .genesis
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let is_self = self.member_index() == Some(i);
+                pb::FederationMember {
+                    index: i as u32,
+                    name: m.name.clone(),
+                    consensus_key: m.consensus_key.clone(),
+                    peg_key: m.peg_key.clone(),
+                    p2p_address: m.p2p_address.clone(),
+                    online: is_self || connected.contains(&i),
+                    last_seen_ms: last_seen.get(i).copied().unwrap_or(0),
+                    is_self,
+                }
+            })
+            .collect();
+        let internal = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("peg federation from genesis: {e}"))
+        };
+        let fed = spec.peg_federation().map_err(|e| internal(&e))?;
+        let keys: Vec<String> = fed.keys().iter().map(|k| k.to_string()).collect();
+        let peg_descriptor = fedpeg_peg::descriptor::with_checksum(&format!(
+            "wsh(sortedmulti({},{}))",
+            fed.threshold(),
+            keys.join(",")
+        ))
+        .map_err(|e| internal(&e))?;
+        let change_address = fed.change_address().map_err(|e| internal(&e))?.to_string();
+        let quorum = crate::driver::validator_set(chain)
+            .map(|v| v.quorum() as u32)
+            .map_err(|e| internal(&e))?;
+        Ok(pb::GetFederationResponse {
+            chain_id: spec.chain_id.to_hex(),
+            network: spec.genesis.network.clone(),
+            members,
+            consensus_quorum: quorum,
+            peg_threshold: spec.genesis.peg_threshold,
+            pegin_confirmations: spec.genesis.pegin_confirmations,
+            peg_descriptor,
+            change_address,
+            deposit_derivation: "each account a gets its own address wsh(sortedmulti(m, P_1', ..., P_n')) with P_i' = P_i + H_tag(\"fedpeg/pegin\", P_i || a)·G (pay-to-contract); WalletService.GetPegInAddress returns it with its descriptor".into(),
+            reserves: Some(pb::GetReservesResponse {
+                utxos: Vec::new(),
+                ..crate::pegout_api::reserves(chain)
+            }),
+            bitcoin_tip_height: self.watcher_tip().unwrap_or(0),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl FederationService for Api {
+    async fn get_federation(
+        &self,
+        _: Request<pb::GetFederationRequest>,
+    ) -> Result<Response<pb::GetFederationResponse>, Status> {
+        self.federation_view().map(Response::new)
+    }
+
+    async fn get_reserves(
+        &self,
+        _: Request<pb::GetReservesRequest>,
+    ) -> Result<Response<pb::GetReservesResponse>, Status> {
+        Ok(Response::new(crate::pegout_api::reserves(self.chain())))
+    }
+
+    async fn list_peg_outs(
+        &self,
+        req: Request<pb::ListPegOutsRequest>,
+    ) -> Result<Response<pb::ListPegOutsResponse>, Status> {
+        let r = req.get_ref();
+        let hrp = self.chain().spec.hrp();
+        let account = match r.address.as_str() {
+            "" => None,
+            a => Some(
+                AccountId::from_address(a, hrp)
+                    .map_err(|e| Status::invalid_argument(format!("address {a:?}: {e}")))?,
+            ),
+        };
+        let limit = match r.limit {
+            0 => DEFAULT_RECENT_PEGOUTS,
+            n => n.min(MAX_RECENT_PEGOUTS),
+        } as usize;
+        let (chain, watcher) = (self.chain().clone(), self.watcher());
+        tokio::task::spawn_blocking(move || {
+            pegouts(&chain, watcher.as_deref(), account.as_ref(), limit)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+}

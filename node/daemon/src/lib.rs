@@ -1,0 +1,31 @@
+//! fedpegd: the federation member / observer daemon.
+//!
+//! It wires the pure ledger (`fedpeg-ledger`), the consensus engine
+//! (`fedpeg-consensus`) and the peg (`fedpeg-peg`) to the world:
+//! [`store`] (RocksDB), [`chain`] (the interface the consensus driver
+//! calls), [`network`] (libp2p), [`driver`] (the Tendermint engine wired to
+//! network, timers, [`wal`] and chain; block sync), [`watcher`] and
+//! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`feed`] (explorer streams
+//! and paged history over the events stored with each block),
+//! [`federation`] (members, reserves, peg-outs), [`telemetry`] and
+//! [`metrics`], [`config`] and [`daemon`].
+//!
+//! It holds no ledger rules of its own: what a block or a transaction does is
+//! decided in `fedpeg-ledger`, so it can be tested without any of this.
+
+pub mod api;
+pub mod chain;
+pub mod config;
+pub mod daemon;
+pub mod driver;
+pub mod faults;
+pub mod federation;
+pub mod feed;
+pub mod metrics;
+pub mod network;
+pub mod pegout_api;
+pub mod signer;
+pub mod store;
+pub mod telemetry;
+pub mod wal;
+pub mod watcher;

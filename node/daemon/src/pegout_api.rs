@@ -1,0 +1,189 @@
+//! gRPC handlers for peg-out quotes, peg-out status and reserves.
+
+use crate::chain::Chain;
+use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::pegout_batch::{pegout_fee_quote, Owner};
+use crate::watcher::Watcher;
+use fedpeg_peg::bitcoin::hashes::Hash;
+use fedpeg_peg::bitcoin::Txid;
+use fedpeg_proto::v1 as pb;
+use tonic::Status;
+
+/// The fee a PegOut to `address` must carry now.
+pub fn estimate_fee(
+    chain: &Chain,
+    r: &pb::EstimatePegOutFeeRequest,
+) -> Result<pb::EstimatePegOutFeeResponse, Status> {
+    let params = chain.params();
+    if r.bitcoin_address.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "bitcoin_address is empty; pass the Bitcoin address to pay",
+        ));
+    }
+    let addr = fedpeg_peg::address::parse_pegout_address(&r.bitcoin_address, params.network)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let rate = chain.with_state(|s| s.fee_rate(params.default_fee_rate));
+    let fee = pegout_fee_quote(
+        &params.pegout,
+        params.pegout_fee,
+        rate,
+        &addr.script_pubkey(),
+    );
+    Ok(pb::EstimatePegOutFeeResponse {
+        fee: fee.0,
+        fee_rate_sat_vb: rate,
+        min_amount: fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS,
+        address_type: addr
+            .address_type()
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        batch_interval_ms: params.pegout.batch_interval_ms,
+    })
+}
+
+/// Where a peg-out is.
+pub fn get_pegout(
+    chain: &Chain,
+    watcher: Option<&Watcher>,
+    r: &pb::GetPegOutRequest,
+) -> Result<pb::GetPegOutResponse, Status> {
+    let id = match &r.selector {
+        Some(pb::get_peg_out_request::Selector::WithdrawalId(id)) => *id,
+        Some(pb::get_peg_out_request::Selector::Txid(t)) => {
+            let txid =
+                Hash32::from_hex(t).map_err(|e| Status::invalid_argument(format!("txid {e}")))?;
+            chain
+                .withdrawal_id_of(&txid)
+                ?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "no finalized peg-out has txid {t} (a pending one shows up once its block is final)"
+                    ))
+                })?
+        }
+        None => return Err(Status::invalid_argument("set either txid or withdrawal_id")),
+    };
+    let (w, batch) = chain
+        .withdrawal(id)?
+        .ok_or_else(|| Status::not_found(format!("no peg-out has withdrawal id {id}")))?;
+    let batch = match batch {
+        None => None,
+        Some(id) => Some(
+            chain
+                .batch(id)?
+                .ok_or_else(|| Status::internal(format!("batch {id} missing")))?,
+        ),
+    };
+    let confirmations = |txid: &[u8; 32]| watcher.map(|w| bitcoin_confirmations(w, txid));
+    Ok(pb::GetPegOutResponse {
+        peg_out: Some(pegout_info(chain, &w, batch.as_ref(), &confirmations)),
+    })
+}
+
+/// How a withdrawal stands: QUEUED without a batch; in `batch`, SIGNING,
+/// BROADCAST (with `confirmations` of its txid on this node's bitcoind, when
+/// it has one) or CONFIRMED.
+pub fn pegout_info(
+    chain: &Chain,
+    w: &fedpeg_ledger::Withdrawal,
+    batch: Option<&fedpeg_ledger::pegout_batch::Batch>,
+    confirmations: &dyn Fn(&[u8; 32]) -> Option<u32>,
+) -> pb::PegOutInfo {
+    let params = chain.params();
+    let m = params.federation.threshold() as u32;
+    let need = params.confirmations;
+    let mut info = pb::PegOutInfo {
+        withdrawal_id: w.id,
+        txid: w.txid.to_hex(),
+        account: w.account.to_address(chain.spec.hrp()),
+        bitcoin_address: w.bitcoin_address.clone(),
+        amount: w.amount.0,
+        state: pb::PegOutState::Queued as i32,
+        queued_height: w.height,
+        signatures_required: m,
+        confirmations_required: need,
+        // Next Bitcoin blocks: `need` of them at ~10 minutes.
+        eta_seconds: 600 * need as u64,
+        ..Default::default()
+    };
+    let Some(b) = batch else {
+        return info;
+    };
+    let v = b
+        .confirmed
+        .as_ref()
+        .map(|c| c.version as usize)
+        .unwrap_or(b.versions.len() - 1);
+    let version = &b.versions[v];
+    info.batch = b.id;
+    info.batch_version = v as u32;
+    info.bitcoin_txid = Txid::from_byte_array(version.txid).to_string();
+    info.fee_rate_sat_vb = version.fee_rate;
+    info.signatures = version.signatures.len() as u32;
+    info.vout = b
+        .outputs
+        .iter()
+        .position(|o| o.withdrawal == w.id)
+        .unwrap_or(0) as u32;
+    if b.confirmed.is_some() {
+        info.state = pb::PegOutState::Confirmed as i32;
+        info.confirmations = need;
+        info.eta_seconds = 0;
+    } else if info.signatures >= m {
+        info.state = pb::PegOutState::Broadcast as i32;
+        if let Some(conf) = confirmations(&version.txid) {
+            info.confirmations = conf;
+            info.eta_seconds = 600 * need.saturating_sub(conf) as u64;
+        }
+    } else {
+        info.state = pb::PegOutState::Signing as i32;
+    }
+    info
+}
+
+pub(crate) fn bitcoin_confirmations(w: &Watcher, txid: &[u8; 32]) -> u32 {
+    let btc = w.bitcoin();
+    let Ok(Some((_, Some(block)))) = btc.transaction(&Txid::from_byte_array(*txid), None) else {
+        return 0;
+    };
+    match (btc.best_chain_height(&block), btc.tip()) {
+        (Ok(Some(h)), Ok((tip, _))) if tip >= h => (tip - h + 1) as u32,
+        _ => 0,
+    }
+}
+
+/// Reserves against liabilities, with the UTXO list.
+pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
+    chain.with_state(|s| {
+        let r = s.reserves();
+        let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        let utxo = |o: &fedpeg_ledger::fedtx::OutPoint, u: &fedpeg_ledger::pegout_batch::Utxo, batch: Option<u64>| {
+            pb::FederationUtxo {
+                outpoint: o.to_string(),
+                amount: u.amount.0,
+                kind: match u.owner {
+                    Owner::Deposit(_) => "deposit".into(),
+                    Owner::Change => "change".into(),
+                },
+                locked_by_batch: batch,
+            }
+        };
+        let mut utxos: Vec<pb::FederationUtxo> =
+            s.utxos.iter().map(|(o, u)| utxo(o, u, None)).collect();
+        for b in s.batches.values() {
+            utxos.extend(b.inputs.iter().map(|(o, u)| utxo(o, u, Some(b.id))));
+        }
+        pb::GetReservesResponse {
+            available: clamp(r.available),
+            locked: clamp(r.locked),
+            pending_change: clamp(r.pending_change),
+            supply: clamp(r.supply),
+            queued: clamp(r.queued),
+            in_batches: clamp(r.in_batches),
+            fee_pool: clamp(r.fee_pool),
+            covered: r.covered(),
+            utxos,
+            height: s.height,
+        }
+    })
+}

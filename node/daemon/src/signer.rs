@@ -1,0 +1,323 @@
+//! A member's peg-out worker: signs batches, broadcasts fully signed ones,
+//! reports confirmations and votes to replace stuck versions.
+//!
+//! Everything it acts on comes from this member's own committed state: a
+//! batch exists only because this member's own state machine formed it from
+//! finalized blocks, and the transaction it signs is rebuilt here from that
+//! record ([`Batch::unsigned_tx`]); nothing a peer sends is signed. It signs
+//! nothing while a deep-reorg alert is open (a minted deposit left the best
+//! chain: the operator must look first).
+
+use crate::chain::Chain;
+use crate::faults::Faults;
+use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+use fedpeg_ledger::pegout_batch::Batch;
+use crate::watcher::Watcher;
+use ed25519_dalek::SigningKey;
+use fedpeg_peg::bitcoin::hashes::Hash;
+use fedpeg_peg::bitcoin::secp256k1::SecretKey;
+use fedpeg_peg::bitcoin::{BlockHash, Txid};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often a broadcast batch is sent to bitcoind again while unconfirmed.
+const REBROADCAST: Duration = Duration::from_secs(30);
+
+/// A member's peg-out worker (needs the member's bitcoind).
+pub struct PegOutWorker {
+    chain: Arc<Chain>,
+    watcher: Arc<Watcher>,
+    member: u32,
+    consensus_key: SigningKey,
+    peg_secret: SecretKey,
+    /// Test-only faults (see [`crate::faults`]): sign with a wrong key, to
+    /// show that state refuses the signatures.
+    faults: Faults,
+    memory: Mutex<Memory>,
+}
+
+#[derive(Default)]
+struct Memory {
+    /// (batch, version) this member submitted signatures / a bump vote for.
+    signed: HashMap<(u64, u32), Instant>,
+    bumped: HashSet<(u64, u32)>,
+    /// txid → (last broadcast, Bitcoin tip when first broadcast).
+    broadcast: HashMap<Txid, (Instant, u64)>,
+    /// Batches whose confirmation this member reported, and when.
+    reported: HashMap<u64, Instant>,
+}
+
+/// Resubmit a federation transaction not yet final after this long.
+const RESUBMIT: Duration = Duration::from_secs(10);
+
+impl PegOutWorker {
+    pub fn new(
+        chain: Arc<Chain>,
+        watcher: Arc<Watcher>,
+        member: u32,
+        consensus_key: SigningKey,
+        peg_secret: SecretKey,
+    ) -> PegOutWorker {
+        let faults = Faults::from_env();
+        PegOutWorker {
+            chain,
+            watcher,
+            member,
+            consensus_key,
+            peg_secret,
+            faults,
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    /// Works every `interval` and whenever the chain moves, until `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        interval: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tip = self.chain.subscribe_tip();
+        loop {
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || me.tick()).await;
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tip.changed() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    fn submit(&self, kind: FedTxKind) {
+        let tx = FederationTx::sign(
+            self.chain.spec.chain_id,
+            self.member,
+            &self.consensus_key,
+            kind,
+        );
+        #[cfg(feature = "byzantine")]
+        if self.faults.bad_pegout_signatures
+            && matches!(tx.kind, FedTxKind::PegOutSignatures { .. })
+        {
+            // A Byzantine member skips its own node's checks and sends the
+            // bad signatures straight to the others.
+            self.chain.gossip_fed_tx(tx);
+            return;
+        }
+        self.chain.submit_fed_tx(tx, true);
+    }
+
+    /// One pass over the unconfirmed batches of committed state.
+    pub fn tick(&self) {
+        let batches: Vec<Batch> = self
+            .chain
+            .with_state(|s| s.batches.values().cloned().collect());
+        if batches.is_empty() {
+            return;
+        }
+        let btc_tip = self.watcher.tip();
+        for b in &batches {
+            if self.confirm(b, btc_tip) {
+                continue;
+            }
+            self.sign(b);
+            self.broadcast(b, btc_tip);
+        }
+    }
+
+    /// Signs the newest version of `b` unless already done.
+    fn sign(&self, b: &Batch) {
+        let v = b.versions.len() - 1;
+        if b.latest().signatures.contains_key(&self.member) {
+            return;
+        }
+        let key = (b.id, v as u32);
+        {
+            let Ok(mem) = self.memory.lock() else { return };
+            if mem.signed.get(&key).is_some_and(|t| t.elapsed() < RESUBMIT) {
+                return;
+            }
+        }
+        let alerts = self.watcher.deep_reorgs();
+        if !alerts.is_empty() {
+            tracing::error!(batch = b.id, alerts = alerts.len(), "not signing peg-outs: deep-reorg alerts are open (see GetStatus, AcknowledgeAlerts)");
+            return;
+        }
+        let fed = &self.chain.params().federation;
+        let tx = match b.unsigned_tx(fed, v) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(batch = b.id, error = %e, "cannot rebuild batch transaction");
+                return;
+            }
+        };
+        let secret = self.peg_secret;
+        #[cfg(feature = "byzantine")]
+        let secret = if self.faults.bad_pegout_signatures {
+            SecretKey::from_slice(&fedpeg_keys::random_32()).unwrap_or(secret)
+        } else {
+            secret
+        };
+        match fed.sign_batch(&tx, &b.batch_inputs(), &secret) {
+            Ok(signatures) => {
+                tracing::info!(batch = b.id, version = v, txid = %tx.compute_txid(), inputs = signatures.len(), "signing peg-out batch");
+                self.submit(FedTxKind::PegOutSignatures {
+                    batch: b.id,
+                    version: v as u32,
+                    signatures,
+                });
+                if let Ok(mut mem) = self.memory.lock() {
+                    mem.signed.insert(key, Instant::now());
+                }
+            }
+            Err(e) => tracing::error!(batch = b.id, error = %e, "cannot sign batch"),
+        }
+    }
+
+    /// Assembles and broadcasts the newest version once m members signed;
+    /// rebroadcasts while unconfirmed; votes to bump a stuck version.
+    fn broadcast(&self, b: &Batch, btc_tip: Option<u64>) {
+        let fed = &self.chain.params().federation;
+        let v = b.versions.len() - 1;
+        let latest = b.latest();
+        if latest.signatures.len() < fed.threshold() {
+            return;
+        }
+        let txid = Txid::from_byte_array(latest.txid);
+        let now = Instant::now();
+        let (due, first_tip) = {
+            let Ok(mem) = self.memory.lock() else { return };
+            match mem.broadcast.get(&txid) {
+                Some((last, first)) => (last.elapsed() >= REBROADCAST, Some(*first)),
+                None => (true, None),
+            }
+        };
+        if due {
+            let sigs: Vec<(usize, Vec<Vec<u8>>)> = latest
+                .signatures
+                .iter()
+                .map(|(m, s)| (*m as usize, s.clone()))
+                .collect();
+            let signed = b
+                .unsigned_tx(fed, v)
+                .map_err(|e| e.to_string())
+                .and_then(|tx| {
+                    fed.assemble_batch(&tx, &b.batch_inputs(), &sigs)
+                        .map_err(|e| e.to_string())
+                });
+            let btc = self.watcher.bitcoin();
+            match signed {
+                Ok(tx) => {
+                    if first_tip.is_none() {
+                        if let Err(e) = btc.test_accept(&tx) {
+                            tracing::warn!(batch = b.id, %txid, error = %e, "testmempoolaccept refused the batch (broadcasting anyway; it may already be in the mempool)");
+                        }
+                    }
+                    match btc.broadcast(&tx) {
+                        Ok(_) => {
+                            if first_tip.is_none() {
+                                tracing::info!(batch = b.id, version = v, %txid, vbytes = tx.vsize(), "peg-out batch broadcast");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(batch = b.id, %txid, error = %e, "broadcast failed; retrying")
+                        }
+                    }
+                    // After a restart, bitcoind still knows when the version
+                    // entered its mempool: the bump timer goes on from there.
+                    let entered = match first_tip {
+                        Some(_) => None,
+                        None => btc.mempool_entry_height(&txid).ok().flatten(),
+                    };
+                    if let Ok(mut mem) = self.memory.lock() {
+                        let first = first_tip.or(entered).or(btc_tip).unwrap_or(0);
+                        mem.broadcast.insert(txid, (now, first));
+                    }
+                }
+                Err(e) => tracing::error!(batch = b.id, error = %e, "cannot assemble batch"),
+            }
+        }
+        // Stuck: vote for a replacement (f + 1 votes make one).
+        let bump_after = self.chain.params().pegout.bump_after_blocks as u64;
+        if let (Some(first), Some(tip)) = (first_tip, btc_tip) {
+            if tip >= first + bump_after && !latest.bump_votes.contains(&self.member) {
+                let key = (b.id, v as u32);
+                let fresh = self
+                    .memory
+                    .lock()
+                    .map(|mut m| m.bumped.insert(key))
+                    .unwrap_or(false);
+                if fresh {
+                    tracing::info!(
+                        batch = b.id,
+                        version = v,
+                        waited_blocks = tip - first,
+                        "peg-out batch unconfirmed; voting to replace it at a higher fee"
+                    );
+                    self.submit(FedTxKind::PegOutBump {
+                        batch: b.id,
+                        version: v as u32,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reports a version of `b` confirmed at depth on this member's
+    /// bitcoind; true if one is.
+    fn confirm(&self, b: &Batch, btc_tip: Option<u64>) -> bool {
+        let Some(tip) = btc_tip else { return false };
+        let depth = self.chain.params().confirmations as u64;
+        for v in &b.versions {
+            if v.signatures.len() < self.chain.params().federation.threshold() {
+                continue;
+            }
+            if let Some(block) =
+                confirmed_at_depth(&**self.watcher.bitcoin(), &v.txid, None, tip, depth)
+            {
+                let recent = self
+                    .memory
+                    .lock()
+                    .map(|m| {
+                        m.reported
+                            .get(&b.id)
+                            .is_some_and(|t| t.elapsed() < RESUBMIT)
+                    })
+                    .unwrap_or(true);
+                if !recent {
+                    tracing::info!(batch = b.id, txid = %Txid::from_byte_array(v.txid), "peg-out batch confirmed at depth");
+                    self.submit(FedTxKind::PegOutConfirmed {
+                        batch: b.id,
+                        txid: v.txid,
+                        bitcoin_block: block.to_byte_array(),
+                    });
+                    if let Ok(mut m) = self.memory.lock() {
+                        m.reported.insert(b.id, Instant::now());
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The best-chain block holding `txid` if it is at least `depth` deep
+/// (`tip` is the best height); `hint` names the block when known.
+pub fn confirmed_at_depth(
+    btc: &dyn fedpeg_peg::chain::BitcoinChain,
+    txid: &[u8; 32],
+    hint: Option<&BlockHash>,
+    tip: u64,
+    depth: u64,
+) -> Option<BlockHash> {
+    let txid = Txid::from_byte_array(*txid);
+    let (_, block) = btc.transaction(&txid, hint).ok()??;
+    let block = block?;
+    let height = btc.best_chain_height(&block).ok()??;
+    (tip + 1 >= height + depth).then_some(block)
+}

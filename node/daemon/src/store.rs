@@ -1,0 +1,604 @@
+//! RocksDB persistence: blocks, indexes and ledger state.
+//!
+//! Column families: `blocks` (height → CommittedBlock protobuf), `block_index`
+//! (hash → height), `tx_index` (txid → height ‖ index), `accounts` (id →
+//! balance ‖ nonce), `withdrawals` (id → withdrawal), `registered` (account
+//! → height its deposit address was registered), `minted` (outpoint →
+//! account ‖ credited ‖ height), `fee_votes`, `utxos` (outpoint → federation
+//! UTXO, JSON), `batches` (id → peg-out batch, JSON, kept after
+//! confirmation), `paid` (withdrawal id → withdrawal paid by a confirmed
+//! batch), `meta` (chain id, tip), and for the explorer feed `events`
+//! (height → the block's events) and `account_txs` (account ‖ height ‖ index
+//! → ∅), see [`FeedRecord`].
+//! Each block is one atomic, synced `WriteBatch`: after a crash the store
+//! holds either all of a block (block, indexes, state, tip) or none of it.
+
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::block::CommittedBlock;
+use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::pegout_batch::{Batch, Utxo};
+use fedpeg_ledger::{Account, BlockOutcome, State, Withdrawal};
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use std::path::Path;
+
+mod feed;
+pub use feed::FeedRecord;
+
+const CF_BLOCKS: &str = "blocks";
+const CF_BLOCK_INDEX: &str = "block_index";
+const CF_TX_INDEX: &str = "tx_index";
+const CF_ACCOUNTS: &str = "accounts";
+const CF_WITHDRAWALS: &str = "withdrawals";
+const CF_META: &str = "meta";
+const CF_REGISTERED: &str = "registered";
+const CF_MINTED: &str = "minted";
+const CF_FEE_VOTES: &str = "fee_votes";
+const CF_UTXOS: &str = "utxos";
+const CF_BATCHES: &str = "batches";
+const CF_PAID: &str = "paid";
+const ALL_CFS: [&str; 14] = [
+    CF_UTXOS,
+    CF_BATCHES,
+    CF_PAID,
+    CF_BLOCKS,
+    CF_BLOCK_INDEX,
+    CF_TX_INDEX,
+    CF_ACCOUNTS,
+    CF_WITHDRAWALS,
+    CF_META,
+    CF_REGISTERED,
+    CF_MINTED,
+    CF_FEE_VOTES,
+    feed::CF_EVENTS,
+    feed::CF_ACCOUNT_TXS,
+];
+const KEY_CHAIN_ID: &[u8] = b"chain_id";
+const KEY_TIP: &[u8] = b"tip";
+/// Layout version of the stored records and of the state root they chain.
+const KEY_FORMAT: &[u8] = b"format";
+/// 2: canonical binary batches and UTXOs, state root `fedpeg/state/v2`.
+/// (Version 1, never written as a key, stored them as JSON.)
+const FORMAT: u32 = 2;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("data directory belongs to chain {found}, but genesis is chain {expected}; use another --data-dir or the matching genesis")]
+    WrongChain { expected: Hash32, found: Hash32 },
+    #[error("data directory was written by an older fedpeg (store format {found}, this build uses {expected}); its state root is not compatible: move the data directory away and let the node sync from the federation")]
+    OldFormat { expected: u32, found: u32 },
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Where a finalized transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLocation {
+    pub height: u64,
+    pub index: u32,
+}
+
+/// The node's database.
+pub struct Store {
+    db: DB,
+}
+
+fn corrupt(s: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(s.into())
+}
+
+fn u64_at(b: &[u8], at: usize) -> Result<u64, StoreError> {
+    b.get(at..at + 8)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("short integer field"))
+}
+
+fn hash_at(b: &[u8], at: usize) -> Result<Hash32, StoreError> {
+    b.get(at..at + 32)
+        .and_then(|s| Hash32::from_slice(s).ok())
+        .ok_or_else(|| corrupt("short hash field"))
+}
+
+fn encode_account(a: &Account) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&a.balance.0.to_be_bytes());
+    v[8..].copy_from_slice(&a.nonce.to_be_bytes());
+    v
+}
+
+fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
+    let mut v = Vec::with_capacity(88 + w.bitcoin_address.len());
+    v.extend_from_slice(&w.account.0);
+    v.extend_from_slice(&w.amount.0.to_be_bytes());
+    v.extend_from_slice(&w.height.to_be_bytes());
+    v.extend_from_slice(&w.txid.0);
+    v.extend_from_slice(&w.time_ms.to_be_bytes());
+    v.extend_from_slice(w.bitcoin_address.as_bytes());
+    v
+}
+
+fn outpoint_key(o: &fedpeg_ledger::fedtx::OutPoint) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&o.txid);
+    k[32..].copy_from_slice(&o.vout.to_be_bytes());
+    k
+}
+
+fn outpoint_at(k: &[u8]) -> Result<fedpeg_ledger::fedtx::OutPoint, StoreError> {
+    let vout = k
+        .get(32..36)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| corrupt("short outpoint"))?;
+    Ok(fedpeg_ledger::fedtx::OutPoint {
+        txid: hash_at(k, 0)?.0,
+        vout,
+    })
+}
+
+fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
+    let account = AccountId(hash_at(v, 0)?.0);
+    Ok(Withdrawal {
+        id,
+        account,
+        amount: Sats(u64_at(v, 32)?),
+        height: u64_at(v, 40)?,
+        txid: hash_at(v, 48)?,
+        time_ms: u64_at(v, 80)?,
+        bitcoin_address: String::from_utf8(v[88..].to_vec())
+            .map_err(|_| corrupt("withdrawal address is not UTF-8"))?,
+    })
+}
+
+/// Tip record: height ‖ hash ‖ time ‖ state_root ‖ fee_pool ‖ supply ‖ next_withdrawal_id.
+fn encode_tip(s: &State) -> Vec<u8> {
+    let mut v = Vec::with_capacity(112);
+    v.extend_from_slice(&s.height.to_be_bytes());
+    v.extend_from_slice(&s.tip.0);
+    v.extend_from_slice(&s.tip_time_ms.to_be_bytes());
+    v.extend_from_slice(&s.state_root.0);
+    v.extend_from_slice(&s.fee_pool.0.to_be_bytes());
+    v.extend_from_slice(&s.supply.0.to_be_bytes());
+    v.extend_from_slice(&s.next_withdrawal_id.to_be_bytes());
+    v.extend_from_slice(&s.next_batch_id.to_be_bytes());
+    v
+}
+
+impl Store {
+    /// Opens (or creates) the store at `dir` for chain `chain_id`, writing the
+    /// genesis state on first use.
+    pub fn open(dir: &Path, chain_id: Hash32, genesis: &State) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let store = Store { db };
+        let meta = store.cf(CF_META)?;
+        match store.db.get_cf(meta, KEY_CHAIN_ID)? {
+            Some(found) => {
+                let found = Hash32::from_slice(&found).map_err(corrupt)?;
+                if found != chain_id {
+                    return Err(StoreError::WrongChain {
+                        expected: chain_id,
+                        found,
+                    });
+                }
+                let format = match store.db.get_cf(meta, KEY_FORMAT)? {
+                    None => 1,
+                    Some(v) => <[u8; 4]>::try_from(v.as_slice())
+                        .map(u32::from_be_bytes)
+                        .map_err(|_| corrupt("format key is not 4 bytes"))?,
+                };
+                if format != FORMAT {
+                    return Err(StoreError::OldFormat {
+                        expected: FORMAT,
+                        found: format,
+                    });
+                }
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, KEY_CHAIN_ID, chain_id.0);
+                batch.put_cf(meta, KEY_FORMAT, FORMAT.to_be_bytes());
+                let accounts = store.cf(CF_ACCOUNTS)?;
+                for (id, a) in &genesis.accounts {
+                    batch.put_cf(accounts, id.0, encode_account(a));
+                }
+                batch.put_cf(meta, KEY_TIP, encode_tip(genesis));
+                store.write_synced(batch)?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| corrupt(format!("column family {name} missing")))
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Loads the full ledger state as of the stored tip.
+    pub fn load_state(&self) -> Result<State, StoreError> {
+        let tip = self
+            .db
+            .get_cf(self.cf(CF_META)?, KEY_TIP)?
+            .ok_or_else(|| corrupt("no tip record"))?;
+        let mut s = State {
+            height: u64_at(&tip, 0)?,
+            tip: hash_at(&tip, 8)?,
+            tip_time_ms: u64_at(&tip, 40)?,
+            state_root: hash_at(&tip, 48)?,
+            fee_pool: Sats(u64_at(&tip, 80)?),
+            supply: Sats(u64_at(&tip, 88)?),
+            next_withdrawal_id: u64_at(&tip, 96)?,
+            next_batch_id: u64_at(&tip, 104)?,
+            ..State::default()
+        };
+        for item in self.db.iterator_cf(self.cf(CF_UTXOS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let u = Utxo::decode(&v).map_err(|e| corrupt(e.to_string()))?;
+            s.utxos.insert(outpoint_at(&k)?, u);
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::Start)
+        {
+            let (_, v) = item?;
+            let b = Batch::decode(&v).map_err(|e| corrupt(e.to_string()))?;
+            if b.confirmed.is_none() {
+                for o in &b.outputs {
+                    s.withdrawal_batch.insert(o.withdrawal, b.id);
+                }
+                s.batches.insert(b.id, b);
+            }
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_ACCOUNTS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let id = AccountId(hash_at(&k, 0)?.0);
+            s.accounts.insert(
+                id,
+                Account {
+                    balance: Sats(u64_at(&v, 0)?),
+                    nonce: u64_at(&v, 8)?,
+                },
+            );
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_WITHDRAWALS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let id = u64_at(&k, 0)?;
+            s.withdrawals.insert(id, decode_withdrawal(id, &v)?);
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REGISTERED)?, IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            s.registered.insert(AccountId(hash_at(&k, 0)?.0));
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_MINTED)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let vout = k
+                .get(32..36)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt("short outpoint"))?;
+            let outpoint = fedpeg_ledger::fedtx::OutPoint {
+                txid: hash_at(&k, 0)?.0,
+                vout,
+            };
+            s.minted.insert(
+                outpoint,
+                (
+                    AccountId(hash_at(&v, 0)?.0),
+                    Sats(u64_at(&v, 32)?),
+                    u64_at(&v, 40)?,
+                    Sats(u64_at(&v, 48)?),
+                ),
+            );
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FEE_VOTES)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let m = k
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| corrupt("short fee vote key"))?;
+            s.fee_votes.insert(m, (u64_at(&v, 0)?, u64_at(&v, 8)?));
+        }
+        Ok(s)
+    }
+
+    /// Persists a finalized block with its effects in one synced batch.
+    /// `after` is the state once `outcome` is committed.
+    pub fn commit_block(
+        &self,
+        cb: &CommittedBlock,
+        outcome: &BlockOutcome,
+        after: &State,
+    ) -> Result<(), StoreError> {
+        self.commit_block_with(cb, outcome, after, &FeedRecord::default())
+    }
+
+    /// [`Store::commit_block`] plus the block's explorer feed record, in
+    /// the same batch: the feed never sees a block without its events.
+    pub fn commit_block_with(
+        &self,
+        cb: &CommittedBlock,
+        outcome: &BlockOutcome,
+        after: &State,
+        feed: &FeedRecord,
+    ) -> Result<(), StoreError> {
+        let h = &cb.block.header;
+        let hash = h.hash();
+        let mut batch = WriteBatch::default();
+        self.put_feed_record(&mut batch, h.height, feed)?;
+        batch.put_cf(self.cf(CF_BLOCKS)?, h.height.to_be_bytes(), cb.encode());
+        batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, h.height.to_be_bytes());
+        let txi = self.cf(CF_TX_INDEX)?;
+        for (i, tx) in cb.block.txs.iter().enumerate() {
+            let mut loc = [0u8; 12];
+            loc[..8].copy_from_slice(&h.height.to_be_bytes());
+            loc[8..].copy_from_slice(&(i as u32).to_be_bytes());
+            batch.put_cf(txi, tx.id().0, loc);
+        }
+        let accounts = self.cf(CF_ACCOUNTS)?;
+        for (id, a) in &outcome.delta.accounts {
+            batch.put_cf(accounts, id.0, encode_account(a));
+        }
+        let wd = self.cf(CF_WITHDRAWALS)?;
+        for w in &outcome.delta.new_withdrawals {
+            batch.put_cf(wd, w.id.to_be_bytes(), encode_withdrawal(w));
+        }
+        let votes = self.cf(CF_FEE_VOTES)?;
+        for (m, rate, at) in &outcome.delta.new_fee_votes {
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&rate.to_be_bytes());
+            v[8..].copy_from_slice(&at.to_be_bytes());
+            batch.put_cf(votes, m.to_be_bytes(), v);
+        }
+        let minted = self.cf(CF_MINTED)?;
+        for (o, a, credit, amount) in &outcome.delta.new_mints {
+            let mut k = [0u8; 36];
+            k[..32].copy_from_slice(&o.txid);
+            k[32..].copy_from_slice(&o.vout.to_be_bytes());
+            let mut v = Vec::with_capacity(56);
+            v.extend_from_slice(&a.0);
+            v.extend_from_slice(&credit.0.to_be_bytes());
+            v.extend_from_slice(&h.height.to_be_bytes());
+            v.extend_from_slice(&amount.0.to_be_bytes());
+            batch.put_cf(minted, k, v);
+        }
+        let utxos = self.cf(CF_UTXOS)?;
+        for (o, u) in &outcome.delta.new_utxos {
+            batch.put_cf(utxos, outpoint_key(o), u.encode());
+        }
+        for o in &outcome.delta.spent_utxos {
+            batch.delete_cf(utxos, outpoint_key(o));
+        }
+        let batches = self.cf(CF_BATCHES)?;
+        let paid = self.cf(CF_PAID)?;
+        for (id, b) in &outcome.delta.batches {
+            batch.put_cf(batches, id.to_be_bytes(), b.encode());
+            if b.confirmed.is_some() {
+                for o in &b.outputs {
+                    let key = o.withdrawal.to_be_bytes();
+                    if let Some(w) = self.db.get_cf(wd, key)? {
+                        batch.put_cf(paid, key, w);
+                    }
+                    batch.delete_cf(wd, key);
+                }
+            }
+        }
+        let reg = self.cf(CF_REGISTERED)?;
+        for a in &outcome.delta.new_registrations {
+            batch.put_cf(reg, a.0, h.height.to_be_bytes());
+        }
+        batch.put_cf(self.cf(CF_META)?, KEY_TIP, encode_tip(after));
+        self.write_synced(batch)
+    }
+
+    /// The finalized block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<CommittedBlock>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BLOCKS)?, height.to_be_bytes())? {
+            None => Ok(None),
+            Some(b) => CommittedBlock::decode(&b)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string())),
+        }
+    }
+
+    /// Height of the block with this hash.
+    pub fn height_of(&self, hash: &Hash32) -> Result<Option<u64>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BLOCK_INDEX)?, hash.0)? {
+            None => Ok(None),
+            Some(v) => u64_at(&v, 0).map(Some),
+        }
+    }
+
+    /// Where a finalized transaction is.
+    /// A peg-out batch by id (confirmed ones too).
+    pub fn batch(&self, id: u64) -> Result<Option<Batch>, StoreError> {
+        match self.db.get_cf(self.cf(CF_BATCHES)?, id.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => Batch::decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string())),
+        }
+    }
+
+    /// The newest `limit` batches, newest first.
+    pub fn recent_batches(&self, limit: usize) -> Result<Vec<Batch>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::End) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            out.push(Batch::decode(&v).map_err(|e| corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// The batch that paid withdrawal `id` (scans batches, newest first).
+    pub fn batch_paying(&self, id: u64) -> Result<Option<u64>, StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::End) {
+            let (_, v) = item?;
+            let b = Batch::decode(&v).map_err(|e| corrupt(e.to_string()))?;
+            if b.confirmed.is_some() && b.outputs.iter().any(|o| o.withdrawal == id) {
+                return Ok(Some(b.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A paid withdrawal by the sidechain txid of its PegOut (scan).
+    pub fn paid_withdrawal_by_txid(&self, txid: &Hash32) -> Result<Option<Withdrawal>, StoreError> {
+        for item in self.db.iterator_cf(self.cf(CF_PAID)?, IteratorMode::End) {
+            let (k, v) = item?;
+            if v.get(48..80) == Some(&txid.0[..]) {
+                return decode_withdrawal(u64_at(&k, 0)?, &v).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A withdrawal already paid by a confirmed batch.
+    pub fn paid_withdrawal(&self, id: u64) -> Result<Option<Withdrawal>, StoreError> {
+        match self.db.get_cf(self.cf(CF_PAID)?, id.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => decode_withdrawal(id, &v).map(Some),
+        }
+    }
+
+    pub fn tx_location(&self, txid: &Hash32) -> Result<Option<TxLocation>, StoreError> {
+        match self.db.get_cf(self.cf(CF_TX_INDEX)?, txid.0)? {
+            None => Ok(None),
+            Some(v) => {
+                let height = u64_at(&v, 0)?;
+                let index = v
+                    .get(8..12)
+                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt("short tx location"))?;
+                Ok(Some(TxLocation { height, index }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedpeg_ledger::block::{tx_root, Block, CommittedBlock, Header};
+    use fedpeg_ledger::fedtx::OutPoint;
+    use fedpeg_ledger::{BlockOutcome, Delta};
+
+    #[test]
+    fn everything_a_block_changes_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let chain_id = Hash32::tagged("c", &[]);
+        let genesis = State::default();
+        let acct = AccountId([9; 32]);
+        let outpoint = OutPoint {
+            txid: [3; 32],
+            vout: 7,
+        };
+        let header = Header {
+            chain_id,
+            height: 1,
+            parent: Hash32::ZERO,
+            time_ms: 5,
+            proposer: 0,
+            tx_root: tx_root(&[], &[]),
+            state_root: Hash32::tagged("s", &[]),
+        };
+        let outcome = BlockOutcome {
+            delta: Delta {
+                accounts: [(
+                    acct,
+                    Account {
+                        balance: Sats(42),
+                        nonce: 3,
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                fee_pool: Sats(2),
+                supply: Sats(42),
+                new_registrations: vec![acct],
+                new_mints: vec![(outpoint, acct, Sats(42), Sats(50))],
+                new_fee_votes: vec![(2, 17, 1)],
+                ..Delta::default()
+            },
+            events: vec![],
+            state_root: header.state_root,
+        };
+        let mut after = genesis.clone();
+        after.commit(&header, &outcome);
+        {
+            let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+            let cb = CommittedBlock {
+                block: Block {
+                    header: header.clone(),
+                    txs: vec![],
+                    fed_txs: vec![],
+                },
+                commit: vec![1],
+            };
+            store.commit_block(&cb, &outcome, &after).unwrap();
+        }
+        let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+        let s = store.load_state().unwrap();
+        assert_eq!(
+            s.account(&acct),
+            Account {
+                balance: Sats(42),
+                nonce: 3
+            }
+        );
+        assert!(s.registered.contains(&acct));
+        assert_eq!(s.fee_votes.get(&2), Some(&(17, 1)));
+        assert_eq!(
+            s.minted.get(&outpoint),
+            Some(&(acct, Sats(42), 1, Sats(50)))
+        );
+        assert_eq!(
+            (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
+            (1, header.hash(), after.state_root, Sats(2), Sats(42))
+        );
+        assert_eq!(store.block(1).unwrap().unwrap().commit, vec![1]);
+        // Another chain's genesis is refused.
+        drop(store);
+        assert!(matches!(
+            Store::open(d.path(), Hash32::ZERO, &genesis),
+            Err(StoreError::WrongChain { .. })
+        ));
+    }
+}

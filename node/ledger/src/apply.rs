@@ -1,0 +1,230 @@
+//! Applying a block: [`apply_block`] validates a block against a state and
+//! computes its outcome (a [`Delta`] plus events) without touching the
+//! state; [`build_block`] is the proposer's side of the same function.
+
+use crate::account::AccountId;
+use crate::amount::Sats;
+use crate::batching::form_batch;
+use crate::block::{tx_root, Block, Header};
+use crate::error::{BlockError, TxError};
+use crate::events::Event;
+use crate::fed::apply_fed_tx;
+use crate::fedtx::{FederationTx, OutPoint};
+use crate::hash::Hash32;
+use crate::overlay::Overlay;
+use crate::pegout_batch::{Batch, Utxo};
+use crate::state::{Account, State, Withdrawal, MAX_BLOCK_FED_TXS};
+use crate::state_root;
+use crate::transfer::apply_tx;
+use crate::tx::{Transaction, TxId};
+use crate::LedgerParams;
+use std::collections::BTreeMap;
+
+/// Decides whether a transaction's signature is valid. Lets a node skip
+/// re-verifying signatures it already checked at mempool admission.
+pub trait SignatureCheck {
+    /// True if `tx.signature` is valid for `tx` (verify_strict semantics).
+    fn is_valid(&self, tx: &Transaction) -> bool;
+}
+
+/// For callers that verified the signature themselves (or are checking
+/// everything else first): treats every signature as valid.
+pub struct AlreadyVerified;
+
+impl SignatureCheck for AlreadyVerified {
+    fn is_valid(&self, _: &Transaction) -> bool {
+        true
+    }
+}
+
+/// Verifies every signature.
+pub struct VerifyAll;
+
+impl SignatureCheck for VerifyAll {
+    fn is_valid(&self, tx: &Transaction) -> bool {
+        tx.verify_signature()
+    }
+}
+
+/// Changes a block makes to the state, applied by [`State::commit`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub fee_pool: Sats,
+    pub supply: Sats,
+    pub new_withdrawals: Vec<Withdrawal>,
+    pub next_withdrawal_id: u64,
+    pub new_registrations: Vec<AccountId>,
+    /// Minted deposits: (outpoint, account, credited amount, deposit amount).
+    pub new_mints: Vec<(OutPoint, AccountId, Sats, Sats)>,
+    /// Fee-rate votes: (member, sat/vB, height).
+    pub new_fee_votes: Vec<(u32, u64, u64)>,
+    /// Federation UTXOs that became spendable.
+    pub new_utxos: Vec<(OutPoint, Utxo)>,
+    /// UTXOs locked into a new batch.
+    pub spent_utxos: Vec<OutPoint>,
+    /// New or changed batches (their whole new record).
+    pub batches: BTreeMap<u64, Batch>,
+    pub next_batch_id: u64,
+}
+
+/// The result of applying a block to a state.
+#[derive(Clone, Debug)]
+pub struct BlockOutcome {
+    pub delta: Delta,
+    pub events: Vec<Event>,
+    pub state_root: Hash32,
+}
+
+
+/// Validates `block` against `state` and computes its outcome, without
+/// changing `state`. Every transaction must be valid; the header must match.
+pub fn apply_block(
+    state: &State,
+    block: &Block,
+    params: &LedgerParams,
+    sigs: &dyn SignatureCheck,
+) -> Result<BlockOutcome, BlockError> {
+    let h = &block.header;
+    if h.chain_id != params.chain_id {
+        return Err(BlockError::WrongChain {
+            expected: params.chain_id,
+            got: h.chain_id,
+        });
+    }
+    if h.height != state.height + 1 {
+        return Err(BlockError::WrongHeight {
+            expected: state.height + 1,
+            got: h.height,
+        });
+    }
+    if h.parent != state.tip {
+        return Err(BlockError::WrongParent {
+            expected: state.tip,
+            got: h.parent,
+        });
+    }
+    if block.txs.len() > params.max_block_txs {
+        return Err(BlockError::TooManyTxs {
+            max: params.max_block_txs,
+            got: block.txs.len(),
+        });
+    }
+    if block.fed_txs.len() > MAX_BLOCK_FED_TXS {
+        return Err(BlockError::TooManyFedTxs {
+            max: MAX_BLOCK_FED_TXS,
+            got: block.fed_txs.len(),
+        });
+    }
+    let ids: Vec<TxId> = block.txs.iter().map(Transaction::id).collect();
+    if tx_root(&block.txs, &block.fed_txs) != h.tx_root {
+        return Err(BlockError::TxRoot);
+    }
+    let mut o = Overlay::new(state);
+    let mut events = Vec::new();
+    for (index, tx) in block.txs.iter().enumerate() {
+        apply_tx(&mut o, params, (h.height, h.time_ms), tx, sigs, &mut events).map_err(
+            |error| BlockError::Tx {
+                index,
+                txid: ids[index],
+                error,
+            },
+        )?;
+    }
+    for (index, f) in block.fed_txs.iter().enumerate() {
+        apply_fed_tx(&mut o, params, h.height, f, &mut events)
+            .map_err(|error| BlockError::FedTx { index, error })?;
+    }
+    form_batch(&mut o, params, h.height, h.time_ms, &mut events);
+    let root = state_root::next(state.state_root, h.height, &o.delta);
+    if root != h.state_root {
+        return Err(BlockError::StateRoot {
+            expected: root,
+            got: h.state_root,
+        });
+    }
+    Ok(BlockOutcome {
+        delta: o.delta,
+        events,
+        state_root: root,
+    })
+}
+
+/// A block built by a proposer, with what it did and what it left out.
+pub struct BuiltBlock {
+    pub block: Block,
+    pub outcome: BlockOutcome,
+    /// Candidates that were invalid against the state, with the reason.
+    pub rejected: Vec<(TxId, TxError)>,
+}
+
+/// Builds the next block from `candidates` in order, skipping the invalid
+/// ones, up to `params.max_block_txs`.
+pub fn build_block<'t>(
+    state: &State,
+    params: &LedgerParams,
+    candidates: impl IntoIterator<Item = &'t Transaction>,
+    fed_candidates: &[FederationTx],
+    time_ms: u64,
+    proposer: u32,
+    sigs: &dyn SignatureCheck,
+) -> BuiltBlock {
+    let height = state.height + 1;
+    let time_ms = time_ms.max(state.tip_time_ms);
+    let mut o = Overlay::new(state);
+    let mut events = Vec::new();
+    let mut txs = Vec::new();
+    let mut rejected = Vec::new();
+    for tx in candidates {
+        if txs.len() >= params.max_block_txs {
+            break;
+        }
+        let before = (o.account(&tx.sender), o.delta.fee_pool, o.delta.supply);
+        let n_events = events.len();
+        match apply_tx(&mut o, params, (height, time_ms), tx, sigs, &mut events) {
+            Ok(()) => txs.push(tx.clone()),
+            Err(e) => {
+                // apply_tx writes only after every check passed: nothing to undo.
+                debug_assert_eq!(
+                    before,
+                    (o.account(&tx.sender), o.delta.fee_pool, o.delta.supply)
+                );
+                events.truncate(n_events);
+                rejected.push((tx.id(), e));
+            }
+        }
+    }
+    let mut fed_txs = Vec::new();
+    for f in fed_candidates.iter().take(MAX_BLOCK_FED_TXS) {
+        // Invalid ones (e.g. a registration another member's block already
+        // made) are simply left out.
+        if apply_fed_tx(&mut o, params, height, f, &mut events).is_ok() {
+            fed_txs.push(f.clone());
+        }
+    }
+    form_batch(&mut o, params, height, time_ms, &mut events);
+    let root = state_root::next(state.state_root, height, &o.delta);
+    let header = Header {
+        chain_id: params.chain_id,
+        height,
+        parent: state.tip,
+        time_ms,
+        proposer,
+        tx_root: tx_root(&txs, &fed_txs),
+        state_root: root,
+    };
+    BuiltBlock {
+        block: Block {
+            header,
+            txs,
+            fed_txs,
+        },
+        outcome: BlockOutcome {
+            delta: o.delta,
+            events,
+            state_root: root,
+        },
+        rejected,
+    }
+}
+

@@ -1,0 +1,116 @@
+//! Batch formation at the end of a block: when the peg-out queue is due, the
+//! oldest peg-outs are paid from the federation's UTXOs in one deterministic
+//! Bitcoin transaction (see [`crate::pegout_batch`] for its shape).
+
+use crate::amount::Sats;
+use crate::events::{BatchStage, Event};
+use crate::overlay::Overlay;
+use crate::pegout_batch::{plan_batch, script_of, Batch, BatchOutput, BatchVersion};
+use crate::state::Withdrawal;
+use crate::LedgerParams;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(crate) fn txid_bytes(tx: &fedpeg_peg::bitcoin::Transaction) -> [u8; 32] {
+    use fedpeg_peg::bitcoin::hashes::Hash;
+    tx.compute_txid().to_byte_array()
+}
+
+/// Forms a batch at the end of a block when the queue is due: the oldest
+/// unbatched peg-out waited `batch_interval_ms`, or the queue is full.
+pub(crate) fn form_batch(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: u64,
+    time_ms: u64,
+    events: &mut Vec<Event>,
+) {
+    let p = &params.pegout;
+    if o.unconfirmed_batches() >= p.max_unconfirmed as usize {
+        return;
+    }
+    let queued: Vec<&Withdrawal> = o
+        .base
+        .withdrawals
+        .values()
+        .filter(|w| !o.base.withdrawal_batch.contains_key(&w.id))
+        .chain(o.delta.new_withdrawals.iter())
+        .collect();
+    let Some(oldest) = queued.first() else {
+        return;
+    };
+    let due = oldest.time_ms.saturating_add(p.batch_interval_ms) <= time_ms
+        || queued.len() >= p.max_outputs as usize;
+    if !due {
+        return;
+    }
+    let utxos = o.available_utxos();
+    let amounts: Vec<u64> = utxos.iter().map(|(_, u)| u.amount.0).collect();
+    let wanted: Vec<(u64, u64)> = queued
+        .iter()
+        .map(|w| {
+            let bytes = script_of(&w.bitcoin_address, params.network)
+                .map(|s| fedpeg_peg::pegout::output_bytes(&s))
+                .unwrap_or(43);
+            (bytes, w.amount.0)
+        })
+        .collect();
+    let rate = o.base.fee_rate(params.default_fee_rate);
+    let Some(plan) = plan_batch(
+        &params.federation,
+        p,
+        &amounts,
+        &wanted,
+        rate,
+        o.delta.fee_pool.0,
+    ) else {
+        return;
+    };
+    let id = o.delta.next_batch_id;
+    let mut b = Batch {
+        id,
+        inputs: utxos[..plan.n_inputs].to_vec(),
+        outputs: plan
+            .withdrawals
+            .iter()
+            .map(|i| BatchOutput {
+                withdrawal: queued[*i].id,
+                address: queued[*i].bitcoin_address.clone(),
+                amount: queued[*i].amount,
+                account: queued[*i].account.0,
+            })
+            .collect(),
+        versions: vec![BatchVersion {
+            fee_rate: rate,
+            fee: Sats(plan.fee),
+            change: Sats(plan.change),
+            txid: [0; 32],
+            height,
+            signatures: BTreeMap::new(),
+            bump_votes: BTreeSet::new(),
+        }],
+        created_height: height,
+        fee_reserved: Sats(plan.fee),
+        confirmed: None,
+    };
+    let Ok(tx) = b.unsigned_tx(&params.federation, 0) else {
+        return;
+    };
+    let Some(fee_pool) = o.delta.fee_pool.checked_sub(Sats(plan.fee)) else {
+        return;
+    };
+    b.versions[0].txid = txid_bytes(&tx);
+    o.delta.fee_pool = fee_pool;
+    o.delta.next_batch_id = id + 1;
+    o.delta
+        .spent_utxos
+        .extend(b.inputs.iter().map(|(op, _)| *op));
+    events.push(Event::PegOutBatch {
+        batch: id,
+        stage: BatchStage::Formed,
+        txid: b.versions[0].txid,
+        withdrawals: b.withdrawal_ids(),
+        accounts: b.accounts(),
+    });
+    o.delta.batches.insert(id, b);
+}
+

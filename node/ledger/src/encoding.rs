@@ -1,0 +1,336 @@
+//! The canonical binary encoding of ledger records that feed the state root
+//! or are stored: batches, UTXOs, outpoints (transactions, federation
+//! transactions and blocks have theirs in [`crate::tx`], [`crate::fedtx`]
+//! and [`crate::block`]).
+//!
+//! Rules, fixed for version 1 of every record: integers are big-endian and
+//! fixed-width; byte strings and lists carry a `u32` length first; an
+//! optional value is a `0`/`1` byte then the value; enums are a tag byte.
+//! Maps are written in key order. Each stored record starts with a version
+//! byte, so a future layout is a new version, never a silent change. Nothing
+//! here is serde: adding a field to a struct cannot change these bytes
+//! without a test noticing (see the golden state-root test).
+
+use crate::amount::Sats;
+use crate::fedtx::OutPoint;
+use crate::pegout_batch::{Batch, BatchOutput, BatchVersion, Confirmation, Owner, Utxo};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Why stored bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {what}: {why}")]
+pub struct RecordError {
+    pub what: &'static str,
+    pub why: String,
+}
+
+/// Most elements any decoded list may claim, so a corrupt length cannot make
+/// the decoder allocate without bound.
+const MAX_LIST: usize = 1 << 20;
+
+/// Appends canonical bytes.
+#[derive(Default)]
+pub struct Writer {
+    pub buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn sats(&mut self, v: Sats) {
+        self.u64(v.to_sat());
+    }
+    pub fn bytes32(&mut self, v: &[u8; 32]) {
+        self.buf.extend_from_slice(v);
+    }
+    /// A list or byte-string length. Lengths beyond u32 cannot occur in
+    /// ledger records (every list is bounded far below by consensus limits).
+    pub fn len(&mut self, n: usize) {
+        self.u32(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    pub fn var_bytes(&mut self, v: &[u8]) {
+        self.len(v.len());
+        self.buf.extend_from_slice(v);
+    }
+    pub fn outpoint(&mut self, o: &OutPoint) {
+        self.bytes32(&o.txid);
+        self.u32(o.vout);
+    }
+}
+
+/// Reads canonical bytes, refusing truncation and absurd lengths.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        Reader { bytes, what }
+    }
+    fn err(&self, why: impl Into<String>) -> RecordError {
+        RecordError {
+            what: self.what,
+            why: why.into(),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        if self.bytes.len() < n {
+            return Err(self.err(format!("truncated: need {n} more bytes")));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    pub fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32, RecordError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_be_bytes(a))
+    }
+    pub fn u64(&mut self) -> Result<u64, RecordError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+    pub fn sats(&mut self) -> Result<Sats, RecordError> {
+        let v = self.u64()?;
+        Sats::checked(v).ok_or_else(|| self.err(format!("{v} sats exceeds 21M BTC")))
+    }
+    pub fn bytes32(&mut self) -> Result<[u8; 32], RecordError> {
+        let mut a = [0u8; 32];
+        a.copy_from_slice(self.take(32)?);
+        Ok(a)
+    }
+    /// A list length, bounded by what the remaining bytes could hold at
+    /// `min_size` bytes per element.
+    pub fn len(&mut self, min_size: usize) -> Result<usize, RecordError> {
+        let n = self.u32()? as usize;
+        if n > MAX_LIST || n.saturating_mul(min_size.max(1)) > self.bytes.len() {
+            return Err(self.err(format!("list of {n} does not fit the record")));
+        }
+        Ok(n)
+    }
+    pub fn var_bytes(&mut self) -> Result<Vec<u8>, RecordError> {
+        let n = self.len(1)?;
+        Ok(self.take(n)?.to_vec())
+    }
+    pub fn outpoint(&mut self) -> Result<OutPoint, RecordError> {
+        Ok(OutPoint {
+            txid: self.bytes32()?,
+            vout: self.u32()?,
+        })
+    }
+    /// Refuses trailing bytes: one record has one encoding.
+    pub fn finish(self) -> Result<(), RecordError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err(format!("{} trailing bytes", self.bytes.len())))
+        }
+    }
+}
+
+/// Version byte of the current record layouts.
+const RECORD_V1: u8 = 1;
+
+impl Utxo {
+    /// Writes the UTXO (amount, owner) without a version byte.
+    pub fn write(&self, w: &mut Writer) {
+        w.sats(self.amount);
+        match &self.owner {
+            Owner::Deposit(a) => {
+                w.u8(0);
+                w.bytes32(a);
+            }
+            Owner::Change => w.u8(1),
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Utxo, RecordError> {
+        let amount = r.sats()?;
+        let owner = match r.u8()? {
+            0 => Owner::Deposit(r.bytes32()?),
+            1 => Owner::Change,
+            t => return Err(r.err(format!("unknown owner tag {t}"))),
+        };
+        Ok(Utxo { amount, owner })
+    }
+
+    /// The stored record: version byte + fields.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(RECORD_V1);
+        self.write(&mut w);
+        w.buf
+    }
+
+    /// Parses [`Utxo::encode`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Utxo, RecordError> {
+        let mut r = Reader::new(bytes, "utxo");
+        version(&mut r)?;
+        let u = Utxo::read(&mut r)?;
+        r.finish()?;
+        Ok(u)
+    }
+}
+
+fn version(r: &mut Reader<'_>) -> Result<(), RecordError> {
+    match r.u8()? {
+        RECORD_V1 => Ok(()),
+        v => Err(r.err(format!("unknown record version {v}"))),
+    }
+}
+
+impl Batch {
+    /// Writes the batch without a version byte (as the state root hashes it).
+    pub fn write(&self, w: &mut Writer) {
+        w.u64(self.id);
+        w.len(self.inputs.len());
+        for (o, u) in &self.inputs {
+            w.outpoint(o);
+            u.write(w);
+        }
+        w.len(self.outputs.len());
+        for o in &self.outputs {
+            w.u64(o.withdrawal);
+            w.var_bytes(o.address.as_bytes());
+            w.sats(o.amount);
+            w.bytes32(&o.account);
+        }
+        w.len(self.versions.len());
+        for v in &self.versions {
+            w.u64(v.fee_rate);
+            w.sats(v.fee);
+            w.sats(v.change);
+            w.bytes32(&v.txid);
+            w.u64(v.height);
+            w.len(v.signatures.len());
+            for (member, sigs) in &v.signatures {
+                w.u32(*member);
+                w.len(sigs.len());
+                for s in sigs {
+                    w.var_bytes(s);
+                }
+            }
+            w.len(v.bump_votes.len());
+            for m in &v.bump_votes {
+                w.u32(*m);
+            }
+        }
+        w.u64(self.created_height);
+        w.sats(self.fee_reserved);
+        match &self.confirmed {
+            None => w.u8(0),
+            Some(c) => {
+                w.u8(1);
+                w.u32(c.version);
+                w.bytes32(&c.bitcoin_block);
+                w.u64(c.height);
+            }
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Batch, RecordError> {
+        let id = r.u64()?;
+        let n = r.len(36 + 9)?;
+        let mut inputs = Vec::with_capacity(n);
+        for _ in 0..n {
+            inputs.push((r.outpoint()?, Utxo::read(r)?));
+        }
+        let n = r.len(8 + 4 + 8 + 32)?;
+        let mut outputs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let withdrawal = r.u64()?;
+            let address = String::from_utf8(r.var_bytes()?)
+                .map_err(|_| r.err("withdrawal address is not UTF-8"))?;
+            outputs.push(BatchOutput {
+                withdrawal,
+                address,
+                amount: r.sats()?,
+                account: r.bytes32()?,
+            });
+        }
+        let n = r.len(8 * 3 + 32 + 8 + 8)?;
+        let mut versions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let fee_rate = r.u64()?;
+            let fee = r.sats()?;
+            let change = r.sats()?;
+            let txid = r.bytes32()?;
+            let height = r.u64()?;
+            let mut signatures = BTreeMap::new();
+            for _ in 0..r.len(8)? {
+                let member = r.u32()?;
+                let k = r.len(4)?;
+                let mut sigs = Vec::with_capacity(k);
+                for _ in 0..k {
+                    sigs.push(r.var_bytes()?);
+                }
+                signatures.insert(member, sigs);
+            }
+            let mut bump_votes = BTreeSet::new();
+            for _ in 0..r.len(4)? {
+                bump_votes.insert(r.u32()?);
+            }
+            versions.push(BatchVersion {
+                fee_rate,
+                fee,
+                change,
+                txid,
+                height,
+                signatures,
+                bump_votes,
+            });
+        }
+        if versions.is_empty() {
+            return Err(r.err("a batch has at least one version"));
+        }
+        let created_height = r.u64()?;
+        let fee_reserved = r.sats()?;
+        let confirmed = match r.u8()? {
+            0 => None,
+            1 => Some(Confirmation {
+                version: r.u32()?,
+                bitcoin_block: r.bytes32()?,
+                height: r.u64()?,
+            }),
+            t => return Err(r.err(format!("bad option tag {t}"))),
+        };
+        Ok(Batch {
+            id,
+            inputs,
+            outputs,
+            versions,
+            created_height,
+            fee_reserved,
+            confirmed,
+        })
+    }
+
+    /// The stored record: version byte + fields.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(RECORD_V1);
+        self.write(&mut w);
+        w.buf
+    }
+
+    /// Parses [`Batch::encode`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Batch, RecordError> {
+        let mut r = Reader::new(bytes, "peg-out batch");
+        version(&mut r)?;
+        let b = Batch::read(&mut r)?;
+        r.finish()?;
+        Ok(b)
+    }
+}

@@ -1,0 +1,125 @@
+//! `PegOutBump`: f + 1 members vote to replace a batch that is not
+//! confirming with a version at a higher fee rate (BIP125), paid from the fee
+//! pool.
+
+use crate::amount::Sats;
+use crate::batching::txid_bytes;
+use crate::error::FedTxError;
+use crate::events::{BatchStage, Event};
+use crate::overlay::Overlay;
+use crate::pegout_batch::{fee_and_change, script_of, Batch, BatchVersion, MAX_BATCH_VERSIONS};
+use crate::state::MAX_FEE_RATE;
+use crate::LedgerParams;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub(super) fn apply(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: u64,
+    member: u32,
+    batch: u64,
+    version: u32,
+    events: &mut Vec<Event>,
+) -> Result<(), FedTxError> {
+    let mut b = o.batch(batch).ok_or(FedTxError::UnknownBatch(batch))?;
+    let latest = b.versions.len() - 1;
+    if version as usize != latest {
+        return Err(FedTxError::StaleVersion { batch, version });
+    }
+    if !b.versions[latest].bump_votes.insert(member) {
+        return Err(FedTxError::Duplicate(member));
+    }
+    if b.versions[latest].bump_votes.len() >= params.honest_quorum()
+        && b.versions.len() < MAX_BATCH_VERSIONS
+    {
+        let rate = o.base.fee_rate(params.default_fee_rate);
+        if let Some((v, extra)) = replacement(&b, params, rate, height, o.delta.fee_pool) {
+            o.delta.fee_pool = o
+                .delta
+                .fee_pool
+                .checked_sub(extra)
+                .ok_or(FedTxError::Overflow)?;
+            b.fee_reserved = b
+                .fee_reserved
+                .checked_add(extra)
+                .ok_or(FedTxError::Overflow)?;
+            events.push(Event::PegOutBatch {
+                batch,
+                stage: BatchStage::Replaced {
+                    version: b.versions.len() as u32,
+                    fee_rate: v.fee_rate,
+                },
+                txid: v.txid,
+                withdrawals: b.withdrawal_ids(),
+                accounts: b.accounts(),
+            });
+            b.versions.push(v);
+        }
+    }
+    o.delta.batches.insert(batch, b);
+    Ok(())
+}
+
+/// A replacement of `b`'s newest version at a higher rate (the agreed rate,
+/// or 25% more than before, whichever is higher) with the fee BIP125 asks
+/// for, paid from the fee pool; with the extra sats it takes from the pool.
+fn replacement(
+    b: &Batch,
+    params: &LedgerParams,
+    agreed_rate: u64,
+    height: u64,
+    fee_pool: Sats,
+) -> Option<(BatchVersion, Sats)> {
+    let old = b.latest();
+    let rate = agreed_rate
+        .max(old.fee_rate.saturating_add((old.fee_rate / 4).max(1)))
+        .min(MAX_FEE_RATE);
+    let out_bytes: u64 = b
+        .outputs
+        .iter()
+        .map(|o| {
+            script_of(&o.address, params.network)
+                .map(|s| fedpeg_peg::pegout::output_bytes(&s))
+                .unwrap_or(0)
+        })
+        .sum();
+    let n_out = b.outputs.len();
+    // BIP125: the replacement pays at least the old fee plus its own size
+    // at the incremental relay rate (1 sat/vB).
+    let min_fee = old.fee.0.saturating_add(params.federation.batch_vbytes(
+        b.inputs.len(),
+        n_out + 1,
+        out_bytes + 43,
+    ));
+    let (fee, change) = fee_and_change(
+        &params.federation,
+        b.inputs.len(),
+        b.input_total(),
+        n_out,
+        out_bytes,
+        b.output_total(),
+        rate,
+        min_fee,
+    )?;
+    let extra = Sats(fee.saturating_sub(b.fee_reserved.0));
+    if extra > fee_pool {
+        return None;
+    }
+    let mut v = BatchVersion {
+        fee_rate: rate,
+        fee: Sats(fee),
+        change: Sats(change),
+        txid: [0; 32],
+        height,
+        signatures: BTreeMap::new(),
+        bump_votes: BTreeSet::new(),
+    };
+    let mut probe = b.clone();
+    probe.versions.push(v.clone());
+    let tx = probe
+        .unsigned_tx(&params.federation, probe.versions.len() - 1)
+        .ok()?;
+    v.txid = txid_bytes(&tx);
+    Some((v, extra))
+}
+

@@ -1,0 +1,31 @@
+//! `FeeRateVote`: a member's view of the Bitcoin fee rate; state uses the
+//! median of members' latest votes.
+
+use crate::error::FedTxError;
+use crate::overlay::Overlay;
+use crate::state::MAX_FEE_RATE;
+
+pub(super) fn apply(
+    o: &mut Overlay<'_>,
+    height: u64,
+    member: u32,
+    sat_per_vbyte: u64,
+    at: u64,
+) -> Result<(), FedTxError> {
+    if !(1..=MAX_FEE_RATE).contains(&sat_per_vbyte) {
+        return Err(FedTxError::BadFeeRate(sat_per_vbyte));
+    }
+    let last = o
+        .delta
+        .new_fee_votes
+        .iter()
+        .rev()
+        .find(|(m, _, _)| *m == member)
+        .map(|(_, _, h)| *h)
+        .or_else(|| o.base.fee_votes.get(&member).map(|(_, h)| *h));
+    if at > height || last.is_some_and(|l| at <= l) {
+        return Err(FedTxError::StaleVote);
+    }
+    o.delta.new_fee_votes.push((member, sat_per_vbyte, at));
+    Ok(())
+}

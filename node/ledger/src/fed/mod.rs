@@ -1,0 +1,77 @@
+//! Federation transactions: signed by a member's consensus key and checked
+//! by every member against its own state. One module per kind; this one
+//! checks what they share (chain, member signature) and dispatches.
+
+mod bump;
+mod confirm;
+mod fee_vote;
+mod mint;
+mod register;
+mod signatures;
+
+use crate::error::FedTxError;
+use crate::events::Event;
+use crate::fedtx::{FedTxKind, FederationTx};
+use crate::overlay::Overlay;
+use crate::state::State;
+use crate::LedgerParams;
+
+/// Whether federation transaction `tx` would apply on top of `state` in the
+/// next block (nothing is written). Its member signature is checked too.
+pub fn check_fed_tx(
+    state: &State,
+    params: &LedgerParams,
+    tx: &FederationTx,
+) -> Result<(), FedTxError> {
+    let mut o = Overlay::new(state);
+    apply_fed_tx(&mut o, params, state.height + 1, tx, &mut Vec::new())
+}
+
+/// Checks `tx` and applies it to the block's working view at `height`.
+/// A refused transaction leaves `o` and `events` untouched.
+pub(crate) fn apply_fed_tx(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: u64,
+    tx: &FederationTx,
+    events: &mut Vec<Event>,
+) -> Result<(), FedTxError> {
+    if tx.chain_id != params.chain_id {
+        return Err(FedTxError::WrongChain {
+            expected: params.chain_id,
+            got: tx.chain_id,
+        });
+    }
+    if !tx.verify(&params.members) {
+        return Err(FedTxError::BadSignature(tx.member));
+    }
+    let member = tx.member;
+    match &tx.kind {
+        FedTxKind::RegisterDepositAddress { account } => {
+            register::apply(o, member, account, events)
+        }
+        FedTxKind::FeeRateVote {
+            sat_per_vbyte,
+            height: at,
+        } => fee_vote::apply(o, height, member, *sat_per_vbyte, *at),
+        FedTxKind::PegInMint {
+            outpoint,
+            amount,
+            account,
+            ..
+        } => mint::apply(o, params, outpoint, *amount, account, events),
+        FedTxKind::PegOutSignatures {
+            batch,
+            version,
+            signatures,
+        } => signatures::apply(o, params, member, *batch, *version, signatures, events),
+        FedTxKind::PegOutBump { batch, version } => {
+            bump::apply(o, params, height, member, *batch, *version, events)
+        }
+        FedTxKind::PegOutConfirmed {
+            batch,
+            txid,
+            bitcoin_block,
+        } => confirm::apply(o, height, *batch, txid, bitcoin_block, events),
+    }
+}

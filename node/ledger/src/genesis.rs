@@ -1,0 +1,401 @@
+//! The genesis file: the federation's members and the chain's parameters.
+//! Its hash is the chain id that every signature commits to.
+
+use crate::account::{hrp_for, AccountId};
+use crate::amount::Sats;
+use crate::hash::Hash32;
+use crate::{LedgerParams, State};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+
+/// A federation member's public identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInfo {
+    /// Human name, unique in the federation.
+    pub name: String,
+    /// ed25519 consensus public key, hex (also the libp2p identity).
+    pub consensus_key: String,
+    /// secp256k1 compressed peg public key, hex.
+    pub peg_key: String,
+    /// libp2p multiaddress other members dial, e.g. `/ip4/127.0.0.1/tcp/40001`.
+    pub p2p_address: String,
+}
+
+/// Consensus timeouts in milliseconds (each grows by `*_delta_ms` per round).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusParams {
+    pub timeout_propose_ms: u64,
+    pub timeout_propose_delta_ms: u64,
+    pub timeout_vote_ms: u64,
+    pub timeout_vote_delta_ms: u64,
+    pub max_block_txs: u32,
+}
+
+impl Default for ConsensusParams {
+    fn default() -> Self {
+        ConsensusParams {
+            timeout_propose_ms: 1000,
+            timeout_propose_delta_ms: 500,
+            timeout_vote_ms: 500,
+            timeout_vote_delta_ms: 250,
+            max_block_txs: 10_000,
+        }
+    }
+}
+
+/// Fee parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeParams {
+    /// Minimum fee of any transaction, sats.
+    pub min_tx_fee: u64,
+    /// Smallest fee of a peg-out, sats; the quote at the agreed fee rate
+    /// (`EstimatePegOutFee`) is charged when higher.
+    pub pegout_fee: u64,
+    /// Bitcoin fee rate (sat/vB) assumed until members vote one.
+    #[serde(default = "default_fee_rate")]
+    pub default_fee_rate_sat_vb: u64,
+}
+
+fn default_fee_rate() -> u64 {
+    10
+}
+
+impl Default for FeeParams {
+    fn default() -> Self {
+        FeeParams {
+            default_fee_rate_sat_vb: default_fee_rate(),
+            min_tx_fee: 1,
+            pegout_fee: 1000,
+        }
+    }
+}
+
+/// A development-only starting balance (regtest only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevBalance {
+    pub address: String,
+    pub amount: u64,
+}
+
+/// Contents of `genesis.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// Human-readable chain name.
+    pub chain_name: String,
+    /// Time of the genesis, ms since the Unix epoch.
+    pub genesis_time_ms: u64,
+    /// Bitcoin network of the peg: bitcoin, testnet, signet or regtest.
+    pub network: String,
+    /// Members in order; index = validator index.
+    pub members: Vec<MemberInfo>,
+    /// m in m-of-n of the peg multisig.
+    pub peg_threshold: u32,
+    /// Bitcoin confirmations before a deposit is minted.
+    pub pegin_confirmations: u32,
+    #[serde(default)]
+    pub consensus: ConsensusParams,
+    #[serde(default)]
+    pub fees: FeeParams,
+    /// Starting balances; refused on any network but regtest.
+    #[serde(default)]
+    pub dev_balances: Vec<DevBalance>,
+    /// Peg-out batching policy.
+    #[serde(default)]
+    pub pegout: crate::pegout_batch::PegOutParams,
+}
+
+/// Why a genesis file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("cannot read genesis file {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("genesis file {0} is not valid JSON for a fedpeg genesis: {1}")]
+    Json(String, serde_json::Error),
+    #[error("genesis: {0}")]
+    Invalid(String),
+}
+
+fn invalid(s: impl Into<String>) -> GenesisError {
+    GenesisError::Invalid(s.into())
+}
+
+/// A validated genesis with derived values.
+#[derive(Clone, Debug)]
+pub struct ChainSpec {
+    pub genesis: Genesis,
+    pub chain_id: Hash32,
+    pub network: bitcoin::Network,
+    pub member_keys: Vec<VerifyingKey>,
+    pub peg_keys: Vec<bitcoin::secp256k1::PublicKey>,
+}
+
+impl Genesis {
+    /// Parses and validates a genesis file's contents; `origin` (the file
+    /// name) is only for error messages. Reading the file is the caller's.
+    pub fn parse(bytes: &[u8], origin: &str) -> Result<ChainSpec, GenesisError> {
+        let g: Genesis = serde_json::from_slice(bytes)
+            .map_err(|e| GenesisError::Json(origin.to_string(), e))?;
+        g.validate()
+    }
+
+    /// Chain id: tagged hash of the canonical JSON encoding of this genesis
+    /// (field order fixed by this struct, so whitespace in the file does not matter).
+    pub fn chain_id(&self) -> Hash32 {
+        // Serializing a struct of strings and integers cannot fail.
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        Hash32::tagged("fedpeg/genesis/v1", &[&canonical])
+    }
+
+    /// Checks everything and derives the chain spec.
+    pub fn validate(self) -> Result<ChainSpec, GenesisError> {
+        let network = parse_network(&self.network)?;
+        if self.chain_name.trim().is_empty() {
+            return Err(invalid("chain_name must not be empty"));
+        }
+        if self.members.is_empty() {
+            return Err(invalid("members must list at least one member"));
+        }
+        let n = self.members.len() as u32;
+        if self.peg_threshold == 0 || self.peg_threshold > n {
+            return Err(invalid(format!(
+                "peg_threshold {} must be between 1 and the number of members ({n})",
+                self.peg_threshold
+            )));
+        }
+        if self.pegin_confirmations == 0 {
+            return Err(invalid("pegin_confirmations must be at least 1"));
+        }
+        let po = &self.pegout;
+        if po.max_outputs == 0 || po.max_inputs == 0 || po.max_unconfirmed == 0 {
+            return Err(invalid(
+                "pegout.max_outputs, pegout.max_inputs and pegout.max_unconfirmed must be at least 1",
+            ));
+        }
+        if po.bump_after_blocks == 0 {
+            return Err(invalid("pegout.bump_after_blocks must be at least 1"));
+        }
+        if self.consensus.max_block_txs == 0 {
+            return Err(invalid("consensus.max_block_txs must be at least 1"));
+        }
+        let mut member_keys = Vec::new();
+        let mut peg_keys = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            if m.name.trim().is_empty() || !names.insert(m.name.clone()) {
+                return Err(invalid(format!(
+                    "member {i}: name '{}' is empty or repeated",
+                    m.name
+                )));
+            }
+            let ck = hex::decode(&m.consensus_key)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+                .filter(|k| !k.is_weak())
+                .ok_or_else(|| {
+                    invalid(format!("member '{}': consensus_key is not a valid ed25519 public key (64 hex chars)", m.name))
+                })?;
+            if member_keys.contains(&ck) {
+                return Err(invalid(format!(
+                    "member '{}': consensus_key is repeated",
+                    m.name
+                )));
+            }
+            let pk = hex::decode(&m.peg_key)
+                .ok()
+                .and_then(|b| bitcoin::secp256k1::PublicKey::from_slice(&b).ok())
+                .filter(|_| m.peg_key.len() == 66)
+                .ok_or_else(|| {
+                    invalid(format!("member '{}': peg_key is not a compressed secp256k1 public key (66 hex chars)", m.name))
+                })?;
+            if peg_keys.contains(&pk) {
+                return Err(invalid(format!("member '{}': peg_key is repeated", m.name)));
+            }
+            member_keys.push(ck);
+            peg_keys.push(pk);
+        }
+        if !self.dev_balances.is_empty() && network != bitcoin::Network::Regtest {
+            return Err(invalid(format!(
+                "dev_balances are allowed on regtest only; this genesis is for {network}. Remove them: pegged BTC on a real network comes only from deposits"
+            )));
+        }
+        let hrp = hrp_for(network);
+        let mut total: u64 = 0;
+        for d in &self.dev_balances {
+            AccountId::from_address(&d.address, hrp)
+                .map_err(|e| invalid(format!("dev_balances: {e}")))?;
+            total = total
+                .checked_add(d.amount)
+                .ok_or_else(|| invalid("dev_balances overflow a u64 in total"))?;
+        }
+        let spec = ChainSpec {
+            chain_id: self.chain_id(),
+            network,
+            member_keys,
+            peg_keys,
+            genesis: self,
+        };
+        spec.peg_federation()
+            .map_err(|e| invalid(format!("peg federation: {e}")))?;
+        Ok(spec)
+    }
+}
+
+/// Parses a network name as used in genesis and config.
+pub fn parse_network(s: &str) -> Result<bitcoin::Network, GenesisError> {
+    match s {
+        "bitcoin" | "mainnet" => Ok(bitcoin::Network::Bitcoin),
+        "testnet" => Ok(bitcoin::Network::Testnet),
+        "signet" => Ok(bitcoin::Network::Signet),
+        "regtest" => Ok(bitcoin::Network::Regtest),
+        other => Err(invalid(format!(
+            "network '{other}' is unknown; use bitcoin, testnet, signet or regtest"
+        ))),
+    }
+}
+
+impl ChainSpec {
+    /// Address prefix of this chain.
+    pub fn hrp(&self) -> &'static str {
+        hrp_for(self.network)
+    }
+
+    /// Ledger parameters from genesis.
+    pub fn ledger_params(&self) -> LedgerParams {
+        LedgerParams {
+            chain_id: self.chain_id,
+            network: self.network,
+            min_tx_fee: Sats(self.genesis.fees.min_tx_fee),
+            pegout_fee: Sats(self.genesis.fees.pegout_fee),
+            max_block_txs: self.genesis.consensus.max_block_txs as usize,
+            members: self.member_keys.clone(),
+            pegin_spend_vbytes: self.pegin_spend_vbytes(),
+            default_fee_rate: self.genesis.fees.default_fee_rate_sat_vb,
+            federation: self.peg_federation().expect("validated genesis"),
+            pegout: self.genesis.pegout.clone(),
+            confirmations: self.genesis.pegin_confirmations,
+        }
+    }
+
+    /// Virtual bytes to spend one deposit of this federation.
+    pub fn pegin_spend_vbytes(&self) -> u64 {
+        self.peg_federation()
+            .map(|f| f.spend_vbytes_estimate())
+            .unwrap_or(0)
+    }
+
+    /// Sats it costs to spend one deposit at the genesis (default) fee rate.
+    pub fn pegin_spend_cost(&self) -> u64 {
+        self.pegin_spend_vbytes()
+            .saturating_mul(self.genesis.fees.default_fee_rate_sat_vb)
+    }
+
+    /// The state at height 0.
+    pub fn genesis_state(&self) -> State {
+        let mut s = State {
+            state_root: Hash32::tagged("fedpeg/state/genesis", &[&self.chain_id.0]),
+            tip_time_ms: self.genesis.genesis_time_ms,
+            ..State::default()
+        };
+        for d in &self.genesis.dev_balances {
+            // Validated in `validate`.
+            if let Ok(id) = AccountId::from_address(&d.address, self.hrp()) {
+                let a = s.accounts.entry(id).or_default();
+                a.balance = Sats(a.balance.0.saturating_add(d.amount));
+                s.supply = Sats(s.supply.0.saturating_add(d.amount));
+            }
+        }
+        s
+    }
+
+    /// The peg federation: members' peg keys, threshold and network.
+    pub fn peg_federation(
+        &self,
+    ) -> Result<fedpeg_peg::federation::Federation, fedpeg_peg::federation::FederationError> {
+        fedpeg_peg::federation::Federation::new(
+            self.peg_keys.clone(),
+            self.genesis.peg_threshold as usize,
+            self.network,
+        )
+    }
+
+    /// Index of the member with this consensus key.
+    pub fn member_index(&self, key: &VerifyingKey) -> Option<usize> {
+        self.member_keys.iter().position(|k| k == key)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    use crate::testing::sample_genesis as sample;
+
+    fn dev(hrp: &str) -> Vec<DevBalance> {
+        let id = AccountId(SigningKey::from_bytes(&[5; 32]).verifying_key().to_bytes());
+        vec![DevBalance {
+            address: id.to_address(hrp),
+            amount: 1000,
+        }]
+    }
+
+    #[test]
+    fn regtest_genesis_with_dev_balances_is_valid() {
+        let spec = sample("regtest", dev("fprt")).validate().unwrap();
+        assert_eq!(spec.genesis_state().supply, Sats(1000));
+    }
+
+    #[test]
+    fn dev_balances_are_refused_off_regtest() {
+        let e = sample("testnet", dev("fpt")).validate().unwrap_err();
+        assert!(e.to_string().contains("regtest only"), "{e}");
+        let e = sample("bitcoin", dev("fp")).validate().unwrap_err();
+        assert!(e.to_string().contains("regtest only"), "{e}");
+    }
+
+    #[test]
+    fn bad_genesis_fields_are_explained() {
+        let mut g = sample("regtest", vec![]);
+        g.peg_threshold = 2;
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("peg_threshold"));
+        let mut g = sample("regtest", vec![]);
+        g.members[0].consensus_key = "zz".into();
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("consensus_key"));
+        let mut g = sample("regtest", vec![]);
+        g.members[0].peg_key = "02ab".into();
+        assert!(g.validate().unwrap_err().to_string().contains("peg_key"));
+        let g = sample("moon", vec![]);
+        assert!(g.validate().unwrap_err().to_string().contains("unknown"));
+        let g = sample("regtest", dev("fp"));
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("another network"));
+    }
+
+    #[test]
+    fn chain_id_ignores_formatting_but_not_content() {
+        let g = sample("regtest", vec![]);
+        let pretty = serde_json::to_string_pretty(&g).unwrap();
+        let back: Genesis = serde_json::from_str(&pretty).unwrap();
+        assert_eq!(back.chain_id(), g.chain_id());
+        let mut other = g.clone();
+        other.pegin_confirmations = 3;
+        assert_ne!(other.chain_id(), g.chain_id());
+    }
+}

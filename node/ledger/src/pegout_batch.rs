@@ -1,0 +1,414 @@
+//! Peg-out batches in consensus state: the federation's UTXO set, batch
+//! formation (deterministic coin selection and fee), and the Bitcoin
+//! transaction every member derives from a batch.
+//!
+//! All of it is pure: each member computes the same batch, byte for byte,
+//! from the same committed state. See [`crate::fed`] and [`crate::batching`] for where batches
+//! are formed, signed, bumped and confirmed.
+
+use crate::account::AccountId;
+use crate::amount::Sats;
+use crate::fedtx::OutPoint;
+use fedpeg_peg::bitcoin::{self, Amount, ScriptBuf, Transaction, TxOut};
+use fedpeg_peg::deposit::Tweak;
+use fedpeg_peg::federation::Federation;
+use fedpeg_peg::pegout::{output_bytes, unsigned_tx, BatchInput, CHANGE_DUST_LIMIT_SATS};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Peg-out policy, fixed by genesis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PegOutParams {
+    /// A batch forms once the oldest queued peg-out is this old (block time).
+    pub batch_interval_ms: u64,
+    /// Most peg-outs (outputs besides change) in one batch; a full queue
+    /// forms a batch at once.
+    pub max_outputs: u32,
+    /// Most federation UTXOs one batch spends.
+    pub max_inputs: u32,
+    /// Most batches waiting for confirmation at once.
+    pub max_unconfirmed: u32,
+    /// Members vote to replace a batch (RBF, higher fee) after this many
+    /// Bitcoin blocks without a confirmation.
+    pub bump_after_blocks: u32,
+    /// Virtual bytes of shared batch overhead (transaction header, change,
+    /// inputs) each peg-out pays for on top of its own output.
+    pub shared_vbytes: u64,
+}
+
+impl Default for PegOutParams {
+    fn default() -> Self {
+        PegOutParams {
+            batch_interval_ms: 0,
+            max_outputs: 250,
+            max_inputs: 50,
+            max_unconfirmed: 8,
+            bump_after_blocks: 3,
+            shared_vbytes: 40,
+        }
+    }
+}
+
+/// Most versions (original + replacements) of one batch.
+pub const MAX_BATCH_VERSIONS: usize = 16;
+
+/// Which federation address a UTXO pays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Owner {
+    /// A deposit to this account's deposit address.
+    Deposit([u8; 32]),
+    /// Change of a peg-out batch.
+    Change,
+}
+
+impl Owner {
+    pub fn tweak(&self) -> Tweak {
+        match self {
+            Owner::Deposit(a) => Tweak::Deposit(*a),
+            Owner::Change => Tweak::Change,
+        }
+    }
+
+    pub fn deposit(account: &AccountId) -> Owner {
+        Owner::Deposit(account.0)
+    }
+}
+
+/// A federation output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Utxo {
+    pub amount: Sats,
+    pub owner: Owner,
+}
+
+/// One peg-out paid by a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOutput {
+    pub withdrawal: u64,
+    pub address: String,
+    pub amount: Sats,
+    /// Account that burned it.
+    #[serde(default)]
+    pub account: [u8; 32],
+}
+
+/// One version of a batch's transaction (the original or a replacement).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchVersion {
+    pub fee_rate: u64,
+    /// Bitcoin fee, sats.
+    pub fee: Sats,
+    /// Change back to the federation (0: no change output).
+    pub change: Sats,
+    /// Bitcoin txid (internal byte order).
+    pub txid: [u8; 32],
+    /// Sidechain height that created this version.
+    pub height: u64,
+    /// Valid signatures per member (one per input, DER + sighash byte).
+    pub signatures: BTreeMap<u32, Vec<Vec<u8>>>,
+    /// Members who saw this version stuck and voted to replace it.
+    pub bump_votes: BTreeSet<u32>,
+}
+
+/// Where a batch was confirmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub version: u32,
+    pub bitcoin_block: [u8; 32],
+    /// Sidechain height of the confirmation.
+    pub height: u64,
+}
+
+/// A peg-out batch: one Bitcoin transaction (in one or more versions).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: u64,
+    pub inputs: Vec<(OutPoint, Utxo)>,
+    pub outputs: Vec<BatchOutput>,
+    pub versions: Vec<BatchVersion>,
+    pub created_height: u64,
+    /// Sats taken from the fee pool for this batch so far (the highest
+    /// version's fee); the difference is refunded if a cheaper version confirms.
+    pub fee_reserved: Sats,
+    pub confirmed: Option<Confirmation>,
+}
+
+impl Batch {
+    /// The newest version.
+    pub fn latest(&self) -> &BatchVersion {
+        // Invariant: a batch is created with one version.
+        &self.versions[self.versions.len() - 1]
+    }
+
+    pub fn input_total(&self) -> u64 {
+        self.inputs.iter().map(|(_, u)| u.amount.0).sum()
+    }
+
+    /// Accounts whose peg-outs the batch pays, each once, in output order.
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut out: Vec<AccountId> = Vec::new();
+        for o in &self.outputs {
+            let a = AccountId(o.account);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// Withdrawal ids the batch pays, in output order.
+    pub fn withdrawal_ids(&self) -> Vec<u64> {
+        self.outputs.iter().map(|o| o.withdrawal).collect()
+    }
+
+    pub fn output_total(&self) -> u64 {
+        self.outputs.iter().map(|o| o.amount.0).sum()
+    }
+
+    /// The inputs as the peg crate describes them.
+    pub fn batch_inputs(&self) -> Vec<BatchInput> {
+        self.inputs
+            .iter()
+            .map(|(o, u)| BatchInput {
+                outpoint: o.to_bitcoin(),
+                amount: u.amount.0,
+                tweak: u.owner.tweak(),
+            })
+            .collect()
+    }
+
+    /// The unsigned transaction of version `v`.
+    pub fn unsigned_tx(
+        &self,
+        federation: &Federation,
+        v: usize,
+    ) -> Result<Transaction, BatchTxError> {
+        let version = self.versions.get(v).ok_or(BatchTxError::NoVersion(v))?;
+        let mut outputs = Vec::with_capacity(self.outputs.len() + 1);
+        for o in &self.outputs {
+            outputs.push(TxOut {
+                value: Amount::from_sat(o.amount.0),
+                script_pubkey: script_of(&o.address, federation.network())?,
+            });
+        }
+        if version.change > Sats::ZERO {
+            outputs.push(TxOut {
+                value: Amount::from_sat(version.change.0),
+                script_pubkey: federation.script_pubkey(&Tweak::Change)?,
+            });
+        }
+        Ok(unsigned_tx(&self.batch_inputs(), &outputs))
+    }
+
+    /// The index of the version whose txid is `txid`.
+    pub fn version_of(&self, txid: &[u8; 32]) -> Option<usize> {
+        self.versions.iter().position(|v| &v.txid == txid)
+    }
+}
+
+/// Why a batch's transaction could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchTxError {
+    #[error("batch has no version {0}")]
+    NoVersion(usize),
+    #[error(transparent)]
+    Address(#[from] fedpeg_peg::address::AddressError),
+    #[error(transparent)]
+    Tweak(#[from] fedpeg_peg::deposit::TweakError),
+}
+
+/// The output script of a peg-out address (validated when it was queued).
+pub fn script_of(
+    address: &str,
+    network: bitcoin::Network,
+) -> Result<ScriptBuf, fedpeg_peg::address::AddressError> {
+    Ok(fedpeg_peg::address::parse_pegout_address(address, network)?.script_pubkey())
+}
+
+/// What a peg-out to `address` costs the user at `fee_rate`: its own output
+/// plus its share of the batch, never below `floor`.
+pub fn pegout_fee_quote(
+    params: &PegOutParams,
+    floor: Sats,
+    fee_rate: u64,
+    script: &bitcoin::Script,
+) -> Sats {
+    let vbytes = output_bytes(script) + params.shared_vbytes;
+    Sats(vbytes.saturating_mul(fee_rate).max(floor.0))
+}
+
+/// Fee and change of a transaction spending `input_total` to outputs worth
+/// `output_total` (`n_outputs` taking `out_bytes`), at `fee_rate`, with a
+/// change output when it is above dust. None if the inputs cannot pay.
+#[allow(clippy::too_many_arguments)] // all plain numbers of one transaction
+pub fn fee_and_change(
+    federation: &Federation,
+    n_inputs: usize,
+    input_total: u64,
+    n_outputs: usize,
+    out_bytes: u64,
+    output_total: u64,
+    fee_rate: u64,
+    min_fee: u64,
+) -> Option<(u64, u64)> {
+    let change_bytes = 8 + 1 + 34; // P2WSH change output
+    let with_change = federation
+        .batch_vbytes(n_inputs, n_outputs + 1, out_bytes + change_bytes)
+        .saturating_mul(fee_rate)
+        .max(min_fee);
+    let spare = input_total.checked_sub(output_total)?;
+    if spare >= with_change.saturating_add(CHANGE_DUST_LIMIT_SATS) {
+        return Some((with_change, spare - with_change));
+    }
+    let without = federation
+        .batch_vbytes(n_inputs, n_outputs, out_bytes)
+        .saturating_mul(fee_rate)
+        .max(min_fee);
+    // No change: whatever is left over goes to the fee.
+    (spare >= without).then_some((spare, 0))
+}
+
+/// A planned batch: which UTXOs (a prefix of the ordered available set) pay
+/// which withdrawals, the fee and the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub n_inputs: usize,
+    pub withdrawals: Vec<usize>,
+    pub fee: u64,
+    pub change: u64,
+}
+
+/// Deterministic batch planning. `utxos` are the available UTXO amounts in
+/// selection order (largest first); `wanted` the queued peg-outs in queue
+/// order as (output bytes, amount). Peg-outs are taken in order, skipping one
+/// that cannot be paid (with at most `max_inputs` inputs and `fee_budget`
+/// for the fee); inputs are the fewest largest UTXOs that pay.
+pub fn plan_batch(
+    federation: &Federation,
+    params: &PegOutParams,
+    utxos: &[u64],
+    wanted: &[(u64, u64)],
+    fee_rate: u64,
+    fee_budget: u64,
+) -> Option<Plan> {
+    let max_inputs = (params.max_inputs as usize).min(utxos.len());
+    let mut best: Option<Plan> = None;
+    let (mut bytes, mut total, mut n) = (0u64, 0u64, 0usize);
+    let mut chosen = Vec::new();
+    for (i, (b, amount)) in wanted.iter().enumerate() {
+        if chosen.len() >= params.max_outputs as usize {
+            break;
+        }
+        let (nb, nt, nn) = (bytes + b, total.saturating_add(*amount), n + 1);
+        // Fewest inputs that pay: grow the prefix until it covers.
+        let mut sum = 0u64;
+        let mut found = None;
+        for (k, u) in utxos.iter().take(max_inputs).enumerate() {
+            sum = sum.saturating_add(*u);
+            if sum < nt {
+                continue;
+            }
+            if let Some((fee, change)) =
+                fee_and_change(federation, k + 1, sum, nn, nb, nt, fee_rate, 0)
+            {
+                found = Some((k + 1, fee, change));
+                break;
+            }
+        }
+        match found {
+            Some((k, fee, change)) if fee <= fee_budget => {
+                bytes = nb;
+                total = nt;
+                n = nn;
+                chosen.push(i);
+                best = Some(Plan {
+                    n_inputs: k,
+                    withdrawals: chosen.clone(),
+                    fee,
+                    change,
+                });
+            }
+            _ => {}
+        }
+    }
+    best
+}
+
+/// A 3-of-4 regtest federation with fixed keys, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_federation() -> Federation {
+    use fedpeg_peg::bitcoin::secp256k1::Secp256k1;
+    let secp = Secp256k1::signing_only();
+    let keys = test_peg_secrets()
+        .iter()
+        .map(|k| k.public_key(&secp))
+        .collect();
+    Federation::new(keys, 3, bitcoin::Network::Regtest).expect("valid test federation")
+}
+
+/// The peg secrets of [`test_federation`].
+#[cfg(test)]
+pub(crate) fn test_peg_secrets() -> Vec<fedpeg_peg::bitcoin::secp256k1::SecretKey> {
+    (0..4u8)
+        .map(|i| fedpeg_peg::bitcoin::secp256k1::SecretKey::from_slice(&[i + 1; 32]).expect("key"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn federation() -> Federation {
+        test_federation()
+    }
+
+    #[test]
+    fn plan_takes_the_fewest_largest_inputs_and_skips_what_cannot_be_paid() {
+        let f = federation();
+        let p = PegOutParams::default();
+        let utxos = [50_000, 30_000, 10_000];
+        let wanted = [(31, 20_000), (31, 1_000_000), (31, 20_000)];
+        let plan = plan_batch(&f, &p, &utxos, &wanted, 2, u64::MAX).unwrap();
+        assert_eq!(plan.withdrawals, vec![0, 2]);
+        assert_eq!(plan.n_inputs, 1);
+        assert_eq!(plan.fee + plan.change + 40_000, 50_000);
+        // A fee budget too small for any batch: nothing.
+        assert_eq!(plan_batch(&f, &p, &utxos, &wanted, 2, 10), None);
+        // Nothing to spend: nothing.
+        assert_eq!(plan_batch(&f, &p, &[], &wanted, 2, u64::MAX), None);
+    }
+
+    #[test]
+    fn small_change_goes_to_the_fee() {
+        let f = federation();
+        let (fee, change) = fee_and_change(&f, 1, 10_000 + 400 + 100, 1, 31, 10_000, 1, 0).unwrap();
+        assert_eq!(change, 0);
+        assert_eq!(fee, 500);
+    }
+
+    proptest! {
+        #[test]
+        fn a_plan_balances_and_pays_at_least_the_rate(
+            utxos in proptest::collection::vec(1_000u64..5_000_000, 0..20),
+            wanted in proptest::collection::vec((31u64..44, 546u64..2_000_000), 1..40),
+            rate in 1u64..200,
+        ) {
+            let f = federation();
+            let p = PegOutParams::default();
+            let mut utxos = utxos;
+            utxos.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(plan) = plan_batch(&f, &p, &utxos, &wanted, rate, u64::MAX) {
+                let inputs: u64 = utxos[..plan.n_inputs].iter().sum();
+                let outs: u64 = plan.withdrawals.iter().map(|i| wanted[*i].1).sum();
+                let bytes: u64 = plan.withdrawals.iter().map(|i| wanted[*i].0).sum();
+                prop_assert_eq!(inputs, outs + plan.fee + plan.change);
+                let n_out = plan.withdrawals.len() + usize::from(plan.change > 0);
+                let change_bytes = if plan.change > 0 { 43 } else { 0 };
+                prop_assert!(plan.fee >= f.batch_vbytes(plan.n_inputs, n_out, bytes + change_bytes) * rate);
+                prop_assert!(plan.change == 0 || plan.change >= CHANGE_DUST_LIMIT_SATS);
+            }
+        }
+    }
+}

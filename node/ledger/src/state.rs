@@ -1,0 +1,207 @@
+//! The ledger state: accounts, the fee pool, queued withdrawals, registered
+//! deposit addresses, minted deposits, fee-rate votes, the federation's UTXO
+//! set and unconfirmed peg-out batches; and how a finalized block's outcome
+//! is committed to it.
+
+use crate::account::AccountId;
+use crate::amount::Sats;
+use crate::apply::BlockOutcome;
+use crate::block::Header;
+use crate::fedtx::OutPoint;
+use crate::hash::Hash32;
+use crate::pegout_batch::{Batch, PegOutParams, Utxo};
+use crate::tx::TxId;
+use fedpeg_peg::federation::Federation;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Clone, Debug)]
+pub struct LedgerParams {
+    pub chain_id: Hash32,
+    pub network: bitcoin::Network,
+    /// Smallest fee a transaction may pay.
+    pub min_tx_fee: Sats,
+    /// Smallest fee of a peg-out (the quote at the agreed rate if higher).
+    pub pegout_fee: Sats,
+    /// Most transactions in one block.
+    pub max_block_txs: usize,
+    /// Members' consensus keys in genesis order (signers of federation transactions).
+    pub members: Vec<ed25519_dalek::VerifyingKey>,
+    /// Virtual bytes it takes to spend one deposit; times the agreed fee
+    /// rate, it is deducted from every mint so reserves always cover supply.
+    pub pegin_spend_vbytes: u64,
+    /// Fee rate (sat/vB) until members have voted one.
+    pub default_fee_rate: u64,
+    /// The peg: members' peg keys, threshold, network.
+    pub federation: Federation,
+    /// Peg-out batching policy.
+    pub pegout: PegOutParams,
+    /// Bitcoin confirmations a batch needs before it counts as paid.
+    pub confirmations: u32,
+}
+
+impl LedgerParams {
+    /// Members whose votes show that at least one honest member agrees: f + 1.
+    pub fn honest_quorum(&self) -> usize {
+        (self.members.len().saturating_sub(1)) / 3 + 1
+    }
+}
+
+/// Highest fee rate a member may vote, sat/vB.
+pub const MAX_FEE_RATE: u64 = 100_000;
+
+/// Most federation transactions in one block.
+pub const MAX_BLOCK_FED_TXS: usize = 1000;
+
+/// An account's balance and next nonce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    pub balance: Sats,
+    /// Nonce the account's next transaction must carry.
+    pub nonce: u64,
+}
+
+/// A peg-out waiting to be paid on Bitcoin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub id: u64,
+    pub account: AccountId,
+    pub bitcoin_address: String,
+    pub amount: Sats,
+    pub txid: TxId,
+    pub height: u64,
+    /// Block time when it was queued, ms.
+    pub time_ms: u64,
+}
+
+/// The whole ledger state after some height.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub accounts: HashMap<AccountId, Account>,
+    /// Fees collected by the federation.
+    pub fee_pool: Sats,
+    /// Σ balances: pegged BTC in circulation.
+    pub supply: Sats,
+    /// Queued withdrawals by id.
+    pub withdrawals: BTreeMap<u64, Withdrawal>,
+    pub next_withdrawal_id: u64,
+    /// Accounts whose deposit address every member watches.
+    pub registered: HashSet<AccountId>,
+    /// Deposits already minted: outpoint → (account, credited, height, deposit amount).
+    pub minted: HashMap<OutPoint, (AccountId, Sats, u64, Sats)>,
+    /// Members' latest fee-rate votes: member → (sat/vB, height).
+    pub fee_votes: BTreeMap<u32, (u64, u64)>,
+    /// Federation UTXOs free to spend (minted deposits, confirmed change).
+    pub utxos: BTreeMap<OutPoint, Utxo>,
+    /// Batches not yet confirmed, by id.
+    pub batches: BTreeMap<u64, Batch>,
+    /// Withdrawal id → the unconfirmed batch paying it.
+    pub withdrawal_batch: BTreeMap<u64, u64>,
+    pub next_batch_id: u64,
+    pub height: u64,
+    pub tip: Hash32,
+    pub tip_time_ms: u64,
+    pub state_root: Hash32,
+}
+
+/// Why a transaction was refused. Every variant says what to do about it.
+impl State {
+    /// Applies a finalized block's outcome.
+    pub fn commit(&mut self, header: &Header, outcome: &BlockOutcome) {
+        for (id, a) in &outcome.delta.accounts {
+            self.accounts.insert(*id, *a);
+        }
+        self.fee_pool = outcome.delta.fee_pool;
+        self.supply = outcome.delta.supply;
+        self.next_withdrawal_id = outcome.delta.next_withdrawal_id;
+        for w in &outcome.delta.new_withdrawals {
+            self.withdrawals.insert(w.id, w.clone());
+        }
+        self.registered
+            .extend(outcome.delta.new_registrations.iter().copied());
+        for (o, a, credit, amount) in &outcome.delta.new_mints {
+            self.minted
+                .insert(*o, (*a, *credit, header.height, *amount));
+        }
+        for (m, rate, at) in &outcome.delta.new_fee_votes {
+            self.fee_votes.insert(*m, (*rate, *at));
+        }
+        for (o, u) in &outcome.delta.new_utxos {
+            self.utxos.insert(*o, *u);
+        }
+        for o in &outcome.delta.spent_utxos {
+            self.utxos.remove(o);
+        }
+        for (id, b) in &outcome.delta.batches {
+            if b.confirmed.is_some() {
+                self.batches.remove(id);
+                for out in &b.outputs {
+                    self.withdrawals.remove(&out.withdrawal);
+                    self.withdrawal_batch.remove(&out.withdrawal);
+                }
+            } else {
+                for out in &b.outputs {
+                    self.withdrawal_batch.insert(out.withdrawal, *id);
+                }
+                self.batches.insert(*id, b.clone());
+            }
+        }
+        self.next_batch_id = outcome.delta.next_batch_id;
+        self.height = header.height;
+        self.tip = header.hash();
+        self.tip_time_ms = header.time_ms;
+        self.state_root = outcome.state_root;
+    }
+
+    /// The agreed fee rate: the (lower) median of members' latest votes, or
+    /// `default` before anyone voted. A minority of members cannot move it
+    /// past the honest votes.
+    pub fn fee_rate(&self, default: u64) -> u64 {
+        let mut rates: Vec<u64> = self.fee_votes.values().map(|(r, _)| *r).collect();
+        if rates.is_empty() {
+            return default;
+        }
+        rates.sort_unstable();
+        rates[(rates.len() - 1) / 2]
+    }
+
+    /// The account, or an empty one.
+    pub fn account(&self, id: &AccountId) -> Account {
+        self.accounts.get(id).copied().unwrap_or_default()
+    }
+
+    /// Σ balances + fee pool + Σ unpaid withdrawals + Σ fees reserved by
+    /// unconfirmed batches (u128: cannot overflow).
+    pub fn total_value(&self) -> u128 {
+        let balances: u128 = self.accounts.values().map(|a| a.balance.0 as u128).sum();
+        let queued: u128 = self.withdrawals.values().map(|w| w.amount.0 as u128).sum();
+        let reserved: u128 = self
+            .batches
+            .values()
+            .map(|b| b.fee_reserved.0 as u128)
+            .sum();
+        balances + self.fee_pool.0 as u128 + queued + reserved
+    }
+
+    /// Copy of the scalars (tip, totals, counters) without the maps, for a
+    /// store that writes a block's delta and needs only the new tip record.
+    pub fn clone_meta(&self) -> State {
+        State {
+            accounts: Default::default(),
+            withdrawals: Default::default(),
+            registered: Default::default(),
+            minted: Default::default(),
+            fee_votes: Default::default(),
+            fee_pool: self.fee_pool,
+            supply: self.supply,
+            next_withdrawal_id: self.next_withdrawal_id,
+            utxos: Default::default(),
+            batches: Default::default(),
+            withdrawal_batch: Default::default(),
+            next_batch_id: self.next_batch_id,
+            height: self.height,
+            tip: self.tip,
+            tip_time_ms: self.tip_time_ms,
+            state_root: self.state_root,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The state root: a hash chain over each block's changes,
+//! `root_h = H("fedpeg/state/v2", root_{h-1} || height || delta_h)`, cheap
+//! (proportional to the block, not the state) and identical on every member
+//! that applied the same blocks.
+//!
+//! `delta_h` is written with [`crate::encoding`]'s canonical rules, every
+//! list count-prefixed so no two deltas share bytes, in this order:
+//! changed accounts (id, balance, nonce; id order), fee pool, supply, next
+//! withdrawal id, new withdrawals (id, account, address, amount, txid,
+//! height, time), new registrations, new mints (outpoint, account, credit,
+//! deposit amount), fee votes (member, rate, height), new UTXOs (outpoint,
+//! amount, owner), spent UTXOs, next batch id, changed batches (id order,
+//! [`Batch::write`](crate::pegout_batch::Batch::write)). A golden test pins
+//! the bytes: changing any of this is a consensus change that needs a new tag.
+
+use crate::apply::Delta;
+use crate::encoding::Writer;
+use crate::hash::Hash32;
+
+/// Domain tag of the state root.
+pub const TAG: &str = "fedpeg/state/v2";
+
+/// The canonical bytes of a block's changes.
+pub fn encode_delta(d: &Delta) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.len(d.accounts.len());
+    for (id, a) in &d.accounts {
+        w.bytes32(&id.0);
+        w.sats(a.balance);
+        w.u64(a.nonce);
+    }
+    w.sats(d.fee_pool);
+    w.sats(d.supply);
+    w.u64(d.next_withdrawal_id);
+    w.len(d.new_withdrawals.len());
+    for x in &d.new_withdrawals {
+        w.u64(x.id);
+        w.bytes32(&x.account.0);
+        w.var_bytes(x.bitcoin_address.as_bytes());
+        w.sats(x.amount);
+        w.bytes32(&x.txid.0);
+        w.u64(x.height);
+        w.u64(x.time_ms);
+    }
+    w.len(d.new_registrations.len());
+    for a in &d.new_registrations {
+        w.bytes32(&a.0);
+    }
+    w.len(d.new_mints.len());
+    for (o, a, credit, amount) in &d.new_mints {
+        w.outpoint(o);
+        w.bytes32(&a.0);
+        w.sats(*credit);
+        w.sats(*amount);
+    }
+    w.len(d.new_fee_votes.len());
+    for (m, rate, at) in &d.new_fee_votes {
+        w.u32(*m);
+        w.u64(*rate);
+        w.u64(*at);
+    }
+    w.len(d.new_utxos.len());
+    for (o, u) in &d.new_utxos {
+        w.outpoint(o);
+        u.write(&mut w);
+    }
+    w.len(d.spent_utxos.len());
+    for o in &d.spent_utxos {
+        w.outpoint(o);
+    }
+    w.u64(d.next_batch_id);
+    w.len(d.batches.len());
+    for b in d.batches.values() {
+        b.write(&mut w);
+    }
+    w.buf
+}
+
+/// State root after applying `delta` on top of a state whose root is `prev`.
+pub fn next(prev: Hash32, height: u64, delta: &Delta) -> Hash32 {
+    Hash32::tagged(
+        TAG,
+        &[&prev.0, &height.to_be_bytes(), &encode_delta(delta)],
+    )
+}

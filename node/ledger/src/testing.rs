@@ -1,0 +1,29 @@
+//! Fixtures for tests of this and other crates (feature `testing`, and this
+//! crate's own tests): never part of a normal build.
+
+use crate::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
+use ed25519_dalek::SigningKey;
+
+/// A one-member genesis on `network` with `dev` balances (not yet validated).
+pub fn sample_genesis(network: &str, dev: Vec<DevBalance>) -> Genesis {
+    let ck = SigningKey::from_bytes(&[3; 32]).verifying_key();
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let sk = bitcoin::secp256k1::SecretKey::from_slice(&[4; 32]).unwrap();
+    Genesis {
+        chain_name: "test".into(),
+        genesis_time_ms: 1,
+        network: network.into(),
+        members: vec![MemberInfo {
+            name: "alpha".into(),
+            consensus_key: hex::encode(ck.to_bytes()),
+            peg_key: sk.public_key(&secp).to_string(),
+            p2p_address: "/ip4/127.0.0.1/tcp/1".into(),
+        }],
+        peg_threshold: 1,
+        pegin_confirmations: 2,
+        consensus: ConsensusParams::default(),
+        fees: FeeParams::default(),
+        dev_balances: dev,
+        pegout: Default::default(),
+    }
+}

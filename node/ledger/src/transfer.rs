@@ -1,0 +1,183 @@
+//! User transactions: checking a transfer or a peg-out against the sender's
+//! account, and applying it to the block's working view.
+
+use crate::amount::Sats;
+use crate::apply::SignatureCheck;
+use crate::error::TxError;
+use crate::events::Event;
+use crate::overlay::Overlay;
+use crate::pegout_batch::pegout_fee_quote;
+use crate::state::{Account, Withdrawal};
+use crate::tx::{Transaction, TxKind};
+use crate::LedgerParams;
+
+/// Checks `tx` against `sender` (the sender's current account) without
+/// state access; returns the total debit (amount + fee). A peg-out's fee
+/// must cover the quote at `fee_rate`, the agreed Bitcoin fee rate.
+/// Used by both block application and mempool admission.
+pub fn check_tx(
+    params: &LedgerParams,
+    fee_rate: u64,
+    sender: Account,
+    tx: &Transaction,
+    sigs: &dyn SignatureCheck,
+) -> Result<Sats, TxError> {
+    if tx.chain_id != params.chain_id {
+        return Err(TxError::WrongChain {
+            expected: params.chain_id,
+            got: tx.chain_id,
+        });
+    }
+    if tx.nonce < sender.nonce {
+        return Err(TxError::NonceReplayed {
+            expected: sender.nonce,
+            got: tx.nonce,
+        });
+    }
+    if tx.nonce > sender.nonce {
+        return Err(TxError::NonceGap {
+            expected: sender.nonce,
+            got: tx.nonce,
+        });
+    }
+    if tx.fee < params.min_tx_fee {
+        return Err(TxError::FeeTooLow {
+            min: params.min_tx_fee,
+            got: tx.fee,
+        });
+    }
+    let amount = tx.amount();
+    if amount == Sats::ZERO {
+        return Err(TxError::ZeroAmount);
+    }
+    let debit = amount.checked_add(tx.fee).ok_or(TxError::Overflow)?;
+    if let TxKind::PegOut {
+        bitcoin_address, ..
+    } = &tx.kind
+    {
+        let script = fedpeg_peg::address::parse_pegout_address(bitcoin_address, params.network)?
+            .script_pubkey();
+        let dust = Sats(fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS);
+        if amount < dust {
+            return Err(TxError::BelowDust {
+                min: dust,
+                got: amount,
+            });
+        }
+        let quote = pegout_fee_quote(&params.pegout, params.pegout_fee, fee_rate, &script);
+        if tx.fee < quote {
+            return Err(TxError::PegOutFeeTooLow { quote, got: tx.fee });
+        }
+    }
+    if debit > sender.balance {
+        return Err(TxError::InsufficientBalance {
+            needed: debit,
+            available: sender.balance,
+        });
+    }
+    // Signature last: it is the expensive check.
+    if !sigs.is_valid(tx) {
+        return Err(TxError::BadSignature);
+    }
+    Ok(debit)
+}
+
+pub(crate) fn apply_tx(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    (height, time_ms): (u64, u64),
+    tx: &Transaction,
+    sigs: &dyn SignatureCheck,
+    events: &mut Vec<Event>,
+) -> Result<(), TxError> {
+    let mut sender = o.account(&tx.sender);
+    let rate = o.base.fee_rate(params.default_fee_rate);
+    let debit = check_tx(params, rate, sender, tx, sigs)?;
+    let txid = tx.id();
+    // Compute every new value with checked arithmetic first, then write: a
+    // rejected transaction leaves the overlay untouched.
+    sender.balance = sender.balance.checked_sub(debit).ok_or(TxError::Overflow)?;
+    sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
+    let fee_pool = o
+        .delta
+        .fee_pool
+        .checked_add(tx.fee)
+        .ok_or(TxError::Overflow)?;
+    match &tx.kind {
+        TxKind::Transfer { to, amount } => {
+            let recipient = if *to == tx.sender {
+                sender.balance = sender
+                    .balance
+                    .checked_add(*amount)
+                    .ok_or(TxError::Overflow)?;
+                None
+            } else {
+                let mut r = o.account(to);
+                r.balance = r
+                    .balance
+                    .checked_add(*amount)
+                    .ok_or(TxError::RecipientOverflow)?;
+                Some(r)
+            };
+            // Supply drops by the fee only.
+            let supply = o
+                .delta
+                .supply
+                .checked_sub(tx.fee)
+                .ok_or(TxError::Overflow)?;
+            o.delta.accounts.insert(tx.sender, sender);
+            if let Some(r) = recipient {
+                o.delta.accounts.insert(*to, r);
+            }
+            o.delta.supply = supply;
+            o.delta.fee_pool = fee_pool;
+            events.push(Event::FeePaid {
+                txid,
+                from: tx.sender,
+                amount: tx.fee,
+            });
+            events.push(Event::Transfer {
+                txid,
+                from: tx.sender,
+                to: *to,
+                amount: *amount,
+            });
+        }
+        TxKind::PegOut {
+            bitcoin_address,
+            amount,
+        } => {
+            let supply = o.delta.supply.checked_sub(debit).ok_or(TxError::Overflow)?;
+            let next_id = o
+                .delta
+                .next_withdrawal_id
+                .checked_add(1)
+                .ok_or(TxError::Overflow)?;
+            let w = Withdrawal {
+                id: o.delta.next_withdrawal_id,
+                account: tx.sender,
+                bitcoin_address: bitcoin_address.clone(),
+                amount: *amount,
+                txid,
+                height,
+                time_ms,
+            };
+            o.delta.accounts.insert(tx.sender, sender);
+            o.delta.supply = supply;
+            o.delta.fee_pool = fee_pool;
+            o.delta.next_withdrawal_id = next_id;
+            o.delta.new_withdrawals.push(w.clone());
+            events.push(Event::FeePaid {
+                txid,
+                from: tx.sender,
+                amount: tx.fee,
+            });
+            events.push(Event::PegOutQueued {
+                txid,
+                withdrawal: w,
+            });
+        }
+    }
+    Ok(())
+}
+
