@@ -6,17 +6,17 @@
 //! conflicts with the current state (nonce, balance), NOT_FOUND for unknown
 //! blocks and transactions, RESOURCE_EXHAUSTED for a full mempool.
 
-use fedpeg_ledger::account::AccountId;
-use fedpeg_ledger::block::CommittedBlock;
 use crate::chain::{Chain, SubmitError, TxStatus};
 use crate::driver::ConsensusStatus;
+use crate::network::Network;
+use crate::store::StoreError;
+use crate::watcher::Watcher;
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::mempool::AdmitError;
-use crate::network::Network;
-use crate::store::StoreError;
 use fedpeg_ledger::tx::{Transaction, TxKind};
-use crate::watcher::Watcher;
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::{
     explorer_service_server::{ExplorerService, ExplorerServiceServer},

@@ -7,17 +7,17 @@
 //! proposals, and commit on decision. A one-member chain is the same
 //! consensus with n = 1.
 
+use crate::store::{FeedRecord, Store, StoreError, TxLocation};
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::genesis::ChainSpec;
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::mempool::{AdmitError, Mempool};
+use fedpeg_ledger::tx::{DecodeError, Transaction, TxId};
 use fedpeg_ledger::{
     apply_block, build_block, Account, BlockError, BlockOutcome, LedgerParams, State,
 };
-use fedpeg_ledger::mempool::{AdmitError, Mempool};
-use crate::store::{FeedRecord, Store, StoreError, TxLocation};
-use fedpeg_ledger::tx::{DecodeError, Transaction, TxId};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -226,6 +226,7 @@ impl Chain {
         true
     }
 
+    #[cfg(feature = "byzantine")]
     /// Hands a federation transaction to the driver for the other members
     /// without pooling it here (test-only Byzantine behaviour).
     pub(crate) fn gossip_fed_tx(&self, tx: FederationTx) {
@@ -376,7 +377,10 @@ impl Chain {
     }
 
     /// The newest `limit` batches (stored), newest first.
-    pub fn recent_batches(&self, limit: usize) -> Result<Vec<fedpeg_ledger::pegout_batch::Batch>, StoreError> {
+    pub fn recent_batches(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<fedpeg_ledger::pegout_batch::Batch>, StoreError> {
         self.store.recent_batches(limit)
     }
 

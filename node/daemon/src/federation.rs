@@ -8,12 +8,12 @@
 //! `WalletService.GetReserves`); peg-out states from
 //! [`crate::pegout_api::pegout_info`] (as `GetPegOut`).
 
-use fedpeg_ledger::account::AccountId;
 use crate::api::Api;
 use crate::chain::Chain;
-use fedpeg_ledger::pegout_batch::Batch;
 use crate::pegout_api::pegout_info;
 use crate::watcher::Watcher;
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::federation_service_server::FederationService;
 use std::cell::RefCell;

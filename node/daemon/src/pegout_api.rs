@@ -1,9 +1,9 @@
 //! gRPC handlers for peg-out quotes, peg-out status and reserves.
 
 use crate::chain::Chain;
+use crate::watcher::Watcher;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::pegout_batch::{pegout_fee_quote, Owner};
-use crate::watcher::Watcher;
 use fedpeg_peg::bitcoin::hashes::Hash;
 use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
@@ -157,7 +157,9 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
     chain.with_state(|s| {
         let r = s.reserves();
         let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-        let utxo = |o: &fedpeg_ledger::fedtx::OutPoint, u: &fedpeg_ledger::pegout_batch::Utxo, batch: Option<u64>| {
+        let utxo = |o: &fedpeg_ledger::fedtx::OutPoint,
+                    u: &fedpeg_ledger::pegout_batch::Utxo,
+                    batch: Option<u64>| {
             pb::FederationUtxo {
                 outpoint: o.to_string(),
                 amount: u.amount.0,

@@ -10,10 +10,10 @@
 
 use crate::chain::Chain;
 use crate::faults::Faults;
-use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
-use fedpeg_ledger::pegout_batch::Batch;
 use crate::watcher::Watcher;
 use ed25519_dalek::SigningKey;
+use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_peg::bitcoin::hashes::Hash;
 use fedpeg_peg::bitcoin::secp256k1::SecretKey;
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
@@ -33,6 +33,7 @@ pub struct PegOutWorker {
     peg_secret: SecretKey,
     /// Test-only faults (see [`crate::faults`]): sign with a wrong key, to
     /// show that state refuses the signatures.
+    #[cfg_attr(not(feature = "byzantine"), allow(dead_code))]
     faults: Faults,
     memory: Mutex<Memory>,
 }

@@ -13,8 +13,8 @@
 //! A torn last record (crash mid-write) was never fsynced, hence never
 //! sent: reading stops there and truncates it away.
 
-use fedpeg_ledger::block::Block;
 use fedpeg_consensus::WalEntry;
+use fedpeg_ledger::block::Block;
 use fedpeg_proto::v1 as pb;
 use prost::Message;
 use sha2::{Digest, Sha256};

@@ -8,12 +8,12 @@
 //! back to the fork point and rescanning: deposits in blocks that left the
 //! best chain are forgotten (and found again if they are mined again).
 
-use fedpeg_ledger::account::AccountId;
-use fedpeg_ledger::amount::Sats;
 use crate::chain::Chain;
-use fedpeg_ledger::fedtx::OutPoint;
 use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, ScriptBuf};
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::fedtx::OutPoint;
 use fedpeg_peg::chain::{find_deposits, BitcoinChain, ChainError};
 use fedpeg_peg::federation::Federation;
 use std::collections::{BTreeMap, HashMap};

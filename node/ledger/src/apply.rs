@@ -76,7 +76,6 @@ pub struct BlockOutcome {
     pub state_root: Hash32,
 }
 
-
 /// Validates `block` against `state` and computes its outcome, without
 /// changing `state`. Every transaction must be valid; the header must match.
 pub fn apply_block(
@@ -227,4 +226,3 @@ pub fn build_block<'t>(
         rejected,
     }
 }
-

@@ -113,4 +113,3 @@ pub(crate) fn form_batch(
     });
     o.delta.batches.insert(id, b);
 }
-

@@ -110,4 +110,3 @@ pub enum BlockError {
     #[error("block state_root {got} does not match the computed {expected}")]
     StateRoot { expected: Hash32, got: Hash32 },
 }
-

@@ -8,8 +8,8 @@
 //! be recomputed from a stored block alone; they are stored with it.
 
 use crate::account::AccountId;
-use crate::block::CommittedBlock;
 use crate::amount::Sats;
+use crate::block::CommittedBlock;
 use crate::fedtx::OutPoint;
 use crate::state::Withdrawal;
 use crate::tx::TxId;

@@ -138,8 +138,8 @@ impl Genesis {
     /// Parses and validates a genesis file's contents; `origin` (the file
     /// name) is only for error messages. Reading the file is the caller's.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<ChainSpec, GenesisError> {
-        let g: Genesis = serde_json::from_slice(bytes)
-            .map_err(|e| GenesisError::Json(origin.to_string(), e))?;
+        let g: Genesis =
+            serde_json::from_slice(bytes).map_err(|e| GenesisError::Json(origin.to_string(), e))?;
         g.validate()
     }
 

@@ -8,10 +8,10 @@
 
 use crate::account::AccountId;
 use crate::amount::Sats;
+use crate::tx::{Transaction, TxId};
 use crate::{
     check_tx, Account, AlreadyVerified as Verified, LedgerParams, SignatureCheck, State, TxError,
 };
-use crate::tx::{Transaction, TxId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -211,8 +211,8 @@ impl SignatureCheck for Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash::Hash32;
     use crate::build_block;
+    use crate::hash::Hash32;
     use crate::tx::TxKind;
     use ed25519_dalek::SigningKey;
 

@@ -79,4 +79,3 @@ impl<'a> Overlay<'a> {
             .unwrap_or_default()
     }
 }
-

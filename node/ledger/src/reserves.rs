@@ -60,4 +60,3 @@ impl Reserves {
         self.confirmed() >= self.liabilities()
     }
 }
-

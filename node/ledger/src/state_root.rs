@@ -78,8 +78,5 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
 
 /// State root after applying `delta` on top of a state whose root is `prev`.
 pub fn next(prev: Hash32, height: u64, delta: &Delta) -> Hash32 {
-    Hash32::tagged(
-        TAG,
-        &[&prev.0, &height.to_be_bytes(), &encode_delta(delta)],
-    )
+    Hash32::tagged(TAG, &[&prev.0, &height.to_be_bytes(), &encode_delta(delta)])
 }

@@ -180,4 +180,3 @@ pub(crate) fn apply_tx(
     }
     Ok(())
 }
-

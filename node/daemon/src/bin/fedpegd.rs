@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fedpegd::config::Config;
-use fedpeg_ledger::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
 use fedpeg_keys::create_member_keys;
+use fedpeg_ledger::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
+use fedpegd::config::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -312,8 +312,5 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(fedpegd::daemon::run(
-        c,
-        fedpegd::daemon::shutdown_signal(),
-    ))
+    rt.block_on(fedpegd::daemon::run(c, fedpegd::daemon::shutdown_signal()))
 }

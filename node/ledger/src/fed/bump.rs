@@ -122,4 +122,3 @@ fn replacement(
     v.txid = txid_bytes(&tx);
     Some((v, extra))
 }
-

@@ -50,7 +50,9 @@ pub(super) fn apply(
     o.delta.accounts.insert(*account, a);
     o.delta.supply = supply;
     o.delta.fee_pool = fee_pool;
-    o.delta.new_mints.push((*outpoint, *account, credit, amount));
+    o.delta
+        .new_mints
+        .push((*outpoint, *account, credit, amount));
     o.delta.new_utxos.push((
         *outpoint,
         Utxo {

@@ -135,8 +135,7 @@ fn skipped_nonce_is_rejected() {
 fn insufficient_balance_zero_amount_low_fee_are_rejected() {
     let s = genesis(&[(0, 100)]);
     let p = params();
-    let e =
-        |tx: Transaction| check_tx(&p, 10, s.account(&tx.sender), &tx, &VerifyAll).unwrap_err();
+    let e = |tx: Transaction| check_tx(&p, 10, s.account(&tx.sender), &tx, &VerifyAll).unwrap_err();
     assert_eq!(
         e(transfer(0, 1, 0, 100, 1)),
         TxError::InsufficientBalance {
@@ -194,8 +193,7 @@ fn recipient_overflow_is_rejected_not_wrapped() {
 fn peg_out_burns_and_queues() {
     let mut s = genesis(&[(0, 100_000)]);
     let addr = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".to_string();
-    let ok =
-        fedpeg_peg::address::parse_pegout_address(&addr, bitcoin::Network::Regtest).is_ok();
+    let ok = fedpeg_peg::address::parse_pegout_address(&addr, bitcoin::Network::Regtest).is_ok();
     let addr = if ok {
         addr
     } else {
@@ -589,4 +587,3 @@ proptest! {
         }
     }
 }
-

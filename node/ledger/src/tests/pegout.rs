@@ -4,9 +4,9 @@ use super::{id as uid, key as user};
 use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
+use crate::pegout_batch::{test_federation, test_peg_secrets};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
-use crate::pegout_batch::{test_federation, test_peg_secrets};
 use ed25519_dalek::SigningKey;
 use fedpeg_peg::bitcoin;
 
@@ -152,8 +152,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     // Invalid signatures (member 1 signs with member 2's key) are refused.
     let mut forged = sign(&s, 0, 2);
     forged.member = 1;
-    forged.signature =
-        FederationTx::sign(p.chain_id, 1, &member(1), forged.kind.clone()).signature;
+    forged.signature = FederationTx::sign(p.chain_id, 1, &member(1), forged.kind.clone()).signature;
     let blk = build_block(&s, &p, &[], &[forged], 6, 0, &VerifyAll);
     assert!(blk.block.fed_txs.is_empty());
     // Two signatures: not yet signed; the third completes it.
@@ -329,7 +328,6 @@ impl TxidBytes for bitcoin::Txid {
     }
 }
 
-
 /// The state root of a fixed history: a registration, two mints, a
 /// transfer, two peg-outs forming a batch, three members' signatures, a fee
 /// bump (two votes), signatures of the replacement and its confirmation.
@@ -353,13 +351,30 @@ fn golden_state_root_of_a_fixed_history() {
         },
     );
     step(&mut s, &[transfer], &[], 2);
-    step(&mut s, &[pegout(1, 1, 100_000, 5_000), pegout(2, 0, 50_000, 5_000)], &[], 3);
+    step(
+        &mut s,
+        &[pegout(1, 1, 100_000, 5_000), pegout(2, 0, 50_000, 5_000)],
+        &[],
+        3,
+    );
     assert_eq!(s.batches.len(), 1, "the two peg-outs form one batch");
     let sigs: Vec<_> = (0..3).map(|m| sign(&s, 0, m)).collect();
     step(&mut s, &[], &sigs, 4);
-    let bump = |m| fed(m, FedTxKind::PegOutBump { batch: 0, version: 0 });
+    let bump = |m| {
+        fed(
+            m,
+            FedTxKind::PegOutBump {
+                batch: 0,
+                version: 0,
+            },
+        )
+    };
     step(&mut s, &[], &[bump(0), bump(3)], 5);
-    assert_eq!(s.batches[&0].versions.len(), 2, "f + 1 votes replace the batch");
+    assert_eq!(
+        s.batches[&0].versions.len(),
+        2,
+        "f + 1 votes replace the batch"
+    );
     let sigs: Vec<_> = (1..4).map(|m| sign(&s, 0, m)).collect();
     step(&mut s, &[], &sigs, 6);
     let txid = s.batches[&0].versions[1].txid;
@@ -406,7 +421,10 @@ fn batch_and_utxo_records_round_trip_and_refuse_damage() {
     assert!(Batch::decode(&long).is_err());
     let mut v2 = bytes;
     v2[0] = 2;
-    assert!(Batch::decode(&v2).unwrap_err().to_string().contains("version 2"));
+    assert!(Batch::decode(&v2)
+        .unwrap_err()
+        .to_string()
+        .contains("version 2"));
     for u in s.utxos.values() {
         assert_eq!(Utxo::decode(&u.encode()).unwrap(), *u);
     }

@@ -1,0 +1,154 @@
+//! Block sync: serving blocks + certificates to peers that lag (and parking
+//! long-poll requests until a block arrives), and catching up from peers,
+//! verifying every certificate against the validator set.
+
+use super::*;
+
+impl Driver {
+    /// Answers long-poll sync requests that a new block satisfies (or, when
+    /// `new_block` is false, those whose wait ran out).
+    pub(super) fn answer_parked_syncs(&mut self, new_block: bool) {
+        let tip = self.chain.height();
+        let now = Instant::now();
+        let parked = std::mem::take(&mut self.parked_syncs);
+        for (deadline, req, respond) in parked {
+            if (new_block && req.from_height <= tip) || now >= deadline || respond.is_closed() {
+                let _ = respond.send(self.serve_sync(&req));
+            } else {
+                self.parked_syncs.push((deadline, req, respond));
+            }
+        }
+    }
+
+    pub(super) fn serve_sync(&self, req: &pb::SyncRequest) -> pb::SyncResponse {
+        let tip = self.chain.height();
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let from = req.from_height.max(1);
+        let max = req.max_blocks.clamp(1, SYNC_MAX_BLOCKS) as u64;
+        for h in from..from.saturating_add(max) {
+            if h > tip {
+                break;
+            }
+            match self.chain.block(h) {
+                Ok(Some(cb)) => {
+                    let p = pb::CommittedBlock {
+                        block: Some(cb.block.to_proto()),
+                        commit: cb.commit,
+                    };
+                    bytes += prost::Message::encoded_len(&p);
+                    blocks.push(p);
+                    if bytes > SYNC_MAX_BYTES {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        pb::SyncResponse {
+            blocks,
+            tip_height: tip,
+        }
+    }
+
+    pub(super) fn start_sync(&mut self) {
+        if self.sync_inflight || self.net.peers().is_empty() {
+            return;
+        }
+        self.sync_inflight = true;
+        let net = self.net.clone();
+        let tx = self.sync_tx.clone();
+        // Observers long-poll: the peer answers as soon as the next block is
+        // final, so they follow the tip without polling delay.
+        let wait_ms = if self.engine.is_none() {
+            MAX_SYNC_WAIT.as_millis() as u32
+        } else {
+            0
+        };
+        let req = pb::SyncRequest {
+            from_height: self.chain.height() + 1,
+            max_blocks: SYNC_MAX_BLOCKS,
+            wait_ms,
+        };
+        tokio::spawn(async move {
+            let res = net.sync(None, req).await.map_err(|e| e.to_string());
+            let _ = tx.send(res);
+        });
+    }
+
+    /// Verifies and applies synced blocks; restarts consensus if we moved.
+    pub(super) fn on_sync(&mut self, res: SyncResult) -> anyhow::Result<()> {
+        self.sync_inflight = false;
+        let (peer, resp) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "sync request failed");
+                return Ok(());
+            }
+        };
+        let before = self.chain.height();
+        for p in resp.blocks {
+            let h = self.chain.height();
+            let cb = match p.block.as_ref().map(Block::from_proto) {
+                Some(Ok(block)) => CommittedBlock {
+                    block,
+                    commit: p.commit,
+                },
+                _ => {
+                    tracing::warn!(%peer, "sync peer sent a malformed block");
+                    break;
+                }
+            };
+            if cb.block.header.height <= h {
+                continue;
+            }
+            if let Err(e) = self.check_certificate(&cb) {
+                tracing::warn!(%peer, height = cb.block.header.height, error = %e, "sync peer sent a block without a valid commit certificate");
+                break;
+            }
+            let chain = self.chain.clone();
+            let applied = tokio::task::block_in_place(|| {
+                let outcome = chain.validate(&cb.block)?;
+                chain.commit(cb, outcome)
+            });
+            if let Err(e) = applied {
+                tracing::warn!(%peer, error = %e, "certified block does not apply");
+                break;
+            }
+            self.status.synced_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        let after = self.chain.height();
+        if after > before {
+            tracing::info!(from = before + 1, to = after, %peer, "synced blocks");
+            self.after_commit()?;
+            if let Some(engine) = &self.engine {
+                if engine.height().is_none_or(|h| h.0 <= after) {
+                    self.input(Input::StartHeight(Height(after + 1)))?;
+                }
+            }
+            if resp.tip_height > after {
+                self.start_sync();
+            }
+        }
+        if self.engine.is_none() {
+            self.start_sync();
+        }
+        Ok(())
+    }
+
+    /// A synced block must carry a certificate of a quorum for its own hash.
+    pub(super) fn check_certificate(&self, cb: &CommittedBlock) -> anyhow::Result<()> {
+        let cert = CommitCertificate::decode(&cb.commit)?;
+        anyhow::ensure!(
+            cert.height.0 == cb.block.header.height,
+            "certificate is for height {}",
+            cert.height.0
+        );
+        anyhow::ensure!(
+            cert.value_id.0 == cb.block.hash().0,
+            "certificate is for another block"
+        );
+        cert.verify(&self.chain_id, &self.validators)?;
+        Ok(())
+    }
+}
