@@ -9,7 +9,8 @@
 //! [`chain::BitcoinChain`] trait), finds deposits in blocks, and implements
 //! the trait over bitcoind's JSON-RPC; that implementation is the crate's
 //! only I/O, everything else is pure. With the `testkit` feature,
-//! [`testkit`] runs a throw-away `bitcoind -regtest` for tests.
+//! [`testkit`] runs a throw-away `bitcoind -regtest` for tests and offers
+//! `MemoryChain`, an in-memory `BitcoinChain` for unit tests.
 //! [`pegout`] builds, sizes, signs, verifies and assembles peg-out batch
 //! transactions.
 

@@ -1,5 +1,7 @@
-//! A throw-away `bitcoind -regtest` for tests of every crate (feature
-//! `testkit`, never part of a normal build).
+//! Test infrastructure for every crate (feature `testkit`, never part of a
+//! normal build): a throw-away `bitcoind -regtest` ([`Bitcoind`]) for tests
+//! that need the real node, and [`MemoryChain`], an in-memory
+//! [`crate::chain::BitcoinChain`] for unit tests that do not.
 //!
 //! [`Bitcoind::start`] finds (or installs) bitcoind with
 //! `deploy/bitcoind.sh`, runs it as a child process on free localhost ports
@@ -8,6 +10,10 @@
 //! stopped (then killed) and its directory removed on drop, so a failing
 //! test leaves nothing behind. Every error is a `String` that says what
 //! failed and ends with the tail of bitcoind's log when that helps.
+
+mod memory;
+
+pub use memory::{MemoryChain, FUNDING_FEE, METHODS, MISSING_OR_SPENT};
 
 use crate::chain::{RpcAuth, RpcChain};
 use bitcoin::{Address, Amount, BlockHash, Network, Txid};
