@@ -7,6 +7,11 @@
 //! running test executable's target profile (`cargo build --bins` first;
 //! `deploy/test.sh` does).
 
+pub mod accounts;
+pub mod wait;
+
+pub use wait::wait_until;
+
 use anyhow::{bail, Context};
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
@@ -361,42 +366,29 @@ pub async fn chain_id(ch: &Channel) -> anyhow::Result<Hash32> {
 
 /// Polls until the transaction is finalized; returns its block height.
 pub async fn wait_final(ch: &Channel, txid: &str, timeout: Duration) -> anyhow::Result<u64> {
-    let mut c = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(r) = c
-            .get_transaction(pb::GetTransactionRequest { txid: txid.into() })
-            .await
-        {
-            let r = r.into_inner();
-            if r.status == pb::TransactionStatus::Finalized as i32 {
-                return Ok(r.block_height);
-            }
+    let c = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
+    wait_until(&format!("transaction {txid} final"), timeout, || {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .get_transaction(pb::GetTransactionRequest { txid: txid.into() })
+                .await
+                .ok()?
+                .into_inner();
+            (r.status == pb::TransactionStatus::Finalized as i32).then_some(r.block_height)
         }
-        if Instant::now() > deadline {
-            bail!("transaction {txid} not final after {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Polls until the node's height reaches `height`.
 pub async fn wait_height(node: &NodeProc, height: u64, timeout: Duration) -> anyhow::Result<u64> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = node.status().await {
-            if s.height >= height {
-                return Ok(s.height);
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} did not reach height {height} within {timeout:?}",
-                node.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{} at height {height}", node.name);
+    wait_until(&what, timeout, || async {
+        let h = node.status().await.ok()?.height;
+        (h >= height).then_some(h)
+    })
+    .await
 }
 
 /// Hash of the block at `height` on a node.

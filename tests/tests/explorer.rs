@@ -5,11 +5,9 @@
 //! operator metrics.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_ledger::account::AccountId;
-use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::hash::Hash32;
-use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
+use fedpeg_tests::accounts::{account, address, submit, transfer};
 use fedpeg_tests::{chain_id, run_ok, wait_final, wait_height, Federation, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,35 +15,12 @@ use tonic::transport::{Channel, Endpoint};
 
 type Explorer = pb::explorer_service_client::ExplorerServiceClient<Channel>;
 
-fn addr(seed: u8) -> String {
-    AccountId(
-        SigningKey::from_bytes(&[seed; 32])
-            .verifying_key()
-            .to_bytes(),
-    )
-    .to_address("fprt")
-}
-
-/// Submits a faucet transfer of `amount` to `to` with `nonce`; returns its id.
-async fn transfer(ch: &Channel, chain: Hash32, faucet: &SigningKey, nonce: u64, to: u8) -> String {
-    let tx = Transaction::sign(
-        chain,
-        faucet,
-        nonce,
-        Sats(1),
-        TxKind::Transfer {
-            to: AccountId(SigningKey::from_bytes(&[to; 32]).verifying_key().to_bytes()),
-            amount: Sats(1000 + nonce),
-        },
-    );
-    pb::wallet_service_client::WalletServiceClient::new(ch.clone())
-        .submit_transaction(pb::SubmitTransactionRequest {
-            transaction: tx.encode(),
-        })
+/// Submits a faucet transfer of `1000 + nonce` to test account `to`; returns its id.
+async fn send(ch: &Channel, chain: Hash32, faucet: &SigningKey, nonce: u64, to: u8) -> String {
+    let tx = transfer(chain, faucet, account(to), nonce, 1000 + nonce);
+    submit(ch, &tx)
         .await
         .unwrap_or_else(|e| panic!("submit {nonce}: {e}"))
-        .into_inner()
-        .txid
 }
 
 fn subscribe_from(h: i64) -> pb::SubscribeBlocksRequest {
@@ -93,7 +68,7 @@ async fn stock_grpcio_client_resumes_the_feed_without_gaps_or_duplicates() {
     // Transfers land while the client subscribes, drops and resumes.
     let mut ids = Vec::new();
     for nonce in 0..40 {
-        ids.push(transfer(&member, chain, &fed.faucet, nonce, 40 + (nonce % 3) as u8).await);
+        ids.push(send(&member, chain, &fed.faucet, nonce, 40 + (nonce % 3) as u8).await);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let mut last = 0;
@@ -182,7 +157,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
     let mut fed = Federation::start(1, true, 30).unwrap();
     let member = fed.members[0].connect().await.unwrap();
     let chain = chain_id(&member).await.unwrap();
-    let txid = transfer(&member, chain, &fed.faucet, 0, 61).await;
+    let txid = send(&member, chain, &fed.faucet, 0, 61).await;
     let h_tx = wait_final(&member, &txid, Duration::from_secs(30))
         .await
         .unwrap();
@@ -210,7 +185,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
         .subscribe_events(pb::SubscribeEventsRequest {
             from_height: Some(0),
             from_index: 0,
-            accounts: vec![addr(61)],
+            accounts: vec![address(61)],
             kinds: vec![],
         })
         .await
@@ -313,7 +288,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let e = explorer
         .list_account_transactions(pb::ListAccountTransactionsRequest {
-            address: addr(99),
+            address: address(99),
             ..Default::default()
         })
         .await
@@ -329,7 +304,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     let history = explorer
         .list_account_transactions(pb::ListAccountTransactionsRequest {
-            address: addr(61),
+            address: address(61),
             ..Default::default()
         })
         .await
@@ -456,7 +431,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
         })
         .collect();
     assert_eq!(heights, vec![1, 2, 3]);
-    let account = addr(61);
+    let account = address(61);
     let out = run_ok(&mut cli(&[
         "watch",
         "--from",

@@ -2,28 +2,12 @@
 //! loopback, reaching BFT consensus over libp2p.
 
 use ed25519_dalek::SigningKey;
-use fedpeg_ledger::account::AccountId;
-use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::hash::Hash32;
-use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
-use fedpeg_tests::{block_hash, chain_id, wait_final, wait_height, Federation};
+use fedpeg_tests::accounts::{account, account_of, address, next_nonce, submit, transfer};
+use fedpeg_tests::{block_hash, chain_id, wait_final, wait_height, wait_until, Federation};
 use std::time::Duration;
 use tonic::transport::Channel;
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-async fn next_nonce(ch: &Channel, k: &SigningKey) -> u64 {
-    let address = AccountId(k.verifying_key().to_bytes()).to_address("fprt");
-    pb::wallet_service_client::WalletServiceClient::new(ch.clone())
-        .get_account(pb::GetAccountRequest { address })
-        .await
-        .unwrap()
-        .into_inner()
-        .next_nonce
-}
 
 /// Submits `count` transfers from the faucet, spreading them over `via`
 /// (each to a different member), and returns their ids.
@@ -33,28 +17,15 @@ async fn send_transfers(
     faucet: &SigningKey,
     count: u64,
 ) -> Vec<String> {
-    let mut nonce = next_nonce(&via[0], faucet).await;
+    let mut nonce = next_nonce(&via[0], &account_of(faucet)).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..count {
-        let tx = Transaction::sign(
-            chain,
-            faucet,
-            nonce,
-            Sats(1),
-            TxKind::Transfer {
-                to: AccountId(key(50 + (i % 5) as u8).verifying_key().to_bytes()),
-                amount: Sats(1000 + i),
-            },
-        );
+        let tx = transfer(chain, faucet, account(50 + (i % 5) as u8), nonce, 1000 + i);
         // Nonces must arrive in order at one mempool; gossip spreads them.
-        let ch = &via[0];
-        let r = pb::wallet_service_client::WalletServiceClient::new(ch.clone())
-            .submit_transaction(pb::SubmitTransactionRequest {
-                transaction: tx.encode(),
-            })
+        let txid = submit(&via[0], &tx)
             .await
             .unwrap_or_else(|e| panic!("submit {i}: {e}"));
-        ids.push(r.into_inner().txid);
+        ids.push(txid);
         nonce += 1;
     }
     ids
@@ -99,7 +70,7 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
 
     // 1b. A deposit address requested from one member is registered through
     // consensus: every member (and later the observer) reports it.
-    let acct = AccountId(key(70).verifying_key().to_bytes());
+    let acct = account(70);
     let spec = fedpegd::config::load_genesis(&fed.genesis_path()).unwrap();
     let expected = spec
         .peg_federation()
@@ -125,24 +96,21 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
         r.descriptor
     );
     assert!(r.min_deposit_sats > 0 && r.confirmations_required > 0);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for ch in &chans {
-        loop {
-            let r = peg_in(ch, acct.to_address("fprt"))
-                .await
-                .unwrap()
-                .into_inner();
-            assert_eq!(r.deposit_address, expected);
-            if r.registered {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "registration not final everywhere\n{}",
-                fed.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_until(
+            "registration final everywhere",
+            Duration::from_secs(20),
+            || async {
+                let r = peg_in(ch, acct.to_address("fprt"))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(r.deposit_address, expected);
+                r.registered.then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
     }
     let e = peg_in(&chans[0], "fprt1nope".into()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
@@ -216,29 +184,15 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
         .unwrap()
         .into_inner();
     assert!(r.registered && r.deposit_address == expected);
-    let other = AccountId(key(71).verifying_key().to_bytes()).to_address("fprt");
+    let other = address(71);
     assert_eq!(
         peg_in(&obs, other).await.unwrap_err().code(),
         tonic::Code::FailedPrecondition
     );
     // An observer cannot relay transactions: it says so instead of pooling them.
-    let nonce = next_nonce(&chans[0], &faucet).await;
-    let tx = Transaction::sign(
-        chain,
-        &faucet,
-        nonce,
-        Sats(1),
-        TxKind::Transfer {
-            to: AccountId(key(60).verifying_key().to_bytes()),
-            amount: Sats(5),
-        },
-    );
-    let e = pb::wallet_service_client::WalletServiceClient::new(obs)
-        .submit_transaction(pb::SubmitTransactionRequest {
-            transaction: tx.encode(),
-        })
-        .await
-        .unwrap_err();
+    let nonce = next_nonce(&chans[0], &account_of(&faucet)).await.unwrap();
+    let tx = transfer(chain, &faucet, account(60), nonce, 5);
+    let e = submit(&obs, &tx).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("observer"), "{}", e.message());
 

@@ -9,36 +9,10 @@ use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_ledger::{apply_block, VerifyAll};
 use fedpeg_proto::v1 as pb;
+use fedpeg_tests::accounts::{account_of, address_of, key, transfer};
 use fedpeg_tests::{chain_id, run_any, run_ok, wait_final, Federation, FAUCET_SATS};
 use std::time::Duration;
 use tonic::Code;
-
-fn addr(k: &SigningKey) -> String {
-    AccountId(k.verifying_key().to_bytes()).to_address("fprt")
-}
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-fn transfer(
-    chain: Hash32,
-    from: &SigningKey,
-    to: &SigningKey,
-    nonce: u64,
-    amount: u64,
-) -> Transaction {
-    Transaction::sign(
-        chain,
-        from,
-        nonce,
-        Sats(1),
-        TxKind::Transfer {
-            to: AccountId(to.verifying_key().to_bytes()),
-            amount: Sats(amount),
-        },
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_walkthrough_sends_and_refuses_bad_nonce_and_overspend() {
@@ -197,7 +171,7 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
     let to = key(9);
 
     // One good transfer so nonce 0 is used.
-    let good = transfer(chain, &faucet, &to, 0, 1000);
+    let good = transfer(chain, &faucet, account_of(&to), 0, 1000);
     let r = wallet
         .submit_transaction(pb::SubmitTransactionRequest {
             transaction: good.encode(),
@@ -224,7 +198,7 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
                     .into_inner()
             }
         };
-    let before = account(&mut wallet, addr(&faucet)).await;
+    let before = account(&mut wallet, address_of(&faucet)).await;
 
     let submit = |tx: Vec<u8>| {
         let mut w = wallet.clone();
@@ -249,7 +223,7 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
         "do not decode",
     );
     expect(submit(vec![]).await, Code::InvalidArgument, "chain_id");
-    let mut bad_sig = transfer(chain, &faucet, &to, 1, 10);
+    let mut bad_sig = transfer(chain, &faucet, account_of(&to), 1, 10);
     bad_sig.signature[3] ^= 1;
     expect(
         submit(bad_sig.encode()).await,
@@ -257,7 +231,7 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
         "signature",
     );
     // Weak key: the identity point as sender.
-    let mut weak = transfer(chain, &faucet, &to, 1, 10).to_proto();
+    let mut weak = transfer(chain, &faucet, account_of(&to), 1, 10).to_proto();
     weak.sender = {
         let mut k = vec![0u8; 32];
         k[0] = 1;
@@ -269,37 +243,47 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
         "weak",
     );
     expect(
-        submit(transfer(Hash32::tagged("other", &[]), &faucet, &to, 1, 10).encode()).await,
+        submit(
+            transfer(
+                Hash32::tagged("other", &[]),
+                &faucet,
+                account_of(&to),
+                1,
+                10,
+            )
+            .encode(),
+        )
+        .await,
         Code::InvalidArgument,
         "chain",
     );
     expect(
-        submit(transfer(chain, &faucet, &to, 0, 10).encode()).await,
+        submit(transfer(chain, &faucet, account_of(&to), 0, 10).encode()).await,
         Code::FailedPrecondition,
         "already used",
     );
     expect(
-        submit(transfer(chain, &faucet, &to, 5, 10).encode()).await,
+        submit(transfer(chain, &faucet, account_of(&to), 5, 10).encode()).await,
         Code::FailedPrecondition,
         "skips ahead",
     );
     expect(
-        submit(transfer(chain, &faucet, &to, 1, u64::MAX).encode()).await,
+        submit(transfer(chain, &faucet, account_of(&to), 1, u64::MAX).encode()).await,
         Code::InvalidArgument,
         "overflows",
     );
     expect(
-        submit(transfer(chain, &faucet, &to, 1, 0).encode()).await,
+        submit(transfer(chain, &faucet, account_of(&to), 1, 0).encode()).await,
         Code::InvalidArgument,
         "greater than zero",
     );
     expect(
-        submit(transfer(chain, &faucet, &to, 1, FAUCET_SATS).encode()).await,
+        submit(transfer(chain, &faucet, account_of(&to), 1, FAUCET_SATS).encode()).await,
         Code::FailedPrecondition,
         "insufficient balance",
     );
     expect(
-        submit(transfer(chain, &key(3), &to, 0, 10).encode()).await,
+        submit(transfer(chain, &key(3), account_of(&to), 0, 10).encode()).await,
         Code::FailedPrecondition,
         "insufficient balance",
     );
@@ -381,7 +365,7 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
         .into_inner();
     assert_eq!(st.height, before_height);
     assert_eq!(st.mempool_size, 0);
-    assert_eq!(account(&mut wallet, addr(&faucet)).await, before);
+    assert_eq!(account(&mut wallet, address_of(&faucet)).await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +505,9 @@ async fn assert_store_consistent(
         for k in accounts {
             read.push(
                 wallet
-                    .get_account(pb::GetAccountRequest { address: addr(k) })
+                    .get_account(pb::GetAccountRequest {
+                        address: address_of(k),
+                    })
                     .await
                     .unwrap()
                     .into_inner(),
@@ -588,7 +574,7 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
         let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
         let mut nonce = wallet
             .get_account(pb::GetAccountRequest {
-                address: addr(&node.faucet),
+                address: address_of(&node.faucet),
             })
             .await
             .unwrap()
@@ -600,7 +586,7 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
             let tx = transfer(
                 chain,
                 &node.faucet,
-                &keys[1 + (i % 10) as usize],
+                account_of(&keys[1 + (i % 10) as usize]),
                 nonce,
                 100 + i,
             );
@@ -633,7 +619,7 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
     let mut wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
     let nonce = wallet
         .get_account(pb::GetAccountRequest {
-            address: addr(&node.faucet),
+            address: address_of(&node.faucet),
         })
         .await
         .unwrap()
@@ -641,7 +627,7 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
         .next_nonce;
     let r = wallet
         .submit_transaction(pb::SubmitTransactionRequest {
-            transaction: transfer(chain, &node.faucet, &keys[1], nonce, 7).encode(),
+            transaction: transfer(chain, &node.faucet, account_of(&keys[1]), nonce, 7).encode(),
         })
         .await
         .unwrap();

@@ -8,17 +8,10 @@ use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Network};
 use fedpeg_peg::chain::BitcoinChain;
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
 use fedpeg_proto::v1 as pb;
-use fedpeg_tests::Federation;
+use fedpeg_tests::accounts::{account, balance};
+use fedpeg_tests::{wait_until, Federation};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-
-fn account(seed: u8) -> AccountId {
-    AccountId(
-        SigningKey::from_bytes(&[seed; 32])
-            .verifying_key()
-            .to_bytes(),
-    )
-}
 
 async fn peg_ins(
     ch: &Channel,
@@ -32,38 +25,17 @@ async fn peg_ins(
         .map(|r| r.into_inner().peg_ins)
 }
 
-async fn balance(ch: &Channel, a: &AccountId) -> u64 {
-    pb::wallet_service_client::WalletServiceClient::new(ch.clone())
-        .get_account(pb::GetAccountRequest {
-            address: a.to_address("fprt"),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .balance
-}
-
 /// Waits until every member shows `want` for `a`; returns how long it took.
 async fn wait_balance(fed: &Federation, chans: &[Channel], a: &AccountId, want: u64) -> Duration {
     let t0 = Instant::now();
     for ch in chans {
-        loop {
-            let got = pb::wallet_service_client::WalletServiceClient::new(ch.clone())
-                .get_account(pb::GetAccountRequest {
-                    address: a.to_address("fprt"),
-                })
-                .await
-                .map(|r| r.into_inner().balance);
-            if got.as_ref().is_ok_and(|b| *b == want) {
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "balance {got:?}, want {want}\n{}",
-                fed.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until(
+            &format!("balance {want}"),
+            Duration::from_secs(30),
+            || async { (balance(ch, a).await.ok()? == want).then_some(()) },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
         // Every mint keeps reserves >= supply + unpaid peg-outs (the
         // faucet's genesis dev balance, regtest only, is the one unbacked sum).
         let r = pb::wallet_service_client::WalletServiceClient::new(ch.clone())
@@ -181,7 +153,7 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     btc.mine(2).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for ch in &chans {
-        assert_eq!(balance(ch, &a).await, 0, "minted before depth");
+        assert_eq!(balance(ch, &a).await.unwrap(), 0, "minted before depth");
     }
     use pb::get_peg_ins_request::Selector;
     let st = peg_ins(&chans[0], Selector::Address(a.to_address("fprt")))
@@ -239,7 +211,11 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     btc.mine(3).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for ch in &chans {
-        assert_eq!(balance(ch, &a).await, 100_000 - cost, "minted twice");
+        assert_eq!(
+            balance(ch, &a).await.unwrap(),
+            100_000 - cost,
+            "minted twice"
+        );
     }
 
     // Two deposits to two accounts in one Bitcoin transaction.
@@ -254,7 +230,7 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     btc.mine(4).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     for ch in &chans {
-        assert_eq!(balance(ch, &b).await, 70_000 - cost);
+        assert_eq!(balance(ch, &b).await.unwrap(), 70_000 - cost);
     }
     let st = peg_ins(&chans[0], Selector::Address(b.to_address("fprt")))
         .await
@@ -391,7 +367,7 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
         .unwrap() as u32;
     register(&fed, &chans, &account(91)).await; // also waits until the watchers are up
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(balance(&chans[0], &c).await, 0);
+    assert_eq!(balance(&chans[0], &c).await.unwrap(), 0);
     // ...until claimed; then it is minted (it is already past depth).
     let claim = |txid: String, vout: u32, address: String| {
         let mut w = w1.clone();
@@ -451,7 +427,7 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for ch in &chans {
         assert_eq!(
-            balance(ch, &d).await,
+            balance(ch, &d).await.unwrap(),
             0,
             "minted a deposit that is not on the best chain"
         );
@@ -472,7 +448,7 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
     btc.mine(3).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        balance(&chans[0], &d).await,
+        balance(&chans[0], &d).await.unwrap(),
         60_000 - cost,
         "minted twice after the reorg"
     );
@@ -557,7 +533,7 @@ async fn a_mint_of_a_deposit_that_does_not_exist_gets_no_quorum() {
         .unwrap();
     for ch in &chans {
         assert_eq!(
-            balance(ch, &a).await,
+            balance(ch, &a).await.unwrap(),
             30_000 - cost,
             "a fake mint got a quorum"
         );

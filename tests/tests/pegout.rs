@@ -10,6 +10,7 @@ use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Amount, Network, ScriptBuf};
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
 use fedpeg_proto::v1 as pb;
+use fedpeg_tests::accounts::key;
 use fedpeg_tests::{Federation, FAUCET_SATS};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -243,14 +244,10 @@ fn addresses(btc: &Bitcoind, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn user(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_pegouts_of_every_address_type_are_paid_by_one_transaction() {
     let s = setup(&["--pegout-batch-interval-ms", "4000"], None).await;
-    let alice = user(7);
+    let alice = key(7);
     s.fund(&alice, 1, 10_000_000).await;
     let to = addresses(&s.btc, 50);
     let mut txids = Vec::new();
@@ -312,7 +309,7 @@ async fn fifty_pegouts_of_every_address_type_are_paid_by_one_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_nothing_is_burned() {
     let s = setup(&[], None).await;
-    let alice = user(9);
+    let alice = key(9);
     s.fund(&alice, 1, 1_000_000).await;
     let a = AccountId(alice.verifying_key().to_bytes());
     let before = s.balance(&a).await;
@@ -407,7 +404,7 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     // Member 3 signs with a wrong key: state refuses its signatures, the
     // other three complete every batch.
     let mut s = setup(&["--pegout-bump-after-blocks", "2"], Some(3)).await;
-    let bob = user(11);
+    let bob = key(11);
     s.fund(&bob, 10, 200_000).await;
     let to = addresses(&s.btc, 8);
     // Burn final → broadcast latency, one peg-out at a time.

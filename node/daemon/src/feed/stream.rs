@@ -79,6 +79,7 @@ impl<M> tokio_stream::Stream for FeedStream<M> {
     }
 }
 
+/// What became of one message pushed to a stream's buffer.
 pub(crate) enum Sent {
     Ok,
     Closed,

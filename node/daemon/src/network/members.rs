@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// Genesis members by peer id and by index.
 pub(crate) struct MemberTable {
     pub(crate) by_peer: HashMap<PeerId, usize>,
     /// Sorted by index (BTreeMap order) for deterministic dialing and sync rotation.

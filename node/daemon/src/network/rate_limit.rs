@@ -3,6 +3,7 @@
 
 use super::*;
 
+/// Emits a warning at most once per [`WARN_INTERVAL`], counting the rest.
 #[derive(Default)]
 pub(crate) struct LogLimiter {
     pub(crate) last: Option<Instant>,

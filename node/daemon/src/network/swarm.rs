@@ -10,8 +10,8 @@ pub(crate) struct Behaviour {
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
 }
 
-/// Emits a warning at most once per [`WARN_INTERVAL`], counting the rest.
-
+/// A sync request being answered by the node: the peer, where to answer,
+/// and the answer (None when the node gave none).
 pub(crate) type Responder = BoxFuture<
     'static,
     (
