@@ -41,7 +41,9 @@ fi
 export CARGO_INCREMENTAL=0
 
 echo "devnet: building fedpegd and fedpeg (the first build takes ~20 min: rocksdb is C++)" >&2
-cargo build -q --workspace --bins
+# -p, not --workspace: the workspace build would compile the tests' test-only
+# Byzantine faults into fedpegd (see node/daemon/Cargo.toml).
+cargo build -q -p fedpegd -p fedpeg-cli --bins
 bin="$CARGO_TARGET_DIR/debug"
 
 if [ -f "$dir/genesis.json" ] && [ "$(cat "$dir/members" 2>/dev/null)" != "$members" ]; then

@@ -45,3 +45,8 @@ cargo build --workspace --bins
 export FEDPEG_BIN_DIR="$CARGO_TARGET_DIR/debug"
 # shellcheck disable=SC2086
 cargo test --workspace ${FEDPEG_TEST_ARGS:-}
+# The workspace build compiles the tests' Byzantine faults into fedpegd; a
+# build of fedpegd alone (release, container) must not be able to turn them on.
+if [ -z "${FEDPEG_TEST_ARGS:-}" ]; then
+    cargo test -p fedpegd --lib faults
+fi

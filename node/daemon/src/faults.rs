@@ -37,3 +37,21 @@ impl Faults {
         Faults::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test sets the variables, so no other test sees them half-set.
+    #[test]
+    fn the_environment_turns_faults_on_only_with_the_byzantine_feature() {
+        std::env::set_var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS", "1");
+        std::env::set_var("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS", "1");
+        let f = Faults::from_env();
+        std::env::remove_var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS");
+        std::env::remove_var("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS");
+        let on = cfg!(feature = "byzantine");
+        assert_eq!(f.propose_fake_mints, on);
+        assert_eq!(f.bad_pegout_signatures, on);
+    }
+}

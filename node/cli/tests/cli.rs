@@ -1,0 +1,374 @@
+//! The `fedpeg` binary as a user runs it: against a fake node (see
+//! `fake_node`), an unreachable one, or none at all.
+
+mod fake_node;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("fedpeg-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `fedpeg` pointed at `node`, with no key or node from the environment.
+fn fedpeg(node: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fedpeg"));
+    c.env_remove("FEDPEG_KEY")
+        .env_remove("FEDPEG_NODE")
+        .args(["--node", node]);
+    c
+}
+
+fn run(c: &mut Command) -> Output {
+    c.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Waits for `child` to exit, killing it after 20 s.
+fn exit_of(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("fedpeg did not exit after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `fedpeg args` on an endless feed, reads `lines` lines of its
+/// output, closes the pipe, and returns the lines, exit status and stderr.
+fn read_then_close(args: &[&str], lines: usize) -> (Vec<String>, std::process::ExitStatus, String) {
+    let mut child = fedpeg(&fake_node::start())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let got: Vec<String> = out.lines().take(lines).map(Result::unwrap).collect();
+    // Dropping the reader closes the pipe, as `head` does when it has enough.
+    let status = exit_of(&mut child);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (got, status, err)
+}
+
+#[test]
+fn watch_ends_quietly_when_its_reader_closes_the_pipe() {
+    let (lines, status, err) = read_then_close(&["watch", "--from", "0"], 3);
+    assert!(lines[0].starts_with("block 0 "), "{lines:?}");
+    assert!(lines[1].starts_with("  0.0 transfer "), "{lines:?}");
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn json_watch_ends_quietly_when_its_reader_closes_the_pipe() {
+    let (lines, status, err) = read_then_close(&["--json", "watch"], 1);
+    let block: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    // No --from: the block after the node's height (3).
+    assert_eq!(block["height"], 4);
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(err, "");
+}
+
+#[test]
+fn account_watch_ends_quietly_when_its_reader_closes_the_pipe() {
+    let (lines, status, err) = read_then_close(&["watch", "--account", fake_node::ALICE], 10);
+    assert_eq!(lines[0], "1.0 transfer fprt1alice → fprt1bob: 250 sats");
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(err, "");
+}
+
+/// Runs `fedpeg args` with a stdout whose reader is already gone.
+fn into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    fedpeg("http://127.0.0.1:1")
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn output_into_a_closed_pipe_exits_0_without_a_message() {
+    for args in [
+        &["--help"][..],
+        &["--json", "address", "--network", "regtest"],
+    ] {
+        let dir = TempDir::new("closed");
+        let key = dir.path("w.key");
+        run(fedpeg("").args([
+            "--key",
+            key.to_str().unwrap(),
+            "keygen",
+            "--network",
+            "regtest",
+        ]));
+        let mut all = vec!["--key", key.to_str().unwrap()];
+        all.extend(args);
+        let o = into_closed_pipe(&all);
+        assert!(o.status.success(), "{args:?}: {:?}", o.status);
+        assert_eq!(text(&o.stderr), "", "{args:?}");
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_file_and_refuses_to_overwrite_it() {
+    let dir = TempDir::new("keygen");
+    let key = dir.path("alice.key");
+    let k = key.to_str().unwrap();
+    // --network: no node needed.
+    let o = run(fedpeg("http://127.0.0.1:1").args(["--key", k, "keygen", "--network", "regtest"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let address = text(&o.stdout).trim().to_string();
+    assert!(address.starts_with("fprt1"), "{address}");
+    assert!(
+        text(&o.stderr).contains("(mode 0600)"),
+        "{}",
+        text(&o.stderr)
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let before = std::fs::read(&key).unwrap();
+
+    let o = run(fedpeg("http://127.0.0.1:1").args(["--key", k, "keygen", "--network", "regtest"]));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("already exists; refusing to overwrite"),
+        "{err}"
+    );
+    assert_eq!(text(&o.stdout), "");
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the key is untouched");
+
+    // With --json the error is JSON on stdout.
+    let o = run(fedpeg("http://127.0.0.1:1").args([
+        "--json",
+        "--key",
+        k,
+        "keygen",
+        "--network",
+        "regtest",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("already exists"),
+        "{v}"
+    );
+
+    let o = run(fedpeg("http://127.0.0.1:1").args([
+        "--json",
+        "--key",
+        k,
+        "address",
+        "--network",
+        "regtest",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["address"], address.as_str());
+}
+
+#[test]
+fn keygen_for_an_unknown_network_fails_and_writes_no_key() {
+    let dir = TempDir::new("badnet");
+    let key = dir.path("k");
+    let o = run(fedpeg("http://127.0.0.1:1").args([
+        "--key",
+        key.to_str().unwrap(),
+        "keygen",
+        "--network",
+        "moon",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("'moon' is unknown"),
+        "{err}"
+    );
+    assert!(!Path::new(&key).exists());
+}
+
+/// A wallet key file in `dir`.
+fn wallet(dir: &TempDir) -> String {
+    let key = dir.path("w.key").to_str().unwrap().to_string();
+    let o = run(fedpeg("").args(["--key", &key, "keygen", "--network", "regtest"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    key
+}
+
+#[test]
+fn send_to_a_malformed_address_is_refused_with_the_flag_named() {
+    let dir = TempDir::new("badto");
+    let key = wallet(&dir);
+    let node = fake_node::start();
+    let o = run(fedpeg(&node).args([
+        "--key",
+        &key,
+        "send",
+        "--to",
+        "notanaddress",
+        "--amount",
+        "1",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: --to: 'notanaddress' is not a fedpeg address"),
+        "{err}"
+    );
+    assert_eq!(text(&o.stdout), "");
+}
+
+#[test]
+fn send_without_a_node_says_how_to_point_at_one() {
+    let dir = TempDir::new("nonode");
+    let key = wallet(&dir);
+    let args = [
+        "--key",
+        &key,
+        "send",
+        "--to",
+        "notanaddress",
+        "--amount",
+        "1",
+    ];
+    let o = run(fedpeg("http://127.0.0.1:1").args(args));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: cannot reach a fedpeg node at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--node or FEDPEG_NODE") && !err.contains("panicked"),
+        "{err}"
+    );
+    let o = run(fedpeg("not a url").args(args));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("--node 'not a url' is not a valid URL"));
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    let o = run(fedpeg("").args(["send", "--to", "x", "--amount", "lots"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("invalid value 'lots' for '--amount <AMOUNT>'"));
+    let o = run(fedpeg("").args(["send", "--amount", "1"]));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn a_node_refusal_names_the_command_and_the_kind() {
+    let node = fake_node::start();
+    let o = run(fedpeg(&node).args(["block", "99"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o.stderr), "error: block: not found: no such block\n");
+    let o = run(fedpeg(&node).args(["watch", "--account", "nope"]));
+    assert_eq!(text(&o.stderr), "error: watch: invalid: not an address\n");
+}
+
+#[test]
+fn status_text_shows_node_federation_and_reserves() {
+    let o = run(fedpeg(&fake_node::start()).arg("status"));
+    assert!(o.status.success());
+    let out = text(&o.stdout);
+    let want = [
+        "node     NODE_ROLE_MEMBER m0",
+        "quorum   3 of 4 to finalize, peg 2 of 4; 2 member(s) online",
+        "  m0           this node",
+        "  m2           last seen at 1234 ms",
+        "bitcoin  tip 150 (reachable), 0 deep-reorg alert(s)",
+        "covered   yes",
+    ];
+    for line in want {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+    }
+}
+
+#[test]
+fn pegin_wait_prints_the_address_then_one_json_line_per_change() {
+    let o = run(fedpeg(&fake_node::start()).args([
+        "--json",
+        "pegin",
+        "--account",
+        fake_node::ALICE,
+        "--wait",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["deposit_address"], "bcrt1qdeposit");
+    let states: Vec<_> = lines[1..]
+        .iter()
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "PEG_IN_STATE_BELOW_COST",
+            "PEG_IN_STATE_CONFIRMING",
+            "PEG_IN_STATE_CONFIRMING",
+            "PEG_IN_STATE_MINTED"
+        ]
+    );
+    assert_eq!(text(&o.stderr), "", "no text-mode hint with --json");
+}
+
+#[test]
+fn pegout_text_shows_the_fee_the_burn_and_the_first_state() {
+    let dir = TempDir::new("pegout");
+    let key = wallet(&dir);
+    let o = run(fedpeg(&fake_node::start()).args([
+        "--key",
+        &key,
+        "pegout",
+        "--to",
+        "bcrt1qpay",
+        "--amount",
+        "5000",
+    ]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        format!(
+            "peg-out of 5000 sats to bcrt1qpay (p2wpkh): fee 300 sats at 2 sat/vB; 5300 sats leave your balance\n\
+             burn submitted: {}\n\
+             peg-out 12 of 5000 sats to bcrt1qpay: QUEUED waiting for a batch\n",
+            fake_node::TXID
+        )
+    );
+}
