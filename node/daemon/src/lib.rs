@@ -23,6 +23,8 @@ pub mod federation;
 pub mod feed;
 pub mod metrics;
 pub mod network;
+#[cfg(test)]
+mod peg_testing;
 pub mod pegout_api;
 pub mod signer;
 pub mod store;

@@ -322,3 +322,288 @@ pub fn confirmed_at_depth(
     let height = btc.best_chain_height(&block).ok()??;
     (tip + 1 >= height + depth).then_some(block)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peg_testing::{PegNode, CONFIRMATIONS};
+    use fedpeg_peg::chain::BitcoinChain;
+
+    /// A 2-of-3 federation that pegged in 1 BTC and formed a peg-out batch,
+    /// with members 0 and 1's workers over one watcher of its bitcoind.
+    struct Federation {
+        node: PegNode,
+        watcher: Arc<Watcher>,
+        workers: [PegOutWorker; 2],
+        batch: Batch,
+    }
+
+    fn formed() -> Federation {
+        let node = PegNode::new(3, 2);
+        node.pegged_in(1, 100_000_000);
+        let batch = node.peg_out(1);
+        let watcher = node.watcher();
+        watcher.poll().unwrap();
+        let workers = [node.worker(&watcher, 0), node.worker(&watcher, 1)];
+        Federation {
+            node,
+            watcher,
+            workers,
+            batch,
+        }
+    }
+
+    impl Federation {
+        /// Member `m`'s worker, after its watcher caught up with bitcoind.
+        fn tick(&self, m: usize) {
+            self.watcher.poll().unwrap();
+            self.workers[m].tick();
+        }
+
+        /// The batch as committed state holds it now.
+        fn batch(&self) -> Batch {
+            self.node.batch(self.batch.id).expect("unconfirmed batch")
+        }
+
+        /// The batch's newest version, as a Bitcoin txid.
+        fn txid(&self) -> Txid {
+            Txid::from_byte_array(self.batch().latest().txid)
+        }
+
+        /// Members 0 and 1 sign, each in its own block.
+        fn signed(&self) {
+            for m in 0..2 {
+                self.tick(m);
+                self.node.commit(vec![]);
+            }
+            assert_eq!(self.batch().latest().signatures.len(), 2);
+        }
+
+        /// Signed, then broadcast by member 0.
+        fn broadcast(&self) -> Txid {
+            self.signed();
+            self.tick(0);
+            let txid = self.txid();
+            assert_eq!(self.node.btc.mempool(), vec![txid]);
+            txid
+        }
+
+        /// The pooled federation transactions of `kind`'s variant.
+        fn pooled(&self, kind: fn(&FedTxKind) -> bool) -> Vec<FederationTx> {
+            self.node
+                .pooled()
+                .into_iter()
+                .filter(|t| kind(&t.kind))
+                .collect()
+        }
+    }
+
+    fn signatures(k: &FedTxKind) -> bool {
+        matches!(k, FedTxKind::PegOutSignatures { .. })
+    }
+    fn bump(k: &FedTxKind) -> bool {
+        matches!(k, FedTxKind::PegOutBump { .. })
+    }
+    fn confirmed(k: &FedTxKind) -> bool {
+        matches!(k, FedTxKind::PegOutConfirmed { .. })
+    }
+
+    #[test]
+    fn a_committed_batch_is_signed_with_signatures_state_accepts() {
+        let f = formed();
+        assert!(f.batch.latest().signatures.is_empty());
+        f.tick(0);
+        let pooled = f.pooled(signatures);
+        assert_eq!(pooled.len(), 1);
+        assert_eq!(pooled[0].member, 0);
+        let FedTxKind::PegOutSignatures {
+            batch,
+            version,
+            signatures: sigs,
+        } = &pooled[0].kind
+        else {
+            unreachable!()
+        };
+        assert_eq!((*batch, *version), (f.batch.id, 0));
+        assert_eq!(sigs.len(), f.batch.inputs.len());
+        // The ledger verified and recorded them.
+        f.node.commit(vec![]);
+        assert_eq!(
+            f.batch().latest().signatures.keys().collect::<Vec<_>>(),
+            vec![&0]
+        );
+        // Nothing more to sign.
+        f.tick(0);
+        assert!(f.pooled(signatures).is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_broadcast_once_threshold_signatures_are_in_state() {
+        let f = formed();
+        f.tick(0);
+        f.node.commit(vec![]);
+        // One signature of two: nothing to broadcast.
+        f.tick(0);
+        assert!(f.node.btc.mempool().is_empty());
+        assert_eq!(f.node.btc.calls("broadcast"), 0);
+        f.tick(1);
+        f.node.commit(vec![]);
+        f.tick(0);
+        let txid = f.txid();
+        assert_eq!(f.node.btc.mempool(), vec![txid]);
+        // It pays the withdrawal from the minted deposit.
+        let (tx, _) = f.node.btc.transaction(&txid, None).unwrap().unwrap();
+        assert_eq!(
+            tx.input[0].previous_output,
+            f.batch.inputs[0].0.to_bitcoin()
+        );
+        assert_eq!(
+            tx.output[0].value.to_sat(),
+            crate::peg_testing::PEG_OUT_SATS
+        );
+        // Not sent again on the next pass (only every REBROADCAST).
+        f.tick(0);
+        assert_eq!(f.node.btc.calls("broadcast"), 1);
+    }
+
+    #[test]
+    fn confirmation_is_reported_only_at_the_configured_depth() {
+        let f = formed();
+        let txid = f.broadcast();
+        let block = f.node.btc.mine(1)[0];
+        let btc = f.node.bitcoind();
+        for depth in 1..CONFIRMATIONS {
+            f.tick(0);
+            let tip = f.node.btc.best_tip().0;
+            assert_eq!(
+                confirmed_at_depth(&*btc, txid.as_byte_array(), None, tip, CONFIRMATIONS),
+                None
+            );
+            assert!(f.pooled(confirmed).is_empty(), "reported at depth {depth}");
+            f.node.btc.mine_empty(1);
+        }
+        let tip = f.node.btc.best_tip().0;
+        assert_eq!(
+            confirmed_at_depth(&*btc, txid.as_byte_array(), None, tip, CONFIRMATIONS),
+            Some(block)
+        );
+        f.tick(0);
+        let pooled = f.pooled(confirmed);
+        assert_eq!(pooled.len(), 1);
+        assert_eq!(
+            pooled[0].kind,
+            FedTxKind::PegOutConfirmed {
+                batch: f.batch.id,
+                txid: txid.to_byte_array(),
+                bitcoin_block: block.to_byte_array(),
+            }
+        );
+        f.node.commit(vec![]);
+        assert!(f.node.batch(f.batch.id).is_none(), "the batch is done");
+    }
+
+    #[test]
+    fn a_stuck_batch_gets_a_bump_vote_after_bump_after_blocks() {
+        let f = formed();
+        let txid = f.broadcast();
+        let bump_after = u64::from(f.node.chain.params().pegout.bump_after_blocks);
+        f.node.btc.mine_empty(bump_after - 1);
+        f.tick(0);
+        assert!(f.pooled(bump).is_empty(), "bumped too early");
+        f.node.btc.mine_empty(1);
+        f.tick(0);
+        let pooled = f.pooled(bump);
+        assert_eq!(pooled.len(), 1);
+        assert_eq!(pooled[0].member, 0);
+        assert_eq!(
+            pooled[0].kind,
+            FedTxKind::PegOutBump {
+                batch: f.batch.id,
+                version: 0
+            }
+        );
+        assert_eq!(f.node.btc.mempool(), vec![txid], "still unconfirmed");
+    }
+
+    /// Broadcasts version 0, lets it get stuck, commits member 0's bump
+    /// vote (one vote is f + 1 of three members), and has version 1 signed;
+    /// version 0 as broadcast.
+    fn replaced(f: &Federation) -> fedpeg_peg::bitcoin::Transaction {
+        let v0 = f.broadcast();
+        let (stuck, _) = f.node.btc.transaction(&v0, None).unwrap().unwrap();
+        let bump_after = u64::from(f.node.chain.params().pegout.bump_after_blocks);
+        f.node.btc.mine_empty(bump_after);
+        f.tick(0);
+        f.node.commit(vec![]);
+        assert_eq!(f.batch().versions.len(), 2, "the bump made a version");
+        f.signed();
+        stuck
+    }
+
+    #[test]
+    fn a_replacement_version_is_signed_and_replaces_the_stuck_one_in_the_mempool() {
+        let f = formed();
+        let stuck = replaced(&f);
+        f.tick(0);
+        let v1 = f.txid();
+        assert_ne!(v1, stuck.compute_txid());
+        assert_eq!(f.node.btc.mempool(), vec![v1]);
+    }
+
+    #[test]
+    fn the_version_that_confirms_is_reported_even_if_it_was_replaced() {
+        let f = formed();
+        let stuck = replaced(&f);
+        f.tick(0);
+        // A miner that never saw the replacement confirms version 0.
+        let block = f.node.btc.mine_with(vec![stuck.clone()]).unwrap();
+        f.node.btc.mine_empty(CONFIRMATIONS - 1);
+        f.tick(0);
+        let pooled = f.pooled(confirmed);
+        assert_eq!(pooled.len(), 1);
+        assert_eq!(
+            pooled[0].kind,
+            FedTxKind::PegOutConfirmed {
+                batch: f.batch.id,
+                txid: stuck.compute_txid().to_byte_array(),
+                bitcoin_block: block.to_byte_array(),
+            }
+        );
+        f.node.commit(vec![]);
+        assert!(f.node.batch(f.batch.id).is_none(), "the batch is done");
+    }
+
+    #[test]
+    fn after_a_restart_the_bump_timer_counts_from_when_the_batch_entered_the_mempool() {
+        let f = formed();
+        f.broadcast();
+        let bump_after = u64::from(f.node.chain.params().pegout.bump_after_blocks);
+        f.node.btc.mine_empty(bump_after);
+        // A restarted member 0: no memory of the broadcast.
+        let restarted = f.node.worker(&f.watcher, 0);
+        f.watcher.poll().unwrap();
+        restarted.tick();
+        restarted.tick();
+        assert_eq!(f.pooled(bump).len(), 1);
+    }
+
+    #[test]
+    fn no_batch_is_signed_while_a_deep_reorg_alert_is_open() {
+        let f = formed();
+        // The minted deposit's block leaves the best chain.
+        let depth = f.node.btc.best_tip().0;
+        f.node
+            .btc
+            .reorg(depth, vec![vec![]; depth as usize + 1])
+            .unwrap();
+        f.watcher.poll().unwrap();
+        let alerts = f.watcher.deep_reorgs();
+        assert_eq!(alerts.len(), 1);
+        f.tick(0);
+        assert!(f.pooled(signatures).is_empty(), "signed despite the alert");
+        // The operator acknowledges: signing resumes.
+        f.watcher.acknowledge(&alerts);
+        f.tick(0);
+        assert_eq!(f.pooled(signatures).len(), 1);
+    }
+}

@@ -39,6 +39,10 @@ struct Inner {
     deposits: HashMap<OutPoint, SeenDeposit>,
     /// Deposits whose block left the best chain (until mined again).
     reorged: HashMap<OutPoint, SeenDeposit>,
+    /// Deposits dropped for a rescan that has not completed yet (bitcoind
+    /// failed part-way): judged found-again or reorged-out once a scan
+    /// reaches the tip, never forgotten in between.
+    unresolved: HashMap<OutPoint, SeenDeposit>,
     /// Minted deposits whose block left the best chain: a reorg deeper than
     /// the confirmation depth. Never cleared by the watcher.
     deep_reorgs: Vec<OutPoint>,
@@ -72,6 +76,7 @@ impl Watcher {
                 scripts: HashMap::new(),
                 deposits: HashMap::new(),
                 reorged: HashMap::new(),
+                unresolved: HashMap::new(),
                 deep_reorgs: Vec::new(),
                 tip: None,
                 reachable: false,
@@ -121,6 +126,9 @@ impl Watcher {
             .cloned()
             .collect();
         inner.deposits.retain(|_, d| d.height < start);
+        inner
+            .unresolved
+            .extend(dropped.into_iter().map(|d| (d.outpoint, d)));
         for h in start..=tip {
             let hash = self.btc.block_hash(h)?;
             let block = self.btc.block(&hash)?;
@@ -139,9 +147,10 @@ impl Watcher {
             }
             inner.scanned.insert(h, hash);
         }
-        // What left the best chain and was not found again is reorged out;
-        // what is found again is no longer.
-        for d in dropped {
+        // The scan reached the tip. What left the best chain and was not
+        // found again is reorged out; what is found again is no longer.
+        let dropped = std::mem::take(&mut inner.unresolved);
+        for d in dropped.into_values() {
             if !inner.deposits.contains_key(&d.outpoint)
                 && self
                     .chain
@@ -296,5 +305,296 @@ impl Watcher {
             }
             std::thread::sleep(interval);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peg_testing::{account, PegNode, CONFIRMATIONS};
+    use bitcoin::Amount;
+
+    /// A one-member federation with user 1 registered, and its watcher.
+    fn registered() -> (PegNode, Arc<Watcher>) {
+        let node = PegNode::new(1, 1);
+        node.register(account(1));
+        let w = node.watcher();
+        w.poll().unwrap();
+        (node, w)
+    }
+
+    /// Deposits on the best chain, then reorged out, sorted by height.
+    fn seen(w: &Watcher) -> (Vec<SeenDeposit>, Vec<SeenDeposit>) {
+        let (mut best, mut gone, _) = w.deposits(|_| true);
+        best.sort_by_key(|d| d.height);
+        gone.sort_by_key(|d| d.height);
+        (best, gone)
+    }
+
+    #[test]
+    fn deposit_becomes_mature_exactly_at_the_confirmation_depth() {
+        let (node, w) = registered();
+        node.btc.mine(5);
+        let d = node.deposit(account(1), 250_000);
+        w.poll().unwrap();
+        let (best, _) = seen(&w);
+        assert_eq!(best, vec![d.clone()]);
+        for depth in 1..CONFIRMATIONS {
+            assert_eq!(w.tip().unwrap() + 1 - d.height, depth);
+            assert!(w.mature().is_empty(), "mature at depth {depth}");
+            assert!(!w.confirms(&d), "confirmed at depth {depth}");
+            node.btc.mine(1);
+            w.poll().unwrap();
+        }
+        assert_eq!(w.tip().unwrap() + 1 - d.height, CONFIRMATIONS);
+        assert_eq!(w.mature(), vec![d.clone()]);
+        assert!(w.confirms(&d));
+        // Deeper it stays mature, until minted.
+        node.btc.mine(1);
+        w.poll().unwrap();
+        assert_eq!(w.mature(), vec![d.clone()]);
+        node.mint(&d);
+        assert!(w.mature().is_empty());
+    }
+
+    #[test]
+    fn confirms_refuses_a_deposit_that_differs_from_the_one_seen() {
+        let (node, w) = registered();
+        node.register(account(2));
+        node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        let d = w.mature().pop().unwrap();
+        // Another member's mint does not know the height: it is not compared.
+        assert!(w.confirms(&SeenDeposit {
+            height: 0,
+            ..d.clone()
+        }));
+        let wrong = [
+            SeenDeposit {
+                amount: Sats(250_001),
+                ..d.clone()
+            },
+            SeenDeposit {
+                account: account(2),
+                ..d.clone()
+            },
+            SeenDeposit {
+                block: [7; 32],
+                ..d.clone()
+            },
+            SeenDeposit {
+                outpoint: OutPoint {
+                    vout: 1,
+                    ..d.outpoint
+                },
+                ..d.clone()
+            },
+        ];
+        for bad in wrong {
+            assert!(!w.confirms(&bad), "confirmed {bad:?}");
+        }
+    }
+
+    #[test]
+    fn outputs_to_unregistered_scripts_are_ignored_until_the_account_registers() {
+        let (node, w) = registered();
+        node.deposit(account(2), 300_000);
+        let other = ScriptBuf::new_p2wsh(&bitcoin::Script::from_bytes(&[0x52]).wscript_hash());
+        node.btc.fund(&other, Amount::from_sat(400_000));
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        assert_eq!(seen(&w), (vec![], vec![]));
+        assert!(w.mature().is_empty());
+        // Registering the account rescans the recent blocks.
+        node.register(account(2));
+        w.poll().unwrap();
+        let (best, _) = seen(&w);
+        assert_eq!(best.len(), 1);
+        assert_eq!(best[0].account, account(2));
+        assert_eq!(best[0].amount, Sats(300_000));
+        assert_eq!(w.mature(), best);
+    }
+
+    #[test]
+    fn a_reorg_before_depth_drops_the_deposit_until_it_is_mined_again() {
+        let (node, w) = registered();
+        node.deposit(account(1), 250_000);
+        node.btc.mine(1);
+        w.poll().unwrap();
+        let (before, _) = seen(&w);
+        assert_eq!(before.len(), 1);
+        // Replace the deposit's block and the one on it with three empty
+        // blocks: the old height is now deep enough, but the deposit is gone
+        // (back in the mempool).
+        node.btc.reorg(2, vec![vec![]; 3]).unwrap();
+        w.poll().unwrap();
+        assert!(w.tip().unwrap() + 1 >= before[0].height + CONFIRMATIONS);
+        assert_eq!(seen(&w), (vec![], before.clone()));
+        assert!(w.mature().is_empty());
+        assert!(!w.confirms(&before[0]));
+        // Not minted: no alert.
+        assert!(w.deep_reorgs().is_empty());
+        // Mined again on the new branch: found again, counted from there.
+        node.btc.mine(1);
+        w.poll().unwrap();
+        let (again, gone) = seen(&w);
+        assert_eq!(gone, vec![]);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].outpoint, before[0].outpoint);
+        assert_eq!(again[0].height, node.btc.best_tip().0);
+        assert_ne!(again[0].block, before[0].block);
+        assert!(w.mature().is_empty());
+        node.btc.mine(CONFIRMATIONS - 1);
+        w.poll().unwrap();
+        assert_eq!(w.mature(), again);
+        assert!(!w.confirms(&before[0]), "the stale block is not confirmed");
+    }
+
+    #[test]
+    fn a_reorg_under_a_minted_deposit_is_alerted_until_acknowledged() {
+        let (node, w) = registered();
+        node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS - 1);
+        w.poll().unwrap();
+        let d = w.mature().pop().unwrap();
+        node.mint(&d);
+        // A shallow reorg above the deposit's block does not touch it.
+        node.btc.reorg(1, vec![vec![]; 2]).unwrap();
+        w.poll().unwrap();
+        assert!(w.deep_reorgs().is_empty());
+        // One deeper than the confirmation depth takes the minted deposit.
+        node.btc
+            .reorg(CONFIRMATIONS + 1, vec![vec![]; CONFIRMATIONS as usize + 2])
+            .unwrap();
+        w.poll().unwrap();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+        // It stays open across polls, even once the deposit is mined again.
+        node.btc.mine(1);
+        w.poll().unwrap();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+        assert_eq!(w.acknowledge(&[d.outpoint]), vec![]);
+        assert!(w.deep_reorgs().is_empty());
+    }
+
+    /// A bitcoind that goes down after serving `blocks` more blocks: a
+    /// failure in the middle of a scan, which `MemoryChain` alone cannot
+    /// time.
+    struct DownAfterBlocks {
+        btc: fedpeg_peg::testkit::MemoryChain,
+        blocks: std::sync::atomic::AtomicU64,
+    }
+
+    impl BitcoinChain for DownAfterBlocks {
+        fn tip(&self) -> Result<(u64, BlockHash), ChainError> {
+            self.btc.tip()
+        }
+        fn block_hash(&self, height: u64) -> Result<BlockHash, ChainError> {
+            self.btc.block_hash(height)
+        }
+        fn block(&self, hash: &BlockHash) -> Result<bitcoin::Block, ChainError> {
+            use std::sync::atomic::Ordering;
+            let left = self.blocks.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(ChainError::Unavailable("down mid-scan".into()));
+            }
+            self.blocks.store(left - 1, Ordering::SeqCst);
+            self.btc.block(hash)
+        }
+        fn best_chain_height(&self, hash: &BlockHash) -> Result<Option<u64>, ChainError> {
+            self.btc.best_chain_height(hash)
+        }
+        fn transaction(
+            &self,
+            txid: &bitcoin::Txid,
+            hint: Option<&BlockHash>,
+        ) -> Result<Option<(bitcoin::Transaction, Option<BlockHash>)>, ChainError> {
+            self.btc.transaction(txid, hint)
+        }
+        fn estimate_fee_rate(&self, blocks: u16) -> Result<Option<u64>, ChainError> {
+            self.btc.estimate_fee_rate(blocks)
+        }
+        fn broadcast(&self, tx: &bitcoin::Transaction) -> Result<bitcoin::Txid, ChainError> {
+            self.btc.broadcast(tx)
+        }
+        fn test_accept(&self, tx: &bitcoin::Transaction) -> Result<(), ChainError> {
+            self.btc.test_accept(tx)
+        }
+        fn mempool_entry_height(&self, txid: &bitcoin::Txid) -> Result<Option<u64>, ChainError> {
+            self.btc.mempool_entry_height(txid)
+        }
+    }
+
+    #[test]
+    fn a_deep_reorg_is_alerted_even_if_bitcoind_fails_during_the_rescan() {
+        let node = PegNode::new(1, 1);
+        node.register(account(1));
+        let btc = Arc::new(DownAfterBlocks {
+            btc: node.btc.clone(),
+            blocks: u64::MAX.into(),
+        });
+        let w = Watcher::new(node.chain.clone(), btc.clone()).unwrap();
+        node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS - 1);
+        w.poll().unwrap();
+        let d = w.mature().pop().unwrap();
+        node.mint(&d);
+        node.btc
+            .reorg(CONFIRMATIONS, vec![vec![]; CONFIRMATIONS as usize + 1])
+            .unwrap();
+        // The rescan from the fork point gets one block, then bitcoind fails.
+        btc.blocks.store(1, std::sync::atomic::Ordering::SeqCst);
+        assert!(w.poll().is_err());
+        btc.blocks
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+        w.poll().unwrap();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+    }
+
+    #[test]
+    fn an_unavailable_bitcoind_fails_the_poll_and_the_watcher_recovers() {
+        let (node, w) = registered();
+        assert!(w.reachable());
+        let tip = w.tip();
+        node.btc.set_unavailable(true);
+        assert!(matches!(w.poll(), Err(ChainError::Unavailable(_))));
+        assert!(!w.reachable());
+        node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS);
+        assert!(w.poll().is_err());
+        assert_eq!(w.tip(), tip, "nothing was learned while down");
+        assert!(w.mature().is_empty());
+        node.btc.set_unavailable(false);
+        w.poll().unwrap();
+        assert!(w.reachable());
+        assert_eq!(w.tip(), Some(node.btc.best_tip().0));
+        assert_eq!(w.mature().len(), 1);
+    }
+
+    #[test]
+    fn a_poll_without_a_new_block_fetches_no_block() {
+        let (node, w) = registered();
+        node.btc.mine(10);
+        w.poll().unwrap();
+        node.btc.reset_calls();
+        w.poll().unwrap();
+        assert_eq!(node.btc.calls("block"), 0);
+        // One tip and one hash to see that the last scanned block still is
+        // the best chain's.
+        assert_eq!(node.btc.calls("tip"), 1);
+        assert_eq!(node.btc.calls("block_hash"), 1);
+        node.btc.mine(2);
+        node.btc.reset_calls();
+        w.poll().unwrap();
+        assert_eq!(node.btc.calls("block"), 2, "only the two new blocks");
+    }
+
+    #[test]
+    fn the_fee_estimate_follows_bitcoind() {
+        let (node, w) = registered();
+        assert_eq!(w.fee_estimate(), None);
+        node.btc.set_fee_rate(Some(7));
+        w.poll().unwrap();
+        assert_eq!(w.fee_estimate(), Some(7));
     }
 }

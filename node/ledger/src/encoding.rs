@@ -334,3 +334,129 @@ impl Batch {
         Ok(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn outpoint() -> impl Strategy<Value = OutPoint> {
+        (any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| OutPoint { txid, vout })
+    }
+
+    fn sats() -> impl Strategy<Value = Sats> {
+        (0..=Sats::MAX.to_sat()).prop_map(Sats)
+    }
+
+    fn utxo() -> impl Strategy<Value = Utxo> {
+        (sats(), proptest::option::of(any::<[u8; 32]>())).prop_map(|(amount, a)| Utxo {
+            amount,
+            owner: a.map_or(Owner::Change, Owner::Deposit),
+        })
+    }
+
+    fn version() -> impl Strategy<Value = BatchVersion> {
+        (
+            any::<u64>(),
+            sats(),
+            sats(),
+            any::<[u8; 32]>(),
+            any::<u64>(),
+            proptest::collection::btree_map(
+                any::<u32>(),
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..4),
+                0..4,
+            ),
+            proptest::collection::btree_set(any::<u32>(), 0..4),
+        )
+            .prop_map(
+                |(fee_rate, fee, change, txid, height, signatures, bump_votes)| BatchVersion {
+                    fee_rate,
+                    fee,
+                    change,
+                    txid,
+                    height,
+                    signatures,
+                    bump_votes,
+                },
+            )
+    }
+
+    fn batch() -> impl Strategy<Value = Batch> {
+        (
+            any::<u64>(),
+            proptest::collection::vec((outpoint(), utxo()), 0..5),
+            proptest::collection::vec(
+                (any::<u64>(), "[a-z0-9]{0,70}", sats(), any::<[u8; 32]>()),
+                0..5,
+            ),
+            proptest::collection::vec(version(), 1..4),
+            any::<u64>(),
+            sats(),
+            proptest::option::of((any::<u32>(), any::<[u8; 32]>(), any::<u64>())),
+        )
+            .prop_map(
+                |(id, inputs, outputs, versions, created_height, fee_reserved, c)| Batch {
+                    id,
+                    inputs,
+                    outputs: outputs
+                        .into_iter()
+                        .map(|(withdrawal, address, amount, account)| BatchOutput {
+                            withdrawal,
+                            address,
+                            amount,
+                            account,
+                        })
+                        .collect(),
+                    versions,
+                    created_height,
+                    fee_reserved,
+                    confirmed: c.map(|(version, bitcoin_block, height)| Confirmation {
+                        version,
+                        bitcoin_block,
+                        height,
+                    }),
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip(b in batch()) {
+            prop_assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
+        }
+
+        #[test]
+        fn utxos_round_trip(u in utxo()) {
+            prop_assert_eq!(Utxo::decode(&u.encode()).unwrap(), u);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = Batch::decode(&bytes);
+            let _ = Utxo::decode(&bytes);
+        }
+
+        #[test]
+        fn any_cut_of_a_batch_is_refused(b in batch(), cut in any::<prop::sample::Index>()) {
+            let bytes = b.encode();
+            let n = cut.index(bytes.len());
+            prop_assert!(Batch::decode(&bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn amounts_above_21_million_btc_are_refused() {
+        let u = Utxo {
+            amount: Sats::MAX,
+            owner: Owner::Change,
+        };
+        let mut bytes = u.encode();
+        assert!(Utxo::decode(&bytes).is_ok());
+        bytes[1..9].copy_from_slice(&(Sats::MAX.to_sat() + 1).to_be_bytes());
+        assert!(Utxo::decode(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("21M"));
+    }
+}

@@ -168,3 +168,181 @@ impl Driver {
         ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::NetworkConfig;
+    use crate::peg_testing::{account, consensus_key, PegNode, CONFIRMATIONS};
+    use fedpeg_ledger::fedtx::OutPoint;
+    use fedpeg_peg::bitcoin::hashes::Hash;
+
+    /// Member 0's driver of `node`'s chain with `watcher`, on a loopback
+    /// network that reaches nobody.
+    async fn driver(node: &PegNode, watcher: Option<Arc<Watcher>>) -> Driver {
+        let members = crate::daemon::member_peers(&node.chain.spec).unwrap();
+        let (events, _) = mpsc::channel(16);
+        let net = Network::start(
+            NetworkConfig::new(
+                Some(consensus_key(0).to_bytes()),
+                "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+                members,
+            ),
+            events,
+        )
+        .await
+        .unwrap();
+        Driver::member(
+            node.chain.clone(),
+            net,
+            consensus_key(0),
+            node.dir.path(),
+            DriverConfig {
+                heartbeat: Duration::from_secs(1),
+                sync_interval: Duration::from_secs(1),
+            },
+            Arc::new(ConsensusStatus::default()),
+            watcher,
+        )
+        .unwrap()
+    }
+
+    /// A proposal carrying exactly `fed_txs` (the checks read only those).
+    fn block_with(node: &PegNode, fed_txs: Vec<FederationTx>) -> Block {
+        Block {
+            fed_txs,
+            ..node.proposal(vec![])
+        }
+    }
+
+    /// A one-member federation with user 1 registered, its watcher, and a
+    /// deposit of 250k sats to user 1 at `depth` (seen by the watcher).
+    fn deposited(depth: u64) -> (PegNode, Arc<Watcher>, SeenDeposit) {
+        let node = PegNode::new(1, 1);
+        node.register(account(1));
+        let d = node.deposit(account(1), 250_000);
+        node.btc.mine(depth - 1);
+        let w = node.watcher();
+        w.poll().unwrap();
+        (node, w, d)
+    }
+
+    /// A peg-out confirmation claim of `txid` in `block`.
+    fn confirmation(node: &PegNode, txid: [u8; 32], block: [u8; 32]) -> FederationTx {
+        node.fed_tx(
+            0,
+            FedTxKind::PegOutConfirmed {
+                batch: 0,
+                txid,
+                bitcoin_block: block,
+            },
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mint_of_a_deposit_seen_at_depth_is_accepted() {
+        let (node, w, d) = deposited(CONFIRMATIONS);
+        let drv = driver(&node, Some(w)).await;
+        assert!(drv.mints_confirmed(&block_with(&node, vec![node.mint_tx(&d)])));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mint_of_a_deposit_bitcoind_does_not_show_is_refused() {
+        let (node, w, d) = deposited(CONFIRMATIONS);
+        let drv = driver(&node, Some(w)).await;
+        // What a Byzantine proposer mints: an outpoint that does not exist.
+        let fake = SeenDeposit {
+            outpoint: OutPoint {
+                txid: [0xab; 32],
+                vout: 0,
+            },
+            block: [0xfe; 32],
+            ..d.clone()
+        };
+        let different = [
+            fake,
+            SeenDeposit {
+                amount: fedpeg_ledger::amount::Sats(2_500_000),
+                ..d.clone()
+            },
+            SeenDeposit {
+                block: node.btc.best_tip().1.to_byte_array(),
+                ..d.clone()
+            },
+        ];
+        for bad in different {
+            // One bad mint spoils a block with a good one.
+            let block = block_with(&node, vec![node.mint_tx(&d), node.mint_tx(&bad)]);
+            assert!(!drv.mints_confirmed(&block), "accepted {bad:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mint_below_depth_is_refused_until_bitcoind_shows_it_at_depth() {
+        let (node, w, d) = deposited(CONFIRMATIONS - 1);
+        let drv = driver(&node, Some(w.clone())).await;
+        let block = block_with(&node, vec![node.mint_tx(&d)]);
+        assert!(!drv.mints_confirmed(&block));
+        // The proposer's bitcoind is one block ahead of our last poll: the
+        // check polls again instead of refusing.
+        node.btc.mine(1);
+        assert!(!w.confirms(&d));
+        assert!(drv.mints_confirmed(&block));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peg_out_confirmation_bitcoind_does_not_back_at_depth_is_refused() {
+        let (node, w, _) = deposited(1);
+        let drv = driver(&node, Some(w)).await;
+        // Any confirmed transaction stands for the batch: the ledger, not
+        // this check, ties the txid to a batch.
+        let script = node.deposit_script(account(1));
+        let paid = node
+            .btc
+            .fund(&script, fedpeg_peg::bitcoin::Amount::from_sat(1000));
+        let txid = paid.txid.to_byte_array();
+        let block = node.btc.best_tip().1;
+        let claim = |blk: [u8; 32]| block_with(&node, vec![confirmation(&node, txid, blk)]);
+        node.btc.mine(CONFIRMATIONS - 2);
+        assert!(
+            !drv.pegouts_confirmed(&claim(block.to_byte_array())),
+            "one block short"
+        );
+        node.btc.mine(1);
+        assert!(drv.pegouts_confirmed(&claim(block.to_byte_array())));
+        // Not in the named block, or unknown: refused.
+        let tip = node.btc.best_tip().1.to_byte_array();
+        assert!(!drv.pegouts_confirmed(&claim(tip)));
+        let unknown = block_with(&node, vec![confirmation(&node, [0xab; 32], [0xfe; 32])]);
+        assert!(!drv.pegouts_confirmed(&unknown));
+        // Reorged out of the best chain: refused again.
+        node.btc
+            .reorg(CONFIRMATIONS, vec![vec![]; CONFIRMATIONS as usize + 1])
+            .unwrap();
+        assert!(!drv.pegouts_confirmed(&claim(block.to_byte_array())));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peg_content_is_refused_without_a_reachable_bitcoind() {
+        let (node, w, d) = deposited(CONFIRMATIONS);
+        let txid = d.outpoint.txid;
+        let claim = block_with(&node, vec![confirmation(&node, txid, d.block)]);
+        let mint = block_with(&node, vec![node.mint_tx(&d)]);
+        let plain = block_with(&node, vec![]);
+        // With bitcoind up both are backed.
+        let drv = driver(&node, Some(w)).await;
+        assert!(drv.pegouts_confirmed(&claim));
+        assert!(drv.mints_confirmed(&mint));
+        // Down: the confirmation cannot be checked.
+        node.btc.set_unavailable(true);
+        assert!(!drv.pegouts_confirmed(&claim));
+        assert!(drv.pegouts_confirmed(&plain) && drv.mints_confirmed(&plain));
+        drop(drv);
+        // No bitcoind configured at all: every peg claim is refused, blocks
+        // without one pass.
+        let blind = driver(&node, None).await;
+        assert!(!blind.mints_confirmed(&mint));
+        assert!(!blind.pegouts_confirmed(&claim));
+        assert!(blind.mints_confirmed(&plain) && blind.pegouts_confirmed(&plain));
+    }
+}

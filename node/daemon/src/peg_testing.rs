@@ -1,0 +1,258 @@
+//! Fixtures for the unit tests of the daemon's peg side (the [`watcher`],
+//! the [`signer`] and the driver's peg checks): a federation whose keys the
+//! tests hold, one member's [`Chain`] over a temporary store, and an
+//! in-memory bitcoind ([`MemoryChain`]) that the tests drive.
+//!
+//! Blocks are committed the way the driver commits a decided proposal
+//! ([`Chain::propose`] then [`Chain::commit`]), without consensus: every
+//! federation transaction is really signed and checked by the ledger.
+//!
+//! [`watcher`]: crate::watcher
+//! [`signer`]: crate::signer
+
+use crate::chain::Chain;
+use crate::signer::PegOutWorker;
+use crate::watcher::{SeenDeposit, Watcher};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
+use bitcoin::{Amount, ScriptBuf};
+use ed25519_dalek::SigningKey;
+use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::block::{Block, CommittedBlock};
+use fedpeg_ledger::fedtx::{FedTxKind, FederationTx, OutPoint};
+use fedpeg_ledger::genesis::MemberInfo;
+use fedpeg_ledger::pegout_batch::Batch;
+use fedpeg_ledger::tx::{Transaction, TxKind};
+use fedpeg_peg::chain::BitcoinChain;
+use fedpeg_peg::testkit::MemoryChain;
+use std::sync::Arc;
+
+/// `pegin_confirmations` of the test genesis: also the depth at which a
+/// peg-out batch counts as confirmed.
+pub(crate) const CONFIRMATIONS: u64 = 3;
+
+/// Sats the peg-out of [`PegNode::peg_out`] pays to Bitcoin.
+pub(crate) const PEG_OUT_SATS: u64 = 100_000;
+
+/// Member `i`'s consensus (ed25519) key.
+pub(crate) fn consensus_key(member: u32) -> SigningKey {
+    SigningKey::from_bytes(&[10 + member as u8; 32])
+}
+
+/// Member `i`'s peg (secp256k1) secret key.
+pub(crate) fn peg_secret(member: u32) -> SecretKey {
+    SecretKey::from_slice(&[20 + member as u8; 32]).expect("a valid secret key")
+}
+
+/// User `i`'s account key.
+pub(crate) fn user_key(i: u8) -> SigningKey {
+    SigningKey::from_bytes(&[40 + i; 32])
+}
+
+/// User `i`'s account.
+pub(crate) fn account(i: u8) -> AccountId {
+    AccountId(user_key(i).verifying_key().to_bytes())
+}
+
+/// A regtest P2WPKH address that is nobody's deposit address.
+fn withdrawal_address() -> String {
+    let key = SecretKey::from_slice(&[60; 32])
+        .expect("a valid secret key")
+        .public_key(&Secp256k1::signing_only());
+    bitcoin::Address::p2wpkh(
+        &bitcoin::CompressedPublicKey(key),
+        bitcoin::Network::Regtest,
+    )
+    .to_string()
+}
+
+/// One member's node: the chain it holds and the bitcoind it follows.
+pub(crate) struct PegNode {
+    pub(crate) chain: Arc<Chain>,
+    /// The member's bitcoind; clones share it (the code under test gets one).
+    pub(crate) btc: MemoryChain,
+    /// Holds the store (and a driver's WAL) until the test ends.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl PegNode {
+    /// A federation of `n` members with peg threshold `m` on regtest.
+    pub(crate) fn new(n: u32, m: u32) -> PegNode {
+        let mut g = fedpeg_ledger::testing::sample_genesis("regtest", vec![]);
+        let secp = Secp256k1::signing_only();
+        g.members = (0..n)
+            .map(|i| MemberInfo {
+                name: format!("member-{i}"),
+                consensus_key: hex::encode(consensus_key(i).verifying_key().to_bytes()),
+                peg_key: peg_secret(i).public_key(&secp).to_string(),
+                p2p_address: format!("/ip4/127.0.0.1/tcp/{}", i + 1),
+            })
+            .collect();
+        g.peg_threshold = m;
+        g.pegin_confirmations = CONFIRMATIONS as u32;
+        let spec = g.validate().expect("a valid test genesis");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let chain = Arc::new(Chain::open(spec, dir.path(), 1000).expect("the chain opens"));
+        PegNode {
+            chain,
+            btc: MemoryChain::new(),
+            dir,
+        }
+    }
+
+    /// The member's bitcoind as the code under test sees it.
+    pub(crate) fn bitcoind(&self) -> Arc<dyn BitcoinChain> {
+        Arc::new(self.btc.clone())
+    }
+
+    /// A watcher of this chain over [`Self::bitcoind`] (not yet polled).
+    pub(crate) fn watcher(&self) -> Arc<Watcher> {
+        Arc::new(Watcher::new(self.chain.clone(), self.bitcoind()).expect("a valid federation"))
+    }
+
+    /// Member `member`'s peg-out worker, following `watcher`.
+    pub(crate) fn worker(&self, watcher: &Arc<Watcher>, member: u32) -> PegOutWorker {
+        PegOutWorker::new(
+            self.chain.clone(),
+            watcher.clone(),
+            member,
+            consensus_key(member),
+            peg_secret(member),
+        )
+    }
+
+    /// A federation transaction signed by `member`.
+    pub(crate) fn fed_tx(&self, member: u32, kind: FedTxKind) -> FederationTx {
+        FederationTx::sign(
+            self.chain.spec.chain_id,
+            member,
+            &consensus_key(member),
+            kind,
+        )
+    }
+
+    /// What the next block would carry from the pool now: the federation
+    /// transactions submitted and not yet final.
+    pub(crate) fn pooled(&self) -> Vec<FederationTx> {
+        self.proposal(vec![]).fed_txs
+    }
+
+    /// The block member 0 would propose next, with `extra` federation txs.
+    pub(crate) fn proposal(&self, extra: Vec<FederationTx>) -> Block {
+        let time = 1_000 * (self.chain.height() + 1);
+        self.chain
+            .propose(time, 0, extra)
+            .expect("a proposal")
+            .block
+    }
+
+    /// Commits the next block: the pools plus `extra` federation
+    /// transactions, each of which must apply.
+    pub(crate) fn commit(&self, extra: Vec<FederationTx>) -> Block {
+        let time = 1_000 * (self.chain.height() + 1);
+        let p = self
+            .chain
+            .propose(time, 0, extra.clone())
+            .expect("a proposal");
+        for tx in &extra {
+            assert!(
+                p.block.fed_txs.iter().any(|t| t.id() == tx.id()),
+                "the ledger refused {:?}",
+                tx.kind
+            );
+        }
+        let block = p.block.clone();
+        let cb = CommittedBlock {
+            block: p.block,
+            commit: vec![],
+        };
+        self.chain.commit(cb, p.outcome).expect("the block commits");
+        block
+    }
+
+    /// Registers `account`'s deposit address in a committed block.
+    pub(crate) fn register(&self, account: AccountId) {
+        self.commit(vec![
+            self.fed_tx(0, FedTxKind::RegisterDepositAddress { account })
+        ]);
+    }
+
+    /// The script of `account`'s deposit address.
+    pub(crate) fn deposit_script(&self, account: AccountId) -> ScriptBuf {
+        self.chain
+            .params()
+            .federation
+            .deposit_script_pubkey(&account.0)
+            .expect("a deposit script")
+    }
+
+    /// Mines a block on bitcoind paying `sats` to `account`'s deposit
+    /// address; the deposit as a watcher sees it there.
+    pub(crate) fn deposit(&self, account: AccountId, sats: u64) -> SeenDeposit {
+        let script = self.deposit_script(account);
+        let outpoint = self.btc.fund(&script, Amount::from_sat(sats));
+        let (height, block) = self.btc.best_tip();
+        SeenDeposit {
+            outpoint: OutPoint::from_bitcoin(&outpoint),
+            amount: Sats(sats),
+            account,
+            block: block.to_byte_array(),
+            height,
+        }
+    }
+
+    /// The mint of `d`, signed by member 0.
+    pub(crate) fn mint_tx(&self, d: &SeenDeposit) -> FederationTx {
+        self.fed_tx(
+            0,
+            FedTxKind::PegInMint {
+                outpoint: d.outpoint,
+                amount: d.amount,
+                account: d.account,
+                bitcoin_block: d.block,
+            },
+        )
+    }
+
+    /// Commits the mint of `d`.
+    pub(crate) fn mint(&self, d: &SeenDeposit) {
+        self.commit(vec![self.mint_tx(d)]);
+    }
+
+    /// Registers user `user`, mines a deposit of `sats` to it on bitcoind
+    /// and commits its mint (as the federation would at depth; no watcher
+    /// is asked). The deposit as minted.
+    pub(crate) fn pegged_in(&self, user: u8, sats: u64) -> SeenDeposit {
+        self.register(account(user));
+        let d = self.deposit(account(user), sats);
+        self.mint(&d);
+        d
+    }
+
+    /// User `user` pegs out [`PEG_OUT_SATS`]; the batch the block forms.
+    pub(crate) fn peg_out(&self, user: u8) -> Batch {
+        let nonce = self.chain.account(&account(user)).effective.nonce;
+        let tx = Transaction::sign(
+            self.chain.spec.chain_id,
+            &user_key(user),
+            nonce,
+            Sats(5_000),
+            TxKind::PegOut {
+                bitcoin_address: withdrawal_address(),
+                amount: Sats(PEG_OUT_SATS),
+            },
+        );
+        self.chain.submit_tx(tx).expect("the peg-out is admitted");
+        let before = self.chain.with_state(|s| s.next_batch_id);
+        self.commit(vec![]);
+        self.chain
+            .with_state(|s| s.batches.get(&before).cloned())
+            .expect("the peg-out formed a batch")
+    }
+
+    /// Batch `id` as committed state holds it (None once confirmed).
+    pub(crate) fn batch(&self, id: u64) -> Option<Batch> {
+        self.chain.with_state(|s| s.batches.get(&id).cloned())
+    }
+}
