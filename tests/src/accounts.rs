@@ -3,8 +3,8 @@
 
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
-use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
 use tonic::transport::Channel;
@@ -49,10 +49,10 @@ pub fn transfer(
         chain,
         from,
         nonce,
-        Sats(1),
+        sats(1),
         TxKind::Transfer {
             to,
-            amount: Sats(amount),
+            amount: sats(amount),
         },
     )
 }

@@ -6,6 +6,7 @@ use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_ledger::{apply_block, VerifyAll};
 use fedpeg_proto::v1 as pb;
@@ -268,9 +269,19 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
         "skips ahead",
     );
     expect(
-        submit(transfer(chain, &faucet, account_of(&to), 1, u64::MAX).encode()).await,
+        submit(transfer(chain, &faucet, account_of(&to), 1, Sats::MAX.to_sat()).encode()).await,
         Code::InvalidArgument,
         "overflows",
+    );
+    // An amount no valid transaction can carry is refused when decoded.
+    let mut huge = transfer(chain, &faucet, account_of(&to), 1, 10).to_proto();
+    if let Some(pb::transaction::Kind::Transfer(t)) = &mut huge.kind {
+        t.amount = u64::MAX;
+    }
+    expect(
+        submit(prost::Message::encode_to_vec(&huge)).await,
+        Code::InvalidArgument,
+        "more than 21 million BTC",
     );
     expect(
         submit(transfer(chain, &faucet, account_of(&to), 1, 0).encode()).await,
@@ -291,10 +302,10 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
         chain,
         &faucet,
         1,
-        Sats(1),
+        sats(1),
         TxKind::PegOut {
             bitcoin_address: "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".into(),
-            amount: Sats(10_000),
+            amount: sats(10_000),
         },
     );
     expect(
@@ -555,7 +566,7 @@ async fn assert_store_consistent(
         // ...and the node's accounts equal the replay.
         for (k, a) in accounts.iter().zip(read) {
             let s = state.account(&AccountId(k.verifying_key().to_bytes()));
-            assert_eq!((a.balance, a.nonce), (s.balance.0, s.nonce));
+            assert_eq!((a.balance, a.nonce), (s.balance.to_sat(), s.nonce));
         }
         return after.height;
     }

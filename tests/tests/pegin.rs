@@ -4,6 +4,7 @@
 
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::testing::sats;
 use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Network};
 use fedpeg_peg::chain::BitcoinChain;
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
@@ -276,10 +277,10 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
             chain_id,
             &SigningKey::from_bytes(&[80; 32]),
             nonce,
-            fedpeg_ledger::amount::Sats(1000),
+            sats(1000),
             fedpeg_ledger::tx::TxKind::PegOut {
                 bitcoin_address: btc.new_address().unwrap().to_string(),
-                amount: fedpeg_ledger::amount::Sats(10_000),
+                amount: sats(10_000),
             },
         )
     };
@@ -483,10 +484,10 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
         chain_id,
         &fed.faucet,
         nonce,
-        fedpeg_ledger::amount::Sats(1),
+        sats(1),
         fedpeg_ledger::tx::TxKind::Transfer {
             to: account(95),
-            amount: fedpeg_ledger::amount::Sats(777),
+            amount: sats(777),
         },
     );
     let id = w1

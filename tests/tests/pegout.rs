@@ -6,6 +6,7 @@
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
+use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Amount, Network, ScriptBuf};
 use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
@@ -155,10 +156,10 @@ impl Setup {
             self.chain_id,
             key,
             nonce,
-            Sats(quote.fee),
+            sats(quote.fee),
             TxKind::PegOut {
                 bitcoin_address: to.into(),
-                amount: Sats(amount),
+                amount: sats(amount),
             },
         );
         wallet(&self.chans[0])
@@ -344,10 +345,10 @@ async fn bad_input_is_refused_and_nothing_is_burned() {
             s.chain_id,
             &alice,
             0,
-            Sats(fee),
+            sats(fee),
             TxKind::PegOut {
                 bitcoin_address: to.into(),
-                amount: Sats(amount),
+                amount: sats(amount),
             },
         )
     };
@@ -359,7 +360,7 @@ async fn bad_input_is_refused_and_nothing_is_burned() {
         (po("garbage", 10_000, 1000), "not a Bitcoin address"),
         (po(&good, 545, 1000), "dust"),
         (po(&good, before, 1000), "insufficient balance"),
-        (po(&good, u64::MAX - 10, 1000), "overflow"),
+        (po(&good, Sats::MAX.to_sat() - 10, 1000), "overflow"),
         (po(&good, 10_000, 999), "quote"),
     ] {
         let e = submit(tx).await;

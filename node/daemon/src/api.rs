@@ -488,7 +488,7 @@ impl WalletService for Api {
             s.minted
                 .iter()
                 .filter(|(o, (a, _, _, _))| matches(o, a))
-                .map(|(o, (a, c, h, amount))| (*o, *a, c.0, *h, amount.0))
+                .map(|(o, (a, c, h, amount))| (*o, *a, c.to_sat(), *h, amount.to_sat()))
                 .collect()
         });
         for (o, a, credited, height, amount) in &minted {
@@ -511,7 +511,7 @@ impl WalletService for Api {
                 .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
             {
                 let confirmations = (tip + 1).saturating_sub(d.height) as u32;
-                let state = if d.amount.0 <= cost {
+                let state = if d.amount.to_sat() <= cost {
                     pb::PegInState::BelowCost
                 } else {
                     pb::PegInState::Confirming
@@ -519,7 +519,7 @@ impl WalletService for Api {
                 out.push(pb::PegInInfo {
                     outpoint: d.outpoint.to_string(),
                     account: d.account.to_address(hrp),
-                    amount: d.amount.0,
+                    amount: d.amount.to_sat(),
                     state: state as i32,
                     confirmations,
                     confirmations_required: required,
@@ -538,7 +538,7 @@ impl WalletService for Api {
                 out.push(pb::PegInInfo {
                     outpoint: d.outpoint.to_string(),
                     account: d.account.to_address(hrp),
-                    amount: d.amount.0,
+                    amount: d.amount.to_sat(),
                     state: pb::PegInState::ReorgedOut as i32,
                     confirmations_required: required,
                     ..Default::default()
@@ -562,10 +562,10 @@ impl WalletService for Api {
         let v = self.chain.account(&id);
         Ok(Response::new(pb::GetAccountResponse {
             address: id.to_address(self.hrp()),
-            balance: v.finalized.balance.0,
+            balance: v.finalized.balance.to_sat(),
             nonce: v.finalized.nonce,
             next_nonce: v.effective.nonce,
-            spendable: v.effective.balance.0,
+            spendable: v.effective.balance.to_sat(),
         }))
     }
 }
@@ -748,8 +748,8 @@ impl NodeService for Api {
             mempool_size: self.chain.mempool_len() as u32,
             members: spec.genesis.members.len() as u32,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            min_tx_fee: spec.genesis.fees.min_tx_fee,
-            pegout_fee: spec.genesis.fees.pegout_fee,
+            min_tx_fee: spec.genesis.fees.min_tx_fee.to_sat(),
+            pegout_fee: spec.genesis.fees.pegout_fee.to_sat(),
             round: self
                 .consensus
                 .round

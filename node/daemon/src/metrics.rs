@@ -37,9 +37,9 @@ pub fn render(s: &Sources) -> String {
     let (height, supply, fee_pool, queued, minted, fee_rate) = s.chain.with_state(|st| {
         (
             st.height,
-            st.supply.0,
-            st.fee_pool.0,
-            st.withdrawals.values().map(|w| w.amount.0).sum::<u64>(),
+            st.supply.to_sat(),
+            st.fee_pool.to_sat(),
+            st.withdrawals.values().map(|w| w.amount.to_sat()).sum::<u64>(),
             st.minted.len() as u64,
             st.fee_rate(default_rate),
         )

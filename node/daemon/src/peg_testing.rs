@@ -10,6 +10,7 @@
 //! [`watcher`]: crate::watcher
 //! [`signer`]: crate::signer
 
+use fedpeg_ledger::testing::sats;
 use crate::chain::Chain;
 use crate::signer::PegOutWorker;
 use crate::watcher::{SeenDeposit, Watcher};
@@ -18,7 +19,6 @@ use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{Amount, ScriptBuf};
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
-use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx, OutPoint};
 use fedpeg_ledger::genesis::MemberInfo;
@@ -187,15 +187,15 @@ impl PegNode {
             .expect("a deposit script")
     }
 
-    /// Mines a block on bitcoind paying `sats` to `account`'s deposit
+    /// Mines a block on bitcoind paying `value` sats to `account`'s deposit
     /// address; the deposit as a watcher sees it there.
-    pub(crate) fn deposit(&self, account: AccountId, sats: u64) -> SeenDeposit {
+    pub(crate) fn deposit(&self, account: AccountId, value: u64) -> SeenDeposit {
         let script = self.deposit_script(account);
-        let outpoint = self.btc.fund(&script, Amount::from_sat(sats));
+        let outpoint = self.btc.fund(&script, Amount::from_sat(value));
         let (height, block) = self.btc.best_tip();
         SeenDeposit {
             outpoint: OutPoint::from_bitcoin(&outpoint),
-            amount: Sats(sats),
+            amount: sats(value),
             account,
             block: block.to_byte_array(),
             height,
@@ -237,10 +237,10 @@ impl PegNode {
             self.chain.spec.chain_id,
             &user_key(user),
             nonce,
-            Sats(5_000),
+            sats(5_000),
             TxKind::PegOut {
                 bitcoin_address: withdrawal_address(),
-                amount: Sats(PEG_OUT_SATS),
+                amount: sats(PEG_OUT_SATS),
             },
         );
         self.chain.submit_tx(tx).expect("the peg-out is admitted");

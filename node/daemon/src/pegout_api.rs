@@ -30,7 +30,7 @@ pub fn estimate_fee(
         &addr.script_pubkey(),
     );
     Ok(pb::EstimatePegOutFeeResponse {
-        fee: fee.0,
+        fee: fee.to_sat(),
         fee_rate_sat_vb: rate,
         min_amount: fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS,
         address_type: addr
@@ -97,7 +97,7 @@ pub fn pegout_info(
         txid: w.txid.to_hex(),
         account: w.account.to_address(chain.spec.hrp()),
         bitcoin_address: w.bitcoin_address.clone(),
-        amount: w.amount.0,
+        amount: w.amount.to_sat(),
         state: pb::PegOutState::Queued as i32,
         queued_height: w.height,
         signatures_required: m,
@@ -162,7 +162,7 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
                     batch: Option<u64>| {
             pb::FederationUtxo {
                 outpoint: o.to_string(),
-                amount: u.amount.0,
+                amount: u.amount.to_sat(),
                 kind: match u.owner {
                     Owner::Deposit(_) => "deposit".into(),
                     Owner::Change => "change".into(),

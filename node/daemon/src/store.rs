@@ -97,6 +97,12 @@ fn u64_at(b: &[u8], at: usize) -> Result<u64, StoreError> {
         .ok_or_else(|| corrupt("short integer field"))
 }
 
+/// An amount at `at`: corrupt if above 21M BTC (no valid state holds one).
+fn sats_at(b: &[u8], at: usize) -> Result<Sats, StoreError> {
+    let v = u64_at(b, at)?;
+    Sats::from_sat(v).map_err(|e| corrupt(e.to_string()))
+}
+
 fn hash_at(b: &[u8], at: usize) -> Result<Hash32, StoreError> {
     b.get(at..at + 32)
         .and_then(|s| Hash32::from_slice(s).ok())
@@ -105,7 +111,7 @@ fn hash_at(b: &[u8], at: usize) -> Result<Hash32, StoreError> {
 
 fn encode_account(a: &Account) -> [u8; 16] {
     let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&a.balance.0.to_be_bytes());
+    v[..8].copy_from_slice(&a.balance.to_sat().to_be_bytes());
     v[8..].copy_from_slice(&a.nonce.to_be_bytes());
     v
 }
@@ -113,7 +119,7 @@ fn encode_account(a: &Account) -> [u8; 16] {
 fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
     let mut v = Vec::with_capacity(88 + w.bitcoin_address.len());
     v.extend_from_slice(&w.account.0);
-    v.extend_from_slice(&w.amount.0.to_be_bytes());
+    v.extend_from_slice(&w.amount.to_sat().to_be_bytes());
     v.extend_from_slice(&w.height.to_be_bytes());
     v.extend_from_slice(&w.txid.0);
     v.extend_from_slice(&w.time_ms.to_be_bytes());
@@ -145,7 +151,7 @@ fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
     Ok(Withdrawal {
         id,
         account,
-        amount: Sats(u64_at(v, 32)?),
+        amount: sats_at(v, 32)?,
         height: u64_at(v, 40)?,
         txid: hash_at(v, 48)?,
         time_ms: u64_at(v, 80)?,
@@ -161,8 +167,8 @@ fn encode_tip(s: &State) -> Vec<u8> {
     v.extend_from_slice(&s.tip.0);
     v.extend_from_slice(&s.tip_time_ms.to_be_bytes());
     v.extend_from_slice(&s.state_root.0);
-    v.extend_from_slice(&s.fee_pool.0.to_be_bytes());
-    v.extend_from_slice(&s.supply.0.to_be_bytes());
+    v.extend_from_slice(&s.fee_pool.to_sat().to_be_bytes());
+    v.extend_from_slice(&s.supply.to_sat().to_be_bytes());
     v.extend_from_slice(&s.next_withdrawal_id.to_be_bytes());
     v.extend_from_slice(&s.next_batch_id.to_be_bytes());
     v
@@ -243,8 +249,8 @@ impl Store {
             tip: hash_at(&tip, 8)?,
             tip_time_ms: u64_at(&tip, 40)?,
             state_root: hash_at(&tip, 48)?,
-            fee_pool: Sats(u64_at(&tip, 80)?),
-            supply: Sats(u64_at(&tip, 88)?),
+            fee_pool: sats_at(&tip, 80)?,
+            supply: sats_at(&tip, 88)?,
             next_withdrawal_id: u64_at(&tip, 96)?,
             next_batch_id: u64_at(&tip, 104)?,
             ..State::default()
@@ -276,7 +282,7 @@ impl Store {
             s.accounts.insert(
                 id,
                 Account {
-                    balance: Sats(u64_at(&v, 0)?),
+                    balance: sats_at(&v, 0)?,
                     nonce: u64_at(&v, 8)?,
                 },
             );
@@ -314,9 +320,9 @@ impl Store {
                 outpoint,
                 (
                     AccountId(hash_at(&v, 0)?.0),
-                    Sats(u64_at(&v, 32)?),
+                    sats_at(&v, 32)?,
                     u64_at(&v, 40)?,
-                    Sats(u64_at(&v, 48)?),
+                    sats_at(&v, 48)?,
                 ),
             );
         }
@@ -390,9 +396,9 @@ impl Store {
             k[32..].copy_from_slice(&o.vout.to_be_bytes());
             let mut v = Vec::with_capacity(56);
             v.extend_from_slice(&a.0);
-            v.extend_from_slice(&credit.0.to_be_bytes());
+            v.extend_from_slice(&credit.to_sat().to_be_bytes());
             v.extend_from_slice(&h.height.to_be_bytes());
-            v.extend_from_slice(&amount.0.to_be_bytes());
+            v.extend_from_slice(&amount.to_sat().to_be_bytes());
             batch.put_cf(minted, k, v);
         }
         let utxos = self.cf(CF_UTXOS)?;
@@ -515,6 +521,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use fedpeg_ledger::testing::sats;
     use super::*;
     use fedpeg_ledger::block::{tx_root, Block, CommittedBlock, Header};
     use fedpeg_ledger::fedtx::OutPoint;
@@ -544,16 +551,16 @@ mod tests {
                 accounts: [(
                     acct,
                     Account {
-                        balance: Sats(42),
+                        balance: sats(42),
                         nonce: 3,
                     },
                 )]
                 .into_iter()
                 .collect(),
-                fee_pool: Sats(2),
-                supply: Sats(42),
+                fee_pool: sats(2),
+                supply: sats(42),
                 new_registrations: vec![acct],
-                new_mints: vec![(outpoint, acct, Sats(42), Sats(50))],
+                new_mints: vec![(outpoint, acct, sats(42), sats(50))],
                 new_fee_votes: vec![(2, 17, 1)],
                 ..Delta::default()
             },
@@ -579,7 +586,7 @@ mod tests {
         assert_eq!(
             s.account(&acct),
             Account {
-                balance: Sats(42),
+                balance: sats(42),
                 nonce: 3
             }
         );
@@ -587,11 +594,11 @@ mod tests {
         assert_eq!(s.fee_votes.get(&2), Some(&(17, 1)));
         assert_eq!(
             s.minted.get(&outpoint),
-            Some(&(acct, Sats(42), 1, Sats(50)))
+            Some(&(acct, sats(42), 1, sats(50)))
         );
         assert_eq!(
             (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
-            (1, header.hash(), after.state_root, Sats(2), Sats(42))
+            (1, header.hash(), after.state_root, sats(2), sats(42))
         );
         assert_eq!(store.block(1).unwrap().unwrap().commit, vec![1]);
         // Another chain's genesis is refused.

@@ -134,11 +134,16 @@ impl Watcher {
             let block = self.btc.block(&hash)?;
             for d in find_deposits(&block, &inner.scripts) {
                 let outpoint = OutPoint::from_bitcoin(&d.outpoint);
+                // More than 21M BTC in one output: not from a valid chain.
+                let Some(amount) = Sats::checked(d.amount.to_sat()) else {
+                    tracing::warn!(%outpoint, "ignoring a deposit above 21M BTC");
+                    continue;
+                };
                 inner.deposits.insert(
                     outpoint,
                     SeenDeposit {
                         outpoint,
-                        amount: Sats(d.amount.to_sat()),
+                        amount,
                         account: AccountId(d.account),
                         block: hash.to_byte_array(),
                         height: h,
@@ -310,6 +315,7 @@ impl Watcher {
 
 #[cfg(test)]
 mod tests {
+    use fedpeg_ledger::testing::sats;
     use super::*;
     use crate::peg_testing::{account, PegNode, CONFIRMATIONS};
     use bitcoin::Amount;
@@ -372,7 +378,7 @@ mod tests {
         }));
         let wrong = [
             SeenDeposit {
-                amount: Sats(250_001),
+                amount: sats(250_001),
                 ..d.clone()
             },
             SeenDeposit {
@@ -412,7 +418,7 @@ mod tests {
         let (best, _) = seen(&w);
         assert_eq!(best.len(), 1);
         assert_eq!(best[0].account, account(2));
-        assert_eq!(best[0].amount, Sats(300_000));
+        assert_eq!(best[0].amount, sats(300_000));
         assert_eq!(w.mature(), best);
     }
 

@@ -44,14 +44,14 @@ pub(crate) fn form_batch(
         return;
     }
     let utxos = o.available_utxos();
-    let amounts: Vec<u64> = utxos.iter().map(|(_, u)| u.amount.0).collect();
+    let amounts: Vec<u64> = utxos.iter().map(|(_, u)| u.amount.to_sat()).collect();
     let wanted: Vec<(u64, u64)> = queued
         .iter()
         .map(|w| {
             let bytes = script_of(&w.bitcoin_address, params.network)
                 .map(|s| fedpeg_peg::pegout::output_bytes(&s))
                 .unwrap_or(43);
-            (bytes, w.amount.0)
+            (bytes, w.amount.to_sat())
         })
         .collect();
     let rate = o.base.fee_rate(params.default_fee_rate);
@@ -61,8 +61,12 @@ pub(crate) fn form_batch(
         &amounts,
         &wanted,
         rate,
-        o.delta.fee_pool.0,
+        o.delta.fee_pool.to_sat(),
     ) else {
+        return;
+    };
+    // The plan's fee and change are parts of its inputs' total, so they fit.
+    let (Some(fee), Some(change)) = (Sats::checked(plan.fee), Sats::checked(plan.change)) else {
         return;
     };
     let id = o.delta.next_batch_id;
@@ -81,21 +85,21 @@ pub(crate) fn form_batch(
             .collect(),
         versions: vec![BatchVersion {
             fee_rate: rate,
-            fee: Sats(plan.fee),
-            change: Sats(plan.change),
+            fee,
+            change,
             txid: [0; 32],
             height,
             signatures: BTreeMap::new(),
             bump_votes: BTreeSet::new(),
         }],
         created_height: height,
-        fee_reserved: Sats(plan.fee),
+        fee_reserved: fee,
         confirmed: None,
     };
     let Ok(tx) = b.unsigned_tx(&params.federation, 0) else {
         return;
     };
-    let Some(fee_pool) = o.delta.fee_pool.checked_sub(Sats(plan.fee)) else {
+    let Some(fee_pool) = o.delta.fee_pool.checked_sub(fee) else {
         return;
     };
     b.versions[0].txid = txid_bytes(&tx);

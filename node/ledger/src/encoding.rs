@@ -344,12 +344,12 @@ mod tests {
         (any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| OutPoint { txid, vout })
     }
 
-    fn sats() -> impl Strategy<Value = Sats> {
-        (0..=Sats::MAX.to_sat()).prop_map(Sats)
+    fn amount() -> impl Strategy<Value = Sats> {
+        (0..=Sats::MAX.to_sat()).prop_map(crate::testing::sats)
     }
 
     fn utxo() -> impl Strategy<Value = Utxo> {
-        (sats(), proptest::option::of(any::<[u8; 32]>())).prop_map(|(amount, a)| Utxo {
+        (amount(), proptest::option::of(any::<[u8; 32]>())).prop_map(|(amount, a)| Utxo {
             amount,
             owner: a.map_or(Owner::Change, Owner::Deposit),
         })
@@ -358,8 +358,8 @@ mod tests {
     fn version() -> impl Strategy<Value = BatchVersion> {
         (
             any::<u64>(),
-            sats(),
-            sats(),
+            amount(),
+            amount(),
             any::<[u8; 32]>(),
             any::<u64>(),
             proptest::collection::btree_map(
@@ -387,12 +387,12 @@ mod tests {
             any::<u64>(),
             proptest::collection::vec((outpoint(), utxo()), 0..5),
             proptest::collection::vec(
-                (any::<u64>(), "[a-z0-9]{0,70}", sats(), any::<[u8; 32]>()),
+                (any::<u64>(), "[a-z0-9]{0,70}", amount(), any::<[u8; 32]>()),
                 0..5,
             ),
             proptest::collection::vec(version(), 1..4),
             any::<u64>(),
-            sats(),
+            amount(),
             proptest::option::of((any::<u32>(), any::<[u8; 32]>(), any::<u64>())),
         )
             .prop_map(

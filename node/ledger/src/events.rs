@@ -101,7 +101,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             Ev::Transfer(pb::TransferEvent {
                 from: addr(from),
                 to: addr(to),
-                amount: amount.0,
+                amount: amount.to_sat(),
             }),
         ),
         Event::FeePaid { txid, from, amount } => (
@@ -109,7 +109,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             Some(txid.to_hex()),
             Ev::Fee(pb::FeeEvent {
                 from: addr(from),
-                amount: amount.0,
+                amount: amount.to_sat(),
             }),
         ),
         Event::PegOutQueued { txid, withdrawal } => (
@@ -117,7 +117,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             Some(txid.to_hex()),
             Ev::Burn(pb::BurnEvent {
                 account: addr(&withdrawal.account),
-                amount: withdrawal.amount.0,
+                amount: withdrawal.amount.to_sat(),
                 bitcoin_address: withdrawal.bitcoin_address.clone(),
                 withdrawal_id: withdrawal.id,
             }),
@@ -139,7 +139,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             None,
             Ev::Mint(pb::MintEvent {
                 account: addr(account),
-                amount: amount.0,
+                amount: amount.to_sat(),
                 outpoint: outpoint.to_string(),
             }),
         ),
@@ -267,8 +267,8 @@ pub fn tx_accounts(tx: &crate::tx::Transaction) -> Vec<AccountId> {
 
 #[cfg(test)]
 mod tests {
+    use crate::testing::sats;
     use super::*;
-    use crate::amount::Sats;
     use crate::fedtx::OutPoint;
     use crate::hash::Hash32;
 
@@ -287,7 +287,7 @@ mod tests {
                             txid: Hash32([7; 32]),
                             from: a,
                             to: b,
-                            amount: Sats(5),
+                            amount: sats(5),
                         },
                         "fprt",
                     )
@@ -306,7 +306,7 @@ mod tests {
                                 vout: 1,
                             },
                             account: b,
-                            amount: Sats(9),
+                            amount: sats(9),
                         },
                         "fprt",
                     )

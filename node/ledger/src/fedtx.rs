@@ -141,7 +141,7 @@ impl FederationTx {
                 b.push(2);
                 b.extend_from_slice(&outpoint.txid);
                 b.extend_from_slice(&outpoint.vout.to_be_bytes());
-                b.extend_from_slice(&amount.0.to_be_bytes());
+                b.extend_from_slice(&amount.to_sat().to_be_bytes());
                 b.extend_from_slice(&account.0);
                 b.extend_from_slice(bitcoin_block);
             }
@@ -219,7 +219,7 @@ impl FederationTx {
                         txid: b32(&m.txid, "txid")?,
                         vout: m.vout,
                     },
-                    amount: Sats(m.amount),
+                    amount: crate::tx::amount(m.amount)?,
                     account: AccountId::from_slice(&b32(&m.account, "account")?)
                         .map_err(DecodeError::Recipient)?,
                     bitcoin_block: b32(&m.bitcoin_block, "bitcoin_block")?,
@@ -292,7 +292,7 @@ impl FederationTx {
             } => pb::federation_tx::Kind::PegInMint(pb::PegInMint {
                 txid: outpoint.txid.to_vec(),
                 vout: outpoint.vout,
-                amount: amount.0,
+                amount: amount.to_sat(),
                 account: account.0.to_vec(),
                 bitcoin_block: bitcoin_block.to_vec(),
             }),

@@ -50,10 +50,10 @@ impl Default for ConsensusParams {
 #[serde(deny_unknown_fields)]
 pub struct FeeParams {
     /// Minimum fee of any transaction, sats.
-    pub min_tx_fee: u64,
+    pub min_tx_fee: Sats,
     /// Smallest fee of a peg-out, sats; the quote at the agreed fee rate
     /// (`EstimatePegOutFee`) is charged when higher.
-    pub pegout_fee: u64,
+    pub pegout_fee: Sats,
     /// Bitcoin fee rate (sat/vB) assumed until members vote one.
     #[serde(default = "default_fee_rate")]
     pub default_fee_rate_sat_vb: u64,
@@ -67,8 +67,8 @@ impl Default for FeeParams {
     fn default() -> Self {
         FeeParams {
             default_fee_rate_sat_vb: default_fee_rate(),
-            min_tx_fee: 1,
-            pegout_fee: 1000,
+            min_tx_fee: Sats::checked(1).unwrap_or(Sats::ZERO),
+            pegout_fee: Sats::checked(1000).unwrap_or(Sats::ZERO),
         }
     }
 }
@@ -78,7 +78,8 @@ impl Default for FeeParams {
 #[serde(deny_unknown_fields)]
 pub struct DevBalance {
     pub address: String,
-    pub amount: u64,
+    /// Sats; at most 21M BTC (refused when parsed otherwise).
+    pub amount: Sats,
 }
 
 /// Contents of `genesis.json`.
@@ -225,13 +226,13 @@ impl Genesis {
             )));
         }
         let hrp = hrp_for(network);
-        let mut total: u64 = 0;
+        let mut total = Sats::ZERO;
         for d in &self.dev_balances {
             AccountId::from_address(&d.address, hrp)
                 .map_err(|e| invalid(format!("dev_balances: {e}")))?;
             total = total
                 .checked_add(d.amount)
-                .ok_or_else(|| invalid("dev_balances overflow a u64 in total"))?;
+                .ok_or_else(|| invalid("dev_balances add up to more than 21 million BTC"))?;
         }
         let spec = ChainSpec {
             chain_id: self.chain_id(),
@@ -270,8 +271,8 @@ impl ChainSpec {
         LedgerParams {
             chain_id: self.chain_id,
             network: self.network,
-            min_tx_fee: Sats(self.genesis.fees.min_tx_fee),
-            pegout_fee: Sats(self.genesis.fees.pegout_fee),
+            min_tx_fee: self.genesis.fees.min_tx_fee,
+            pegout_fee: self.genesis.fees.pegout_fee,
             max_block_txs: self.genesis.consensus.max_block_txs as usize,
             members: self.member_keys.clone(),
             pegin_spend_vbytes: self.pegin_spend_vbytes(),
@@ -306,8 +307,9 @@ impl ChainSpec {
             // Validated in `validate`.
             if let Ok(id) = AccountId::from_address(&d.address, self.hrp()) {
                 let a = s.accounts.entry(id).or_default();
-                a.balance = Sats(a.balance.0.saturating_add(d.amount));
-                s.supply = Sats(s.supply.0.saturating_add(d.amount));
+                // The total is at most 21M BTC (`validate`), so neither sum fails.
+                a.balance = a.balance.checked_add(d.amount).unwrap_or(Sats::MAX);
+                s.supply = s.supply.checked_add(d.amount).unwrap_or(Sats::MAX);
             }
         }
         s
@@ -332,6 +334,7 @@ impl ChainSpec {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use crate::testing::sats;
     use super::*;
     use ed25519_dalek::SigningKey;
 
@@ -341,14 +344,14 @@ pub(crate) mod tests {
         let id = AccountId(SigningKey::from_bytes(&[5; 32]).verifying_key().to_bytes());
         vec![DevBalance {
             address: id.to_address(hrp),
-            amount: 1000,
+            amount: sats(1000),
         }]
     }
 
     #[test]
     fn regtest_genesis_with_dev_balances_is_valid() {
         let spec = sample("regtest", dev("fprt")).validate().unwrap();
-        assert_eq!(spec.genesis_state().supply, Sats(1000));
+        assert_eq!(spec.genesis_state().supply, sats(1000));
     }
 
     #[test]

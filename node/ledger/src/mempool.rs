@@ -127,7 +127,7 @@ impl Mempool {
         let p = self.accounts.entry(tx.sender).or_default();
         p.by_nonce.insert(tx.nonce, id);
         // debit <= view.balance <= finalized balance, so the sum fits.
-        p.spend = p.spend.checked_add(debit).unwrap_or(Sats(u64::MAX));
+        p.spend = p.spend.checked_add(debit).unwrap_or(Sats::MAX);
         self.txs.insert(id, (Arc::new(tx), debit));
         self.order.push_back(id);
         Ok(id)
@@ -180,7 +180,7 @@ impl Mempool {
                         view.balance = view.balance.checked_sub(debit).unwrap_or(Sats::ZERO);
                         view.nonce += 1;
                         np.by_nonce.insert(tx.nonce, id);
-                        np.spend = np.spend.checked_add(debit).unwrap_or(Sats(u64::MAX));
+                        np.spend = np.spend.checked_add(debit).unwrap_or(Sats::MAX);
                         self.txs.insert(id, (tx, debit));
                     }
                     Err(_) => {
@@ -210,6 +210,7 @@ impl SignatureCheck for Mempool {
 
 #[cfg(test)]
 mod tests {
+    use crate::testing::sats;
     use super::*;
     use crate::build_block;
     use crate::hash::Hash32;
@@ -220,8 +221,8 @@ mod tests {
         LedgerParams {
             chain_id: Hash32::ZERO,
             network: bitcoin::Network::Regtest,
-            min_tx_fee: Sats(1),
-            pegout_fee: Sats(100),
+            min_tx_fee: sats(1),
+            pegout_fee: sats(100),
             max_block_txs: 100,
             members: vec![],
             pegin_spend_vbytes: 0,
@@ -242,10 +243,10 @@ mod tests {
             Hash32::ZERO,
             &key(0),
             nonce,
-            Sats(1),
+            sats(1),
             TxKind::Transfer {
                 to: id(1),
-                amount: Sats(amount),
+                amount: sats(amount),
             },
         )
     }
@@ -254,11 +255,11 @@ mod tests {
         s.accounts.insert(
             id(0),
             Account {
-                balance: Sats(balance),
+                balance: sats(balance),
                 nonce: 0,
             },
         );
-        s.supply = Sats(balance);
+        s.supply = sats(balance);
         s
     }
 

@@ -142,7 +142,7 @@ impl Batch {
     }
 
     pub fn input_total(&self) -> u64 {
-        self.inputs.iter().map(|(_, u)| u.amount.0).sum()
+        self.inputs.iter().map(|(_, u)| u.amount.to_sat()).sum()
     }
 
     /// Accounts whose peg-outs the batch pays, each once, in output order.
@@ -163,7 +163,7 @@ impl Batch {
     }
 
     pub fn output_total(&self) -> u64 {
-        self.outputs.iter().map(|o| o.amount.0).sum()
+        self.outputs.iter().map(|o| o.amount.to_sat()).sum()
     }
 
     /// The inputs as the peg crate describes them.
@@ -172,7 +172,7 @@ impl Batch {
             .iter()
             .map(|(o, u)| BatchInput {
                 outpoint: o.to_bitcoin(),
-                amount: u.amount.0,
+                amount: u.amount.to_sat(),
                 tweak: u.owner.tweak(),
             })
             .collect()
@@ -188,13 +188,13 @@ impl Batch {
         let mut outputs = Vec::with_capacity(self.outputs.len() + 1);
         for o in &self.outputs {
             outputs.push(TxOut {
-                value: Amount::from_sat(o.amount.0),
+                value: Amount::from_sat(o.amount.to_sat()),
                 script_pubkey: script_of(&o.address, federation.network())?,
             });
         }
         if version.change > Sats::ZERO {
             outputs.push(TxOut {
-                value: Amount::from_sat(version.change.0),
+                value: Amount::from_sat(version.change.to_sat()),
                 script_pubkey: federation.script_pubkey(&Tweak::Change)?,
             });
         }
@@ -235,7 +235,8 @@ pub fn pegout_fee_quote(
     script: &bitcoin::Script,
 ) -> Sats {
     let vbytes = output_bytes(script) + params.shared_vbytes;
-    Sats(vbytes.saturating_mul(fee_rate).max(floor.0))
+    // A quote beyond 21M BTC cannot be paid: the cap says as much.
+    Sats::checked(vbytes.saturating_mul(fee_rate).max(floor.to_sat())).unwrap_or(Sats::MAX)
 }
 
 /// Fee and change of a transaction spending `input_total` to outputs worth

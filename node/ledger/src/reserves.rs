@@ -7,21 +7,21 @@ impl State {
     pub fn reserves(&self) -> Reserves {
         let sum = |it: &mut dyn Iterator<Item = u64>| it.map(u128::from).sum::<u128>();
         Reserves {
-            available: sum(&mut self.utxos.values().map(|u| u.amount.0)),
+            available: sum(&mut self.utxos.values().map(|u| u.amount.to_sat())),
             locked: sum(&mut self.batches.values().map(|b| b.input_total())),
-            pending_change: sum(&mut self.batches.values().map(|b| b.latest().change.0)),
-            supply: self.supply.0 as u128,
+            pending_change: sum(&mut self.batches.values().map(|b| b.latest().change.to_sat())),
+            supply: self.supply.to_sat() as u128,
             queued: sum(&mut self
                 .withdrawals
                 .values()
                 .filter(|w| !self.withdrawal_batch.contains_key(&w.id))
-                .map(|w| w.amount.0)),
+                .map(|w| w.amount.to_sat())),
             in_batches: sum(&mut self
                 .withdrawals
                 .values()
                 .filter(|w| self.withdrawal_batch.contains_key(&w.id))
-                .map(|w| w.amount.0)),
-            fee_pool: self.fee_pool.0 as u128,
+                .map(|w| w.amount.to_sat())),
+            fee_pool: self.fee_pool.to_sat() as u128,
         }
     }
 }

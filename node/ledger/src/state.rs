@@ -172,14 +172,14 @@ impl State {
     /// Σ balances + fee pool + Σ unpaid withdrawals + Σ fees reserved by
     /// unconfirmed batches (u128: cannot overflow).
     pub fn total_value(&self) -> u128 {
-        let balances: u128 = self.accounts.values().map(|a| a.balance.0 as u128).sum();
-        let queued: u128 = self.withdrawals.values().map(|w| w.amount.0 as u128).sum();
+        let balances: u128 = self.accounts.values().map(|a| a.balance.to_sat() as u128).sum();
+        let queued: u128 = self.withdrawals.values().map(|w| w.amount.to_sat() as u128).sum();
         let reserved: u128 = self
             .batches
             .values()
-            .map(|b| b.fee_reserved.0 as u128)
+            .map(|b| b.fee_reserved.to_sat() as u128)
             .sum();
-        balances + self.fee_pool.0 as u128 + queued + reserved
+        balances + self.fee_pool.to_sat() as u128 + queued + reserved
     }
 
     /// Copy of the scalars (tip, totals, counters) without the maps, for a

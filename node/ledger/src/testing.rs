@@ -1,6 +1,7 @@
 //! Fixtures for tests of this and other crates (feature `testing`, and this
 //! crate's own tests): never part of a normal build.
 
+use crate::amount::Sats;
 use crate::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
 use ed25519_dalek::SigningKey;
 
@@ -25,5 +26,13 @@ pub fn sample_genesis(network: &str, dev: Vec<DevBalance>) -> Genesis {
         fees: FeeParams::default(),
         dev_balances: dev,
         pegout: Default::default(),
+    }
+}
+
+/// `v` sats, for test literals (panics above 21M BTC: a broken test).
+pub fn sats(v: u64) -> Sats {
+    match Sats::checked(v) {
+        Some(s) => s,
+        None => panic!("test amount {v} is above 21M BTC"),
     }
 }

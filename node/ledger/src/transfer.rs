@@ -11,6 +11,12 @@ use crate::state::{Account, Withdrawal};
 use crate::tx::{Transaction, TxKind};
 use crate::LedgerParams;
 
+/// The smallest peg-out, as an amount (checked when compiled).
+const PEGOUT_DUST: Sats = match Sats::checked(fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS) {
+    Some(s) => s,
+    None => panic!("dust limit above 21M BTC"),
+};
+
 /// Checks `tx` against `sender` (the sender's current account) without
 /// state access; returns the total debit (amount + fee). A peg-out's fee
 /// must cover the quote at `fee_rate`, the agreed Bitcoin fee rate.
@@ -57,7 +63,7 @@ pub fn check_tx(
     {
         let script = fedpeg_peg::address::parse_pegout_address(bitcoin_address, params.network)?
             .script_pubkey();
-        let dust = Sats(fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS);
+        let dust = PEGOUT_DUST;
         if amount < dust {
             return Err(TxError::BelowDust {
                 min: dust,

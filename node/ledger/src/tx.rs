@@ -10,7 +10,7 @@
 //! which signatures are valid.
 
 use crate::account::{AccountId, AddressError};
-use crate::amount::Sats;
+use crate::amount::{AmountError, Sats};
 use crate::hash::Hash32;
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use fedpeg_proto::v1 as pb;
@@ -66,6 +66,13 @@ pub enum DecodeError {
     Recipient(AddressError),
     #[error("bitcoin address is longer than {MAX_BITCOIN_ADDRESS_LEN} characters")]
     AddressTooLong,
+    #[error("amount: {0}")]
+    Amount(#[from] AmountError),
+}
+
+/// An amount from the wire: at most 21 million BTC.
+pub(crate) fn amount(sats: u64) -> Result<Sats, DecodeError> {
+    Ok(Sats::from_sat(sats)?)
 }
 
 impl Transaction {
@@ -96,12 +103,12 @@ impl Transaction {
         b.extend_from_slice(&self.chain_id.0);
         b.extend_from_slice(&self.sender.0);
         b.extend_from_slice(&self.nonce.to_be_bytes());
-        b.extend_from_slice(&self.fee.0.to_be_bytes());
+        b.extend_from_slice(&self.fee.to_sat().to_be_bytes());
         match &self.kind {
             TxKind::Transfer { to, amount } => {
                 b.push(1);
                 b.extend_from_slice(&to.0);
-                b.extend_from_slice(&amount.0.to_be_bytes());
+                b.extend_from_slice(&amount.to_sat().to_be_bytes());
             }
             TxKind::PegOut {
                 bitcoin_address,
@@ -111,7 +118,7 @@ impl Transaction {
                 // Length is bounded by MAX_BITCOIN_ADDRESS_LEN at decode time.
                 b.extend_from_slice(&(bitcoin_address.len() as u16).to_be_bytes());
                 b.extend_from_slice(bitcoin_address.as_bytes());
-                b.extend_from_slice(&amount.0.to_be_bytes());
+                b.extend_from_slice(&amount.to_sat().to_be_bytes());
             }
         }
         b
@@ -166,7 +173,7 @@ impl Transaction {
                 }
                 TxKind::Transfer {
                     to: AccountId::from_slice(&t.to).map_err(DecodeError::Recipient)?,
-                    amount: Sats(t.amount),
+                    amount: amount(t.amount)?,
                 }
             }
             Some(pb::transaction::Kind::PegOut(po)) => {
@@ -175,7 +182,7 @@ impl Transaction {
                 }
                 TxKind::PegOut {
                     bitcoin_address: po.bitcoin_address.clone(),
-                    amount: Sats(po.amount),
+                    amount: amount(po.amount)?,
                 }
             }
             None => return Err(DecodeError::MissingKind),
@@ -184,7 +191,7 @@ impl Transaction {
             chain_id,
             sender,
             nonce: p.nonce,
-            fee: Sats(p.fee),
+            fee: amount(p.fee)?,
             kind,
             signature,
         })
@@ -195,21 +202,21 @@ impl Transaction {
         let kind = match &self.kind {
             TxKind::Transfer { to, amount } => pb::transaction::Kind::Transfer(pb::Transfer {
                 to: to.0.to_vec(),
-                amount: amount.0,
+                amount: amount.to_sat(),
             }),
             TxKind::PegOut {
                 bitcoin_address,
                 amount,
             } => pb::transaction::Kind::PegOut(pb::PegOut {
                 bitcoin_address: bitcoin_address.clone(),
-                amount: amount.0,
+                amount: amount.to_sat(),
             }),
         };
         pb::Transaction {
             chain_id: self.chain_id.0.to_vec(),
             sender: self.sender.0.to_vec(),
             nonce: self.nonce,
-            fee: self.fee.0,
+            fee: self.fee.to_sat(),
             kind: Some(kind),
             signature: self.signature.to_vec(),
         }
@@ -223,6 +230,7 @@ impl Transaction {
 
 #[cfg(test)]
 mod tests {
+    use crate::testing::sats;
     use super::*;
     use proptest::prelude::*;
 
@@ -236,10 +244,10 @@ mod tests {
             chain,
             &key(1),
             nonce,
-            Sats(10),
+            sats(10),
             TxKind::Transfer {
                 to,
-                amount: Sats(amount),
+                amount: sats(amount),
             },
         )
     }
@@ -253,14 +261,14 @@ mod tests {
         t.nonce += 1;
         assert!(!t.verify_signature());
         let mut t = tx.clone();
-        t.fee = Sats(11);
+        t.fee = sats(11);
         assert!(!t.verify_signature());
         let mut t = tx.clone();
         t.chain_id = Hash32::tagged("other", &[]);
         assert!(!t.verify_signature());
         let mut t = tx.clone();
         if let TxKind::Transfer { amount, .. } = &mut t.kind {
-            *amount = Sats(501);
+            *amount = sats(501);
         }
         assert!(!t.verify_signature());
         let mut t = tx;
@@ -298,15 +306,38 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn amounts_above_21_million_btc_are_refused_when_decoded() {
+        let tx = Transaction::sign(
+            Hash32::ZERO,
+            &key(1),
+            0,
+            sats(1),
+            TxKind::Transfer {
+                to: AccountId(key(9).verifying_key().to_bytes()),
+                amount: sats(5),
+            },
+        );
+        let mut p = tx.to_proto();
+        if let Some(pb::transaction::Kind::Transfer(t)) = &mut p.kind {
+            t.amount = Sats::MAX.to_sat() + 1;
+        }
+        let e = Transaction::from_proto(&p).unwrap_err();
+        assert!(e.to_string().contains("more than 21 million BTC"), "{e}");
+        let mut p = tx.to_proto();
+        p.fee = u64::MAX;
+        assert!(matches!(Transaction::from_proto(&p), Err(DecodeError::Amount(_))));
+    }
+
     proptest! {
         #[test]
-        fn encode_decode_round_trip(nonce: u64, fee: u64, amount: u64, addr in "[a-z0-9]{0,90}", peg: bool) {
+        fn encode_decode_round_trip(nonce: u64, fee in 0..=Sats::MAX.to_sat(), amount in 0..=Sats::MAX.to_sat(), addr in "[a-z0-9]{0,90}", peg: bool) {
             let kind = if peg {
-                TxKind::PegOut { bitcoin_address: addr, amount: Sats(amount) }
+                TxKind::PegOut { bitcoin_address: addr, amount: sats(amount) }
             } else {
-                TxKind::Transfer { to: AccountId(key(9).verifying_key().to_bytes()), amount: Sats(amount) }
+                TxKind::Transfer { to: AccountId(key(9).verifying_key().to_bytes()), amount: sats(amount) }
             };
-            let tx = Transaction::sign(Hash32::ZERO, &key(1), nonce, Sats(fee), kind);
+            let tx = Transaction::sign(Hash32::ZERO, &key(1), nonce, sats(fee), kind);
             let back = Transaction::decode(&tx.encode()).unwrap();
             prop_assert!(back.verify_signature());
             prop_assert_eq!(back.id(), tx.id());

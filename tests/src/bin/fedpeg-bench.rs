@@ -188,6 +188,7 @@ async fn bench(a: &Args, ports: &[u16], dir: &Path) -> anyhow::Result<serde_json
     // Pre-sign everything so the client's CPU goes to submitting.
     let per = a.txs.div_ceil(a.senders);
     let sink = AccountId(key(usize::MAX / 2).verifying_key().to_bytes());
+    let one = Sats::from_sat(1)?;
     let mut queues: Vec<Vec<(Hash32, Vec<u8>)>> = Vec::new();
     for s in 0..a.senders {
         let k = key(s);
@@ -198,10 +199,10 @@ async fn bench(a: &Args, ports: &[u16], dir: &Path) -> anyhow::Result<serde_json
                     chain,
                     &k,
                     n as u64,
-                    Sats(1),
+                    one,
                     TxKind::Transfer {
                         to: sink,
-                        amount: Sats(1),
+                        amount: one,
                     },
                 );
                 (tx.id(), tx.encode())

@@ -36,11 +36,18 @@ pub async fn run(
     let nonce = s.next_nonce(&c).await?;
     let kind = TxKind::PegOut {
         bitcoin_address: to.to_string(),
-        amount: Sats(amount),
+        amount: Sats::from_sat(amount).context("--amount")?,
     };
     let started = Instant::now();
     let txid = c
-        .submit(&s.sign(nonce, Sats(quote.fee), kind), "peg-out")
+        .submit(
+            &s.sign(
+                nonce,
+                Sats::from_sat(quote.fee).context("the node's fee quote")?,
+                kind,
+            ),
+            "peg-out",
+        )
         .await?;
     out.emit(&Report::text_only(format!("burn submitted: {txid}")))?;
     let deadline = started + Duration::from_secs(timeout_secs);

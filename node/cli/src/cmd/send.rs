@@ -40,10 +40,10 @@ pub async fn run(
         Some(n) => n,
         None => s.next_nonce(&c).await?,
     };
-    let fee = Sats(t.fee.unwrap_or(s.min_tx_fee));
+    let fee = Sats::from_sat(t.fee.unwrap_or(s.min_tx_fee)).context("--fee")?;
     let kind = TxKind::Transfer {
         to,
-        amount: Sats(t.amount),
+        amount: Sats::from_sat(t.amount).context("--amount")?,
     };
     let started = Instant::now();
     let txid = c.submit(&s.sign(nonce, fee, kind), "send").await?;

@@ -82,7 +82,7 @@ fn genesis(faucet: &SigningKey) -> anyhow::Result<Genesis> {
         pegout: Default::default(),
         dev_balances: vec![DevBalance {
             address: AccountId(faucet.verifying_key().to_bytes()).to_address("fprt"),
-            amount: u64::MAX / 4,
+            amount: Sats::MAX,
         }],
     })
 }
@@ -93,7 +93,7 @@ fn build_chain(
     blocks: u64,
     per_block: u64,
 ) -> anyhow::Result<()> {
-    let min_fee = Sats(chain.spec.genesis.fees.min_tx_fee);
+    let min_fee = chain.spec.genesis.fees.min_tx_fee;
     let mut nonce = 0;
     for h in 1..=blocks {
         for i in 0..per_block {
@@ -109,7 +109,7 @@ fn build_chain(
                 min_fee,
                 TxKind::Transfer {
                     to,
-                    amount: Sats(1000),
+                    amount: Sats::from_sat(1000)?,
                 },
             );
             chain

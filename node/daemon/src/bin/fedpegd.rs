@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fedpeg_keys::create_member_keys;
+use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
 use fedpegd::config::Config;
 use std::net::SocketAddr;
@@ -217,6 +218,8 @@ fn main() -> anyhow::Result<()> {
                 let amount: u64 = amount
                     .parse()
                     .with_context(|| format!("--dev-balance '{d}': SATS must be a whole number"))?;
+                let amount =
+                    Sats::from_sat(amount).with_context(|| format!("--dev-balance '{d}'"))?;
                 devs.push(DevBalance {
                     address: addr.to_string(),
                     amount,
@@ -231,7 +234,7 @@ fn main() -> anyhow::Result<()> {
                 pegin_confirmations,
                 consensus: ConsensusParams::default(),
                 fees: FeeParams {
-                    min_tx_fee,
+                    min_tx_fee: Sats::from_sat(min_tx_fee).context("--min-tx-fee")?,
                     ..FeeParams::default()
                 },
                 dev_balances: devs,

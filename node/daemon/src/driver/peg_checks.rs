@@ -57,7 +57,7 @@ impl Driver {
                             txid: fedpeg_keys::random_32(),
                             vout: 0,
                         },
-                        amount: fedpeg_ledger::amount::Sats(1_000_000),
+                        amount: fedpeg_ledger::amount::Sats::checked(1_000_000).unwrap_or_default(),
                         account,
                         block: [0xfe; 32],
                         height: 1,
@@ -171,6 +171,7 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
+    use fedpeg_ledger::testing::sats;
     use super::*;
     use crate::network::NetworkConfig;
     use crate::peg_testing::{account, consensus_key, PegNode, CONFIRMATIONS};
@@ -262,7 +263,7 @@ mod tests {
         let different = [
             fake,
             SeenDeposit {
-                amount: fedpeg_ledger::amount::Sats(2_500_000),
+                amount: sats(2_500_000),
                 ..d.clone()
             },
             SeenDeposit {

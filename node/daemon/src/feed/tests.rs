@@ -1,10 +1,10 @@
 //! Tests of the feed over a real store: replay, follow, cut-offs, filters,
 //! pages and cursors.
 
+use fedpeg_ledger::testing::sats;
 use super::history::Cursor;
 use super::*;
 use ed25519_dalek::SigningKey;
-use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::genesis::DevBalance;
 use tokio_stream::StreamExt;
 
@@ -27,7 +27,7 @@ fn chain() -> (tempfile::TempDir, Arc<Chain>) {
         "regtest",
         vec![DevBalance {
             address: account(5).to_address("fprt"),
-            amount: 1_000_000,
+            amount: sats(1_000_000),
         }],
     )
     .validate()
@@ -44,10 +44,10 @@ fn commit(chain: &Chain, transfers: u64) {
             chain.spec.chain_id,
             &faucet(),
             nonce + i,
-            Sats(1),
+            sats(1),
             TxKind::Transfer {
                 to: account(9),
-                amount: Sats(10),
+                amount: sats(10),
             },
         );
         chain.submit_tx(tx).unwrap();

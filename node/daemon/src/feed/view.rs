@@ -23,11 +23,11 @@ pub fn tx_view(tx: &Transaction, hrp: &str) -> pb::TransactionView {
         txid: tx.id().to_hex(),
         sender: tx.sender.to_address(hrp),
         nonce: tx.nonce,
-        fee: tx.fee.0,
+        fee: tx.fee.to_sat(),
         kind: kind as i32,
         to,
         bitcoin_address,
-        amount: tx.amount().0,
+        amount: tx.amount().to_sat(),
     }
 }
 
@@ -114,7 +114,7 @@ impl Feed {
                         "peg_in_mint",
                         format!(
                             "deposit {outpoint} of {} sats to {}",
-                            amount.0,
+                            amount.to_sat(),
                             account.to_address(hrp)
                         ),
                     ),

@@ -86,7 +86,7 @@ fn replacement(
     let n_out = b.outputs.len();
     // BIP125: the replacement pays at least the old fee plus its own size
     // at the incremental relay rate (1 sat/vB).
-    let min_fee = old.fee.0.saturating_add(params.federation.batch_vbytes(
+    let min_fee = old.fee.to_sat().saturating_add(params.federation.batch_vbytes(
         b.inputs.len(),
         n_out + 1,
         out_bytes + 43,
@@ -101,14 +101,14 @@ fn replacement(
         rate,
         min_fee,
     )?;
-    let extra = Sats(fee.saturating_sub(b.fee_reserved.0));
+    let extra = Sats::checked(fee.saturating_sub(b.fee_reserved.to_sat()))?;
     if extra > fee_pool {
         return None;
     }
     let mut v = BatchVersion {
         fee_rate: rate,
-        fee: Sats(fee),
-        change: Sats(change),
+        fee: Sats::checked(fee)?,
+        change: Sats::checked(change)?,
         txid: [0; 32],
         height,
         signatures: BTreeMap::new(),

@@ -24,11 +24,13 @@ pub(super) fn apply(
     if o.is_minted(outpoint) {
         return Err(FedTxError::AlreadyMinted(*outpoint));
     }
-    let cost = Sats(
+    // A cost beyond 21M BTC is beyond any deposit: below cost either way.
+    let cost = Sats::checked(
         params
             .pegin_spend_vbytes
             .saturating_mul(o.base.fee_rate(params.default_fee_rate)),
-    );
+    )
+    .unwrap_or(Sats::MAX);
     let credit = match amount.checked_sub(cost) {
         Some(c) if c > Sats::ZERO => c,
         _ => return Err(FedTxError::BelowCost { amount, cost }),

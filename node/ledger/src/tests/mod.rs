@@ -4,10 +4,11 @@
 mod pegout;
 
 use crate::account::AccountId;
-use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::tx::{Transaction, TxKind};
+use crate::amount::Sats;
+use crate::testing::sats;
 use crate::*;
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
@@ -22,8 +23,8 @@ fn params() -> LedgerParams {
     LedgerParams {
         chain_id: Hash32::tagged("test-chain", &[]),
         network: bitcoin::Network::Regtest,
-        min_tx_fee: Sats(1),
-        pegout_fee: Sats(1000),
+        min_tx_fee: sats(1),
+        pegout_fee: sats(1000),
         max_block_txs: 1000,
         members: vec![member_key().verifying_key()],
         pegin_spend_vbytes: 50,
@@ -42,11 +43,12 @@ fn genesis(balances: &[(u8, u64)]) -> State {
         s.accounts.insert(
             id(*i),
             Account {
-                balance: Sats(*b),
+                balance: sats(*b),
                 nonce: 0,
             },
         );
-        s.supply = Sats(s.supply.0.saturating_add(*b));
+        // Saturates: the overflow tests build states beyond the cap on purpose.
+        s.supply = s.supply.checked_add(sats(*b)).unwrap_or(Sats::MAX);
     }
     s
 }
@@ -55,10 +57,10 @@ fn transfer(from: u8, to: u8, nonce: u64, amount: u64, fee: u64) -> Transaction 
         params().chain_id,
         &key(from),
         nonce,
-        Sats(fee),
+        sats(fee),
         TxKind::Transfer {
             to: id(to),
-            amount: Sats(amount),
+            amount: sats(amount),
         },
     )
 }
@@ -79,19 +81,19 @@ fn transfer_moves_balance_and_fee() {
     assert_eq!(
         s.account(&id(0)),
         Account {
-            balance: Sats(695),
+            balance: sats(695),
             nonce: 1
         }
     );
     assert_eq!(
         s.account(&id(1)),
         Account {
-            balance: Sats(300),
+            balance: sats(300),
             nonce: 0
         }
     );
-    assert_eq!(s.fee_pool, Sats(5));
-    assert_eq!(s.supply, Sats(995));
+    assert_eq!(s.fee_pool, sats(5));
+    assert_eq!(s.supply, sats(995));
     assert_eq!(s.height, 1);
 }
 
@@ -139,19 +141,19 @@ fn insufficient_balance_zero_amount_low_fee_are_rejected() {
     assert_eq!(
         e(transfer(0, 1, 0, 100, 1)),
         TxError::InsufficientBalance {
-            needed: Sats(101),
-            available: Sats(100)
+            needed: sats(101),
+            available: sats(100)
         }
     );
     assert_eq!(e(transfer(0, 1, 0, 0, 1)), TxError::ZeroAmount);
     assert_eq!(
         e(transfer(0, 1, 0, 1, 0)),
         TxError::FeeTooLow {
-            min: Sats(1),
-            got: Sats(0)
+            min: sats(1),
+            got: sats(0)
         }
     );
-    assert_eq!(e(transfer(0, 1, 0, u64::MAX, 1)), TxError::Overflow);
+    assert_eq!(e(transfer(0, 1, 0, Sats::MAX.to_sat(), 1)), TxError::Overflow);
 }
 
 #[test]
@@ -161,10 +163,10 @@ fn wrong_chain_is_rejected() {
         Hash32::tagged("other-chain", &[]),
         &key(0),
         0,
-        Sats(1),
+        sats(1),
         TxKind::Transfer {
             to: id(1),
-            amount: Sats(1),
+            amount: sats(1),
         },
     );
     assert!(matches!(
@@ -175,7 +177,7 @@ fn wrong_chain_is_rejected() {
 
 #[test]
 fn recipient_overflow_is_rejected_not_wrapped() {
-    let s = genesis(&[(0, 100), (1, u64::MAX - 50)]);
+    let s = genesis(&[(0, 100), (1, Sats::MAX.to_sat() - 50)]);
     let b = build_block(
         &s,
         &params(),
@@ -208,10 +210,10 @@ fn peg_out_burns_and_queues() {
         params().chain_id,
         &key(0),
         0,
-        Sats(1000),
+        sats(1000),
         TxKind::PegOut {
             bitcoin_address: addr.clone(),
-            amount: Sats(50_000),
+            amount: sats(50_000),
         },
     );
     // A fee below the quote is refused, nothing burned.
@@ -219,28 +221,28 @@ fn peg_out_burns_and_queues() {
         params().chain_id,
         &key(0),
         0,
-        Sats(999),
+        sats(999),
         TxKind::PegOut {
             bitcoin_address: addr.clone(),
-            amount: Sats(50_000),
+            amount: sats(50_000),
         },
     );
     assert_eq!(
         check_tx(&params(), 10, s.account(&id(0)), &cheap, &VerifyAll).unwrap_err(),
         TxError::PegOutFeeTooLow {
-            quote: Sats(1000),
-            got: Sats(999)
+            quote: sats(1000),
+            got: sats(999)
         }
     );
     let before = s.total_value();
     let b = commit_block(&mut s, &[tx]);
     assert!(b.rejected.is_empty(), "{:?}", b.rejected);
-    assert_eq!(s.account(&id(0)).balance, Sats(100_000 - 50_000 - 1000));
+    assert_eq!(s.account(&id(0)).balance, sats(100_000 - 50_000 - 1000));
     assert_eq!(s.withdrawals.len(), 1);
     assert_eq!(s.withdrawals[&0].bitcoin_address, addr);
     // No federation UTXOs yet: queued, not batched.
     assert!(s.batches.is_empty());
-    assert_eq!(s.fee_pool, Sats(1000));
+    assert_eq!(s.fee_pool, sats(1000));
     assert_eq!(s.total_value(), before);
 }
 
@@ -251,10 +253,10 @@ fn peg_out_to_testnet_address_is_rejected_on_regtest() {
         params().chain_id,
         &key(0),
         0,
-        Sats(10),
+        sats(10),
         TxKind::PegOut {
             bitcoin_address: "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx".into(),
-            amount: Sats(50_000),
+            amount: sats(50_000),
         },
     );
     let e = check_tx(&params(), 10, s.account(&id(0)), &tx, &VerifyAll).unwrap_err();
@@ -330,7 +332,7 @@ fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
                 txid: [7; 32],
                 vout,
             },
-            amount: Sats(amount),
+            amount: sats(amount),
             account: id(acct),
             bitcoin_block: [1; 32],
         })
@@ -362,11 +364,11 @@ fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
         b.outcome.delta
     );
     s.commit(&b.block.header, &b.outcome);
-    assert_eq!(s.account(&id(1)).balance, Sats(10_000 - 500));
-    assert_eq!(s.supply, Sats(10_000 - 500));
+    assert_eq!(s.account(&id(1)).balance, sats(10_000 - 500));
+    assert_eq!(s.supply, sats(10_000 - 500));
     // The deposit's spend cost goes to the fee pool: value grows by the deposit.
     assert_eq!(s.total_value(), before + 10_000);
-    assert_eq!(s.fee_pool, Sats(500));
+    assert_eq!(s.fee_pool, sats(500));
     assert_eq!(s.utxos.len(), 1);
     // Minting the same outpoint again makes a block invalid.
     let mut again = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
@@ -461,7 +463,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
                 txid: [5; 32],
                 vout: 0,
             },
-            amount: Sats(10_000),
+            amount: sats(10_000),
             account: id(1),
             bitcoin_block: [1; 32],
         },
@@ -470,7 +472,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
     s.commit(&b.block.header, &b.outcome);
     let b = build_block(&s, &p, &[], &[mint], 1, 0, &VerifyAll);
     s.commit(&b.block.header, &b.outcome);
-    assert_eq!(s.account(&id(1)).balance, Sats(10_000 - 50 * 5));
+    assert_eq!(s.account(&id(1)).balance, sats(10_000 - 50 * 5));
 }
 
 #[test]
@@ -535,7 +537,7 @@ fn op() -> impl Strategy<Value = Op> {
     (
         0u8..5,
         0u8..5,
-        prop_oneof![0u64..2000, Just(u64::MAX), Just(u64::MAX / 2)],
+        prop_oneof![0u64..2000, Just(Sats::MAX.to_sat()), Just(Sats::MAX.to_sat() / 2)],
         0u64..20,
         prop_oneof![Just(0i8), Just(0), Just(0), Just(-1), Just(1)],
         proptest::bool::weighted(0.1),
@@ -558,7 +560,7 @@ proptest! {
     /// block gives the same result.
     #[test]
     fn transfers_conserve_value(
-        balances in proptest::collection::vec(prop_oneof![0u64..5000, Just(u64::MAX / 8)], 5),
+        balances in proptest::collection::vec(prop_oneof![0u64..5000, Just(Sats::MAX.to_sat() / 8)], 5),
         blocks in proptest::collection::vec(proptest::collection::vec(op(), 0..12), 1..5),
     ) {
         let mut s = genesis(&balances.iter().enumerate().map(|(i, b)| (i as u8, *b)).collect::<Vec<_>>());
@@ -580,8 +582,8 @@ proptest! {
                 prop_assert!(tx.verify_signature());
             }
             prop_assert_eq!(s.total_value(), total);
-            let sum: u128 = s.accounts.values().map(|a| a.balance.0 as u128).sum();
-            prop_assert_eq!(sum, s.supply.0 as u128);
+            let sum: u128 = s.accounts.values().map(|a| a.balance.to_sat() as u128).sum();
+            prop_assert_eq!(sum, s.supply.to_sat() as u128);
             // Resync expected nonces to state (rejected txs do not advance).
             for i in 0..5u8 { nonces[i as usize] = s.account(&id(i)).nonce; }
         }

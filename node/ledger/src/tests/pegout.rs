@@ -1,11 +1,11 @@
 //! Ledger tests of peg-out batches: forming, signing, bumping, confirming.
 
 use super::{id as uid, key as user};
-use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::pegout_batch::{test_federation, test_peg_secrets};
 use crate::tx::{Transaction, TxKind};
+use crate::testing::sats;
 use crate::*;
 use ed25519_dalek::SigningKey;
 use fedpeg_peg::bitcoin;
@@ -17,8 +17,8 @@ fn params() -> LedgerParams {
     LedgerParams {
         chain_id: Hash32::tagged("pegout-test", &[]),
         network: bitcoin::Network::Regtest,
-        min_tx_fee: Sats(1),
-        pegout_fee: Sats(1000),
+        min_tx_fee: sats(1),
+        pegout_fee: sats(1000),
         max_block_txs: 1000,
         members: (0..4).map(|i| member(i).verifying_key()).collect(),
         pegin_spend_vbytes: 132,
@@ -47,10 +47,10 @@ fn pegout(from: u8, nonce: u64, amount: u64, fee: u64) -> Transaction {
         params().chain_id,
         &user(from),
         nonce,
-        Sats(fee),
+        sats(fee),
         TxKind::PegOut {
             bitcoin_address: address(from),
-            amount: Sats(amount),
+            amount: sats(amount),
         },
     )
 }
@@ -93,7 +93,7 @@ fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
                 txid: [acct; 32],
                 vout,
             },
-            amount: Sats(amount),
+            amount: sats(amount),
             account: uid(acct),
             bitcoin_block: [1; 32],
         },
@@ -142,9 +142,9 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let b = s.batches[&0].clone();
     assert_eq!(b.outputs.len(), 2);
     assert_eq!(b.inputs.len(), 1);
-    assert_eq!(b.inputs[0].1.amount, Sats(1_000_000));
+    assert_eq!(b.inputs[0].1.amount, sats(1_000_000));
     let v0 = b.latest().clone();
-    assert_eq!(b.input_total(), b.output_total() + v0.fee.0 + v0.change.0);
+    assert_eq!(b.input_total(), b.output_total() + v0.fee.to_sat() + v0.change.to_sat());
     assert_eq!(s.utxos.len(), 1, "the input is locked");
     let tx = b.unsigned_tx(&p.federation, 0).unwrap();
     assert_eq!(tx.compute_txid().to_byte_array_helper(), v0.txid);
@@ -210,8 +210,8 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let b = s.batches[&0].clone();
     let v1 = b.latest().clone();
     assert!(v1.fee_rate > v0.fee_rate);
-    assert!(v1.fee.0 >= v0.fee.0 + p.federation.batch_vbytes(1, 3, 31 * 2 + 43));
-    assert_eq!(s.fee_pool.0, pool_before.0 - (v1.fee.0 - v0.fee.0));
+    assert!(v1.fee.to_sat() >= v0.fee.to_sat() + p.federation.batch_vbytes(1, 3, 31 * 2 + 43));
+    assert_eq!(s.fee_pool.to_sat(), pool_before.to_sat() - (v1.fee.to_sat() - v0.fee.to_sat()));
     assert_ne!(v1.txid, v0.txid);
     // Old-version signatures are now stale.
     let stale = fed(
@@ -261,7 +261,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             ..
         }
     )));
-    assert_eq!(s.fee_pool.0, pool_before.0 + (v1.fee.0 - v0.fee.0));
+    assert_eq!(s.fee_pool.to_sat(), pool_before.to_sat() + (v1.fee.to_sat() - v0.fee.to_sat()));
     assert!(s.batches.is_empty());
     assert!(s.withdrawals.is_empty());
     assert!(s.withdrawal_batch.is_empty());
@@ -344,10 +344,10 @@ fn golden_state_root_of_a_fixed_history() {
         params().chain_id,
         &user(1),
         0,
-        Sats(10),
+        sats(10),
         TxKind::Transfer {
             to: uid(2),
-            amount: Sats(5_000),
+            amount: sats(5_000),
         },
     );
     step(&mut s, &[transfer], &[], 2);
