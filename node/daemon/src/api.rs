@@ -379,7 +379,6 @@ impl WalletService for Api {
         &self,
         req: Request<pb::ClaimPegInRequest>,
     ) -> Result<Response<pb::ClaimPegInResponse>, Status> {
-        use fedpeg_peg::bitcoin::hashes::Hash;
         let r = req.into_inner();
         let id = self.parse_account(&r.address)?;
         let txid: fedpeg_peg::bitcoin::Txid = r.txid.parse().map_err(|e| {
@@ -391,10 +390,7 @@ impl WalletService for Api {
             ));
         };
         self.require_bitcoind()?;
-        let outpoint = fedpeg_ledger::fedtx::OutPoint {
-            txid: txid.to_byte_array(),
-            vout: r.vout,
-        };
+        let outpoint = fedpeg_ledger::fedtx::OutPoint { txid, vout: r.vout };
         if self.chain.with_state(|s| s.minted.contains_key(&outpoint)) {
             return Err(Status::failed_precondition(format!(
                 "deposit {outpoint} is already minted"
@@ -466,7 +462,7 @@ impl WalletService for Api {
             let o: fedpeg_peg::bitcoin::OutPoint = s.parse().map_err(|e| {
                 Status::invalid_argument(format!("outpoint '{s}' must be txid:vout ({e})"))
             })?;
-            Ok(OutPoint::from_bitcoin(&o))
+            Ok(o)
         };
         let (account, outpoint) = match &req.get_ref().selector {
             Some(Selector::Address(a)) => (Some(self.parse_account(a)?), None),
@@ -524,10 +520,7 @@ impl WalletService for Api {
                     confirmations,
                     confirmations_required: required,
                     eta_seconds: u64::from(required.saturating_sub(confirmations)) * 600,
-                    bitcoin_block: {
-                        use fedpeg_peg::bitcoin::hashes::Hash;
-                        fedpeg_peg::bitcoin::BlockHash::from_byte_array(d.block).to_string()
-                    },
+                    bitcoin_block: d.block.to_string(),
                     ..Default::default()
                 });
             }
@@ -692,7 +685,7 @@ impl NodeService for Api {
             let op: fedpeg_peg::bitcoin::OutPoint = o.parse().map_err(|e| {
                 Status::invalid_argument(format!("outpoint '{o}' must be txid:vout ({e})"))
             })?;
-            outpoints.push(fedpeg_ledger::fedtx::OutPoint::from_bitcoin(&op));
+            outpoints.push(op);
         }
         let remaining = w.acknowledge(&outpoints);
         tracing::warn!(

@@ -14,6 +14,7 @@ use crate::pegout_api::pegout_info;
 use crate::watcher::Watcher;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::pegout_batch::Batch;
+use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::federation_service_server::FederationService;
 use std::cell::RefCell;
@@ -36,8 +37,8 @@ pub fn pegouts(
 ) -> Result<pb::ListPegOutsResponse, Status> {
     let mine = |a: &AccountId| account.is_none_or(|x| x == a);
     // Bitcoind is asked once per transaction, outside the state lock.
-    let confs: RefCell<HashMap<[u8; 32], Option<u32>>> = RefCell::default();
-    let confirmations = |txid: &[u8; 32]| {
+    let confs: RefCell<HashMap<Txid, Option<u32>>> = RefCell::default();
+    let confirmations = |txid: &Txid| {
         *confs
             .borrow_mut()
             .entry(*txid)

@@ -39,7 +39,10 @@ pub fn render(s: &Sources) -> String {
             st.height,
             st.supply.to_sat(),
             st.fee_pool.to_sat(),
-            st.withdrawals.values().map(|w| w.amount.to_sat()).sum::<u64>(),
+            st.withdrawals
+                .values()
+                .map(|w| w.amount.to_sat())
+                .sum::<u64>(),
             st.minted.len() as u64,
             st.fee_rate(default_rate),
         )

@@ -10,19 +10,18 @@
 //! [`watcher`]: crate::watcher
 //! [`signer`]: crate::signer
 
-use fedpeg_ledger::testing::sats;
 use crate::chain::Chain;
 use crate::signer::PegOutWorker;
 use crate::watcher::{SeenDeposit, Watcher};
-use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use bitcoin::{Amount, ScriptBuf};
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::{Block, CommittedBlock};
-use fedpeg_ledger::fedtx::{FedTxKind, FederationTx, OutPoint};
+use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::genesis::MemberInfo;
 use fedpeg_ledger::pegout_batch::Batch;
+use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_peg::chain::BitcoinChain;
 use fedpeg_peg::testkit::MemoryChain;
@@ -194,10 +193,10 @@ impl PegNode {
         let outpoint = self.btc.fund(&script, Amount::from_sat(value));
         let (height, block) = self.btc.best_tip();
         SeenDeposit {
-            outpoint: OutPoint::from_bitcoin(&outpoint),
+            outpoint,
             amount: sats(value),
             account,
-            block: block.to_byte_array(),
+            block,
             height,
         }
     }

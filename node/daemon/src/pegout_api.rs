@@ -4,7 +4,6 @@ use crate::chain::Chain;
 use crate::watcher::Watcher;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::pegout_batch::{pegout_fee_quote, Owner};
-use fedpeg_peg::bitcoin::hashes::Hash;
 use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
 use tonic::Status;
@@ -74,7 +73,7 @@ pub fn get_pegout(
                 .ok_or_else(|| Status::internal(format!("batch {id} missing")))?,
         ),
     };
-    let confirmations = |txid: &[u8; 32]| watcher.map(|w| bitcoin_confirmations(w, txid));
+    let confirmations = |txid: &Txid| watcher.map(|w| bitcoin_confirmations(w, txid));
     Ok(pb::GetPegOutResponse {
         peg_out: Some(pegout_info(chain, &w, batch.as_ref(), &confirmations)),
     })
@@ -87,7 +86,7 @@ pub fn pegout_info(
     chain: &Chain,
     w: &fedpeg_ledger::Withdrawal,
     batch: Option<&fedpeg_ledger::pegout_batch::Batch>,
-    confirmations: &dyn Fn(&[u8; 32]) -> Option<u32>,
+    confirmations: &dyn Fn(&Txid) -> Option<u32>,
 ) -> pb::PegOutInfo {
     let params = chain.params();
     let m = params.federation.threshold() as u32;
@@ -117,7 +116,7 @@ pub fn pegout_info(
     let version = &b.versions[v];
     info.batch = b.id;
     info.batch_version = v as u32;
-    info.bitcoin_txid = Txid::from_byte_array(version.txid).to_string();
+    info.bitcoin_txid = version.txid.to_string();
     info.fee_rate_sat_vb = version.fee_rate;
     info.signatures = version.signatures.len() as u32;
     info.vout = b
@@ -141,9 +140,9 @@ pub fn pegout_info(
     info
 }
 
-pub(crate) fn bitcoin_confirmations(w: &Watcher, txid: &[u8; 32]) -> u32 {
+pub(crate) fn bitcoin_confirmations(w: &Watcher, txid: &Txid) -> u32 {
     let btc = w.bitcoin();
-    let Ok(Some((_, Some(block)))) = btc.transaction(&Txid::from_byte_array(*txid), None) else {
+    let Ok(Some((_, Some(block)))) = btc.transaction(txid, None) else {
         return 0;
     };
     match (btc.best_chain_height(&block), btc.tip()) {

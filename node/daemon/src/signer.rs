@@ -14,7 +14,6 @@ use crate::watcher::Watcher;
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::pegout_batch::Batch;
-use fedpeg_peg::bitcoin::hashes::Hash;
 use fedpeg_peg::bitcoin::secp256k1::SecretKey;
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
 use std::collections::{HashMap, HashSet};
@@ -188,7 +187,7 @@ impl PegOutWorker {
         if latest.signatures.len() < fed.threshold() {
             return;
         }
-        let txid = Txid::from_byte_array(latest.txid);
+        let txid = latest.txid;
         let now = Instant::now();
         let (due, first_tip) = {
             let Ok(mem) = self.memory.lock() else { return };
@@ -290,11 +289,11 @@ impl PegOutWorker {
                     })
                     .unwrap_or(true);
                 if !recent {
-                    tracing::info!(batch = b.id, txid = %Txid::from_byte_array(v.txid), "peg-out batch confirmed at depth");
+                    tracing::info!(batch = b.id, txid = %v.txid, "peg-out batch confirmed at depth");
                     self.submit(FedTxKind::PegOutConfirmed {
                         batch: b.id,
                         txid: v.txid,
-                        bitcoin_block: block.to_byte_array(),
+                        bitcoin_block: block,
                     });
                     if let Ok(mut m) = self.memory.lock() {
                         m.reported.insert(b.id, Instant::now());
@@ -311,13 +310,12 @@ impl PegOutWorker {
 /// (`tip` is the best height); `hint` names the block when known.
 pub fn confirmed_at_depth(
     btc: &dyn fedpeg_peg::chain::BitcoinChain,
-    txid: &[u8; 32],
+    txid: &Txid,
     hint: Option<&BlockHash>,
     tip: u64,
     depth: u64,
 ) -> Option<BlockHash> {
-    let txid = Txid::from_byte_array(*txid);
-    let (_, block) = btc.transaction(&txid, hint).ok()??;
+    let (_, block) = btc.transaction(txid, hint).ok()??;
     let block = block?;
     let height = btc.best_chain_height(&block).ok()??;
     (tip + 1 >= height + depth).then_some(block)
@@ -367,7 +365,7 @@ mod tests {
 
         /// The batch's newest version, as a Bitcoin txid.
         fn txid(&self) -> Txid {
-            Txid::from_byte_array(self.batch().latest().txid)
+            self.batch().latest().txid
         }
 
         /// Members 0 and 1 sign, each in its own block.
@@ -453,10 +451,7 @@ mod tests {
         assert_eq!(f.node.btc.mempool(), vec![txid]);
         // It pays the withdrawal from the minted deposit.
         let (tx, _) = f.node.btc.transaction(&txid, None).unwrap().unwrap();
-        assert_eq!(
-            tx.input[0].previous_output,
-            f.batch.inputs[0].0.to_bitcoin()
-        );
+        assert_eq!(tx.input[0].previous_output, f.batch.inputs[0].0);
         assert_eq!(
             tx.output[0].value.to_sat(),
             crate::peg_testing::PEG_OUT_SATS
@@ -476,7 +471,7 @@ mod tests {
             f.tick(0);
             let tip = f.node.btc.best_tip().0;
             assert_eq!(
-                confirmed_at_depth(&*btc, txid.as_byte_array(), None, tip, CONFIRMATIONS),
+                confirmed_at_depth(&*btc, &txid, None, tip, CONFIRMATIONS),
                 None
             );
             assert!(f.pooled(confirmed).is_empty(), "reported at depth {depth}");
@@ -484,7 +479,7 @@ mod tests {
         }
         let tip = f.node.btc.best_tip().0;
         assert_eq!(
-            confirmed_at_depth(&*btc, txid.as_byte_array(), None, tip, CONFIRMATIONS),
+            confirmed_at_depth(&*btc, &txid, None, tip, CONFIRMATIONS),
             Some(block)
         );
         f.tick(0);
@@ -494,8 +489,8 @@ mod tests {
             pooled[0].kind,
             FedTxKind::PegOutConfirmed {
                 batch: f.batch.id,
-                txid: txid.to_byte_array(),
-                bitcoin_block: block.to_byte_array(),
+                txid,
+                bitcoin_block: block,
             }
         );
         f.node.commit(vec![]);
@@ -565,8 +560,8 @@ mod tests {
             pooled[0].kind,
             FedTxKind::PegOutConfirmed {
                 batch: f.batch.id,
-                txid: stuck.compute_txid().to_byte_array(),
-                bitcoin_block: block.to_byte_array(),
+                txid: stuck.compute_txid(),
+                bitcoin_block: block,
             }
         );
         f.node.commit(vec![]);

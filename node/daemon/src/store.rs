@@ -13,6 +13,8 @@
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
 //! holds either all of a block (block, indexes, state, tip) or none of it.
 
+use bitcoin::hashes::Hash as _;
+use bitcoin::Txid;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::block::CommittedBlock;
@@ -129,7 +131,7 @@ fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
 
 fn outpoint_key(o: &fedpeg_ledger::fedtx::OutPoint) -> [u8; 36] {
     let mut k = [0u8; 36];
-    k[..32].copy_from_slice(&o.txid);
+    k[..32].copy_from_slice(o.txid.as_byte_array());
     k[32..].copy_from_slice(&o.vout.to_be_bytes());
     k
 }
@@ -141,7 +143,7 @@ fn outpoint_at(k: &[u8]) -> Result<fedpeg_ledger::fedtx::OutPoint, StoreError> {
         .map(u32::from_be_bytes)
         .ok_or_else(|| corrupt("short outpoint"))?;
     Ok(fedpeg_ledger::fedtx::OutPoint {
-        txid: hash_at(k, 0)?.0,
+        txid: Txid::from_byte_array(hash_at(k, 0)?.0),
         vout,
     })
 }
@@ -313,7 +315,7 @@ impl Store {
                 .map(u32::from_be_bytes)
                 .ok_or_else(|| corrupt("short outpoint"))?;
             let outpoint = fedpeg_ledger::fedtx::OutPoint {
-                txid: hash_at(&k, 0)?.0,
+                txid: Txid::from_byte_array(hash_at(&k, 0)?.0),
                 vout,
             };
             s.minted.insert(
@@ -392,7 +394,7 @@ impl Store {
         let minted = self.cf(CF_MINTED)?;
         for (o, a, credit, amount) in &outcome.delta.new_mints {
             let mut k = [0u8; 36];
-            k[..32].copy_from_slice(&o.txid);
+            k[..32].copy_from_slice(o.txid.as_byte_array());
             k[32..].copy_from_slice(&o.vout.to_be_bytes());
             let mut v = Vec::with_capacity(56);
             v.extend_from_slice(&a.0);
@@ -521,10 +523,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use fedpeg_ledger::testing::sats;
     use super::*;
     use fedpeg_ledger::block::{tx_root, Block, CommittedBlock, Header};
     use fedpeg_ledger::fedtx::OutPoint;
+    use fedpeg_ledger::testing::sats;
     use fedpeg_ledger::{BlockOutcome, Delta};
 
     #[test]
@@ -534,7 +536,7 @@ mod tests {
         let genesis = State::default();
         let acct = AccountId([9; 32]);
         let outpoint = OutPoint {
-            txid: [3; 32],
+            txid: fedpeg_ledger::testing::txid(3),
             vout: 7,
         };
         let header = Header {

@@ -9,7 +9,6 @@
 //! best chain are forgotten (and found again if they are mined again).
 
 use crate::chain::Chain;
-use bitcoin::hashes::Hash;
 use bitcoin::{BlockHash, ScriptBuf};
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
@@ -29,7 +28,7 @@ pub struct SeenDeposit {
     pub outpoint: OutPoint,
     pub amount: Sats,
     pub account: AccountId,
-    pub block: [u8; 32],
+    pub block: BlockHash,
     pub height: u64,
 }
 
@@ -133,7 +132,7 @@ impl Watcher {
             let hash = self.btc.block_hash(h)?;
             let block = self.btc.block(&hash)?;
             for d in find_deposits(&block, &inner.scripts) {
-                let outpoint = OutPoint::from_bitcoin(&d.outpoint);
+                let outpoint = d.outpoint;
                 // More than 21M BTC in one output: not from a valid chain.
                 let Some(amount) = Sats::checked(d.amount.to_sat()) else {
                     tracing::warn!(%outpoint, "ignoring a deposit above 21M BTC");
@@ -145,7 +144,7 @@ impl Watcher {
                         outpoint,
                         amount,
                         account: AccountId(d.account),
-                        block: hash.to_byte_array(),
+                        block: hash,
                         height: h,
                     },
                 );
@@ -315,10 +314,10 @@ impl Watcher {
 
 #[cfg(test)]
 mod tests {
-    use fedpeg_ledger::testing::sats;
     use super::*;
     use crate::peg_testing::{account, PegNode, CONFIRMATIONS};
     use bitcoin::Amount;
+    use fedpeg_ledger::testing::sats;
 
     /// A one-member federation with user 1 registered, and its watcher.
     fn registered() -> (PegNode, Arc<Watcher>) {
@@ -386,7 +385,7 @@ mod tests {
                 ..d.clone()
             },
             SeenDeposit {
-                block: [7; 32],
+                block: fedpeg_ledger::testing::block_hash(7),
                 ..d.clone()
             },
             SeenDeposit {

@@ -8,12 +8,9 @@ use crate::overlay::Overlay;
 use crate::pegout_batch::{plan_batch, script_of, Batch, BatchOutput, BatchVersion};
 use crate::state::Withdrawal;
 use crate::LedgerParams;
+use bitcoin::hashes::Hash as _;
+use bitcoin::Txid;
 use std::collections::{BTreeMap, BTreeSet};
-
-pub(crate) fn txid_bytes(tx: &fedpeg_peg::bitcoin::Transaction) -> [u8; 32] {
-    use fedpeg_peg::bitcoin::hashes::Hash;
-    tx.compute_txid().to_byte_array()
-}
 
 /// Forms a batch at the end of a block when the queue is due: the oldest
 /// unbatched peg-out waited `batch_interval_ms`, or the queue is full.
@@ -87,7 +84,7 @@ pub(crate) fn form_batch(
             fee_rate: rate,
             fee,
             change,
-            txid: [0; 32],
+            txid: Txid::all_zeros(),
             height,
             signatures: BTreeMap::new(),
             bump_votes: BTreeSet::new(),
@@ -102,7 +99,7 @@ pub(crate) fn form_batch(
     let Some(fee_pool) = o.delta.fee_pool.checked_sub(fee) else {
         return;
     };
-    b.versions[0].txid = txid_bytes(&tx);
+    b.versions[0].txid = tx.compute_txid();
     o.delta.fee_pool = fee_pool;
     o.delta.next_batch_id = id + 1;
     o.delta

@@ -14,6 +14,8 @@
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::pegout_batch::{Batch, BatchOutput, BatchVersion, Confirmation, Owner, Utxo};
+use bitcoin::hashes::Hash as _;
+use bitcoin::{BlockHash, Txid};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why stored bytes could not be decoded.
@@ -60,7 +62,7 @@ impl Writer {
         self.buf.extend_from_slice(v);
     }
     pub fn outpoint(&mut self, o: &OutPoint) {
-        self.bytes32(&o.txid);
+        self.bytes32(o.txid.as_byte_array());
         self.u32(o.vout);
     }
 }
@@ -126,7 +128,7 @@ impl<'a> Reader<'a> {
     }
     pub fn outpoint(&mut self) -> Result<OutPoint, RecordError> {
         Ok(OutPoint {
-            txid: self.bytes32()?,
+            txid: Txid::from_byte_array(self.bytes32()?),
             vout: self.u32()?,
         })
     }
@@ -212,7 +214,7 @@ impl Batch {
             w.u64(v.fee_rate);
             w.sats(v.fee);
             w.sats(v.change);
-            w.bytes32(&v.txid);
+            w.bytes32(v.txid.as_byte_array());
             w.u64(v.height);
             w.len(v.signatures.len());
             for (member, sigs) in &v.signatures {
@@ -234,7 +236,7 @@ impl Batch {
             Some(c) => {
                 w.u8(1);
                 w.u32(c.version);
-                w.bytes32(&c.bitcoin_block);
+                w.bytes32(c.bitcoin_block.as_byte_array());
                 w.u64(c.height);
             }
         }
@@ -266,7 +268,7 @@ impl Batch {
             let fee_rate = r.u64()?;
             let fee = r.sats()?;
             let change = r.sats()?;
-            let txid = r.bytes32()?;
+            let txid = Txid::from_byte_array(r.bytes32()?);
             let height = r.u64()?;
             let mut signatures = BTreeMap::new();
             for _ in 0..r.len(8)? {
@@ -301,7 +303,7 @@ impl Batch {
             0 => None,
             1 => Some(Confirmation {
                 version: r.u32()?,
-                bitcoin_block: r.bytes32()?,
+                bitcoin_block: BlockHash::from_byte_array(r.bytes32()?),
                 height: r.u64()?,
             }),
             t => return Err(r.err(format!("bad option tag {t}"))),
@@ -341,7 +343,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn outpoint() -> impl Strategy<Value = OutPoint> {
-        (any::<[u8; 32]>(), any::<u32>()).prop_map(|(txid, vout)| OutPoint { txid, vout })
+        (any::<[u8; 32]>(), any::<u32>()).prop_map(|(t, vout)| OutPoint {
+            txid: Txid::from_byte_array(t),
+            vout,
+        })
     }
 
     fn amount() -> impl Strategy<Value = Sats> {
@@ -374,7 +379,7 @@ mod tests {
                     fee_rate,
                     fee,
                     change,
-                    txid,
+                    txid: Txid::from_byte_array(txid),
                     height,
                     signatures,
                     bump_votes,
@@ -411,9 +416,9 @@ mod tests {
                     versions,
                     created_height,
                     fee_reserved,
-                    confirmed: c.map(|(version, bitcoin_block, height)| Confirmation {
+                    confirmed: c.map(|(version, block, height)| Confirmation {
                         version,
-                        bitcoin_block,
+                        bitcoin_block: BlockHash::from_byte_array(block),
                         height,
                     }),
                 },

@@ -13,7 +13,6 @@ use crate::block::CommittedBlock;
 use crate::fedtx::OutPoint;
 use crate::state::Withdrawal;
 use crate::tx::TxId;
-use fedpeg_peg::bitcoin::hashes::Hash;
 use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
 use pb::chain_event::Event as Ev;
@@ -51,8 +50,8 @@ pub enum Event {
     PegOutBatch {
         batch: u64,
         stage: BatchStage,
-        /// Bitcoin txid of the version concerned (internal byte order).
-        txid: [u8; 32],
+        /// Bitcoin txid of the version concerned.
+        txid: Txid,
         withdrawals: Vec<u64>,
         /// Accounts that burned them, each once.
         accounts: Vec<AccountId>,
@@ -152,7 +151,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
         } => {
             let mut p = pb::PegOutStateChanged {
                 batch: *batch,
-                bitcoin_txid: Txid::from_byte_array(*txid).to_string(),
+                bitcoin_txid: txid.to_string(),
                 withdrawal_ids: withdrawals.clone(),
                 accounts: accounts.iter().map(addr).collect(),
                 ..Default::default()
@@ -267,10 +266,10 @@ pub fn tx_accounts(tx: &crate::tx::Transaction) -> Vec<AccountId> {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::sats;
     use super::*;
     use crate::fedtx::OutPoint;
     use crate::hash::Hash32;
+    use crate::testing::sats;
 
     #[test]
     fn stored_events_round_trip_and_name_their_accounts() {
@@ -302,7 +301,7 @@ mod tests {
                     event_to_pb(
                         &Event::PegInMinted {
                             outpoint: OutPoint {
-                                txid: [3; 32],
+                                txid: crate::testing::txid(3),
                                 vout: 1,
                             },
                             account: b,
@@ -329,8 +328,12 @@ mod tests {
     #[test]
     fn peg_out_batch_stages_map_to_states_and_name_every_account() {
         let (a, b) = (AccountId([1; 32]), AccountId([2; 32]));
-        let mut txid = [0u8; 32];
-        txid[0] = 0xab;
+        let mut bytes = [0u8; 32];
+        bytes[0] = 0xab;
+        let txid = {
+            use bitcoin::hashes::Hash as _;
+            bitcoin::Txid::from_byte_array(bytes)
+        };
         let ev = |stage| Event::PegOutBatch {
             batch: 7,
             stage,

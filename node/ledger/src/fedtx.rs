@@ -16,45 +16,14 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::hash::Hash32;
 use crate::tx::DecodeError;
+use bitcoin::hashes::Hash as _;
+use bitcoin::{BlockHash, Txid};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use fedpeg_proto::v1 as pb;
 
 const SIGN_DOMAIN: &[u8] = b"fedpeg/fedtx/v1";
 
-/// A Bitcoin output: txid (internal byte order) and index.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct OutPoint {
-    pub txid: [u8; 32],
-    pub vout: u32,
-}
-
-impl OutPoint {
-    /// As the bitcoin crate's type.
-    pub fn to_bitcoin(&self) -> bitcoin::OutPoint {
-        use bitcoin::hashes::Hash;
-        bitcoin::OutPoint {
-            txid: bitcoin::Txid::from_byte_array(self.txid),
-            vout: self.vout,
-        }
-    }
-
-    /// From the bitcoin crate's type.
-    pub fn from_bitcoin(o: &bitcoin::OutPoint) -> OutPoint {
-        use bitcoin::hashes::Hash;
-        OutPoint {
-            txid: o.txid.to_byte_array(),
-            vout: o.vout,
-        }
-    }
-}
-
-impl std::fmt::Display for OutPoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.to_bitcoin())
-    }
-}
+pub use bitcoin::OutPoint;
 
 /// What a federation transaction does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +37,7 @@ pub enum FedTxKind {
         outpoint: OutPoint,
         amount: Sats,
         account: AccountId,
-        bitcoin_block: [u8; 32],
+        bitcoin_block: BlockHash,
     },
     /// This member's signatures of every input of a peg-out batch version.
     PegOutSignatures {
@@ -81,8 +50,8 @@ pub enum FedTxKind {
     /// The batch transaction `txid` is confirmed at depth in `bitcoin_block`.
     PegOutConfirmed {
         batch: u64,
-        txid: [u8; 32],
-        bitcoin_block: [u8; 32],
+        txid: Txid,
+        bitcoin_block: BlockHash,
     },
 }
 
@@ -139,11 +108,11 @@ impl FederationTx {
                 bitcoin_block,
             } => {
                 b.push(2);
-                b.extend_from_slice(&outpoint.txid);
+                b.extend_from_slice(outpoint.txid.as_byte_array());
                 b.extend_from_slice(&outpoint.vout.to_be_bytes());
                 b.extend_from_slice(&amount.to_sat().to_be_bytes());
                 b.extend_from_slice(&account.0);
-                b.extend_from_slice(bitcoin_block);
+                b.extend_from_slice(bitcoin_block.as_byte_array());
             }
             FedTxKind::PegOutSignatures {
                 batch,
@@ -171,8 +140,8 @@ impl FederationTx {
             } => {
                 b.push(6);
                 b.extend_from_slice(&batch.to_be_bytes());
-                b.extend_from_slice(txid);
-                b.extend_from_slice(bitcoin_block);
+                b.extend_from_slice(txid.as_byte_array());
+                b.extend_from_slice(bitcoin_block.as_byte_array());
             }
         }
         b
@@ -216,13 +185,16 @@ impl FederationTx {
                 };
                 FedTxKind::PegInMint {
                     outpoint: OutPoint {
-                        txid: b32(&m.txid, "txid")?,
+                        txid: Txid::from_byte_array(b32(&m.txid, "txid")?),
                         vout: m.vout,
                     },
                     amount: crate::tx::amount(m.amount)?,
                     account: AccountId::from_slice(&b32(&m.account, "account")?)
                         .map_err(DecodeError::Recipient)?,
-                    bitcoin_block: b32(&m.bitcoin_block, "bitcoin_block")?,
+                    bitcoin_block: BlockHash::from_byte_array(b32(
+                        &m.bitcoin_block,
+                        "bitcoin_block",
+                    )?),
                 }
             }
             Some(pb::federation_tx::Kind::FeeRateVote(v)) => FedTxKind::FeeRateVote {
@@ -255,8 +227,11 @@ impl FederationTx {
                 };
                 FedTxKind::PegOutConfirmed {
                     batch: p.batch,
-                    txid: b32(&p.txid, "txid")?,
-                    bitcoin_block: b32(&p.bitcoin_block, "bitcoin_block")?,
+                    txid: Txid::from_byte_array(b32(&p.txid, "txid")?),
+                    bitcoin_block: BlockHash::from_byte_array(b32(
+                        &p.bitcoin_block,
+                        "bitcoin_block",
+                    )?),
                 }
             }
             None => return Err(DecodeError::MissingKind),
@@ -290,11 +265,11 @@ impl FederationTx {
                 account,
                 bitcoin_block,
             } => pb::federation_tx::Kind::PegInMint(pb::PegInMint {
-                txid: outpoint.txid.to_vec(),
+                txid: outpoint.txid.to_byte_array().to_vec(),
                 vout: outpoint.vout,
                 amount: amount.to_sat(),
                 account: account.0.to_vec(),
-                bitcoin_block: bitcoin_block.to_vec(),
+                bitcoin_block: bitcoin_block.to_byte_array().to_vec(),
             }),
             FedTxKind::PegOutSignatures {
                 batch,
@@ -317,8 +292,8 @@ impl FederationTx {
                 bitcoin_block,
             } => pb::federation_tx::Kind::PegOutConfirmed(pb::PegOutConfirmed {
                 batch: *batch,
-                txid: txid.to_vec(),
-                bitcoin_block: bitcoin_block.to_vec(),
+                txid: txid.to_byte_array().to_vec(),
+                bitcoin_block: bitcoin_block.to_byte_array().to_vec(),
             }),
         };
         pb::FederationTx {

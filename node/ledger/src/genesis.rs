@@ -334,8 +334,8 @@ impl ChainSpec {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use crate::testing::sats;
     use super::*;
+    use crate::testing::sats;
     use ed25519_dalek::SigningKey;
 
     use crate::testing::sample_genesis as sample;

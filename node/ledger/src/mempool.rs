@@ -210,10 +210,10 @@ impl SignatureCheck for Mempool {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::sats;
     use super::*;
     use crate::build_block;
     use crate::hash::Hash32;
+    use crate::testing::sats;
     use crate::tx::TxKind;
     use ed25519_dalek::SigningKey;
 

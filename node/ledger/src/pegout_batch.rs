@@ -9,7 +9,7 @@
 use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
-use fedpeg_peg::bitcoin::{self, Amount, ScriptBuf, Transaction, TxOut};
+use fedpeg_peg::bitcoin::{self, Amount, BlockHash, ScriptBuf, Transaction, TxOut, Txid};
 use fedpeg_peg::deposit::Tweak;
 use fedpeg_peg::federation::Federation;
 use fedpeg_peg::pegout::{output_bytes, unsigned_tx, BatchInput, CHANGE_DUST_LIMIT_SATS};
@@ -101,8 +101,8 @@ pub struct BatchVersion {
     pub fee: Sats,
     /// Change back to the federation (0: no change output).
     pub change: Sats,
-    /// Bitcoin txid (internal byte order).
-    pub txid: [u8; 32],
+    /// Bitcoin txid.
+    pub txid: Txid,
     /// Sidechain height that created this version.
     pub height: u64,
     /// Valid signatures per member (one per input, DER + sighash byte).
@@ -115,7 +115,7 @@ pub struct BatchVersion {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     pub version: u32,
-    pub bitcoin_block: [u8; 32],
+    pub bitcoin_block: BlockHash,
     /// Sidechain height of the confirmation.
     pub height: u64,
 }
@@ -171,7 +171,7 @@ impl Batch {
         self.inputs
             .iter()
             .map(|(o, u)| BatchInput {
-                outpoint: o.to_bitcoin(),
+                outpoint: *o,
                 amount: u.amount.to_sat(),
                 tweak: u.owner.tweak(),
             })
@@ -202,7 +202,7 @@ impl Batch {
     }
 
     /// The index of the version whose txid is `txid`.
-    pub fn version_of(&self, txid: &[u8; 32]) -> Option<usize> {
+    pub fn version_of(&self, txid: &Txid) -> Option<usize> {
         self.versions.iter().position(|v| &v.txid == txid)
     }
 }

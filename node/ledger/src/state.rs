@@ -172,8 +172,16 @@ impl State {
     /// Σ balances + fee pool + Σ unpaid withdrawals + Σ fees reserved by
     /// unconfirmed batches (u128: cannot overflow).
     pub fn total_value(&self) -> u128 {
-        let balances: u128 = self.accounts.values().map(|a| a.balance.to_sat() as u128).sum();
-        let queued: u128 = self.withdrawals.values().map(|w| w.amount.to_sat() as u128).sum();
+        let balances: u128 = self
+            .accounts
+            .values()
+            .map(|a| a.balance.to_sat() as u128)
+            .sum();
+        let queued: u128 = self
+            .withdrawals
+            .values()
+            .map(|w| w.amount.to_sat() as u128)
+            .sum();
         let reserved: u128 = self
             .batches
             .values()

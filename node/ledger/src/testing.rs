@@ -36,3 +36,15 @@ pub fn sats(v: u64) -> Sats {
         None => panic!("test amount {v} is above 21M BTC"),
     }
 }
+
+/// A Bitcoin txid made of byte `b`.
+pub fn txid(b: u8) -> bitcoin::Txid {
+    use bitcoin::hashes::Hash as _;
+    bitcoin::Txid::from_byte_array([b; 32])
+}
+
+/// A Bitcoin block hash made of byte `b`.
+pub fn block_hash(b: u8) -> bitcoin::BlockHash {
+    use bitcoin::hashes::Hash as _;
+    bitcoin::BlockHash::from_byte_array([b; 32])
+}

@@ -230,8 +230,8 @@ impl Transaction {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::sats;
     use super::*;
+    use crate::testing::sats;
     use proptest::prelude::*;
 
     fn key(seed: u8) -> SigningKey {
@@ -326,7 +326,10 @@ mod tests {
         assert!(e.to_string().contains("more than 21 million BTC"), "{e}");
         let mut p = tx.to_proto();
         p.fee = u64::MAX;
-        assert!(matches!(Transaction::from_proto(&p), Err(DecodeError::Amount(_))));
+        assert!(matches!(
+            Transaction::from_proto(&p),
+            Err(DecodeError::Amount(_))
+        ));
     }
 
     proptest! {

@@ -3,6 +3,7 @@
 //! peg-out confirmations against this member's own bitcoind.
 
 use super::*;
+use fedpeg_peg::bitcoin::{BlockHash, Txid};
 
 impl Driver {
     /// Signed mints for deposits this member's watcher saw reach depth.
@@ -54,12 +55,18 @@ impl Driver {
                     0,
                     SeenDeposit {
                         outpoint: fedpeg_ledger::fedtx::OutPoint {
-                            txid: fedpeg_keys::random_32(),
+                            txid: {
+                                use fedpeg_peg::bitcoin::hashes::Hash as _;
+                                Txid::from_byte_array(fedpeg_keys::random_32())
+                            },
                             vout: 0,
                         },
                         amount: fedpeg_ledger::amount::Sats::checked(1_000_000).unwrap_or_default(),
                         account,
-                        block: [0xfe; 32],
+                        block: {
+                            use fedpeg_peg::bitcoin::hashes::Hash as _;
+                            BlockHash::from_byte_array([0xfe; 32])
+                        },
                         height: 1,
                     },
                 );
@@ -130,7 +137,7 @@ impl Driver {
     /// Every peg-out confirmation in `block` must be a transaction this
     /// member's own bitcoind shows at depth in the named block.
     pub(super) fn pegouts_confirmed(&self, block: &Block) -> bool {
-        let claims: Vec<([u8; 32], [u8; 32])> = block
+        let claims: Vec<(Txid, BlockHash)> = block
             .fed_txs
             .iter()
             .filter_map(|f| match &f.kind {
@@ -151,15 +158,13 @@ impl Driver {
         };
         let depth = self.chain.params().confirmations as u64;
         let ok = tokio::task::block_in_place(|| {
-            use fedpeg_peg::bitcoin::hashes::Hash;
             let btc = w.bitcoin();
             let Ok((tip, _)) = btc.tip() else {
                 return false;
             };
-            claims.iter().all(|(txid, blk)| {
-                let hint = fedpeg_peg::bitcoin::BlockHash::from_byte_array(*blk);
-                crate::signer::confirmed_at_depth(&**btc, txid, Some(&hint), tip, depth)
-                    == Some(hint)
+            claims.iter().all(|(txid, hint)| {
+                crate::signer::confirmed_at_depth(&**btc, txid, Some(hint), tip, depth)
+                    == Some(*hint)
             })
         });
         if !ok {
@@ -171,12 +176,11 @@ impl Driver {
 
 #[cfg(test)]
 mod tests {
-    use fedpeg_ledger::testing::sats;
     use super::*;
     use crate::network::NetworkConfig;
     use crate::peg_testing::{account, consensus_key, PegNode, CONFIRMATIONS};
     use fedpeg_ledger::fedtx::OutPoint;
-    use fedpeg_peg::bitcoin::hashes::Hash;
+    use fedpeg_ledger::testing::sats;
 
     /// Member 0's driver of `node`'s chain with `watcher`, on a loopback
     /// network that reaches nobody.
@@ -229,7 +233,7 @@ mod tests {
     }
 
     /// A peg-out confirmation claim of `txid` in `block`.
-    fn confirmation(node: &PegNode, txid: [u8; 32], block: [u8; 32]) -> FederationTx {
+    fn confirmation(node: &PegNode, txid: Txid, block: BlockHash) -> FederationTx {
         node.fed_tx(
             0,
             FedTxKind::PegOutConfirmed {
@@ -254,10 +258,10 @@ mod tests {
         // What a Byzantine proposer mints: an outpoint that does not exist.
         let fake = SeenDeposit {
             outpoint: OutPoint {
-                txid: [0xab; 32],
+                txid: fedpeg_ledger::testing::txid(0xab),
                 vout: 0,
             },
-            block: [0xfe; 32],
+            block: fedpeg_ledger::testing::block_hash(0xfe),
             ..d.clone()
         };
         let different = [
@@ -267,7 +271,7 @@ mod tests {
                 ..d.clone()
             },
             SeenDeposit {
-                block: node.btc.best_tip().1.to_byte_array(),
+                block: node.btc.best_tip().1,
                 ..d.clone()
             },
         ];
@@ -301,26 +305,30 @@ mod tests {
         let paid = node
             .btc
             .fund(&script, fedpeg_peg::bitcoin::Amount::from_sat(1000));
-        let txid = paid.txid.to_byte_array();
+        let txid = paid.txid;
         let block = node.btc.best_tip().1;
-        let claim = |blk: [u8; 32]| block_with(&node, vec![confirmation(&node, txid, blk)]);
+        let claim = |blk: BlockHash| block_with(&node, vec![confirmation(&node, txid, blk)]);
         node.btc.mine(CONFIRMATIONS - 2);
-        assert!(
-            !drv.pegouts_confirmed(&claim(block.to_byte_array())),
-            "one block short"
-        );
+        assert!(!drv.pegouts_confirmed(&claim(block)), "one block short");
         node.btc.mine(1);
-        assert!(drv.pegouts_confirmed(&claim(block.to_byte_array())));
+        assert!(drv.pegouts_confirmed(&claim(block)));
         // Not in the named block, or unknown: refused.
-        let tip = node.btc.best_tip().1.to_byte_array();
+        let tip = node.btc.best_tip().1;
         assert!(!drv.pegouts_confirmed(&claim(tip)));
-        let unknown = block_with(&node, vec![confirmation(&node, [0xab; 32], [0xfe; 32])]);
+        let unknown = block_with(
+            &node,
+            vec![confirmation(
+                &node,
+                fedpeg_ledger::testing::txid(0xab),
+                fedpeg_ledger::testing::block_hash(0xfe),
+            )],
+        );
         assert!(!drv.pegouts_confirmed(&unknown));
         // Reorged out of the best chain: refused again.
         node.btc
             .reorg(CONFIRMATIONS, vec![vec![]; CONFIRMATIONS as usize + 1])
             .unwrap();
-        assert!(!drv.pegouts_confirmed(&claim(block.to_byte_array())));
+        assert!(!drv.pegouts_confirmed(&claim(block)));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,8 +22,6 @@ use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::fedtx::FedTxKind;
 use fedpeg_ledger::tx::{Transaction, TxKind};
-use fedpeg_peg::bitcoin::hashes::Hash;
-use fedpeg_peg::bitcoin::{BlockHash, Txid};
 use fedpeg_proto::v1 as pb;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -1,11 +1,11 @@
 //! Tests of the feed over a real store: replay, follow, cut-offs, filters,
 //! pages and cursors.
 
-use fedpeg_ledger::testing::sats;
 use super::history::Cursor;
 use super::*;
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::genesis::DevBalance;
+use fedpeg_ledger::testing::sats;
 use tokio_stream::StreamExt;
 
 fn faucet() -> SigningKey {

@@ -141,8 +141,7 @@ impl Feed {
                         "peg_out_confirmed",
                         format!(
                             "batch {batch} paid by bitcoin tx {} in block {}",
-                            Txid::from_byte_array(*txid),
-                            BlockHash::from_byte_array(*bitcoin_block)
+                            txid, bitcoin_block
                         ),
                     ),
                 };

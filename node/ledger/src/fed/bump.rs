@@ -3,13 +3,14 @@
 //! pool.
 
 use crate::amount::Sats;
-use crate::batching::txid_bytes;
 use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
 use crate::overlay::Overlay;
 use crate::pegout_batch::{fee_and_change, script_of, Batch, BatchVersion, MAX_BATCH_VERSIONS};
 use crate::state::MAX_FEE_RATE;
 use crate::LedgerParams;
+use bitcoin::hashes::Hash as _;
+use bitcoin::Txid;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn apply(
@@ -86,11 +87,14 @@ fn replacement(
     let n_out = b.outputs.len();
     // BIP125: the replacement pays at least the old fee plus its own size
     // at the incremental relay rate (1 sat/vB).
-    let min_fee = old.fee.to_sat().saturating_add(params.federation.batch_vbytes(
-        b.inputs.len(),
-        n_out + 1,
-        out_bytes + 43,
-    ));
+    let min_fee = old
+        .fee
+        .to_sat()
+        .saturating_add(
+            params
+                .federation
+                .batch_vbytes(b.inputs.len(), n_out + 1, out_bytes + 43),
+        );
     let (fee, change) = fee_and_change(
         &params.federation,
         b.inputs.len(),
@@ -109,7 +113,7 @@ fn replacement(
         fee_rate: rate,
         fee: Sats::checked(fee)?,
         change: Sats::checked(change)?,
-        txid: [0; 32],
+        txid: Txid::all_zeros(),
         height,
         signatures: BTreeMap::new(),
         bump_votes: BTreeSet::new(),
@@ -119,6 +123,6 @@ fn replacement(
     let tx = probe
         .unsigned_tx(&params.federation, probe.versions.len() - 1)
         .ok()?;
-    v.txid = txid_bytes(&tx);
+    v.txid = tx.compute_txid();
     Some((v, extra))
 }

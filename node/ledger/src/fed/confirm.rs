@@ -8,26 +8,19 @@ use crate::events::{BatchStage, Event};
 use crate::fedtx::OutPoint;
 use crate::overlay::Overlay;
 use crate::pegout_batch::{Confirmation, Owner, Utxo};
+use bitcoin::{BlockHash, Txid};
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
     height: u64,
     batch: u64,
-    txid: &[u8; 32],
-    bitcoin_block: &[u8; 32],
+    txid: &Txid,
+    bitcoin_block: &BlockHash,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {
     let mut b = o.batch(batch).ok_or(FedTxError::UnknownBatch(batch))?;
     let Some(v) = b.version_of(txid) else {
-        return Err(FedTxError::NotABatchVersion(
-            OutPoint {
-                txid: *txid,
-                vout: 0,
-            }
-            .to_bitcoin()
-            .txid
-            .to_string(),
-        ));
+        return Err(FedTxError::NotABatchVersion(txid.to_string()));
     };
     let version = &b.versions[v];
     // The cheaper version confirmed: refund what the others reserved.

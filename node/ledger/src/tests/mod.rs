@@ -4,11 +4,11 @@
 mod pegout;
 
 use crate::account::AccountId;
+use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
+use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
-use crate::amount::Sats;
-use crate::testing::sats;
 use crate::*;
 use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
@@ -153,7 +153,10 @@ fn insufficient_balance_zero_amount_low_fee_are_rejected() {
             got: sats(0)
         }
     );
-    assert_eq!(e(transfer(0, 1, 0, Sats::MAX.to_sat(), 1)), TxError::Overflow);
+    assert_eq!(
+        e(transfer(0, 1, 0, Sats::MAX.to_sat(), 1)),
+        TxError::Overflow
+    );
 }
 
 #[test]
@@ -329,12 +332,12 @@ fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
     let mint = |vout: u32, amount: u64, acct: u8| {
         fed(FedTxKind::PegInMint {
             outpoint: OutPoint {
-                txid: [7; 32],
+                txid: txid(7),
                 vout,
             },
             amount: sats(amount),
             account: id(acct),
-            bitcoin_block: [1; 32],
+            bitcoin_block: block_hash(1),
         })
     };
     let before = s.total_value();
@@ -460,12 +463,12 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
         &keys[0],
         FedTxKind::PegInMint {
             outpoint: OutPoint {
-                txid: [5; 32],
+                txid: txid(5),
                 vout: 0,
             },
             amount: sats(10_000),
             account: id(1),
-            bitcoin_block: [1; 32],
+            bitcoin_block: block_hash(1),
         },
     );
     let b = build_block(&s, &p, &[], &[reg], 1, 0, &VerifyAll);
@@ -537,7 +540,11 @@ fn op() -> impl Strategy<Value = Op> {
     (
         0u8..5,
         0u8..5,
-        prop_oneof![0u64..2000, Just(Sats::MAX.to_sat()), Just(Sats::MAX.to_sat() / 2)],
+        prop_oneof![
+            0u64..2000,
+            Just(Sats::MAX.to_sat()),
+            Just(Sats::MAX.to_sat() / 2)
+        ],
         0u64..20,
         prop_oneof![Just(0i8), Just(0), Just(0), Just(-1), Just(1)],
         proptest::bool::weighted(0.1),

@@ -4,8 +4,8 @@ use super::{id as uid, key as user};
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::pegout_batch::{test_federation, test_peg_secrets};
+use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
-use crate::testing::sats;
 use crate::*;
 use ed25519_dalek::SigningKey;
 use fedpeg_peg::bitcoin;
@@ -90,12 +90,12 @@ fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
         0,
         FedTxKind::PegInMint {
             outpoint: OutPoint {
-                txid: [acct; 32],
+                txid: txid(acct),
                 vout,
             },
             amount: sats(amount),
             account: uid(acct),
-            bitcoin_block: [1; 32],
+            bitcoin_block: block_hash(1),
         },
     ));
     step(s, &[], &f, 1);
@@ -144,10 +144,13 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     assert_eq!(b.inputs.len(), 1);
     assert_eq!(b.inputs[0].1.amount, sats(1_000_000));
     let v0 = b.latest().clone();
-    assert_eq!(b.input_total(), b.output_total() + v0.fee.to_sat() + v0.change.to_sat());
+    assert_eq!(
+        b.input_total(),
+        b.output_total() + v0.fee.to_sat() + v0.change.to_sat()
+    );
     assert_eq!(s.utxos.len(), 1, "the input is locked");
     let tx = b.unsigned_tx(&p.federation, 0).unwrap();
-    assert_eq!(tx.compute_txid().to_byte_array_helper(), v0.txid);
+    assert_eq!(tx.compute_txid(), v0.txid);
 
     // Invalid signatures (member 1 signs with member 2's key) are refused.
     let mut forged = sign(&s, 0, 2);
@@ -211,7 +214,10 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let v1 = b.latest().clone();
     assert!(v1.fee_rate > v0.fee_rate);
     assert!(v1.fee.to_sat() >= v0.fee.to_sat() + p.federation.batch_vbytes(1, 3, 31 * 2 + 43));
-    assert_eq!(s.fee_pool.to_sat(), pool_before.to_sat() - (v1.fee.to_sat() - v0.fee.to_sat()));
+    assert_eq!(
+        s.fee_pool.to_sat(),
+        pool_before.to_sat() - (v1.fee.to_sat() - v0.fee.to_sat())
+    );
     assert_ne!(v1.txid, v0.txid);
     // Old-version signatures are now stale.
     let stale = fed(
@@ -232,8 +238,8 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
         0,
         FedTxKind::PegOutConfirmed {
             batch: 0,
-            txid: [9; 32],
-            bitcoin_block: [2; 32],
+            txid: txid(9),
+            bitcoin_block: block_hash(2),
         },
     );
     assert!(build_block(&s, &p, &[], &[unknown], 10, 0, &VerifyAll)
@@ -249,7 +255,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             FedTxKind::PegOutConfirmed {
                 batch: 0,
                 txid: v0.txid,
-                bitcoin_block: [2; 32],
+                bitcoin_block: block_hash(2),
             },
         )],
         10,
@@ -261,7 +267,10 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             ..
         }
     )));
-    assert_eq!(s.fee_pool.to_sat(), pool_before.to_sat() + (v1.fee.to_sat() - v0.fee.to_sat()));
+    assert_eq!(
+        s.fee_pool.to_sat(),
+        pool_before.to_sat() + (v1.fee.to_sat() - v0.fee.to_sat())
+    );
     assert!(s.batches.is_empty());
     assert!(s.withdrawals.is_empty());
     assert!(s.withdrawal_batch.is_empty());
@@ -281,7 +290,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
         FedTxKind::PegOutConfirmed {
             batch: 0,
             txid: v0.txid,
-            bitcoin_block: [2; 32],
+            bitcoin_block: block_hash(2),
         },
     );
     assert!(build_block(&s, &p, &[], &[again], 11, 0, &VerifyAll)
@@ -316,16 +325,6 @@ fn queue_waits_for_the_interval_and_for_funds() {
     s.commit(&b.block.header, &b.outcome);
     assert_eq!(s.batches.len(), 1);
     assert!(s.reserves().covered());
-}
-
-trait TxidBytes {
-    fn to_byte_array_helper(&self) -> [u8; 32];
-}
-impl TxidBytes for bitcoin::Txid {
-    fn to_byte_array_helper(&self) -> [u8; 32] {
-        use bitcoin::hashes::Hash;
-        self.to_byte_array()
-    }
 }
 
 /// The state root of a fixed history: a registration, two mints, a
@@ -386,7 +385,7 @@ fn golden_state_root_of_a_fixed_history() {
             FedTxKind::PegOutConfirmed {
                 batch: 0,
                 txid,
-                bitcoin_block: [7; 32],
+                bitcoin_block: block_hash(7),
             },
         )],
         7,
