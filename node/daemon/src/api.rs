@@ -15,6 +15,7 @@ use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::ids::{FeeRate, MemberIndex};
 use fedpeg_ledger::mempool::AdmitError;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
@@ -356,7 +357,7 @@ impl WalletService for Api {
             };
             let tx = FederationTx::sign(
                 spec.chain_id,
-                *index,
+                MemberIndex(*index),
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
@@ -364,8 +365,8 @@ impl WalletService for Api {
         }
         let rate = self
             .chain
-            .with_state(|s| s.fee_rate(spec.genesis.fees.default_fee_rate_sat_vb));
-        let cost = fed.spend_vbytes_estimate().saturating_mul(rate);
+            .with_state(|s| s.fee_rate(FeeRate(spec.genesis.fees.default_fee_rate_sat_vb)));
+        let cost = fed.spend_vbytes_estimate().saturating_mul(rate.0);
         Ok(Response::new(pb::GetPegInAddressResponse {
             deposit_address,
             descriptor,
@@ -440,7 +441,7 @@ impl WalletService for Api {
         if !self.chain.registration_pending(&id) {
             let tx = FederationTx::sign(
                 self.chain.spec.chain_id,
-                *index,
+                MemberIndex(*index),
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
@@ -476,7 +477,8 @@ impl WalletService for Api {
         let required = spec.genesis.pegin_confirmations;
         let cost = spec.pegin_spend_vbytes().saturating_mul(
             self.chain
-                .with_state(|s| s.fee_rate(spec.genesis.fees.default_fee_rate_sat_vb)),
+                .with_state(|s| s.fee_rate(FeeRate(spec.genesis.fees.default_fee_rate_sat_vb)))
+                .0,
         );
         let hrp = self.hrp();
         let mut out: Vec<pb::PegInInfo> = Vec::new();

@@ -13,6 +13,7 @@ use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::genesis::ChainSpec;
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::ids::{BatchId, WithdrawalId};
 use fedpeg_ledger::mempool::{AdmitError, Mempool};
 use fedpeg_ledger::tx::{DecodeError, Transaction, TxId};
 use fedpeg_ledger::{
@@ -200,8 +201,8 @@ impl Chain {
         if let FedTxKind::PegOutSignatures { batch, version, .. } = &tx.kind {
             if let Err(e) = self.with_state(|s| fedpeg_ledger::check_fed_tx(s, &self.params, &tx)) {
                 tracing::warn!(
-                    member = tx.member,
-                    batch,
+                    member = tx.member.0,
+                    batch = batch.0,
                     version,
                     "refused peg-out signatures: {e}"
                 );
@@ -370,7 +371,7 @@ impl Chain {
 
     /// A peg-out batch by id (confirmed ones too).
     pub fn batch(&self, id: u64) -> Result<Option<fedpeg_ledger::pegout_batch::Batch>, StoreError> {
-        if let Some(b) = self.with_state(|s| s.batches.get(&id).cloned()) {
+        if let Some(b) = self.with_state(|s| s.batches.get(&BatchId(id)).cloned()) {
             return Ok(Some(b));
         }
         self.store.batch(id)
@@ -390,9 +391,12 @@ impl Chain {
         id: u64,
     ) -> Result<Option<(fedpeg_ledger::Withdrawal, Option<u64>)>, StoreError> {
         if let Some(w) = self.with_state(|s| {
-            s.withdrawals
-                .get(&id)
-                .map(|w| (w.clone(), s.withdrawal_batch.get(&id).copied()))
+            s.withdrawals.get(&WithdrawalId(id)).map(|w| {
+                (
+                    w.clone(),
+                    s.withdrawal_batch.get(&WithdrawalId(id)).map(|b| b.0),
+                )
+            })
         }) {
             return Ok(Some(w));
         }
@@ -412,9 +416,9 @@ impl Chain {
                 .find(|w| &w.txid == txid)
                 .map(|w| w.id)
         }) {
-            return Ok(Some(id));
+            return Ok(Some(id.0));
         }
-        Ok(self.store.paid_withdrawal_by_txid(txid)?.map(|w| w.id))
+        Ok(self.store.paid_withdrawal_by_txid(txid)?.map(|w| w.id.0))
     }
 
     /// A finalized block by height.

@@ -13,6 +13,7 @@ use crate::chain::Chain;
 use crate::pegout_api::pegout_info;
 use crate::watcher::Watcher;
 use fedpeg_ledger::account::AccountId;
+use fedpeg_ledger::ids::BatchId;
 use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
@@ -44,7 +45,7 @@ pub fn pegouts(
             .entry(*txid)
             .or_insert_with(|| watcher.map(|w| crate::pegout_api::bitcoin_confirmations(w, txid)))
     };
-    let (queued, batches): (Vec<_>, HashMap<u64, Batch>) = chain.with_state(|s| {
+    let (queued, batches): (Vec<_>, HashMap<BatchId, Batch>) = chain.with_state(|s| {
         let queued: Vec<_> = s
             .withdrawals
             .values()
@@ -60,7 +61,14 @@ pub fn pegouts(
     });
     let pending = queued
         .iter()
-        .map(|(w, b)| pegout_info(chain, w, b.and_then(|id| batches.get(&id)), &confirmations))
+        .map(|(w, b)| {
+            pegout_info(
+                chain,
+                w,
+                b.and_then(|id| batches.get(&BatchId(id.0))),
+                &confirmations,
+            )
+        })
         .collect();
     let mut recent = Vec::new();
     'batches: for b in chain
@@ -75,7 +83,7 @@ pub fn pegouts(
             if !mine(&AccountId(o.account)) {
                 continue;
             }
-            if let Some((w, _)) = chain.withdrawal(o.withdrawal)? {
+            if let Some((w, _)) = chain.withdrawal(o.withdrawal.0)? {
                 recent.push(pegout_info(chain, &w, Some(b), &confirmations));
             }
         }

@@ -6,6 +6,7 @@ use crate::chain::Chain;
 use crate::driver::ConsensusStatus;
 use crate::network::Network;
 use crate::watcher::Watcher;
+use fedpeg_ledger::ids::FeeRate;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,7 +45,7 @@ pub fn render(s: &Sources) -> String {
                 .map(|w| w.amount.to_sat())
                 .sum::<u64>(),
             st.minted.len() as u64,
-            st.fee_rate(default_rate),
+            st.fee_rate(FeeRate(default_rate)),
         )
     });
     metric(
@@ -154,7 +155,7 @@ pub fn render(s: &Sources) -> String {
         "fedpeg_pegout_batches_total",
         "counter",
         "Peg-out batches formed.",
-        next_batch,
+        next_batch.0,
     );
     metric(
         &mut o,
@@ -168,7 +169,7 @@ pub fn render(s: &Sources) -> String {
         "fedpeg_fee_rate_sat_per_vbyte",
         "gauge",
         "Agreed Bitcoin fee rate.",
-        fee_rate,
+        fee_rate.0,
     );
     if let Some(w) = &s.watcher {
         metric(

@@ -20,6 +20,7 @@ use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::genesis::MemberInfo;
+use fedpeg_ledger::ids::{BatchId, MemberIndex};
 use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
@@ -125,7 +126,7 @@ impl PegNode {
     pub(crate) fn fed_tx(&self, member: u32, kind: FedTxKind) -> FederationTx {
         FederationTx::sign(
             self.chain.spec.chain_id,
-            member,
+            MemberIndex(member),
             &consensus_key(member),
             kind,
         )
@@ -252,6 +253,7 @@ impl PegNode {
 
     /// Batch `id` as committed state holds it (None once confirmed).
     pub(crate) fn batch(&self, id: u64) -> Option<Batch> {
-        self.chain.with_state(|s| s.batches.get(&id).cloned())
+        self.chain
+            .with_state(|s| s.batches.get(&BatchId(id)).cloned())
     }
 }

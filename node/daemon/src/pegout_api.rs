@@ -30,7 +30,7 @@ pub fn estimate_fee(
     );
     Ok(pb::EstimatePegOutFeeResponse {
         fee: fee.to_sat(),
-        fee_rate_sat_vb: rate,
+        fee_rate_sat_vb: rate.0,
         min_amount: fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS,
         address_type: addr
             .address_type()
@@ -92,7 +92,7 @@ pub fn pegout_info(
     let m = params.federation.threshold() as u32;
     let need = params.confirmations;
     let mut info = pb::PegOutInfo {
-        withdrawal_id: w.id,
+        withdrawal_id: w.id.0,
         txid: w.txid.to_hex(),
         account: w.account.to_address(chain.spec.hrp()),
         bitcoin_address: w.bitcoin_address.clone(),
@@ -114,10 +114,10 @@ pub fn pegout_info(
         .map(|c| c.version as usize)
         .unwrap_or(b.versions.len() - 1);
     let version = &b.versions[v];
-    info.batch = b.id;
+    info.batch = b.id.0;
     info.batch_version = v as u32;
     info.bitcoin_txid = version.txid.to_string();
-    info.fee_rate_sat_vb = version.fee_rate;
+    info.fee_rate_sat_vb = version.fee_rate.0;
     info.signatures = version.signatures.len() as u32;
     info.vout = b
         .outputs
@@ -172,7 +172,7 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
         let mut utxos: Vec<pb::FederationUtxo> =
             s.utxos.iter().map(|(o, u)| utxo(o, u, None)).collect();
         for b in s.batches.values() {
-            utxos.extend(b.inputs.iter().map(|(o, u)| utxo(o, u, Some(b.id))));
+            utxos.extend(b.inputs.iter().map(|(o, u)| utxo(o, u, Some(b.id.0))));
         }
         pb::GetReservesResponse {
             available: clamp(r.available),

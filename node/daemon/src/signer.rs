@@ -13,6 +13,7 @@ use crate::faults::Faults;
 use crate::watcher::Watcher;
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+use fedpeg_ledger::ids::{BatchId, MemberIndex};
 use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_peg::bitcoin::secp256k1::SecretKey;
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
@@ -40,12 +41,12 @@ pub struct PegOutWorker {
 #[derive(Default)]
 struct Memory {
     /// (batch, version) this member submitted signatures / a bump vote for.
-    signed: HashMap<(u64, u32), Instant>,
-    bumped: HashSet<(u64, u32)>,
+    signed: HashMap<(BatchId, u32), Instant>,
+    bumped: HashSet<(BatchId, u32)>,
     /// txid → (last broadcast, Bitcoin tip when first broadcast).
     broadcast: HashMap<Txid, (Instant, u64)>,
     /// Batches whose confirmation this member reported, and when.
-    reported: HashMap<u64, Instant>,
+    reported: HashMap<BatchId, Instant>,
 }
 
 /// Resubmit a federation transaction not yet final after this long.
@@ -95,7 +96,7 @@ impl PegOutWorker {
     fn submit(&self, kind: FedTxKind) {
         let tx = FederationTx::sign(
             self.chain.spec.chain_id,
-            self.member,
+            MemberIndex(self.member),
             &self.consensus_key,
             kind,
         );
@@ -132,7 +133,10 @@ impl PegOutWorker {
     /// Signs the newest version of `b` unless already done.
     fn sign(&self, b: &Batch) {
         let v = b.versions.len() - 1;
-        if b.latest().signatures.contains_key(&self.member) {
+        if b.latest()
+            .signatures
+            .contains_key(&MemberIndex(self.member))
+        {
             return;
         }
         let key = (b.id, v as u32);
@@ -144,14 +148,14 @@ impl PegOutWorker {
         }
         let alerts = self.watcher.deep_reorgs();
         if !alerts.is_empty() {
-            tracing::error!(batch = b.id, alerts = alerts.len(), "not signing peg-outs: deep-reorg alerts are open (see GetStatus, AcknowledgeAlerts)");
+            tracing::error!(batch = b.id.0, alerts = alerts.len(), "not signing peg-outs: deep-reorg alerts are open (see GetStatus, AcknowledgeAlerts)");
             return;
         }
         let fed = &self.chain.params().federation;
         let tx = match b.unsigned_tx(fed, v) {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(batch = b.id, error = %e, "cannot rebuild batch transaction");
+                tracing::error!(batch = b.id.0, error = %e, "cannot rebuild batch transaction");
                 return;
             }
         };
@@ -164,7 +168,7 @@ impl PegOutWorker {
         };
         match fed.sign_batch(&tx, &b.batch_inputs(), &secret) {
             Ok(signatures) => {
-                tracing::info!(batch = b.id, version = v, txid = %tx.compute_txid(), inputs = signatures.len(), "signing peg-out batch");
+                tracing::info!(batch = b.id.0, version = v, txid = %tx.compute_txid(), inputs = signatures.len(), "signing peg-out batch");
                 self.submit(FedTxKind::PegOutSignatures {
                     batch: b.id,
                     version: v as u32,
@@ -174,7 +178,7 @@ impl PegOutWorker {
                     mem.signed.insert(key, Instant::now());
                 }
             }
-            Err(e) => tracing::error!(batch = b.id, error = %e, "cannot sign batch"),
+            Err(e) => tracing::error!(batch = b.id.0, error = %e, "cannot sign batch"),
         }
     }
 
@@ -200,7 +204,7 @@ impl PegOutWorker {
             let sigs: Vec<(usize, Vec<Vec<u8>>)> = latest
                 .signatures
                 .iter()
-                .map(|(m, s)| (*m as usize, s.clone()))
+                .map(|(m, s)| (m.index(), s.clone()))
                 .collect();
             let signed = b
                 .unsigned_tx(fed, v)
@@ -214,17 +218,17 @@ impl PegOutWorker {
                 Ok(tx) => {
                     if first_tip.is_none() {
                         if let Err(e) = btc.test_accept(&tx) {
-                            tracing::warn!(batch = b.id, %txid, error = %e, "testmempoolaccept refused the batch (broadcasting anyway; it may already be in the mempool)");
+                            tracing::warn!(batch = b.id.0, %txid, error = %e, "testmempoolaccept refused the batch (broadcasting anyway; it may already be in the mempool)");
                         }
                     }
                     match btc.broadcast(&tx) {
                         Ok(_) => {
                             if first_tip.is_none() {
-                                tracing::info!(batch = b.id, version = v, %txid, vbytes = tx.vsize(), "peg-out batch broadcast");
+                                tracing::info!(batch = b.id.0, version = v, %txid, vbytes = tx.vsize(), "peg-out batch broadcast");
                             }
                         }
                         Err(e) => {
-                            tracing::warn!(batch = b.id, %txid, error = %e, "broadcast failed; retrying")
+                            tracing::warn!(batch = b.id.0, %txid, error = %e, "broadcast failed; retrying")
                         }
                     }
                     // After a restart, bitcoind still knows when the version
@@ -238,13 +242,13 @@ impl PegOutWorker {
                         mem.broadcast.insert(txid, (now, first));
                     }
                 }
-                Err(e) => tracing::error!(batch = b.id, error = %e, "cannot assemble batch"),
+                Err(e) => tracing::error!(batch = b.id.0, error = %e, "cannot assemble batch"),
             }
         }
         // Stuck: vote for a replacement (f + 1 votes make one).
         let bump_after = self.chain.params().pegout.bump_after_blocks as u64;
         if let (Some(first), Some(tip)) = (first_tip, btc_tip) {
-            if tip >= first + bump_after && !latest.bump_votes.contains(&self.member) {
+            if tip >= first + bump_after && !latest.bump_votes.contains(&MemberIndex(self.member)) {
                 let key = (b.id, v as u32);
                 let fresh = self
                     .memory
@@ -253,7 +257,7 @@ impl PegOutWorker {
                     .unwrap_or(false);
                 if fresh {
                     tracing::info!(
-                        batch = b.id,
+                        batch = b.id.0,
                         version = v,
                         waited_blocks = tip - first,
                         "peg-out batch unconfirmed; voting to replace it at a higher fee"
@@ -284,19 +288,19 @@ impl PegOutWorker {
                     .lock()
                     .map(|m| {
                         m.reported
-                            .get(&b.id)
+                            .get(&BatchId(b.id.0))
                             .is_some_and(|t| t.elapsed() < RESUBMIT)
                     })
                     .unwrap_or(true);
                 if !recent {
-                    tracing::info!(batch = b.id, txid = %v.txid, "peg-out batch confirmed at depth");
+                    tracing::info!(batch = b.id.0, txid = %v.txid, "peg-out batch confirmed at depth");
                     self.submit(FedTxKind::PegOutConfirmed {
                         batch: b.id,
                         txid: v.txid,
                         bitcoin_block: block,
                     });
                     if let Ok(mut m) = self.memory.lock() {
-                        m.reported.insert(b.id, Instant::now());
+                        m.reported.insert(BatchId(b.id.0), Instant::now());
                     }
                 }
                 return true;
@@ -360,7 +364,7 @@ mod tests {
 
         /// The batch as committed state holds it now.
         fn batch(&self) -> Batch {
-            self.node.batch(self.batch.id).expect("unconfirmed batch")
+            self.node.batch(self.batch.id.0).expect("unconfirmed batch")
         }
 
         /// The batch's newest version, as a Bitcoin txid.
@@ -413,7 +417,7 @@ mod tests {
         f.tick(0);
         let pooled = f.pooled(signatures);
         assert_eq!(pooled.len(), 1);
-        assert_eq!(pooled[0].member, 0);
+        assert_eq!(pooled[0].member, MemberIndex(0));
         let FedTxKind::PegOutSignatures {
             batch,
             version,
@@ -428,7 +432,7 @@ mod tests {
         f.node.commit(vec![]);
         assert_eq!(
             f.batch().latest().signatures.keys().collect::<Vec<_>>(),
-            vec![&0]
+            vec![&MemberIndex(0)]
         );
         // Nothing more to sign.
         f.tick(0);
@@ -494,7 +498,7 @@ mod tests {
             }
         );
         f.node.commit(vec![]);
-        assert!(f.node.batch(f.batch.id).is_none(), "the batch is done");
+        assert!(f.node.batch(f.batch.id.0).is_none(), "the batch is done");
     }
 
     #[test]
@@ -509,7 +513,7 @@ mod tests {
         f.tick(0);
         let pooled = f.pooled(bump);
         assert_eq!(pooled.len(), 1);
-        assert_eq!(pooled[0].member, 0);
+        assert_eq!(pooled[0].member, MemberIndex(0));
         assert_eq!(
             pooled[0].kind,
             FedTxKind::PegOutBump {
@@ -565,7 +569,7 @@ mod tests {
             }
         );
         f.node.commit(vec![]);
-        assert!(f.node.batch(f.batch.id).is_none(), "the batch is done");
+        assert!(f.node.batch(f.batch.id.0).is_none(), "the batch is done");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_ledger::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use fedpeg_ledger::pegout_batch::{Batch, Utxo};
 use fedpeg_ledger::{Account, BlockOutcome, State, Withdrawal};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -151,7 +152,7 @@ fn outpoint_at(k: &[u8]) -> Result<fedpeg_ledger::fedtx::OutPoint, StoreError> {
 fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
     let account = AccountId(hash_at(v, 0)?.0);
     Ok(Withdrawal {
-        id,
+        id: WithdrawalId(id),
         account,
         amount: sats_at(v, 32)?,
         height: u64_at(v, 40)?,
@@ -171,8 +172,8 @@ fn encode_tip(s: &State) -> Vec<u8> {
     v.extend_from_slice(&s.state_root.0);
     v.extend_from_slice(&s.fee_pool.to_sat().to_be_bytes());
     v.extend_from_slice(&s.supply.to_sat().to_be_bytes());
-    v.extend_from_slice(&s.next_withdrawal_id.to_be_bytes());
-    v.extend_from_slice(&s.next_batch_id.to_be_bytes());
+    v.extend_from_slice(&s.next_withdrawal_id.0.to_be_bytes());
+    v.extend_from_slice(&s.next_batch_id.0.to_be_bytes());
     v
 }
 
@@ -253,8 +254,8 @@ impl Store {
             state_root: hash_at(&tip, 48)?,
             fee_pool: sats_at(&tip, 80)?,
             supply: sats_at(&tip, 88)?,
-            next_withdrawal_id: u64_at(&tip, 96)?,
-            next_batch_id: u64_at(&tip, 104)?,
+            next_withdrawal_id: WithdrawalId(u64_at(&tip, 96)?),
+            next_batch_id: BatchId(u64_at(&tip, 104)?),
             ..State::default()
         };
         for item in self.db.iterator_cf(self.cf(CF_UTXOS)?, IteratorMode::Start) {
@@ -295,7 +296,8 @@ impl Store {
         {
             let (k, v) = item?;
             let id = u64_at(&k, 0)?;
-            s.withdrawals.insert(id, decode_withdrawal(id, &v)?);
+            s.withdrawals
+                .insert(WithdrawalId(id), decode_withdrawal(id, &v)?);
         }
         for item in self
             .db
@@ -338,7 +340,8 @@ impl Store {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(u32::from_be_bytes)
                 .ok_or_else(|| corrupt("short fee vote key"))?;
-            s.fee_votes.insert(m, (u64_at(&v, 0)?, u64_at(&v, 8)?));
+            s.fee_votes
+                .insert(MemberIndex(m), (FeeRate(u64_at(&v, 0)?), u64_at(&v, 8)?));
         }
         Ok(s)
     }
@@ -382,14 +385,14 @@ impl Store {
         }
         let wd = self.cf(CF_WITHDRAWALS)?;
         for w in &outcome.delta.new_withdrawals {
-            batch.put_cf(wd, w.id.to_be_bytes(), encode_withdrawal(w));
+            batch.put_cf(wd, w.id.0.to_be_bytes(), encode_withdrawal(w));
         }
         let votes = self.cf(CF_FEE_VOTES)?;
         for (m, rate, at) in &outcome.delta.new_fee_votes {
             let mut v = [0u8; 16];
-            v[..8].copy_from_slice(&rate.to_be_bytes());
+            v[..8].copy_from_slice(&rate.0.to_be_bytes());
             v[8..].copy_from_slice(&at.to_be_bytes());
-            batch.put_cf(votes, m.to_be_bytes(), v);
+            batch.put_cf(votes, m.0.to_be_bytes(), v);
         }
         let minted = self.cf(CF_MINTED)?;
         for (o, a, credit, amount) in &outcome.delta.new_mints {
@@ -413,10 +416,10 @@ impl Store {
         let batches = self.cf(CF_BATCHES)?;
         let paid = self.cf(CF_PAID)?;
         for (id, b) in &outcome.delta.batches {
-            batch.put_cf(batches, id.to_be_bytes(), b.encode());
+            batch.put_cf(batches, id.0.to_be_bytes(), b.encode());
             if b.confirmed.is_some() {
                 for o in &b.outputs {
-                    let key = o.withdrawal.to_be_bytes();
+                    let key = o.withdrawal.0.to_be_bytes();
                     if let Some(w) = self.db.get_cf(wd, key)? {
                         batch.put_cf(paid, key, w);
                     }
@@ -479,8 +482,8 @@ impl Store {
         for item in self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::End) {
             let (_, v) = item?;
             let b = Batch::decode(&v).map_err(|e| corrupt(e.to_string()))?;
-            if b.confirmed.is_some() && b.outputs.iter().any(|o| o.withdrawal == id) {
-                return Ok(Some(b.id));
+            if b.confirmed.is_some() && b.outputs.iter().any(|o| o.withdrawal == WithdrawalId(id)) {
+                return Ok(Some(b.id.0));
             }
         }
         Ok(None)
@@ -563,7 +566,7 @@ mod tests {
                 supply: sats(42),
                 new_registrations: vec![acct],
                 new_mints: vec![(outpoint, acct, sats(42), sats(50))],
-                new_fee_votes: vec![(2, 17, 1)],
+                new_fee_votes: vec![(MemberIndex(2), FeeRate(17), 1)],
                 ..Delta::default()
             },
             events: vec![],
@@ -593,7 +596,7 @@ mod tests {
             }
         );
         assert!(s.registered.contains(&acct));
-        assert_eq!(s.fee_votes.get(&2), Some(&(17, 1)));
+        assert_eq!(s.fee_votes.get(&MemberIndex(2)), Some(&(FeeRate(17), 1)));
         assert_eq!(
             s.minted.get(&outpoint),
             Some(&(acct, sats(42), 1, sats(50)))

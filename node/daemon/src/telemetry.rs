@@ -297,7 +297,7 @@ impl Telemetry {
                 "fedpeg_pegouts_queued_total",
                 "counter",
                 "Peg-outs ever burned and queued.",
-                queued_total,
+                queued_total.0,
             ),
             (
                 "fedpeg_queued_withdrawals",

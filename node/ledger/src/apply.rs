@@ -11,6 +11,7 @@ use crate::events::Event;
 use crate::fed::apply_fed_tx;
 use crate::fedtx::{FederationTx, OutPoint};
 use crate::hash::Hash32;
+use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::overlay::Overlay;
 use crate::pegout_batch::{Batch, Utxo};
 use crate::state::{Account, State, Withdrawal, MAX_BLOCK_FED_TXS};
@@ -53,19 +54,19 @@ pub struct Delta {
     pub fee_pool: Sats,
     pub supply: Sats,
     pub new_withdrawals: Vec<Withdrawal>,
-    pub next_withdrawal_id: u64,
+    pub next_withdrawal_id: WithdrawalId,
     pub new_registrations: Vec<AccountId>,
     /// Minted deposits: (outpoint, account, credited amount, deposit amount).
     pub new_mints: Vec<(OutPoint, AccountId, Sats, Sats)>,
     /// Fee-rate votes: (member, sat/vB, height).
-    pub new_fee_votes: Vec<(u32, u64, u64)>,
+    pub new_fee_votes: Vec<(MemberIndex, FeeRate, u64)>,
     /// Federation UTXOs that became spendable.
     pub new_utxos: Vec<(OutPoint, Utxo)>,
     /// UTXOs locked into a new batch.
     pub spent_utxos: Vec<OutPoint>,
     /// New or changed batches (their whole new record).
-    pub batches: BTreeMap<u64, Batch>,
-    pub next_batch_id: u64,
+    pub batches: BTreeMap<BatchId, Batch>,
+    pub next_batch_id: BatchId,
 }
 
 /// The result of applying a block to a state.

@@ -57,7 +57,7 @@ pub(crate) fn form_batch(
         p,
         &amounts,
         &wanted,
-        rate,
+        rate.0,
         o.delta.fee_pool.to_sat(),
     ) else {
         return;
@@ -67,6 +67,9 @@ pub(crate) fn form_batch(
         return;
     };
     let id = o.delta.next_batch_id;
+    let Some(next_id) = id.next() else {
+        return;
+    };
     let mut b = Batch {
         id,
         inputs: utxos[..plan.n_inputs].to_vec(),
@@ -101,7 +104,7 @@ pub(crate) fn form_batch(
     };
     b.versions[0].txid = tx.compute_txid();
     o.delta.fee_pool = fee_pool;
-    o.delta.next_batch_id = id + 1;
+    o.delta.next_batch_id = next_id;
     o.delta
         .spent_utxos
         .extend(b.inputs.iter().map(|(op, _)| *op));

@@ -13,6 +13,7 @@
 
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
+use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, BatchOutput, BatchVersion, Confirmation, Owner, Utxo};
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Txid};
@@ -196,7 +197,7 @@ fn version(r: &mut Reader<'_>) -> Result<(), RecordError> {
 impl Batch {
     /// Writes the batch without a version byte (as the state root hashes it).
     pub fn write(&self, w: &mut Writer) {
-        w.u64(self.id);
+        w.u64(self.id.0);
         w.len(self.inputs.len());
         for (o, u) in &self.inputs {
             w.outpoint(o);
@@ -204,21 +205,21 @@ impl Batch {
         }
         w.len(self.outputs.len());
         for o in &self.outputs {
-            w.u64(o.withdrawal);
+            w.u64(o.withdrawal.0);
             w.var_bytes(o.address.as_bytes());
             w.sats(o.amount);
             w.bytes32(&o.account);
         }
         w.len(self.versions.len());
         for v in &self.versions {
-            w.u64(v.fee_rate);
+            w.u64(v.fee_rate.0);
             w.sats(v.fee);
             w.sats(v.change);
             w.bytes32(v.txid.as_byte_array());
             w.u64(v.height);
             w.len(v.signatures.len());
             for (member, sigs) in &v.signatures {
-                w.u32(*member);
+                w.u32(member.0);
                 w.len(sigs.len());
                 for s in sigs {
                     w.var_bytes(s);
@@ -226,7 +227,7 @@ impl Batch {
             }
             w.len(v.bump_votes.len());
             for m in &v.bump_votes {
-                w.u32(*m);
+                w.u32(m.0);
             }
         }
         w.u64(self.created_height);
@@ -256,7 +257,7 @@ impl Batch {
             let address = String::from_utf8(r.var_bytes()?)
                 .map_err(|_| r.err("withdrawal address is not UTF-8"))?;
             outputs.push(BatchOutput {
-                withdrawal,
+                withdrawal: WithdrawalId(withdrawal),
                 address,
                 amount: r.sats()?,
                 account: r.bytes32()?,
@@ -272,7 +273,7 @@ impl Batch {
             let height = r.u64()?;
             let mut signatures = BTreeMap::new();
             for _ in 0..r.len(8)? {
-                let member = r.u32()?;
+                let member = MemberIndex(r.u32()?);
                 let k = r.len(4)?;
                 let mut sigs = Vec::with_capacity(k);
                 for _ in 0..k {
@@ -282,10 +283,10 @@ impl Batch {
             }
             let mut bump_votes = BTreeSet::new();
             for _ in 0..r.len(4)? {
-                bump_votes.insert(r.u32()?);
+                bump_votes.insert(MemberIndex(r.u32()?));
             }
             versions.push(BatchVersion {
-                fee_rate,
+                fee_rate: FeeRate(fee_rate),
                 fee,
                 change,
                 txid,
@@ -309,7 +310,7 @@ impl Batch {
             t => return Err(r.err(format!("bad option tag {t}"))),
         };
         Ok(Batch {
-            id,
+            id: BatchId(id),
             inputs,
             outputs,
             versions,
@@ -376,13 +377,16 @@ mod tests {
         )
             .prop_map(
                 |(fee_rate, fee, change, txid, height, signatures, bump_votes)| BatchVersion {
-                    fee_rate,
+                    fee_rate: FeeRate(fee_rate),
                     fee,
                     change,
                     txid: Txid::from_byte_array(txid),
                     height,
-                    signatures,
-                    bump_votes,
+                    signatures: signatures
+                        .into_iter()
+                        .map(|(m, s)| (MemberIndex(m), s))
+                        .collect(),
+                    bump_votes: bump_votes.into_iter().map(MemberIndex).collect(),
                 },
             )
     }
@@ -402,12 +406,12 @@ mod tests {
         )
             .prop_map(
                 |(id, inputs, outputs, versions, created_height, fee_reserved, c)| Batch {
-                    id,
+                    id: BatchId(id),
                     inputs,
                     outputs: outputs
                         .into_iter()
                         .map(|(withdrawal, address, amount, account)| BatchOutput {
-                            withdrawal,
+                            withdrawal: WithdrawalId(withdrawal),
                             address,
                             amount,
                             account,

@@ -3,6 +3,7 @@
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::hash::Hash32;
+use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::state::MAX_FEE_RATE;
 use crate::tx::TxId;
 
@@ -57,7 +58,7 @@ pub enum FedTxError {
     #[error("federation transaction is for chain {got}, expected {expected}")]
     WrongChain { expected: Hash32, got: Hash32 },
     #[error("federation transaction is not signed by genesis member {0}")]
-    BadSignature(u32),
+    BadSignature(MemberIndex),
     #[error("the deposit address of this account is already registered")]
     AlreadyRegistered,
     #[error("deposits to this account are not watched: its deposit address is not registered")]
@@ -69,15 +70,15 @@ pub enum FedTxError {
     #[error("minting would overflow a balance")]
     Overflow,
     #[error("fee rate {0} sat/vB is outside 1..={MAX_FEE_RATE}")]
-    BadFeeRate(u64),
+    BadFeeRate(FeeRate),
     #[error("fee-rate vote is not newer than the member's last vote, or is for a future height")]
     StaleVote,
     #[error("no unconfirmed peg-out batch {0}")]
-    UnknownBatch(u64),
+    UnknownBatch(BatchId),
     #[error("batch {batch} version {version} is not its newest version")]
-    StaleVersion { batch: u64, version: u32 },
+    StaleVersion { batch: BatchId, version: u32 },
     #[error("member {0} already did this for this batch version")]
-    Duplicate(u32),
+    Duplicate(MemberIndex),
     #[error("peg-out signatures refused: {0}")]
     BadPegOutSignatures(String),
     #[error("transaction {0} is not a version of this batch")]

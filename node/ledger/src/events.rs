@@ -11,6 +11,7 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::block::CommittedBlock;
 use crate::fedtx::OutPoint;
+use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::state::Withdrawal;
 use crate::tx::TxId;
 use fedpeg_peg::bitcoin::Txid;
@@ -38,7 +39,7 @@ pub enum Event {
     },
     DepositAddressRegistered {
         account: AccountId,
-        member: u32,
+        member: MemberIndex,
     },
     PegInMinted {
         outpoint: OutPoint,
@@ -48,11 +49,11 @@ pub enum Event {
     /// A peg-out batch moved on: formed, signed by a member, fully signed,
     /// replaced, or confirmed.
     PegOutBatch {
-        batch: u64,
+        batch: BatchId,
         stage: BatchStage,
         /// Bitcoin txid of the version concerned.
         txid: Txid,
-        withdrawals: Vec<u64>,
+        withdrawals: Vec<WithdrawalId>,
         /// Accounts that burned them, each once.
         accounts: Vec<AccountId>,
     },
@@ -65,7 +66,7 @@ pub enum BatchStage {
     /// A member's valid signatures of `version` were recorded: `count` of
     /// the `required` (m) so far; more than m once it is broadcast.
     Signature {
-        member: u32,
+        member: MemberIndex,
         count: u32,
         required: u32,
         version: u32,
@@ -77,7 +78,7 @@ pub enum BatchStage {
     /// A replacement version at a higher fee rate.
     Replaced {
         version: u32,
-        fee_rate: u64,
+        fee_rate: FeeRate,
     },
     Confirmed {
         version: u32,
@@ -118,7 +119,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
                 account: addr(&withdrawal.account),
                 amount: withdrawal.amount.to_sat(),
                 bitcoin_address: withdrawal.bitcoin_address.clone(),
-                withdrawal_id: withdrawal.id,
+                withdrawal_id: withdrawal.id.0,
             }),
         ),
         Event::DepositAddressRegistered { account, member } => (
@@ -126,7 +127,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             None,
             Ev::DepositAddressRegistered(pb::DepositAddressRegisteredEvent {
                 account: addr(account),
-                member: *member,
+                member: member.0,
             }),
         ),
         Event::PegInMinted {
@@ -150,9 +151,9 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
             accounts,
         } => {
             let mut p = pb::PegOutStateChanged {
-                batch: *batch,
+                batch: batch.0,
                 bitcoin_txid: txid.to_string(),
-                withdrawal_ids: withdrawals.clone(),
+                withdrawal_ids: withdrawals.iter().map(|w| w.0).collect(),
                 accounts: accounts.iter().map(addr).collect(),
                 ..Default::default()
             };
@@ -165,7 +166,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
                     version,
                 } => {
                     p.signatures = count;
-                    p.member = Some(member);
+                    p.member = Some(member.0);
                     p.batch_version = version;
                     // A signature beyond m arrives after the batch went out.
                     if count > required {
@@ -180,7 +181,7 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
                 }
                 BatchStage::Replaced { version, fee_rate } => {
                     p.batch_version = version;
-                    p.fee_rate_sat_vb = fee_rate;
+                    p.fee_rate_sat_vb = fee_rate.0;
                     pb::PegOutState::Replaced
                 }
                 BatchStage::Confirmed { version } => {
@@ -335,17 +336,17 @@ mod tests {
             bitcoin::Txid::from_byte_array(bytes)
         };
         let ev = |stage| Event::PegOutBatch {
-            batch: 7,
+            batch: BatchId(7),
             stage,
             txid,
-            withdrawals: vec![3, 4],
+            withdrawals: vec![WithdrawalId(3), WithdrawalId(4)],
             accounts: vec![a, b],
         };
         let cases = [
             (BatchStage::Formed, pb::PegOutState::Signing, 0, 0, None),
             (
                 BatchStage::Signature {
-                    member: 2,
+                    member: MemberIndex(2),
                     count: 3,
                     required: 3,
                     version: 1,
@@ -357,7 +358,7 @@ mod tests {
             ),
             (
                 BatchStage::Signature {
-                    member: 0,
+                    member: MemberIndex(0),
                     count: 4,
                     required: 3,
                     version: 1,
@@ -377,7 +378,7 @@ mod tests {
             (
                 BatchStage::Replaced {
                     version: 1,
-                    fee_rate: 25,
+                    fee_rate: FeeRate(25),
                 },
                 pb::PegOutState::Replaced,
                 0,

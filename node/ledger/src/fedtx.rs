@@ -15,6 +15,7 @@
 use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::hash::Hash32;
+use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::tx::DecodeError;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Txid};
@@ -31,7 +32,7 @@ pub enum FedTxKind {
     /// Every member starts watching this account's deposit address.
     RegisterDepositAddress { account: AccountId },
     /// This member's Bitcoin fee-rate estimate as of sidechain `height`.
-    FeeRateVote { sat_per_vbyte: u64, height: u64 },
+    FeeRateVote { sat_per_vbyte: FeeRate, height: u64 },
     /// Credits a deposit that reached the confirmation depth.
     PegInMint {
         outpoint: OutPoint,
@@ -41,15 +42,15 @@ pub enum FedTxKind {
     },
     /// This member's signatures of every input of a peg-out batch version.
     PegOutSignatures {
-        batch: u64,
+        batch: BatchId,
         version: u32,
         signatures: Vec<Vec<u8>>,
     },
     /// This member saw the batch version unconfirmed for too long.
-    PegOutBump { batch: u64, version: u32 },
+    PegOutBump { batch: BatchId, version: u32 },
     /// The batch transaction `txid` is confirmed at depth in `bitcoin_block`.
     PegOutConfirmed {
-        batch: u64,
+        batch: BatchId,
         txid: Txid,
         bitcoin_block: BlockHash,
     },
@@ -64,14 +65,19 @@ pub const MAX_SIGNATURE_BYTES: usize = 73;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FederationTx {
     pub chain_id: Hash32,
-    pub member: u32,
+    pub member: MemberIndex,
     pub kind: FedTxKind,
     pub signature: [u8; 64],
 }
 
 impl FederationTx {
     /// Builds and signs a federation transaction as `member`.
-    pub fn sign(chain_id: Hash32, member: u32, key: &SigningKey, kind: FedTxKind) -> FederationTx {
+    pub fn sign(
+        chain_id: Hash32,
+        member: MemberIndex,
+        key: &SigningKey,
+        kind: FedTxKind,
+    ) -> FederationTx {
         let mut tx = FederationTx {
             chain_id,
             member,
@@ -87,7 +93,7 @@ impl FederationTx {
         let mut b = Vec::with_capacity(96);
         b.extend_from_slice(SIGN_DOMAIN);
         b.extend_from_slice(&self.chain_id.0);
-        b.extend_from_slice(&self.member.to_be_bytes());
+        b.extend_from_slice(&self.member.0.to_be_bytes());
         match &self.kind {
             FedTxKind::RegisterDepositAddress { account } => {
                 b.push(1);
@@ -98,7 +104,7 @@ impl FederationTx {
                 height,
             } => {
                 b.push(3);
-                b.extend_from_slice(&sat_per_vbyte.to_be_bytes());
+                b.extend_from_slice(&sat_per_vbyte.0.to_be_bytes());
                 b.extend_from_slice(&height.to_be_bytes());
             }
             FedTxKind::PegInMint {
@@ -120,7 +126,7 @@ impl FederationTx {
                 signatures,
             } => {
                 b.push(4);
-                b.extend_from_slice(&batch.to_be_bytes());
+                b.extend_from_slice(&batch.0.to_be_bytes());
                 b.extend_from_slice(&version.to_be_bytes());
                 b.extend_from_slice(&(signatures.len() as u32).to_be_bytes());
                 for sig in signatures {
@@ -130,7 +136,7 @@ impl FederationTx {
             }
             FedTxKind::PegOutBump { batch, version } => {
                 b.push(5);
-                b.extend_from_slice(&batch.to_be_bytes());
+                b.extend_from_slice(&batch.0.to_be_bytes());
                 b.extend_from_slice(&version.to_be_bytes());
             }
             FedTxKind::PegOutConfirmed {
@@ -139,7 +145,7 @@ impl FederationTx {
                 bitcoin_block,
             } => {
                 b.push(6);
-                b.extend_from_slice(&batch.to_be_bytes());
+                b.extend_from_slice(&batch.0.to_be_bytes());
                 b.extend_from_slice(txid.as_byte_array());
                 b.extend_from_slice(bitcoin_block.as_byte_array());
             }
@@ -154,7 +160,7 @@ impl FederationTx {
 
     /// True if signed by the genesis key of `self.member` (`verify_strict`).
     pub fn verify(&self, members: &[VerifyingKey]) -> bool {
-        let Some(key) = members.get(self.member as usize) else {
+        let Some(key) = members.get(self.member.index()) else {
             return false;
         };
         key.verify_strict(
@@ -198,7 +204,7 @@ impl FederationTx {
                 }
             }
             Some(pb::federation_tx::Kind::FeeRateVote(v)) => FedTxKind::FeeRateVote {
-                sat_per_vbyte: v.sat_per_vbyte,
+                sat_per_vbyte: FeeRate(v.sat_per_vbyte),
                 height: v.height,
             },
             Some(pb::federation_tx::Kind::PegOutSignatures(p)) => {
@@ -212,13 +218,13 @@ impl FederationTx {
                     return Err(DecodeError::FieldLength("signature", MAX_SIGNATURE_BYTES));
                 }
                 FedTxKind::PegOutSignatures {
-                    batch: p.batch,
+                    batch: BatchId(p.batch),
                     version: p.version,
                     signatures: p.signatures.clone(),
                 }
             }
             Some(pb::federation_tx::Kind::PegOutBump(p)) => FedTxKind::PegOutBump {
-                batch: p.batch,
+                batch: BatchId(p.batch),
                 version: p.version,
             },
             Some(pb::federation_tx::Kind::PegOutConfirmed(p)) => {
@@ -226,7 +232,7 @@ impl FederationTx {
                     <[u8; 32]>::try_from(v).map_err(|_| DecodeError::FieldLength(name, 32))
                 };
                 FedTxKind::PegOutConfirmed {
-                    batch: p.batch,
+                    batch: BatchId(p.batch),
                     txid: Txid::from_byte_array(b32(&p.txid, "txid")?),
                     bitcoin_block: BlockHash::from_byte_array(b32(
                         &p.bitcoin_block,
@@ -238,7 +244,7 @@ impl FederationTx {
         };
         Ok(FederationTx {
             chain_id,
-            member: p.member,
+            member: MemberIndex(p.member),
             kind,
             signature,
         })
@@ -256,7 +262,7 @@ impl FederationTx {
                 sat_per_vbyte,
                 height,
             } => pb::federation_tx::Kind::FeeRateVote(pb::FeeRateVote {
-                sat_per_vbyte: *sat_per_vbyte,
+                sat_per_vbyte: sat_per_vbyte.0,
                 height: *height,
             }),
             FedTxKind::PegInMint {
@@ -276,13 +282,13 @@ impl FederationTx {
                 version,
                 signatures,
             } => pb::federation_tx::Kind::PegOutSignatures(pb::PegOutSignatures {
-                batch: *batch,
+                batch: batch.0,
                 version: *version,
                 signatures: signatures.clone(),
             }),
             FedTxKind::PegOutBump { batch, version } => {
                 pb::federation_tx::Kind::PegOutBump(pb::PegOutBump {
-                    batch: *batch,
+                    batch: batch.0,
                     version: *version,
                 })
             }
@@ -291,14 +297,14 @@ impl FederationTx {
                 txid,
                 bitcoin_block,
             } => pb::federation_tx::Kind::PegOutConfirmed(pb::PegOutConfirmed {
-                batch: *batch,
+                batch: batch.0,
                 txid: txid.to_byte_array().to_vec(),
                 bitcoin_block: bitcoin_block.to_byte_array().to_vec(),
             }),
         };
         pb::FederationTx {
             chain_id: self.chain_id.0.to_vec(),
-            member: self.member,
+            member: self.member.0,
             kind: Some(kind),
             signature: self.signature.to_vec(),
         }
@@ -327,7 +333,7 @@ mod tests {
         let keys: Vec<_> = (0..3).map(|i| member(i).verifying_key()).collect();
         let tx = FederationTx::sign(
             Hash32::ZERO,
-            1,
+            MemberIndex(1),
             &member(1),
             FedTxKind::RegisterDepositAddress {
                 account: account(5),
@@ -336,11 +342,11 @@ mod tests {
         assert!(tx.verify(&keys));
         // Claiming to be another member, or signing with a non-member key, fails.
         let mut t = tx.clone();
-        t.member = 2;
+        t.member = MemberIndex(2);
         assert!(!t.verify(&keys));
         let t = FederationTx::sign(
             Hash32::ZERO,
-            1,
+            MemberIndex(1),
             &member(9),
             FedTxKind::RegisterDepositAddress {
                 account: account(5),
@@ -356,14 +362,14 @@ mod tests {
         };
         assert!(!t.verify(&keys));
         let mut t = tx;
-        t.member = 7;
+        t.member = MemberIndex(7);
         assert!(!t.verify(&keys), "unknown member index");
     }
 
     proptest! {
         #[test]
         fn wire_round_trip(m in 0u32..4, a in 0u8..50) {
-            let tx = FederationTx::sign(Hash32::ZERO, m, &member(m as u8), FedTxKind::RegisterDepositAddress { account: account(a) });
+            let tx = FederationTx::sign(Hash32::ZERO, MemberIndex(m), &member(m as u8), FedTxKind::RegisterDepositAddress { account: account(a) });
             prop_assert_eq!(FederationTx::from_proto(&tx.to_proto()).unwrap(), tx);
         }
 

@@ -4,6 +4,7 @@
 use crate::account::{hrp_for, AccountId};
 use crate::amount::Sats;
 use crate::hash::Hash32;
+use crate::ids::FeeRate;
 use crate::{LedgerParams, State};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
@@ -276,7 +277,7 @@ impl ChainSpec {
             max_block_txs: self.genesis.consensus.max_block_txs as usize,
             members: self.member_keys.clone(),
             pegin_spend_vbytes: self.pegin_spend_vbytes(),
-            default_fee_rate: self.genesis.fees.default_fee_rate_sat_vb,
+            default_fee_rate: FeeRate(self.genesis.fees.default_fee_rate_sat_vb),
             federation: self.peg_federation().expect("validated genesis"),
             pegout: self.genesis.pegout.clone(),
             confirmations: self.genesis.pegin_confirmations,

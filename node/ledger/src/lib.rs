@@ -30,6 +30,7 @@ mod fed;
 pub mod fedtx;
 pub mod genesis;
 pub mod hash;
+pub mod ids;
 pub mod mempool;
 mod overlay;
 pub mod pegout_batch;

@@ -8,6 +8,7 @@
 
 use crate::account::AccountId;
 use crate::amount::Sats;
+use crate::ids::FeeRate;
 use crate::tx::{Transaction, TxId};
 use crate::{
     check_tx, Account, AlreadyVerified as Verified, LedgerParams, SignatureCheck, State, TxError,
@@ -80,7 +81,7 @@ impl Mempool {
         tx: &Transaction,
         finalized: Account,
         params: &LedgerParams,
-        fee_rate: u64,
+        fee_rate: FeeRate,
     ) -> Result<(), TxError> {
         let view = self.effective_account(finalized, &tx.sender);
         check_tx(params, fee_rate, view, tx, &Verified).map(|_| ())
@@ -111,7 +112,7 @@ impl Mempool {
         tx: Transaction,
         finalized: Account,
         params: &LedgerParams,
-        fee_rate: u64,
+        fee_rate: FeeRate,
     ) -> Result<TxId, AdmitError> {
         let id = tx.id();
         if let Some((pooled, _)) = self.txs.get(&id) {
@@ -226,7 +227,7 @@ mod tests {
             max_block_txs: 100,
             members: vec![],
             pegin_spend_vbytes: 0,
-            default_fee_rate: 1,
+            default_fee_rate: FeeRate(1),
             federation: crate::pegout_batch::test_federation(),
             pegout: Default::default(),
             confirmations: 1,
@@ -267,20 +268,20 @@ mod tests {
     fn admission_counts_pooled_nonces_and_spend() {
         let s = state(100);
         let mut m = Mempool::new(10);
-        m.admit(tx(0, 40), s.account(&id(0)), &params(), 10)
+        m.admit(tx(0, 40), s.account(&id(0)), &params(), FeeRate(10))
             .unwrap();
-        m.admit(tx(1, 40), s.account(&id(0)), &params(), 10)
+        m.admit(tx(1, 40), s.account(&id(0)), &params(), FeeRate(10))
             .unwrap();
         // Third would need 41 but only 18 remain.
         let e = m
-            .admit(tx(2, 40), s.account(&id(0)), &params(), 10)
+            .admit(tx(2, 40), s.account(&id(0)), &params(), FeeRate(10))
             .unwrap_err();
         assert!(
             matches!(e, AdmitError::Tx(TxError::InsufficientBalance { .. })),
             "{e}"
         );
         let e = m
-            .admit(tx(3, 1), s.account(&id(0)), &params(), 10)
+            .admit(tx(3, 1), s.account(&id(0)), &params(), FeeRate(10))
             .unwrap_err();
         assert!(
             matches!(
@@ -293,7 +294,7 @@ mod tests {
             "{e}"
         );
         // Resubmitting a pooled transaction is idempotent.
-        m.admit(tx(0, 40), s.account(&id(0)), &params(), 10)
+        m.admit(tx(0, 40), s.account(&id(0)), &params(), FeeRate(10))
             .unwrap();
         assert_eq!(m.len(), 2);
     }
@@ -302,9 +303,10 @@ mod tests {
     fn full_mempool_refuses() {
         let s = state(100);
         let mut m = Mempool::new(1);
-        m.admit(tx(0, 1), s.account(&id(0)), &params(), 10).unwrap();
+        m.admit(tx(0, 1), s.account(&id(0)), &params(), FeeRate(10))
+            .unwrap();
         assert!(matches!(
-            m.admit(tx(1, 1), s.account(&id(0)), &params(), 10),
+            m.admit(tx(1, 1), s.account(&id(0)), &params(), FeeRate(10)),
             Err(AdmitError::Full(1))
         ));
     }
@@ -314,7 +316,7 @@ mod tests {
         let mut s = state(100);
         let mut m = Mempool::new(10);
         for n in 0..3 {
-            m.admit(tx(n, 10), s.account(&id(0)), &params(), 10)
+            m.admit(tx(n, 10), s.account(&id(0)), &params(), FeeRate(10))
                 .unwrap();
         }
         let cands = m.candidates(2);

@@ -4,6 +4,7 @@
 use crate::account::AccountId;
 use crate::apply::Delta;
 use crate::fedtx::OutPoint;
+use crate::ids::BatchId;
 use crate::pegout_batch::{Batch, Utxo};
 use crate::state::{Account, State};
 
@@ -36,7 +37,7 @@ impl<'a> Overlay<'a> {
     }
 
     /// An unconfirmed batch, with this block's changes.
-    pub(crate) fn batch(&self, id: u64) -> Option<Batch> {
+    pub(crate) fn batch(&self, id: BatchId) -> Option<Batch> {
         match self.delta.batches.get(&id) {
             Some(b) => Some(b.clone()),
             None => self.base.batches.get(&id).cloned(),

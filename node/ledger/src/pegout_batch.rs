@@ -9,6 +9,7 @@
 use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
+use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use fedpeg_peg::bitcoin::{self, Amount, BlockHash, ScriptBuf, Transaction, TxOut, Txid};
 use fedpeg_peg::deposit::Tweak;
 use fedpeg_peg::federation::Federation;
@@ -54,7 +55,7 @@ impl Default for PegOutParams {
 pub const MAX_BATCH_VERSIONS: usize = 16;
 
 /// Which federation address a UTXO pays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
     /// A deposit to this account's deposit address.
     Deposit([u8; 32]),
@@ -76,27 +77,26 @@ impl Owner {
 }
 
 /// A federation output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Utxo {
     pub amount: Sats,
     pub owner: Owner,
 }
 
 /// One peg-out paid by a batch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchOutput {
-    pub withdrawal: u64,
+    pub withdrawal: WithdrawalId,
     pub address: String,
     pub amount: Sats,
     /// Account that burned it.
-    #[serde(default)]
     pub account: [u8; 32],
 }
 
 /// One version of a batch's transaction (the original or a replacement).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchVersion {
-    pub fee_rate: u64,
+    pub fee_rate: FeeRate,
     /// Bitcoin fee, sats.
     pub fee: Sats,
     /// Change back to the federation (0: no change output).
@@ -106,13 +106,13 @@ pub struct BatchVersion {
     /// Sidechain height that created this version.
     pub height: u64,
     /// Valid signatures per member (one per input, DER + sighash byte).
-    pub signatures: BTreeMap<u32, Vec<Vec<u8>>>,
+    pub signatures: BTreeMap<MemberIndex, Vec<Vec<u8>>>,
     /// Members who saw this version stuck and voted to replace it.
-    pub bump_votes: BTreeSet<u32>,
+    pub bump_votes: BTreeSet<MemberIndex>,
 }
 
 /// Where a batch was confirmed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Confirmation {
     pub version: u32,
     pub bitcoin_block: BlockHash,
@@ -121,9 +121,9 @@ pub struct Confirmation {
 }
 
 /// A peg-out batch: one Bitcoin transaction (in one or more versions).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
-    pub id: u64,
+    pub id: BatchId,
     pub inputs: Vec<(OutPoint, Utxo)>,
     pub outputs: Vec<BatchOutput>,
     pub versions: Vec<BatchVersion>,
@@ -158,7 +158,7 @@ impl Batch {
     }
 
     /// Withdrawal ids the batch pays, in output order.
-    pub fn withdrawal_ids(&self) -> Vec<u64> {
+    pub fn withdrawal_ids(&self) -> Vec<WithdrawalId> {
         self.outputs.iter().map(|o| o.withdrawal).collect()
     }
 
@@ -231,12 +231,12 @@ pub fn script_of(
 pub fn pegout_fee_quote(
     params: &PegOutParams,
     floor: Sats,
-    fee_rate: u64,
+    fee_rate: FeeRate,
     script: &bitcoin::Script,
 ) -> Sats {
     let vbytes = output_bytes(script) + params.shared_vbytes;
     // A quote beyond 21M BTC cannot be paid: the cap says as much.
-    Sats::checked(vbytes.saturating_mul(fee_rate).max(floor.to_sat())).unwrap_or(Sats::MAX)
+    Sats::checked(vbytes.saturating_mul(fee_rate.0).max(floor.to_sat())).unwrap_or(Sats::MAX)
 }
 
 /// Fee and change of a transaction spending `input_total` to outputs worth

@@ -9,6 +9,7 @@ use crate::apply::BlockOutcome;
 use crate::block::Header;
 use crate::fedtx::OutPoint;
 use crate::hash::Hash32;
+use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, PegOutParams, Utxo};
 use crate::tx::TxId;
 use fedpeg_peg::federation::Federation;
@@ -30,7 +31,7 @@ pub struct LedgerParams {
     /// rate, it is deducted from every mint so reserves always cover supply.
     pub pegin_spend_vbytes: u64,
     /// Fee rate (sat/vB) until members have voted one.
-    pub default_fee_rate: u64,
+    pub default_fee_rate: FeeRate,
     /// The peg: members' peg keys, threshold, network.
     pub federation: Federation,
     /// Peg-out batching policy.
@@ -47,7 +48,7 @@ impl LedgerParams {
 }
 
 /// Highest fee rate a member may vote, sat/vB.
-pub const MAX_FEE_RATE: u64 = 100_000;
+pub const MAX_FEE_RATE: FeeRate = FeeRate(100_000);
 
 /// Most federation transactions in one block.
 pub const MAX_BLOCK_FED_TXS: usize = 1000;
@@ -63,7 +64,7 @@ pub struct Account {
 /// A peg-out waiting to be paid on Bitcoin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Withdrawal {
-    pub id: u64,
+    pub id: WithdrawalId,
     pub account: AccountId,
     pub bitcoin_address: String,
     pub amount: Sats,
@@ -82,21 +83,21 @@ pub struct State {
     /// Σ balances: pegged BTC in circulation.
     pub supply: Sats,
     /// Queued withdrawals by id.
-    pub withdrawals: BTreeMap<u64, Withdrawal>,
-    pub next_withdrawal_id: u64,
+    pub withdrawals: BTreeMap<WithdrawalId, Withdrawal>,
+    pub next_withdrawal_id: WithdrawalId,
     /// Accounts whose deposit address every member watches.
     pub registered: HashSet<AccountId>,
     /// Deposits already minted: outpoint → (account, credited, height, deposit amount).
     pub minted: HashMap<OutPoint, (AccountId, Sats, u64, Sats)>,
     /// Members' latest fee-rate votes: member → (sat/vB, height).
-    pub fee_votes: BTreeMap<u32, (u64, u64)>,
+    pub fee_votes: BTreeMap<MemberIndex, (FeeRate, u64)>,
     /// Federation UTXOs free to spend (minted deposits, confirmed change).
     pub utxos: BTreeMap<OutPoint, Utxo>,
     /// Batches not yet confirmed, by id.
-    pub batches: BTreeMap<u64, Batch>,
+    pub batches: BTreeMap<BatchId, Batch>,
     /// Withdrawal id → the unconfirmed batch paying it.
-    pub withdrawal_batch: BTreeMap<u64, u64>,
-    pub next_batch_id: u64,
+    pub withdrawal_batch: BTreeMap<WithdrawalId, BatchId>,
+    pub next_batch_id: BatchId,
     pub height: u64,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -155,8 +156,8 @@ impl State {
     /// The agreed fee rate: the (lower) median of members' latest votes, or
     /// `default` before anyone voted. A minority of members cannot move it
     /// past the honest votes.
-    pub fn fee_rate(&self, default: u64) -> u64 {
-        let mut rates: Vec<u64> = self.fee_votes.values().map(|(r, _)| *r).collect();
+    pub fn fee_rate(&self, default: FeeRate) -> FeeRate {
+        let mut rates: Vec<FeeRate> = self.fee_votes.values().map(|(r, _)| *r).collect();
         if rates.is_empty() {
             return default;
         }

@@ -31,10 +31,10 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     }
     w.sats(d.fee_pool);
     w.sats(d.supply);
-    w.u64(d.next_withdrawal_id);
+    w.u64(d.next_withdrawal_id.0);
     w.len(d.new_withdrawals.len());
     for x in &d.new_withdrawals {
-        w.u64(x.id);
+        w.u64(x.id.0);
         w.bytes32(&x.account.0);
         w.var_bytes(x.bitcoin_address.as_bytes());
         w.sats(x.amount);
@@ -55,8 +55,8 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     }
     w.len(d.new_fee_votes.len());
     for (m, rate, at) in &d.new_fee_votes {
-        w.u32(*m);
-        w.u64(*rate);
+        w.u32(m.0);
+        w.u64(rate.0);
         w.u64(*at);
     }
     w.len(d.new_utxos.len());
@@ -68,7 +68,7 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     for o in &d.spent_utxos {
         w.outpoint(o);
     }
-    w.u64(d.next_batch_id);
+    w.u64(d.next_batch_id.0);
     w.len(d.batches.len());
     for b in d.batches.values() {
         b.write(&mut w);

@@ -5,6 +5,7 @@ use crate::amount::Sats;
 use crate::apply::SignatureCheck;
 use crate::error::TxError;
 use crate::events::Event;
+use crate::ids::FeeRate;
 use crate::overlay::Overlay;
 use crate::pegout_batch::pegout_fee_quote;
 use crate::state::{Account, Withdrawal};
@@ -23,7 +24,7 @@ const PEGOUT_DUST: Sats = match Sats::checked(fedpeg_peg::address::PEGOUT_DUST_L
 /// Used by both block application and mempool admission.
 pub fn check_tx(
     params: &LedgerParams,
-    fee_rate: u64,
+    fee_rate: FeeRate,
     sender: Account,
     tx: &Transaction,
     sigs: &dyn SignatureCheck,
@@ -154,11 +155,7 @@ pub(crate) fn apply_tx(
             amount,
         } => {
             let supply = o.delta.supply.checked_sub(debit).ok_or(TxError::Overflow)?;
-            let next_id = o
-                .delta
-                .next_withdrawal_id
-                .checked_add(1)
-                .ok_or(TxError::Overflow)?;
+            let next_id = o.delta.next_withdrawal_id.next().ok_or(TxError::Overflow)?;
             let w = Withdrawal {
                 id: o.delta.next_withdrawal_id,
                 account: tx.sender,

@@ -3,6 +3,7 @@
 //! peg-out confirmations against this member's own bitcoind.
 
 use super::*;
+use fedpeg_ledger::ids::{FeeRate, MemberIndex};
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
 
 impl Driver {
@@ -20,17 +21,20 @@ impl Driver {
         let rate = self
             .fee_pin
             .or_else(|| self.watcher.as_ref().and_then(|w| w.fee_estimate()))?;
-        let rate = rate.clamp(1, fedpeg_ledger::MAX_FEE_RATE);
-        let (height, recorded) = self
-            .chain
-            .with_state(|s| (s.height + 1, s.fee_votes.get(me).map(|(r, _)| *r)));
-        (recorded != Some(rate)).then(|| {
+        let rate = rate.clamp(1, fedpeg_ledger::MAX_FEE_RATE.0);
+        let (height, recorded) = self.chain.with_state(|s| {
+            (
+                s.height + 1,
+                s.fee_votes.get(&MemberIndex(*me)).map(|(r, _)| *r),
+            )
+        });
+        (recorded != Some(FeeRate(rate))).then(|| {
             FederationTx::sign(
                 self.chain.spec.chain_id,
-                *me,
+                MemberIndex(*me),
                 key,
                 FedTxKind::FeeRateVote {
-                    sat_per_vbyte: rate,
+                    sat_per_vbyte: FeeRate(rate),
                     height,
                 },
             )
@@ -78,7 +82,7 @@ impl Driver {
             .map(|d| {
                 FederationTx::sign(
                     self.chain.spec.chain_id,
-                    *me,
+                    MemberIndex(*me),
                     key,
                     FedTxKind::PegInMint {
                         outpoint: d.outpoint,
@@ -180,6 +184,7 @@ mod tests {
     use crate::network::NetworkConfig;
     use crate::peg_testing::{account, consensus_key, PegNode, CONFIRMATIONS};
     use fedpeg_ledger::fedtx::OutPoint;
+    use fedpeg_ledger::ids::BatchId;
     use fedpeg_ledger::testing::sats;
 
     /// Member 0's driver of `node`'s chain with `watcher`, on a loopback
@@ -237,7 +242,7 @@ mod tests {
         node.fed_tx(
             0,
             FedTxKind::PegOutConfirmed {
-                batch: 0,
+                batch: BatchId(0),
                 txid,
                 bitcoin_block: block,
             },

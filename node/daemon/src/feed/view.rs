@@ -146,8 +146,8 @@ impl Feed {
                     ),
                 };
                 pb::FederationTxView {
-                    member: f.member,
-                    member_name: name(f.member),
+                    member: f.member.0,
+                    member_name: name(f.member.0),
                     kind: kind.into(),
                     summary,
                 }

@@ -5,6 +5,7 @@
 use crate::amount::Sats;
 use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
+use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::overlay::Overlay;
 use crate::pegout_batch::{fee_and_change, script_of, Batch, BatchVersion, MAX_BATCH_VERSIONS};
 use crate::state::MAX_FEE_RATE;
@@ -17,8 +18,8 @@ pub(super) fn apply(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
     height: u64,
-    member: u32,
-    batch: u64,
+    member: MemberIndex,
+    batch: BatchId,
     version: u32,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {
@@ -67,13 +68,15 @@ pub(super) fn apply(
 fn replacement(
     b: &Batch,
     params: &LedgerParams,
-    agreed_rate: u64,
+    agreed_rate: FeeRate,
     height: u64,
     fee_pool: Sats,
 ) -> Option<(BatchVersion, Sats)> {
     let old = b.latest();
     let rate = agreed_rate
-        .max(old.fee_rate.saturating_add((old.fee_rate / 4).max(1)))
+        .max(FeeRate(
+            old.fee_rate.0.saturating_add((old.fee_rate.0 / 4).max(1)),
+        ))
         .min(MAX_FEE_RATE);
     let out_bytes: u64 = b
         .outputs
@@ -102,7 +105,7 @@ fn replacement(
         n_out,
         out_bytes,
         b.output_total(),
-        rate,
+        rate.0,
         min_fee,
     )?;
     let extra = Sats::checked(fee.saturating_sub(b.fee_reserved.to_sat()))?;

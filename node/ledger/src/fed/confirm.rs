@@ -6,6 +6,7 @@ use crate::amount::Sats;
 use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
 use crate::fedtx::OutPoint;
+use crate::ids::BatchId;
 use crate::overlay::Overlay;
 use crate::pegout_batch::{Confirmation, Owner, Utxo};
 use bitcoin::{BlockHash, Txid};
@@ -13,7 +14,7 @@ use bitcoin::{BlockHash, Txid};
 pub(super) fn apply(
     o: &mut Overlay<'_>,
     height: u64,
-    batch: u64,
+    batch: BatchId,
     txid: &Txid,
     bitcoin_block: &BlockHash,
     events: &mut Vec<Event>,

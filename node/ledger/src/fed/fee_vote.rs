@@ -2,17 +2,18 @@
 //! median of members' latest votes.
 
 use crate::error::FedTxError;
+use crate::ids::{FeeRate, MemberIndex};
 use crate::overlay::Overlay;
 use crate::state::MAX_FEE_RATE;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
     height: u64,
-    member: u32,
-    sat_per_vbyte: u64,
+    member: MemberIndex,
+    sat_per_vbyte: FeeRate,
     at: u64,
 ) -> Result<(), FedTxError> {
-    if !(1..=MAX_FEE_RATE).contains(&sat_per_vbyte) {
+    if !(FeeRate(1)..=MAX_FEE_RATE).contains(&sat_per_vbyte) {
         return Err(FedTxError::BadFeeRate(sat_per_vbyte));
     }
     let last = o

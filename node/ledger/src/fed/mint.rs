@@ -28,7 +28,7 @@ pub(super) fn apply(
     let cost = Sats::checked(
         params
             .pegin_spend_vbytes
-            .saturating_mul(o.base.fee_rate(params.default_fee_rate)),
+            .saturating_mul(o.base.fee_rate(params.default_fee_rate).0),
     )
     .unwrap_or(Sats::MAX);
     let credit = match amount.checked_sub(cost) {

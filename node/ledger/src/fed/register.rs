@@ -4,11 +4,12 @@
 use crate::account::AccountId;
 use crate::error::FedTxError;
 use crate::events::Event;
+use crate::ids::MemberIndex;
 use crate::overlay::Overlay;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
-    member: u32,
+    member: MemberIndex,
     account: &AccountId,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {

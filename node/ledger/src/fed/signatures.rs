@@ -4,14 +4,15 @@
 
 use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
+use crate::ids::{BatchId, MemberIndex};
 use crate::overlay::Overlay;
 use crate::LedgerParams;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
-    member: u32,
-    batch: u64,
+    member: MemberIndex,
+    batch: BatchId,
     version: u32,
     signatures: &[Vec<u8>],
     events: &mut Vec<Event>,
@@ -29,7 +30,7 @@ pub(super) fn apply(
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
     params
         .federation
-        .verify_batch_signatures(&unsigned, &b.batch_inputs(), member as usize, signatures)
+        .verify_batch_signatures(&unsigned, &b.batch_inputs(), member.index(), signatures)
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
     let v = &mut b.versions[latest];
     v.signatures.insert(member, signatures.to_vec());

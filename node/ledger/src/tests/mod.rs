@@ -7,6 +7,7 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
+use crate::ids::{FeeRate, MemberIndex, WithdrawalId};
 use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
@@ -28,7 +29,7 @@ fn params() -> LedgerParams {
         max_block_txs: 1000,
         members: vec![member_key().verifying_key()],
         pegin_spend_vbytes: 50,
-        default_fee_rate: 10,
+        default_fee_rate: FeeRate(10),
         federation: crate::pegout_batch::test_federation(),
         pegout: Default::default(),
         confirmations: 1,
@@ -137,7 +138,9 @@ fn skipped_nonce_is_rejected() {
 fn insufficient_balance_zero_amount_low_fee_are_rejected() {
     let s = genesis(&[(0, 100)]);
     let p = params();
-    let e = |tx: Transaction| check_tx(&p, 10, s.account(&tx.sender), &tx, &VerifyAll).unwrap_err();
+    let e = |tx: Transaction| {
+        check_tx(&p, FeeRate(10), s.account(&tx.sender), &tx, &VerifyAll).unwrap_err()
+    };
     assert_eq!(
         e(transfer(0, 1, 0, 100, 1)),
         TxError::InsufficientBalance {
@@ -173,7 +176,7 @@ fn wrong_chain_is_rejected() {
         },
     );
     assert!(matches!(
-        check_tx(&params(), 10, s.account(&id(0)), &tx, &VerifyAll),
+        check_tx(&params(), FeeRate(10), s.account(&id(0)), &tx, &VerifyAll),
         Err(TxError::WrongChain { .. })
     ));
 }
@@ -231,7 +234,14 @@ fn peg_out_burns_and_queues() {
         },
     );
     assert_eq!(
-        check_tx(&params(), 10, s.account(&id(0)), &cheap, &VerifyAll).unwrap_err(),
+        check_tx(
+            &params(),
+            FeeRate(10),
+            s.account(&id(0)),
+            &cheap,
+            &VerifyAll
+        )
+        .unwrap_err(),
         TxError::PegOutFeeTooLow {
             quote: sats(1000),
             got: sats(999)
@@ -242,7 +252,7 @@ fn peg_out_burns_and_queues() {
     assert!(b.rejected.is_empty(), "{:?}", b.rejected);
     assert_eq!(s.account(&id(0)).balance, sats(100_000 - 50_000 - 1000));
     assert_eq!(s.withdrawals.len(), 1);
-    assert_eq!(s.withdrawals[&0].bitcoin_address, addr);
+    assert_eq!(s.withdrawals[&WithdrawalId(0)].bitcoin_address, addr);
     // No federation UTXOs yet: queued, not batched.
     assert!(s.batches.is_empty());
     assert_eq!(s.fee_pool, sats(1000));
@@ -262,7 +272,7 @@ fn peg_out_to_testnet_address_is_rejected_on_regtest() {
             amount: sats(50_000),
         },
     );
-    let e = check_tx(&params(), 10, s.account(&id(0)), &tx, &VerifyAll).unwrap_err();
+    let e = check_tx(&params(), FeeRate(10), s.account(&id(0)), &tx, &VerifyAll).unwrap_err();
     assert!(matches!(e, TxError::BitcoinAddress(_)), "{e}");
 }
 
@@ -273,7 +283,7 @@ fn deposit_registration_needs_a_member_signature_and_happens_once() {
     let reg = |key: &SigningKey, acct: u8| {
         FederationTx::sign(
             p.chain_id,
-            0,
+            MemberIndex(0),
             key,
             FedTxKind::RegisterDepositAddress { account: id(acct) },
         )
@@ -318,7 +328,7 @@ fn deposit_registration_needs_a_member_signature_and_happens_once() {
     assert!(matches!(
         apply_block(&s, &forged, &p, &VerifyAll),
         Err(BlockError::FedTx {
-            error: FedTxError::BadSignature(0),
+            error: FedTxError::BadSignature(MemberIndex(0)),
             ..
         })
     ));
@@ -328,7 +338,7 @@ fn deposit_registration_needs_a_member_signature_and_happens_once() {
 fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
     let mut s = genesis(&[]);
     let p = params();
-    let fed = |kind| FederationTx::sign(p.chain_id, 0, &member_key(), kind);
+    let fed = |kind| FederationTx::sign(p.chain_id, MemberIndex(0), &member_key(), kind);
     let mint = |vout: u32, amount: u64, acct: u8| {
         fed(FedTxKind::PegInMint {
             outpoint: OutPoint {
@@ -397,15 +407,15 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
     let vote = |m: u32, rate: u64, at: u64| {
         FederationTx::sign(
             p.chain_id,
-            m,
+            MemberIndex(m),
             &keys[m as usize],
             FedTxKind::FeeRateVote {
-                sat_per_vbyte: rate,
+                sat_per_vbyte: FeeRate(rate),
                 height: at,
             },
         )
     };
-    assert_eq!(s.fee_rate(10), 10);
+    assert_eq!(s.fee_rate(FeeRate(10)), FeeRate(10));
     let b = build_block(
         &s,
         &p,
@@ -422,7 +432,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
     );
     assert_eq!(b.block.fed_txs.len(), 3, "out-of-range vote left out");
     s.commit(&b.block.header, &b.outcome);
-    assert_eq!(s.fee_rate(10), 7);
+    assert_eq!(s.fee_rate(FeeRate(10)), FeeRate(7));
     // A replayed or older vote is refused; a newer one replaces.
     let mut stale = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
     stale.fed_txs = vec![vote(1, 2, 1)];
@@ -449,17 +459,17 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
         "vote for a future height left out"
     );
     s.commit(&b.block.header, &b.outcome);
-    assert_eq!(s.fee_rate(10), 5);
+    assert_eq!(s.fee_rate(FeeRate(10)), FeeRate(5));
     // Mints deduct vbytes x the agreed rate.
     let reg = FederationTx::sign(
         p.chain_id,
-        0,
+        MemberIndex(0),
         &keys[0],
         FedTxKind::RegisterDepositAddress { account: id(1) },
     );
     let mint = FederationTx::sign(
         p.chain_id,
-        0,
+        MemberIndex(0),
         &keys[0],
         FedTxKind::PegInMint {
             outpoint: OutPoint {

@@ -3,6 +3,7 @@
 use super::{id as uid, key as user};
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
+use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::pegout_batch::{test_federation, test_peg_secrets};
 use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
@@ -22,14 +23,14 @@ fn params() -> LedgerParams {
         max_block_txs: 1000,
         members: (0..4).map(|i| member(i).verifying_key()).collect(),
         pegin_spend_vbytes: 132,
-        default_fee_rate: 2,
+        default_fee_rate: FeeRate(2),
         federation: test_federation(),
         pegout: Default::default(),
         confirmations: 1,
     }
 }
 fn fed(m: u32, kind: FedTxKind) -> FederationTx {
-    FederationTx::sign(params().chain_id, m, &member(m), kind)
+    FederationTx::sign(params().chain_id, MemberIndex(m), &member(m), kind)
 }
 fn address(i: u8) -> String {
     bitcoin::Address::p2wpkh(
@@ -101,7 +102,7 @@ fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
     step(s, &[], &f, 1);
 }
 fn sign(s: &State, batch: u64, m: u32) -> FederationTx {
-    let b = &s.batches[&batch];
+    let b = &s.batches[&BatchId(batch)];
     let v = b.versions.len() - 1;
     let tx = b.unsigned_tx(&params().federation, v).unwrap();
     let sigs = params()
@@ -111,7 +112,7 @@ fn sign(s: &State, batch: u64, m: u32) -> FederationTx {
     fed(
         m,
         FedTxKind::PegOutSignatures {
-            batch,
+            batch: BatchId(batch),
             version: v as u32,
             signatures: sigs,
         },
@@ -139,7 +140,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             ..
         }
     )));
-    let b = s.batches[&0].clone();
+    let b = s.batches[&BatchId(0)].clone();
     assert_eq!(b.outputs.len(), 2);
     assert_eq!(b.inputs.len(), 1);
     assert_eq!(b.inputs[0].1.amount, sats(1_000_000));
@@ -154,8 +155,9 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
 
     // Invalid signatures (member 1 signs with member 2's key) are refused.
     let mut forged = sign(&s, 0, 2);
-    forged.member = 1;
-    forged.signature = FederationTx::sign(p.chain_id, 1, &member(1), forged.kind.clone()).signature;
+    forged.member = MemberIndex(1);
+    forged.signature =
+        FederationTx::sign(p.chain_id, MemberIndex(1), &member(1), forged.kind.clone()).signature;
     let blk = build_block(&s, &p, &[], &[forged], 6, 0, &VerifyAll);
     assert!(blk.block.fed_txs.is_empty());
     // Two signatures: not yet signed; the third completes it.
@@ -177,15 +179,15 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             ..
         }
     )));
-    let signed: Vec<(usize, Vec<Vec<u8>>)> = s.batches[&0]
+    let signed: Vec<(usize, Vec<Vec<u8>>)> = s.batches[&BatchId(0)]
         .latest()
         .signatures
         .iter()
-        .map(|(m, v)| (*m as usize, v.clone()))
+        .map(|(m, v)| (m.index(), v.clone()))
         .collect();
     let full = p
         .federation
-        .assemble_batch(&tx, &s.batches[&0].batch_inputs(), &signed)
+        .assemble_batch(&tx, &s.batches[&BatchId(0)].batch_inputs(), &signed)
         .unwrap();
     assert_eq!(full.compute_txid(), tx.compute_txid());
 
@@ -194,13 +196,13 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
         fed(
             m,
             FedTxKind::PegOutBump {
-                batch: 0,
+                batch: BatchId(0),
                 version: 0,
             },
         )
     };
     step(&mut s, &[], &[bump(0)], 8);
-    assert_eq!(s.batches[&0].versions.len(), 1);
+    assert_eq!(s.batches[&BatchId(0)].versions.len(), 1);
     let pool_before = s.fee_pool;
     let ev = step(&mut s, &[], &[bump(3)], 9);
     assert!(ev.iter().any(|e| matches!(
@@ -210,7 +212,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             ..
         }
     )));
-    let b = s.batches[&0].clone();
+    let b = s.batches[&BatchId(0)].clone();
     let v1 = b.latest().clone();
     assert!(v1.fee_rate > v0.fee_rate);
     assert!(v1.fee.to_sat() >= v0.fee.to_sat() + p.federation.batch_vbytes(1, 3, 31 * 2 + 43));
@@ -223,7 +225,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let stale = fed(
         0,
         FedTxKind::PegOutSignatures {
-            batch: 0,
+            batch: BatchId(0),
             version: 0,
             signatures: vec![],
         },
@@ -237,7 +239,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let unknown = fed(
         0,
         FedTxKind::PegOutConfirmed {
-            batch: 0,
+            batch: BatchId(0),
             txid: txid(9),
             bitcoin_block: block_hash(2),
         },
@@ -253,7 +255,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
         &[fed(
             2,
             FedTxKind::PegOutConfirmed {
-                batch: 0,
+                batch: BatchId(0),
                 txid: v0.txid,
                 bitcoin_block: block_hash(2),
             },
@@ -288,7 +290,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let again = fed(
         1,
         FedTxKind::PegOutConfirmed {
-            batch: 0,
+            batch: BatchId(0),
             txid: v0.txid,
             bitcoin_block: block_hash(2),
         },
@@ -363,27 +365,27 @@ fn golden_state_root_of_a_fixed_history() {
         fed(
             m,
             FedTxKind::PegOutBump {
-                batch: 0,
+                batch: BatchId(0),
                 version: 0,
             },
         )
     };
     step(&mut s, &[], &[bump(0), bump(3)], 5);
     assert_eq!(
-        s.batches[&0].versions.len(),
+        s.batches[&BatchId(0)].versions.len(),
         2,
         "f + 1 votes replace the batch"
     );
     let sigs: Vec<_> = (1..4).map(|m| sign(&s, 0, m)).collect();
     step(&mut s, &[], &sigs, 6);
-    let txid = s.batches[&0].versions[1].txid;
+    let txid = s.batches[&BatchId(0)].versions[1].txid;
     step(
         &mut s,
         &[],
         &[fed(
             2,
             FedTxKind::PegOutConfirmed {
-                batch: 0,
+                batch: BatchId(0),
                 txid,
                 bitcoin_block: block_hash(7),
             },
@@ -409,7 +411,7 @@ fn batch_and_utxo_records_round_trip_and_refuse_damage() {
     step(&mut s, &[pegout(1, 0, 100_000, 5_000)], &[], 3);
     let sigs: Vec<_> = (0..2).map(|m| sign(&s, 0, m)).collect();
     step(&mut s, &[], &sigs, 4);
-    let b = s.batches[&0].clone();
+    let b = s.batches[&BatchId(0)].clone();
     let bytes = b.encode();
     assert_eq!(Batch::decode(&bytes).unwrap(), b);
     for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
