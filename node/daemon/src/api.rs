@@ -185,7 +185,7 @@ impl Api {
     fn block_view(&self, cb: &CommittedBlock) -> pb::BlockView {
         let h = &cb.block.header;
         pb::BlockView {
-            height: h.height,
+            height: h.height.0,
             hash: h.hash().to_hex(),
             parent_hash: h.parent.to_hex(),
             time_ms: h.time_ms,
@@ -486,7 +486,7 @@ impl WalletService for Api {
             s.minted
                 .iter()
                 .filter(|(o, (a, _, _, _))| matches(o, a))
-                .map(|(o, (a, c, h, amount))| (*o, *a, c.to_sat(), *h, amount.to_sat()))
+                .map(|(o, (a, c, h, amount))| (*o, *a, c.to_sat(), h.0, amount.to_sat()))
                 .collect()
         });
         for (o, a, credited, height, amount) in &minted {
@@ -734,7 +734,7 @@ impl NodeService for Api {
         Ok(Response::new(pb::GetStatusResponse {
             chain_id: spec.chain_id.to_hex(),
             network: spec.genesis.network.clone(),
-            height,
+            height: height.0,
             tip_hash: tip.to_hex(),
             tip_time_ms,
             role: self.identity.role as i32,

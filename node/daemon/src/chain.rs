@@ -119,7 +119,7 @@ impl Chain {
         })?;
         let store = Store::open(&data_dir.join("db"), spec.chain_id, &spec.genesis_state())?;
         let state = store.load_state()?;
-        let (tip, _) = tokio::sync::watch::channel(state.height);
+        let (tip, _) = tokio::sync::watch::channel(state.height.0);
         Ok(Chain {
             params: spec.ledger_params(),
             spec,
@@ -148,7 +148,7 @@ impl Chain {
 
     /// Current finalized height.
     pub fn height(&self) -> u64 {
-        self.with_state(|s| s.height)
+        self.with_state(|s| s.height).0
     }
 
     /// Watches the finalized height.
@@ -342,13 +342,14 @@ impl Chain {
     /// the tip moved, the block is re-validated.
     pub fn commit(&self, cb: CommittedBlock, outcome: BlockOutcome) -> Result<(), CommitError> {
         let mut state = self.state.write().map_err(lock_poisoned)?;
-        let outcome =
-            if cb.block.header.parent == state.tip && cb.block.header.height == state.height + 1 {
-                outcome
-            } else {
-                let pool = self.mempool.lock().map_err(lock_poisoned)?;
-                apply_block(&state, &cb.block, &self.params, &*pool)?
-            };
+        let outcome = if cb.block.header.parent == state.tip
+            && cb.block.header.height == state.height.next()
+        {
+            outcome
+        } else {
+            let pool = self.mempool.lock().map_err(lock_poisoned)?;
+            apply_block(&state, &cb.block, &self.params, &*pool)?
+        };
         let mut after = state.clone_meta();
         after.commit(&cb.block.header, &outcome);
         let feed = self.feed_record(&cb, &outcome);
@@ -364,8 +365,12 @@ impl Chain {
             fed.retain(|t| fed_tx_pending(&state, t));
         }
         drop(state);
-        tracing::debug!(height, txs = cb.block.txs.len(), "block finalized");
-        self.tip.send_replace(height);
+        tracing::debug!(
+            height = height.0,
+            txs = cb.block.txs.len(),
+            "block finalized"
+        );
+        self.tip.send_replace(height.0);
         Ok(())
     }
 

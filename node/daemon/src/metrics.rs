@@ -53,7 +53,7 @@ pub fn render(s: &Sources) -> String {
         "fedpeg_height",
         "gauge",
         "Finalized sidechain height.",
-        height,
+        height.0,
     );
     metric(
         &mut o,

@@ -98,7 +98,7 @@ pub fn pegout_info(
         bitcoin_address: w.bitcoin_address.clone(),
         amount: w.amount.to_sat(),
         state: pb::PegOutState::Queued as i32,
-        queued_height: w.height,
+        queued_height: w.height.0,
         signatures_required: m,
         confirmations_required: need,
         // Next Bitcoin blocks: `need` of them at ~10 minutes.
@@ -184,7 +184,7 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
             fee_pool: clamp(r.fee_pool),
             covered: r.covered(),
             utxos,
-            height: s.height,
+            height: s.height.0,
         }
     })
 }

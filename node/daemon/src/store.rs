@@ -15,6 +15,7 @@
 
 use bitcoin::hashes::Hash as _;
 use bitcoin::Txid;
+use fedpeg_consensus::Height;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::block::CommittedBlock;
@@ -123,7 +124,7 @@ fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
     let mut v = Vec::with_capacity(88 + w.bitcoin_address.len());
     v.extend_from_slice(&w.account.0);
     v.extend_from_slice(&w.amount.to_sat().to_be_bytes());
-    v.extend_from_slice(&w.height.to_be_bytes());
+    v.extend_from_slice(&w.height.0.to_be_bytes());
     v.extend_from_slice(&w.txid.0);
     v.extend_from_slice(&w.time_ms.to_be_bytes());
     v.extend_from_slice(w.bitcoin_address.as_bytes());
@@ -155,7 +156,7 @@ fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
         id: WithdrawalId(id),
         account,
         amount: sats_at(v, 32)?,
-        height: u64_at(v, 40)?,
+        height: Height(u64_at(v, 40)?),
         txid: hash_at(v, 48)?,
         time_ms: u64_at(v, 80)?,
         bitcoin_address: String::from_utf8(v[88..].to_vec())
@@ -166,7 +167,7 @@ fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
 /// Tip record: height ‖ hash ‖ time ‖ state_root ‖ fee_pool ‖ supply ‖ next_withdrawal_id.
 fn encode_tip(s: &State) -> Vec<u8> {
     let mut v = Vec::with_capacity(112);
-    v.extend_from_slice(&s.height.to_be_bytes());
+    v.extend_from_slice(&s.height.0.to_be_bytes());
     v.extend_from_slice(&s.tip.0);
     v.extend_from_slice(&s.tip_time_ms.to_be_bytes());
     v.extend_from_slice(&s.state_root.0);
@@ -248,7 +249,7 @@ impl Store {
             .get_cf(self.cf(CF_META)?, KEY_TIP)?
             .ok_or_else(|| corrupt("no tip record"))?;
         let mut s = State {
-            height: u64_at(&tip, 0)?,
+            height: Height(u64_at(&tip, 0)?),
             tip: hash_at(&tip, 8)?,
             tip_time_ms: u64_at(&tip, 40)?,
             state_root: hash_at(&tip, 48)?,
@@ -325,7 +326,7 @@ impl Store {
                 (
                     AccountId(hash_at(&v, 0)?.0),
                     sats_at(&v, 32)?,
-                    u64_at(&v, 40)?,
+                    Height(u64_at(&v, 40)?),
                     sats_at(&v, 48)?,
                 ),
             );
@@ -340,8 +341,10 @@ impl Store {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(u32::from_be_bytes)
                 .ok_or_else(|| corrupt("short fee vote key"))?;
-            s.fee_votes
-                .insert(MemberIndex(m), (FeeRate(u64_at(&v, 0)?), u64_at(&v, 8)?));
+            s.fee_votes.insert(
+                MemberIndex(m),
+                (FeeRate(u64_at(&v, 0)?), Height(u64_at(&v, 8)?)),
+            );
         }
         Ok(s)
     }
@@ -369,13 +372,13 @@ impl Store {
         let h = &cb.block.header;
         let hash = h.hash();
         let mut batch = WriteBatch::default();
-        self.put_feed_record(&mut batch, h.height, feed)?;
-        batch.put_cf(self.cf(CF_BLOCKS)?, h.height.to_be_bytes(), cb.encode());
-        batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, h.height.to_be_bytes());
+        self.put_feed_record(&mut batch, h.height.0, feed)?;
+        batch.put_cf(self.cf(CF_BLOCKS)?, h.height.0.to_be_bytes(), cb.encode());
+        batch.put_cf(self.cf(CF_BLOCK_INDEX)?, hash.0, h.height.0.to_be_bytes());
         let txi = self.cf(CF_TX_INDEX)?;
         for (i, tx) in cb.block.txs.iter().enumerate() {
             let mut loc = [0u8; 12];
-            loc[..8].copy_from_slice(&h.height.to_be_bytes());
+            loc[..8].copy_from_slice(&h.height.0.to_be_bytes());
             loc[8..].copy_from_slice(&(i as u32).to_be_bytes());
             batch.put_cf(txi, tx.id().0, loc);
         }
@@ -391,7 +394,7 @@ impl Store {
         for (m, rate, at) in &outcome.delta.new_fee_votes {
             let mut v = [0u8; 16];
             v[..8].copy_from_slice(&rate.0.to_be_bytes());
-            v[8..].copy_from_slice(&at.to_be_bytes());
+            v[8..].copy_from_slice(&at.0.to_be_bytes());
             batch.put_cf(votes, m.0.to_be_bytes(), v);
         }
         let minted = self.cf(CF_MINTED)?;
@@ -402,7 +405,7 @@ impl Store {
             let mut v = Vec::with_capacity(56);
             v.extend_from_slice(&a.0);
             v.extend_from_slice(&credit.to_sat().to_be_bytes());
-            v.extend_from_slice(&h.height.to_be_bytes());
+            v.extend_from_slice(&h.height.0.to_be_bytes());
             v.extend_from_slice(&amount.to_sat().to_be_bytes());
             batch.put_cf(minted, k, v);
         }
@@ -429,7 +432,7 @@ impl Store {
         }
         let reg = self.cf(CF_REGISTERED)?;
         for a in &outcome.delta.new_registrations {
-            batch.put_cf(reg, a.0, h.height.to_be_bytes());
+            batch.put_cf(reg, a.0, h.height.0.to_be_bytes());
         }
         batch.put_cf(self.cf(CF_META)?, KEY_TIP, encode_tip(after));
         self.write_synced(batch)
@@ -544,7 +547,7 @@ mod tests {
         };
         let header = Header {
             chain_id,
-            height: 1,
+            height: Height(1),
             parent: Hash32::ZERO,
             time_ms: 5,
             proposer: 0,
@@ -566,7 +569,7 @@ mod tests {
                 supply: sats(42),
                 new_registrations: vec![acct],
                 new_mints: vec![(outpoint, acct, sats(42), sats(50))],
-                new_fee_votes: vec![(MemberIndex(2), FeeRate(17), 1)],
+                new_fee_votes: vec![(MemberIndex(2), FeeRate(17), Height(1))],
                 ..Delta::default()
             },
             events: vec![],
@@ -596,14 +599,23 @@ mod tests {
             }
         );
         assert!(s.registered.contains(&acct));
-        assert_eq!(s.fee_votes.get(&MemberIndex(2)), Some(&(FeeRate(17), 1)));
+        assert_eq!(
+            s.fee_votes.get(&MemberIndex(2)),
+            Some(&(FeeRate(17), Height(1)))
+        );
         assert_eq!(
             s.minted.get(&outpoint),
-            Some(&(acct, sats(42), 1, sats(50)))
+            Some(&(acct, sats(42), Height(1), sats(50)))
         );
         assert_eq!(
             (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
-            (1, header.hash(), after.state_root, sats(2), sats(42))
+            (
+                Height(1),
+                header.hash(),
+                after.state_root,
+                sats(2),
+                sats(42)
+            )
         );
         assert_eq!(store.block(1).unwrap().unwrap().commit, vec![1]);
         // Another chain's genesis is refused.

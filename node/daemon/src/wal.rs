@@ -150,7 +150,7 @@ mod tests {
         Block {
             header: Header {
                 chain_id: Hash32::ZERO,
-                height: 3,
+                height: Height(3),
                 parent: Hash32::ZERO,
                 time_ms: 5,
                 proposer: 0,

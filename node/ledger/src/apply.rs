@@ -19,6 +19,7 @@ use crate::state_root;
 use crate::transfer::apply_tx;
 use crate::tx::{Transaction, TxId};
 use crate::LedgerParams;
+use fedpeg_consensus::Height;
 use std::collections::BTreeMap;
 
 /// Decides whether a transaction's signature is valid. Lets a node skip
@@ -59,7 +60,7 @@ pub struct Delta {
     /// Minted deposits: (outpoint, account, credited amount, deposit amount).
     pub new_mints: Vec<(OutPoint, AccountId, Sats, Sats)>,
     /// Fee-rate votes: (member, sat/vB, height).
-    pub new_fee_votes: Vec<(MemberIndex, FeeRate, u64)>,
+    pub new_fee_votes: Vec<(MemberIndex, FeeRate, Height)>,
     /// Federation UTXOs that became spendable.
     pub new_utxos: Vec<(OutPoint, Utxo)>,
     /// UTXOs locked into a new batch.
@@ -92,9 +93,9 @@ pub fn apply_block(
             got: h.chain_id,
         });
     }
-    if h.height != state.height + 1 {
+    if h.height != state.height.next() {
         return Err(BlockError::WrongHeight {
-            expected: state.height + 1,
+            expected: state.height.next(),
             got: h.height,
         });
     }
@@ -169,7 +170,7 @@ pub fn build_block<'t>(
     proposer: u32,
     sigs: &dyn SignatureCheck,
 ) -> BuiltBlock {
-    let height = state.height + 1;
+    let height = state.height.next();
     let time_ms = time_ms.max(state.tip_time_ms);
     let mut o = Overlay::new(state);
     let mut events = Vec::new();

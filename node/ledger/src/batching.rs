@@ -10,6 +10,7 @@ use crate::state::Withdrawal;
 use crate::LedgerParams;
 use bitcoin::hashes::Hash as _;
 use bitcoin::Txid;
+use fedpeg_consensus::Height;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Forms a batch at the end of a block when the queue is due: the oldest
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(crate) fn form_batch(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
-    height: u64,
+    height: Height,
     time_ms: u64,
     events: &mut Vec<Event>,
 ) {

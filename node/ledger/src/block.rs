@@ -7,6 +7,7 @@
 use crate::fedtx::FederationTx;
 use crate::hash::Hash32;
 use crate::tx::{DecodeError, Transaction};
+use fedpeg_consensus::Height;
 use fedpeg_proto::v1 as pb;
 use prost::Message;
 
@@ -14,7 +15,7 @@ use prost::Message;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub chain_id: Hash32,
-    pub height: u64,
+    pub height: Height,
     pub parent: Hash32,
     pub time_ms: u64,
     pub proposer: u32,
@@ -52,7 +53,7 @@ impl Header {
             "fedpeg/block/v1",
             &[
                 &self.chain_id.0,
-                &self.height.to_be_bytes(),
+                &self.height.0.to_be_bytes(),
                 &self.parent.0,
                 &self.time_ms.to_be_bytes(),
                 &self.proposer.to_be_bytes(),
@@ -92,7 +93,7 @@ impl Block {
         pb::Block {
             header: Some(pb::BlockHeader {
                 chain_id: h.chain_id.0.to_vec(),
-                height: h.height,
+                height: h.height.0,
                 parent_hash: h.parent.0.to_vec(),
                 time_ms: h.time_ms,
                 proposer: h.proposer,
@@ -111,7 +112,7 @@ impl Block {
             |b: &[u8], name| Hash32::from_slice(b).map_err(|_| BlockDecodeError::FieldLength(name));
         let header = Header {
             chain_id: f(&h.chain_id, "chain_id")?,
-            height: h.height,
+            height: Height(h.height),
             parent: f(&h.parent_hash, "parent_hash")?,
             time_ms: h.time_ms,
             proposer: h.proposer,
@@ -175,7 +176,7 @@ mod tests {
     fn hash_commits_to_every_header_field() {
         let h = Header {
             chain_id: Hash32::tagged("c", &[]),
-            height: 5,
+            height: Height(5),
             parent: Hash32::tagged("p", &[]),
             time_ms: 1000,
             proposer: 0,
@@ -185,7 +186,7 @@ mod tests {
         let base = h.hash();
         let variants = [
             Header {
-                height: 6,
+                height: Height(6),
                 ..h.clone()
             },
             Header {
@@ -224,7 +225,7 @@ mod tests {
             block: Block {
                 header: Header {
                     chain_id: Hash32::ZERO,
-                    height: 1,
+                    height: Height(1),
                     parent: Hash32::ZERO,
                     time_ms: 1,
                     proposer: 0,

@@ -17,6 +17,7 @@ use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, BatchOutput, BatchVersion, Confirmation, Owner, Utxo};
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Txid};
+use fedpeg_consensus::Height;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why stored bytes could not be decoded.
@@ -216,7 +217,7 @@ impl Batch {
             w.sats(v.fee);
             w.sats(v.change);
             w.bytes32(v.txid.as_byte_array());
-            w.u64(v.height);
+            w.u64(v.height.0);
             w.len(v.signatures.len());
             for (member, sigs) in &v.signatures {
                 w.u32(member.0);
@@ -230,7 +231,7 @@ impl Batch {
                 w.u32(m.0);
             }
         }
-        w.u64(self.created_height);
+        w.u64(self.created_height.0);
         w.sats(self.fee_reserved);
         match &self.confirmed {
             None => w.u8(0),
@@ -238,7 +239,7 @@ impl Batch {
                 w.u8(1);
                 w.u32(c.version);
                 w.bytes32(c.bitcoin_block.as_byte_array());
-                w.u64(c.height);
+                w.u64(c.height.0);
             }
         }
     }
@@ -290,7 +291,7 @@ impl Batch {
                 fee,
                 change,
                 txid,
-                height,
+                height: Height(height),
                 signatures,
                 bump_votes,
             });
@@ -305,7 +306,7 @@ impl Batch {
             1 => Some(Confirmation {
                 version: r.u32()?,
                 bitcoin_block: BlockHash::from_byte_array(r.bytes32()?),
-                height: r.u64()?,
+                height: Height(r.u64()?),
             }),
             t => return Err(r.err(format!("bad option tag {t}"))),
         };
@@ -314,7 +315,7 @@ impl Batch {
             inputs,
             outputs,
             versions,
-            created_height,
+            created_height: Height(created_height),
             fee_reserved,
             confirmed,
         })
@@ -381,7 +382,7 @@ mod tests {
                     fee,
                     change,
                     txid: Txid::from_byte_array(txid),
-                    height,
+                    height: Height(height),
                     signatures: signatures
                         .into_iter()
                         .map(|(m, s)| (MemberIndex(m), s))
@@ -418,12 +419,12 @@ mod tests {
                         })
                         .collect(),
                     versions,
-                    created_height,
+                    created_height: Height(created_height),
                     fee_reserved,
                     confirmed: c.map(|(version, block, height)| Confirmation {
                         version,
                         bitcoin_block: BlockHash::from_byte_array(block),
-                        height,
+                        height: Height(height),
                     }),
                 },
             )

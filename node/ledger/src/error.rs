@@ -6,6 +6,7 @@ use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::state::MAX_FEE_RATE;
 use crate::tx::TxId;
+use fedpeg_consensus::Height;
 
 /// Why a transaction was refused. Every variant says what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +92,7 @@ pub enum BlockError {
     #[error("block is for chain {got}, expected {expected}")]
     WrongChain { expected: Hash32, got: Hash32 },
     #[error("block height {got}, expected {expected}")]
-    WrongHeight { expected: u64, got: u64 },
+    WrongHeight { expected: Height, got: Height },
     #[error("block parent {got}, expected the tip {expected}")]
     WrongParent { expected: Hash32, got: Hash32 },
     #[error("block has {got} transactions; the limit is {max}")]

@@ -222,7 +222,7 @@ pub fn block_events(cb: &CommittedBlock, events: &[Event], hrp: &str) -> Vec<pb:
         .map(|(index, ev)| {
             let (kind, txid, event) = event_to_pb(ev, hrp);
             pb::ChainEvent {
-                height: h.height,
+                height: h.height.0,
                 index: index as u32,
                 block_hash: block_hash.clone(),
                 time_ms: h.time_ms,

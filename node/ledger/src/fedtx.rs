@@ -20,6 +20,7 @@ use crate::tx::DecodeError;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Txid};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use fedpeg_consensus::Height;
 use fedpeg_proto::v1 as pb;
 
 const SIGN_DOMAIN: &[u8] = b"fedpeg/fedtx/v1";
@@ -32,7 +33,10 @@ pub enum FedTxKind {
     /// Every member starts watching this account's deposit address.
     RegisterDepositAddress { account: AccountId },
     /// This member's Bitcoin fee-rate estimate as of sidechain `height`.
-    FeeRateVote { sat_per_vbyte: FeeRate, height: u64 },
+    FeeRateVote {
+        sat_per_vbyte: FeeRate,
+        height: Height,
+    },
     /// Credits a deposit that reached the confirmation depth.
     PegInMint {
         outpoint: OutPoint,
@@ -105,7 +109,7 @@ impl FederationTx {
             } => {
                 b.push(3);
                 b.extend_from_slice(&sat_per_vbyte.0.to_be_bytes());
-                b.extend_from_slice(&height.to_be_bytes());
+                b.extend_from_slice(&height.0.to_be_bytes());
             }
             FedTxKind::PegInMint {
                 outpoint,
@@ -205,7 +209,7 @@ impl FederationTx {
             }
             Some(pb::federation_tx::Kind::FeeRateVote(v)) => FedTxKind::FeeRateVote {
                 sat_per_vbyte: FeeRate(v.sat_per_vbyte),
-                height: v.height,
+                height: Height(v.height),
             },
             Some(pb::federation_tx::Kind::PegOutSignatures(p)) => {
                 if p.signatures.len() > MAX_PEGOUT_SIGNATURES {
@@ -263,7 +267,7 @@ impl FederationTx {
                 height,
             } => pb::federation_tx::Kind::FeeRateVote(pb::FeeRateVote {
                 sat_per_vbyte: sat_per_vbyte.0,
-                height: *height,
+                height: height.0,
             }),
             FedTxKind::PegInMint {
                 outpoint,

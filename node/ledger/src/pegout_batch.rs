@@ -10,6 +10,7 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
+use fedpeg_consensus::Height;
 use fedpeg_peg::bitcoin::{self, Amount, BlockHash, ScriptBuf, Transaction, TxOut, Txid};
 use fedpeg_peg::deposit::Tweak;
 use fedpeg_peg::federation::Federation;
@@ -104,7 +105,7 @@ pub struct BatchVersion {
     /// Bitcoin txid.
     pub txid: Txid,
     /// Sidechain height that created this version.
-    pub height: u64,
+    pub height: Height,
     /// Valid signatures per member (one per input, DER + sighash byte).
     pub signatures: BTreeMap<MemberIndex, Vec<Vec<u8>>>,
     /// Members who saw this version stuck and voted to replace it.
@@ -117,7 +118,7 @@ pub struct Confirmation {
     pub version: u32,
     pub bitcoin_block: BlockHash,
     /// Sidechain height of the confirmation.
-    pub height: u64,
+    pub height: Height,
 }
 
 /// A peg-out batch: one Bitcoin transaction (in one or more versions).
@@ -127,7 +128,7 @@ pub struct Batch {
     pub inputs: Vec<(OutPoint, Utxo)>,
     pub outputs: Vec<BatchOutput>,
     pub versions: Vec<BatchVersion>,
-    pub created_height: u64,
+    pub created_height: Height,
     /// Sats taken from the fee pool for this batch so far (the highest
     /// version's fee); the difference is refunded if a cheaper version confirms.
     pub fee_reserved: Sats,

@@ -12,6 +12,7 @@ use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, PegOutParams, Utxo};
 use crate::tx::TxId;
+use fedpeg_consensus::Height;
 use fedpeg_peg::federation::Federation;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -69,7 +70,7 @@ pub struct Withdrawal {
     pub bitcoin_address: String,
     pub amount: Sats,
     pub txid: TxId,
-    pub height: u64,
+    pub height: Height,
     /// Block time when it was queued, ms.
     pub time_ms: u64,
 }
@@ -88,9 +89,9 @@ pub struct State {
     /// Accounts whose deposit address every member watches.
     pub registered: HashSet<AccountId>,
     /// Deposits already minted: outpoint → (account, credited, height, deposit amount).
-    pub minted: HashMap<OutPoint, (AccountId, Sats, u64, Sats)>,
+    pub minted: HashMap<OutPoint, (AccountId, Sats, Height, Sats)>,
     /// Members' latest fee-rate votes: member → (sat/vB, height).
-    pub fee_votes: BTreeMap<MemberIndex, (FeeRate, u64)>,
+    pub fee_votes: BTreeMap<MemberIndex, (FeeRate, Height)>,
     /// Federation UTXOs free to spend (minted deposits, confirmed change).
     pub utxos: BTreeMap<OutPoint, Utxo>,
     /// Batches not yet confirmed, by id.
@@ -98,7 +99,7 @@ pub struct State {
     /// Withdrawal id → the unconfirmed batch paying it.
     pub withdrawal_batch: BTreeMap<WithdrawalId, BatchId>,
     pub next_batch_id: BatchId,
-    pub height: u64,
+    pub height: Height,
     pub tip: Hash32,
     pub tip_time_ms: u64,
     pub state_root: Hash32,

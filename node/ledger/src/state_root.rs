@@ -16,6 +16,7 @@
 use crate::apply::Delta;
 use crate::encoding::Writer;
 use crate::hash::Hash32;
+use fedpeg_consensus::Height;
 
 /// Domain tag of the state root.
 pub const TAG: &str = "fedpeg/state/v2";
@@ -39,7 +40,7 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
         w.var_bytes(x.bitcoin_address.as_bytes());
         w.sats(x.amount);
         w.bytes32(&x.txid.0);
-        w.u64(x.height);
+        w.u64(x.height.0);
         w.u64(x.time_ms);
     }
     w.len(d.new_registrations.len());
@@ -57,7 +58,7 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     for (m, rate, at) in &d.new_fee_votes {
         w.u32(m.0);
         w.u64(rate.0);
-        w.u64(*at);
+        w.u64(at.0);
     }
     w.len(d.new_utxos.len());
     for (o, u) in &d.new_utxos {
@@ -77,6 +78,9 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
 }
 
 /// State root after applying `delta` on top of a state whose root is `prev`.
-pub fn next(prev: Hash32, height: u64, delta: &Delta) -> Hash32 {
-    Hash32::tagged(TAG, &[&prev.0, &height.to_be_bytes(), &encode_delta(delta)])
+pub fn next(prev: Hash32, height: Height, delta: &Delta) -> Hash32 {
+    Hash32::tagged(
+        TAG,
+        &[&prev.0, &height.0.to_be_bytes(), &encode_delta(delta)],
+    )
 }

@@ -11,6 +11,7 @@ use crate::pegout_batch::pegout_fee_quote;
 use crate::state::{Account, Withdrawal};
 use crate::tx::{Transaction, TxKind};
 use crate::LedgerParams;
+use fedpeg_consensus::Height;
 
 /// The smallest peg-out, as an amount (checked when compiled).
 const PEGOUT_DUST: Sats = match Sats::checked(fedpeg_peg::address::PEGOUT_DUST_LIMIT_SATS) {
@@ -92,7 +93,7 @@ pub fn check_tx(
 pub(crate) fn apply_tx(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
-    (height, time_ms): (u64, u64),
+    (height, time_ms): (Height, u64),
     tx: &Transaction,
     sigs: &dyn SignatureCheck,
     events: &mut Vec<Event>,

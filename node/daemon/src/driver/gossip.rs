@@ -105,7 +105,7 @@ impl Driver {
         // moment before this node has stored the current height.
         let next = self.chain.height() + 1;
         let h = block.header.height;
-        if block.header.chain_id.0 != self.chain_id.0 || h < next || h > next + 1 {
+        if block.header.chain_id.0 != self.chain_id.0 || h < Height(next) || h > Height(next + 1) {
             return Ok(());
         }
         let id = ValueId(block.hash().0);

@@ -210,7 +210,7 @@ impl Driver {
         for block in contents
             .blocks
             .into_iter()
-            .filter(|b| b.header.height == next)
+            .filter(|b| b.header.height == Height(next))
         {
             let id = ValueId(block.hash().0);
             d.wal_blocks.push(id);
@@ -541,12 +541,12 @@ impl Driver {
         let block = c.block.clone();
         let h = &block.header;
         let (tip_time, height) = self.chain.with_state(|s| (s.tip_time_ms, s.height));
-        if h.height != height + 1 || h.proposer as usize >= self.validators.len() {
+        if h.height != height.next() || h.proposer as usize >= self.validators.len() {
             return false;
         }
         if h.time_ms < tip_time || h.time_ms > now_ms() + MAX_FUTURE_MS {
             tracing::warn!(
-                height = h.height,
+                height = h.height.0,
                 time_ms = h.time_ms,
                 "proposed block time out of bounds"
             );
@@ -564,7 +564,7 @@ impl Driver {
                 true
             }
             Err(e) => {
-                tracing::warn!(height = h.height, error = %e, "proposed block is invalid");
+                tracing::warn!(height = h.height.0, error = %e, "proposed block is invalid");
                 false
             }
         }
@@ -604,7 +604,7 @@ impl Driver {
         }
         self.wal_blocks.clear();
         let h = self.chain.height();
-        self.blocks.retain(|_, c| c.block.header.height > h);
+        self.blocks.retain(|_, c| c.block.header.height > Height(h));
         self.pending_validate.retain(|_, height| height.0 > h);
         self.pending_propose = None;
         self.last_commit = Instant::now();

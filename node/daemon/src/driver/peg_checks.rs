@@ -24,7 +24,7 @@ impl Driver {
         let rate = rate.clamp(1, fedpeg_ledger::MAX_FEE_RATE.0);
         let (height, recorded) = self.chain.with_state(|s| {
             (
-                s.height + 1,
+                s.height.next(),
                 s.fee_votes.get(&MemberIndex(*me)).map(|(r, _)| *r),
             )
         });

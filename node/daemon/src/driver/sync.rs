@@ -99,11 +99,11 @@ impl Driver {
                     break;
                 }
             };
-            if cb.block.header.height <= h {
+            if cb.block.header.height <= Height(h) {
                 continue;
             }
             if let Err(e) = self.check_certificate(&cb) {
-                tracing::warn!(%peer, height = cb.block.header.height, error = %e, "sync peer sent a block without a valid commit certificate");
+                tracing::warn!(%peer, height = cb.block.header.height.0, error = %e, "sync peer sent a block without a valid commit certificate");
                 break;
             }
             let chain = self.chain.clone();
@@ -140,7 +140,7 @@ impl Driver {
     pub(super) fn check_certificate(&self, cb: &CommittedBlock) -> anyhow::Result<()> {
         let cert = CommitCertificate::decode(&cb.commit)?;
         anyhow::ensure!(
-            cert.height.0 == cb.block.header.height,
+            cert.height == cb.block.header.height,
             "certificate is for height {}",
             cert.height.0
         );

@@ -178,7 +178,9 @@ impl Feed {
         let mut out = Vec::with_capacity(locs.len());
         let mut cached: Option<CommittedBlock> = None;
         for l in &locs {
-            if cached.as_ref().map(|b| b.block.header.height) != Some(l.height) {
+            if cached.as_ref().map(|b| b.block.header.height)
+                != Some(fedpeg_consensus::Height(l.height))
+            {
                 cached = Some(self.chain.block(l.height)?.ok_or_else(|| {
                     Status::internal(format!("indexed block {} is missing", l.height))
                 })?);

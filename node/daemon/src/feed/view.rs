@@ -154,7 +154,7 @@ impl Feed {
             })
             .collect();
         pb::FeedBlock {
-            height: h.height,
+            height: h.height.0,
             hash: h.hash().to_hex(),
             parent_hash: h.parent.to_hex(),
             time_ms: h.time_ms,

@@ -12,12 +12,13 @@ use crate::state::MAX_FEE_RATE;
 use crate::LedgerParams;
 use bitcoin::hashes::Hash as _;
 use bitcoin::Txid;
+use fedpeg_consensus::Height;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
-    height: u64,
+    height: Height,
     member: MemberIndex,
     batch: BatchId,
     version: u32,
@@ -69,7 +70,7 @@ fn replacement(
     b: &Batch,
     params: &LedgerParams,
     agreed_rate: FeeRate,
-    height: u64,
+    height: Height,
     fee_pool: Sats,
 ) -> Option<(BatchVersion, Sats)> {
     let old = b.latest();

@@ -10,10 +10,11 @@ use crate::ids::BatchId;
 use crate::overlay::Overlay;
 use crate::pegout_batch::{Confirmation, Owner, Utxo};
 use bitcoin::{BlockHash, Txid};
+use fedpeg_consensus::Height;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
-    height: u64,
+    height: Height,
     batch: BatchId,
     txid: &Txid,
     bitcoin_block: &BlockHash,

@@ -5,13 +5,14 @@ use crate::error::FedTxError;
 use crate::ids::{FeeRate, MemberIndex};
 use crate::overlay::Overlay;
 use crate::state::MAX_FEE_RATE;
+use fedpeg_consensus::Height;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
-    height: u64,
+    height: Height,
     member: MemberIndex,
     sat_per_vbyte: FeeRate,
-    at: u64,
+    at: Height,
 ) -> Result<(), FedTxError> {
     if !(FeeRate(1)..=MAX_FEE_RATE).contains(&sat_per_vbyte) {
         return Err(FedTxError::BadFeeRate(sat_per_vbyte));

@@ -15,6 +15,7 @@ use crate::fedtx::{FedTxKind, FederationTx};
 use crate::overlay::Overlay;
 use crate::state::State;
 use crate::LedgerParams;
+use fedpeg_consensus::Height;
 
 /// Whether federation transaction `tx` would apply on top of `state` in the
 /// next block (nothing is written). Its member signature is checked too.
@@ -24,7 +25,7 @@ pub fn check_fed_tx(
     tx: &FederationTx,
 ) -> Result<(), FedTxError> {
     let mut o = Overlay::new(state);
-    apply_fed_tx(&mut o, params, state.height + 1, tx, &mut Vec::new())
+    apply_fed_tx(&mut o, params, state.height.next(), tx, &mut Vec::new())
 }
 
 /// Checks `tx` and applies it to the block's working view at `height`.
@@ -32,7 +33,7 @@ pub fn check_fed_tx(
 pub(crate) fn apply_fed_tx(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
-    height: u64,
+    height: Height,
     tx: &FederationTx,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {

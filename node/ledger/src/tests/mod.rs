@@ -12,6 +12,7 @@ use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
 use ed25519_dalek::SigningKey;
+use fedpeg_consensus::Height;
 use proptest::prelude::*;
 
 pub(super) fn key(i: u8) -> SigningKey {
@@ -95,7 +96,7 @@ fn transfer_moves_balance_and_fee() {
     );
     assert_eq!(s.fee_pool, sats(5));
     assert_eq!(s.supply, sats(995));
-    assert_eq!(s.height, 1);
+    assert_eq!(s.height, Height(1));
 }
 
 #[test]
@@ -411,7 +412,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
             &keys[m as usize],
             FedTxKind::FeeRateVote {
                 sat_per_vbyte: FeeRate(rate),
-                height: at,
+                height: Height(at),
             },
         )
     };
@@ -523,7 +524,7 @@ fn tampered_block_is_rejected() {
         })
     ));
     let mut bad = b.block.clone();
-    bad.header.height = 7;
+    bad.header.height = Height(7);
     assert!(matches!(
         apply_block(&s, &bad, &params(), &VerifyAll),
         Err(BlockError::WrongHeight { .. })

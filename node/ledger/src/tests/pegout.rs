@@ -9,6 +9,7 @@ use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
 use ed25519_dalek::SigningKey;
+use fedpeg_consensus::Height;
 use fedpeg_peg::bitcoin;
 
 fn member(i: u32) -> SigningKey {
@@ -393,7 +394,7 @@ fn golden_state_root_of_a_fixed_history() {
         7,
     );
     assert!(s.batches.is_empty(), "the confirmed batch left state");
-    assert_eq!(s.height, 8);
+    assert_eq!(s.height, Height(8));
     assert_eq!(
         s.state_root.to_hex(),
         "f01d6c595267d1e69a1587f8e032ee956d4abe9ad321794a24bf10c448cf1f97",
