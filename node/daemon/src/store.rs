@@ -120,14 +120,20 @@ fn encode_account(a: &Account) -> [u8; 16] {
     v
 }
 
+/// Withdrawal record: account ‖ amount ‖ height ‖ txid ‖ time ‖ address
+/// length (u16) ‖ address ‖ output script (the rest).
 fn encode_withdrawal(w: &Withdrawal) -> Vec<u8> {
-    let mut v = Vec::with_capacity(88 + w.bitcoin_address.len());
+    let address = w.bitcoin_address.as_bytes();
+    let mut v = Vec::with_capacity(90 + address.len() + w.script_pubkey.len());
     v.extend_from_slice(&w.account.0);
     v.extend_from_slice(&w.amount.to_sat().to_be_bytes());
     v.extend_from_slice(&w.height.0.to_be_bytes());
     v.extend_from_slice(&w.txid.0);
     v.extend_from_slice(&w.time_ms.to_be_bytes());
-    v.extend_from_slice(w.bitcoin_address.as_bytes());
+    // Addresses are at most MAX_BITCOIN_ADDRESS_LEN (< u16::MAX) long.
+    v.extend_from_slice(&(address.len() as u16).to_be_bytes());
+    v.extend_from_slice(address);
+    v.extend_from_slice(w.script_pubkey.as_bytes());
     v
 }
 
@@ -152,6 +158,15 @@ fn outpoint_at(k: &[u8]) -> Result<fedpeg_ledger::fedtx::OutPoint, StoreError> {
 
 fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
     let account = AccountId(hash_at(v, 0)?.0);
+    let len = v
+        .get(88..90)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+        .ok_or_else(|| corrupt("short withdrawal record"))?;
+    let (address, script) = v
+        .get(90..)
+        .filter(|rest| rest.len() >= len)
+        .map(|rest| rest.split_at(len))
+        .ok_or_else(|| corrupt("short withdrawal record"))?;
     Ok(Withdrawal {
         id: WithdrawalId(id),
         account,
@@ -159,8 +174,9 @@ fn decode_withdrawal(id: u64, v: &[u8]) -> Result<Withdrawal, StoreError> {
         height: Height(u64_at(v, 40)?),
         txid: hash_at(v, 48)?,
         time_ms: u64_at(v, 80)?,
-        bitcoin_address: String::from_utf8(v[88..].to_vec())
+        bitcoin_address: String::from_utf8(address.to_vec())
             .map_err(|_| corrupt("withdrawal address is not UTF-8"))?,
+        script_pubkey: bitcoin::ScriptBuf::from_bytes(script.to_vec()),
     })
 }
 
@@ -534,6 +550,25 @@ mod tests {
     use fedpeg_ledger::fedtx::OutPoint;
     use fedpeg_ledger::testing::sats;
     use fedpeg_ledger::{BlockOutcome, Delta};
+
+    #[test]
+    fn withdrawal_records_round_trip_and_damage_is_an_error_not_a_panic() {
+        let w = Withdrawal {
+            id: WithdrawalId(7),
+            account: AccountId([3; 32]),
+            bitcoin_address: "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080".into(),
+            script_pubkey: bitcoin::ScriptBuf::from_bytes(vec![0, 20, 1, 2, 3]),
+            amount: sats(5_000),
+            txid: Hash32([9; 32]),
+            height: Height(4),
+            time_ms: 11,
+        };
+        let v = encode_withdrawal(&w);
+        assert_eq!(decode_withdrawal(7, &v).unwrap(), w);
+        for cut in [0, 40, 88, 89, 100] {
+            assert!(decode_withdrawal(7, &v[..cut]).is_err(), "cut at {cut}");
+        }
+    }
 
     #[test]
     fn everything_a_block_changes_survives_reopen() {

@@ -5,7 +5,7 @@
 use crate::amount::Sats;
 use crate::events::{BatchStage, Event};
 use crate::overlay::Overlay;
-use crate::pegout_batch::{plan_batch, script_of, Batch, BatchOutput, BatchVersion};
+use crate::pegout_batch::{plan_batch, Batch, BatchOutput, BatchVersion};
 use crate::state::Withdrawal;
 use crate::LedgerParams;
 use bitcoin::hashes::Hash as _;
@@ -46,9 +46,7 @@ pub(crate) fn form_batch(
     let wanted: Vec<(u64, u64)> = queued
         .iter()
         .map(|w| {
-            let bytes = script_of(&w.bitcoin_address, params.network)
-                .map(|s| fedpeg_peg::pegout::output_bytes(&s))
-                .unwrap_or(43);
+            let bytes = fedpeg_peg::pegout::output_bytes(&w.script_pubkey);
             (bytes, w.amount.to_sat())
         })
         .collect();
@@ -80,6 +78,7 @@ pub(crate) fn form_batch(
             .map(|i| BatchOutput {
                 withdrawal: queued[*i].id,
                 address: queued[*i].bitcoin_address.clone(),
+                script_pubkey: queued[*i].script_pubkey.clone(),
                 amount: queued[*i].amount,
                 account: queued[*i].account.0,
             })

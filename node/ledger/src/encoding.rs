@@ -16,7 +16,7 @@ use crate::fedtx::OutPoint;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, BatchOutput, BatchVersion, Confirmation, Owner, Utxo};
 use bitcoin::hashes::Hash as _;
-use bitcoin::{BlockHash, Txid};
+use bitcoin::{BlockHash, ScriptBuf, Txid};
 use fedpeg_consensus::Height;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -208,6 +208,7 @@ impl Batch {
         for o in &self.outputs {
             w.u64(o.withdrawal.0);
             w.var_bytes(o.address.as_bytes());
+            w.var_bytes(o.script_pubkey.as_bytes());
             w.sats(o.amount);
             w.bytes32(&o.account);
         }
@@ -251,7 +252,7 @@ impl Batch {
         for _ in 0..n {
             inputs.push((r.outpoint()?, Utxo::read(r)?));
         }
-        let n = r.len(8 + 4 + 8 + 32)?;
+        let n = r.len(8 + 4 + 4 + 8 + 32)?;
         let mut outputs = Vec::with_capacity(n);
         for _ in 0..n {
             let withdrawal = r.u64()?;
@@ -260,6 +261,7 @@ impl Batch {
             outputs.push(BatchOutput {
                 withdrawal: WithdrawalId(withdrawal),
                 address,
+                script_pubkey: ScriptBuf::from_bytes(r.var_bytes()?),
                 amount: r.sats()?,
                 account: r.bytes32()?,
             });
@@ -413,6 +415,7 @@ mod tests {
                         .into_iter()
                         .map(|(withdrawal, address, amount, account)| BatchOutput {
                             withdrawal: WithdrawalId(withdrawal),
+                            script_pubkey: ScriptBuf::from_bytes(address.as_bytes().to_vec()),
                             address,
                             amount,
                             account,

@@ -88,7 +88,10 @@ pub struct Utxo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchOutput {
     pub withdrawal: WithdrawalId,
+    /// The address as the user gave it (for people).
     pub address: String,
+    /// Its output script, parsed once when the PegOut was checked.
+    pub script_pubkey: ScriptBuf,
     pub amount: Sats,
     /// Account that burned it.
     pub account: [u8; 32],
@@ -190,7 +193,7 @@ impl Batch {
         for o in &self.outputs {
             outputs.push(TxOut {
                 value: Amount::from_sat(o.amount.to_sat()),
-                script_pubkey: script_of(&o.address, federation.network())?,
+                script_pubkey: o.script_pubkey.clone(),
             });
         }
         if version.change > Sats::ZERO {
@@ -217,14 +220,6 @@ pub enum BatchTxError {
     Address(#[from] fedpeg_peg::address::AddressError),
     #[error(transparent)]
     Tweak(#[from] fedpeg_peg::deposit::TweakError),
-}
-
-/// The output script of a peg-out address (validated when it was queued).
-pub fn script_of(
-    address: &str,
-    network: bitcoin::Network,
-) -> Result<ScriptBuf, fedpeg_peg::address::AddressError> {
-    Ok(fedpeg_peg::address::parse_pegout_address(address, network)?.script_pubkey())
 }
 
 /// What a peg-out to `address` costs the user at `fee_rate`: its own output

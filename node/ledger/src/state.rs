@@ -12,6 +12,7 @@ use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, PegOutParams, Utxo};
 use crate::tx::TxId;
+use bitcoin::ScriptBuf;
 use fedpeg_consensus::Height;
 use fedpeg_peg::federation::Federation;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -68,6 +69,8 @@ pub struct Withdrawal {
     pub id: WithdrawalId,
     pub account: AccountId,
     pub bitcoin_address: String,
+    /// The address's output script, parsed once when the PegOut was checked.
+    pub script_pubkey: ScriptBuf,
     pub amount: Sats,
     pub txid: TxId,
     pub height: Height,

@@ -10,7 +10,9 @@
 //! height, time), new registrations, new mints (outpoint, account, credit,
 //! deposit amount), fee votes (member, rate, height), new UTXOs (outpoint,
 //! amount, owner), spent UTXOs, next batch id, changed batches (id order,
-//! [`Batch::write`](crate::pegout_batch::Batch::write)). A golden test pins
+//! [`Batch::write`](crate::pegout_batch::Batch::write): each output carries
+//! its address and the output script parsed from it when the PegOut was
+//! checked). A golden test pins
 //! the bytes: changing any of this is a consensus change that needs a new tag.
 
 use crate::apply::Delta;

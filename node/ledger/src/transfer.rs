@@ -11,6 +11,7 @@ use crate::pegout_batch::pegout_fee_quote;
 use crate::state::{Account, Withdrawal};
 use crate::tx::{Transaction, TxKind};
 use crate::LedgerParams;
+use bitcoin::ScriptBuf;
 use fedpeg_consensus::Height;
 
 /// The smallest peg-out, as an amount (checked when compiled).
@@ -30,6 +31,18 @@ pub fn check_tx(
     tx: &Transaction,
     sigs: &dyn SignatureCheck,
 ) -> Result<Sats, TxError> {
+    check(params, fee_rate, sender, tx, sigs).map(|(debit, _)| debit)
+}
+
+/// [`check_tx`], also returning a peg-out's output script: the address is
+/// parsed here, once, and the script travels with the withdrawal from then on.
+fn check(
+    params: &LedgerParams,
+    fee_rate: FeeRate,
+    sender: Account,
+    tx: &Transaction,
+    sigs: &dyn SignatureCheck,
+) -> Result<(Sats, Option<ScriptBuf>), TxError> {
     if tx.chain_id != params.chain_id {
         return Err(TxError::WrongChain {
             expected: params.chain_id,
@@ -59,6 +72,7 @@ pub fn check_tx(
         return Err(TxError::ZeroAmount);
     }
     let debit = amount.checked_add(tx.fee).ok_or(TxError::Overflow)?;
+    let mut pegout_script = None;
     if let TxKind::PegOut {
         bitcoin_address, ..
     } = &tx.kind
@@ -76,6 +90,7 @@ pub fn check_tx(
         if tx.fee < quote {
             return Err(TxError::PegOutFeeTooLow { quote, got: tx.fee });
         }
+        pegout_script = Some(script);
     }
     if debit > sender.balance {
         return Err(TxError::InsufficientBalance {
@@ -87,7 +102,7 @@ pub fn check_tx(
     if !sigs.is_valid(tx) {
         return Err(TxError::BadSignature);
     }
-    Ok(debit)
+    Ok((debit, pegout_script))
 }
 
 pub(crate) fn apply_tx(
@@ -100,7 +115,7 @@ pub(crate) fn apply_tx(
 ) -> Result<(), TxError> {
     let mut sender = o.account(&tx.sender);
     let rate = o.base.fee_rate(params.default_fee_rate);
-    let debit = check_tx(params, rate, sender, tx, sigs)?;
+    let (debit, pegout_script) = check(params, rate, sender, tx, sigs)?;
     let txid = tx.id();
     // Compute every new value with checked arithmetic first, then write: a
     // rejected transaction leaves the overlay untouched.
@@ -157,10 +172,15 @@ pub(crate) fn apply_tx(
         } => {
             let supply = o.delta.supply.checked_sub(debit).ok_or(TxError::Overflow)?;
             let next_id = o.delta.next_withdrawal_id.next().ok_or(TxError::Overflow)?;
+            // `check` parsed the address of every peg-out it accepted.
+            let Some(script_pubkey) = pegout_script else {
+                return Err(TxError::Overflow);
+            };
             let w = Withdrawal {
                 id: o.delta.next_withdrawal_id,
                 account: tx.sender,
                 bitcoin_address: bitcoin_address.clone(),
+                script_pubkey,
                 amount: *amount,
                 txid,
                 height,

@@ -7,7 +7,7 @@ use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
 use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::overlay::Overlay;
-use crate::pegout_batch::{fee_and_change, script_of, Batch, BatchVersion, MAX_BATCH_VERSIONS};
+use crate::pegout_batch::{fee_and_change, Batch, BatchVersion, MAX_BATCH_VERSIONS};
 use crate::state::MAX_FEE_RATE;
 use crate::LedgerParams;
 use bitcoin::hashes::Hash as _;
@@ -82,11 +82,7 @@ fn replacement(
     let out_bytes: u64 = b
         .outputs
         .iter()
-        .map(|o| {
-            script_of(&o.address, params.network)
-                .map(|s| fedpeg_peg::pegout::output_bytes(&s))
-                .unwrap_or(0)
-        })
+        .map(|o| fedpeg_peg::pegout::output_bytes(&o.script_pubkey))
         .sum();
     let n_out = b.outputs.len();
     // BIP125: the replacement pays at least the old fee plus its own size

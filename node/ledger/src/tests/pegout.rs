@@ -397,7 +397,7 @@ fn golden_state_root_of_a_fixed_history() {
     assert_eq!(s.height, Height(8));
     assert_eq!(
         s.state_root.to_hex(),
-        "f01d6c595267d1e69a1587f8e032ee956d4abe9ad321794a24bf10c448cf1f97",
+        "38fac29db1b5e2738b1446e7bdfdb17d99b5c2ece0a4d9b2edbe897a4575410e",
         "the state root of a fixed history changed: a consensus encoding changed"
     );
 }
