@@ -294,14 +294,37 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
     assert!(e.message().contains("halted"), "{e}");
     let mut node0 = pb::node_service_client::NodeServiceClient::new(chans[0].clone());
-    let r = node0
-        .acknowledge_alerts(pb::AcknowledgeAlertsRequest {
-            outpoints: vec![outpoint.clone()],
-        })
+    // Admin calls need the member's admin token, even from its own host.
+    let ack = |outpoints: Vec<String>, token: Option<&str>| {
+        let mut req = tonic::Request::new(pb::AcknowledgeAlertsRequest { outpoints });
+        if let Some(t) = token {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        req
+    };
+    let e = node0
+        .acknowledge_alerts(ack(vec![outpoint.clone()], None))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.remaining.len(), 2);
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+    let e = node0
+        .acknowledge_alerts(ack(vec![outpoint.clone()], Some(&"0".repeat(64))))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let token_file = fed.members[0].data_dir.join("admin.token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let out = fedpeg_tests::run_ok(
+        fed.cli()
+            .args(["--json", "acknowledge-alerts"])
+            .arg("--admin-token")
+            .arg(&token_file)
+            .arg(&outpoint),
+    )
+    .unwrap();
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["remaining"].as_array().unwrap().len(), 2, "{out}");
     let e = w0
         .submit_transaction(pb::SubmitTransactionRequest {
             transaction: peg_out(0).encode(),
@@ -313,18 +336,20 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
         tonic::Code::FailedPrecondition,
         "still halted while any alert is open"
     );
+    let remaining: Vec<String> = r["remaining"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
     let r = node0
-        .acknowledge_alerts(pb::AcknowledgeAlertsRequest {
-            outpoints: r.remaining,
-        })
+        .acknowledge_alerts(ack(remaining, Some(&token)))
         .await
         .unwrap()
         .into_inner();
     assert!(r.remaining.is_empty());
     let e = node0
-        .acknowledge_alerts(pb::AcknowledgeAlertsRequest {
-            outpoints: vec!["nope".into()],
-        })
+        .acknowledge_alerts(ack(vec!["nope".into()], Some(&token)))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);

@@ -61,6 +61,11 @@ impl Client {
     }
 
     /// The node's status.
+    /// The node service (status, admin calls).
+    pub fn node(&self) -> NodeServiceClient<Channel> {
+        NodeServiceClient::new(self.channel.clone())
+    }
+
     pub async fn status(&self) -> anyhow::Result<pb::GetStatusResponse> {
         Ok(NodeServiceClient::new(self.channel.clone())
             .get_status(pb::GetStatusRequest {})

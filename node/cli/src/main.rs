@@ -106,6 +106,15 @@ enum Command {
     },
     /// Show the federation's Bitcoin reserves against pegged supply.
     Reserves,
+    /// Operator: acknowledge deep-reorg alerts (all open ones, or the
+    /// outpoints given) so this member signs peg-outs again.
+    AcknowledgeAlerts {
+        /// The node's admin token file (default location: <data-dir>/admin.token).
+        #[arg(long, value_name = "FILE")]
+        admin_token: std::path::PathBuf,
+        /// Alerts to acknowledge ("txid:vout"); default: every open one.
+        outpoints: Vec<String>,
+    },
     /// Show the Bitcoin deposit address of an account (default: the wallet's)
     /// and wait until every member watches it.
     Pegin {
@@ -202,6 +211,10 @@ async fn dispatch(cli: &Cli, out: &mut Printer) -> anyhow::Result<Report> {
         } => cmd::pegout::run(&ctx, out, to, *amount, *wait, *timeout_secs).await,
         Command::PegoutStatus { id } => cmd::pegout_status::run(&ctx, id).await,
         Command::Reserves => cmd::reserves::run(&ctx).await,
+        Command::AcknowledgeAlerts {
+            admin_token,
+            outpoints,
+        } => cmd::acknowledge_alerts::run(&ctx, admin_token, outpoints).await,
         Command::Pegin {
             account,
             timeout_secs,

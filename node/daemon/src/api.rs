@@ -25,6 +25,7 @@ use fedpeg_proto::v1::{
     node_service_server::{NodeService, NodeServiceServer},
     wallet_service_server::{WalletService, WalletServiceServer},
 };
+use sha2::Digest as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -51,6 +52,9 @@ pub struct Api {
     feed: Arc<crate::feed::Feed>,
     /// Latencies, member presence, stream counters (metrics, federation service).
     telemetry: Arc<crate::telemetry::Telemetry>,
+    /// SHA-256 of the operator's admin token; admin calls need the token.
+    /// None: admin calls are refused.
+    admin_token: Option<[u8; 32]>,
 }
 
 impl From<SubmitError> for Status {
@@ -97,7 +101,40 @@ impl Api {
             watcher: None,
             net,
             consensus,
+            admin_token: None,
         }
+    }
+
+    /// Admin calls (`AcknowledgeAlerts`) need `authorization: Bearer <token>`.
+    pub fn with_admin_token(mut self, token: &str) -> Api {
+        self.admin_token = Some(sha2::Sha256::digest(token.trim().as_bytes()).into());
+        self
+    }
+
+    /// Refuses a call that does not carry this node's admin token. The
+    /// comparison is between digests of equal length, in constant time.
+    fn check_admin<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(want) = &self.admin_token else {
+            return Err(Status::permission_denied(
+                "admin calls are disabled on this node (no admin token)",
+            ));
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "admin call without a token: send `authorization: Bearer <token>` with the token from the node's admin token file (`fedpeg acknowledge-alerts --admin-token <data-dir>/admin.token`)",
+                )
+            })?;
+        let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
+        let diff = given.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b));
+        if diff != 0 {
+            return Err(Status::permission_denied("wrong admin token"));
+        }
+        Ok(())
     }
 
     /// Explorer feed limits (`[explorer]` config).
@@ -672,11 +709,7 @@ impl NodeService for Api {
         &self,
         req: Request<pb::AcknowledgeAlertsRequest>,
     ) -> Result<Response<pb::AcknowledgeAlertsResponse>, Status> {
-        if !req.remote_addr().is_some_and(|a| a.ip().is_loopback()) {
-            return Err(Status::permission_denied(
-                "AcknowledgeAlerts is for the operator: call it from the node's own host",
-            ));
-        }
+        self.check_admin(&req)?;
         let Some(w) = &self.watcher else {
             return Err(Status::failed_precondition(
                 "this node watches no bitcoind, so it has no peg alerts",

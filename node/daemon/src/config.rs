@@ -72,6 +72,10 @@ impl Default for P2pConfig {
 pub struct ApiConfig {
     /// Listen address (default `127.0.0.1:20051`: localhost only; below the ephemeral port range).
     pub listen: SocketAddr,
+    /// File holding the operator's admin token (mode 0600, created at the
+    /// first start; default `<data_dir>/admin.token`). Admin calls
+    /// (`AcknowledgeAlerts`) need `authorization: Bearer <token>`.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Block production settings.
@@ -122,6 +126,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 20051)),
+            admin_token_file: None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl Config {
         c.data_dir = base.join(&c.data_dir);
         c.key_file = c.key_file.map(|k| base.join(k));
         c.bitcoin.rpc_cookie = c.bitcoin.rpc_cookie.map(|k| base.join(k));
+        c.api.admin_token_file = c.api.admin_token_file.map(|k| base.join(k));
         c.validate()?;
         Ok(c)
     }
@@ -251,6 +257,17 @@ impl Config {
 }
 
 /// Reads and validates a genesis file.
+impl Config {
+    /// Where the admin token lives: `[api] admin_token_file`, else
+    /// `<data_dir>/admin.token`.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.api
+            .admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.token"))
+    }
+}
+
 pub fn load_genesis(path: &Path) -> Result<ChainSpec, GenesisError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| GenesisError::Io(p.clone(), e))?;

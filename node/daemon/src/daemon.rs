@@ -175,9 +175,13 @@ pub async fn run(
     if let (Some(i), Some(key)) = (member_index, &member_key) {
         api = api.with_member_key(i as u32, key.clone());
     }
+    let token_path = config.admin_token_path();
+    let admin_token = fedpeg_keys::load_or_create_admin_token(&token_path)
+        .with_context(|| format!("admin token file {}", token_path.display()))?;
     api = api
         .with_watcher(watcher.clone())
-        .with_explorer_config(config.explorer.clone());
+        .with_explorer_config(config.explorer.clone())
+        .with_admin_token(&admin_token);
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;

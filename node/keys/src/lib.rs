@@ -190,9 +190,56 @@ impl MemberKeys {
     }
 }
 
+/// The operator's admin token: 64 hex characters in a file of mode 0600.
+/// Created with a random value when `path` does not exist; refused when the
+/// file is readable by others or is not a token. Whoever can read the file
+/// may use the node's admin calls (e.g. `AcknowledgeAlerts`).
+pub fn load_or_create_admin_token(path: &Path) -> Result<String, KeyFileError> {
+    if !path.exists() {
+        let token = hex::encode(random_32());
+        match write_new_0600(path, format!("{token}\n").as_bytes()) {
+            Ok(()) => return Ok(token),
+            // Created by someone else in between: read theirs.
+            Err(KeyFileError::Exists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    load_admin_token(path)
+}
+
+/// Reads an admin token file written by [`load_or_create_admin_token`].
+pub fn load_admin_token(path: &Path) -> Result<String, KeyFileError> {
+    let bytes = read_private(path)?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    hex32(&text, &path.display().to_string(), "admin token")?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_token_is_created_0600_then_reused_and_a_shared_one_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("admin.token");
+        let t = load_or_create_admin_token(&p).unwrap();
+        assert_eq!(t.len(), 64);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_or_create_admin_token(&p).unwrap(), t);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            load_admin_token(&p),
+            Err(KeyFileError::Permissions(..))
+        ));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&p, "not a token").unwrap();
+        assert!(matches!(
+            load_admin_token(&p),
+            Err(KeyFileError::Format(..))
+        ));
+    }
 
     #[test]
     fn wallet_key_is_0600_and_not_overwritten() {

@@ -95,8 +95,13 @@ pub struct Genesis {
     pub network: String,
     /// Members in order; index = validator index.
     pub members: Vec<MemberInfo>,
-    /// m in m-of-n of the peg multisig.
+    /// m in m-of-n of the peg multisig; f < m <= n - f with
+    /// f = floor((n - 1) / 3), see [`safe_peg_thresholds`].
     pub peg_threshold: u32,
+    /// Regtest only: accept a peg threshold outside the safe range (for
+    /// tests of the peg itself). Absent from the file when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsafe_peg_threshold: bool,
     /// Bitcoin confirmations before a deposit is minted.
     pub pegin_confirmations: u32,
     #[serde(default)]
@@ -109,6 +114,13 @@ pub struct Genesis {
     /// Peg-out batching policy.
     #[serde(default)]
     pub pegout: crate::pegout_batch::PegOutParams,
+}
+
+/// Peg thresholds m with which up to f = floor((n - 1) / 3) faulty members
+/// can neither sign alone (m > f) nor block signing (m <= n - f).
+pub fn safe_peg_thresholds(n: u32) -> std::ops::RangeInclusive<u32> {
+    let f = n.saturating_sub(1) / 3;
+    (f + 1)..=(n - f)
 }
 
 /// Why a genesis file is unusable.
@@ -168,6 +180,33 @@ impl Genesis {
                 "peg_threshold {} must be between 1 and the number of members ({n})",
                 self.peg_threshold
             )));
+        }
+        let safe = safe_peg_thresholds(n);
+        if !safe.contains(&self.peg_threshold) {
+            let f = (n - 1) / 3;
+            let why = if self.peg_threshold <= f {
+                format!("{f} faulty members (the most the federation tolerates) could sign a peg-out alone and take the funds")
+            } else {
+                format!("{f} faulty members (the most the federation tolerates) could refuse to sign and freeze the funds")
+            };
+            if network != bitcoin::Network::Regtest {
+                return Err(invalid(format!(
+                    "peg_threshold {} of {n} is unsafe: {why}; use {}..={} (f < m <= n - f)",
+                    self.peg_threshold,
+                    safe.start(),
+                    safe.end()
+                )));
+            }
+            if !self.allow_unsafe_peg_threshold {
+                return Err(invalid(format!(
+                    "peg_threshold {} of {n} is unsafe: {why}; use {}..={}, or on regtest set allow_unsafe_peg_threshold (fedpegd genesis --allow-unsafe-peg-threshold)",
+                    self.peg_threshold,
+                    safe.start(),
+                    safe.end()
+                )));
+            }
+        } else if self.allow_unsafe_peg_threshold && network != bitcoin::Network::Regtest {
+            return Err(invalid("allow_unsafe_peg_threshold is for regtest only"));
         }
         if self.pegin_confirmations == 0 {
             return Err(invalid("pegin_confirmations must be at least 1"));
@@ -390,6 +429,69 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .contains("another network"));
+    }
+
+    /// `g` with `n` members, each with its own keys.
+    fn with_members(mut g: Genesis, n: u8) -> Genesis {
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        g.members = (0..n)
+            .map(|i| MemberInfo {
+                name: format!("m{i}"),
+                consensus_key: hex::encode(
+                    SigningKey::from_bytes(&[i + 10; 32])
+                        .verifying_key()
+                        .to_bytes(),
+                ),
+                peg_key: bitcoin::secp256k1::SecretKey::from_slice(&[i + 10; 32])
+                    .unwrap()
+                    .public_key(&secp)
+                    .to_string(),
+                p2p_address: format!("/ip4/127.0.0.1/tcp/{}", 1000 + u16::from(i)),
+            })
+            .collect();
+        g
+    }
+
+    #[test]
+    fn a_peg_threshold_that_f_members_could_abuse_is_refused_with_the_reason() {
+        for n in 1..=15u8 {
+            let f = (u32::from(n) - 1) / 3;
+            for m in 1..=u32::from(n) {
+                let safe = f < m && m <= u32::from(n) - f;
+                assert_eq!(safe_peg_thresholds(u32::from(n)).contains(&m), safe);
+                for network in ["bitcoin", "regtest"] {
+                    let mut g = with_members(sample(network, vec![]), n);
+                    g.peg_threshold = m;
+                    match (safe, g.clone().validate()) {
+                        (true, r) => assert!(r.is_ok(), "{m}-of-{n} on {network}: {:?}", r.err()),
+                        (false, Ok(_)) => panic!("{m}-of-{n} on {network} accepted"),
+                        (false, Err(e)) => {
+                            let e = e.to_string();
+                            let harm = if m <= f {
+                                "take the funds"
+                            } else {
+                                "freeze the funds"
+                            };
+                            assert!(e.contains(harm), "{e}");
+                        }
+                    }
+                    // The explicit flag opens the unsafe range on regtest only.
+                    g.allow_unsafe_peg_threshold = true;
+                    assert_eq!(
+                        g.validate().is_ok(),
+                        network == "regtest",
+                        "{m}-of-{n} on {network} with the flag"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_unsafe_threshold_flag_is_absent_from_the_file_when_false() {
+        let g = sample("regtest", vec![]);
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(!json.contains("allow_unsafe_peg_threshold"), "{json}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn sample_genesis(network: &str, dev: Vec<DevBalance>) -> Genesis {
             p2p_address: "/ip4/127.0.0.1/tcp/1".into(),
         }],
         peg_threshold: 1,
+        allow_unsafe_peg_threshold: false,
         pegin_confirmations: 2,
         consensus: ConsensusParams::default(),
         fees: FeeParams::default(),

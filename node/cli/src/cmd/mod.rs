@@ -3,6 +3,7 @@
 //! `pegin --wait`, `pegout`) also emit progress through the printer as they
 //! go and return the last report.
 
+pub mod acknowledge_alerts;
 pub mod address;
 pub mod balance;
 pub mod block;

@@ -76,6 +76,7 @@ fn genesis(faucet: &SigningKey) -> anyhow::Result<Genesis> {
             p2p_address: "/ip4/127.0.0.1/tcp/1".into(),
         }],
         peg_threshold: 1,
+        allow_unsafe_peg_threshold: false,
         pegin_confirmations: 1,
         consensus: ConsensusParams::default(),
         fees: FeeParams::default(),

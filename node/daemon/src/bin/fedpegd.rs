@@ -52,9 +52,13 @@ enum Command {
         /// Bitcoin network of the peg: bitcoin, testnet, signet or regtest.
         #[arg(long, default_value = "regtest")]
         network: String,
-        /// Peg multisig threshold m (default: 2n/3 + 1, at most n).
+        /// Peg multisig threshold m (default: 2n/3 + 1, at most n). It must
+        /// satisfy f < m <= n - f (f = (n-1)/3 faulty members tolerated).
         #[arg(long)]
         threshold: Option<u32>,
+        /// Regtest only: accept a threshold outside f < m <= n - f.
+        #[arg(long)]
+        allow_unsafe_peg_threshold: bool,
         /// Bitcoin confirmations before a deposit is minted.
         #[arg(long, default_value_t = 6)]
         pegin_confirmations: u32,
@@ -188,6 +192,7 @@ fn main() -> anyhow::Result<()> {
             members,
             network,
             threshold,
+            allow_unsafe_peg_threshold,
             pegin_confirmations,
             chain_name,
             dev_balances,
@@ -231,6 +236,7 @@ fn main() -> anyhow::Result<()> {
                 network,
                 members: infos,
                 peg_threshold: threshold.unwrap_or((2 * n / 3 + 1).min(n)),
+                allow_unsafe_peg_threshold,
                 pegin_confirmations,
                 consensus: ConsensusParams::default(),
                 fees: FeeParams {
