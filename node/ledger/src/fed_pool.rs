@@ -107,6 +107,8 @@ pub struct FedPool {
     queues: BTreeMap<u32, VecDeque<Hash32>>,
     txs: HashMap<Hash32, (FederationTx, Slot)>,
     slots: HashMap<Slot, Hash32>,
+    /// How many of `txs` are claims about Bitcoin.
+    claims: usize,
     quota: usize,
 }
 
@@ -123,6 +125,7 @@ impl FedPool {
             queues: BTreeMap::new(),
             txs: HashMap::new(),
             slots: HashMap::new(),
+            claims: 0,
             quota,
         }
     }
@@ -135,6 +138,12 @@ impl FedPool {
     /// True if empty.
     pub fn is_empty(&self) -> bool {
         self.txs.is_empty()
+    }
+
+    /// Number of pooled transactions a block may include without asking
+    /// bitcoind (all but the claims about Bitcoin).
+    pub fn ready_len(&self) -> usize {
+        self.txs.len() - self.claims
     }
 
     /// Checks, against `state`, and pools `tx`. The expensive part is the
@@ -185,6 +194,7 @@ impl FedPool {
         let id = tx.id();
         self.queues.entry(tx.member).or_default().push_back(id);
         self.slots.insert(slot, id);
+        self.claims += usize::from(is_bitcoin_claim(&tx));
         self.txs.insert(id, (tx, slot));
         Ok(id)
     }
@@ -242,6 +252,7 @@ impl FedPool {
             return;
         };
         self.slots.remove(&slot);
+        self.claims -= usize::from(is_bitcoin_claim(&tx));
         if let Some(q) = self.queues.get_mut(&tx.member) {
             q.retain(|x| x != id);
             if q.is_empty() {
@@ -406,6 +417,26 @@ mod tests {
             Err(FedAdmitError::Duplicate)
         );
         assert_eq!(pool.len(), 2);
+    }
+
+    #[test]
+    fn claims_about_bitcoin_are_counted_apart() {
+        let mut pool = FedPool::default();
+        let claim = tx(
+            1,
+            FedTxKind::PegOutConfirmed {
+                batch: 9,
+                txid: txid(2),
+                bitcoin_block: block_hash(2),
+            },
+        );
+        // Inserted as if checked against a state holding batch 9.
+        let id = pool.insert(claim.clone()).unwrap();
+        pool.insert(register(0, 1)).unwrap();
+        assert_eq!((pool.len(), pool.ready_len()), (2, 1));
+        assert_eq!(pool.bitcoin_claims(), vec![claim]);
+        pool.evict(&[id]);
+        assert_eq!((pool.len(), pool.ready_len()), (1, 1));
     }
 
     #[test]

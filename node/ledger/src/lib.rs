@@ -49,7 +49,7 @@ pub use apply::{
 };
 pub use error::{BlockError, FedTxError, TxError};
 pub use events::{BatchStage, Event};
-pub use fed::check_fed_tx;
+pub use fed::{check_fed_tx, check_fed_tx_unsigned};
 pub use reserves::Reserves;
 pub use state::{Account, LedgerParams, State, Withdrawal, MAX_BLOCK_FED_TXS, MAX_FEE_RATE};
 pub use transfer::check_tx;
