@@ -314,7 +314,10 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
     let token_file = fed.members[0].data_dir.join("admin.token");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     let out = fedpeg_tests::run_ok(
         fed.cli()
             .args(["--json", "acknowledge-alerts"])

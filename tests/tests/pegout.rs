@@ -439,7 +439,7 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     for i in [0, 1, 2] {
         let log = s.fed.members[i].log();
         assert!(
-            log.contains("refused peg-out signatures") && log.contains("member=3"),
+            log.contains("refused peg-out signatures from a member") && log.contains("member=3"),
             "member {i} did not refuse member 3's signatures:\n{log}"
         );
     }

@@ -398,7 +398,9 @@ impl WalletService for Api {
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
-            self.chain.submit_fed_tx(tx, true);
+            if let Err(e) = self.chain.submit_fed_tx(tx, true) {
+                tracing::debug!(error = %e, "deposit-address registration not pooled");
+            }
         }
         let rate = self
             .chain
@@ -482,7 +484,9 @@ impl WalletService for Api {
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
-            self.chain.submit_fed_tx(tx, true);
+            if let Err(e) = self.chain.submit_fed_tx(tx, true) {
+                tracing::debug!(error = %e, "deposit-address registration not pooled");
+            }
         }
         Ok(Response::new(pb::ClaimPegInResponse {
             deposit_address,

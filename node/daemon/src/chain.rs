@@ -10,15 +10,17 @@
 use crate::store::{FeedRecord, Store, StoreError, TxLocation};
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::{Block, CommittedBlock};
-use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+use fedpeg_ledger::fed_pool::{is_bitcoin_claim, FedAdmitError, FedPool};
+use fedpeg_ledger::fedtx::FederationTx;
 use fedpeg_ledger::genesis::ChainSpec;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{BatchId, WithdrawalId};
 use fedpeg_ledger::mempool::{AdmitError, Mempool};
 use fedpeg_ledger::tx::{DecodeError, Transaction, TxId};
 use fedpeg_ledger::{
-    apply_block, build_block, Account, BlockError, BlockOutcome, LedgerParams, State,
+    apply_block, build_block, Account, BlockError, BlockOutcome, FedTxError, LedgerParams, State,
 };
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -72,8 +74,8 @@ pub struct Chain {
     /// Where transactions submitted through the API go to be gossiped to the
     /// other members (set by the consensus driver).
     gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Gossip>>,
-    /// Pending federation transactions (verified), by id.
-    fed_pool: Mutex<Vec<FederationTx>>,
+    /// Pending federation transactions, checked against state.
+    fed_pool: Mutex<FedPool>,
 }
 
 /// What the chain hands to the driver for gossip.
@@ -81,31 +83,6 @@ pub enum Gossip {
     Tx(Transaction),
     Fed(FederationTx),
 }
-
-/// True while a federation transaction can still apply (not made moot by state).
-fn fed_tx_pending(state: &State, tx: &FederationTx) -> bool {
-    match &tx.kind {
-        FedTxKind::RegisterDepositAddress { account } => !state.registered.contains(account),
-        FedTxKind::PegInMint { outpoint, .. } => !state.minted.contains_key(outpoint),
-        FedTxKind::FeeRateVote { height, .. } => state
-            .fee_votes
-            .get(&tx.member)
-            .is_none_or(|(_, last)| last < height),
-        FedTxKind::PegOutSignatures { batch, version, .. } => {
-            state.batches.get(batch).is_some_and(|b| {
-                b.versions.len() == *version as usize + 1
-                    && !b.latest().signatures.contains_key(&tx.member)
-            })
-        }
-        FedTxKind::PegOutBump { batch, version } => state.batches.get(batch).is_some_and(|b| {
-            b.versions.len() == *version as usize + 1 && !b.latest().bump_votes.contains(&tx.member)
-        }),
-        FedTxKind::PegOutConfirmed { batch, .. } => state.batches.contains_key(batch),
-    }
-}
-
-/// Most pending federation transactions.
-const MAX_FED_POOL: usize = 10_000;
 
 fn lock_poisoned<T>(_: T) -> StoreError {
     StoreError::Corrupt("internal lock poisoned by an earlier panic".into())
@@ -129,7 +106,7 @@ impl Chain {
             tip,
             pending: tokio::sync::Notify::new(),
             gossip: std::sync::OnceLock::new(),
-            fed_pool: Mutex::new(Vec::new()),
+            fed_pool: Mutex::new(FedPool::default()),
         })
     }
 
@@ -167,6 +144,18 @@ impl Chain {
             + self.fed_pool.lock().map(|p| p.len()).unwrap_or(0)
     }
 
+    /// True if a proposal would carry pooled transactions without asking
+    /// bitcoind: pooled claims about Bitcoin alone (perhaps ones bitcoind
+    /// cannot check now) are no reason to propose before the heartbeat.
+    pub fn has_ready_txs(&self) -> bool {
+        self.mempool.lock().map(|m| !m.is_empty()).unwrap_or(false)
+            || self
+                .fed_pool
+                .lock()
+                .map(|p| p.ready_len() > 0)
+                .unwrap_or(false)
+    }
+
     /// Sends every transaction later accepted through [`Chain::submit`] to
     /// `gossip` as well (the driver forwards them to the other members).
     pub fn set_gossip(&self, gossip: tokio::sync::mpsc::UnboundedSender<Gossip>) {
@@ -185,46 +174,35 @@ impl Chain {
         Ok(id)
     }
 
-    /// Verifies and pools a federation transaction; `gossip` also hands it
-    /// to the driver for the other members. Returns false if it was refused
-    /// (bad signature, already applied or pooled, pool full).
-    pub fn submit_fed_tx(&self, tx: FederationTx, gossip: bool) -> bool {
-        if tx.chain_id != self.params.chain_id || !tx.verify(&self.params.members) {
-            return false;
+    /// Checks a federation transaction against state and pools it; `gossip`
+    /// also hands it to the driver for the other members. Refused: a mint
+    /// (never pooled), anything that would not apply to the next block
+    /// (bad signature, done, moot, stale or future), a duplicate, or a
+    /// member over its pool quota (see [`FedPool`]).
+    pub fn submit_fed_tx(&self, tx: FederationTx, gossip: bool) -> Result<Hash32, FedAdmitError> {
+        // Cheapest refusals first, so that junk costs no signature check;
+        // the state check (peg-out signatures against the batch) and the
+        // member signature run without holding the pool.
+        self.fed_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .precheck(&tx)?;
+        self.with_state(|s| fedpeg_ledger::check_fed_tx_unsigned(s, &self.params, &tx))?;
+        if !tx.verify(&self.params.members) {
+            return Err(FedTxError::BadSignature(tx.member).into());
         }
-        if self.with_state(|s| !fed_tx_pending(s, &tx)) {
-            return false;
-        }
-        // Peg-out signatures are checked against the batch now: invalid ones
-        // (a Byzantine or misconfigured member) would otherwise sit in the
-        // pool until the batch is done, re-verified at every proposal.
-        if let FedTxKind::PegOutSignatures { batch, version, .. } = &tx.kind {
-            if let Err(e) = self.with_state(|s| fedpeg_ledger::check_fed_tx(s, &self.params, &tx)) {
-                tracing::warn!(
-                    member = tx.member.0,
-                    batch = batch.0,
-                    version,
-                    "refused peg-out signatures: {e}"
-                );
-                return false;
-            }
-        }
-        let Ok(mut pool) = self.fed_pool.lock() else {
-            return false;
-        };
-        let id = tx.id();
-        if pool.len() >= MAX_FED_POOL || pool.iter().any(|t| t.id() == id) {
-            return false;
-        }
-        pool.push(tx.clone());
-        drop(pool);
+        let id = self
+            .fed_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tx.clone())?;
         if gossip {
             if let Some(g) = self.gossip.get() {
                 let _ = g.send(Gossip::Fed(tx));
             }
         }
         self.pending.notify_one();
-        true
+        Ok(id)
     }
 
     #[cfg(feature = "byzantine")]
@@ -238,9 +216,28 @@ impl Chain {
 
     /// True if a registration for `account` is pooled (not yet final).
     pub fn registration_pending(&self, account: &AccountId) -> bool {
-        self.fed_pool.lock().map(|p| {
-            p.iter().any(|t| matches!(&t.kind, FedTxKind::RegisterDepositAddress { account: a } if a == account))
-        }).unwrap_or(false)
+        self.fed_pool
+            .lock()
+            .map(|p| p.registration_pending(account))
+            .unwrap_or(false)
+    }
+
+    /// Pooled claims about Bitcoin (peg-out confirmations): a proposer
+    /// checks them on its own bitcoind and passes the backed ones to
+    /// [`Chain::propose`].
+    pub fn pooled_bitcoin_claims(&self) -> Vec<FederationTx> {
+        self.fed_pool
+            .lock()
+            .map(|p| p.bitcoin_claims())
+            .unwrap_or_default()
+    }
+
+    /// Drops pooled federation transactions (e.g. claims this member's
+    /// bitcoind refutes).
+    pub fn evict_fed_txs(&self, ids: &[Hash32]) {
+        if let Ok(mut p) = self.fed_pool.lock() {
+            p.evict(ids);
+        }
     }
 
     /// Verifies and pools a decoded transaction (without gossiping it).
@@ -300,20 +297,31 @@ impl Chain {
         })
     }
 
-    /// Builds the next block from the mempool (the proposer's step).
-    /// `extra_fed` are federation transactions the proposer adds itself
-    /// (mints of deposits its own watcher saw reach depth).
+    /// Builds the next block from the mempools (the proposer's step).
+    /// `own` are federation transactions the proposer adds itself (its fee
+    /// vote, mints of deposits its own watcher saw reach depth): they come
+    /// first. Pooled claims about Bitcoin are included only if listed in
+    /// `backed_claims` (checked on the proposer's bitcoind). Pooled
+    /// federation transactions that no longer apply are evicted.
     pub fn propose(
         &self,
         time_ms: u64,
         proposer: u32,
-        extra_fed: Vec<FederationTx>,
+        own: Vec<FederationTx>,
+        backed_claims: &HashSet<Hash32>,
     ) -> Result<Proposal, StoreError> {
         let state = self.state.read().map_err(lock_poisoned)?;
         let pool = self.mempool.lock().map_err(lock_poisoned)?;
         let cands = pool.candidates(self.params.max_block_txs);
-        let mut fed = self.fed_pool.lock().map_err(lock_poisoned)?.clone();
-        fed.extend(extra_fed);
+        let mut fed = own;
+        fed.extend(
+            self.fed_pool
+                .lock()
+                .map_err(lock_poisoned)?
+                .candidates()
+                .into_iter()
+                .filter(|t| !is_bitcoin_claim(t) || backed_claims.contains(&t.id())),
+        );
         let built = build_block(
             &state,
             &self.params,
@@ -323,6 +331,19 @@ impl Chain {
             proposer,
             &*pool,
         );
+        if !built.rejected_fed.is_empty() {
+            tracing::debug!(
+                evicted = built.rejected_fed.len(),
+                "federation transactions no longer apply; evicted from the pool"
+            );
+            self.evict_fed_txs(
+                &built
+                    .rejected_fed
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>(),
+            );
+        }
         Ok(Proposal {
             block: built.block,
             outcome: built.outcome,
@@ -362,7 +383,7 @@ impl Chain {
         }
         if let Ok(mut fed) = self.fed_pool.lock() {
             // Drop what the block applied, and what it made moot.
-            fed.retain(|t| fed_tx_pending(&state, t));
+            fed.prune(&state);
         }
         drop(state);
         tracing::debug!(
@@ -486,5 +507,86 @@ impl Chain {
         }
         let pooled = self.mempool.lock().map_err(lock_poisoned)?.get(txid);
         Ok(pooled.map(TxStatus::Pending))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::peg_testing::{account, PegNode, CONFIRMATIONS};
+    use fedpeg_consensus::Height;
+    use fedpeg_ledger::account::AccountId;
+    use fedpeg_ledger::fedtx::FedTxKind;
+    use fedpeg_ledger::hash::Hash32;
+    use fedpeg_ledger::ids::{BatchId, FeeRate};
+
+    /// A four-member federation with user 1 registered and a real deposit
+    /// of 250k sats to it at depth (not minted).
+    fn deposited() -> (PegNode, crate::watcher::SeenDeposit) {
+        let node = PegNode::new(4, 3);
+        node.register(account(1));
+        let d = node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS);
+        (node, d)
+    }
+
+    #[test]
+    fn a_gossiped_mint_is_never_pooled_even_of_a_real_deposit() {
+        let (node, d) = deposited();
+        // Only a proposer's own watcher puts a mint in a block: a mint from
+        // the pool would be checked by nobody before it is proposed.
+        let mint = node.mint_tx(&d);
+        let _ = node.chain.submit_fed_tx(mint.clone(), false);
+        assert!(node.pooled().iter().all(|t| t.id() != mint.id()));
+        assert_eq!(node.chain.mempool_len(), 0);
+    }
+
+    #[test]
+    fn federation_transactions_that_cannot_apply_are_refused_at_admission() {
+        let node = PegNode::new(4, 3);
+        let next = node.chain.height() + 1;
+        let junk = [
+            FedTxKind::FeeRateVote {
+                sat_per_vbyte: FeeRate(5),
+                height: Height(u64::MAX),
+            },
+            FedTxKind::FeeRateVote {
+                sat_per_vbyte: FeeRate(0),
+                height: Height(next),
+            },
+            FedTxKind::PegOutSignatures {
+                batch: BatchId(7),
+                version: 0,
+                signatures: vec![vec![0x30; 72]],
+            },
+            FedTxKind::PegOutBump {
+                batch: BatchId(7),
+                version: 0,
+            },
+        ];
+        for kind in junk {
+            let tx = node.fed_tx(3, kind);
+            let _ = node.chain.submit_fed_tx(tx, false);
+        }
+        assert_eq!(node.chain.mempool_len(), 0);
+    }
+
+    #[test]
+    fn a_member_filling_the_pool_cannot_crowd_out_the_others() {
+        let node = PegNode::new(4, 3);
+        // Member 3 registers more accounts than any pool holds.
+        for i in 0..10_001u64 {
+            let account = AccountId(Hash32::tagged("flood", &[&i.to_be_bytes()]).0);
+            let tx = node.fed_tx(3, FedTxKind::RegisterDepositAddress { account });
+            let _ = node.chain.submit_fed_tx(tx, false);
+        }
+        // Member 0's registration still gets into the next block.
+        let mine = node.fed_tx(
+            0,
+            FedTxKind::RegisterDepositAddress {
+                account: account(1),
+            },
+        );
+        let _ = node.chain.submit_fed_tx(mine.clone(), false);
+        assert!(node.pooled().iter().any(|t| t.id() == mine.id()));
     }
 }

@@ -14,6 +14,8 @@
 //! decided in `fedpeg-ledger`, so it can be tested without any of this.
 
 pub mod api;
+#[cfg(test)]
+mod byzantine_tests;
 pub mod chain;
 pub mod config;
 pub mod daemon;

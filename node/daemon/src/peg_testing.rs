@@ -11,6 +11,8 @@
 //! [`signer`]: crate::signer
 
 use crate::chain::Chain;
+use crate::driver::{ConsensusStatus, Driver, DriverConfig};
+use crate::network::{Network, NetworkConfig};
 use crate::signer::PegOutWorker;
 use crate::watcher::{SeenDeposit, Watcher};
 use bitcoin::secp256k1::{Secp256k1, SecretKey};
@@ -19,14 +21,17 @@ use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
-use fedpeg_ledger::genesis::MemberInfo;
+use fedpeg_ledger::genesis::{ChainSpec, ConsensusParams, MemberInfo};
+use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{BatchId, MemberIndex};
 use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_peg::chain::BitcoinChain;
 use fedpeg_peg::testkit::MemoryChain;
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `pegin_confirmations` of the test genesis: also the depth at which a
 /// peg-out batch counts as confirmed.
@@ -76,29 +81,70 @@ pub(crate) struct PegNode {
     pub(crate) dir: tempfile::TempDir,
 }
 
+/// A regtest genesis of `n` members with peg threshold `m`, member `i`
+/// reachable at `addr(i)`, with `consensus` timeouts.
+fn test_spec(
+    n: u32,
+    m: u32,
+    addr: impl Fn(u32) -> String,
+    consensus: ConsensusParams,
+) -> ChainSpec {
+    let mut g = fedpeg_ledger::testing::sample_genesis("regtest", vec![]);
+    let secp = Secp256k1::signing_only();
+    g.members = (0..n)
+        .map(|i| MemberInfo {
+            name: format!("member-{i}"),
+            consensus_key: hex::encode(consensus_key(i).verifying_key().to_bytes()),
+            peg_key: peg_secret(i).public_key(&secp).to_string(),
+            p2p_address: addr(i),
+        })
+        .collect();
+    g.peg_threshold = m;
+    g.pegin_confirmations = CONFIRMATIONS as u32;
+    g.consensus = consensus;
+    g.validate().expect("a valid test genesis")
+}
+
+/// A loopback TCP port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 impl PegNode {
     /// A federation of `n` members with peg threshold `m` on regtest.
     pub(crate) fn new(n: u32, m: u32) -> PegNode {
-        let mut g = fedpeg_ledger::testing::sample_genesis("regtest", vec![]);
-        let secp = Secp256k1::signing_only();
-        g.members = (0..n)
-            .map(|i| MemberInfo {
-                name: format!("member-{i}"),
-                consensus_key: hex::encode(consensus_key(i).verifying_key().to_bytes()),
-                peg_key: peg_secret(i).public_key(&secp).to_string(),
-                p2p_address: format!("/ip4/127.0.0.1/tcp/{}", i + 1),
-            })
-            .collect();
-        g.peg_threshold = m;
-        g.pegin_confirmations = CONFIRMATIONS as u32;
-        let spec = g.validate().expect("a valid test genesis");
+        let spec = test_spec(
+            n,
+            m,
+            |i| format!("/ip4/127.0.0.1/tcp/{}", i + 1),
+            ConsensusParams::default(),
+        );
+        PegNode::open(spec, MemoryChain::new())
+    }
+
+    /// Every member's node of one federation of `n` members (threshold
+    /// `m`) on free loopback ports, all following one bitcoind.
+    pub(crate) fn federation(n: u32, m: u32, consensus: ConsensusParams) -> Vec<PegNode> {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let spec = test_spec(
+            n,
+            m,
+            |i| format!("/ip4/127.0.0.1/tcp/{}", ports[i as usize]),
+            consensus,
+        );
+        let btc = MemoryChain::new();
+        (0..n)
+            .map(|_| PegNode::open(spec.clone(), btc.clone()))
+            .collect()
+    }
+
+    fn open(spec: ChainSpec, btc: MemoryChain) -> PegNode {
         let dir = tempfile::tempdir().expect("a temp dir");
         let chain = Arc::new(Chain::open(spec, dir.path(), 1000).expect("the chain opens"));
-        PegNode {
-            chain,
-            btc: MemoryChain::new(),
-            dir,
-        }
+        PegNode { chain, btc, dir }
     }
 
     /// The member's bitcoind as the code under test sees it.
@@ -122,6 +168,31 @@ impl PegNode {
         )
     }
 
+    /// Member 0's driver of this chain with `watcher`, on a loopback
+    /// network that reaches nobody.
+    pub(crate) async fn driver(&self, watcher: Option<Arc<Watcher>>) -> Driver {
+        let members = crate::daemon::member_peers(&self.chain.spec).expect("genesis peers");
+        let (events, _) = tokio::sync::mpsc::channel(16);
+        let listen = "/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddress");
+        let cfg = NetworkConfig::new(Some(consensus_key(0).to_bytes()), listen, members);
+        let net = Network::start(cfg, events)
+            .await
+            .expect("the network starts");
+        Driver::member(
+            self.chain.clone(),
+            net,
+            consensus_key(0),
+            self.dir.path(),
+            DriverConfig {
+                heartbeat: Duration::from_secs(1),
+                sync_interval: Duration::from_secs(1),
+            },
+            Arc::new(ConsensusStatus::default()),
+            watcher,
+        )
+        .expect("the driver starts")
+    }
+
     /// A federation transaction signed by `member`.
     pub(crate) fn fed_tx(&self, member: u32, kind: FedTxKind) -> FederationTx {
         FederationTx::sign(
@@ -138,11 +209,21 @@ impl PegNode {
         self.proposal(vec![]).fed_txs
     }
 
+    /// Every pooled claim about Bitcoin, as if bitcoind backed them all
+    /// (no driver asks bitcoind here).
+    fn backed_claims(&self) -> HashSet<Hash32> {
+        self.chain
+            .pooled_bitcoin_claims()
+            .iter()
+            .map(FederationTx::id)
+            .collect()
+    }
+
     /// The block member 0 would propose next, with `extra` federation txs.
     pub(crate) fn proposal(&self, extra: Vec<FederationTx>) -> Block {
         let time = 1_000 * (self.chain.height() + 1);
         self.chain
-            .propose(time, 0, extra)
+            .propose(time, 0, extra, &self.backed_claims())
             .expect("a proposal")
             .block
     }
@@ -153,7 +234,7 @@ impl PegNode {
         let time = 1_000 * (self.chain.height() + 1);
         let p = self
             .chain
-            .propose(time, 0, extra.clone())
+            .propose(time, 0, extra.clone(), &self.backed_claims())
             .expect("a proposal");
         for tx in &extra {
             assert!(
@@ -232,8 +313,20 @@ impl PegNode {
 
     /// User `user` pegs out [`PEG_OUT_SATS`]; the batch the block forms.
     pub(crate) fn peg_out(&self, user: u8) -> Batch {
+        self.chain
+            .submit_tx(self.peg_out_tx(user))
+            .expect("the peg-out is admitted");
+        let before = self.chain.with_state(|s| s.next_batch_id);
+        self.commit(vec![]);
+        self.chain
+            .with_state(|s| s.batches.get(&before).cloned())
+            .expect("the peg-out formed a batch")
+    }
+
+    /// User `user`'s peg-out of [`PEG_OUT_SATS`] at its next nonce.
+    pub(crate) fn peg_out_tx(&self, user: u8) -> Transaction {
         let nonce = self.chain.account(&account(user)).effective.nonce;
-        let tx = Transaction::sign(
+        Transaction::sign(
             self.chain.spec.chain_id,
             &user_key(user),
             nonce,
@@ -242,13 +335,7 @@ impl PegNode {
                 bitcoin_address: withdrawal_address(),
                 amount: sats(PEG_OUT_SATS),
             },
-        );
-        self.chain.submit_tx(tx).expect("the peg-out is admitted");
-        let before = self.chain.with_state(|s| s.next_batch_id);
-        self.commit(vec![]);
-        self.chain
-            .with_state(|s| s.batches.get(&before).cloned())
-            .expect("the peg-out formed a batch")
+        )
     }
 
     /// Batch `id` as committed state holds it (None once confirmed).

@@ -12,6 +12,7 @@ use crate::chain::Chain;
 use crate::faults::Faults;
 use crate::watcher::Watcher;
 use ed25519_dalek::SigningKey;
+use fedpeg_ledger::fed_pool::FedAdmitError;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::ids::{BatchId, MemberIndex};
 use fedpeg_ledger::pegout_batch::Batch;
@@ -109,7 +110,12 @@ impl PegOutWorker {
             self.chain.gossip_fed_tx(tx);
             return;
         }
-        self.chain.submit_fed_tx(tx, true);
+        match self.chain.submit_fed_tx(tx, true) {
+            Ok(_) | Err(FedAdmitError::Duplicate) => {}
+            Err(e) => {
+                tracing::warn!(member = self.member, error = %e, "own federation transaction refused")
+            }
+        }
     }
 
     /// One pass over the unconfirmed batches of committed state.

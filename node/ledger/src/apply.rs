@@ -6,7 +6,7 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::batching::form_batch;
 use crate::block::{tx_root, Block, Header};
-use crate::error::{BlockError, TxError};
+use crate::error::{BlockError, FedTxError, TxError};
 use crate::events::Event;
 use crate::fed::apply_fed_tx;
 use crate::fedtx::{FederationTx, OutPoint};
@@ -157,10 +157,18 @@ pub struct BuiltBlock {
     pub outcome: BlockOutcome,
     /// Candidates that were invalid against the state, with the reason.
     pub rejected: Vec<(TxId, TxError)>,
+    /// Federation candidates that did not apply, with the reason (a pool
+    /// evicts them).
+    pub rejected_fed: Vec<(Hash32, FedTxError)>,
 }
 
+/// Most federation candidates one block tries: bounds the proposer's work
+/// when a pool holds many that fail (they are evicted after one try).
+const MAX_FED_CANDIDATES_TRIED: usize = 2 * MAX_BLOCK_FED_TXS;
+
 /// Builds the next block from `candidates` in order, skipping the invalid
-/// ones, up to `params.max_block_txs`.
+/// ones, up to `params.max_block_txs`; then from `fed_candidates` up to
+/// [`MAX_BLOCK_FED_TXS`] included (skipped ones do not count).
 pub fn build_block<'t>(
     state: &State,
     params: &LedgerParams,
@@ -196,11 +204,16 @@ pub fn build_block<'t>(
         }
     }
     let mut fed_txs = Vec::new();
-    for f in fed_candidates.iter().take(MAX_BLOCK_FED_TXS) {
+    let mut rejected_fed = Vec::new();
+    for f in fed_candidates.iter().take(MAX_FED_CANDIDATES_TRIED) {
+        if fed_txs.len() >= MAX_BLOCK_FED_TXS {
+            break;
+        }
         // Invalid ones (e.g. a registration another member's block already
-        // made) are simply left out.
-        if apply_fed_tx(&mut o, params, height, f, &mut events).is_ok() {
-            fed_txs.push(f.clone());
+        // made) are left out and reported.
+        match apply_fed_tx(&mut o, params, height, f, &mut events) {
+            Ok(()) => fed_txs.push(f.clone()),
+            Err(e) => rejected_fed.push((f.id(), e)),
         }
     }
     form_batch(&mut o, params, height, time_ms, &mut events);
@@ -226,5 +239,6 @@ pub fn build_block<'t>(
             state_root: root,
         },
         rejected,
+        rejected_fed,
     }
 }

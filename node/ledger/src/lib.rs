@@ -5,7 +5,8 @@
 //! transactions ([`fedtx`]) with their signing encodings, blocks, the
 //! [`State`] and the functions that check and apply transactions and blocks
 //! ([`apply_block`], [`build_block`], [`check_tx`], [`check_fed_tx`]),
-//! peg-out batches ([`pegout_batch`]), events, the mempool, genesis
+//! peg-out batches ([`pegout_batch`]), events, the mempool and the
+//! federation-transaction pool ([`fed_pool`]), genesis
 //! parameters and the state root with its canonical [`encoding`].
 //!
 //! Applying a block is a pure function `(state, block) -> (delta, events)`:
@@ -27,6 +28,7 @@ pub mod encoding;
 mod error;
 pub mod events;
 mod fed;
+pub mod fed_pool;
 pub mod fedtx;
 pub mod genesis;
 pub mod hash;
@@ -48,7 +50,7 @@ pub use apply::{
 };
 pub use error::{BlockError, FedTxError, TxError};
 pub use events::{BatchStage, Event};
-pub use fed::check_fed_tx;
+pub use fed::{check_fed_tx, check_fed_tx_unsigned};
 pub use reserves::Reserves;
 pub use state::{Account, LedgerParams, State, Withdrawal, MAX_BLOCK_FED_TXS, MAX_FEE_RATE};
 pub use transfer::check_tx;

@@ -118,7 +118,7 @@ fn build_chain(
                 .map_err(|e| anyhow::anyhow!("submit at height {h}: {e}"))?;
             nonce += 1;
         }
-        let p = chain.propose(h, 0, vec![])?;
+        let p = chain.propose(h, 0, vec![], &Default::default())?;
         let cb = CommittedBlock {
             block: p.block,
             commit: vec![],

@@ -2,6 +2,8 @@
 //! transactions, and sync requests handed to [`Driver::serve_sync`].
 
 use super::*;
+use fedpeg_ledger::fed_pool::FedAdmitError;
+use fedpeg_ledger::FedTxError;
 
 impl Driver {
     pub(super) fn on_net(&mut self, ev: NetEvent) -> anyhow::Result<()> {
@@ -36,6 +38,7 @@ impl Driver {
 
     pub(super) fn on_gossip(&mut self, from: usize, batch: pb::GossipBatch) -> anyhow::Result<()> {
         let mut txs = Vec::new();
+        let mut fed_txs = Vec::new();
         for m in batch.messages {
             match m.kind {
                 Some(pb::gossip_message::Kind::Transaction(t)) => match Transaction::from_proto(&t)
@@ -48,11 +51,7 @@ impl Driver {
                 Some(pb::gossip_message::Kind::ProposedBlock(b)) => self.on_block(from, &b)?,
                 Some(pb::gossip_message::Kind::FederationTx(f)) => {
                     match FederationTx::from_proto(&f) {
-                        // Members only reach us on the gossip protocol; the
-                        // signature check ties it to a genesis member anyway.
-                        Ok(f) => {
-                            self.chain.submit_fed_tx(f, false);
-                        }
+                        Ok(f) => fed_txs.push(f),
                         Err(e) => {
                             tracing::debug!(from, error = %e, "dropping malformed federation transaction")
                         }
@@ -66,10 +65,12 @@ impl Driver {
                         }
                         if self.engine.is_some() {
                             let input = match msg {
-                                Message::Proposal(p) => Input::Proposal(p),
-                                Message::Vote(v) => Input::Vote(v),
+                                Message::Proposal(p) => self.on_proposal(p),
+                                Message::Vote(v) => Some(Input::Vote(v)),
                             };
-                            self.input(input)?;
+                            if let Some(input) = input {
+                                self.input(input)?;
+                            }
                         }
                     }
                     Err(e) => {
@@ -79,18 +80,65 @@ impl Driver {
                 None => {}
             }
         }
-        if !txs.is_empty() {
+        if !txs.is_empty() || !fed_txs.is_empty() {
             let chain = self.chain.clone();
-            // Signature checks are CPU work: off the consensus loop.
+            let warn = self.warn_fed.clone();
+            // Signature and state checks are CPU work: off the consensus loop.
             tokio::task::spawn_blocking(move || {
                 for tx in txs {
                     if let Err(e) = chain.submit_tx(tx) {
                         tracing::trace!(error = %e, "gossiped transaction not admitted");
                     }
                 }
+                for f in fed_txs {
+                    let member = f.member;
+                    let kind = fed_kind_name(&f.kind);
+                    match chain.submit_fed_tx(f, false) {
+                        // Bad signatures are a member misbehaving (or
+                        // misconfigured): its operator should hear of it.
+                        Err(
+                            e @ FedAdmitError::Invalid(
+                                FedTxError::BadSignature(_) | FedTxError::BadPegOutSignatures(_),
+                            ),
+                        ) => {
+                            let check = warn.lock().map(|mut l| l.check());
+                            if let Ok(Some(suppressed)) = check {
+                                tracing::warn!(from, member = member.0, kind, suppressed, error = %e, "refused {kind} from a member");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(from, member = member.0, kind, error = %e, "gossiped federation transaction not admitted");
+                        }
+                        Ok(_) => {}
+                    }
+                }
             });
         }
         Ok(())
+    }
+
+    /// A proposal for the height being decided or the next is verified
+    /// here, so that the block it names is charged to its signer in the
+    /// block cache; others go to the engine, which drops or checks them.
+    fn on_proposal(&mut self, p: SignedProposal) -> Option<Input> {
+        let next = self.chain.height() + 1;
+        if p.height.0 < next || p.height.0 > next + 1 {
+            return Some(Input::Proposal(p));
+        }
+        let (value_id, proposer, round) = (p.value_id, p.proposer, p.round);
+        match self
+            .validators
+            .verify_message(&self.chain_id, Message::Proposal(p))
+        {
+            Ok(verified) => {
+                self.blocks.named(&value_id, proposer.as_usize(), round);
+                Some(Input::Verified(verified))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a proposal that does not verify");
+                None
+            }
+        }
     }
 
     pub(super) fn on_block(&mut self, from: usize, b: &pb::Block) -> anyhow::Result<()> {
@@ -104,25 +152,24 @@ impl Driver {
         // Keep one height ahead too: the next proposer's block can arrive a
         // moment before this node has stored the current height.
         let next = self.chain.height() + 1;
-        let h = block.header.height;
-        if block.header.chain_id.0 != self.chain_id.0 || h < Height(next) || h > Height(next + 1) {
+        let h = &block.header;
+        if h.chain_id.0 != self.chain_id.0
+            || h.height < Height(next)
+            || h.height > Height(next + 1)
+            || h.proposer as usize >= self.validators.len()
+        {
             return Ok(());
         }
-        let id = ValueId(block.hash().0);
-        if self.blocks.contains_key(&id) {
-            return Ok(());
-        }
-        if self.blocks.len() >= MAX_CACHED_BLOCKS {
-            tracing::warn!(from, "proposed-block cache full; dropping block");
-            return Ok(());
-        }
-        self.blocks.insert(
-            id,
-            Cached {
-                block,
-                outcome: None,
-            },
-        );
+        let pinned = self.pinned();
+        let id = match self.blocks.offer(from, block, &pinned) {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(suppressed) = self.warn_blocks.check() {
+                    tracing::warn!(from, suppressed, "refused a proposed block: {e}");
+                }
+                return Ok(());
+            }
+        };
         if let Some(height) = self.pending_validate.remove(&id) {
             let valid = self.validate(&id);
             self.input(Input::ValidationResult {
@@ -141,4 +188,83 @@ pub(super) fn gossip_tx(item: &Gossip) -> pb::GossipMessage {
         Gossip::Fed(f) => pb::gossip_message::Kind::FederationTx(f.to_proto()),
     };
     pb::GossipMessage { kind: Some(kind) }
+}
+
+/// A federation transaction's kind, for logs.
+fn fed_kind_name(k: &FedTxKind) -> &'static str {
+    match k {
+        FedTxKind::RegisterDepositAddress { .. } => "deposit registration",
+        FedTxKind::FeeRateVote { .. } => "fee-rate vote",
+        FedTxKind::PegInMint { .. } => "mint",
+        FedTxKind::PegOutSignatures { .. } => "peg-out signatures",
+        FedTxKind::PegOutBump { .. } => "peg-out bump vote",
+        FedTxKind::PegOutConfirmed { .. } => "peg-out confirmation",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::block_cache::empty_block;
+    use crate::peg_testing::{account, PegNode};
+    use fedpeg_consensus::ValidatorIndex;
+    use fedpeg_ledger::hash::Hash32;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_does_not_match_its_header_is_not_cached() {
+        let node = PegNode::new(4, 3);
+        let mut drv = node.driver(None).await;
+        let good = node.proposal(vec![]);
+        let mut bad = good.clone();
+        bad.fed_txs.push(node.fed_tx(
+            3,
+            FedTxKind::RegisterDepositAddress {
+                account: account(9),
+            },
+        ));
+        // The wrong body arrives first, under the right header.
+        drv.on_block(3, &bad.to_proto()).unwrap();
+        drv.on_block(1, &good.to_proto()).unwrap();
+        let id = ValueId(good.hash().0);
+        assert_eq!(drv.blocks.get(&id).map(|c| &c.block), Some(&good));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_flooding_blocks_cannot_push_out_another_members_proposal() {
+        let node = PegNode::new(4, 3);
+        let mut drv = node.driver(None).await;
+        let junk = |height, i| empty_block(node.chain.spec.chain_id, height, i);
+        for i in 0..100 {
+            drv.on_block(3, &junk(1, i).to_proto()).unwrap();
+            drv.on_block(3, &junk(2, i).to_proto()).unwrap();
+        }
+        let good = node.proposal(vec![]);
+        drv.on_block(1, &good.to_proto()).unwrap();
+        assert!(drv.blocks.contains(&ValueId(good.hash().0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decided_block_that_does_not_apply_is_fetched_by_sync_instead_of_stopping() {
+        let node = PegNode::new(4, 3);
+        let mut drv = node.driver(None).await;
+        // A block this member holds under the decided id but cannot apply
+        // (a bug, a disk fault, or a faulty quorum).
+        let mut bad = node.proposal(vec![]);
+        bad.header.state_root = Hash32::ZERO;
+        let id = ValueId(bad.hash().0);
+        drv.blocks.insert_own(id, bad, None);
+        let cert = CommitCertificate {
+            height: Height(1),
+            round: Round(0),
+            value_id: id,
+            precommits: vec![(
+                ValidatorIndex(0),
+                fedpeg_consensus::Signature::from_bytes(&[0; 64]),
+            )],
+        };
+        let stored = drv.commit_decided(Height(1), id, &cert);
+        assert!(matches!(stored, Ok(false)), "{stored:?}");
+        assert_eq!(node.chain.height(), 0);
+        assert!(!drv.blocks.contains(&id));
+    }
 }

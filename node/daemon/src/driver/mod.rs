@@ -2,29 +2,31 @@
 //! (`fedpeg-consensus`) to the network, timers, the WAL and the chain.
 //!
 //! - The proposer builds a block from the mempool ([`Chain::propose`]) and
-//!   gossips the block before its signed proposal; others validate it by
-//!   applying it to a scratch copy of state ([`Chain::validate`]).
+//!   gossips the block before its signed proposal; others cache it (only if
+//!   its body matches its header, within the sender's quota: see
+//!   [`block_cache`]) and validate it by applying it to a scratch copy of
+//!   state ([`Chain::validate`]).
 //! - Every own proposal/vote is fsynced to the [`Wal`] before it is sent.
 //! - A decided block and its commit certificate are stored in one atomic
-//!   batch ([`Chain::commit`]); then the next height starts.
+//!   batch ([`Chain::commit`]); then the next height starts. A decided block
+//!   this node lacks, or holds but cannot apply, is fetched by block sync.
 //! - Block sync: a member that lags (or an observer, which only syncs) asks
 //!   peers for blocks + certificates and verifies each certificate against
 //!   the validator set before applying the block.
 //! - Transactions submitted to this node are gossiped to the other members.
 
-use crate::chain::{Chain, Gossip};
+use crate::chain::{Chain, CommitError, Gossip};
 use crate::faults::Faults;
-use crate::network::{NetEvent, Network, PeerId};
+use crate::network::{LogLimiter, NetEvent, Network, PeerId};
 use crate::watcher::{SeenDeposit, Watcher};
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
-use fedpeg_ledger::BlockOutcome;
 
 use crate::wal::Wal;
 use anyhow::Context;
 use fedpeg_consensus::{
     ChainId, CommitCertificate, Engine, EngineConfig, Height, Input, Message, Output, Round,
-    SigningKey, TimeoutKind, TimeoutParams, Timeouts, ValidatorSet, ValueId,
+    SignedProposal, SigningKey, TimeoutKind, TimeoutParams, Timeouts, ValidatorSet, ValueId,
 };
 use fedpeg_ledger::tx::Transaction;
 use fedpeg_proto::v1 as pb;
@@ -35,10 +37,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+mod block_cache;
 mod gossip;
 mod peg_checks;
 mod sync;
 
+use block_cache::BlockCache;
 use gossip::gossip_tx;
 
 /// Most blocks served or requested per sync round trip.
@@ -51,8 +55,6 @@ const MAX_MINTS_PER_BLOCK: usize = 100;
 const TX_GOSSIP_BATCH: usize = 2048;
 /// Longest a submitted transaction waits to be gossiped with others.
 const TX_GOSSIP_DELAY: Duration = Duration::from_millis(5);
-/// Most cached proposed blocks (a Byzantine proposer cannot fill memory).
-const MAX_CACHED_BLOCKS: usize = 64;
 /// Largest allowed clock skew of a proposed block's time.
 const MAX_FUTURE_MS: u64 = 10_000;
 /// Longest a sync request for a not-yet-final block is held open (well
@@ -111,11 +113,6 @@ pub fn validator_set(chain: &Chain) -> anyhow::Result<ValidatorSet> {
         .map_err(|e| anyhow::anyhow!("genesis members: {e}"))
 }
 
-struct Cached {
-    block: Block,
-    outcome: Option<BlockOutcome>,
-}
-
 type SyncResult = Result<(PeerId, pb::SyncResponse), String>;
 
 /// One node's consensus loop (member) or follow loop (observer).
@@ -138,7 +135,12 @@ pub struct Driver {
     /// mint of a deposit that does not exist, to show the others refuse it.
     faults: Faults,
     propose_cap: Duration,
-    blocks: HashMap<ValueId, Cached>,
+    /// Proposed blocks of this height and the next.
+    blocks: BlockCache,
+    /// Rate limit of warnings about refused proposed blocks.
+    warn_blocks: LogLimiter,
+    /// Rate limit of warnings about members' refused federation transactions.
+    warn_fed: Arc<std::sync::Mutex<LogLimiter>>,
     /// Blocks already written to the WAL at this height.
     wal_blocks: Vec<ValueId>,
     pending_validate: HashMap<ValueId, Height>,
@@ -214,13 +216,7 @@ impl Driver {
         {
             let id = ValueId(block.hash().0);
             d.wal_blocks.push(id);
-            d.blocks.insert(
-                id,
-                Cached {
-                    block,
-                    outcome: None,
-                },
-            );
+            d.blocks.insert_own(id, block, None);
         }
         // A lone member has nobody waiting on its proposal: it may wait the
         // whole heartbeat. In a federation, others time out the proposer.
@@ -278,7 +274,9 @@ impl Driver {
             watcher: None,
             faults: Faults::default(),
             fee_pin: None,
-            blocks: HashMap::new(),
+            blocks: BlockCache::default(),
+            warn_blocks: LogLimiter::default(),
+            warn_fed: Arc::default(),
             wal_blocks: Vec::new(),
             pending_validate: HashMap::new(),
             pending_propose: None,
@@ -352,7 +350,7 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
                 _ = chain.mempool_changed(), if waiting_to_propose => {
-                    if self.chain.mempool_len() > 0 {
+                    if self.chain.has_ready_txs() {
                         self.propose()?;
                     }
                 }
@@ -422,7 +420,7 @@ impl Driver {
                     Output::RequestValue { height, round } => {
                         self.status.round.store(round.0, Ordering::Relaxed);
                         self.pending_propose = Some((height, round));
-                        if self.chain.mempool_len() > 0
+                        if self.chain.has_ready_txs()
                             || self.last_commit.elapsed() >= self.propose_cap
                         {
                             // Propose right away; the answer joins the queue.
@@ -437,7 +435,7 @@ impl Driver {
                         value_id,
                     } => {
                         self.status.round.store(round.0, Ordering::Relaxed);
-                        if self.blocks.contains_key(&value_id) {
+                        if self.blocks.contains(&value_id) {
                             let valid = self.validate(&value_id);
                             queue.push_back(Input::ValidationResult {
                                 height,
@@ -472,8 +470,33 @@ impl Driver {
                 }
             }
         }
+        self.note_round();
         self.flush();
         Ok(())
+    }
+
+    /// Blocks the engine may still need: the ones this member proposed or
+    /// voted for (in the WAL), its locked and its valid value.
+    fn pinned(&self) -> Vec<ValueId> {
+        let mut pinned = self.wal_blocks.clone();
+        if let Some(e) = &self.engine {
+            pinned.extend(e.locked().map(|(_, v)| v));
+            pinned.extend(e.valid_value().map(|(_, v)| v));
+        }
+        pinned
+    }
+
+    /// Lets the block cache drop what a round change made stale.
+    fn note_round(&mut self) {
+        let Some((height, round)) = self
+            .engine
+            .as_ref()
+            .and_then(|e| Some((e.height()?, e.round()?)))
+        else {
+            return;
+        };
+        let pinned = self.pinned();
+        self.blocks.on_round(height.0, round, &pinned);
     }
 
     fn flush_txs(&mut self) {
@@ -501,7 +524,8 @@ impl Driver {
         let me = self.me.unwrap_or(0);
         let chain = self.chain.clone();
         let mints = self.mint_candidates();
-        let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me, mints))?;
+        let backed = self.backed_pooled_claims();
+        let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me, mints, &backed))?;
         let value_id = ValueId(p.block.hash().0);
         tracing::debug!(
             height = height.0,
@@ -509,13 +533,7 @@ impl Driver {
             txs = p.block.txs.len(),
             "proposing"
         );
-        self.blocks.insert(
-            value_id,
-            Cached {
-                block: p.block,
-                outcome: Some(p.outcome),
-            },
-        );
+        self.blocks.insert_own(value_id, p.block, Some(p.outcome));
         Ok(Some(Input::ProposeValue {
             height,
             round,
@@ -570,7 +588,9 @@ impl Driver {
         }
     }
 
-    /// Stores a decided block; false if we do not have its bytes.
+    /// Stores a decided block; false if we do not have its bytes, or hold
+    /// bytes that do not apply (dropped: sync fetches the block with its
+    /// certificate). Only a store failure is an error.
     fn commit_decided(
         &mut self,
         height: Height,
@@ -583,16 +603,26 @@ impl Driver {
         let Some(c) = self.blocks.remove(&value_id) else {
             return Ok(false);
         };
-        let outcome = match c.outcome {
-            Some(o) => o,
-            None => tokio::task::block_in_place(|| self.chain.validate(&c.block))?,
-        };
         let cb = CommittedBlock {
             block: c.block,
             commit: cert.encode(),
         };
         let chain = self.chain.clone();
-        tokio::task::block_in_place(|| chain.commit(cb, outcome))?;
+        let stored = tokio::task::block_in_place(|| {
+            let outcome = match c.outcome {
+                Some(o) => o,
+                None => chain.validate(&cb.block)?,
+            };
+            chain.commit(cb, outcome)
+        });
+        match stored {
+            Ok(()) => {}
+            Err(CommitError::Invalid(e)) => {
+                tracing::warn!(height = height.0, error = %e, "the decided block this member holds does not apply; fetching it by sync");
+                return Ok(false);
+            }
+            Err(e @ CommitError::Store(_)) => return Err(e.into()),
+        }
         self.after_commit()?;
         Ok(true)
     }
@@ -604,7 +634,7 @@ impl Driver {
         }
         self.wal_blocks.clear();
         let h = self.chain.height();
-        self.blocks.retain(|_, c| c.block.header.height > Height(h));
+        self.blocks.on_commit(h);
         self.pending_validate.retain(|_, height| height.0 > h);
         self.pending_propose = None;
         self.last_commit = Instant::now();

@@ -3,8 +3,10 @@
 //! peg-out confirmations against this member's own bitcoind.
 
 use super::*;
+use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{FeeRate, MemberIndex};
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
+use std::collections::HashSet;
 
 impl Driver {
     /// Signed mints for deposits this member's watcher saw reach depth.
@@ -141,81 +143,90 @@ impl Driver {
     /// Every peg-out confirmation in `block` must be a transaction this
     /// member's own bitcoind shows at depth in the named block.
     pub(super) fn pegouts_confirmed(&self, block: &Block) -> bool {
-        let claims: Vec<(Txid, BlockHash)> = block
-            .fed_txs
-            .iter()
-            .filter_map(|f| match &f.kind {
-                FedTxKind::PegOutConfirmed {
-                    txid,
-                    bitcoin_block,
-                    ..
-                } => Some((*txid, *bitcoin_block)),
-                _ => None,
-            })
-            .collect();
+        let claims: Vec<(Txid, BlockHash)> = block.fed_txs.iter().filter_map(claim).collect();
         if claims.is_empty() {
             return true;
         }
-        let Some(w) = &self.watcher else {
-            tracing::warn!("block confirms a peg-out but this member has no bitcoind to check it; voting against");
+        let Some(backed) = self.claims_backed(&claims) else {
+            tracing::warn!("block confirms a peg-out but this member has no reachable bitcoind to check it; voting against");
             return false;
         };
-        let depth = self.chain.params().confirmations as u64;
-        let ok = tokio::task::block_in_place(|| {
-            let btc = w.bitcoin();
-            let Ok((tip, _)) = btc.tip() else {
-                return false;
-            };
-            claims.iter().all(|(txid, hint)| {
-                crate::signer::confirmed_at_depth(&**btc, txid, Some(hint), tip, depth)
-                    == Some(*hint)
-            })
-        });
+        let ok = backed.iter().all(|b| *b);
         if !ok {
             tracing::warn!("block confirms a peg-out this member's bitcoind does not show at depth; voting against");
         }
         ok
+    }
+
+    /// The pooled peg-out confirmations this member's bitcoind backs, for
+    /// its proposal; the ones it refutes are evicted from the pool. With
+    /// bitcoind unreachable none is backed and none evicted.
+    pub(super) fn backed_pooled_claims(&self) -> HashSet<Hash32> {
+        let pooled = self.chain.pooled_bitcoin_claims();
+        let claims: Vec<(Hash32, (Txid, BlockHash))> = pooled
+            .iter()
+            .filter_map(|f| Some((f.id(), claim(f)?)))
+            .collect();
+        if claims.is_empty() {
+            return HashSet::new();
+        }
+        let pairs: Vec<(Txid, BlockHash)> = claims.iter().map(|(_, c)| *c).collect();
+        let Some(backed) = self.claims_backed(&pairs) else {
+            return HashSet::new();
+        };
+        let (yes, no): (Vec<_>, Vec<_>) = claims.iter().zip(backed).partition(|(_, b)| *b);
+        if !no.is_empty() {
+            tracing::debug!(
+                refuted = no.len(),
+                "pooled peg-out confirmations this member's bitcoind does not show at depth; evicted"
+            );
+            self.chain
+                .evict_fed_txs(&no.iter().map(|((id, _), _)| *id).collect::<Vec<_>>());
+        }
+        yes.into_iter().map(|((id, _), _)| *id).collect()
+    }
+
+    /// Whether this member's bitcoind shows each `(txid, block)` at depth
+    /// in that block on its best chain; None when it has no bitcoind or
+    /// cannot reach it.
+    fn claims_backed(&self, claims: &[(Txid, BlockHash)]) -> Option<Vec<bool>> {
+        let w = self.watcher.as_ref()?;
+        let depth = self.chain.params().confirmations as u64;
+        tokio::task::block_in_place(|| {
+            let btc = w.bitcoin();
+            let (tip, _) = btc.tip().ok()?;
+            Some(
+                claims
+                    .iter()
+                    .map(|(txid, hint)| {
+                        crate::signer::confirmed_at_depth(&**btc, txid, Some(hint), tip, depth)
+                            == Some(*hint)
+                    })
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// The Bitcoin claim of a peg-out confirmation: (txid, block).
+fn claim(f: &FederationTx) -> Option<(Txid, BlockHash)> {
+    match &f.kind {
+        FedTxKind::PegOutConfirmed {
+            txid,
+            bitcoin_block,
+            ..
+        } => Some((*txid, *bitcoin_block)),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::NetworkConfig;
-    use crate::peg_testing::{account, consensus_key, PegNode, CONFIRMATIONS};
+    use crate::peg_testing::{account, PegNode, CONFIRMATIONS};
     use fedpeg_ledger::fedtx::OutPoint;
     use fedpeg_ledger::ids::BatchId;
     use fedpeg_ledger::testing::sats;
-
-    /// Member 0's driver of `node`'s chain with `watcher`, on a loopback
-    /// network that reaches nobody.
-    async fn driver(node: &PegNode, watcher: Option<Arc<Watcher>>) -> Driver {
-        let members = crate::daemon::member_peers(&node.chain.spec).unwrap();
-        let (events, _) = mpsc::channel(16);
-        let net = Network::start(
-            NetworkConfig::new(
-                Some(consensus_key(0).to_bytes()),
-                "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-                members,
-            ),
-            events,
-        )
-        .await
-        .unwrap();
-        Driver::member(
-            node.chain.clone(),
-            net,
-            consensus_key(0),
-            node.dir.path(),
-            DriverConfig {
-                heartbeat: Duration::from_secs(1),
-                sync_interval: Duration::from_secs(1),
-            },
-            Arc::new(ConsensusStatus::default()),
-            watcher,
-        )
-        .unwrap()
-    }
 
     /// A proposal carrying exactly `fed_txs` (the checks read only those).
     fn block_with(node: &PegNode, fed_txs: Vec<FederationTx>) -> Block {
@@ -252,14 +263,14 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mint_of_a_deposit_seen_at_depth_is_accepted() {
         let (node, w, d) = deposited(CONFIRMATIONS);
-        let drv = driver(&node, Some(w)).await;
+        let drv = node.driver(Some(w)).await;
         assert!(drv.mints_confirmed(&block_with(&node, vec![node.mint_tx(&d)])));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mint_of_a_deposit_bitcoind_does_not_show_is_refused() {
         let (node, w, d) = deposited(CONFIRMATIONS);
-        let drv = driver(&node, Some(w)).await;
+        let drv = node.driver(Some(w)).await;
         // What a Byzantine proposer mints: an outpoint that does not exist.
         let fake = SeenDeposit {
             outpoint: OutPoint {
@@ -290,7 +301,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mint_below_depth_is_refused_until_bitcoind_shows_it_at_depth() {
         let (node, w, d) = deposited(CONFIRMATIONS - 1);
-        let drv = driver(&node, Some(w.clone())).await;
+        let drv = node.driver(Some(w.clone())).await;
         let block = block_with(&node, vec![node.mint_tx(&d)]);
         assert!(!drv.mints_confirmed(&block));
         // The proposer's bitcoind is one block ahead of our last poll: the
@@ -303,7 +314,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peg_out_confirmation_bitcoind_does_not_back_at_depth_is_refused() {
         let (node, w, _) = deposited(1);
-        let drv = driver(&node, Some(w)).await;
+        let drv = node.driver(Some(w)).await;
         // Any confirmed transaction stands for the batch: the ledger, not
         // this check, ties the txid to a batch.
         let script = node.deposit_script(account(1));
@@ -344,7 +355,7 @@ mod tests {
         let mint = block_with(&node, vec![node.mint_tx(&d)]);
         let plain = block_with(&node, vec![]);
         // With bitcoind up both are backed.
-        let drv = driver(&node, Some(w)).await;
+        let drv = node.driver(Some(w)).await;
         assert!(drv.pegouts_confirmed(&claim));
         assert!(drv.mints_confirmed(&mint));
         // Down: the confirmation cannot be checked.
@@ -354,9 +365,49 @@ mod tests {
         drop(drv);
         // No bitcoind configured at all: every peg claim is refused, blocks
         // without one pass.
-        let blind = driver(&node, None).await;
+        let blind = node.driver(None).await;
         assert!(!blind.mints_confirmed(&mint));
         assert!(!blind.pegouts_confirmed(&claim));
         assert!(blind.mints_confirmed(&plain) && blind.pegouts_confirmed(&plain));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pooled_peg_out_confirmation_bitcoind_does_not_back_is_never_proposed() {
+        let node = PegNode::new(1, 1);
+        node.pegged_in(1, 1_000_000);
+        let batch = node.peg_out(1);
+        // The ledger accepts the claim (the batch and txid are real); only
+        // bitcoind can tell that the named block does not hold it.
+        let claim = node.fed_tx(
+            0,
+            FedTxKind::PegOutConfirmed {
+                batch: batch.id,
+                txid: batch.latest().txid,
+                bitcoin_block: fedpeg_ledger::testing::block_hash(0xfe),
+            },
+        );
+        let _ = node.chain.submit_fed_tx(claim.clone(), false);
+        // Pooled, it is no reason to propose before the heartbeat.
+        assert!(!node.chain.has_ready_txs());
+        let w = node.watcher();
+        w.poll().unwrap();
+        let mut drv = node.driver(Some(w)).await;
+        let propose = |drv: &mut Driver| {
+            drv.pending_propose = Some((Height(node.chain.height() + 1), Round(0)));
+            let Ok(Some(Input::ProposeValue { value_id, .. })) = drv.build_proposal() else {
+                panic!("no proposal");
+            };
+            drv.blocks.get(&value_id).unwrap().block.clone()
+        };
+        // bitcoind down: not proposed, kept for later.
+        node.btc.set_unavailable(true);
+        let block = propose(&mut drv);
+        assert!(block.fed_txs.iter().all(|t| t.id() != claim.id()));
+        assert_eq!(node.chain.mempool_len(), 1);
+        // bitcoind says no: not proposed, dropped from the pool.
+        node.btc.set_unavailable(false);
+        let block = propose(&mut drv);
+        assert!(block.fed_txs.iter().all(|t| t.id() != claim.id()));
+        assert_eq!(node.chain.mempool_len(), 0);
     }
 }

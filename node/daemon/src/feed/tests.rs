@@ -52,7 +52,9 @@ fn commit(chain: &Chain, transfers: u64) {
         );
         chain.submit_tx(tx).unwrap();
     }
-    let p = chain.propose(chain.height() + 10, 0, vec![]).unwrap();
+    let p = chain
+        .propose(chain.height() + 10, 0, vec![], &Default::default())
+        .unwrap();
     let cb = CommittedBlock {
         block: p.block,
         commit: vec![],

@@ -536,6 +536,8 @@ mod tests;
 
 use codec::*;
 use members::*;
+/// Rate-limited warnings, for the driver's floods of bad input too.
+pub(crate) use rate_limit::LogLimiter;
 use rate_limit::*;
 use redial::*;
 use swarm::*;

@@ -24,8 +24,19 @@ pub fn check_fed_tx(
     params: &LedgerParams,
     tx: &FederationTx,
 ) -> Result<(), FedTxError> {
+    check_signed(params, tx)?;
+    check_fed_tx_unsigned(state, params, tx)
+}
+
+/// [`check_fed_tx`] without the member signature, for a caller that checks
+/// it next ([`FederationTx::verify`]): junk then costs no signature check.
+pub fn check_fed_tx_unsigned(
+    state: &State,
+    params: &LedgerParams,
+    tx: &FederationTx,
+) -> Result<(), FedTxError> {
     let mut o = Overlay::new(state);
-    apply_fed_tx(&mut o, params, state.height.next(), tx, &mut Vec::new())
+    apply_unsigned(&mut o, params, state.height.next(), tx, &mut Vec::new())
 }
 
 /// Checks `tx` and applies it to the block's working view at `height`.
@@ -37,15 +48,38 @@ pub(crate) fn apply_fed_tx(
     tx: &FederationTx,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {
+    check_signed(params, tx)?;
+    apply_unsigned(o, params, height, tx, events)
+}
+
+/// For this chain, signed by the genesis key of `tx.member`.
+fn check_signed(params: &LedgerParams, tx: &FederationTx) -> Result<(), FedTxError> {
+    check_chain(params, tx)?;
+    if !tx.verify(&params.members) {
+        return Err(FedTxError::BadSignature(tx.member));
+    }
+    Ok(())
+}
+
+fn check_chain(params: &LedgerParams, tx: &FederationTx) -> Result<(), FedTxError> {
     if tx.chain_id != params.chain_id {
         return Err(FedTxError::WrongChain {
             expected: params.chain_id,
             got: tx.chain_id,
         });
     }
-    if !tx.verify(&params.members) {
-        return Err(FedTxError::BadSignature(tx.member));
-    }
+    Ok(())
+}
+
+/// [`apply_fed_tx`] but for the member signature.
+fn apply_unsigned(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: Height,
+    tx: &FederationTx,
+    events: &mut Vec<Event>,
+) -> Result<(), FedTxError> {
+    check_chain(params, tx)?;
     let member = tx.member;
     match &tx.kind {
         FedTxKind::RegisterDepositAddress { account } => {

@@ -490,6 +490,38 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
 }
 
 #[test]
+fn the_federation_transaction_limit_counts_what_a_block_includes() {
+    let s = genesis(&[]);
+    let p = params();
+    // A block's worth of candidates that can never apply (votes for heights
+    // far ahead), then a registration that can.
+    let mut candidates: Vec<FederationTx> = (0..MAX_BLOCK_FED_TXS as u64)
+        .map(|i| {
+            FederationTx::sign(
+                p.chain_id,
+                MemberIndex(0),
+                &member_key(),
+                FedTxKind::FeeRateVote {
+                    sat_per_vbyte: FeeRate(5),
+                    height: Height(u64::MAX - i),
+                },
+            )
+        })
+        .collect();
+    let reg = FederationTx::sign(
+        p.chain_id,
+        MemberIndex(0),
+        &member_key(),
+        FedTxKind::RegisterDepositAddress { account: id(1) },
+    );
+    candidates.push(reg.clone());
+    let b = build_block(&s, &p, &[], &candidates, 1, 0, &VerifyAll);
+    assert_eq!(b.block.fed_txs, vec![reg]);
+    // The ones left out are reported, for the pool to evict.
+    assert_eq!(b.rejected_fed.len(), MAX_BLOCK_FED_TXS);
+}
+
+#[test]
 fn tampered_block_is_rejected() {
     let s = genesis(&[(0, 1000)]);
     let b = build_block(
