@@ -77,6 +77,10 @@ pub fn run_any(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
 }
 
+/// New deposit-address registrations a member accepts per second from one
+/// client (`fedpegd::registration::PER_CLIENT_PER_SEC`).
+pub const REGISTRATIONS_PER_CLIENT_PER_SEC: u32 = fedpegd::registration::PER_CLIENT_PER_SEC;
+
 /// Faucet balance in every test genesis.
 pub const FAUCET_SATS: u64 = 1_000_000_000;
 

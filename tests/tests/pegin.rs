@@ -644,3 +644,82 @@ async fn the_fee_rate_is_the_median_of_member_votes() {
     btc.mine(3).unwrap();
     wait_balance(&fed, &chans, &a, 50_000 - vbytes * 20).await;
 }
+
+/// Mean time between commits on member 0 over `span`.
+async fn commit_interval(fed: &Federation, span: Duration) -> Duration {
+    let h0 = fed.members[0].status().await.unwrap().height;
+    let t0 = Instant::now();
+    tokio::time::sleep(span).await;
+    let h1 = fed.members[0].status().await.unwrap().height;
+    t0.elapsed() / u32::try_from(h1.saturating_sub(h0).max(1)).unwrap_or(u32::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_deposit_address_requests_are_refused_or_absorbed_without_slowing_consensus() {
+    let (_btc, fed, chans) = setup().await;
+    // The member's watcher must be up before it answers peg calls.
+    register(&fed, &chans, &account(200)).await;
+    let baseline = commit_interval(&fed, Duration::from_secs(4)).await;
+
+    let started = Instant::now();
+    let flood = {
+        let ch = chans[0].clone();
+        tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..50u64 {
+                let ch = ch.clone();
+                tasks.spawn(async move {
+                    let mut w = pb::wallet_service_client::WalletServiceClient::new(ch);
+                    let (mut ok, mut busy) = (0u32, 0u32);
+                    for i in 0..200u64 {
+                        // A fresh random-looking account per call.
+                        let seed = (worker * 200 + i).to_be_bytes();
+                        let mut bytes = [7u8; 32];
+                        bytes[..8].copy_from_slice(&seed);
+                        let address =
+                            AccountId(SigningKey::from_bytes(&bytes).verifying_key().to_bytes())
+                                .to_address("fprt");
+                        match w
+                            .get_peg_in_address(pb::GetPegInAddressRequest { address })
+                            .await
+                        {
+                            Ok(_) => ok += 1,
+                            Err(e) if e.code() == tonic::Code::ResourceExhausted => busy += 1,
+                            Err(e) => panic!("unexpected refusal: {e}"),
+                        }
+                    }
+                    (ok, busy)
+                });
+            }
+            let (mut ok, mut busy) = (0, 0);
+            while let Some(r) = tasks.join_next().await {
+                let (o, b) = r.unwrap();
+                ok += o;
+                busy += b;
+            }
+            (ok, busy)
+        })
+    };
+    let during = commit_interval(&fed, Duration::from_secs(4)).await;
+    let (ok, busy) = flood.await.unwrap();
+    let took = started.elapsed();
+    println!(
+        "10,000 GetPegInAddress in {took:?}: {ok} registered, {busy} refused; commit interval {baseline:?} before, {during:?} during"
+    );
+    assert_eq!(ok + busy, 10_000);
+    // One client (127.0.0.1): its burst plus its rate over the flood.
+    let allowed =
+        fedpeg_tests::REGISTRATIONS_PER_CLIENT_PER_SEC as f64 * (took.as_secs_f64() + 1.0);
+    assert!(
+        f64::from(ok) <= allowed,
+        "{ok} registrations admitted, at most {allowed} expected"
+    );
+    assert!(
+        during <= baseline * 2,
+        "consensus slowed from {baseline:?} to {during:?} per block during the flood\n{}",
+        fed.logs()
+    );
+    // The member still registers an honest user's address afterwards.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    register(&fed, &chans, &account(201)).await;
+}

@@ -55,6 +55,8 @@ pub struct Api {
     /// SHA-256 of the operator's admin token; admin calls need the token.
     /// None: admin calls are refused.
     admin_token: Option<[u8; 32]>,
+    /// Limits on new deposit-address registrations (`GetPegInAddress`).
+    registrations: Arc<crate::registration::RegistrationLimits>,
 }
 
 impl From<SubmitError> for Status {
@@ -102,6 +104,7 @@ impl Api {
             net,
             consensus,
             admin_token: None,
+            registrations: Arc::default(),
         }
     }
 
@@ -392,14 +395,24 @@ impl WalletService for Api {
                     "this deposit address is not registered yet and an observer cannot register it; ask a federation member's endpoint",
                 ));
             };
+            self.registrations.admit(
+                req.remote_addr().map(|a| a.ip()),
+                self.chain.pending_registrations(),
+            )?;
             let tx = FederationTx::sign(
                 spec.chain_id,
                 MemberIndex(*index),
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
-            if let Err(e) = self.chain.submit_fed_tx(tx, true) {
-                tracing::debug!(error = %e, "deposit-address registration not pooled");
+            match self.chain.submit_fed_tx(tx, true) {
+                Ok(_) => {}
+                Err(e @ fedpeg_ledger::fed_pool::FedAdmitError::Quota { .. }) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "cannot register the deposit address now ({e}); retry in a minute"
+                    )))
+                }
+                Err(e) => tracing::debug!(error = %e, "deposit-address registration not pooled"),
             }
         }
         let rate = self

@@ -215,6 +215,14 @@ impl Chain {
     }
 
     /// True if a registration for `account` is pooled (not yet final).
+    /// Deposit-address registrations waiting for a block.
+    pub fn pending_registrations(&self) -> usize {
+        self.fed_pool
+            .lock()
+            .map(|p| p.registrations())
+            .unwrap_or(usize::MAX)
+    }
+
     pub fn registration_pending(&self, account: &AccountId) -> bool {
         self.fed_pool
             .lock()

@@ -28,6 +28,7 @@ pub mod network;
 #[cfg(test)]
 mod peg_testing;
 pub mod pegout_api;
+pub mod registration;
 pub mod signer;
 pub mod store;
 pub mod telemetry;

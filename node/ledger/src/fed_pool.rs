@@ -225,6 +225,14 @@ impl FedPool {
             .collect()
     }
 
+    /// Number of pooled deposit-address registrations.
+    pub fn registrations(&self) -> usize {
+        self.slots
+            .keys()
+            .filter(|s| matches!(s, Slot::Register(_)))
+            .count()
+    }
+
     /// True if a registration of `account` is pooled.
     pub fn registration_pending(&self, account: &AccountId) -> bool {
         self.slots.contains_key(&Slot::Register(*account))

@@ -537,7 +537,6 @@ mod tests;
 use codec::*;
 use members::*;
 /// Rate-limited warnings, for the driver's floods of bad input too.
-pub(crate) use rate_limit::LogLimiter;
-use rate_limit::*;
+pub(crate) use rate_limit::{LogLimiter, TokenBucket};
 use redial::*;
 use swarm::*;
