@@ -98,6 +98,10 @@ enum Command {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
+        /// Refuse to sign if the node quotes a fee above this many sats (the
+        /// node sets the fee; a dishonest one could ask for your balance).
+        #[arg(long, default_value_t = 100_000)]
+        max_fee: u64,
     },
     /// Show where a peg-out is (by sidechain txid or withdrawal id).
     PegoutStatus {
@@ -208,7 +212,8 @@ async fn dispatch(cli: &Cli, out: &mut Printer) -> anyhow::Result<Report> {
             amount,
             wait,
             timeout_secs,
-        } => cmd::pegout::run(&ctx, out, to, *amount, *wait, *timeout_secs).await,
+            max_fee,
+        } => cmd::pegout::run(&ctx, out, to, *amount, *wait, *timeout_secs, *max_fee).await,
         Command::PegoutStatus { id } => cmd::pegout_status::run(&ctx, id).await,
         Command::Reserves => cmd::reserves::run(&ctx).await,
         Command::AcknowledgeAlerts {

@@ -372,3 +372,29 @@ fn pegout_text_shows_the_fee_the_burn_and_the_first_state() {
         )
     );
 }
+
+#[test]
+fn pegout_refuses_to_sign_a_fee_above_max_fee() {
+    let dir = TempDir::new("pegout-max-fee");
+    let key = wallet(&dir);
+    let o = run(fedpeg(&fake_node::start()).args([
+        "--key",
+        &key,
+        "pegout",
+        "--to",
+        "bcrt1qpay",
+        "--amount",
+        "5000",
+        "--max-fee",
+        "299",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("fee of 300 sats")
+            && err.contains("--max-fee 299")
+            && err.contains("nothing was signed"),
+        "{err}"
+    );
+    assert!(!text(&o.stdout).contains("burn submitted"));
+}

@@ -1,8 +1,10 @@
 //! Test-only Byzantine behaviours, for end-to-end tests that need a member
 //! to misbehave. Compiled only with the `byzantine` cargo feature (the
-//! tests crate enables it); a build of `fedpegd` alone, as every release and
-//! container build is, contains neither the switches nor the code they
-//! reach, so no environment can turn a production member Byzantine.
+//! tests crate enables it; the workspace's default members leave the tests
+//! crate out, so `cargo build` at the root does not); a build of `fedpegd`
+//! alone, as every release and container build is, contains neither the
+//! switches nor the code they reach. Even where compiled in, they work on a
+//! regtest chain only.
 
 /// Which faults this member plays.
 #[derive(Clone, Copy, Debug, Default)]
@@ -16,9 +18,13 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// With the `byzantine` feature, the faults switched on in the
-    /// environment (each logged as an error); without it, none.
-    pub fn from_env() -> Faults {
+    /// With the `byzantine` feature and on a regtest chain, the faults
+    /// switched on in the environment (each logged as an error); otherwise
+    /// none.
+    pub fn from_env(network: bitcoin::Network) -> Faults {
+        if network != bitcoin::Network::Regtest {
+            return Faults::default();
+        }
         #[cfg(feature = "byzantine")]
         {
             let on = |name: &str| {
@@ -47,11 +53,13 @@ mod tests {
     fn the_environment_turns_faults_on_only_with_the_byzantine_feature() {
         std::env::set_var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS", "1");
         std::env::set_var("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS", "1");
-        let f = Faults::from_env();
+        let f = Faults::from_env(bitcoin::Network::Regtest);
+        let mainnet = Faults::from_env(bitcoin::Network::Bitcoin);
         std::env::remove_var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS");
         std::env::remove_var("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS");
         let on = cfg!(feature = "byzantine");
         assert_eq!(f.propose_fake_mints, on);
         assert_eq!(f.bad_pegout_signatures, on);
+        assert!(!mainnet.propose_fake_mints && !mainnet.bad_pegout_signatures);
     }
 }

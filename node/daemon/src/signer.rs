@@ -61,7 +61,7 @@ impl PegOutWorker {
         consensus_key: SigningKey,
         peg_secret: SecretKey,
     ) -> PegOutWorker {
-        let faults = Faults::from_env();
+        let faults = Faults::from_env(chain.spec.network);
         PegOutWorker {
             chain,
             watcher,

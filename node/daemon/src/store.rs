@@ -72,7 +72,7 @@ pub enum StoreError {
     Db(#[from] rocksdb::Error),
     #[error("data directory belongs to chain {found}, but genesis is chain {expected}; use another --data-dir or the matching genesis")]
     WrongChain { expected: Hash32, found: Hash32 },
-    #[error("data directory was written by an older fedpeg (store format {found}, this build uses {expected}); its state root is not compatible: move the data directory away and let the node sync from the federation")]
+    #[error("data directory was written by an older fedpeg (store format {found}, this build uses {expected}): this build computes state roots differently (fedpeg/state/v2), so it cannot continue that chain, and syncing it from members running the old build would fail too. A whole federation moves to this build together, on a new chain (new genesis time, empty data directories); on a devnet: rm -rf devnet-data")]
     OldFormat { expected: u32, found: u32 },
     #[error("store is corrupt: {0}")]
     Corrupt(String),

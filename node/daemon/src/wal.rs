@@ -39,6 +39,8 @@ pub struct WalContents {
 pub enum WalError {
     #[error("consensus WAL {0}: {1}")]
     Io(String, std::io::Error),
+    #[error("consensus WAL {0}: the record at byte {1} is intact but this build cannot read it; refusing to start rather than forget a vote and risk signing twice (run the build that wrote it until its height is final, then remove the WAL)")]
+    Unreadable(String, usize),
 }
 
 /// An open write-ahead log.
@@ -78,19 +80,32 @@ impl Wal {
             if header[4..8] != check(payload) {
                 break;
             }
-            let ok = match payload.split_first() {
-                Some((&KIND_ENTRY, body)) => WalEntry::decode(body)
-                    .map(|e| contents.entries.push(e))
-                    .is_ok(),
-                Some((&KIND_BLOCK, body)) => pb::Block::decode(body)
-                    .ok()
-                    .and_then(|b| Block::from_proto(&b).ok())
-                    .map(|b| contents.blocks.push(b))
-                    .is_some(),
-                _ => false,
-            };
-            if !ok {
-                break;
+            // The record is whole (its checksum holds): what it says must
+            // not be lost by truncating the file behind it.
+            match payload.split_first() {
+                Some((&KIND_ENTRY, body)) => match WalEntry::decode(body) {
+                    Ok(e) => contents.entries.push(e),
+                    // A vote this build cannot read: truncating would forget
+                    // it and every later one, and the member could sign
+                    // twice. Stop instead.
+                    Err(_) => {
+                        return Err(WalError::Unreadable(path.display().to_string(), at));
+                    }
+                },
+                // A cached block this build refuses (e.g. stricter checks):
+                // it can be fetched again; the votes after it are kept.
+                Some((&KIND_BLOCK, body)) => {
+                    match pb::Block::decode(body)
+                        .ok()
+                        .and_then(|b| Block::from_proto(&b).ok())
+                    {
+                        Some(b) => contents.blocks.push(b),
+                        None => {
+                            tracing::warn!(path = %path.display(), at, "skipping a block in the consensus WAL that this build cannot read")
+                        }
+                    }
+                }
+                _ => return Err(WalError::Unreadable(path.display().to_string(), at)),
             }
             at += 8 + len;
         }
@@ -214,5 +229,50 @@ mod tests {
         bytes[last] ^= 0xff;
         std::fs::write(&p, &bytes).unwrap();
         assert_eq!(Wal::open(&p).unwrap().1.entries, vec![entry(0)]);
+    }
+
+    /// An intact record, as `append` frames it.
+    fn raw_record(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut payload = vec![kind];
+        payload.extend_from_slice(body);
+        let mut r = (payload.len() as u32).to_be_bytes().to_vec();
+        r.extend_from_slice(&check(&payload));
+        r.extend_from_slice(&payload);
+        r
+    }
+
+    #[test]
+    fn an_unreadable_intact_block_is_skipped_and_the_votes_after_it_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wal");
+        let (mut w, _) = Wal::open(&p).unwrap();
+        w.append(None, &entry(0)).unwrap();
+        drop(w);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&raw_record(KIND_BLOCK, &[0xff, 0xff, 0xff]))
+            .unwrap();
+        drop(f);
+        let (mut w, _) = Wal::open(&p).unwrap();
+        w.append(None, &entry(1)).unwrap();
+        drop(w);
+        let c = Wal::open(&p).unwrap().1;
+        assert_eq!(c.entries, vec![entry(0), entry(1)]);
+        assert!(c.blocks.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_intact_vote_stops_the_node_instead_of_being_forgotten() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wal");
+        let (mut w, _) = Wal::open(&p).unwrap();
+        w.append(None, &entry(0)).unwrap();
+        drop(w);
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&raw_record(KIND_ENTRY, &[0xff, 0xff, 0xff]))
+            .unwrap();
+        drop(f);
+        let before = std::fs::read(&p).unwrap();
+        assert!(matches!(Wal::open(&p), Err(WalError::Unreadable(..))));
+        assert_eq!(std::fs::read(&p).unwrap(), before, "nothing truncated");
     }
 }

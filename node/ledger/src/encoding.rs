@@ -312,6 +312,12 @@ impl Batch {
             }),
             t => return Err(r.err(format!("bad option tag {t}"))),
         };
+        if confirmed
+            .as_ref()
+            .is_some_and(|c| c.version as usize >= versions.len())
+        {
+            return Err(r.err("confirmed version is not one of the batch's versions"));
+        }
         Ok(Batch {
             id: BatchId(id),
             inputs,
@@ -408,27 +414,31 @@ mod tests {
             proptest::option::of((any::<u32>(), any::<[u8; 32]>(), any::<u64>())),
         )
             .prop_map(
-                |(id, inputs, outputs, versions, created_height, fee_reserved, c)| Batch {
-                    id: BatchId(id),
-                    inputs,
-                    outputs: outputs
-                        .into_iter()
-                        .map(|(withdrawal, address, amount, account)| BatchOutput {
-                            withdrawal: WithdrawalId(withdrawal),
-                            script_pubkey: ScriptBuf::from_bytes(address.as_bytes().to_vec()),
-                            address,
-                            amount,
-                            account,
-                        })
-                        .collect(),
-                    versions,
-                    created_height: Height(created_height),
-                    fee_reserved,
-                    confirmed: c.map(|(version, block, height)| Confirmation {
-                        version,
-                        bitcoin_block: BlockHash::from_byte_array(block),
-                        height: Height(height),
-                    }),
+                |(id, inputs, outputs, versions, created_height, fee_reserved, c)| {
+                    let n_versions = versions.len() as u32;
+                    Batch {
+                        id: BatchId(id),
+                        inputs,
+                        outputs: outputs
+                            .into_iter()
+                            .map(|(withdrawal, address, amount, account)| BatchOutput {
+                                withdrawal: WithdrawalId(withdrawal),
+                                script_pubkey: ScriptBuf::from_bytes(address.as_bytes().to_vec()),
+                                address,
+                                amount,
+                                account,
+                            })
+                            .collect(),
+                        versions,
+                        created_height: Height(created_height),
+                        fee_reserved,
+                        confirmed: c.map(|(version, block, height)| Confirmation {
+                            // Some version of this batch (1..4 of them).
+                            version: version % n_versions,
+                            bitcoin_block: BlockHash::from_byte_array(block),
+                            height: Height(height),
+                        }),
+                    }
                 },
             )
     }
@@ -456,6 +466,61 @@ mod tests {
             let n = cut.index(bytes.len());
             prop_assert!(Batch::decode(&bytes[..n]).is_err());
         }
+    }
+
+    /// Versions without signatures or bump votes are the smallest records
+    /// (72 bytes each): the length bound must still admit many of them.
+    #[test]
+    fn a_batch_of_many_bare_versions_round_trips() {
+        let v = BatchVersion {
+            fee_rate: FeeRate(2),
+            fee: crate::testing::sats(300),
+            change: Sats::ZERO,
+            txid: Txid::from_byte_array([4; 32]),
+            height: Height(9),
+            signatures: BTreeMap::new(),
+            bump_votes: BTreeSet::new(),
+        };
+        let b = Batch {
+            id: BatchId(1),
+            inputs: vec![],
+            outputs: vec![],
+            versions: vec![v; 16],
+            created_height: Height(9),
+            fee_reserved: crate::testing::sats(300),
+            confirmed: None,
+        };
+        assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
+    }
+
+    #[test]
+    fn a_confirmation_naming_a_version_the_batch_lacks_is_refused() {
+        let mut b = Batch {
+            id: BatchId(1),
+            inputs: vec![],
+            outputs: vec![],
+            versions: vec![BatchVersion {
+                fee_rate: FeeRate(2),
+                fee: Sats::ZERO,
+                change: Sats::ZERO,
+                txid: Txid::from_byte_array([4; 32]),
+                height: Height(9),
+                signatures: BTreeMap::new(),
+                bump_votes: BTreeSet::new(),
+            }],
+            created_height: Height(9),
+            fee_reserved: Sats::ZERO,
+            confirmed: Some(Confirmation {
+                version: 0,
+                bitcoin_block: BlockHash::from_byte_array([5; 32]),
+                height: Height(10),
+            }),
+        };
+        assert!(Batch::decode(&b.encode()).is_ok());
+        if let Some(c) = &mut b.confirmed {
+            c.version = 1;
+        }
+        assert!(Batch::decode(&b.encode()).is_err());
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! `delta_h` is written with [`crate::encoding`]'s canonical rules, every
 //! list count-prefixed so no two deltas share bytes, in this order:
 //! changed accounts (id, balance, nonce; id order), fee pool, supply, next
-//! withdrawal id, new withdrawals (id, account, address, amount, txid,
-//! height, time), new registrations, new mints (outpoint, account, credit,
+//! withdrawal id, new withdrawals (id, account, address, its output
+//! script, amount, txid, height, time), new registrations, new mints (outpoint, account, credit,
 //! deposit amount), fee votes (member, rate, height), new UTXOs (outpoint,
 //! amount, owner), spent UTXOs, next batch id, changed batches (id order,
 //! [`Batch::write`](crate::pegout_batch::Batch::write): each output carries
@@ -40,6 +40,7 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
         w.u64(x.id.0);
         w.bytes32(&x.account.0);
         w.var_bytes(x.bitcoin_address.as_bytes());
+        w.var_bytes(x.script_pubkey.as_bytes());
         w.sats(x.amount);
         w.bytes32(&x.txid.0);
         w.u64(x.height.0);

@@ -22,10 +22,18 @@ pub async fn run(
     amount: u64,
     wait: bool,
     timeout_secs: u64,
+    max_fee: u64,
 ) -> anyhow::Result<Report> {
     let c = ctx.connect().await?;
     let s = Signer::load(&c, ctx.key).await?;
     let quote = fee_quote(&c, to).await?;
+    if quote.fee > max_fee {
+        bail!(
+            "the node quotes a fee of {} sats ({} sat/vB), above --max-fee {max_fee}; nothing was signed. Check the Bitcoin fee rate (fedpeg status) and raise --max-fee if it is right",
+            quote.fee,
+            quote.fee_rate_sat_vb
+        );
+    }
     out.emit(&Report::text_only(format!(
         "peg-out of {amount} sats to {to} ({}): fee {} sats at {} sat/vB; {} sats leave your balance",
         quote.address_type,

@@ -46,7 +46,7 @@ pub async fn run(
     let c = ctx.connect().await?;
     let next = match from {
         Some(h) => (h, 0),
-        None => (c.status().await?.height + 1, 0),
+        None => (c.status().await?.height.saturating_add(1), 0),
     };
     let mut cur = Cursor {
         next,
@@ -110,7 +110,7 @@ async fn blocks(
         .into_inner();
     while let Some(b) = s.message().await? {
         out.emit(&feed_block_report(&b))?;
-        cur.shown((b.height + 1, 0));
+        cur.shown((b.height.saturating_add(1), 0));
         if cur.done() {
             break;
         }
@@ -140,7 +140,7 @@ async fn events(
     while let Some(e) = s.message().await? {
         let (text, j) = describe_event(&e);
         out.emit(&Report::new(text, j))?;
-        cur.shown((e.height, e.index + 1));
+        cur.shown((e.height, e.index.saturating_add(1)));
         if cur.done() {
             break;
         }

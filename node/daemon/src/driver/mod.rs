@@ -208,7 +208,7 @@ impl Driver {
         );
         d.signer = Some((me.0, key));
         d.watcher = watcher;
-        d.faults = Faults::from_env();
+        d.faults = Faults::from_env(d.chain.spec.network);
         for block in contents
             .blocks
             .into_iter()

@@ -397,7 +397,7 @@ fn golden_state_root_of_a_fixed_history() {
     assert_eq!(s.height, Height(8));
     assert_eq!(
         s.state_root.to_hex(),
-        "38fac29db1b5e2738b1446e7bdfdb17d99b5c2ece0a4d9b2edbe897a4575410e",
+        "d5e7cc1e010ea0e7de126f2968266873fc9fb2160df7f7ade1860c3162fc43eb",
         "the state root of a fixed history changed: a consensus encoding changed"
     );
 }
