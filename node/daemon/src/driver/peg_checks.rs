@@ -187,6 +187,7 @@ mod tests {
     async fn driver(node: &PegNode, watcher: Option<Arc<Watcher>>) -> Driver {
         let members = crate::daemon::member_peers(&node.chain.spec).unwrap();
         let (events, _) = mpsc::channel(16);
+        let (sync_requests, _) = mpsc::channel(16);
         let net = Network::start(
             NetworkConfig::new(
                 Some(consensus_key(0).to_bytes()),
@@ -194,6 +195,7 @@ mod tests {
                 members,
             ),
             events,
+            sync_requests,
         )
         .await
         .unwrap();
