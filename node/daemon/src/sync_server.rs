@@ -129,17 +129,21 @@ impl SyncServer {
             self.observer_budget_wait().await;
             (&self.observer_reads, OBSERVER_SYNC_MAX_BYTES)
         };
-        let _permit = lane
+        let permit = lane
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
         let chain = self.chain.clone();
         let tip = *chain.subscribe_tip().borrow();
-        let response =
-            tokio::task::spawn_blocking(move || read_blocks(&chain, &request, tip, max_bytes))
-                .await
-                .map_err(|e| format!("sync read task failed: {e}"))??;
+        // The permit lives as long as the read, even if this future is
+        // dropped (requester gone) while the read runs.
+        let response = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            read_blocks(&chain, &request, tip, max_bytes)
+        })
+        .await
+        .map_err(|e| format!("sync read task failed: {e}"))??;
         if !member {
             let bytes = prost::Message::encoded_len(&response) as u64;
             self.with_budget(|b| b.charge(bytes, Instant::now()));

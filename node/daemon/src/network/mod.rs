@@ -223,7 +223,9 @@ pub fn peer_id_from_consensus_key(key: &[u8; 32]) -> Result<PeerId, NetworkError
     Ok(identity::PublicKey::from(public).to_peer_id())
 }
 
-/// What the network reports to the node.
+/// What the network reports to the consensus task. If that task falls
+/// more than the buffer behind, further events are dropped (gossip
+/// unacknowledged) until it catches up; see [`Network::events_dropped`].
 #[derive(Debug)]
 pub enum NetEvent {
     /// A gossip batch from a genesis member (already decoded, size-checked). Never emitted for non-members.
