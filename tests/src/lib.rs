@@ -8,6 +8,7 @@
 //! `deploy/test.sh` does).
 
 pub mod accounts;
+pub mod outsider;
 pub mod wait;
 
 pub use wait::wait_until;
@@ -81,6 +82,20 @@ pub fn run_any(cmd: &mut Command) -> Output {
 /// client (`fedpegd::registration::PER_CLIENT_PER_SEC`).
 pub const REGISTRATIONS_PER_CLIENT_PER_SEC: u32 = fedpegd::registration::PER_CLIENT_PER_SEC;
 
+/// Resident memory of process `pid` in bytes (VmRSS of /proc/<pid>/status).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// Faucet balance in every test genesis.
 pub const FAUCET_SATS: u64 = 1_000_000_000;
 
@@ -134,6 +149,16 @@ impl NodeProc {
         cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         self.child = Some(cmd.spawn()?);
         Ok(())
+    }
+
+    /// The process id while it runs (spawned and not killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory of the process in bytes, if it runs.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        rss_bytes(self.pid()?)
     }
 
     /// True while the process runs.

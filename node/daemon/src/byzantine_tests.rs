@@ -78,9 +78,17 @@ impl Member {
         let (events, net_rx) = mpsc::channel(1024);
         let listen = peers[index as usize].addr.clone();
         let cfg = NetworkConfig::new(Some(consensus_key(index).to_bytes()), listen, peers);
-        let net = Network::start(cfg, events)
+        let (sync_tx, sync_rx) = mpsc::channel(64);
+        let net = Network::start(cfg, events, sync_tx)
             .await
             .expect("the network starts");
+        tokio::spawn(
+            crate::sync_server::SyncServer::new(
+                node.chain.clone(),
+                &crate::sync_server::SyncServerConfig::default(),
+            )
+            .run(sync_rx),
+        );
         let watcher = node.watcher();
         let (w, stop) = (watcher.clone(), watchers.clone());
         std::thread::spawn(move || w.run(Duration::from_millis(50), stop));

@@ -53,7 +53,8 @@ pub struct P2pConfig {
     /// Listen multiaddress (default: a member's genesis p2p_address; an
     /// observer's `/ip4/127.0.0.1/tcp/0`).
     pub listen: Option<String>,
-    /// Most connections from non-members (observers) (default 32).
+    /// Most connections from non-members (observers) (default 32); when all
+    /// are taken, a newcomer replaces the one held longest if held >= 30 s.
     pub max_observer_connections: usize,
 }
 

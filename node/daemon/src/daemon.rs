@@ -1,21 +1,21 @@
 //! Running a node: load genesis and keys, open the chain, join the libp2p
-//! network, run the consensus driver (member) or block sync (observer) and
-//! the gRPC API, and stop cleanly on a shutdown signal.
+//! network, run the consensus driver (member) or block sync (observer), the
+//! sync server and the gRPC API, and stop cleanly on a shutdown signal.
 
 use crate::api::{Api, NodeIdentity};
 use crate::chain::Chain;
 use crate::config::Config;
 use crate::driver::{ConsensusStatus, Driver, DriverConfig};
-use crate::network::{peer_id_from_consensus_key, MemberPeer, Multiaddr, Network, NetworkConfig};
+use crate::network::{
+    peer_id_from_consensus_key, MemberPeer, Multiaddr, Network, NetworkConfig, SYNC_QUEUE,
+};
+use crate::sync_server::{SyncServer, SyncServerConfig};
 use anyhow::Context;
 use fedpeg_keys::load_member_keys;
 use fedpeg_ledger::genesis::ChainSpec;
 use fedpeg_proto::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Largest gossip batch or sync response accepted from the network.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Genesis members as the network sees them.
 pub fn member_peers(spec: &ChainSpec) -> anyhow::Result<Vec<MemberPeer>> {
@@ -74,19 +74,18 @@ pub async fn run(
     tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), "chain opened");
 
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(4096);
-    let net = Network::start(
-        NetworkConfig {
-            secret_key: member.as_ref().map(|m| m.consensus.to_bytes()),
-            listen,
-            members,
-            max_observer_connections: config.p2p.max_observer_connections,
-            max_message_bytes: MAX_MESSAGE_BYTES,
-            observer_sync_rate: 20,
-        },
-        ev_tx,
-    )
-    .await?;
+    let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(SYNC_QUEUE);
+    let mut net_cfg = NetworkConfig::new(
+        member.as_ref().map(|m| m.consensus.to_bytes()),
+        listen,
+        members,
+    );
+    net_cfg.max_observer_connections = config.p2p.max_observer_connections;
+    net_cfg.max_block_txs = chain.params().max_block_txs;
+    let net = Network::start(net_cfg, ev_tx, sync_tx).await?;
     tracing::info!(peer_id = %net.local_peer_id(), "p2p started");
+    // Serving sync to peers, off the consensus task.
+    tokio::spawn(SyncServer::new(chain.clone(), &SyncServerConfig::default()).run(sync_rx));
 
     let status = Arc::new(ConsensusStatus::default());
     let heartbeat = Duration::from_millis(config.block.heartbeat_ms);

@@ -4,7 +4,8 @@
 //! (`fedpeg-consensus`) and the peg (`fedpeg-peg`) to the world:
 //! [`store`] (RocksDB), [`chain`] (the interface the consensus driver
 //! calls), [`network`] (libp2p), [`driver`] (the Tendermint engine wired to
-//! network, timers, [`wal`] and chain; block sync), [`watcher`] and
+//! network, timers, [`wal`] and chain; block sync), [`sync_server`]
+//! (serving block sync off the consensus task), [`watcher`] and
 //! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`feed`] (explorer streams
 //! and paged history over the events stored with each block),
 //! [`federation`] (members, reserves, peg-outs), [`telemetry`] and
@@ -31,6 +32,7 @@ pub mod pegout_api;
 pub mod registration;
 pub mod signer;
 pub mod store;
+pub mod sync_server;
 pub mod telemetry;
 pub mod wal;
 pub mod watcher;

@@ -173,9 +173,10 @@ impl PegNode {
     pub(crate) async fn driver(&self, watcher: Option<Arc<Watcher>>) -> Driver {
         let members = crate::daemon::member_peers(&self.chain.spec).expect("genesis peers");
         let (events, _) = tokio::sync::mpsc::channel(16);
+        let (sync_requests, _) = tokio::sync::mpsc::channel(16);
         let listen = "/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddress");
         let cfg = NetworkConfig::new(Some(consensus_key(0).to_bytes()), listen, members);
-        let net = Network::start(cfg, events)
+        let net = Network::start(cfg, events, sync_requests)
             .await
             .expect("the network starts");
         Driver::member(

@@ -1,5 +1,5 @@
 //! What arrives from the network: gossiped consensus messages, blocks and
-//! transactions, and sync requests handed to [`Driver::serve_sync`].
+//! transactions, and peers coming and going.
 
 use super::*;
 use fedpeg_ledger::fed_pool::FedAdmitError;
@@ -9,22 +9,6 @@ impl Driver {
     pub(super) fn on_net(&mut self, ev: NetEvent) -> anyhow::Result<()> {
         match ev {
             NetEvent::Gossip { from, batch } => self.on_gossip(from, batch),
-            NetEvent::SyncRequest {
-                request, respond, ..
-            } => {
-                let wait = Duration::from_millis(request.wait_ms.into()).min(MAX_SYNC_WAIT);
-                if request.from_height > self.chain.height()
-                    && !wait.is_zero()
-                    && self.parked_syncs.len() < MAX_PARKED_SYNCS
-                {
-                    // Long poll: answer when the next block is final.
-                    self.parked_syncs
-                        .push((Instant::now() + wait, request, respond));
-                } else {
-                    let _ = respond.send(self.serve_sync(&request));
-                }
-                Ok(())
-            }
             NetEvent::PeerConnected { peer, member } => {
                 tracing::info!(%peer, ?member, "peer connected");
                 Ok(())

@@ -12,12 +12,14 @@
 //!   this node lacks, or holds but cannot apply, is fetched by block sync.
 //! - Block sync: a member that lags (or an observer, which only syncs) asks
 //!   peers for blocks + certificates and verifies each certificate against
-//!   the validator set before applying the block.
+//!   the validator set before applying the block. Serving sync to others is
+//!   not done here but by [`crate::sync_server`], off this task.
 //! - Transactions submitted to this node are gossiped to the other members.
 
 use crate::chain::{Chain, CommitError, Gossip};
 use crate::faults::Faults;
-use crate::network::{LogLimiter, NetEvent, Network, PeerId};
+use crate::network::{LogLimiter, NetEvent, Network, PeerId, SYNC_MAX_BLOCKS};
+use crate::sync_server::MAX_SYNC_WAIT;
 use crate::watcher::{SeenDeposit, Watcher};
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
@@ -45,10 +47,6 @@ mod sync;
 use block_cache::BlockCache;
 use gossip::gossip_tx;
 
-/// Most blocks served or requested per sync round trip.
-pub const SYNC_MAX_BLOCKS: u32 = 64;
-/// Most bytes of blocks in one sync response.
-const SYNC_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Most mints a proposer puts in one block.
 const MAX_MINTS_PER_BLOCK: usize = 100;
 /// Most transactions in one gossip batch.
@@ -57,11 +55,6 @@ const TX_GOSSIP_BATCH: usize = 2048;
 const TX_GOSSIP_DELAY: Duration = Duration::from_millis(5);
 /// Largest allowed clock skew of a proposed block's time.
 const MAX_FUTURE_MS: u64 = 10_000;
-/// Longest a sync request for a not-yet-final block is held open (well
-/// under the network's 10 s request timeout).
-const MAX_SYNC_WAIT: Duration = Duration::from_secs(5);
-/// Most held-open sync requests (each is one observer's long poll).
-const MAX_PARKED_SYNCS: usize = 256;
 
 /// Live consensus numbers for the status API.
 #[derive(Default)]
@@ -153,12 +146,6 @@ pub struct Driver {
     sync_tx: mpsc::UnboundedSender<SyncResult>,
     sync_rx: mpsc::UnboundedReceiver<SyncResult>,
     sync_inflight: bool,
-    /// Long-poll sync requests waiting for the next block.
-    parked_syncs: Vec<(
-        Instant,
-        pb::SyncRequest,
-        tokio::sync::oneshot::Sender<pb::SyncResponse>,
-    )>,
     last_commit: Instant,
     status: Arc<ConsensusStatus>,
 }
@@ -287,7 +274,6 @@ impl Driver {
             sync_tx,
             sync_rx,
             sync_inflight: false,
-            parked_syncs: Vec::new(),
             last_commit: Instant::now(),
             status,
         }
@@ -344,10 +330,7 @@ impl Driver {
                     self.flush_txs();
                 }
                 Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
-                _ = sync_tick.tick() => {
-                    self.answer_parked_syncs(false);
-                    self.start_sync();
-                }
+                _ = sync_tick.tick() => self.start_sync(),
                 _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
                 _ = chain.mempool_changed(), if waiting_to_propose => {
                     if self.chain.has_ready_txs() {
@@ -638,7 +621,6 @@ impl Driver {
         self.pending_validate.retain(|_, height| height.0 > h);
         self.pending_propose = None;
         self.last_commit = Instant::now();
-        self.answer_parked_syncs(true);
         Ok(())
     }
 }

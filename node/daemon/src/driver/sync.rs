@@ -1,56 +1,9 @@
-//! Block sync: serving blocks + certificates to peers that lag (and parking
-//! long-poll requests until a block arrives), and catching up from peers,
-//! verifying every certificate against the validator set.
+//! Block sync: catching up from peers, verifying every certificate against
+//! the validator set (serving others is [`crate::sync_server`]'s job).
 
 use super::*;
 
 impl Driver {
-    /// Answers long-poll sync requests that a new block satisfies (or, when
-    /// `new_block` is false, those whose wait ran out).
-    pub(super) fn answer_parked_syncs(&mut self, new_block: bool) {
-        let tip = self.chain.height();
-        let now = Instant::now();
-        let parked = std::mem::take(&mut self.parked_syncs);
-        for (deadline, req, respond) in parked {
-            if (new_block && req.from_height <= tip) || now >= deadline || respond.is_closed() {
-                let _ = respond.send(self.serve_sync(&req));
-            } else {
-                self.parked_syncs.push((deadline, req, respond));
-            }
-        }
-    }
-
-    pub(super) fn serve_sync(&self, req: &pb::SyncRequest) -> pb::SyncResponse {
-        let tip = self.chain.height();
-        let mut blocks = Vec::new();
-        let mut bytes = 0usize;
-        let from = req.from_height.max(1);
-        let max = req.max_blocks.clamp(1, SYNC_MAX_BLOCKS) as u64;
-        for h in from..from.saturating_add(max) {
-            if h > tip {
-                break;
-            }
-            match self.chain.block(h) {
-                Ok(Some(cb)) => {
-                    let p = pb::CommittedBlock {
-                        block: Some(cb.block.to_proto()),
-                        commit: cb.commit,
-                    };
-                    bytes += prost::Message::encoded_len(&p);
-                    blocks.push(p);
-                    if bytes > SYNC_MAX_BYTES {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        pb::SyncResponse {
-            blocks,
-            tip_height: tip,
-        }
-    }
-
     pub(super) fn start_sync(&mut self) {
         if self.sync_inflight || self.net.peers().is_empty() {
             return;

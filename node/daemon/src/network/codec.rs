@@ -1,5 +1,6 @@
 //! Length-prefixed protobuf over libp2p request-response streams: every
-//! message is bounded before it is read and decoded defensively.
+//! message is bounded in size before it is read, and in element counts
+//! before it is decoded ([`WireChecked`]).
 
 use super::*;
 
@@ -8,14 +9,16 @@ use super::*;
 pub(crate) struct ProstCodec<Req, Resp> {
     pub(crate) max_request: usize,
     pub(crate) max_response: usize,
+    pub(crate) limits: WireLimits,
     pub(crate) _types: PhantomData<fn() -> (Req, Resp)>,
 }
 
 impl<Req, Resp> ProstCodec<Req, Resp> {
-    pub(crate) fn new(max_request: usize, max_response: usize) -> Self {
+    pub(crate) fn new(max_request: usize, max_response: usize, limits: WireLimits) -> Self {
         ProstCodec {
             max_request,
             max_response,
+            limits,
             _types: PhantomData,
         }
     }
@@ -24,7 +27,7 @@ impl<Req, Resp> ProstCodec<Req, Resp> {
 // Manual impl: a derive would needlessly require `Req: Clone, Resp: Clone`.
 impl<Req, Resp> Clone for ProstCodec<Req, Resp> {
     fn clone(&self) -> Self {
-        ProstCodec::new(self.max_request, self.max_response)
+        ProstCodec::new(self.max_request, self.max_response, self.limits)
     }
 }
 
@@ -42,8 +45,8 @@ pub(crate) enum Checked<T> {
 
 impl<Req, Resp> request_response::Codec for ProstCodec<Req, Resp>
 where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
+    Req: WireChecked + Send + 'static,
+    Resp: WireChecked + Send + 'static,
 {
     type Protocol = StreamProtocol;
     type Request = Checked<Req>;
@@ -53,7 +56,7 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        match read_message(io, self.max_request).await {
+        match read_message(io, self.max_request, &self.limits).await {
             Ok(req) => Ok(Checked::Valid(req)),
             Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Checked::Invalid(e.to_string())),
             Err(e) => Err(e),
@@ -64,7 +67,7 @@ where
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_message(io, self.max_response).await
+        read_message(io, self.max_response, &self.limits).await
     }
 
     async fn write_request<T>(
@@ -95,11 +98,17 @@ where
     }
 }
 
-/// Reads one length-prefixed message of at most `limit` bytes. Oversize or
-/// undecodable input is `InvalidData` (the peer's fault: disconnect it).
-pub(crate) async fn read_message<M, R>(io: &mut R, limit: usize) -> io::Result<M>
+/// Reads one length-prefixed message of at most `limit` bytes whose element
+/// counts are within `limits`. Oversize, overcount or undecodable input is
+/// `InvalidData` (the peer's fault: disconnect it); an oversize message is
+/// refused before its body is read, an overcount one before it is decoded.
+pub(crate) async fn read_message<M, R>(
+    io: &mut R,
+    limit: usize,
+    limits: &WireLimits,
+) -> io::Result<M>
 where
-    M: prost::Message + Default,
+    M: WireChecked,
     R: AsyncRead + Unpin,
 {
     let mut prefix = [0u8; 4];
@@ -120,6 +129,8 @@ where
             format!("stream ended after {} of {len} announced bytes", buf.len()),
         ));
     }
+    M::check(&buf, limits)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     M::decode(buf.as_slice()).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidData,

@@ -3,24 +3,35 @@
 //! [`Network::start`] binds the listen address and spawns one tokio task that
 //! owns the libp2p swarm; the [`Network`] handle talks to it through a
 //! command channel and a shared peer table, and the task reports what
-//! happens as [`NetEvent`]s. Two request-response protocols carry
-//! length-prefixed protobuf:
+//! happens as [`NetEvent`]s (gossip and peers, for the consensus task) and
+//! [`InboundSync`]s (sync requests, for the sync server): two queues, so
+//! that serving sync never delays member gossip. Two request-response
+//! protocols carry length-prefixed protobuf:
 //!
 //! - `/fedpeg/gossip/1`: a [`pb::GossipBatch`] answered by an empty ack.
-//!   Only genesis members may send it; a non-member that tries is
-//!   disconnected. Each request travels on its own substream, so batches to
-//!   one peer may arrive out of order (consensus tolerates reordering).
+//!   Only genesis members can open it: on any other connection the protocol
+//!   is not offered ([`MembersOnly`]), so an outsider's request is refused
+//!   during protocol negotiation, unread. Each request travels on its own
+//!   substream, so batches to one peer may arrive out of order (consensus
+//!   tolerates reordering).
 //! - `/fedpeg/sync/1`: a [`pb::SyncRequest`] answered by a
-//!   [`pb::SyncResponse`]. Anyone may ask; non-members are rate limited per
-//!   peer (token bucket) and over-limit requests are dropped unanswered.
+//!   [`pb::SyncResponse`]. Anyone may ask; each peer has a few requests
+//!   outstanding at most, non-members are also rate limited per peer (token
+//!   bucket), and requests beyond either are dropped unanswered
+//!   ([`SyncAdmission`]).
 //!
 //! Members and observers keep a connection to every other genesis member
 //! (redialing with exponential backoff) and to every address given to
-//! [`Network::dial`]. Connections from non-members are capped. Every
-//! message is bounded by `max_message_bytes` and decoded defensively: a peer
-//! that sends an oversize or undecodable message is disconnected. When the
-//! node falls behind on events the task buffers a bounded number and then
-//! stops reading the network until there is room (backpressure, no drops).
+//! [`Network::dial`]. Connections from non-members share a few slots that
+//! nobody holds forever ([`ConnectionSlots`]); members never need one.
+//! Every message is bounded in size per protocol before it is read and in
+//! element counts before it is decoded ([`WireChecked`]): a peer that sends
+//! an oversize, overcount or undecodable message is disconnected. When the
+//! consensus task falls behind on events the swarm task buffers a bounded
+//! number and then drops gossip, unacknowledged, until there is room (it
+//! never stops reading the network: that would stall sync and connection
+//! handling too); sync requests never wait for that queue either: when the
+//! sync server's queue is full they are dropped.
 //!
 //! This module does not validate what it carries (the driver checks
 //! signatures, heights and transactions), does not discover peers beyond
@@ -28,12 +39,14 @@
 //! (the mesh is full).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use either::Either;
 use fedpeg_proto::v1 as pb;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -58,10 +71,27 @@ pub const GOSSIP_PROTOCOL: &str = "/fedpeg/gossip/1";
 pub const SYNC_PROTOCOL: &str = "/fedpeg/sync/1";
 /// Default of [`NetworkConfig::max_observer_connections`].
 pub const DEFAULT_MAX_OBSERVER_CONNECTIONS: usize = 32;
-/// Default of [`NetworkConfig::max_message_bytes`] (16 MiB).
+/// Default of [`NetworkConfig::max_message_bytes`] (16 MiB): a sync
+/// response holds up to 8 MiB of blocks plus the block that crosses it.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default of [`NetworkConfig::max_gossip_bytes`] (8 MiB): more than twice
+/// the largest block a proposer builds (10,000 transactions of at most ~300
+/// bytes, plus federation transactions) with its votes.
+pub const DEFAULT_MAX_GOSSIP_BYTES: usize = 8 * 1024 * 1024;
+/// Default of [`NetworkConfig::max_block_txs`] (the genesis default).
+pub const DEFAULT_MAX_BLOCK_TXS: usize = 10_000;
+/// Most messages in one gossip batch (the driver sends at most 2,048
+/// transactions per batch, and a handful of blocks and votes).
+pub const MAX_GOSSIP_MESSAGES: usize = 4096;
 /// Default of [`NetworkConfig::observer_sync_rate`].
 pub const DEFAULT_OBSERVER_SYNC_RATE: u32 = 20;
+/// Default of [`NetworkConfig::observer_slot_tenure`].
+pub const DEFAULT_OBSERVER_SLOT_TENURE: Duration = Duration::from_secs(30);
+/// Most blocks in one sync response.
+pub const SYNC_MAX_BLOCKS: u32 = 64;
+/// Sync requests queued for the sync server; beyond this (the admission
+/// caps keep it far off) they are dropped, never waited for.
+pub const SYNC_QUEUE: usize = 1024;
 /// How long a request (gossip or sync) may take before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,13 +112,16 @@ const REDIAL_TICK: Duration = Duration::from_millis(100);
 /// Commands queued to the swarm task before `broadcast`/`send_to` drop.
 const COMMAND_QUEUE: usize = 8192;
 /// Events buffered inside the swarm task while `events` is full; beyond
-/// this the task stops reading the network (backpressure on peers).
+/// this the task drops gossip (unacknowledged) rather than stop reading the
+/// network, so sync serving and connection handling never wait for the
+/// consensus task.
 const MAX_PENDING_EVENTS: usize = 1024;
 /// Concurrent gossip substreams per connection (4-15 members push many
-/// batches; the libp2p default of 100 would stall bursts).
+/// batches; the libp2p default of 100 would stall bursts). Members only.
 const GOSSIP_MAX_STREAMS: usize = 256;
-/// Concurrent sync substreams per connection.
-const SYNC_MAX_STREAMS: usize = 64;
+/// Concurrent sync substreams per connection (a member asks one at a time;
+/// more than a peer may have outstanding are dropped anyway).
+const SYNC_MAX_STREAMS: usize = 16;
 /// How long `start` waits for the listener to report its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Shortest interval between two warnings of one kind (floods of bad input
@@ -117,8 +150,14 @@ pub struct NetworkConfig {
     pub members: Vec<MemberPeer>,
     /// Most simultaneous connections from non-members (observers). Default 32.
     pub max_observer_connections: usize,
-    /// Largest accepted message (gossip batch or sync response) in bytes. Default 16 MiB.
+    /// How long an observer keeps its slot before a newcomer may take it when all are full. Default 30 s.
+    pub observer_slot_tenure: Duration,
+    /// Largest accepted sync response in bytes. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// Largest accepted gossip batch in bytes (members only). Default 8 MiB.
+    pub max_gossip_bytes: usize,
+    /// Most transactions in a block (genesis `max_block_txs`): caps what a gossiped or synced block may hold before it is decoded. Default 10,000.
+    pub max_block_txs: usize,
     /// Sync requests served per second per non-member peer (token bucket). Default 20.
     pub observer_sync_rate: u32,
 }
@@ -131,9 +170,32 @@ impl NetworkConfig {
             listen,
             members,
             max_observer_connections: DEFAULT_MAX_OBSERVER_CONNECTIONS,
+            observer_slot_tenure: DEFAULT_OBSERVER_SLOT_TENURE,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_gossip_bytes: DEFAULT_MAX_GOSSIP_BYTES,
+            max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             observer_sync_rate: DEFAULT_OBSERVER_SYNC_RATE,
         }
+    }
+
+    fn wire_limits(&self) -> WireLimits {
+        WireLimits {
+            max_block_txs: self.max_block_txs,
+        }
+    }
+
+    /// The codec of `/fedpeg/gossip/1` under this configuration.
+    fn gossip_codec(&self) -> GossipCodec {
+        GossipCodec::new(self.max_gossip_bytes, MAX_ACK_BYTES, self.wire_limits())
+    }
+
+    /// The codec of `/fedpeg/sync/1` under this configuration.
+    fn sync_codec(&self) -> SyncCodec {
+        SyncCodec::new(
+            MAX_SYNC_REQUEST_BYTES,
+            self.max_message_bytes,
+            self.wire_limits(),
+        )
     }
 }
 
@@ -145,7 +207,10 @@ impl std::fmt::Debug for NetworkConfig {
             .field("listen", &self.listen)
             .field("members", &self.members)
             .field("max_observer_connections", &self.max_observer_connections)
+            .field("observer_slot_tenure", &self.observer_slot_tenure)
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_gossip_bytes", &self.max_gossip_bytes)
+            .field("max_block_txs", &self.max_block_txs)
             .field("observer_sync_rate", &self.observer_sync_rate)
             .finish()
     }
@@ -158,7 +223,9 @@ pub fn peer_id_from_consensus_key(key: &[u8; 32]) -> Result<PeerId, NetworkError
     Ok(identity::PublicKey::from(public).to_peer_id())
 }
 
-/// What the network reports to the node.
+/// What the network reports to the consensus task. If that task falls
+/// more than the buffer behind, further events are dropped (gossip
+/// unacknowledged) until it catches up; see [`Network::events_dropped`].
 #[derive(Debug)]
 pub enum NetEvent {
     /// A gossip batch from a genesis member (already decoded, size-checked). Never emitted for non-members.
@@ -167,17 +234,6 @@ pub enum NetEvent {
         from: usize,
         /// The batch.
         batch: pb::GossipBatch,
-    },
-    /// A peer asks for blocks; answer through `respond` (dropping it sends nothing / closes the stream).
-    SyncRequest {
-        /// Who asks.
-        peer: PeerId,
-        /// Its genesis index if it is a member.
-        member: Option<usize>,
-        /// What it asks for (not validated).
-        request: pb::SyncRequest,
-        /// Where the answer goes; must be answered within [`REQUEST_TIMEOUT`].
-        respond: oneshot::Sender<pb::SyncResponse>,
     },
     /// The first connection to a peer was established.
     PeerConnected {
@@ -193,6 +249,20 @@ pub enum NetEvent {
         /// Its genesis index if it is a member.
         member: Option<usize>,
     },
+}
+
+/// A peer asks for blocks (admitted: within its share and rate). Answer
+/// through `respond`; dropping it sends nothing and closes the stream.
+#[derive(Debug)]
+pub struct InboundSync {
+    /// Who asks.
+    pub peer: PeerId,
+    /// Its genesis index if it is a member.
+    pub member: Option<usize>,
+    /// What it asks for (not validated).
+    pub request: pb::SyncRequest,
+    /// Where the answer goes; must be answered within [`REQUEST_TIMEOUT`].
+    pub respond: oneshot::Sender<pb::SyncResponse>,
 }
 
 /// Why a network operation failed.
@@ -280,6 +350,8 @@ struct PeerEntry {
 struct Shared {
     listen_addrs: Mutex<Vec<Multiaddr>>,
     peers: Mutex<HashMap<PeerId, PeerEntry>>,
+    /// Events dropped because the consensus task lagged.
+    events_dropped: AtomicU64,
 }
 
 /// Locks `m`, ignoring poisoning: the tables stay consistent across a
@@ -300,17 +372,24 @@ pub struct Network {
 }
 
 impl Network {
-    /// Binds, spawns the swarm task on the current tokio runtime, starts dialing members. Events go to `events`.
+    /// Binds, spawns the swarm task on the current tokio runtime, starts
+    /// dialing members. Gossip and peer events go to `events`, admitted sync
+    /// requests to `sync_requests` (give it [`SYNC_QUEUE`] of room).
     pub async fn start(
         cfg: NetworkConfig,
         events: mpsc::Sender<NetEvent>,
+        sync_requests: mpsc::Sender<InboundSync>,
     ) -> Result<Network, NetworkError> {
-        if cfg.max_message_bytes == 0 || u32::try_from(cfg.max_message_bytes).is_err() {
-            return Err(NetworkError::InvalidConfig(format!(
-                "max_message_bytes is {}; it must be between 1 and {}",
-                cfg.max_message_bytes,
-                u32::MAX
-            )));
+        for (name, value) in [
+            ("max_message_bytes", cfg.max_message_bytes),
+            ("max_gossip_bytes", cfg.max_gossip_bytes),
+        ] {
+            if value == 0 || u32::try_from(value).is_err() {
+                return Err(NetworkError::InvalidConfig(format!(
+                    "{name} is {value}; it must be between 1 and {}",
+                    u32::MAX
+                )));
+            }
         }
         let members = MemberTable::new(&cfg.members)?;
         let secret = cfg.secret_key.unwrap_or_else(fedpeg_keys::random_32);
@@ -323,16 +402,25 @@ impl Network {
             info!(peer_id = %local_peer_id, "p2p identity is not a genesis member; running as an observer");
         }
 
+        let member_ids: Vec<PeerId> = members.by_peer.keys().copied().collect();
         let behaviour = Behaviour {
-            gossip: request_response::Behaviour::with_codec(
-                ProstCodec::new(cfg.max_message_bytes, MAX_ACK_BYTES),
-                [(StreamProtocol::new(GOSSIP_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(REQUEST_TIMEOUT)
-                    .with_max_concurrent_streams(GOSSIP_MAX_STREAMS),
+            slots: ConnectionSlots::new(
+                member_ids.iter().copied(),
+                cfg.max_observer_connections,
+                cfg.observer_slot_tenure,
+            ),
+            gossip: MembersOnly::new(
+                request_response::Behaviour::with_codec(
+                    cfg.gossip_codec(),
+                    [(StreamProtocol::new(GOSSIP_PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(REQUEST_TIMEOUT)
+                        .with_max_concurrent_streams(GOSSIP_MAX_STREAMS),
+                ),
+                member_ids,
             ),
             sync: request_response::Behaviour::with_codec(
-                ProstCodec::new(MAX_SYNC_REQUEST_BYTES, cfg.max_message_bytes),
+                cfg.sync_codec(),
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(REQUEST_TIMEOUT)
@@ -372,19 +460,16 @@ impl Network {
             swarm,
             commands: cmd_rx,
             events,
+            sync_requests,
             events_closed: false,
             pending_events: VecDeque::new(),
             shared: shared.clone(),
             members,
             self_index,
-            max_observer_connections: cfg.max_observer_connections,
-            max_message_bytes: cfg.max_message_bytes,
-            observer_sync_rate: cfg.observer_sync_rate,
+            max_gossip_bytes: cfg.max_gossip_bytes,
             targets,
             connections: HashMap::new(),
-            rejected: HashSet::new(),
-            observer_connections: 0,
-            sync_buckets: HashMap::new(),
+            sync_admission: SyncAdmission::new(cfg.observer_sync_rate),
             pending_syncs: HashMap::new(),
             responders: FuturesUnordered::new(),
             sync_rotation: 0,
@@ -392,6 +477,8 @@ impl Network {
             warn_non_member_gossip: LogLimiter::default(),
             warn_observer_limit: LogLimiter::default(),
             warn_sync_rate: LogLimiter::default(),
+            warn_sync_queue: LogLimiter::default(),
+            warn_events_dropped: LogLimiter::default(),
             warn_send: LogLimiter::default(),
         };
 
@@ -432,6 +519,12 @@ impl Network {
             shared,
             dropped: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Inbound events (gossip, peer changes) dropped so far because the
+    /// consensus task was more than the buffer behind.
+    pub fn events_dropped(&self) -> u64 {
+        self.shared.events_dropped.load(Ordering::Relaxed)
     }
 
     /// This node's PeerId.
@@ -525,18 +618,26 @@ impl Network {
     }
 }
 
-/// Genesis members by peer id and by index.
 mod codec;
+mod gate;
 mod members;
 mod rate_limit;
 mod redial;
+mod slots;
 mod swarm;
+mod sync_admission;
 #[cfg(test)]
 mod tests;
+mod wire_limits;
 
 use codec::*;
+use gate::*;
 use members::*;
 /// Rate-limited warnings, for the driver's floods of bad input too.
 pub(crate) use rate_limit::{LogLimiter, TokenBucket};
 use redial::*;
+use slots::*;
 use swarm::*;
+use sync_admission::*;
+pub use sync_admission::{MEMBER_SYNC_OUTSTANDING, OBSERVER_SYNC_OUTSTANDING};
+use wire_limits::*;

@@ -1,21 +1,25 @@
 //! The task that owns the libp2p swarm: connections, the gossip and sync
-//! protocols, observer limits, redials and backpressure towards the node.
+//! protocols, redials, sync admission and backpressure towards the node.
 
 use super::*;
+use libp2p::request_response::InboundRequestId;
 
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 pub(crate) struct Behaviour {
-    pub(crate) gossip: request_response::Behaviour<GossipCodec>,
+    /// First: a connection it refuses is never seen by the others.
+    pub(crate) slots: ConnectionSlots,
+    pub(crate) gossip: MembersOnly<request_response::Behaviour<GossipCodec>>,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
 }
 
-/// A sync request being answered by the node: the peer, where to answer,
-/// and the answer (None when the node gave none).
+/// A sync request being answered by the sync server: the peer, the request,
+/// where to answer, and the answer (None when the server gave none).
 pub(crate) type Responder = BoxFuture<
     'static,
     (
         PeerId,
+        InboundRequestId,
         ResponseChannel<pb::SyncResponse>,
         Option<pb::SyncResponse>,
     ),
@@ -26,22 +30,19 @@ pub(crate) struct SwarmTask {
     pub(crate) swarm: Swarm<Behaviour>,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<NetEvent>,
+    /// Admitted sync requests, for the sync server (never waited for).
+    pub(crate) sync_requests: mpsc::Sender<InboundSync>,
     pub(crate) events_closed: bool,
     /// Events waiting for room in `events`, in order.
     pub(crate) pending_events: VecDeque<NetEvent>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) members: MemberTable,
     pub(crate) self_index: Option<usize>,
-    pub(crate) max_observer_connections: usize,
-    pub(crate) max_message_bytes: usize,
-    pub(crate) observer_sync_rate: u32,
+    pub(crate) max_gossip_bytes: usize,
     pub(crate) targets: Vec<DialTarget>,
     /// Accepted connections.
     pub(crate) connections: HashMap<ConnectionId, PeerId>,
-    /// Connections closed for exceeding the observer limit.
-    pub(crate) rejected: HashSet<ConnectionId>,
-    pub(crate) observer_connections: usize,
-    pub(crate) sync_buckets: HashMap<PeerId, TokenBucket>,
+    pub(crate) sync_admission: SyncAdmission<InboundRequestId>,
     pub(crate) pending_syncs: HashMap<OutboundRequestId, (PeerId, SyncReply)>,
     /// Sync requests waiting for the node's answer.
     pub(crate) responders: FuturesUnordered<Responder>,
@@ -50,6 +51,8 @@ pub(crate) struct SwarmTask {
     pub(crate) warn_non_member_gossip: LogLimiter,
     pub(crate) warn_observer_limit: LogLimiter,
     pub(crate) warn_sync_rate: LogLimiter,
+    pub(crate) warn_sync_queue: LogLimiter,
+    pub(crate) warn_events_dropped: LogLimiter,
     pub(crate) warn_send: LogLimiter,
 }
 
@@ -59,8 +62,6 @@ impl SwarmTask {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             self.flush_events();
-            // Backpressure: stop reading the network while the node lags.
-            let read_network = self.pending_events.len() < MAX_PENDING_EVENTS;
             let waiting = !self.pending_events.is_empty() && !self.events_closed;
             // A clone, so the permit does not borrow `self` (cheap: an Arc).
             let events = self.events.clone();
@@ -69,7 +70,10 @@ impl SwarmTask {
                     Some(cmd) => self.on_command(cmd),
                     None => break,
                 },
-                ev = self.swarm.select_next_some(), if read_network => self.on_swarm_event(ev),
+                // Always read the network: sync, slots and pings must not
+                // wait for the consensus task (gossip beyond the buffer is
+                // dropped instead, see `push_event`).
+                ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 permit = events.reserve(), if waiting => match permit {
                     Ok(permit) => {
                         if let Some(ev) = self.pending_events.pop_front() {
@@ -78,8 +82,8 @@ impl SwarmTask {
                     }
                     Err(_) => self.close_events(),
                 },
-                Some((peer, channel, response)) = self.responders.next(), if !self.responders.is_empty() => {
-                    self.on_sync_answer(peer, channel, response);
+                Some((peer, id, channel, response)) = self.responders.next(), if !self.responders.is_empty() => {
+                    self.on_sync_answer(peer, id, channel, response);
                 }
                 _ = tick.tick() => self.redial_due(),
             }
@@ -87,10 +91,27 @@ impl SwarmTask {
         debug!(peer_id = %self.swarm.local_peer_id(), "p2p task stopped: all handles dropped");
     }
 
-    pub(crate) fn push_event(&mut self, ev: NetEvent) {
-        if !self.events_closed {
-            self.pending_events.push_back(ev);
+    /// Queues an event for the consensus task; drops it (counted, warned
+    /// at most every few seconds) when the task lags by more than the
+    /// buffer, so that a stuck consumer never stalls the network. Returns
+    /// whether it was queued.
+    pub(crate) fn push_event(&mut self, ev: NetEvent) -> bool {
+        if self.events_closed {
+            return false;
         }
+        if self.pending_events.len() >= MAX_PENDING_EVENTS {
+            let n = self.shared.events_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(suppressed) = self.warn_events_dropped.check() {
+                warn!(
+                    dropped_total = n,
+                    suppressed,
+                    "consensus task is behind on p2p events; dropping gossip until it catches up"
+                );
+            }
+            return false;
+        }
+        self.pending_events.push_back(ev);
+        true
     }
 
     /// Moves buffered events into `events` while it has room.
@@ -162,11 +183,13 @@ impl SwarmTask {
             return;
         }
         let len = batch.encoded_len();
-        if len > self.max_message_bytes {
+        if len > self.max_gossip_bytes || batch.messages.len() > MAX_GOSSIP_MESSAGES {
             if let Some(suppressed) = self.warn_send.check() {
                 warn!(
                     bytes = len,
-                    limit = self.max_message_bytes,
+                    limit = self.max_gossip_bytes,
+                    messages = batch.messages.len(),
+                    max_messages = MAX_GOSSIP_MESSAGES,
                     suppressed,
                     "gossip batch too large; not sent"
                 );
@@ -176,6 +199,7 @@ impl SwarmTask {
         self.swarm
             .behaviour_mut()
             .gossip
+            .inner
             .send_request(&peer, Checked::Valid(batch));
     }
 
@@ -287,6 +311,7 @@ impl SwarmTask {
 
     pub(crate) fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Slots(ev)) => self.on_slot_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.on_gossip_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::ConnectionEstablished {
@@ -362,21 +387,8 @@ impl SwarmTask {
         id: ConnectionId,
         addr: Multiaddr,
     ) {
+        // Admitted by `ConnectionSlots` (refused ones never get here).
         let member = self.members.index_of(&peer);
-        if member.is_none() {
-            if self.observer_connections >= self.max_observer_connections {
-                self.rejected.insert(id);
-                self.swarm.close_connection(id);
-                if let Some(suppressed) = self.warn_observer_limit.check() {
-                    warn!(
-                        %peer, %addr, limit = self.max_observer_connections, suppressed,
-                        "too many connections from non-members; closing this one (raise max_observer_connections if expected)"
-                    );
-                }
-                return;
-            }
-            self.observer_connections += 1;
-        }
         self.connections.insert(id, peer);
         let first = {
             let mut peers = lock(&self.shared.peers);
@@ -409,13 +421,10 @@ impl SwarmTask {
         id: ConnectionId,
         cause: Option<String>,
     ) {
-        if self.rejected.remove(&id) || self.connections.remove(&id).is_none() {
+        if self.connections.remove(&id).is_none() {
             return;
         }
         let member = self.members.index_of(&peer);
-        if member.is_none() {
-            self.observer_connections = self.observer_connections.saturating_sub(1);
-        }
         let last = {
             let mut peers = lock(&self.shared.peers);
             match peers.get_mut(&peer) {
@@ -434,7 +443,7 @@ impl SwarmTask {
             return;
         }
         info!(%peer, ?member, ?cause, "p2p peer disconnected");
-        self.sync_buckets.remove(&peer);
+        self.sync_admission.peer_gone(&peer);
         let now = Instant::now();
         for t in &mut self.targets {
             if t.peer == Some(peer) {
@@ -442,6 +451,19 @@ impl SwarmTask {
             }
         }
         self.push_event(NetEvent::PeerDisconnected { peer, member });
+    }
+
+    pub(crate) fn on_slot_event(&mut self, ev: SlotEvent) {
+        match ev {
+            SlotEvent::Refused { peer, addr, why } => {
+                if let Some(suppressed) = self.warn_observer_limit.check() {
+                    warn!(%peer, %addr, %why, suppressed, "p2p connection refused");
+                }
+            }
+            SlotEvent::Replaced { peer, by } => {
+                debug!(%peer, %by, observers = self.swarm.behaviour().slots.observers(), "observer slot handed to a newcomer");
+            }
+        }
     }
 
     /// Drops a peer that sent an oversize or undecodable message.
@@ -468,14 +490,23 @@ impl SwarmTask {
             } => {
                 match (self.members.index_of(&peer), request) {
                     (Some(from), Checked::Valid(batch)) => {
-                        // Ack at once: the ack means "received", not "valid".
-                        let _ = self.swarm.behaviour_mut().gossip.send_response(channel, ());
-                        self.push_event(NetEvent::Gossip { from, batch });
+                        // Ack once queued: the ack means "received", not
+                        // "valid"; a dropped batch is not acked.
+                        if self.push_event(NetEvent::Gossip { from, batch }) {
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .gossip
+                                .inner
+                                .send_response(channel, ());
+                        }
                     }
                     (Some(_), Checked::Invalid(why)) => {
                         drop(channel);
                         self.bad_message(peer, "gossip batch", &why);
                     }
+                    // Unreachable: `MembersOnly` does not offer gossip to
+                    // non-members. Kept as a second line of defence.
                     (None, _) => {
                         drop(channel);
                         if let Some(suppressed) = self.warn_non_member_gossip.check() {
@@ -512,7 +543,9 @@ impl SwarmTask {
                 peer,
                 message:
                     Message::Request {
-                        request, channel, ..
+                        request_id,
+                        request,
+                        channel,
                     },
                 ..
             } => {
@@ -524,39 +557,7 @@ impl SwarmTask {
                         return;
                     }
                 };
-                let member = self.members.index_of(&peer);
-                if member.is_none() {
-                    let now = Instant::now();
-                    let rate = self.observer_sync_rate;
-                    let allowed = self
-                        .sync_buckets
-                        .entry(peer)
-                        .or_insert_with(|| TokenBucket::full(rate, now))
-                        .try_take(rate, now);
-                    if !allowed {
-                        if let Some(suppressed) = self.warn_sync_rate.check() {
-                            warn!(%peer, rate, suppressed, "sync requests over the per-observer rate; dropping");
-                        }
-                        return;
-                    }
-                }
-                let (respond, answer) = oneshot::channel();
-                self.responders.push(
-                    async move {
-                        let response = tokio::time::timeout(REQUEST_TIMEOUT, answer)
-                            .await
-                            .ok()
-                            .and_then(Result::ok);
-                        (peer, channel, response)
-                    }
-                    .boxed(),
-                );
-                self.push_event(NetEvent::SyncRequest {
-                    peer,
-                    member,
-                    request,
-                    respond,
-                });
+                self.on_sync_request(peer, request_id, request, channel);
             }
             Event::Message {
                 peer,
@@ -596,11 +597,66 @@ impl SwarmTask {
                     let _ = reply.send(Err(err));
                 }
             }
-            Event::InboundFailure { peer, error, .. } => {
+            Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.sync_admission.done(request_id);
                 self.on_inbound_failure(peer, "sync request", error)
             }
-            Event::ResponseSent { .. } => {}
+            Event::ResponseSent { request_id, .. } => self.sync_admission.done(request_id),
         }
+    }
+
+    /// Admits a sync request (within the peer's share and rate) and hands it
+    /// to the sync server; drops it otherwise (the peer sees no answer).
+    pub(crate) fn on_sync_request(
+        &mut self,
+        peer: PeerId,
+        id: InboundRequestId,
+        request: pb::SyncRequest,
+        channel: ResponseChannel<pb::SyncResponse>,
+    ) {
+        let member = self.members.index_of(&peer);
+        if let Err(why) = self
+            .sync_admission
+            .admit(peer, member.is_some(), id, Instant::now())
+        {
+            if let Some(suppressed) = self.warn_sync_rate.check() {
+                warn!(%peer, ?member, ?why, suppressed, "sync request over the peer's share; dropping it");
+            }
+            return;
+        }
+        let (respond, answer) = oneshot::channel();
+        let inbound = InboundSync {
+            peer,
+            member,
+            request,
+            respond,
+        };
+        if let Err(e) = self.sync_requests.try_send(inbound) {
+            // Dropping `channel` ends the request (and its admission).
+            if let Some(suppressed) = self.warn_sync_queue.check() {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "sync server busy",
+                    mpsc::error::TrySendError::Closed(_) => "sync server stopped",
+                };
+                warn!(%peer, why, suppressed, outstanding = self.sync_admission.outstanding(), "sync request dropped");
+            }
+            return;
+        }
+        self.responders.push(
+            async move {
+                let response = tokio::time::timeout(REQUEST_TIMEOUT, answer)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                (peer, id, channel, response)
+            }
+            .boxed(),
+        );
     }
 
     pub(crate) fn on_inbound_failure(&mut self, peer: PeerId, what: &str, error: InboundFailure) {
@@ -622,6 +678,7 @@ impl SwarmTask {
     pub(crate) fn on_sync_answer(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         channel: ResponseChannel<pb::SyncResponse>,
         response: Option<pb::SyncResponse>,
     ) {
@@ -634,6 +691,7 @@ impl SwarmTask {
                     .send_response(channel, response)
                     .is_err()
                 {
+                    self.sync_admission.done(id);
                     debug!(%peer, "sync requester went away before the answer");
                 }
             }
