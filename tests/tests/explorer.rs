@@ -383,6 +383,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
         "fedpeg_block_commit_latency_seconds_count ",
         "fedpeg_mempool_transactions ",
         "fedpeg_peers ",
+        "fedpeg_p2p_events_dropped_total ",
         "fedpeg_supply_sats ",
         "fedpeg_pegins_minted_total ",
         "fedpeg_pegin_latency_seconds_count ",

@@ -92,6 +92,13 @@ pub fn render(s: &Sources) -> String {
     );
     metric(
         &mut o,
+        "fedpeg_p2p_events_dropped_total",
+        "counter",
+        "Gossip dropped unacknowledged because the consensus task lagged more than the network's event buffer (consensus rebroadcasts).",
+        s.net.events_dropped(),
+    );
+    metric(
+        &mut o,
         "fedpeg_supply_sats",
         "gauge",
         "Pegged BTC in circulation.",
