@@ -5,7 +5,10 @@
 //!   gossips the block before its signed proposal; others cache it (only if
 //!   its body matches its header, within the sender's quota: see
 //!   [`block_cache`]) and validate it by applying it to a scratch copy of
-//!   state ([`Chain::validate`]).
+//!   state ([`Chain::validate`]). Its Bitcoin checks (mints, peg-out
+//!   confirmations: [`peg_checks`]) run off this task; the engine gets the
+//!   verdict when it arrives, and a check that cannot be done within the
+//!   propose timeout is a nil vote on that block only.
 //! - Every own proposal/vote is fsynced to the [`Wal`] before it is sent.
 //! - A decided block and its commit certificate are stored in one atomic
 //!   batch ([`Chain::commit`]); then the next height starts. A decided block
