@@ -280,10 +280,9 @@ impl Federation {
         }
     }
 
-    /// Registers user 1, pegs in a real deposit through the watchers and
-    /// pegs part of it out: the batch the federation forms (unsigned: no
-    /// signer runs here).
-    async fn peg_out_batch(&mut self) -> fedpeg_ledger::pegout_batch::Batch {
+    /// Registers user 1's deposit address (member 0 submits it) and waits
+    /// until every member has it.
+    async fn register_user_1(&mut self) {
         let node = &self.member(0).node;
         let register = node.fed_tx(
             0,
@@ -293,10 +292,18 @@ impl Federation {
         );
         let _ = self.member(0).chain().submit_fed_tx(register, true);
         self.wait_for("the registration", Duration::from_secs(10), |f| {
-            f.honest()
+            f.members
+                .iter()
                 .all(|m| m.chain().with_state(|s| s.registered.contains(&account(1))))
         })
         .await;
+    }
+
+    /// Registers user 1, pegs in a real deposit through the watchers and
+    /// pegs part of it out: the batch the federation forms (unsigned: no
+    /// signer runs here).
+    async fn peg_out_batch(&mut self) -> fedpeg_ledger::pegout_batch::Batch {
+        self.register_user_1().await;
         let node = &self.member(0).node;
         let d = node.deposit(account(1), 1_000_000);
         node.btc.mine(CONFIRMATIONS - 1);
@@ -700,20 +707,7 @@ async fn a_member_whose_bitcoind_is_down_does_not_stall_the_chain() {
 async fn bitcoind_fault(scenario: &str, fault: impl Fn(&crate::peg_testing::OwnBitcoind)) {
     let mut fed = Federation::start().await;
     // Deposits to user 1 reach depth all along: most blocks carry a mint.
-    let node = &fed.member(0).node;
-    let register = node.fed_tx(
-        0,
-        FedTxKind::RegisterDepositAddress {
-            account: account(1),
-        },
-    );
-    let _ = fed.member(0).chain().submit_fed_tx(register, true);
-    fed.wait_for("the registration", Duration::from_secs(10), |f| {
-        f.members
-            .iter()
-            .all(|m| m.chain().with_state(|s| s.registered.contains(&account(1))))
-    })
-    .await;
+    fed.register_user_1().await;
     let made = Arc::new(std::sync::Mutex::new(Vec::new()));
     let depositing = {
         let (btc, script, made) = (
