@@ -26,6 +26,36 @@ async fn peg_ins(
         .map(|r| r.into_inner().peg_ins)
 }
 
+/// Each member's latest recorded fee-rate vote (sat/vB), from the blocks.
+async fn latest_fee_votes(
+    ch: &Channel,
+) -> Result<std::collections::BTreeMap<u32, u64>, tonic::Status> {
+    let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
+    let mut votes = std::collections::BTreeMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = explorer
+            .list_blocks(pb::ListBlocksRequest {
+                page_token,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        for f in page.blocks.iter().flat_map(|b| &b.federation_transactions) {
+            // The summary reads "<rate> sat/vB at height <h>".
+            if f.kind == "fee_rate_vote" {
+                if let Some(rate) = f.summary.split(' ').next().and_then(|r| r.parse().ok()) {
+                    votes.insert(f.member, rate);
+                }
+            }
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(votes);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// Waits until every member shows `want` for `a`; returns how long it took.
 async fn wait_balance(fed: &Federation, chans: &[Channel], a: &AccountId, want: u64) -> Duration {
     let t0 = Instant::now();
@@ -388,7 +418,21 @@ async fn claims_reorgs_and_a_bitcoind_outage() {
     let addr_c = peg.deposit_address(&c.0).unwrap();
     let txid = btc.send_to(&addr_c, 80_000).unwrap();
     btc.mine(3).unwrap();
-    let (tx, _) = btc.chain().transaction(&txid, None).unwrap().unwrap();
+    // bitcoind's txindex catches up with new blocks in the background.
+    let chain = btc.chain();
+    let tx = wait_until(
+        "the deposit in bitcoind's txindex",
+        Duration::from_secs(10),
+        || async {
+            chain
+                .transaction(&txid, None)
+                .ok()
+                .flatten()
+                .map(|(tx, _)| tx)
+        },
+    )
+    .await
+    .unwrap();
     let vout = tx
         .output
         .iter()
@@ -610,7 +654,8 @@ async fn the_fee_rate_is_the_median_of_member_votes() {
     let spec = fedpegd::config::load_genesis(&fed.genesis_path()).unwrap();
     let vbytes = spec.pegin_spend_vbytes();
     // Members vote 10, 20, 30 and 40 sat/vB: the agreed rate is the median, 20.
-    for (i, rate) in [10u64, 20, 30, 40].into_iter().enumerate() {
+    let rates = [10u64, 20, 30, 40];
+    for (i, rate) in rates.into_iter().enumerate() {
         let m = &mut fed.members[i];
         m.kill();
         let n = m.extra_args.len();
@@ -618,6 +663,21 @@ async fn the_fee_rate_is_the_median_of_member_votes() {
         m.spawn().unwrap();
         chans[i] = m.connect().await.unwrap();
     }
+    // Every member's new vote recorded, then the rate: a partial set of
+    // votes can have the same median (member 1's 20 alone), and a deposit
+    // minted before the last vote lands pays the rate of that moment.
+    wait_until(
+        "every member's fee vote recorded",
+        Duration::from_secs(30),
+        || async {
+            let latest = latest_fee_votes(&chans[0]).await.ok()?;
+            (0..rates.len())
+                .all(|i| latest.get(&(i as u32)) == Some(&rates[i]))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
     let a = account(120);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut w = pb::wallet_service_client::WalletServiceClient::new(chans[0].clone());

@@ -288,10 +288,9 @@ impl Federation {
         }
     }
 
-    /// Registers user 1, pegs in a real deposit through the watchers and
-    /// pegs part of it out: the batch the federation forms (unsigned: no
-    /// signer runs here).
-    async fn peg_out_batch(&mut self) -> fedpeg_ledger::pegout_batch::Batch {
+    /// Registers user 1's deposit address (member 0 submits it) and waits
+    /// until every member has it.
+    async fn register_user_1(&mut self) {
         let node = &self.member(0).node;
         let register = node.fed_tx(
             0,
@@ -301,10 +300,18 @@ impl Federation {
         );
         let _ = self.member(0).chain().submit_fed_tx(register, true);
         self.wait_for("the registration", Duration::from_secs(10), |f| {
-            f.honest()
+            f.members
+                .iter()
                 .all(|m| m.chain().with_state(|s| s.registered.contains(&account(1))))
         })
         .await;
+    }
+
+    /// Registers user 1, pegs in a real deposit through the watchers and
+    /// pegs part of it out: the batch the federation forms (unsigned: no
+    /// signer runs here).
+    async fn peg_out_batch(&mut self) -> fedpeg_ledger::pegout_batch::Batch {
+        self.register_user_1().await;
         let node = &self.member(0).node;
         let d = node.deposit(account(1), 1_000_000);
         node.btc.mine(CONFIRMATIONS - 1);
@@ -688,5 +695,79 @@ async fn a_silent_member_cannot_halt_the_chain() {
     let baseline = fed.measure("silence (fault-free)").await;
     fed.silence_attacker().await;
     fed.assert_latency_under("silence", baseline).await;
+    fed.assert_sound().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_bitcoind_hangs_does_not_stall_the_chain() {
+    // Every call of its bitcoind takes 30 s.
+    bitcoind_fault("hung bitcoind", |b| b.set_delay(Duration::from_secs(30))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_bitcoind_is_down_does_not_stall_the_chain() {
+    bitcoind_fault("bitcoind down", |b| b.set_unavailable(true)).await;
+}
+
+/// Member [`ATTACKER`]'s driver keeps running honestly; only its bitcoind
+/// fails (`fault`) while deposits reach depth all along, so most blocks
+/// carry a mint it cannot check.
+async fn bitcoind_fault(scenario: &str, fault: impl Fn(&crate::peg_testing::OwnBitcoind)) {
+    let mut fed = Federation::start().await;
+    // Deposits to user 1 reach depth all along: most blocks carry a mint.
+    fed.register_user_1().await;
+    let made = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let depositing = {
+        let (btc, script, made) = (
+            fed.member(0).node.btc.clone(),
+            fed.member(0).node.deposit_script(account(1)),
+            made.clone(),
+        );
+        Attack(tokio::spawn(async move {
+            for i in 0u64.. {
+                let outpoint = btc.fund(&script, bitcoin::Amount::from_sat(100_000 + i));
+                if let Ok(mut m) = made.lock() {
+                    m.push(outpoint);
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }))
+    };
+    let minted = |f: &Federation| f.member(0).chain().with_state(|s| s.minted.len());
+    let baseline = fed.measure(&format!("{scenario} (fault-free)")).await;
+    let before = minted(&fed);
+    assert!(before > 0, "no mint in the fault-free run");
+    let faulty = fed.member(ATTACKER).node.own_btc.clone();
+    fault(&faulty);
+    fed.assert_latency_under(scenario, baseline).await;
+    let during = minted(&fed) - before;
+    assert!(during > 0, "no block with peg content was decided");
+    // The faulty member still follows (it votes for blocks without peg
+    // content and fetches the ones it could not check) and never stops.
+    let h = fed.min_height();
+    fed.wait_for("the faulty member to keep up", STALLED, |f| {
+        f.member(ATTACKER).height() >= h
+    })
+    .await;
+    assert!(
+        !fed.member(ATTACKER)
+            .task
+            .as_ref()
+            .is_some_and(|t| t.is_finished()),
+        "the member with the faulty bitcoind stopped"
+    );
+    eprintln!("{scenario}: {during} mints decided during the measurement");
+    drop(depositing);
+    faulty.set_delay(Duration::ZERO);
+    faulty.set_unavailable(false);
+    let made = made.lock().map(|m| m.clone()).unwrap_or_default();
+    fed.deposits
+        .extend(made.into_iter().map(|outpoint| SeenDeposit {
+            outpoint,
+            amount: sats(0),
+            account: account(1),
+            block: block_hash(0),
+            height: 0,
+        }));
     fed.assert_sound().await;
 }

@@ -27,9 +27,10 @@ use fedpeg_ledger::ids::{BatchId, MemberIndex};
 use fedpeg_ledger::pegout_batch::Batch;
 use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
-use fedpeg_peg::chain::BitcoinChain;
+use fedpeg_peg::chain::{BitcoinChain, ChainError};
 use fedpeg_peg::testkit::MemoryChain;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ pub(crate) struct PegNode {
     pub(crate) chain: Arc<Chain>,
     /// The member's bitcoind; clones share it (the code under test gets one).
     pub(crate) btc: MemoryChain,
+    /// This member's connection to [`Self::btc`]: slow or down for this
+    /// member alone when a test says so.
+    pub(crate) own_btc: Arc<OwnBitcoind>,
     /// Holds the store (and a driver's WAL) until the test ends.
     pub(crate) dir: tempfile::TempDir,
 }
@@ -144,12 +148,18 @@ impl PegNode {
     fn open(spec: ChainSpec, btc: MemoryChain) -> PegNode {
         let dir = tempfile::tempdir().expect("a temp dir");
         let chain = Arc::new(Chain::open(spec, dir.path(), 1000).expect("the chain opens"));
-        PegNode { chain, btc, dir }
+        let own_btc = Arc::new(OwnBitcoind::new(btc.clone()));
+        PegNode {
+            chain,
+            btc,
+            own_btc,
+            dir,
+        }
     }
 
     /// The member's bitcoind as the code under test sees it.
     pub(crate) fn bitcoind(&self) -> Arc<dyn BitcoinChain> {
-        Arc::new(self.btc.clone())
+        self.own_btc.clone()
     }
 
     /// A watcher of this chain over [`Self::bitcoind`] (not yet polled).
@@ -343,5 +353,81 @@ impl PegNode {
     pub(crate) fn batch(&self, id: u64) -> Option<Batch> {
         self.chain
             .with_state(|s| s.batches.get(&BatchId(id)).cloned())
+    }
+}
+
+/// One member's view of a shared [`MemoryChain`] with faults of its own
+/// (the shared chain's `set_delay`/`set_unavailable` hit every member).
+pub(crate) struct OwnBitcoind {
+    btc: MemoryChain,
+    delay_ms: AtomicU64,
+    down: AtomicBool,
+}
+
+impl OwnBitcoind {
+    fn new(btc: MemoryChain) -> OwnBitcoind {
+        OwnBitcoind {
+            btc,
+            delay_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+        }
+    }
+
+    /// Every call of this member sleeps `delay` first (slow or hung).
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Every call of this member fails until set back.
+    pub(crate) fn set_unavailable(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn fault(&self) -> Result<&MemoryChain, ChainError> {
+        let ms = self.delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ChainError::Unavailable(
+                "this member's bitcoind is down".into(),
+            ));
+        }
+        Ok(&self.btc)
+    }
+}
+
+impl BitcoinChain for OwnBitcoind {
+    fn tip(&self) -> Result<(u64, bitcoin::BlockHash), ChainError> {
+        self.fault()?.tip()
+    }
+    fn block_hash(&self, height: u64) -> Result<bitcoin::BlockHash, ChainError> {
+        self.fault()?.block_hash(height)
+    }
+    fn block(&self, hash: &bitcoin::BlockHash) -> Result<bitcoin::Block, ChainError> {
+        self.fault()?.block(hash)
+    }
+    fn best_chain_height(&self, hash: &bitcoin::BlockHash) -> Result<Option<u64>, ChainError> {
+        self.fault()?.best_chain_height(hash)
+    }
+    fn transaction(
+        &self,
+        txid: &bitcoin::Txid,
+        hint: Option<&bitcoin::BlockHash>,
+    ) -> Result<Option<(bitcoin::Transaction, Option<bitcoin::BlockHash>)>, ChainError> {
+        self.fault()?.transaction(txid, hint)
+    }
+    fn estimate_fee_rate(&self, blocks: u16) -> Result<Option<u64>, ChainError> {
+        self.fault()?.estimate_fee_rate(blocks)
+    }
+    fn broadcast(&self, tx: &bitcoin::Transaction) -> Result<bitcoin::Txid, ChainError> {
+        self.fault()?.broadcast(tx)
+    }
+    fn test_accept(&self, tx: &bitcoin::Transaction) -> Result<(), ChainError> {
+        self.fault()?.test_accept(tx)
+    }
+    fn mempool_entry_height(&self, txid: &bitcoin::Txid) -> Result<Option<u64>, ChainError> {
+        self.fault()?.mempool_entry_height(txid)
     }
 }

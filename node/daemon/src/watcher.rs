@@ -15,8 +15,9 @@ use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::fedtx::OutPoint;
 use fedpeg_peg::chain::{find_deposits, BitcoinChain, ChainError};
 use fedpeg_peg::federation::Federation;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// How far back from the tip a fresh watcher (or one that learned new
 /// addresses) scans.
@@ -32,9 +33,22 @@ pub struct SeenDeposit {
     pub height: u64,
 }
 
-struct Inner {
+/// What the poller alone touches (behind [`Watcher::scan`]; held across
+/// bitcoind RPCs, so nothing on the consensus side ever takes it).
+#[derive(Default)]
+struct Scan {
     scanned: BTreeMap<u64, BlockHash>,
     scripts: HashMap<ScriptBuf, [u8; 32]>,
+    /// Registered accounts whose script is derived (or failed to derive).
+    accounts: HashSet<AccountId>,
+    /// Scripts of new registrations whose recent blocks are not rescanned yet.
+    backfill: HashMap<ScriptBuf, [u8; 32]>,
+}
+
+/// What readers see: a snapshot behind [`Watcher::inner`], locked only
+/// briefly (never across an RPC).
+#[derive(Default)]
+struct Inner {
     deposits: HashMap<OutPoint, SeenDeposit>,
     /// Deposits whose block left the best chain (until mined again).
     reorged: HashMap<OutPoint, SeenDeposit>,
@@ -51,13 +65,23 @@ struct Inner {
     fee_estimate: Option<u64>,
 }
 
-/// Shared watcher state; `poll` may be called from any thread.
+/// Shared watcher state; `poll` may be called from any thread, and the
+/// readers ([`Self::mature`], [`Self::confirms`], ...) never wait on bitcoind.
 pub struct Watcher {
     chain: Arc<Chain>,
     btc: Arc<dyn BitcoinChain>,
     fed: Federation,
     confirmations: u64,
+    scan: Mutex<Scan>,
     inner: Mutex<Inner>,
+    /// Deposit scripts derived so far (one per registration).
+    derivations: AtomicU64,
+    /// Polls started (numbered from 1).
+    polls_started: AtomicU64,
+    /// Number of the last poll that finished (reached bitcoind or not).
+    polls_done: tokio::sync::watch::Sender<u64>,
+    /// Set to make the poller poll now instead of after its interval.
+    wake: (Mutex<bool>, Condvar),
 }
 
 impl Watcher {
@@ -70,68 +94,71 @@ impl Watcher {
             btc,
             fed,
             confirmations,
-            inner: Mutex::new(Inner {
-                scanned: BTreeMap::new(),
-                scripts: HashMap::new(),
-                deposits: HashMap::new(),
-                reorged: HashMap::new(),
-                unresolved: HashMap::new(),
-                deep_reorgs: Vec::new(),
-                tip: None,
-                reachable: false,
-                fee_estimate: None,
-            }),
+            scan: Mutex::default(),
+            inner: Mutex::default(),
+            derivations: AtomicU64::new(0),
+            polls_started: AtomicU64::new(0),
+            polls_done: tokio::sync::watch::channel(0).0,
+            wake: (Mutex::new(false), Condvar::new()),
         })
     }
 
     /// Brings the view up to date with bitcoind (new blocks, reorgs, newly
-    /// registered addresses).
+    /// registered addresses). The reader lock is taken only to publish.
     pub fn poll(&self) -> Result<(), ChainError> {
-        let Ok(mut inner) = self.inner.lock() else {
+        let Ok(mut scan) = self.scan.lock() else {
             return Ok(());
         };
-        let result = self.poll_locked(&mut inner);
-        inner.reachable = result.is_ok();
+        let number = self.polls_started.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = self.poll_scan(&mut scan);
+        drop(scan);
+        self.view(|i| i.reachable = result.is_ok());
+        self.polls_done.send_modify(|n| *n = (*n).max(number));
         result
     }
 
-    fn poll_locked(&self, inner: &mut Inner) -> Result<(), ChainError> {
-        // New registrations: watch their scripts and rescan the window.
-        let registered: Vec<AccountId> = self
-            .chain
-            .with_state(|s| s.registered.iter().copied().collect());
-        if registered.len() != inner.scripts.len() {
-            for a in registered {
-                if let Ok(script) = self.fed.deposit_script_pubkey(&a.0) {
-                    inner.scripts.insert(script, a.0);
-                }
+    /// Runs `f` on the reader snapshot (a brief lock).
+    fn view<R: Default>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        self.inner.lock().map(|mut i| f(&mut i)).unwrap_or_default()
+    }
+
+    /// Derives the scripts of accounts registered since the last poll
+    /// (only those: one derivation per registration).
+    fn add_registrations(&self, scan: &mut Scan) {
+        let new: Vec<AccountId> = self.chain.with_state(|s| {
+            if s.registered.len() == scan.accounts.len() {
+                return vec![];
             }
-            inner.scanned.clear();
-        }
-        let (tip, _) = self.btc.tip()?;
-        // Walk back to the last block we scanned that is still on the best chain.
-        let mut start = tip.saturating_sub(SCAN_WINDOW).max(1);
-        while let Some((&h, hash)) = inner.scanned.iter().next_back() {
-            if h <= tip && self.btc.block_hash(h)? == *hash {
-                start = h + 1;
-                break;
+            s.registered
+                .iter()
+                .filter(|a| !scan.accounts.contains(*a))
+                .copied()
+                .collect()
+        });
+        for a in new {
+            self.derivations.fetch_add(1, Ordering::Relaxed);
+            if let Ok(script) = self.fed.deposit_script_pubkey(&a.0) {
+                scan.scripts.insert(script.clone(), a.0);
+                scan.backfill.insert(script, a.0);
             }
-            inner.scanned.remove(&h);
+            scan.accounts.insert(a);
         }
-        let dropped: Vec<SeenDeposit> = inner
-            .deposits
-            .values()
-            .filter(|d| d.height >= start)
-            .cloned()
-            .collect();
-        inner.deposits.retain(|_, d| d.height < start);
-        inner
-            .unresolved
-            .extend(dropped.into_iter().map(|d| (d.outpoint, d)));
-        for h in start..=tip {
-            let hash = self.btc.block_hash(h)?;
-            let block = self.btc.block(&hash)?;
-            for d in find_deposits(&block, &inner.scripts) {
+    }
+
+    /// Notes `block`'s outputs to `scripts` as deposits at height `h`.
+    fn record(
+        &self,
+        block: &bitcoin::Block,
+        hash: BlockHash,
+        h: u64,
+        scripts: &HashMap<ScriptBuf, [u8; 32]>,
+    ) {
+        let found = find_deposits(block, scripts);
+        if found.is_empty() {
+            return;
+        }
+        self.view(|inner| {
+            for d in found {
                 let outpoint = d.outpoint;
                 // More than 21M BTC in one output: not from a valid chain.
                 let Some(amount) = Sats::checked(d.amount.to_sat()) else {
@@ -149,10 +176,69 @@ impl Watcher {
                     },
                 );
             }
-            inner.scanned.insert(h, hash);
+        })
+    }
+
+    fn poll_scan(&self, scan: &mut Scan) -> Result<(), ChainError> {
+        self.add_registrations(scan);
+        let (tip, _) = self.btc.tip()?;
+        // Walk back to the last block we scanned that is still on the best chain.
+        let low = tip.saturating_sub(SCAN_WINDOW).max(1);
+        let mut start = low;
+        while let Some((&h, hash)) = scan.scanned.iter().next_back() {
+            if h <= tip && self.btc.block_hash(h)? == *hash {
+                start = h + 1;
+                break;
+            }
+            scan.scanned.remove(&h);
+        }
+        self.view(|inner| {
+            let dropped: Vec<SeenDeposit> = inner
+                .deposits
+                .values()
+                .filter(|d| d.height >= start)
+                .cloned()
+                .collect();
+            inner.deposits.retain(|_, d| d.height < start);
+            inner
+                .unresolved
+                .extend(dropped.into_iter().map(|d| (d.outpoint, d)));
+        });
+        // New scripts only: the recent blocks already scanned for the others.
+        if !scan.backfill.is_empty() {
+            for h in low..start {
+                let hash = match scan.scanned.get(&h) {
+                    Some(hash) => *hash,
+                    None => self.btc.block_hash(h)?,
+                };
+                let block = self.btc.block(&hash)?;
+                self.record(&block, hash, h, &scan.backfill);
+            }
+            scan.backfill.clear();
+        }
+        for h in start..=tip {
+            let hash = self.btc.block_hash(h)?;
+            let block = self.btc.block(&hash)?;
+            self.record(&block, hash, h, &scan.scripts);
+            scan.scanned.insert(h, hash);
         }
         // The scan reached the tip. What left the best chain and was not
         // found again is reorged out; what is found again is no longer.
+        self.view(|inner| self.resolve(inner));
+        while scan.scanned.len() as u64 > SCAN_WINDOW {
+            scan.scanned.pop_first();
+        }
+        // None until bitcoind has enough data (e.g. a fresh regtest).
+        let fee_estimate = self.btc.estimate_fee_rate(6).ok().flatten();
+        self.view(|inner| {
+            inner.tip = Some(tip);
+            inner.fee_estimate = fee_estimate;
+        });
+        Ok(())
+    }
+
+    /// Judges the deposits dropped for a rescan that reached the tip.
+    fn resolve(&self, inner: &mut Inner) {
         let dropped = std::mem::take(&mut inner.unresolved);
         for d in dropped.into_values() {
             if !inner.deposits.contains_key(&d.outpoint)
@@ -176,15 +262,33 @@ impl Watcher {
         }
         let Inner {
             reorged, deposits, ..
-        } = &mut *inner;
+        } = inner;
         reorged.retain(|o, _| !deposits.contains_key(o));
-        while inner.scanned.len() as u64 > SCAN_WINDOW {
-            inner.scanned.pop_first();
+    }
+
+    /// Deposit scripts derived so far: one per registration, however many
+    /// polls and registrations there were.
+    pub fn derivations(&self) -> u64 {
+        self.derivations.load(Ordering::Relaxed)
+    }
+
+    /// Asks the poller ([`Self::run`]) to poll now.
+    pub fn request_poll(&self) {
+        if let Ok(mut wake) = self.wake.0.lock() {
+            *wake = true;
+            self.wake.1.notify_all();
         }
-        inner.tip = Some(tip);
-        // None until bitcoind has enough data (e.g. a fresh regtest).
-        inner.fee_estimate = self.btc.estimate_fee_rate(6).ok().flatten();
-        Ok(())
+    }
+
+    /// Waits (without blocking a thread) for a poll that starts after this
+    /// call to finish, asking the poller for one; false after `within`.
+    pub async fn fresh_poll(&self, within: std::time::Duration) -> bool {
+        let mut done = self.polls_done.subscribe();
+        let after = self.polls_started.load(Ordering::SeqCst);
+        self.request_poll();
+        tokio::time::timeout(within, done.wait_for(|n| *n > after))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Deposits at or past the confirmation depth and not yet minted.
@@ -291,7 +395,17 @@ impl Watcher {
         self.inner.lock().map(|i| i.reachable).unwrap_or(false)
     }
 
-    /// Polls every `interval` until `stop` is set.
+    /// Sleeps `interval` or until [`Self::request_poll`].
+    fn sleep(&self, interval: std::time::Duration) {
+        let Ok(wake) = self.wake.0.lock() else {
+            return std::thread::sleep(interval);
+        };
+        if let Ok((mut wake, _)) = self.wake.1.wait_timeout_while(wake, interval, |w| !*w) {
+            *wake = false;
+        }
+    }
+
+    /// Polls every `interval` (or at once when asked) until `stop` is set.
     pub fn run(
         self: Arc<Self>,
         interval: std::time::Duration,
@@ -307,7 +421,7 @@ impl Watcher {
                 }
                 Err(_) => {}
             }
-            std::thread::sleep(interval);
+            self.sleep(interval);
         }
     }
 }
@@ -601,5 +715,63 @@ mod tests {
         node.btc.set_fee_rate(Some(7));
         w.poll().unwrap();
         assert_eq!(w.fee_estimate(), Some(7));
+    }
+
+    #[test]
+    fn a_registration_derives_only_its_own_script() {
+        let (node, w) = registered();
+        node.btc.mine(10);
+        w.poll().unwrap();
+        assert_eq!(w.derivations(), 1);
+        let d1 = node.deposit(account(1), 250_000);
+        // Deposits to accounts that register later.
+        let d3 = node.deposit(account(3), 100_000);
+        node.register(account(2));
+        node.register(account(3));
+        node.btc.reset_calls();
+        w.poll().unwrap();
+        // Two new scripts derived, not three (the old watcher re-derived
+        // every registered script on each registration).
+        assert_eq!(w.derivations(), 3);
+        // The recent blocks are fetched once for the new scripts; the
+        // deposit seen before never left the view.
+        let tip = node.btc.best_tip().0;
+        assert_eq!(node.btc.calls("block"), tip);
+        let (best, gone) = seen(&w);
+        assert_eq!(best, vec![d1.clone(), d3.clone()]);
+        assert!(gone.is_empty());
+        // Later polls derive nothing.
+        node.btc.mine(1);
+        w.poll().unwrap();
+        assert_eq!(w.derivations(), 3);
+    }
+
+    #[test]
+    fn readers_never_wait_for_a_poll_stuck_in_a_slow_bitcoind() {
+        let (node, w) = registered();
+        let d = node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS - 1);
+        w.poll().unwrap();
+        node.btc.set_delay(std::time::Duration::from_secs(2));
+        node.btc.mine(1);
+        let poller = {
+            let w = w.clone();
+            std::thread::spawn(move || w.poll())
+        };
+        // Let the poll get into its first (2 s) RPC.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let t0 = std::time::Instant::now();
+        assert_eq!(w.mature(), vec![d.clone()]);
+        assert!(w.confirms(&d));
+        assert!(w.tip().is_some());
+        assert_eq!(w.deposits(|_| true).0.len(), 1);
+        let _ = (w.fee_estimate(), w.reachable(), w.deep_reorgs());
+        let waited = t0.elapsed();
+        assert!(
+            waited < std::time::Duration::from_millis(200),
+            "readers waited {waited:?}"
+        );
+        node.btc.set_delay(std::time::Duration::ZERO);
+        poller.join().unwrap().unwrap();
     }
 }

@@ -155,12 +155,14 @@ impl Driver {
             }
         };
         if let Some(height) = self.pending_validate.remove(&id) {
-            let valid = self.validate(&id);
-            self.input(Input::ValidationResult {
-                height,
-                value_id: id,
-                valid,
-            })?;
+            // None: answered later, when its Bitcoin checks end.
+            if let Some(valid) = self.validate(height, &id) {
+                self.input(Input::ValidationResult {
+                    height,
+                    value_id: id,
+                    valid,
+                })?;
+            }
         }
         Ok(())
     }

@@ -5,7 +5,10 @@
 //!   gossips the block before its signed proposal; others cache it (only if
 //!   its body matches its header, within the sender's quota: see
 //!   [`block_cache`]) and validate it by applying it to a scratch copy of
-//!   state ([`Chain::validate`]).
+//!   state ([`Chain::validate`]). Its Bitcoin checks (mints, peg-out
+//!   confirmations: [`peg_checks`]) run off this task; the engine gets the
+//!   verdict when it arrives, and a check that cannot be done within the
+//!   propose timeout is a nil vote on that block only.
 //! - Every own proposal/vote is fsynced to the [`Wal`] before it is sent.
 //! - A decided block and its commit certificate are stored in one atomic
 //!   batch ([`Chain::commit`]); then the next height starts. A decided block
@@ -31,6 +34,7 @@ use fedpeg_consensus::{
     SignedProposal, SigningKey, TimeoutKind, TimeoutParams, Timeouts, ValidatorSet, ValueId,
 };
 use fedpeg_ledger::tx::Transaction;
+use fedpeg_ledger::BlockOutcome;
 use fedpeg_proto::v1 as pb;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -108,6 +112,13 @@ pub fn validator_set(chain: &Chain) -> anyhow::Result<ValidatorSet> {
 
 type SyncResult = Result<(PeerId, pb::SyncResponse), String>;
 
+/// Most Bitcoin checks of proposed blocks running at once; a block that
+/// finds them all busy (bitcoind hung) is refused at once.
+const MAX_PEG_CHECKS: usize = 8;
+
+/// The verdict of an off-task peg check: (height, block, backed).
+type PegVerdict = (Height, ValueId, bool);
+
 /// One node's consensus loop (member) or follow loop (observer).
 pub struct Driver {
     chain: Arc<Chain>,
@@ -137,6 +148,21 @@ pub struct Driver {
     /// Blocks already written to the WAL at this height.
     wal_blocks: Vec<ValueId>,
     pending_validate: HashMap<ValueId, Height>,
+    /// Blocks whose ledger check passed, waiting for their Bitcoin checks
+    /// (run off the consensus task): the outcome to cache if they pass.
+    pending_peg: HashMap<ValueId, (Height, BlockOutcome)>,
+    peg_tx: mpsc::UnboundedSender<PegVerdict>,
+    peg_rx: mpsc::UnboundedReceiver<PegVerdict>,
+    /// Permits for running peg checks ([`MAX_PEG_CHECKS`]).
+    peg_checks: Arc<tokio::sync::Semaphore>,
+    /// Longest a peg check may take before the block is refused.
+    peg_check_bound: Duration,
+    /// Pooled peg-out confirmations this member's bitcoind backed at the
+    /// last off-task check: what its proposals may include.
+    backed_claims: std::collections::HashSet<fedpeg_ledger::hash::Hash32>,
+    claims_inflight: bool,
+    claims_tx: mpsc::UnboundedSender<std::collections::HashSet<fedpeg_ledger::hash::Hash32>>,
+    claims_rx: mpsc::UnboundedReceiver<std::collections::HashSet<fedpeg_ledger::hash::Hash32>>,
     pending_propose: Option<(Height, Round)>,
     out: Vec<pb::GossipMessage>,
     /// Transactions waiting to be gossiped (flushed every few ms).
@@ -247,6 +273,12 @@ impl Driver {
     ) -> Driver {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
+        let (peg_tx, peg_rx) = mpsc::unbounded_channel();
+        let (claims_tx, claims_rx) = mpsc::unbounded_channel();
+        // A block's Bitcoin checks must be done before the others time out
+        // the proposal; later, the vote would be nil anyway.
+        let peg_check_bound =
+            Duration::from_millis(chain.spec.genesis.consensus.timeout_propose_ms);
         Driver {
             chain_id: ChainId(chain.spec.chain_id.0),
             propose_cap: cfg.heartbeat,
@@ -266,6 +298,15 @@ impl Driver {
             warn_fed: Arc::default(),
             wal_blocks: Vec::new(),
             pending_validate: HashMap::new(),
+            pending_peg: HashMap::new(),
+            peg_tx,
+            peg_rx,
+            peg_checks: Arc::new(tokio::sync::Semaphore::new(MAX_PEG_CHECKS)),
+            peg_check_bound,
+            backed_claims: Default::default(),
+            claims_inflight: false,
+            claims_tx,
+            claims_rx,
             pending_propose: None,
             out: Vec::new(),
             tx_out: Vec::new(),
@@ -330,6 +371,8 @@ impl Driver {
                     self.flush_txs();
                 }
                 Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
+                Some((height, id, ok)) = self.peg_rx.recv() => self.on_peg_verdict(height, id, ok)?,
+                Some(backed) = self.claims_rx.recv() => self.on_claims_checked(backed),
                 _ = sync_tick.tick() => self.start_sync(),
                 _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
                 _ = chain.mempool_changed(), if waiting_to_propose => {
@@ -419,12 +462,14 @@ impl Driver {
                     } => {
                         self.status.round.store(round.0, Ordering::Relaxed);
                         if self.blocks.contains(&value_id) {
-                            let valid = self.validate(&value_id);
-                            queue.push_back(Input::ValidationResult {
-                                height,
-                                value_id,
-                                valid,
-                            });
+                            // None: answered later, when its Bitcoin checks end.
+                            if let Some(valid) = self.validate(height, &value_id) {
+                                queue.push_back(Input::ValidationResult {
+                                    height,
+                                    value_id,
+                                    valid,
+                                });
+                            }
                         } else {
                             self.pending_validate.insert(value_id, height);
                         }
@@ -506,8 +551,11 @@ impl Driver {
         }
         let me = self.me.unwrap_or(0);
         let chain = self.chain.clone();
+        // Only what is already known: the watcher's snapshot, and the
+        // claims bitcoind backed at the last off-task check.
         let mints = self.mint_candidates();
-        let backed = self.backed_pooled_claims();
+        let backed = self.backed_claims.clone();
+        self.refresh_claims();
         let p = tokio::task::block_in_place(|| chain.propose(now_ms(), me, mints, &backed))?;
         let value_id = ValueId(p.block.hash().0);
         tracing::debug!(
@@ -531,19 +579,78 @@ impl Driver {
         Ok(())
     }
 
-    /// Checks a cached block: header sanity plus full application on a copy of state.
-    fn validate(&mut self, id: &ValueId) -> bool {
+    /// Checks a cached block: header sanity plus full application on a
+    /// copy of state, at once; its Bitcoin checks, if it has peg content,
+    /// off the consensus task (None: the verdict comes through `peg_rx`).
+    fn validate(&mut self, height: Height, id: &ValueId) -> Option<bool> {
         let Some(c) = self.blocks.get(id) else {
-            return false;
+            return Some(false);
         };
         if c.outcome.is_some() {
-            return true;
+            return Some(true);
         }
+        if self.pending_peg.contains_key(id) {
+            return None;
+        }
+        let valid = self.validate_ledger(id);
+        let Some(outcome) = valid else {
+            return Some(false);
+        };
+        let Some(check) = self.blocks.get(id).and_then(|c| self.peg_check(&c.block)) else {
+            if let Some(c) = self.blocks.get_mut(id) {
+                c.outcome = Some(outcome);
+            }
+            return Some(true);
+        };
+        let Ok(permit) = self.peg_checks.clone().try_acquire_owned() else {
+            tracing::warn!(
+                height = height.0,
+                "too many Bitcoin checks pending (bitcoind slow?); voting against a block with peg content"
+            );
+            return Some(false);
+        };
+        self.pending_peg.insert(*id, (height, outcome));
+        let (tx, id) = (self.peg_tx.clone(), *id);
+        tokio::spawn(async move {
+            let ok = check.run().await;
+            drop(permit);
+            let _ = tx.send((height, id, ok));
+        });
+        None
+    }
+
+    /// Feeds the engine the verdict of a block's Bitcoin checks.
+    fn on_peg_verdict(&mut self, height: Height, id: ValueId, ok: bool) -> anyhow::Result<()> {
+        let Some((h, outcome)) = self.pending_peg.remove(&id) else {
+            return Ok(());
+        };
+        if h != height || height.0 != self.chain.height() + 1 {
+            return Ok(());
+        }
+        let valid = ok
+            && match self.blocks.get_mut(&id) {
+                Some(c) => {
+                    c.outcome = Some(outcome);
+                    true
+                }
+                None => false,
+            };
+        self.input(Input::ValidationResult {
+            height,
+            value_id: id,
+            valid,
+        })
+    }
+
+    /// The block's header and its application on a copy of state: the
+    /// outcome if it applies.
+    fn validate_ledger(&self, id: &ValueId) -> Option<BlockOutcome> {
+        let c = self.blocks.get(id)?;
         let block = c.block.clone();
         let h = &block.header;
         let (tip_time, height) = self.chain.with_state(|s| (s.tip_time_ms, s.height));
         if h.height != height.next() || h.proposer as usize >= self.validators.len() {
-            return false;
+            return None;
         }
         if h.time_ms < tip_time || h.time_ms > now_ms() + MAX_FUTURE_MS {
             tracing::warn!(
@@ -551,22 +658,14 @@ impl Driver {
                 time_ms = h.time_ms,
                 "proposed block time out of bounds"
             );
-            return false;
-        }
-        if !self.mints_confirmed(&block) || !self.pegouts_confirmed(&block) {
-            return false;
+            return None;
         }
         let chain = self.chain.clone();
         match tokio::task::block_in_place(|| chain.validate(&block)) {
-            Ok(outcome) => {
-                if let Some(c) = self.blocks.get_mut(id) {
-                    c.outcome = Some(outcome);
-                }
-                true
-            }
+            Ok(outcome) => Some(outcome),
             Err(e) => {
                 tracing::warn!(height = h.height.0, error = %e, "proposed block is invalid");
-                false
+                None
             }
         }
     }
@@ -619,6 +718,9 @@ impl Driver {
         let h = self.chain.height();
         self.blocks.on_commit(h);
         self.pending_validate.retain(|_, height| height.0 > h);
+        self.pending_peg.retain(|_, (height, _)| height.0 > h);
+        // Check the pooled claims now, so the next proposal may carry them.
+        self.refresh_claims();
         self.pending_propose = None;
         self.last_commit = Instant::now();
         Ok(())

@@ -6,6 +6,7 @@ use super::*;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{FeeRate, MemberIndex};
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
+use fedpeg_peg::chain::BitcoinChain;
 use std::collections::HashSet;
 
 impl Driver {
@@ -97,114 +98,164 @@ impl Driver {
             .collect()
     }
 
-    /// Every mint in `block` must be a deposit this member's own bitcoind
-    /// shows at depth; without a reachable bitcoind, no mint is confirmed.
-    pub(super) fn mints_confirmed(&self, block: &Block) -> bool {
-        let mints: Vec<SeenDeposit> = block
-            .fed_txs
-            .iter()
-            .filter_map(|f| match &f.kind {
-                FedTxKind::PegInMint {
-                    outpoint,
-                    amount,
-                    account,
-                    bitcoin_block,
-                } => Some(SeenDeposit {
-                    outpoint: *outpoint,
-                    amount: *amount,
-                    account: *account,
-                    block: *bitcoin_block,
-                    height: 0,
-                }),
-                _ => None,
-            })
-            .collect();
-        if mints.is_empty() {
-            return true;
-        }
-        let Some(w) = &self.watcher else {
-            tracing::warn!(
-                "block mints a deposit but this member has no bitcoind to check it; voting against"
-            );
-            return false;
-        };
-        if mints.iter().all(|m| w.confirms(m)) {
-            return true;
-        }
-        // Our watcher may be a poll behind the proposer's: look again now.
-        let _ = tokio::task::block_in_place(|| w.poll());
-        let ok = mints.iter().all(|m| w.confirms(m));
-        if !ok {
-            tracing::warn!("block mints a deposit this member's bitcoind does not show at depth; voting against");
-        }
-        ok
-    }
-
-    /// Every peg-out confirmation in `block` must be a transaction this
-    /// member's own bitcoind shows at depth in the named block.
-    pub(super) fn pegouts_confirmed(&self, block: &Block) -> bool {
+    /// The Bitcoin checks `block` needs before this member may vote for
+    /// it; None when it has no peg content (mints, peg-out confirmations).
+    pub(super) fn peg_check(&self, block: &Block) -> Option<PegCheck> {
+        let mints: Vec<SeenDeposit> = block.fed_txs.iter().filter_map(mint).collect();
         let claims: Vec<(Txid, BlockHash)> = block.fed_txs.iter().filter_map(claim).collect();
-        if claims.is_empty() {
-            return true;
+        if mints.is_empty() && claims.is_empty() {
+            return None;
         }
-        let Some(backed) = self.claims_backed(&claims) else {
-            tracing::warn!("block confirms a peg-out but this member has no reachable bitcoind to check it; voting against");
+        Some(PegCheck {
+            watcher: self.watcher.clone(),
+            depth: self.chain.params().confirmations as u64,
+            mints,
+            claims,
+            within: self.peg_check_bound,
+        })
+    }
+
+    /// Starts checking the pooled peg-out confirmations against this
+    /// member's bitcoind off the consensus task (one check at a time): the
+    /// ones it refutes are evicted, the ones it backs are what the next
+    /// proposal may include ([`Self::backed_claims`]).
+    pub(super) fn refresh_claims(&mut self) {
+        if self.claims_inflight {
+            return;
+        }
+        let Some(w) = self.watcher.clone() else {
+            return;
+        };
+        self.claims_inflight = true;
+        let (chain, tx) = (self.chain.clone(), self.claims_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(backed_pooled_claims(&chain, &w));
+        });
+    }
+
+    /// Takes in the result of [`Self::refresh_claims`].
+    pub(super) fn on_claims_checked(&mut self, backed: HashSet<Hash32>) {
+        self.claims_inflight = false;
+        self.backed_claims = backed;
+    }
+}
+
+/// The Bitcoin checks of one proposed block, run off the consensus task
+/// ([`PegCheck::run`]): every mint must be a deposit this member's watcher
+/// saw at depth, every peg-out confirmation a transaction its bitcoind shows
+/// at depth in the named block. What cannot be checked within the bound
+/// (bitcoind slow or down, no bitcoind) is refused.
+pub(super) struct PegCheck {
+    watcher: Option<Arc<Watcher>>,
+    depth: u64,
+    mints: Vec<SeenDeposit>,
+    claims: Vec<(Txid, BlockHash)>,
+    within: Duration,
+}
+
+impl PegCheck {
+    /// The verdict: true only if every peg claim of the block is backed.
+    pub(super) async fn run(self) -> bool {
+        let Some(w) = self.watcher else {
+            tracing::warn!(
+                "block has peg content but this member has no bitcoind to check it; voting against"
+            );
             return false;
         };
-        let ok = backed.iter().all(|b| *b);
-        if !ok {
-            tracing::warn!("block confirms a peg-out this member's bitcoind does not show at depth; voting against");
+        let deadline = tokio::time::Instant::now() + self.within;
+        if !self.mints.iter().all(|m| w.confirms(m)) {
+            // Our watcher may be a poll behind the proposer's: ask the
+            // poller to look again now, and wait for it (not for bitcoind).
+            let polled = w.fresh_poll(self.within).await;
+            if !polled || !self.mints.iter().all(|m| w.confirms(m)) {
+                tracing::warn!(
+                    polled,
+                    "block mints a deposit this member's bitcoind does not show at depth (or could not be asked in time); voting against"
+                );
+                return false;
+            }
         }
-        ok
+        if self.claims.is_empty() {
+            return true;
+        }
+        let (claims, depth, btc) = (self.claims, self.depth, w.bitcoin().clone());
+        let check = tokio::task::spawn_blocking(move || claims_backed(&*btc, depth, &claims));
+        match tokio::time::timeout_at(deadline, check).await {
+            Ok(Ok(Some(backed))) if backed.iter().all(|b| *b) => true,
+            Ok(Ok(Some(_))) => {
+                tracing::warn!("block confirms a peg-out this member's bitcoind does not show at depth; voting against");
+                false
+            }
+            _ => {
+                tracing::warn!("block confirms a peg-out but this member's bitcoind cannot be asked in time; voting against");
+                false
+            }
+        }
     }
+}
 
-    /// The pooled peg-out confirmations this member's bitcoind backs, for
-    /// its proposal; the ones it refutes are evicted from the pool. With
-    /// bitcoind unreachable none is backed and none evicted.
-    pub(super) fn backed_pooled_claims(&self) -> HashSet<Hash32> {
-        let pooled = self.chain.pooled_bitcoin_claims();
-        let claims: Vec<(Hash32, (Txid, BlockHash))> = pooled
+/// The pooled peg-out confirmations this member's bitcoind backs; the ones
+/// it refutes are evicted from the pool. With bitcoind unreachable none is
+/// backed and none evicted. Blocking: runs off the consensus task.
+fn backed_pooled_claims(chain: &Chain, w: &Watcher) -> HashSet<Hash32> {
+    let pooled = chain.pooled_bitcoin_claims();
+    let claims: Vec<(Hash32, (Txid, BlockHash))> = pooled
+        .iter()
+        .filter_map(|f| Some((f.id(), claim(f)?)))
+        .collect();
+    if claims.is_empty() {
+        return HashSet::new();
+    }
+    let pairs: Vec<(Txid, BlockHash)> = claims.iter().map(|(_, c)| *c).collect();
+    let depth = chain.params().confirmations as u64;
+    let Some(backed) = claims_backed(&**w.bitcoin(), depth, &pairs) else {
+        return HashSet::new();
+    };
+    let (yes, no): (Vec<_>, Vec<_>) = claims.iter().zip(backed).partition(|(_, b)| *b);
+    if !no.is_empty() {
+        tracing::debug!(
+            refuted = no.len(),
+            "pooled peg-out confirmations this member's bitcoind does not show at depth; evicted"
+        );
+        chain.evict_fed_txs(&no.iter().map(|((id, _), _)| *id).collect::<Vec<_>>());
+    }
+    yes.into_iter().map(|((id, _), _)| *id).collect()
+}
+
+/// Whether `btc` shows each `(txid, block)` at `depth` in that block on its
+/// best chain; None when it cannot be reached. Blocking.
+fn claims_backed(
+    btc: &dyn BitcoinChain,
+    depth: u64,
+    claims: &[(Txid, BlockHash)],
+) -> Option<Vec<bool>> {
+    let (tip, _) = btc.tip().ok()?;
+    Some(
+        claims
             .iter()
-            .filter_map(|f| Some((f.id(), claim(f)?)))
-            .collect();
-        if claims.is_empty() {
-            return HashSet::new();
-        }
-        let pairs: Vec<(Txid, BlockHash)> = claims.iter().map(|(_, c)| *c).collect();
-        let Some(backed) = self.claims_backed(&pairs) else {
-            return HashSet::new();
-        };
-        let (yes, no): (Vec<_>, Vec<_>) = claims.iter().zip(backed).partition(|(_, b)| *b);
-        if !no.is_empty() {
-            tracing::debug!(
-                refuted = no.len(),
-                "pooled peg-out confirmations this member's bitcoind does not show at depth; evicted"
-            );
-            self.chain
-                .evict_fed_txs(&no.iter().map(|((id, _), _)| *id).collect::<Vec<_>>());
-        }
-        yes.into_iter().map(|((id, _), _)| *id).collect()
-    }
+            .map(|(txid, hint)| {
+                crate::signer::confirmed_at_depth(btc, txid, Some(hint), tip, depth) == Some(*hint)
+            })
+            .collect(),
+    )
+}
 
-    /// Whether this member's bitcoind shows each `(txid, block)` at depth
-    /// in that block on its best chain; None when it has no bitcoind or
-    /// cannot reach it.
-    fn claims_backed(&self, claims: &[(Txid, BlockHash)]) -> Option<Vec<bool>> {
-        let w = self.watcher.as_ref()?;
-        let depth = self.chain.params().confirmations as u64;
-        tokio::task::block_in_place(|| {
-            let btc = w.bitcoin();
-            let (tip, _) = btc.tip().ok()?;
-            Some(
-                claims
-                    .iter()
-                    .map(|(txid, hint)| {
-                        crate::signer::confirmed_at_depth(&**btc, txid, Some(hint), tip, depth)
-                            == Some(*hint)
-                    })
-                    .collect(),
-            )
-        })
+/// The deposit a mint claims (its height is not part of the claim).
+fn mint(f: &FederationTx) -> Option<SeenDeposit> {
+    match &f.kind {
+        FedTxKind::PegInMint {
+            outpoint,
+            amount,
+            account,
+            bitcoin_block,
+        } => Some(SeenDeposit {
+            outpoint: *outpoint,
+            amount: *amount,
+            account: *account,
+            block: *bitcoin_block,
+            height: 0,
+        }),
+        _ => None,
     }
 }
 
@@ -236,16 +287,45 @@ mod tests {
         }
     }
 
+    /// The watcher's poller, polling only when asked (as the daemon's
+    /// does every `bitcoin.poll_ms`); stopped on drop.
+    struct Poller(Arc<Watcher>, tokio::sync::watch::Sender<bool>);
+
+    impl Poller {
+        fn start(w: &Arc<Watcher>) -> Poller {
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let w2 = w.clone();
+            std::thread::spawn(move || w2.run(Duration::from_secs(60), rx));
+            Poller(w.clone(), stop)
+        }
+    }
+
+    impl Drop for Poller {
+        fn drop(&mut self) {
+            let _ = self.1.send(true);
+            self.0.request_poll();
+        }
+    }
+
     /// A one-member federation with user 1 registered, its watcher, and a
     /// deposit of 250k sats to user 1 at `depth` (seen by the watcher).
-    fn deposited(depth: u64) -> (PegNode, Arc<Watcher>, SeenDeposit) {
+    fn deposited(depth: u64) -> (PegNode, Arc<Watcher>, SeenDeposit, Poller) {
         let node = PegNode::new(1, 1);
         node.register(account(1));
         let d = node.deposit(account(1), 250_000);
         node.btc.mine(depth - 1);
         let w = node.watcher();
         w.poll().unwrap();
-        (node, w, d)
+        let poller = Poller::start(&w);
+        (node, w, d, poller)
+    }
+
+    /// The verdict of `block`'s Bitcoin checks (true without peg content).
+    async fn checked(drv: &Driver, block: &Block) -> bool {
+        match drv.peg_check(block) {
+            None => true,
+            Some(c) => c.run().await,
+        }
     }
 
     /// A peg-out confirmation claim of `txid` in `block`.
@@ -262,14 +342,14 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mint_of_a_deposit_seen_at_depth_is_accepted() {
-        let (node, w, d) = deposited(CONFIRMATIONS);
+        let (node, w, d, _poller) = deposited(CONFIRMATIONS);
         let drv = node.driver(Some(w)).await;
-        assert!(drv.mints_confirmed(&block_with(&node, vec![node.mint_tx(&d)])));
+        assert!(checked(&drv, &block_with(&node, vec![node.mint_tx(&d)])).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mint_of_a_deposit_bitcoind_does_not_show_is_refused() {
-        let (node, w, d) = deposited(CONFIRMATIONS);
+        let (node, w, d, _poller) = deposited(CONFIRMATIONS);
         let drv = node.driver(Some(w)).await;
         // What a Byzantine proposer mints: an outpoint that does not exist.
         let fake = SeenDeposit {
@@ -294,26 +374,26 @@ mod tests {
         for bad in different {
             // One bad mint spoils a block with a good one.
             let block = block_with(&node, vec![node.mint_tx(&d), node.mint_tx(&bad)]);
-            assert!(!drv.mints_confirmed(&block), "accepted {bad:?}");
+            assert!(!checked(&drv, &block).await, "accepted {bad:?}");
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mint_below_depth_is_refused_until_bitcoind_shows_it_at_depth() {
-        let (node, w, d) = deposited(CONFIRMATIONS - 1);
+        let (node, w, d, _poller) = deposited(CONFIRMATIONS - 1);
         let drv = node.driver(Some(w.clone())).await;
         let block = block_with(&node, vec![node.mint_tx(&d)]);
-        assert!(!drv.mints_confirmed(&block));
+        assert!(!checked(&drv, &block).await);
         // The proposer's bitcoind is one block ahead of our last poll: the
-        // check polls again instead of refusing.
+        // check has the poller look again instead of refusing.
         node.btc.mine(1);
         assert!(!w.confirms(&d));
-        assert!(drv.mints_confirmed(&block));
+        assert!(checked(&drv, &block).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peg_out_confirmation_bitcoind_does_not_back_at_depth_is_refused() {
-        let (node, w, _) = deposited(1);
+        let (node, w, _, _poller) = deposited(1);
         let drv = node.driver(Some(w)).await;
         // Any confirmed transaction stands for the batch: the ledger, not
         // this check, ties the txid to a batch.
@@ -325,12 +405,12 @@ mod tests {
         let block = node.btc.best_tip().1;
         let claim = |blk: BlockHash| block_with(&node, vec![confirmation(&node, txid, blk)]);
         node.btc.mine(CONFIRMATIONS - 2);
-        assert!(!drv.pegouts_confirmed(&claim(block)), "one block short");
+        assert!(!checked(&drv, &claim(block)).await, "one block short");
         node.btc.mine(1);
-        assert!(drv.pegouts_confirmed(&claim(block)));
+        assert!(checked(&drv, &claim(block)).await);
         // Not in the named block, or unknown: refused.
         let tip = node.btc.best_tip().1;
-        assert!(!drv.pegouts_confirmed(&claim(tip)));
+        assert!(!checked(&drv, &claim(tip)).await);
         let unknown = block_with(
             &node,
             vec![confirmation(
@@ -339,36 +419,171 @@ mod tests {
                 fedpeg_ledger::testing::block_hash(0xfe),
             )],
         );
-        assert!(!drv.pegouts_confirmed(&unknown));
+        assert!(!checked(&drv, &unknown).await);
         // Reorged out of the best chain: refused again.
         node.btc
             .reorg(CONFIRMATIONS, vec![vec![]; CONFIRMATIONS as usize + 1])
             .unwrap();
-        assert!(!drv.pegouts_confirmed(&claim(block)));
+        assert!(!checked(&drv, &claim(block)).await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn peg_content_is_refused_without_a_reachable_bitcoind() {
-        let (node, w, d) = deposited(CONFIRMATIONS);
+        let (node, w, d, _poller) = deposited(CONFIRMATIONS);
         let txid = d.outpoint.txid;
         let claim = block_with(&node, vec![confirmation(&node, txid, d.block)]);
         let mint = block_with(&node, vec![node.mint_tx(&d)]);
         let plain = block_with(&node, vec![]);
         // With bitcoind up both are backed.
         let drv = node.driver(Some(w)).await;
-        assert!(drv.pegouts_confirmed(&claim));
-        assert!(drv.mints_confirmed(&mint));
+        assert!(checked(&drv, &claim).await);
+        assert!(checked(&drv, &mint).await);
         // Down: the confirmation cannot be checked.
         node.btc.set_unavailable(true);
-        assert!(!drv.pegouts_confirmed(&claim));
-        assert!(drv.pegouts_confirmed(&plain) && drv.mints_confirmed(&plain));
+        assert!(!checked(&drv, &claim).await);
+        assert!(drv.peg_check(&plain).is_none());
         drop(drv);
         // No bitcoind configured at all: every peg claim is refused, blocks
-        // without one pass.
+        // without one need no check.
         let blind = node.driver(None).await;
-        assert!(!blind.mints_confirmed(&mint));
-        assert!(!blind.pegouts_confirmed(&claim));
-        assert!(blind.mints_confirmed(&plain) && blind.pegouts_confirmed(&plain));
+        assert!(!checked(&blind, &mint).await);
+        assert!(!checked(&blind, &claim).await);
+        assert!(blind.peg_check(&plain).is_none());
+    }
+
+    /// Another proposer's blocks at the next height, and the member that
+    /// checks them.
+    struct PegBlocks {
+        node: PegNode,
+        w: Arc<Watcher>,
+        _poller: Poller,
+        /// Mints a deposit one block short of depth in this member's view.
+        mint: Block,
+        /// Mints a deposit two blocks short.
+        later_mint: Block,
+        /// Confirms a real batch in a block that does not hold it (only
+        /// bitcoind can tell).
+        claim: Block,
+        /// No peg content.
+        plain: Block,
+    }
+
+    fn peg_blocks() -> PegBlocks {
+        let node = PegNode::new(1, 1);
+        node.pegged_in(1, 1_000_000);
+        let batch = node.peg_out(1);
+        node.register(account(2));
+        let d = node.deposit(account(2), 250_000);
+        // (each deposit is mined in a block of its own)
+        let later = node.deposit(account(2), 150_000);
+        assert_eq!(CONFIRMATIONS, 3, "the depths below assume it");
+        let w = node.watcher();
+        w.poll().unwrap();
+        let _poller = Poller::start(&w);
+        let one = |tx: FederationTx| {
+            let b = node.proposal(vec![tx]);
+            assert_eq!(b.fed_txs.len(), 1);
+            b
+        };
+        let claim = node.fed_tx(
+            0,
+            FedTxKind::PegOutConfirmed {
+                batch: batch.id,
+                txid: batch.latest().txid,
+                bitcoin_block: node.btc.best_tip().1,
+            },
+        );
+        PegBlocks {
+            mint: one(node.mint_tx(&d)),
+            later_mint: one(node.mint_tx(&later)),
+            claim: one(claim),
+            plain: node.proposal(vec![]),
+            node,
+            w,
+            _poller,
+        }
+    }
+
+    /// Puts `block` in the driver's cache as another member's proposal.
+    fn offered(drv: &mut Driver, block: &Block) -> ValueId {
+        let id = ValueId(block.hash().0);
+        drv.blocks.insert_own(id, block.clone(), None);
+        id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn validating_a_block_with_peg_content_does_not_wait_for_a_slow_bitcoind() {
+        let f = peg_blocks();
+        let mut drv = f.node.driver(Some(f.w.clone())).await;
+        let height = Height(f.node.chain.height() + 1);
+        let (m, later, c, p) = (
+            offered(&mut drv, &f.mint),
+            offered(&mut drv, &f.later_mint),
+            offered(&mut drv, &f.claim),
+            offered(&mut drv, &f.plain),
+        );
+        // A slow but timely bitcoind (20 ms a call), a block ahead of our
+        // watcher: the mint's verdict comes later, and passes.
+        f.node.btc.mine(1);
+        f.node.btc.set_delay(Duration::from_millis(20));
+        let t0 = Instant::now();
+        assert_eq!(drv.validate(height, &m), None);
+        assert!(t0.elapsed() < Duration::from_millis(100));
+        let (_, id, ok) = drv.peg_rx.recv().await.expect("a verdict");
+        assert_eq!((id, ok), (m, true));
+        // Now one more block ahead, and ours answers in 5 s a call.
+        f.node.btc.mine(1);
+        f.node.btc.set_delay(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(drv.validate(height, &later), None, "checked later");
+        assert_eq!(drv.validate(height, &c), None, "checked later");
+        assert_eq!(drv.validate(height, &p), Some(true), "no peg content");
+        let waited = t0.elapsed();
+        assert!(
+            waited < Duration::from_millis(100),
+            "validate waited {waited:?}"
+        );
+        // What cannot be checked within the bound is refused: nil for
+        // those two blocks only.
+        for _ in 0..2 {
+            let (h, id, ok) = tokio::time::timeout(
+                drv.peg_check_bound + Duration::from_secs(1),
+                drv.peg_rx.recv(),
+            )
+            .await
+            .expect("a verdict within the bound")
+            .expect("a verdict");
+            assert_eq!(h, height);
+            assert!([later, c].contains(&id));
+            assert!(!ok, "a check bitcoind could not answer in time passed");
+        }
+        f.node.btc.set_delay(Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_whose_bitcoind_is_down_accepts_blocks_without_peg_content_only() {
+        let f = peg_blocks();
+        let mut drv = f.node.driver(Some(f.w.clone())).await;
+        let height = Height(f.node.chain.height() + 1);
+        f.node.btc.mine(1);
+        f.node.btc.set_unavailable(true);
+        let (m, c, p) = (
+            offered(&mut drv, &f.mint),
+            offered(&mut drv, &f.claim),
+            offered(&mut drv, &f.plain),
+        );
+        assert_eq!(drv.validate(height, &p), Some(true));
+        assert_eq!(drv.validate(height, &m), None);
+        assert_eq!(drv.validate(height, &c), None);
+        for _ in 0..2 {
+            let (_, id, ok) = tokio::time::timeout(drv.peg_check_bound, drv.peg_rx.recv())
+                .await
+                .expect("a down bitcoind is refused at once, not at the bound")
+                .expect("a verdict");
+            assert!([m, c].contains(&id));
+            assert!(!ok);
+        }
+        f.node.btc.set_unavailable(false);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,13 +614,27 @@ mod tests {
             };
             drv.blocks.get(&value_id).unwrap().block.clone()
         };
+        // The claims are checked off the consensus task; a proposal uses
+        // the last verdicts.
+        async fn claims_checked(drv: &mut Driver) {
+            if drv.claims_inflight {
+                // The one the last proposal started.
+                let backed = drv.claims_rx.recv().await.expect("a check");
+                drv.on_claims_checked(backed);
+            }
+            drv.refresh_claims();
+            let backed = drv.claims_rx.recv().await.expect("a check");
+            drv.on_claims_checked(backed);
+        }
         // bitcoind down: not proposed, kept for later.
         node.btc.set_unavailable(true);
+        claims_checked(&mut drv).await;
         let block = propose(&mut drv);
         assert!(block.fed_txs.iter().all(|t| t.id() != claim.id()));
         assert_eq!(node.chain.mempool_len(), 1);
         // bitcoind says no: not proposed, dropped from the pool.
         node.btc.set_unavailable(false);
+        claims_checked(&mut drv).await;
         let block = propose(&mut drv);
         assert!(block.fed_txs.iter().all(|t| t.id() != claim.id()));
         assert_eq!(node.chain.mempool_len(), 0);
