@@ -783,3 +783,77 @@ async fn ten_thousand_deposit_address_requests_are_refused_or_absorbed_without_s
     tokio::time::sleep(Duration::from_secs(1)).await;
     register(&fed, &chans, &account(201)).await;
 }
+
+/// Gives `to` every block of `from`'s best chain (the testkit's nodes do
+/// not listen for peers, so blocks are handed over by RPC).
+fn relay_blocks(from: &Bitcoind, to: &Bitcoind) {
+    use serde_json::{json, Value};
+    let tip: u64 = from.rpc("getblockcount", &[]).unwrap();
+    for h in 1..=tip {
+        let hash: String = from.rpc("getblockhash", &[json!(h)]).unwrap();
+        let hex: String = from.rpc("getblock", &[json!(hash), json!(0)]).unwrap();
+        let _: Value = to.rpc("submitblock", &[json!(hex)]).unwrap();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
+    let (btc, mut fed, mut chans) = setup().await;
+    // Member 3 follows its own bitcoind, fed with the shared node's chain.
+    let own = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
+    btc.mine(1).unwrap();
+    relay_blocks(&btc, &own);
+    {
+        let m = &mut fed.members[3];
+        m.kill();
+        let at = m
+            .extra_args
+            .iter()
+            .position(|a| a == "--bitcoin-rpc-url")
+            .unwrap();
+        m.extra_args[at + 1] = own.rpc_url();
+        m.spawn().unwrap();
+        chans[3] = m.connect().await.unwrap();
+    }
+    let a = account(130);
+    let addr = register(&fed, &chans, &a).await;
+    let baseline = commit_interval(&fed, Duration::from_secs(4)).await;
+
+    // Member 3's bitcoind hangs (SIGSTOP): its RPCs neither answer nor fail.
+    let pid = own.pid().unwrap();
+    signal(pid, "-STOP");
+    btc.send_to(&addr, 60_000).unwrap();
+    btc.mine(3).unwrap();
+    let cost = fedpegd::config::load_genesis(&fed.genesis_path())
+        .unwrap()
+        .pegin_spend_cost();
+    let during = commit_interval(&fed, Duration::from_secs(4)).await;
+    // The others mint without it (3 of 4 is a quorum).
+    wait_balance(&fed, &chans[..3], &a, 60_000 - cost).await;
+    let m3 = &mut fed.members[3];
+    assert!(m3.is_running(), "member 3 exited\n{}", m3.log());
+    let rss = fedpeg_tests::rss_bytes(m3.pid().unwrap()).unwrap();
+    println!(
+        "member 3's bitcoind hung: commit interval {baseline:?} before, {during:?} during; member 3 RSS {} MiB",
+        rss >> 20
+    );
+    assert!(rss < 200 << 20, "member 3 uses {} MiB", rss >> 20);
+    assert!(
+        during <= baseline * 2,
+        "consensus slowed from {baseline:?} to {during:?} per block\n{}",
+        fed.logs()
+    );
+    // Its bitcoind back, member 3 follows the chain (the mint included).
+    signal(pid, "-CONT");
+    relay_blocks(&btc, &own);
+    wait_balance(&fed, &chans[3..], &a, 60_000 - cost).await;
+}
