@@ -169,6 +169,18 @@ impl State {
         rates[(rates.len() - 1) / 2]
     }
 
+    /// What spending one deposit will cost the federation at the agreed fee
+    /// rate: deducted from every mint; a deposit not above it is not minted.
+    pub fn pegin_spend_cost(&self, params: &LedgerParams) -> Sats {
+        // A cost beyond 21M BTC is beyond any deposit: below cost either way.
+        Sats::checked(
+            params
+                .pegin_spend_vbytes
+                .saturating_mul(self.fee_rate(params.default_fee_rate).0),
+        )
+        .unwrap_or(Sats::MAX)
+    }
+
     /// The account, or an empty one.
     pub fn account(&self, id: &AccountId) -> Account {
         self.accounts.get(id).copied().unwrap_or_default()

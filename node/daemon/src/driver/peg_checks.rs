@@ -79,8 +79,15 @@ impl Driver {
                 );
             }
         }
+        // Deposits below what spending them costs are never minted (GetPegIns
+        // reports them BELOW_COST): skipped before the block's share is
+        // taken, so a pile of dust cannot crowd out the deposits behind it.
+        let cost = self
+            .chain
+            .with_state(|s| s.pegin_spend_cost(self.chain.params()));
         mature
             .into_iter()
+            .filter(|d| d.amount > cost)
             .take(MAX_MINTS_PER_BLOCK)
             .map(|d| {
                 FederationTx::sign(
@@ -338,6 +345,40 @@ mod tests {
                 bitcoin_block: block,
             },
         )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dust_deposits_in_an_earlier_block_do_not_crowd_out_a_real_one() {
+        let node = PegNode::new(1, 1);
+        node.register(account(1));
+        let script = node.deposit_script(account(1));
+        let dust = fedpeg_peg::bitcoin::Amount::from_sat(600);
+        for _ in 0..=MAX_MINTS_PER_BLOCK {
+            node.btc.send(&script, dust);
+        }
+        node.btc.mine(1);
+        let real = node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS);
+        let w = node.watcher();
+        w.poll().unwrap();
+        assert!(
+            w.mature().len() > MAX_MINTS_PER_BLOCK,
+            "the dust is mature too"
+        );
+        let drv = node.driver(Some(w)).await;
+        let minted: Vec<OutPoint> = drv
+            .mints()
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FedTxKind::PegInMint { outpoint, .. } => Some(*outpoint),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            minted,
+            vec![real.outpoint],
+            "only the deposit worth minting"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,13 +24,7 @@ pub(super) fn apply(
     if o.is_minted(outpoint) {
         return Err(FedTxError::AlreadyMinted(*outpoint));
     }
-    // A cost beyond 21M BTC is beyond any deposit: below cost either way.
-    let cost = Sats::checked(
-        params
-            .pegin_spend_vbytes
-            .saturating_mul(o.base.fee_rate(params.default_fee_rate).0),
-    )
-    .unwrap_or(Sats::MAX);
+    let cost = o.base.pegin_spend_cost(params);
     let credit = match amount.checked_sub(cost) {
         Some(c) if c > Sats::ZERO => c,
         _ => return Err(FedTxError::BelowCost { amount, cost }),
