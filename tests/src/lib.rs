@@ -82,6 +82,15 @@ pub fn run_any(cmd: &mut Command) -> Output {
 /// client (`fedpegd::registration::PER_CLIENT_PER_SEC`).
 pub const REGISTRATIONS_PER_CLIENT_PER_SEC: u32 = fedpegd::registration::PER_CLIENT_PER_SEC;
 
+/// Sends `sig` (e.g. `-STOP`, `-CONT`, `-TERM`) to process `pid`; true if
+/// `kill` delivered it.
+pub fn signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Resident memory of process `pid` in bytes (VmRSS of /proc/<pid>/status).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -215,10 +224,7 @@ impl NodeProc {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+        let _ = signal(c.id(), "-TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(st)) = c.try_wait() {

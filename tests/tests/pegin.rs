@@ -796,15 +796,6 @@ fn relay_blocks(from: &Bitcoind, to: &Bitcoind) {
     }
 }
 
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
     let (btc, mut fed, mut chans) = setup().await;
@@ -830,7 +821,7 @@ async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
 
     // Member 3's bitcoind hangs (SIGSTOP): its RPCs neither answer nor fail.
     let pid = own.pid().unwrap();
-    signal(pid, "-STOP");
+    assert!(fedpeg_tests::signal(pid, "-STOP"));
     btc.send_to(&addr, 60_000).unwrap();
     btc.mine(3).unwrap();
     let cost = fedpegd::config::load_genesis(&fed.genesis_path())
@@ -853,7 +844,7 @@ async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
         fed.logs()
     );
     // Its bitcoind back, member 3 follows the chain (the mint included).
-    signal(pid, "-CONT");
+    assert!(fedpeg_tests::signal(pid, "-CONT"));
     relay_blocks(&btc, &own);
     wait_balance(&fed, &chans[3..], &a, 60_000 - cost).await;
 }
