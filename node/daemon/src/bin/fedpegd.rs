@@ -95,7 +95,9 @@ struct RunArgs {
     /// Path to genesis.json [config: genesis; default genesis.json].
     #[arg(long, value_name = "FILE")]
     genesis: Option<PathBuf>,
-    /// Data directory [config: data_dir; default fedpeg-data].
+    /// Data directory [config: data_dir; default fedpeg-data]. It also holds
+    /// admin.token (0600, created at the first start; [api] admin_token_file
+    /// moves it), which admin calls such as AcknowledgeAlerts need.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Member key file; omit to run a non-voting observer [config: key_file].
