@@ -535,6 +535,22 @@ mod tests {
         assert_eq!(w.mature(), best);
     }
 
+    /// A lying bitcoind (or a broken chain) that shows an output above 21M
+    /// BTC: the watcher never turns it into a deposit to mint.
+    #[test]
+    fn an_output_above_21_million_btc_is_not_a_deposit() {
+        let (node, w) = registered();
+        let script = node.deposit_script(account(1));
+        let too_much = fedpeg_ledger::amount::Sats::MAX.to_sat() + 1;
+        node.btc.fund(&script, Amount::from_sat(too_much));
+        let real = node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        let (best, _) = seen(&w);
+        assert_eq!(best.len(), 1, "{best:?}");
+        assert_eq!(best[0].outpoint, real.outpoint);
+    }
+
     #[test]
     fn a_reorg_before_depth_drops_the_deposit_until_it_is_mined_again() {
         let (node, w) = registered();
