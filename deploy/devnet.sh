@@ -76,7 +76,7 @@ stop() {
     wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
-"$BITCOIND" -regtest -daemon=0 -server -listen=0 -listenonion=0 -txindex=1 -fallbackfee=0.0002 \
+"$BITCOIND" -regtest -daemon=0 -server -listen=0 -listenonion=0 -prune=550 -fallbackfee=0.0002 \
     -addresstype=bech32 -changetype=bech32 -datadir="$dir/bitcoind" -rpcport="$btc_rpc" \
     -rpcuser=dev -rpcpassword=dev -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 >"$dir/bitcoind.log" 2>&1 &
 pids+=($!)

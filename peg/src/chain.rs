@@ -12,7 +12,7 @@
 //! [`ChainError::NotFound`] means the block or height does not exist there.
 
 use bitcoin::consensus::encode::{deserialize_hex, serialize_hex};
-use bitcoin::{Amount, Block, BlockHash, OutPoint, ScriptBuf, Transaction, Txid};
+use bitcoin::{Amount, Block, BlockHash, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use bitcoincore_rpc::{jsonrpc, RpcApi};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -80,6 +80,28 @@ pub trait BitcoinChain: Send + Sync {
     /// Block height at which `txid` entered this node's mempool; None when
     /// it is not in the mempool.
     fn mempool_entry_height(&self, txid: &Txid) -> Result<Option<u64>, ChainError>;
+    /// The output at `outpoint` if it is in the node's UTXO set (mempool
+    /// included: a spend there hides it, an unconfirmed output shows with 0
+    /// confirmations), with its confirmations. Needs no `-txindex`.
+    fn unspent(&self, outpoint: &OutPoint) -> Result<Option<(TxOut, u64)>, ChainError>;
+    /// What the node says about itself, for the start-up check.
+    fn node_info(&self) -> Result<NodeInfo, ChainError>;
+}
+
+/// A node's network, version and pruning, from `getblockchaininfo` and
+/// `getnetworkinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `main`, `test`, `testnet4`, `signet` or `regtest`.
+    pub chain: String,
+    /// Client version, e.g. 280100 for 28.1.
+    pub version: u64,
+    /// User agent, e.g. `/Satoshi:28.1.0/Knots:20250305/`.
+    pub subversion: String,
+    /// Best-chain height.
+    pub blocks: u64,
+    /// Lowest height whose block is still on disk when the node is pruned.
+    pub prune_height: Option<u64>,
 }
 
 /// An output paying a watched deposit script.
@@ -576,6 +598,58 @@ impl BitcoinChain for RpcChain {
             Err(CallError::Rpc { code, .. }) if code == code::INVALID_ADDRESS_OR_KEY => Ok(None),
             Err(e) => Err(e.into_chain(M)),
         }
+    }
+
+    fn unspent(&self, outpoint: &OutPoint) -> Result<Option<(TxOut, u64)>, ChainError> {
+        const M: &str = "gettxout";
+        let v = self
+            .call(
+                M,
+                &[
+                    json!(outpoint.txid.to_string()),
+                    json!(outpoint.vout),
+                    json!(true),
+                ],
+            )
+            .map_err(|e| e.into_chain(M))?;
+        // No such unspent output: bitcoind answers null.
+        if v.is_null() {
+            return Ok(None);
+        }
+        let confirmations = as_u64(&v, M, "confirmations")?;
+        let value = field(&v, M, "value")?
+            .as_f64()
+            .and_then(|btc| Amount::from_btc(btc).ok())
+            .ok_or_else(|| ChainError::Rpc(format!("{M}: bad `value`: {v}")))?;
+        let hex = as_str(field(&v, M, "scriptPubKey")?, M, "hex")?;
+        let script = ScriptBuf::from_hex(hex)
+            .map_err(|e| ChainError::Rpc(format!("{M}: bad scriptPubKey hex: {e}")))?;
+        Ok(Some((
+            TxOut {
+                value,
+                script_pubkey: script,
+            },
+            confirmations,
+        )))
+    }
+
+    fn node_info(&self) -> Result<NodeInfo, ChainError> {
+        const C: &str = "getblockchaininfo";
+        let chain = self.call(C, &[]).map_err(|e| e.into_chain(C))?;
+        const N: &str = "getnetworkinfo";
+        let net = self.call(N, &[]).map_err(|e| e.into_chain(N))?;
+        let pruned = field(&chain, C, "pruned")?.as_bool() == Some(true);
+        Ok(NodeInfo {
+            chain: as_str(&chain, C, "chain")?.to_string(),
+            version: as_u64(&net, N, "version")?,
+            subversion: as_str(&net, N, "subversion")?.to_string(),
+            blocks: as_u64(&chain, C, "blocks")?,
+            prune_height: if pruned {
+                Some(as_u64(&chain, C, "pruneheight")?)
+            } else {
+                None
+            },
+        })
     }
 
     fn test_accept(&self, tx: &Transaction) -> Result<(), ChainError> {

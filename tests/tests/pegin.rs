@@ -152,7 +152,7 @@ async fn setup() -> (Bitcoind, Federation, Vec<Channel>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
-    let (btc, fed, chans) = setup().await;
+    let (btc, mut fed, mut chans) = setup().await;
     let cost = fedpegd::config::load_genesis(&fed.genesis_path())
         .unwrap()
         .pegin_spend_cost();
@@ -314,15 +314,23 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
             },
         )
     };
+    let pegout0 = peg_out(0).encode();
+    // Member 0 refuses the peg-out while an alert is open.
+    let halted = |w: &mut pb::wallet_service_client::WalletServiceClient<Channel>,
+                  why: &'static str| {
+        let tx = pegout0.clone();
+        let mut w = w.clone();
+        async move {
+            let e = w
+                .submit_transaction(pb::SubmitTransactionRequest { transaction: tx })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{why}: {e}");
+            assert!(e.message().contains("halted"), "{why}: {e}");
+        }
+    };
     let mut w0 = pb::wallet_service_client::WalletServiceClient::new(chans[0].clone());
-    let e = w0
-        .submit_transaction(pb::SubmitTransactionRequest {
-            transaction: peg_out(0).encode(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
-    assert!(e.message().contains("halted"), "{e}");
+    halted(&mut w0, "an alert is open").await;
     let mut node0 = pb::node_service_client::NodeServiceClient::new(chans[0].clone());
     // Admin calls need the member's admin token, even from its own host.
     let ack = |outpoints: Vec<String>, token: Option<&str>| {
@@ -358,17 +366,21 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     .unwrap();
     let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(r["remaining"].as_array().unwrap().len(), 2, "{out}");
-    let e = w0
-        .submit_transaction(pb::SubmitTransactionRequest {
-            transaction: peg_out(0).encode(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.code(),
-        tonic::Code::FailedPrecondition,
-        "still halted while any alert is open"
-    );
+    halted(&mut w0, "still halted while any alert is open").await;
+    // A restart (even a crash) neither clears the open alerts nor resumes
+    // peg-outs: they come back from the store.
+    fed.members[0].kill();
+    fed.members[0].spawn().unwrap();
+    chans[0] = fed.members[0].connect().await.unwrap();
+    let st = fed.members[0].status().await.unwrap();
+    assert_eq!(st.deep_reorg_alerts.len(), 2, "{st:?}");
+    assert!(!st.deep_reorg_alerts.contains(&outpoint), "{st:?}");
+    assert!(fed.members[0]
+        .log()
+        .contains("deep-reorg alerts from before the restart are still open"));
+    let mut w0 = pb::wallet_service_client::WalletServiceClient::new(chans[0].clone());
+    halted(&mut w0, "halted again after the restart").await;
+    let mut node0 = pb::node_service_client::NodeServiceClient::new(chans[0].clone());
     let remaining: Vec<String> = r["remaining"]
         .as_array()
         .unwrap()

@@ -45,10 +45,22 @@ struct Setup {
     fed: Federation,
     chans: Vec<Channel>,
     chain_id: fedpeg_ledger::hash::Hash32,
+    /// Bitcoin confirmations of a peg-in (and of a batch).
+    depth: u64,
 }
 
 async fn setup(genesis: &[&str], bad_signer: Option<usize>) -> Setup {
-    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
+    setup_on(
+        Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}")),
+        genesis,
+        bad_signer,
+    )
+    .await
+}
+
+/// A federation of 4 on `btc`; `--pegin-confirmations 2` unless `genesis`
+/// says otherwise.
+async fn setup_on(btc: Bitcoind, genesis: &[&str], bad_signer: Option<usize>) -> Setup {
     let member_args: Vec<String> = vec![
         "--bitcoin-rpc-url".into(),
         btc.rpc_url(),
@@ -59,7 +71,14 @@ async fn setup(genesis: &[&str], bad_signer: Option<usize>) -> Setup {
         "--bitcoin-fee-rate".into(),
         "10".into(),
     ];
-    let mut g: Vec<String> = vec!["--pegin-confirmations".into(), "2".into()];
+    let depth = match genesis.iter().position(|a| *a == "--pegin-confirmations") {
+        Some(i) => genesis[i + 1].parse().unwrap(),
+        None => 2,
+    };
+    let mut g: Vec<String> = vec![];
+    if !genesis.contains(&"--pegin-confirmations") {
+        g.extend(["--pegin-confirmations".into(), "2".into()]);
+    }
     g.extend(genesis.iter().map(|s| s.to_string()));
     let mut fed = Federation::start_with(4, false, 500, &g, &member_args).unwrap();
     if let Some(i) = bad_signer {
@@ -79,6 +98,7 @@ async fn setup(genesis: &[&str], bad_signer: Option<usize>) -> Setup {
         fed,
         chans,
         chain_id,
+        depth,
     }
 }
 
@@ -115,7 +135,7 @@ impl Setup {
         for _ in 0..deposits {
             self.btc.send_to(&addr, sats).unwrap();
         }
-        self.btc.mine(2).unwrap();
+        self.btc.mine(self.depth).unwrap();
         // Each deposit is credited minus its spend cost (132 vB at 10 sat/vB).
         let want = before + deposits as u64 * (sats - 1320);
         loop {
@@ -612,4 +632,114 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
             / value("fedpeg_pegout_signed_latency_seconds_count "),
         value("fedpeg_pegout_signed_latency_seconds_count ")
     );
+}
+
+/// With the default depth (6) and bump delay (3 blocks), a batch mined in
+/// the next block is not replaced while it gets deep: exactly one version,
+/// no replacement vote. (Before, every member voted to bump it 3 blocks
+/// after broadcast while it was already mined, and it was REPLACED.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_pegouts_confirm_in_one_version_with_default_depth_and_bump_delay() {
+    let s = setup(
+        &[
+            "--pegin-confirmations",
+            "6",
+            "--pegout-batch-interval-ms",
+            "3000",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s.depth, 6);
+    let bob = key(12);
+    s.fund(&bob, 2, 1_500_000).await;
+    let to = addresses(&s.btc, 20);
+    let mut txids = Vec::new();
+    for (i, a) in to.iter().enumerate() {
+        txids.push(s.pegout(&bob, i as u64, a, 20_000).await);
+    }
+    let mut first: Option<pb::PegOutInfo> = None;
+    for t in &txids {
+        let p = s.wait_state(t, pb::PegOutState::Broadcast, 60).await;
+        if let Some(f) = &first {
+            assert_eq!((p.batch, &p.bitcoin_txid), (f.batch, &f.bitcoin_txid));
+        } else {
+            first = Some(p);
+        }
+    }
+    let first = first.unwrap();
+    s.bitcoin_tx(&first.bitcoin_txid).await;
+    // One block at a time, each seen by every member (they poll every
+    // 500 ms): the batch is in the first, then it gets deep.
+    for _ in 0..s.depth {
+        s.btc.mine(1).unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    for t in &txids {
+        let p = s.wait_state(t, pb::PegOutState::Confirmed, 60).await;
+        assert_eq!(p.batch_version, 0, "{p:?}");
+        assert_eq!(p.bitcoin_txid, first.bitcoin_txid);
+    }
+    for m in &s.fed.members {
+        let log = m.log();
+        assert!(
+            !log.contains("voting to replace it at a higher fee"),
+            "{} voted to replace a mined batch:\n{log}",
+            m.name
+        );
+    }
+    check_reserves(&s.chans[0], &s.fed).await;
+}
+
+/// Every member's bitcoind is pruned (`-prune=550`) and has no
+/// `-txindex`: peg-in, peg-out, confirmation and a restart of the whole
+/// federation all work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_on_a_pruned_bitcoind_without_txindex_pegs_in_and_out_across_a_restart() {
+    let btc = Bitcoind::start_pruned().unwrap_or_else(|e| panic!("bitcoind: {e}"));
+    let info: Value = btc.rpc("getblockchaininfo", &[]).unwrap();
+    assert_eq!(info["pruned"], json!(true), "{info}");
+    let indexes: Value = btc.rpc("getindexinfo", &[]).unwrap();
+    assert!(indexes.get("txindex").is_none(), "{indexes}");
+    let mut s = setup_on(btc, &[], None).await;
+    for m in &s.fed.members {
+        let log = m.log();
+        assert!(
+            log.contains("bitcoind checked") && log.contains("pruned=true"),
+            "{}:\n{log}",
+            m.name
+        );
+    }
+    let carol = key(13);
+    let to = addresses(&s.btc, 2);
+    for round in 0..2u64 {
+        s.fund(&carol, 1, 400_000).await;
+        let t = s.pegout(&carol, round, &to[round as usize], 50_000).await;
+        let p = s.wait_state(&t, pb::PegOutState::Broadcast, 60).await;
+        s.bitcoin_tx(&p.bitcoin_txid).await;
+        s.btc.mine(s.depth).unwrap();
+        let p = s.wait_state(&t, pb::PegOutState::Confirmed, 60).await;
+        let paid: Value = s
+            .btc
+            .rpc("gettxout", &[json!(p.bitcoin_txid), json!(p.vout)])
+            .unwrap();
+        assert_eq!(
+            paid["scriptPubKey"]["address"],
+            json!(to[round as usize]),
+            "{paid}"
+        );
+        check_reserves(&s.chans[0], &s.fed).await;
+        if round == 0 {
+            // The whole federation restarts (a crash, not a clean stop).
+            for m in s.fed.members.iter_mut() {
+                m.kill();
+            }
+            for m in s.fed.members.iter_mut() {
+                m.spawn().unwrap();
+            }
+            for (i, m) in s.fed.members.iter().enumerate() {
+                s.chans[i] = m.connect().await.unwrap();
+            }
+        }
+    }
 }

@@ -361,7 +361,7 @@ impl WalletService for Api {
             && Transaction::decode(&bytes).is_ok_and(|t| matches!(t.kind, TxKind::PegOut { .. }))
         {
             return Err(Status::failed_precondition(
-                "peg-outs are halted on this member: a minted deposit was reorged out of Bitcoin's best chain; an operator must review and acknowledge (NodeService.AcknowledgeAlerts)",
+                "peg-outs are halted on this member: a minted deposit or a confirmed peg-out batch was reorged out of Bitcoin's best chain; an operator must review and acknowledge (NodeService.AcknowledgeAlerts, `fedpeg acknowledge-alerts`)",
             ));
         }
         // Verified inline: one signature check (~50 µs) is cheaper than
@@ -454,22 +454,33 @@ impl WalletService for Api {
             .deposit_script_pubkey(&id.0)
             .map_err(|e| Status::internal(format!("deposit script: {e}")))?;
         let btc = w.bitcoin().clone();
-        let found = tokio::task::spawn_blocking(move || btc.transaction(&txid, None))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| match e {
-                fedpeg_peg::chain::ChainError::Unavailable(m) => {
-                    Status::unavailable(format!("bitcoind: {m}"))
-                }
-                other => Status::internal(format!("bitcoind: {other}")),
-            })?;
-        let Some((tx, _)) = found else {
+        let vout = r.vout;
+        // The UTXO set first (no -txindex needed: works on a pruned node),
+        // then the mempool or the index for an output already spent.
+        let found = tokio::task::spawn_blocking(move || {
+            if let Some((out, _)) = btc.unspent(&outpoint)? {
+                return Ok(Some(Some(out)));
+            }
+            Ok::<_, fedpeg_peg::chain::ChainError>(
+                btc.transaction(&txid, None)?
+                    .map(|(tx, _)| tx.output.get(vout as usize).cloned()),
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| match e {
+            fedpeg_peg::chain::ChainError::Unavailable(m) => {
+                Status::unavailable(format!("bitcoind: {m}"))
+            }
+            other => Status::internal(format!("bitcoind: {other}")),
+        })?;
+        let Some(out) = found else {
             return Err(Status::not_found(format!(
-                "bitcoind does not know transaction {txid}"
+                "bitcoind has no unspent output {txid}:{vout} and does not know transaction {txid}"
             )));
         };
-        let out = tx.output.get(r.vout as usize).ok_or_else(|| {
-            Status::invalid_argument(format!("transaction {txid} has no output {}", r.vout))
+        let out = out.ok_or_else(|| {
+            Status::invalid_argument(format!("transaction {txid} has no output {vout}"))
         })?;
         if out.script_pubkey != script {
             return Err(Status::invalid_argument(format!(

@@ -411,6 +411,16 @@ impl Chain {
         self.store.batch(id)
     }
 
+    /// This node's own bookkeeping record `key` (see [`Store::local_record`]).
+    pub fn local_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.local_record(key)
+    }
+
+    /// Replaces this node's own bookkeeping record `key`.
+    pub fn put_local_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.store.put_local_record(key, value)
+    }
+
     /// The newest `limit` batches (stored), newest first.
     pub fn recent_batches(
         &self,

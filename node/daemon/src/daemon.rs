@@ -110,6 +110,26 @@ pub async fn run(
             let btc: Arc<dyn BitcoinChain> = Arc::new(
                 RpcChain::new(url, auth).map_err(|e| anyhow::anyhow!("bitcoind RPC {url}: {e}"))?,
             );
+            // Checked at start when bitcoind answers: a wrong network, an
+            // old version or a node pruned too far is a configuration error.
+            let probe = btc.clone();
+            let confirmations = u64::from(chain.spec.genesis.pegin_confirmations);
+            let network = chain.spec.network;
+            match tokio::task::spawn_blocking(move || probe.node_info()).await? {
+                Ok(info) => {
+                    crate::watcher::check_node(&info, network, confirmations)
+                        .map_err(|why| anyhow::anyhow!("bitcoind at {url}: {why}"))?;
+                    tracing::info!(
+                        version = %info.subversion,
+                        chain = %info.chain,
+                        pruned = info.prune_height.is_some(),
+                        "bitcoind checked (-txindex is not needed)"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "bitcoind not reachable at start: it is checked once it answers; peg-in and peg-out wait for it")
+                }
+            }
             let w = Arc::new(crate::watcher::Watcher::new(chain.clone(), btc)?);
             let poll = Duration::from_millis(b.poll_ms.unwrap_or(500).max(10));
             let (w2, stop) = (w.clone(), stop_rx.clone());

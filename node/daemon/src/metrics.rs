@@ -197,7 +197,7 @@ pub fn render(s: &Sources) -> String {
             &mut o,
             "fedpeg_deep_reorg_alerts",
             "gauge",
-            "Minted deposits whose block left the best chain, not yet acknowledged.",
+            "Minted deposits and confirmed federation spends whose block left the best chain, not yet acknowledged (kept across restarts).",
             w.deep_reorgs().len() as u64,
         );
     }

@@ -93,6 +93,17 @@ fn test_spec(
     addr: impl Fn(u32) -> String,
     consensus: ConsensusParams,
 ) -> ChainSpec {
+    test_spec_with(n, m, addr, consensus, |_| {})
+}
+
+/// [`test_spec`], then `tweak` on the genesis before it is validated.
+fn test_spec_with(
+    n: u32,
+    m: u32,
+    addr: impl Fn(u32) -> String,
+    consensus: ConsensusParams,
+    tweak: impl FnOnce(&mut fedpeg_ledger::genesis::Genesis),
+) -> ChainSpec {
     let mut g = fedpeg_ledger::testing::sample_genesis("regtest", vec![]);
     let secp = Secp256k1::signing_only();
     g.members = (0..n)
@@ -106,6 +117,7 @@ fn test_spec(
     g.peg_threshold = m;
     g.pegin_confirmations = CONFIRMATIONS as u32;
     g.consensus = consensus;
+    tweak(&mut g);
     g.validate().expect("a valid test genesis")
 }
 
@@ -126,7 +138,24 @@ impl PegNode {
             |i| format!("/ip4/127.0.0.1/tcp/{}", i + 1),
             ConsensusParams::default(),
         );
-        PegNode::open(spec, MemoryChain::new())
+        PegNode::open(spec, MemoryChain::without_txindex())
+    }
+
+    /// [`Self::new`] with `tweak` applied to the genesis (e.g. its peg-out
+    /// parameters).
+    pub(crate) fn new_with(
+        n: u32,
+        m: u32,
+        tweak: impl FnOnce(&mut fedpeg_ledger::genesis::Genesis),
+    ) -> PegNode {
+        let spec = test_spec_with(
+            n,
+            m,
+            |i| format!("/ip4/127.0.0.1/tcp/{}", i + 1),
+            ConsensusParams::default(),
+            tweak,
+        );
+        PegNode::open(spec, MemoryChain::without_txindex())
     }
 
     /// Every member's node of one federation of `n` members (threshold
@@ -139,7 +168,7 @@ impl PegNode {
             |i| format!("/ip4/127.0.0.1/tcp/{}", ports[i as usize]),
             consensus,
         );
-        let btc = MemoryChain::new();
+        let btc = MemoryChain::without_txindex();
         (0..n)
             .map(|_| PegNode::open(spec.clone(), btc.clone()))
             .collect()
@@ -429,5 +458,14 @@ impl BitcoinChain for OwnBitcoind {
     }
     fn mempool_entry_height(&self, txid: &bitcoin::Txid) -> Result<Option<u64>, ChainError> {
         self.fault()?.mempool_entry_height(txid)
+    }
+    fn unspent(
+        &self,
+        outpoint: &bitcoin::OutPoint,
+    ) -> Result<Option<(bitcoin::TxOut, u64)>, ChainError> {
+        self.fault()?.unspent(outpoint)
+    }
+    fn node_info(&self) -> Result<fedpeg_peg::chain::NodeInfo, ChainError> {
+        self.fault()?.node_info()
     }
 }

@@ -140,15 +140,12 @@ pub fn pegout_info(
     info
 }
 
+/// Confirmations of batch transaction `txid` as this member's watcher saw
+/// them (no `-txindex` needed); 0 while unmined.
 pub(crate) fn bitcoin_confirmations(w: &Watcher, txid: &Txid) -> u32 {
-    let btc = w.bitcoin();
-    let Ok(Some((_, Some(block)))) = btc.transaction(txid, None) else {
-        return 0;
-    };
-    match (btc.best_chain_height(&block), btc.tip()) {
-        (Ok(Some(h)), Ok((tip, _))) if tip >= h => (tip - h + 1) as u32,
-        _ => 0,
-    }
+    w.mined(txid)
+        .map(|(_, depth)| u32::try_from(depth).unwrap_or(u32::MAX))
+        .unwrap_or(0)
 }
 
 /// Reserves against liabilities, with the UTXO list.

@@ -10,15 +10,15 @@
 
 use crate::chain::Chain;
 use crate::faults::Faults;
-use crate::watcher::Watcher;
+use crate::watcher::{Spend, Watcher};
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::fed_pool::FedAdmitError;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::ids::{BatchId, MemberIndex};
-use fedpeg_ledger::pegout_batch::Batch;
+use fedpeg_ledger::pegout_batch::{Batch, MAX_BATCH_VERSIONS};
 use fedpeg_peg::bitcoin::secp256k1::SecretKey;
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,12 @@ pub struct PegOutWorker {
 struct Memory {
     /// (batch, version) this member submitted signatures / a bump vote for.
     signed: HashMap<(BatchId, u32), Instant>,
-    bumped: HashSet<(BatchId, u32)>,
+    /// (batch, version) this member voted to bump → Bitcoin tip then; the
+    /// vote is renewed on a later block if state dropped it (a bump the fee
+    /// pool could not pay clears the votes).
+    bumped: HashMap<(BatchId, u32), u64>,
+    /// Reorged-out federation spends rebroadcast, and when.
+    rebroadcast: HashMap<Txid, Instant>,
     /// txid → (last broadcast, Bitcoin tip when first broadcast).
     broadcast: HashMap<Txid, (Instant, u64)>,
     /// Batches whose confirmation this member reported, and when.
@@ -123,6 +128,7 @@ impl PegOutWorker {
         let batches: Vec<Batch> = self
             .chain
             .with_state(|s| s.batches.values().cloned().collect());
+        self.rebroadcast_reorged();
         if batches.is_empty() {
             return;
         }
@@ -133,6 +139,59 @@ impl PegOutWorker {
             }
             self.sign(b);
             self.broadcast(b, btc_tip);
+        }
+    }
+
+    /// Sends federation spends that a reorg took out of the best chain (and
+    /// that are not mined again) back to bitcoind, from the stale block.
+    fn rebroadcast_reorged(&self) {
+        for sp in self.watcher.reorged_spends() {
+            let due = self
+                .memory
+                .lock()
+                .map(|m| {
+                    m.rebroadcast
+                        .get(&sp.txid)
+                        .is_none_or(|t| t.elapsed() >= REBROADCAST)
+                })
+                .unwrap_or(false);
+            if !due {
+                continue;
+            }
+            let btc = self.watcher.bitcoin();
+            match btc.transaction(&sp.txid, Some(&sp.block)) {
+                Ok(Some((tx, _))) => match btc.broadcast(&tx) {
+                    Ok(_) => {
+                        tracing::warn!(txid = %sp.txid, "rebroadcast a federation transaction that a reorg took out of the best chain")
+                    }
+                    Err(e) => {
+                        tracing::warn!(txid = %sp.txid, error = %e, "cannot rebroadcast a reorged-out federation transaction")
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!(txid = %sp.txid, block = %sp.block, "a reorged-out federation transaction is not in its stale block on bitcoind (pruned?)")
+                }
+                Err(e) => {
+                    tracing::warn!(txid = %sp.txid, error = %e, "cannot read a reorged-out federation transaction")
+                }
+            }
+            if let Ok(mut m) = self.memory.lock() {
+                m.rebroadcast.insert(sp.txid, Instant::now());
+            }
+        }
+    }
+
+    /// The version of `b` mined on the best chain (any depth), as this
+    /// member's watcher saw it: (version index, spend).
+    fn mined(&self, b: &Batch) -> Option<(usize, Spend)> {
+        let (first, _) = b.inputs.first()?;
+        let sp = self.watcher.spend(first)?;
+        match b.version_of(&sp.txid) {
+            Some(v) => Some((v, sp)),
+            None => {
+                tracing::error!(batch = b.id.0, input = %first, spender = %sp.txid, "a batch input was spent by a transaction that is no version of the batch");
+                None
+            }
         }
     }
 
@@ -197,6 +256,11 @@ impl PegOutWorker {
         if latest.signatures.len() < fed.threshold() {
             return;
         }
+        // A version is in a block of the best chain: nothing to send or
+        // replace, only to wait for depth.
+        if self.mined(b).is_some() {
+            return;
+        }
         let txid = latest.txid;
         let now = Instant::now();
         let (due, first_tip) = {
@@ -254,12 +318,23 @@ impl PegOutWorker {
         // Stuck: vote for a replacement (f + 1 votes make one).
         let bump_after = self.chain.params().pegout.bump_after_blocks as u64;
         if let (Some(first), Some(tip)) = (first_tip, btc_tip) {
-            if tip >= first + bump_after && !latest.bump_votes.contains(&MemberIndex(self.member)) {
+            if tip >= first + bump_after
+                && b.versions.len() < MAX_BATCH_VERSIONS
+                && !latest.bump_votes.contains(&MemberIndex(self.member))
+            {
                 let key = (b.id, v as u32);
+                // Once per Bitcoin block at most: a vote state dropped
+                // because the fee pool could not pay is renewed later.
                 let fresh = self
                     .memory
                     .lock()
-                    .map(|mut m| m.bumped.insert(key))
+                    .map(|mut m| match m.bumped.get(&key) {
+                        Some(at) if *at >= tip => false,
+                        _ => {
+                            m.bumped.insert(key, tip);
+                            true
+                        }
+                    })
                     .unwrap_or(false);
                 if fresh {
                     tracing::info!(
@@ -278,41 +353,37 @@ impl PegOutWorker {
     }
 
     /// Reports a version of `b` confirmed at depth on this member's
-    /// bitcoind; true if one is.
+    /// bitcoind (as its watcher saw the batch's inputs spent); true if one is.
     fn confirm(&self, b: &Batch, btc_tip: Option<u64>) -> bool {
         let Some(tip) = btc_tip else { return false };
         let depth = self.chain.params().confirmations as u64;
-        for v in &b.versions {
-            if v.signatures.len() < self.chain.params().federation.threshold() {
-                continue;
-            }
-            if let Some(block) =
-                confirmed_at_depth(&**self.watcher.bitcoin(), &v.txid, None, tip, depth)
-            {
-                let recent = self
-                    .memory
-                    .lock()
-                    .map(|m| {
-                        m.reported
-                            .get(&BatchId(b.id.0))
-                            .is_some_and(|t| t.elapsed() < RESUBMIT)
-                    })
-                    .unwrap_or(true);
-                if !recent {
-                    tracing::info!(batch = b.id.0, txid = %v.txid, "peg-out batch confirmed at depth");
-                    self.submit(FedTxKind::PegOutConfirmed {
-                        batch: b.id,
-                        txid: v.txid,
-                        bitcoin_block: block,
-                    });
-                    if let Ok(mut m) = self.memory.lock() {
-                        m.reported.insert(BatchId(b.id.0), Instant::now());
-                    }
-                }
-                return true;
+        let Some((v, sp)) = self.mined(b) else {
+            return false;
+        };
+        if tip + 1 < sp.height + depth {
+            return false;
+        }
+        let recent = self
+            .memory
+            .lock()
+            .map(|m| {
+                m.reported
+                    .get(&BatchId(b.id.0))
+                    .is_some_and(|t| t.elapsed() < RESUBMIT)
+            })
+            .unwrap_or(true);
+        if !recent {
+            tracing::info!(batch = b.id.0, version = v, txid = %sp.txid, "peg-out batch confirmed at depth");
+            self.submit(FedTxKind::PegOutConfirmed {
+                batch: b.id,
+                txid: sp.txid,
+                bitcoin_block: sp.block,
+            });
+            if let Ok(mut m) = self.memory.lock() {
+                m.reported.insert(BatchId(b.id.0), Instant::now());
             }
         }
-        false
+        true
     }
 }
 
@@ -347,7 +418,11 @@ mod tests {
     }
 
     fn formed() -> Federation {
-        let node = PegNode::new(3, 2);
+        formed_with(PegNode::new(3, 2))
+    }
+
+    /// [`formed`] on `node`, a fresh 2-of-3 federation.
+    fn formed_with(node: PegNode) -> Federation {
         node.pegged_in(1, 100_000_000);
         let batch = node.peg_out(1);
         let watcher = node.watcher();
@@ -481,7 +556,7 @@ mod tests {
             f.tick(0);
             let tip = f.node.btc.best_tip().0;
             assert_eq!(
-                confirmed_at_depth(&*btc, &txid, None, tip, CONFIRMATIONS),
+                confirmed_at_depth(&*btc, &txid, Some(&block), tip, CONFIRMATIONS),
                 None
             );
             assert!(f.pooled(confirmed).is_empty(), "reported at depth {depth}");
@@ -489,7 +564,7 @@ mod tests {
         }
         let tip = f.node.btc.best_tip().0;
         assert_eq!(
-            confirmed_at_depth(&*btc, &txid, None, tip, CONFIRMATIONS),
+            confirmed_at_depth(&*btc, &txid, Some(&block), tip, CONFIRMATIONS),
             Some(block)
         );
         f.tick(0);
@@ -505,6 +580,71 @@ mod tests {
         );
         f.node.commit(vec![]);
         assert!(f.node.batch(f.batch.id.0).is_none(), "the batch is done");
+    }
+
+    /// Bumps are due after one block, confirmation after three: a batch
+    /// mined in the next block must not be replaced while it gets deep
+    /// (before, every batch was bumped while already mined).
+    #[test]
+    fn a_mined_batch_gets_no_bump_vote_while_it_gets_deep() {
+        let f = formed_with(PegNode::new_with(3, 2, |g| g.pegout.bump_after_blocks = 1));
+        let txid = f.broadcast();
+        let block = f.node.btc.mine(1)[0];
+        for _ in 1..CONFIRMATIONS {
+            f.tick(0);
+            f.tick(1);
+            assert!(f.pooled(bump).is_empty(), "bump vote for a mined batch");
+            assert!(f.pooled(confirmed).is_empty(), "confirmed too early");
+            f.node.btc.mine_empty(1);
+        }
+        f.tick(0);
+        assert!(f.pooled(bump).is_empty());
+        assert_eq!(
+            f.pooled(confirmed)[0].kind,
+            FedTxKind::PegOutConfirmed {
+                batch: f.batch.id,
+                txid,
+                bitcoin_block: block,
+            }
+        );
+        // The control: unmined, the same genesis bumps after one block.
+        let g = formed_with(PegNode::new_with(3, 2, |g| g.pegout.bump_after_blocks = 1));
+        g.broadcast();
+        g.node.btc.mine_empty(1);
+        g.tick(0);
+        assert_eq!(g.pooled(bump).len(), 1);
+    }
+
+    /// The member's state is the only record of which version confirmed
+    /// once the batch is done; when a reorg deeper than the confirmation
+    /// depth takes the confirming block away, the member raises an alert
+    /// (signing stops) and sends the transaction back to bitcoind.
+    #[test]
+    fn a_confirmed_batch_reorged_out_is_alerted_and_rebroadcast() {
+        let f = formed();
+        let txid = f.broadcast();
+        f.node.btc.mine(CONFIRMATIONS);
+        f.tick(0);
+        f.node.commit(vec![]);
+        assert!(f.node.batch(f.batch.id.0).is_none(), "the batch is done");
+        // A longer branch from below the batch's block, without it.
+        let depth = CONFIRMATIONS;
+        f.node
+            .btc
+            .reorg(depth, vec![vec![]; depth as usize + 1])
+            .unwrap();
+        // bitcoind puts it back in its mempool; say it lost it (restart).
+        assert!(f.node.btc.evict(&txid));
+        assert!(f.node.btc.mempool().is_empty());
+        f.tick(0);
+        let input = f.batch.inputs[0].0;
+        assert!(f.watcher.deep_reorgs().contains(&input), "no alert");
+        assert_eq!(f.node.btc.mempool(), vec![txid], "not rebroadcast");
+        // Mined again: no longer reorged out; the alert waits for an operator.
+        f.node.btc.mine(1);
+        f.tick(0);
+        assert!(f.watcher.reorged_spends().is_empty());
+        assert!(f.watcher.deep_reorgs().contains(&input));
     }
 
     #[test]

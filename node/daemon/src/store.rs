@@ -258,6 +258,19 @@ impl Store {
         Ok(())
     }
 
+    /// A record of this node's own (not replicated) bookkeeping, such as the
+    /// peg watcher's view of Bitcoin, under `key` in `meta`.
+    pub fn local_record(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, format!("local/{key}"))?)
+    }
+
+    /// Replaces the local record `key` (synced: it may hold an alert).
+    pub fn put_local_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, format!("local/{key}"), value);
+        self.write_synced(batch)
+    }
+
     /// Loads the full ledger state as of the stored tip.
     pub fn load_state(&self) -> Result<State, StoreError> {
         let tip = self

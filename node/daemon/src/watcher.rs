@@ -7,21 +7,50 @@
 //! amount and account) at that depth itself. A reorg is handled by walking
 //! back to the fork point and rescanning: deposits in blocks that left the
 //! best chain are forgotten (and found again if they are mined again).
+//!
+//! It also records, from the same blocks, every best-chain transaction that
+//! spends a federation output (a minted deposit, a change output, a batch
+//! input): that is how the peg-out worker learns that a batch version is
+//! mined and how deep, without `-txindex` (a pruned bitcoind works). A
+//! federation spend that had reached the confirmation depth and then left
+//! the best chain is a deep-reorg alert like a minted deposit's.
+//!
+//! What it has seen in the last [`SCAN_WINDOW`] blocks and its open alerts
+//! are saved in the node's store after every poll that changed them, so a
+//! restart neither forgets an alert nor misses a reorg that happened while
+//! the member was down: the first poll walks back from the saved blocks to
+//! the fork point like any other.
 
 use crate::chain::Chain;
-use bitcoin::{BlockHash, ScriptBuf};
+use bitcoin::{BlockHash, ScriptBuf, Txid};
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::fedtx::OutPoint;
-use fedpeg_peg::chain::{find_deposits, BitcoinChain, ChainError};
+use fedpeg_peg::chain::{find_deposits, BitcoinChain, ChainError, NodeInfo};
 use fedpeg_peg::federation::Federation;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// How far back from the tip a fresh watcher (or one that learned new
-/// addresses) scans.
-const SCAN_WINDOW: u64 = 288;
+/// addresses) scans; also how many blocks a pruned bitcoind must keep
+/// (bitcoind itself never keeps fewer than 288).
+pub const SCAN_WINDOW: u64 = 288;
+
+/// Oldest bitcoind this member works with (`getnetworkinfo` version):
+/// Bitcoin Core or Knots 25.0.
+pub const MIN_BITCOIND_VERSION: u64 = 250_000;
+
+/// How often the watcher re-reads bitcoind's prune height.
+const NODE_INFO_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A best-chain transaction spending a federation output.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Spend {
+    pub txid: Txid,
+    pub block: BlockHash,
+    pub height: u64,
+}
 
 /// A deposit seen on the best chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +72,14 @@ struct Scan {
     accounts: HashSet<AccountId>,
     /// Scripts of new registrations whose recent blocks are not rescanned yet.
     backfill: HashMap<ScriptBuf, [u8; 32]>,
+    /// The federation's change script: its outputs are federation outputs.
+    change: Option<ScriptBuf>,
+    /// bitcoind's node check: None until bitcoind answered once; an error
+    /// when it is unusable (wrong network, too old, pruned too far).
+    node: Option<Result<NodeInfo, String>>,
+    node_checked: Option<std::time::Instant>,
+    /// What the store holds: (tip hash, alerts), to save only on change.
+    saved: Option<(Option<BlockHash>, Vec<OutPoint>)>,
 }
 
 /// What readers see: a snapshot behind [`Watcher::inner`], locked only
@@ -56,9 +93,20 @@ struct Inner {
     /// failed part-way): judged found-again or reorged-out once a scan
     /// reaches the tip, never forgotten in between.
     unresolved: HashMap<OutPoint, SeenDeposit>,
-    /// Minted deposits whose block left the best chain: a reorg deeper than
-    /// the confirmation depth. Never cleared by the watcher.
+    /// Minted deposits whose block left the best chain, and federation
+    /// outputs whose confirmed spend did: a reorg deeper than the
+    /// confirmation depth. Never cleared by the watcher.
     deep_reorgs: Vec<OutPoint>,
+    /// Federation outputs spent on the best chain, by the spending tx.
+    spends: HashMap<OutPoint, Spend>,
+    /// Spends dropped for a rescan not completed yet, and whether they had
+    /// reached the confirmation depth.
+    unresolved_spends: HashMap<OutPoint, (Spend, bool)>,
+    /// Federation spends that left the best chain and are not mined again
+    /// (the peg-out worker rebroadcasts them).
+    reorged_spends: HashMap<OutPoint, Spend>,
+    /// Change outputs seen paying the federation (before state knows them).
+    change_outputs: HashSet<OutPoint>,
     tip: Option<u64>,
     reachable: bool,
     /// bitcoind's fee-rate estimate (6 blocks), sat/vB.
@@ -74,6 +122,9 @@ pub struct Watcher {
     confirmations: u64,
     scan: Mutex<Scan>,
     inner: Mutex<Inner>,
+    /// Held while the open alerts are written to the store, so that the
+    /// last write holds the alerts as they are then.
+    alerts_io: Mutex<()>,
     /// Deposit scripts derived so far (one per registration).
     derivations: AtomicU64,
     /// Polls started (numbered from 1).
@@ -85,17 +136,41 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher over `btc` for the chain's federation.
+    /// A watcher over `btc` for the chain's federation, resuming from what
+    /// the store saved (blocks seen, deposits, spends, open alerts).
     pub fn new(chain: Arc<Chain>, btc: Arc<dyn BitcoinChain>) -> anyhow::Result<Watcher> {
         let fed = chain.spec.peg_federation()?;
         let confirmations = chain.spec.genesis.pegin_confirmations.into();
+        let saved = Saved::load(&chain)?;
+        let change = fed.change_script_pubkey().ok();
+        let mut scan = Scan {
+            change,
+            ..Scan::default()
+        };
+        let mut inner = Inner::default();
+        if let Some(saved) = saved {
+            scan.scanned = saved.scanned.into_iter().collect();
+            inner.tip = saved.tip;
+            for d in saved.deposits {
+                inner.deposits.insert(d.outpoint, d.into());
+            }
+            inner.spends = saved.spends.into_iter().collect();
+            inner.deep_reorgs = saved.alerts;
+            if !inner.deep_reorgs.is_empty() {
+                tracing::error!(
+                    alerts = inner.deep_reorgs.len(),
+                    "deep-reorg alerts from before the restart are still open: peg-outs stay halted on this member until an operator acknowledges them (fedpeg acknowledge-alerts)"
+                );
+            }
+        }
         Ok(Watcher {
             chain,
             btc,
             fed,
             confirmations,
-            scan: Mutex::default(),
-            inner: Mutex::default(),
+            scan: Mutex::new(scan),
+            inner: Mutex::new(inner),
+            alerts_io: Mutex::new(()),
             derivations: AtomicU64::new(0),
             polls_started: AtomicU64::new(0),
             polls_done: tokio::sync::watch::channel(0).0,
@@ -145,17 +220,27 @@ impl Watcher {
         }
     }
 
-    /// Notes `block`'s outputs to `scripts` as deposits at height `h`.
+    /// Notes `block`'s outputs to `scripts` as deposits at height `h`, its
+    /// change outputs and its spends of federation outputs.
     fn record(
         &self,
         block: &bitcoin::Block,
         hash: BlockHash,
         h: u64,
         scripts: &HashMap<ScriptBuf, [u8; 32]>,
+        change: Option<&ScriptBuf>,
     ) {
         let found = find_deposits(block, scripts);
-        if found.is_empty() {
-            return;
+        let mut change_outputs = Vec::new();
+        let mut inputs = Vec::new();
+        for tx in block.txdata.iter().filter(|tx| !tx.is_coinbase()) {
+            let txid = tx.compute_txid();
+            for (vout, out) in tx.output.iter().enumerate() {
+                if Some(&out.script_pubkey) == change {
+                    change_outputs.push(OutPoint::new(txid, vout as u32));
+                }
+            }
+            inputs.extend(tx.input.iter().map(|i| (i.previous_output, txid)));
         }
         self.view(|inner| {
             for d in found {
@@ -176,22 +261,82 @@ impl Watcher {
                     },
                 );
             }
+            inner.change_outputs.extend(change_outputs);
+            // Federation outputs: what this watcher saw paid to the
+            // federation, and what state holds (in case state knew a coin
+            // before this watcher did, e.g. after a restart).
+            let spends: Vec<(OutPoint, Txid)> = self.chain.with_state(|s| {
+                let in_batches: HashSet<&OutPoint> = s
+                    .batches
+                    .values()
+                    .flat_map(|b| b.inputs.iter().map(|(o, _)| o))
+                    .collect();
+                inputs
+                    .into_iter()
+                    .filter(|(o, _)| {
+                        inner.deposits.contains_key(o)
+                            || inner.change_outputs.contains(o)
+                            || s.utxos.contains_key(o)
+                            || in_batches.contains(o)
+                    })
+                    .collect()
+            });
+            for (o, txid) in spends {
+                inner.spends.insert(
+                    o,
+                    Spend {
+                        txid,
+                        block: hash,
+                        height: h,
+                    },
+                );
+            }
         })
     }
 
+    /// Checks bitcoind once (and its prune height every
+    /// [`NODE_INFO_EVERY`]); an unusable node stops the scan with the reason.
+    fn node(&self, scan: &mut Scan) -> Result<NodeInfo, ChainError> {
+        let fresh = scan
+            .node_checked
+            .is_some_and(|t| t.elapsed() < NODE_INFO_EVERY);
+        if !fresh || scan.node.is_none() {
+            let info = self.btc.node_info()?;
+            let verdict = check_node(&info, self.chain.spec.network, self.confirmations);
+            if let Err(why) = &verdict {
+                if !matches!(&scan.node, Some(Err(w)) if w == why) {
+                    tracing::error!("{why}");
+                }
+            }
+            scan.node = Some(verdict.map(|()| info));
+            scan.node_checked = Some(std::time::Instant::now());
+        }
+        match &scan.node {
+            Some(Ok(info)) => Ok(info.clone()),
+            Some(Err(why)) => Err(ChainError::Rpc(why.clone())),
+            None => Err(ChainError::Unavailable("bitcoind not checked yet".into())),
+        }
+    }
+
     fn poll_scan(&self, scan: &mut Scan) -> Result<(), ChainError> {
+        let info = self.node(scan)?;
         self.add_registrations(scan);
         let (tip, _) = self.btc.tip()?;
-        // Walk back to the last block we scanned that is still on the best chain.
-        let low = tip.saturating_sub(SCAN_WINDOW).max(1);
+        // Walk back to the last block we scanned that is still on the best
+        // chain; never below what a pruned node still has.
+        let low = tip
+            .saturating_sub(SCAN_WINDOW)
+            .max(1)
+            .max(info.prune_height.unwrap_or(0));
         let mut start = low;
         while let Some((&h, hash)) = scan.scanned.iter().next_back() {
             if h <= tip && self.btc.block_hash(h)? == *hash {
-                start = h + 1;
+                start = (h + 1).max(low);
                 break;
             }
             scan.scanned.remove(&h);
         }
+        let confirmations = self.confirmations;
         self.view(|inner| {
             let dropped: Vec<SeenDeposit> = inner
                 .deposits
@@ -203,6 +348,20 @@ impl Watcher {
             inner
                 .unresolved
                 .extend(dropped.into_iter().map(|d| (d.outpoint, d)));
+            // A spend that had reached the depth when it left counts as
+            // confirmed (the federation may have acted on it).
+            let last_tip = inner.tip.unwrap_or(0);
+            let dropped: Vec<(OutPoint, Spend)> = inner
+                .spends
+                .iter()
+                .filter(|(_, sp)| sp.height >= start)
+                .map(|(o, sp)| (*o, sp.clone()))
+                .collect();
+            inner.spends.retain(|_, sp| sp.height < start);
+            for (o, sp) in dropped {
+                let deep = last_tip + 1 >= sp.height + confirmations;
+                inner.unresolved_spends.insert(o, (sp, deep));
+            }
         });
         // New scripts only: the recent blocks already scanned for the others.
         if !scan.backfill.is_empty() {
@@ -212,14 +371,14 @@ impl Watcher {
                     None => self.btc.block_hash(h)?,
                 };
                 let block = self.btc.block(&hash)?;
-                self.record(&block, hash, h, &scan.backfill);
+                self.record(&block, hash, h, &scan.backfill, None);
             }
             scan.backfill.clear();
         }
         for h in start..=tip {
             let hash = self.btc.block_hash(h)?;
             let block = self.btc.block(&hash)?;
-            self.record(&block, hash, h, &scan.scripts);
+            self.record(&block, hash, h, &scan.scripts, scan.change.as_ref());
             scan.scanned.insert(h, hash);
         }
         // The scan reached the tip. What left the best chain and was not
@@ -234,11 +393,96 @@ impl Watcher {
             inner.tip = Some(tip);
             inner.fee_estimate = fee_estimate;
         });
+        self.save(scan);
         Ok(())
     }
 
-    /// Judges the deposits dropped for a rescan that reached the tip.
+    /// Saves the view to the store if the tip or the alerts changed.
+    fn save(&self, scan: &mut Scan) {
+        let tip_hash = scan.scanned.values().next_back().copied();
+        let alerts = self.deep_reorgs();
+        if scan.saved.as_ref() == Some(&(tip_hash, alerts.clone())) {
+            return;
+        }
+        let oldest = scan.scanned.keys().next().copied().unwrap_or(0);
+        let saved = self.view(|inner| Saved {
+            scanned: scan.scanned.iter().map(|(h, b)| (*h, *b)).collect(),
+            tip: inner.tip,
+            deposits: inner
+                .deposits
+                .values()
+                .chain(inner.unresolved.values())
+                .filter(|d| d.height >= oldest)
+                .map(SavedDeposit::from)
+                .collect(),
+            spends: inner
+                .spends
+                .iter()
+                .filter(|(_, sp)| sp.height >= oldest)
+                .map(|(o, sp)| (*o, sp.clone()))
+                .collect(),
+            alerts: vec![],
+        });
+        match serde_json::to_vec(&saved)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(self.chain.put_local_record(SAVED_VIEW, &bytes)?))
+        {
+            Ok(()) => {
+                if self.save_alerts().is_ok() {
+                    scan.saved = Some((tip_hash, alerts));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot save the peg watcher's view"),
+        }
+    }
+
+    /// Writes the open alerts, as they are now, to the store.
+    fn save_alerts(&self) -> anyhow::Result<()> {
+        let _io = self
+            .alerts_io
+            .lock()
+            .map_err(|_| anyhow::anyhow!("alert writer poisoned"))?;
+        let alerts = self.deep_reorgs();
+        let r = serde_json::to_vec(&alerts)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(self.chain.put_local_record(SAVED_ALERTS, &bytes)?));
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "cannot save the open deep-reorg alerts");
+        }
+        r
+    }
+
+    /// Judges the deposits and spends dropped for a rescan that reached
+    /// the tip.
     fn resolve(&self, inner: &mut Inner) {
+        let dropped = std::mem::take(&mut inner.unresolved_spends);
+        for (o, (sp, deep)) in dropped {
+            let now = inner.spends.get(&o);
+            if now.is_some_and(|n| n.txid == sp.txid) {
+                continue;
+            }
+            if deep {
+                tracing::error!(
+                    outpoint = %o,
+                    txid = %sp.txid,
+                    height = sp.height,
+                    "ALERT: a confirmed spend of a federation output left the best chain (reorg deeper than the confirmation depth)"
+                );
+                if !inner.deep_reorgs.contains(&o) {
+                    inner.deep_reorgs.push(o);
+                }
+            }
+            if now.is_none() {
+                tracing::warn!(outpoint = %o, txid = %sp.txid, "a federation spend was reorged out of the best chain; it will be rebroadcast");
+                inner.reorged_spends.insert(o, sp);
+            }
+        }
+        let Inner {
+            reorged_spends,
+            spends,
+            ..
+        } = inner;
+        reorged_spends.retain(|o, _| !spends.contains_key(o));
         let dropped = std::mem::take(&mut inner.unresolved);
         for d in dropped.into_values() {
             if !inner.deposits.contains_key(&d.outpoint)
@@ -376,13 +620,50 @@ impl Watcher {
         self.inner.lock().ok().and_then(|i| i.tip)
     }
 
-    /// Clears acknowledged deep-reorg alerts; returns those still open.
+    /// Clears acknowledged deep-reorg alerts (in the store too); returns
+    /// those still open.
     pub fn acknowledge(&self, outpoints: &[OutPoint]) -> Vec<OutPoint> {
-        let Ok(mut inner) = self.inner.lock() else {
-            return vec![];
+        let open = {
+            let Ok(mut inner) = self.inner.lock() else {
+                return vec![];
+            };
+            inner.deep_reorgs.retain(|o| !outpoints.contains(o));
+            inner.deep_reorgs.clone()
         };
-        inner.deep_reorgs.retain(|o| !outpoints.contains(o));
-        inner.deep_reorgs.clone()
+        // On failure the next poll writes them again (its record differs).
+        let _ = self.save_alerts();
+        open
+    }
+
+    /// The best-chain spend of federation output `outpoint`, if seen.
+    pub fn spend(&self, outpoint: &OutPoint) -> Option<Spend> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.spends.get(outpoint).cloned())
+    }
+
+    /// The best-chain spend by transaction `txid` of a federation output,
+    /// and its depth at the last poll.
+    pub fn mined(&self, txid: &Txid) -> Option<(Spend, u64)> {
+        let inner = self.inner.lock().ok()?;
+        let tip = inner.tip?;
+        let sp = inner.spends.values().find(|sp| sp.txid == *txid)?;
+        Some((sp.clone(), (tip + 1).saturating_sub(sp.height)))
+    }
+
+    /// Federation spends that left the best chain and are not mined again.
+    pub fn reorged_spends(&self) -> Vec<Spend> {
+        self.inner
+            .lock()
+            .map(|i| i.reorged_spends.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last check of bitcoind: its facts, or why it is unusable; None
+    /// before bitcoind answered.
+    pub fn node_check(&self) -> Option<Result<NodeInfo, String>> {
+        self.scan.try_lock().ok().and_then(|s| s.node.clone())
     }
 
     /// bitcoind's latest fee-rate estimate, sat/vB.
@@ -424,6 +705,123 @@ impl Watcher {
             self.sleep(interval);
         }
     }
+}
+
+/// Store key of the watcher's view (JSON [`Saved`]).
+const SAVED_VIEW: &str = "peg_watch";
+/// Store key of the open deep-reorg alerts (JSON list of outpoints).
+const SAVED_ALERTS: &str = "peg_alerts";
+
+/// What the store keeps of a watcher between runs.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    /// The last [`SCAN_WINDOW`] blocks scanned: height and hash.
+    scanned: Vec<(u64, BlockHash)>,
+    tip: Option<u64>,
+    /// Deposits and spends seen in those blocks.
+    deposits: Vec<SavedDeposit>,
+    spends: Vec<(OutPoint, Spend)>,
+    /// Written under [`SAVED_ALERTS`], not here.
+    #[serde(skip)]
+    alerts: Vec<OutPoint>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedDeposit {
+    outpoint: OutPoint,
+    amount: Sats,
+    account: [u8; 32],
+    block: BlockHash,
+    height: u64,
+}
+
+impl From<&SeenDeposit> for SavedDeposit {
+    fn from(d: &SeenDeposit) -> Self {
+        SavedDeposit {
+            outpoint: d.outpoint,
+            amount: d.amount,
+            account: d.account.0,
+            block: d.block,
+            height: d.height,
+        }
+    }
+}
+
+impl From<SavedDeposit> for SeenDeposit {
+    fn from(d: SavedDeposit) -> Self {
+        SeenDeposit {
+            outpoint: d.outpoint,
+            amount: d.amount,
+            account: AccountId(d.account),
+            block: d.block,
+            height: d.height,
+        }
+    }
+}
+
+impl Saved {
+    /// What the store holds; None for a node that never saved one. An
+    /// unreadable record is an error: starting without it could forget an
+    /// alert.
+    fn load(chain: &Chain) -> anyhow::Result<Option<Saved>> {
+        let view = chain.local_record(SAVED_VIEW)?;
+        let alerts = chain.local_record(SAVED_ALERTS)?;
+        if view.is_none() && alerts.is_none() {
+            return Ok(None);
+        }
+        let mut saved: Saved = match view {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("the store's peg watcher record is unreadable ({e}); restore the data directory from a backup")
+            })?,
+            None => Saved::default(),
+        };
+        if let Some(bytes) = alerts {
+            saved.alerts = serde_json::from_slice(&bytes).map_err(|e| {
+                anyhow::anyhow!("the store's record of open deep-reorg alerts is unreadable ({e}); restore the data directory from a backup")
+            })?;
+        }
+        Ok(Some(saved))
+    }
+}
+
+/// Whether a member can run its peg on this bitcoind: the genesis network,
+/// at least [`MIN_BITCOIND_VERSION`], and, when pruned, the last
+/// [`SCAN_WINDOW`] blocks on disk (bitcoind's own minimum is 288, which
+/// `-prune=550` gives). `-txindex` is not needed.
+pub fn check_node(
+    info: &NodeInfo,
+    network: bitcoin::Network,
+    confirmations: u64,
+) -> Result<(), String> {
+    let want = match network {
+        bitcoin::Network::Bitcoin => "main",
+        bitcoin::Network::Testnet => "test",
+        bitcoin::Network::Signet => "signet",
+        bitcoin::Network::Regtest => "regtest",
+        _ => "testnet4",
+    };
+    if info.chain != want {
+        return Err(format!(
+            "bitcoind runs chain `{}` but the genesis pegs to `{want}`: point --bitcoin-rpc-url at a bitcoind started with the matching network",
+            info.chain
+        ));
+    }
+    if info.version < MIN_BITCOIND_VERSION {
+        return Err(format!(
+            "bitcoind {} (version {}) is too old: fedpeg needs Bitcoin Core or Knots 25.0 or newer",
+            info.subversion, info.version
+        ));
+    }
+    if let Some(pruned_below) = info.prune_height {
+        let kept = info.blocks.saturating_sub(pruned_below) + 1;
+        let need = SCAN_WINDOW.max(confirmations).min(info.blocks + 1);
+        if kept < need {
+            return Err(format!(
+                "bitcoind is pruned to its last {kept} blocks but the peg needs the last {need} to check deposits and reorgs: use -prune=550 or more (bitcoind keeps at least 288 blocks then) and let it finish syncing"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -586,6 +984,121 @@ mod tests {
         assert!(!w.confirms(&before[0]), "the stale block is not confirmed");
     }
 
+    /// A minted deposit at depth, seen by `w`.
+    fn minted(node: &PegNode, w: &Watcher) -> SeenDeposit {
+        node.btc.mine(5);
+        node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS - 1);
+        w.poll().unwrap();
+        let d = w.mature().pop().unwrap();
+        node.mint(&d);
+        d
+    }
+
+    /// A reorg one deeper than the confirmation depth, longer by one.
+    fn deep_reorg(node: &PegNode) {
+        node.btc
+            .reorg(CONFIRMATIONS + 1, vec![vec![]; CONFIRMATIONS as usize + 2])
+            .unwrap();
+    }
+
+    #[test]
+    fn an_open_alert_survives_a_restart_until_acknowledged() {
+        let (node, w) = registered();
+        let d = minted(&node, &w);
+        deep_reorg(&node);
+        w.poll().unwrap();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+        drop(w);
+        // The restarted member: open before its first poll, and after.
+        let w = node.watcher();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+        w.poll().unwrap();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+        // Acknowledged, it stays closed across the next restart.
+        assert_eq!(w.acknowledge(&[d.outpoint]), vec![]);
+        drop(w);
+        let w = node.watcher();
+        assert!(w.deep_reorgs().is_empty());
+        w.poll().unwrap();
+        assert!(w.deep_reorgs().is_empty());
+    }
+
+    #[test]
+    fn a_deep_reorg_while_the_member_was_down_is_alerted_at_start() {
+        let (node, w) = registered();
+        let d = minted(&node, &w);
+        node.btc.mine(2);
+        w.poll().unwrap();
+        drop(w);
+        // Down: the deposit's block leaves the best chain.
+        node.btc
+            .reorg(CONFIRMATIONS + 3, vec![vec![]; CONFIRMATIONS as usize + 4])
+            .unwrap();
+        let w = node.watcher();
+        w.poll().unwrap();
+        assert_eq!(w.deep_reorgs(), vec![d.outpoint]);
+        // A restart without a reorg raises nothing.
+        let (node, w) = registered();
+        minted(&node, &w);
+        drop(w);
+        node.btc.mine(3);
+        let w = node.watcher();
+        w.poll().unwrap();
+        assert!(w.deep_reorgs().is_empty());
+    }
+
+    #[test]
+    fn a_bitcoind_on_another_network_too_old_or_pruned_too_far_is_refused() {
+        use bitcoin::Network::{Bitcoin, Regtest};
+        let info = NodeInfo {
+            chain: "regtest".into(),
+            version: 280_100,
+            subversion: "/Satoshi:28.1.0/".into(),
+            blocks: 10_000,
+            prune_height: None,
+        };
+        assert_eq!(check_node(&info, Regtest, 6), Ok(()));
+        let err = |i: &NodeInfo, n| check_node(i, n, 6).unwrap_err();
+        assert!(err(&info, Bitcoin)
+            .contains("bitcoind runs chain `regtest` but the genesis pegs to `main`"));
+        let old = NodeInfo {
+            version: 240_000,
+            ..info.clone()
+        };
+        assert!(err(&old, Regtest).contains("too old"));
+        // -prune=550 keeps at least 288 blocks: enough.
+        let pruned = NodeInfo {
+            prune_height: Some(10_000 - 287),
+            ..info.clone()
+        };
+        assert_eq!(check_node(&pruned, Regtest, 6), Ok(()));
+        let too_far = NodeInfo {
+            prune_height: Some(10_000 - 100),
+            ..info.clone()
+        };
+        assert!(err(&too_far, Regtest).contains("pruned to its last 101 blocks"));
+        // A young chain has all its blocks.
+        let young = NodeInfo {
+            blocks: 50,
+            prune_height: Some(0),
+            ..info
+        };
+        assert_eq!(check_node(&young, Regtest, 6), Ok(()));
+    }
+
+    #[test]
+    fn an_unusable_bitcoind_stops_the_scan_with_the_reason() {
+        let (node, w) = registered();
+        node.btc.set_node_info(200_000, None);
+        // The check is cached for a minute: a fresh watcher sees it.
+        let w2 = node.watcher();
+        let e = w2.poll().unwrap_err();
+        assert!(e.to_string().contains("too old"), "{e}");
+        assert!(matches!(w2.node_check(), Some(Err(_))));
+        drop(w);
+    }
+
     #[test]
     fn a_reorg_under_a_minted_deposit_is_alerted_until_acknowledged() {
         let (node, w) = registered();
@@ -657,6 +1170,15 @@ mod tests {
         }
         fn mempool_entry_height(&self, txid: &bitcoin::Txid) -> Result<Option<u64>, ChainError> {
             self.btc.mempool_entry_height(txid)
+        }
+        fn unspent(
+            &self,
+            outpoint: &bitcoin::OutPoint,
+        ) -> Result<Option<(bitcoin::TxOut, u64)>, ChainError> {
+            self.btc.unspent(outpoint)
+        }
+        fn node_info(&self) -> Result<fedpeg_peg::chain::NodeInfo, ChainError> {
+            self.btc.node_info()
         }
     }
 

@@ -32,7 +32,7 @@
 //! Rejections are `ChainError::Rpc` with bitcoind's bare reject reason, e.g.
 //! `"bad-txns-inputs-missingorspent"` (`RpcChain` prefixes the RPC name).
 
-use crate::chain::{BitcoinChain, ChainError};
+use crate::chain::{BitcoinChain, ChainError, NodeInfo};
 use bitcoin::block::{Header, Version};
 use bitcoin::blockdata::constants::genesis_block;
 use bitcoin::hashes::Hash;
@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// The [`BitcoinChain`] methods, by name: the keys of [`MemoryChain::calls`].
-pub const METHODS: [&str; 9] = [
+pub const METHODS: [&str; 11] = [
     "tip",
     "block_hash",
     "block",
@@ -58,6 +58,8 @@ pub const METHODS: [&str; 9] = [
     "broadcast",
     "test_accept",
     "mempool_entry_height",
+    "unspent",
+    "node_info",
 ];
 
 /// bitcoind's reject reason for a spent or unknown input.
@@ -135,6 +137,9 @@ struct State {
     next_nonce: u64,
     fee_rate: Option<u64>,
     has_txindex: bool,
+    /// What `node_info` reports: client version and prune height.
+    version: u64,
+    prune_height: Option<u64>,
     full_rbf: bool,
     unavailable: bool,
     delay: Duration,
@@ -275,6 +280,8 @@ impl State {
             next_nonce: 0,
             fee_rate: None,
             has_txindex,
+            version: 280_000,
+            prune_height: None,
             full_rbf: false,
             unavailable: false,
             delay: Duration::ZERO,
@@ -758,6 +765,15 @@ impl MemoryChain {
         Ok(self.lock())
     }
 
+    /// What `node_info` reports as the client version (280000 at first)
+    /// and prune height (None: not pruned). Blocks stay readable: only the
+    /// report changes.
+    pub fn set_node_info(&self, version: u64, prune_height: Option<u64>) {
+        let mut s = self.lock();
+        s.version = version;
+        s.prune_height = prune_height;
+    }
+
     /// Turns `-txindex` emulation on or off (see [`Self::without_txindex`]).
     pub fn set_txindex(&self, on: bool) {
         self.lock().has_txindex = on;
@@ -1066,6 +1082,44 @@ impl BitcoinChain for MemoryChain {
     fn mempool_entry_height(&self, txid: &Txid) -> Result<Option<u64>, ChainError> {
         let s = self.enter("mempool_entry_height")?;
         Ok(s.mempool.get(txid).map(|e| e.height))
+    }
+
+    /// As `gettxout` with `include_mempool`: a mempool spend hides the
+    /// output, a mempool output shows with 0 confirmations.
+    fn unspent(&self, outpoint: &OutPoint) -> Result<Option<(TxOut, u64)>, ChainError> {
+        let s = self.enter("unspent")?;
+        let spent = s
+            .mempool
+            .values()
+            .any(|e| e.tx.input.iter().any(|i| i.previous_output == *outpoint));
+        if spent {
+            return Ok(None);
+        }
+        if let Some(out) = s.utxos.get(outpoint) {
+            let height = s
+                .confirmed
+                .get(&outpoint.txid)
+                .and_then(|b| s.blocks.get(b))
+                .map(|n| n.height)
+                .unwrap_or(0);
+            return Ok(Some((out.clone(), s.height() + 1 - height)));
+        }
+        Ok(s.mempool.get(&outpoint.txid).and_then(|e| {
+            e.tx.output
+                .get(outpoint.vout as usize)
+                .map(|o| (o.clone(), 0))
+        }))
+    }
+
+    fn node_info(&self) -> Result<NodeInfo, ChainError> {
+        let s = self.enter("node_info")?;
+        Ok(NodeInfo {
+            chain: "regtest".into(),
+            version: s.version,
+            subversion: format!("/MemoryChain:{}/", s.version),
+            blocks: s.height(),
+            prune_height: s.prune_height,
+        })
     }
 }
 

@@ -137,11 +137,21 @@ pub struct Bitcoind {
 impl Bitcoind {
     /// Starts a node, creates the `miner` wallet and mines 101 blocks to it.
     pub fn start() -> Result<Bitcoind, String> {
+        Self::start_as(false)
+    }
+
+    /// Like [`Self::start`], but the node is pruned (`-prune=550`) and has
+    /// no `-txindex`: what most operators run.
+    pub fn start_pruned() -> Result<Bitcoind, String> {
+        Self::start_as(true)
+    }
+
+    fn start_as(pruned: bool) -> Result<Bitcoind, String> {
         // Free ports can be taken between our probe and bitcoind's bind
         // (other tests start nodes in parallel): try fresh ports then.
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(pruned) {
                 Ok(node) => return Ok(node),
                 Err(e) if e.contains("Unable to bind") => last = e,
                 Err(e) => return Err(e),
@@ -150,7 +160,7 @@ impl Bitcoind {
         Err(last)
     }
 
-    fn try_start() -> Result<Bitcoind, String> {
+    fn try_start(pruned: bool) -> Result<Bitcoind, String> {
         let (bitcoind, cli) = binaries()?;
         let datadir = tempfile::Builder::new()
             .prefix("fedpeg-bitcoind-")
@@ -163,7 +173,11 @@ impl Bitcoind {
             "-server".into(),
             "-listen=0".into(),
             "-listenonion=0".into(),
-            "-txindex=1".into(),
+            if pruned {
+                "-prune=550".into()
+            } else {
+                "-txindex=1".into()
+            },
             "-fallbackfee=0.0002".into(),
             // Knots hands out legacy addresses unless told otherwise.
             "-addresstype=bech32".into(),

@@ -1,6 +1,8 @@
 //! `PegOutBump`: f + 1 members vote to replace a batch that is not
 //! confirming with a version at a higher fee rate (BIP125), paid from the fee
-//! pool.
+//! pool. When the pool cannot pay, the votes are cleared so that the bump
+//! is retried once members vote again (they do, once per Bitcoin block,
+//! while the batch stays unmined).
 
 use crate::amount::Sats;
 use crate::error::FedTxError;
@@ -57,6 +59,11 @@ pub(super) fn apply(
                 accounts: b.accounts(),
             });
             b.versions.push(v);
+        } else {
+            // The fee pool cannot pay for it now: the votes are spent, and
+            // members still seeing the batch stuck vote again later, when
+            // fees may have refilled the pool.
+            b.versions[latest].bump_votes.clear();
         }
     }
     o.delta.batches.insert(batch, b);

@@ -1,6 +1,7 @@
 //! Ledger tests of peg-out batches: forming, signing, bumping, confirming.
 
 use super::{id as uid, key as user};
+use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
@@ -431,4 +432,65 @@ fn batch_and_utxo_records_round_trip_and_refuse_damage() {
         assert_eq!(Utxo::decode(&u.encode()).unwrap(), *u);
     }
     assert!(Utxo::decode(&[1, 0, 0]).is_err());
+}
+
+/// A bump the fee pool cannot pay makes no version and clears the votes, so
+/// that the same members' later votes retry it once fees refilled the pool
+/// (before, the votes stayed and every later vote was a duplicate: the
+/// batch could never be bumped again).
+#[test]
+fn a_bump_the_fee_pool_cannot_pay_is_retried_when_it_can() {
+    let mut s = State::default();
+    deposit(&mut s, 1, 0, 1_000_000);
+    step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
+    assert_eq!(s.batches.len(), 1);
+    // Empty the pool into user 9's balance (as if fees had been spent on
+    // earlier bumps): still exactly accounted, now nothing to bump with.
+    let pool = s.fee_pool;
+    s.fee_pool = Sats::ZERO;
+    s.accounts.entry(uid(9)).or_default().balance = pool;
+    s.supply = s.supply.checked_add(pool).unwrap();
+    let bump = |m| {
+        fed(
+            m,
+            FedTxKind::PegOutBump {
+                batch: BatchId(0),
+                version: 0,
+            },
+        )
+    };
+    let ev = step(&mut s, &[], &[bump(0), bump(3)], 6);
+    assert!(!ev.iter().any(|e| matches!(
+        e,
+        Event::PegOutBatch {
+            stage: BatchStage::Replaced { .. },
+            ..
+        }
+    )));
+    let b = &s.batches[&BatchId(0)];
+    assert_eq!(b.versions.len(), 1, "nothing to pay a replacement with");
+    assert!(b.latest().bump_votes.is_empty(), "the votes are spent");
+    // User 9's transfer pays its balance as fee: the pool is refilled.
+    let refill = Transaction::sign(
+        params().chain_id,
+        &user(9),
+        0,
+        pool.checked_sub(sats(1)).unwrap(),
+        TxKind::Transfer {
+            to: uid(1),
+            amount: sats(1),
+        },
+    );
+    step(&mut s, &[refill], &[], 7);
+    assert!(s.fee_pool > Sats::ZERO);
+    // The same members vote again: this time it is replaced.
+    let ev = step(&mut s, &[], &[bump(0), bump(3)], 8);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::PegOutBatch {
+            stage: BatchStage::Replaced { version: 1, .. },
+            ..
+        }
+    )));
+    assert_eq!(s.batches[&BatchId(0)].versions.len(), 2);
 }
