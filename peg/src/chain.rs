@@ -102,6 +102,8 @@ pub struct NodeInfo {
     pub blocks: u64,
     /// Lowest height whose block is still on disk when the node is pruned.
     pub prune_height: Option<u64>,
+    /// Still in initial block download (`initialblockdownload`).
+    pub initial_block_download: bool,
 }
 
 /// An output paying a watched deposit script.
@@ -649,6 +651,8 @@ impl BitcoinChain for RpcChain {
             } else {
                 None
             },
+            initial_block_download: chain.get("initialblockdownload").and_then(Value::as_bool)
+                == Some(true),
         })
     }
 

@@ -416,9 +416,9 @@ impl Chain {
         self.store.local_record(key)
     }
 
-    /// Replaces this node's own bookkeeping record `key`.
-    pub fn put_local_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.store.put_local_record(key, value)
+    /// Replaces these own bookkeeping records in one synced write.
+    pub fn put_local_records(&self, records: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
+        self.store.put_local_records(records)
     }
 
     /// The newest `limit` batches (stored), newest first.

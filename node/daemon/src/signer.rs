@@ -257,8 +257,14 @@ impl PegOutWorker {
             return;
         }
         // A version is in a block of the best chain: nothing to send or
-        // replace, only to wait for depth.
-        if self.mined(b).is_some() {
+        // replace, only to wait for depth. (An input spent by anything else
+        // cannot be replaced either: `mined` logs that.)
+        let spent = b
+            .inputs
+            .first()
+            .is_some_and(|(o, _)| self.watcher.spend(o).is_some());
+        if spent {
+            let _ = self.mined(b);
             return;
         }
         let txid = latest.txid;

@@ -264,10 +264,14 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_META)?, format!("local/{key}"))?)
     }
 
-    /// Replaces the local record `key` (synced: it may hold an alert).
-    pub fn put_local_record(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    /// Replaces the local records `(key, value)` in one synced write (they
+    /// may hold an alert).
+    pub fn put_local_records(&self, records: &[(&str, Vec<u8>)]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_META)?, format!("local/{key}"), value);
+        let meta = self.cf(CF_META)?;
+        for (key, value) in records {
+            batch.put_cf(meta, format!("local/{key}"), value);
+        }
         self.write_synced(batch)
     }
 

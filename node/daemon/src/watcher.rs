@@ -105,9 +105,12 @@ struct Inner {
     /// Federation spends that left the best chain and are not mined again
     /// (the peg-out worker rebroadcasts them).
     reorged_spends: HashMap<OutPoint, Spend>,
-    /// Change outputs seen paying the federation (before state knows them).
-    change_outputs: HashSet<OutPoint>,
+    /// Change outputs seen paying the federation (before state knows
+    /// them), with their height.
+    change_outputs: HashMap<OutPoint, u64>,
     tip: Option<u64>,
+    /// The tip saved before a restart, until the first poll.
+    saved_tip: Option<u64>,
     reachable: bool,
     /// bitcoind's fee-rate estimate (6 blocks), sat/vB.
     fee_estimate: Option<u64>,
@@ -150,7 +153,9 @@ impl Watcher {
         let mut inner = Inner::default();
         if let Some(saved) = saved {
             scan.scanned = saved.scanned.into_iter().collect();
-            inner.tip = saved.tip;
+            // Readers wait for a first poll; the saved tip only judges depth
+            // of what a reorg while down took away.
+            inner.saved_tip = saved.tip;
             for d in saved.deposits {
                 inner.deposits.insert(d.outpoint, d.into());
             }
@@ -237,7 +242,7 @@ impl Watcher {
             let txid = tx.compute_txid();
             for (vout, out) in tx.output.iter().enumerate() {
                 if Some(&out.script_pubkey) == change {
-                    change_outputs.push(OutPoint::new(txid, vout as u32));
+                    change_outputs.push((OutPoint::new(txid, vout as u32), h));
                 }
             }
             inputs.extend(tx.input.iter().map(|i| (i.previous_output, txid)));
@@ -275,7 +280,7 @@ impl Watcher {
                     .into_iter()
                     .filter(|(o, _)| {
                         inner.deposits.contains_key(o)
-                            || inner.change_outputs.contains(o)
+                            || inner.change_outputs.contains_key(o)
                             || s.utxos.contains_key(o)
                             || in_batches.contains(o)
                     })
@@ -299,7 +304,8 @@ impl Watcher {
     fn node(&self, scan: &mut Scan) -> Result<NodeInfo, ChainError> {
         let fresh = scan
             .node_checked
-            .is_some_and(|t| t.elapsed() < NODE_INFO_EVERY);
+            .is_some_and(|t| t.elapsed() < NODE_INFO_EVERY)
+            && !matches!(&scan.node, Some(Ok(i)) if i.initial_block_download);
         if !fresh || scan.node.is_none() {
             let info = self.btc.node_info()?;
             let verdict = check_node(&info, self.chain.spec.network, self.confirmations);
@@ -320,18 +326,47 @@ impl Watcher {
 
     fn poll_scan(&self, scan: &mut Scan) -> Result<(), ChainError> {
         let info = self.node(scan)?;
+        // Headers ahead of blocks would look like a reorg: wait.
+        if info.initial_block_download {
+            return Err(ChainError::Unavailable(
+                "bitcoind is in initial block download: waiting for it to finish".into(),
+            ));
+        }
         self.add_registrations(scan);
         let (tip, _) = self.btc.tip()?;
         // Walk back to the last block we scanned that is still on the best
-        // chain; never below what a pruned node still has.
-        let low = tip
-            .saturating_sub(SCAN_WINDOW)
-            .max(1)
-            .max(info.prune_height.unwrap_or(0));
+        // chain (however long ago: a member down for days scans every block
+        // it missed); never below what a pruned node still has.
+        let kept = info.prune_height.unwrap_or(0);
+        let low = tip.saturating_sub(SCAN_WINDOW).max(1).max(kept);
         let mut start = low;
         while let Some((&h, hash)) = scan.scanned.iter().next_back() {
-            if h <= tip && self.btc.block_hash(h)? == *hash {
-                start = (h + 1).max(low);
+            let on_best = if h <= tip {
+                self.btc.block_hash(h)? == *hash
+            } else {
+                // Above bitcoind's tip: reorged out only if bitcoind knows
+                // the block off its best chain; unknown means bitcoind is
+                // behind (resyncing, a restored or failover node): wait.
+                match self.btc.best_chain_height(hash) {
+                    Ok(_) => false,
+                    Err(ChainError::NotFound) => {
+                        return Err(ChainError::Unavailable(format!(
+                            "bitcoind is at height {tip} and does not know block {hash} at height {h} that this member saw: waiting for it to catch up"
+                        )))
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if on_best {
+                start = h + 1;
+                if start < kept {
+                    tracing::error!(
+                        from = start,
+                        to = kept - 1,
+                        "bitcoind pruned blocks this member never scanned: deposits and batch spends in them are not seen (keep fedpegd running, or prune less)"
+                    );
+                    start = kept;
+                }
                 break;
             }
             scan.scanned.remove(&h);
@@ -350,7 +385,7 @@ impl Watcher {
                 .extend(dropped.into_iter().map(|d| (d.outpoint, d)));
             // A spend that had reached the depth when it left counts as
             // confirmed (the federation may have acted on it).
-            let last_tip = inner.tip.unwrap_or(0);
+            let last_tip = inner.tip.or(inner.saved_tip).unwrap_or(0);
             let dropped: Vec<(OutPoint, Spend)> = inner
                 .spends
                 .iter()
@@ -387,6 +422,7 @@ impl Watcher {
         while scan.scanned.len() as u64 > SCAN_WINDOW {
             scan.scanned.pop_first();
         }
+        self.prune(scan.scanned.keys().next().copied().unwrap_or(0));
         // None until bitcoind has enough data (e.g. a fresh regtest).
         let fee_estimate = self.btc.estimate_fee_rate(6).ok().flatten();
         self.view(|inner| {
@@ -395,6 +431,23 @@ impl Watcher {
         });
         self.save(scan);
         Ok(())
+    }
+
+    /// Forgets spends and change outputs below `oldest` (the window), but
+    /// not spends of an unconfirmed batch's inputs, whatever their age.
+    fn prune(&self, oldest: u64) {
+        let open: HashSet<OutPoint> = self.chain.with_state(|s| {
+            s.batches
+                .values()
+                .flat_map(|b| b.inputs.iter().map(|(o, _)| *o))
+                .collect()
+        });
+        self.view(|inner| {
+            inner
+                .spends
+                .retain(|o, sp| sp.height >= oldest || open.contains(o));
+            inner.change_outputs.retain(|_, h| *h >= oldest);
+        });
     }
 
     /// Saves the view to the store if the tip or the alerts changed.
@@ -415,41 +468,38 @@ impl Watcher {
                 .filter(|d| d.height >= oldest)
                 .map(SavedDeposit::from)
                 .collect(),
+            // In memory only what prune keeps: the window and open batches.
             spends: inner
                 .spends
                 .iter()
-                .filter(|(_, sp)| sp.height >= oldest)
                 .map(|(o, sp)| (*o, sp.clone()))
                 .collect(),
             alerts: vec![],
         });
-        match serde_json::to_vec(&saved)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| Ok(self.chain.put_local_record(SAVED_VIEW, &bytes)?))
-        {
-            Ok(()) => {
-                if self.save_alerts().is_ok() {
-                    scan.saved = Some((tip_hash, alerts));
-                }
-            }
+        match self.write(Some(&saved)) {
+            Ok(()) => scan.saved = Some((tip_hash, alerts)),
             Err(e) => tracing::error!(error = %e, "cannot save the peg watcher's view"),
         }
     }
 
-    /// Writes the open alerts, as they are now, to the store.
-    fn save_alerts(&self) -> anyhow::Result<()> {
+    /// Writes the open alerts, as they are now, to the store, with `view`
+    /// if given: one synced write, so a crash never keeps a view without
+    /// the alerts it raised.
+    fn write(&self, view: Option<&Saved>) -> anyhow::Result<()> {
         let _io = self
             .alerts_io
             .lock()
             .map_err(|_| anyhow::anyhow!("alert writer poisoned"))?;
-        let alerts = self.deep_reorgs();
-        let r = serde_json::to_vec(&alerts)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| Ok(self.chain.put_local_record(SAVED_ALERTS, &bytes)?));
+        let alerts = serde_json::to_vec(&self.deep_reorgs())?;
+        let mut records = vec![(SAVED_ALERTS, alerts)];
+        if let Some(v) = view {
+            records.push((SAVED_VIEW, serde_json::to_vec(v)?));
+        }
+        let r = self.chain.put_local_records(&records);
         if let Err(e) = &r {
             tracing::error!(error = %e, "cannot save the open deep-reorg alerts");
         }
-        r
+        Ok(r?)
     }
 
     /// Judges the deposits and spends dropped for a rescan that reached
@@ -631,7 +681,7 @@ impl Watcher {
             inner.deep_reorgs.clone()
         };
         // On failure the next poll writes them again (its record differs).
-        let _ = self.save_alerts();
+        let _ = self.write(None);
         open
     }
 
@@ -714,6 +764,7 @@ const SAVED_ALERTS: &str = "peg_alerts";
 
 /// What the store keeps of a watcher between runs.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct Saved {
     /// The last [`SCAN_WINDOW`] blocks scanned: height and hash.
     scanned: Vec<(u64, BlockHash)>,
@@ -769,10 +820,14 @@ impl Saved {
         if view.is_none() && alerts.is_none() {
             return Ok(None);
         }
-        let mut saved: Saved = match view {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!("the store's peg watcher record is unreadable ({e}); restore the data directory from a backup")
-            })?,
+        // The view is a cache of what bitcoind shows: unreadable, it is
+        // rebuilt by a rescan. The alerts are not: see below.
+        let mut saved: Saved = match view.map(|b| serde_json::from_slice(&b)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the saved peg watcher view is unreadable: rescanning the recent blocks instead");
+                Saved::default()
+            }
             None => Saved::default(),
         };
         if let Some(bytes) = alerts {
@@ -1048,6 +1103,31 @@ mod tests {
         assert!(w.deep_reorgs().is_empty());
     }
 
+    /// A restarted member whose bitcoind is behind what it saw (resyncing,
+    /// a restored or failover node) waits for it: no false alert, and
+    /// nothing saved is served as mature before a poll succeeds.
+    #[test]
+    fn a_restart_on_a_bitcoind_that_is_behind_waits_instead_of_alerting() {
+        let (node, w) = registered();
+        minted(&node, &w);
+        node.btc.mine(1);
+        w.poll().unwrap();
+        drop(w);
+        let behind = Arc::new(fedpeg_peg::testkit::MemoryChain::without_txindex());
+        let w = Watcher::new(node.chain.clone(), behind).unwrap();
+        assert!(w.mature().is_empty(), "served before a poll");
+        let e = w.poll().unwrap_err();
+        assert!(
+            matches!(&e, ChainError::Unavailable(m) if m.contains("catch up")),
+            "{e}"
+        );
+        assert!(w.deep_reorgs().is_empty());
+        // Back on the member's own bitcoind: nothing happened.
+        let w = node.watcher();
+        w.poll().unwrap();
+        assert!(w.deep_reorgs().is_empty());
+    }
+
     #[test]
     fn a_bitcoind_on_another_network_too_old_or_pruned_too_far_is_refused() {
         use bitcoin::Network::{Bitcoin, Regtest};
@@ -1057,6 +1137,7 @@ mod tests {
             subversion: "/Satoshi:28.1.0/".into(),
             blocks: 10_000,
             prune_height: None,
+            initial_block_download: false,
         };
         assert_eq!(check_node(&info, Regtest, 6), Ok(()));
         let err = |i: &NodeInfo, n| check_node(i, n, 6).unwrap_err();

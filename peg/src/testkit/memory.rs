@@ -1119,6 +1119,7 @@ impl BitcoinChain for MemoryChain {
             subversion: format!("/MemoryChain:{}/", s.version),
             blocks: s.height(),
             prune_height: s.prune_height,
+            initial_block_download: false,
         })
     }
 }
