@@ -1,6 +1,8 @@
 //! Batch formation at the end of a block: when the peg-out queue is due, the
 //! oldest peg-outs are paid from the federation's UTXOs in one deterministic
-//! Bitcoin transaction (see [`crate::pegout_batch`] for its shape).
+//! Bitcoin transaction (see [`crate::pegout_batch`] for its shape). While the
+//! agreed fee rate is low the batch also merges small UTXOs into its change
+//! (consolidation, [`crate::pegout_batch::plan_batch`]).
 
 use crate::amount::Sats;
 use crate::events::{BatchStage, Event};
@@ -71,7 +73,7 @@ pub(crate) fn form_batch(
     };
     let mut b = Batch {
         id,
-        inputs: utxos[..plan.n_inputs].to_vec(),
+        inputs: plan.inputs().map(|i| utxos[i]).collect(),
         outputs: plan
             .withdrawals
             .iter()

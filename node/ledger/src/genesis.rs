@@ -112,7 +112,7 @@ pub struct Genesis {
     #[serde(default)]
     pub dev_balances: Vec<DevBalance>,
     /// Peg-out batching policy.
-    #[serde(default)]
+    #[serde(default = "crate::pegout_batch::PegOutParams::unnamed_in_genesis")]
     pub pegout: crate::pegout_batch::PegOutParams,
 }
 
@@ -492,6 +492,39 @@ pub(crate) mod tests {
         let g = sample("regtest", vec![]);
         let json = serde_json::to_string(&g).unwrap();
         assert!(!json.contains("allow_unsafe_peg_threshold"), "{json}");
+    }
+
+    #[test]
+    fn a_genesis_that_does_not_name_consolidation_keeps_its_chain_id_and_never_consolidates() {
+        // A new genesis (`fedpegd genesis`) writes the default, 5 sat/vB.
+        let g = sample("regtest", vec![]);
+        assert_eq!(g.pegout.consolidate_below_sat_vb, 5);
+        let json = serde_json::to_string(&g).unwrap();
+        let field = r#","consolidate_below_sat_vb":5"#;
+        assert!(json.contains(field), "{json}");
+        // The same file written before the parameter existed: it reads as
+        // 0 (never), and serializes to the very bytes the chain id hashed.
+        let old = json.replace(field, "");
+        let spec = Genesis::parse(old.as_bytes(), "old.json").unwrap();
+        assert_eq!(spec.genesis.pegout.consolidate_below_sat_vb, 0);
+        assert_eq!(serde_json::to_string(&spec.genesis).unwrap(), old);
+        assert_eq!(
+            spec.chain_id,
+            Hash32::tagged("fedpeg/genesis/v1", &[old.as_bytes()])
+        );
+        assert_ne!(spec.chain_id, g.chain_id());
+        // No `pegout` section at all: the defaults, without consolidation.
+        let mut v: serde_json::Value = serde_json::from_str(&old).unwrap();
+        v.as_object_mut().unwrap().remove("pegout");
+        let spec = Genesis::parse(v.to_string().as_bytes(), "bare.json").unwrap();
+        assert_eq!(
+            spec.genesis.pegout,
+            crate::pegout_batch::PegOutParams::unnamed_in_genesis()
+        );
+        // Not a sat/vB count: the file is refused.
+        let bad = json.replace(field, r#","consolidate_below_sat_vb":-1"#);
+        let e = Genesis::parse(bad.as_bytes(), "bad.json").unwrap_err();
+        assert!(matches!(e, GenesisError::Json(..)), "{e}");
     }
 
     #[test]

@@ -57,7 +57,8 @@ impl<'a> Overlay<'a> {
         n
     }
 
-    /// Spendable UTXOs in selection order: largest first, then by outpoint.
+    /// Spendable UTXOs in selection order: largest first, then by outpoint
+    /// (a batch's payers come from the front, consolidation from the back).
     pub(crate) fn available_utxos(&self) -> Vec<(OutPoint, Utxo)> {
         let mut v: Vec<(OutPoint, Utxo)> = self
             .base

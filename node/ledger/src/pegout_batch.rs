@@ -11,6 +11,7 @@ use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use fedpeg_consensus::Height;
+use fedpeg_peg::bitcoin::policy::MAX_STANDARD_TX_WEIGHT;
 use fedpeg_peg::bitcoin::{self, Amount, BlockHash, ScriptBuf, Transaction, TxOut, Txid};
 use fedpeg_peg::deposit::Tweak;
 use fedpeg_peg::federation::Federation;
@@ -37,6 +38,22 @@ pub struct PegOutParams {
     /// Virtual bytes of shared batch overhead (transaction header, change,
     /// inputs) each peg-out pays for on top of its own output.
     pub shared_vbytes: u64,
+    /// Consolidation: while the agreed fee rate is below this (sat/vB), a
+    /// batch also spends the federation's smallest UTXOs, up to
+    /// `max_inputs`, and merges them into its change; 0 never consolidates.
+    /// [`PegOutParams::default`] (what `fedpegd genesis` writes) is 5: below
+    /// it the mempool is quiet, and spending a 3-of-4 input costs
+    /// 132 vB × 4 sat/vB = 528 sats, against 2,640–6,600 sats at the
+    /// 20–50 sat/vB a busy mempool asks of the batch that would otherwise
+    /// have to take it. A genesis that does not name it means 0, and 0 is
+    /// not written: files from before this parameter keep their chain id
+    /// and their batch rules.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consolidate_below_sat_vb: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Default for PegOutParams {
@@ -48,6 +65,18 @@ impl Default for PegOutParams {
             max_unconfirmed: 8,
             bump_after_blocks: 3,
             shared_vbytes: 40,
+            consolidate_below_sat_vb: 5,
+        }
+    }
+}
+
+impl PegOutParams {
+    /// The parameters of a genesis file without a `pegout` section: the
+    /// defaults, but without consolidation (see `consolidate_below_sat_vb`).
+    pub fn unnamed_in_genesis() -> Self {
+        PegOutParams {
+            consolidate_below_sat_vb: 0,
+            ..PegOutParams::default()
         }
     }
 }
@@ -266,21 +295,35 @@ pub fn fee_and_change(
     (spare >= without).then_some((spare, 0))
 }
 
-/// A planned batch: which UTXOs (a prefix of the ordered available set) pay
-/// which withdrawals, the fee and the change.
+/// A planned batch: which UTXOs pay which withdrawals, the fee and the
+/// change. The paying inputs are a prefix of the ordered available set;
+/// consolidation inputs come from its other end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// The first `n_inputs` UTXOs pay the withdrawals.
     pub n_inputs: usize,
+    /// Consolidation inputs: indices into the UTXOs past the prefix,
+    /// smallest first (see [`PegOutParams::consolidate_below_sat_vb`]).
+    pub consolidated: Vec<usize>,
     pub withdrawals: Vec<usize>,
     pub fee: u64,
     pub change: u64,
+}
+
+impl Plan {
+    /// The UTXOs the batch spends, as indices in spending order: the paying
+    /// prefix, then the consolidation inputs.
+    pub fn inputs(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.n_inputs).chain(self.consolidated.iter().copied())
+    }
 }
 
 /// Deterministic batch planning. `utxos` are the available UTXO amounts in
 /// selection order (largest first); `wanted` the queued peg-outs in queue
 /// order as (output bytes, amount). Peg-outs are taken in order, skipping one
 /// that cannot be paid (with at most `max_inputs` inputs and `fee_budget`
-/// for the fee); inputs are the fewest largest UTXOs that pay.
+/// for the fee); inputs are the fewest largest UTXOs that pay. Below the
+/// consolidation rate, the smallest UTXOs are added (see [`consolidate`]).
 pub fn plan_batch(
     federation: &Federation,
     params: &PegOutParams,
@@ -321,6 +364,7 @@ pub fn plan_batch(
                 chosen.push(i);
                 best = Some(Plan {
                     n_inputs: k,
+                    consolidated: Vec::new(),
                     withdrawals: chosen.clone(),
                     fee,
                     change,
@@ -329,7 +373,76 @@ pub fn plan_batch(
             _ => {}
         }
     }
-    best
+    let mut plan = best?;
+    if fee_rate < params.consolidate_below_sat_vb {
+        let outputs = Outputs { n, bytes, total };
+        consolidate(
+            federation, max_inputs, utxos, &mut plan, &outputs, fee_rate, fee_budget,
+        );
+    }
+    Some(plan)
+}
+
+/// The withdrawal outputs of a plan: how many, their bytes, their total.
+struct Outputs {
+    n: usize,
+    bytes: u64,
+    total: u64,
+}
+
+/// Adds consolidation inputs to `plan`: the UTXOs past its paying prefix,
+/// smallest first (the reverse of selection order, so equal amounts go by
+/// outpoint, highest first), until the batch has `max_inputs`. An input is
+/// taken only if it keeps the transaction standard and adds to the change, that is if it is worth more than the
+/// fee it adds at `fee_rate` (an uneconomic one is skipped; a larger one may
+/// still pay), and only while the whole fee stays within `fee_budget` (the
+/// fee pool, which every mint pre-paid that deposit's spend cost into).
+fn consolidate(
+    federation: &Federation,
+    max_inputs: usize,
+    utxos: &[u64],
+    plan: &mut Plan,
+    outputs: &Outputs,
+    fee_rate: u64,
+    fee_budget: u64,
+) {
+    let mut input_total = utxos[..plan.n_inputs]
+        .iter()
+        .fold(0u64, |t, u| t.saturating_add(*u));
+    for i in (plan.n_inputs..utxos.len()).rev() {
+        let n_inputs = plan.n_inputs + plan.consolidated.len() + 1;
+        // A batch over the standard weight would not relay: stay below it
+        // whatever `max_inputs` a genesis allows.
+        let weight = federation.batch_weight(n_inputs, outputs.n + 1, outputs.bytes + 43);
+        if n_inputs > max_inputs || weight.to_wu() > u64::from(MAX_STANDARD_TX_WEIGHT) {
+            break;
+        }
+        let with = input_total.saturating_add(utxos[i]);
+        let Some((fee, change)) = fee_and_change(
+            federation,
+            n_inputs,
+            with,
+            outputs.n,
+            outputs.bytes,
+            outputs.total,
+            fee_rate,
+            0,
+        ) else {
+            continue;
+        };
+        if change <= plan.change {
+            continue;
+        }
+        if fee > fee_budget {
+            // With a change output the fee depends only on the input
+            // count: no further input fits the budget either.
+            break;
+        }
+        input_total = with;
+        plan.consolidated.push(i);
+        plan.fee = fee;
+        plan.change = change;
+    }
 }
 
 /// A 3-of-4 regtest federation with fixed keys, for unit tests.
@@ -361,10 +474,18 @@ mod tests {
         test_federation()
     }
 
+    /// [`PegOutParams::default`] without consolidation: today's selection.
+    fn no_consolidation() -> PegOutParams {
+        PegOutParams {
+            consolidate_below_sat_vb: 0,
+            ..PegOutParams::default()
+        }
+    }
+
     #[test]
     fn plan_takes_the_fewest_largest_inputs_and_skips_what_cannot_be_paid() {
         let f = federation();
-        let p = PegOutParams::default();
+        let p = no_consolidation();
         let utxos = [50_000, 30_000, 10_000];
         let wanted = [(31, 20_000), (31, 1_000_000), (31, 20_000)];
         let plan = plan_batch(&f, &p, &utxos, &wanted, 2, u64::MAX).unwrap();
@@ -378,6 +499,62 @@ mod tests {
     }
 
     #[test]
+    fn below_the_consolidation_rate_the_smallest_economic_utxos_join_up_to_max_inputs() {
+        let f = federation();
+        let p = PegOutParams {
+            max_inputs: 4,
+            consolidate_below_sat_vb: 5,
+            ..PegOutParams::default()
+        };
+        // 200 sats are less than spending them costs at 2 sat/vB (~263).
+        let utxos = [1_000_000, 50_000, 40_000, 30_000, 20_000, 200];
+        let wanted = [(31, 100_000)];
+        let plan = plan_batch(&f, &p, &utxos, &wanted, 2, u64::MAX).unwrap();
+        assert_eq!(plan.n_inputs, 1);
+        assert_eq!(
+            plan.consolidated,
+            vec![4, 3, 2],
+            "smallest first, 200 skipped"
+        );
+        let inputs: u64 = plan.inputs().map(|i| utxos[i]).sum();
+        assert_eq!(inputs, 1_090_000);
+        assert_eq!(plan.fee, f.batch_vbytes(4, 2, 31 + 43) * 2);
+        assert_eq!(plan.change, inputs - 100_000 - plan.fee);
+        // The fee pool limits it: a budget for three inputs takes two extra.
+        let budget = f.batch_vbytes(3, 2, 31 + 43) * 2;
+        let plan = plan_batch(&f, &p, &utxos, &wanted, 2, budget).unwrap();
+        assert_eq!(plan.consolidated, vec![4, 3]);
+        assert_eq!(plan.fee, budget);
+        // At or above the rate: only the input that pays (today's batch).
+        for rate in [5, 6, 50] {
+            let plan = plan_batch(&f, &p, &utxos, &wanted, rate, u64::MAX).unwrap();
+            assert_eq!(
+                (plan.n_inputs, plan.consolidated.len()),
+                (1, 0),
+                "{rate} sat/vB"
+            );
+        }
+    }
+
+    #[test]
+    fn consolidation_stops_below_the_standard_transaction_weight() {
+        let f = federation();
+        let p = PegOutParams {
+            max_inputs: 5_000,
+            consolidate_below_sat_vb: 5,
+            ..PegOutParams::default()
+        };
+        let mut utxos = vec![10_000u64; 3_000];
+        utxos.insert(0, 1_000_000);
+        let wanted = [(31, 100_000)];
+        let plan = plan_batch(&f, &p, &utxos, &wanted, 1, u64::MAX).unwrap();
+        let n = plan.inputs().count();
+        let weight = |n| f.batch_weight(n, 2, 31 + 43).to_wu();
+        let max = u64::from(MAX_STANDARD_TX_WEIGHT);
+        assert!(weight(n) <= max && weight(n + 1) > max, "{n} inputs");
+    }
+
+    #[test]
     fn small_change_goes_to_the_fee() {
         let f = federation();
         let (fee, change) = fee_and_change(&f, 1, 10_000 + 400 + 100, 1, 31, 10_000, 1, 0).unwrap();
@@ -388,22 +565,48 @@ mod tests {
     proptest! {
         #[test]
         fn a_plan_balances_and_pays_at_least_the_rate(
-            utxos in proptest::collection::vec(1_000u64..5_000_000, 0..20),
+            utxos in proptest::collection::vec(200u64..5_000_000, 0..80),
             wanted in proptest::collection::vec((31u64..44, 546u64..2_000_000), 1..40),
             rate in 1u64..200,
+            consolidate_below in 0u64..300,
+            max_inputs in 1u32..60,
+            budget in prop_oneof![Just(u64::MAX), 0u64..200_000],
         ) {
             let f = federation();
-            let p = PegOutParams::default();
+            let p = PegOutParams {
+                max_inputs,
+                consolidate_below_sat_vb: consolidate_below,
+                ..PegOutParams::default()
+            };
             let mut utxos = utxos;
             utxos.sort_unstable_by(|a, b| b.cmp(a));
-            if let Some(plan) = plan_batch(&f, &p, &utxos, &wanted, rate, u64::MAX) {
-                let inputs: u64 = utxos[..plan.n_inputs].iter().sum();
+            let plain = PegOutParams { consolidate_below_sat_vb: 0, ..p.clone() };
+            let base = plan_batch(&f, &plain, &utxos, &wanted, rate, budget);
+            let plan = plan_batch(&f, &p, &utxos, &wanted, rate, budget);
+            prop_assert_eq!(plan.is_some(), base.is_some());
+            if let (Some(plan), Some(base)) = (plan, base) {
+                // Consolidation only adds inputs, only below its rate.
+                prop_assert_eq!(plan.n_inputs, base.n_inputs);
+                prop_assert_eq!(&plan.withdrawals, &base.withdrawals);
+                if rate >= consolidate_below {
+                    prop_assert_eq!(&plan, &base);
+                }
+                let spent: Vec<usize> = plan.inputs().collect();
+                let distinct: BTreeSet<usize> = spent.iter().copied().collect();
+                prop_assert_eq!(distinct.len(), spent.len());
+                prop_assert!(spent.len() <= max_inputs as usize);
+                prop_assert!(plan.consolidated.iter().all(|i| *i >= plan.n_inputs && *i < utxos.len()));
+                prop_assert!(plan.consolidated.windows(2).all(|w| utxos[w[0]] <= utxos[w[1]]), "smallest first");
+                // Every extra input adds to the change.
+                prop_assert!(plan.consolidated.is_empty() || plan.change > base.change);
+                let inputs: u64 = spent.iter().map(|i| utxos[*i]).sum();
                 let outs: u64 = plan.withdrawals.iter().map(|i| wanted[*i].1).sum();
                 let bytes: u64 = plan.withdrawals.iter().map(|i| wanted[*i].0).sum();
                 prop_assert_eq!(inputs, outs + plan.fee + plan.change);
+                prop_assert!(plan.fee <= budget);
                 let n_out = plan.withdrawals.len() + usize::from(plan.change > 0);
                 let change_bytes = if plan.change > 0 { 43 } else { 0 };
-                prop_assert!(plan.fee >= f.batch_vbytes(plan.n_inputs, n_out, bytes + change_bytes) * rate);
+                prop_assert!(plan.fee >= f.batch_vbytes(spent.len(), n_out, bytes + change_bytes) * rate);
                 prop_assert!(plan.change == 0 || plan.change >= CHANGE_DUST_LIMIT_SATS);
             }
         }

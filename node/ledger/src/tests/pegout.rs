@@ -5,7 +5,7 @@ use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
-use crate::pegout_batch::{test_federation, test_peg_secrets};
+use crate::pegout_batch::{test_federation, test_peg_secrets, PegOutParams};
 use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
@@ -27,7 +27,12 @@ fn params() -> LedgerParams {
         pegin_spend_vbytes: 132,
         default_fee_rate: FeeRate(2),
         federation: test_federation(),
-        pegout: Default::default(),
+        // These histories (and the golden root) predate consolidation;
+        // its tests turn it on with `consolidating`.
+        pegout: PegOutParams {
+            consolidate_below_sat_vb: 0,
+            ..PegOutParams::default()
+        },
         confirmations: 1,
     }
 }
@@ -60,15 +65,24 @@ fn pegout(from: u8, nonce: u64, amount: u64, fee: u64) -> Transaction {
 /// Applies a block of `txs` and `fed` (all must be valid), checks that a
 /// re-application agrees, commits, and returns the events.
 fn step(s: &mut State, txs: &[Transaction], fed: &[FederationTx], time: u64) -> Vec<Event> {
-    let p = params();
-    let b = build_block(s, &p, txs, fed, time, 0, &VerifyAll);
+    step_with(&params(), s, txs, fed, time)
+}
+/// [`step`] under parameters `p`.
+fn step_with(
+    p: &LedgerParams,
+    s: &mut State,
+    txs: &[Transaction],
+    fed: &[FederationTx],
+    time: u64,
+) -> Vec<Event> {
+    let b = build_block(s, p, txs, fed, time, 0, &VerifyAll);
     assert!(b.rejected.is_empty(), "{:?}", b.rejected);
     assert_eq!(
         b.block.fed_txs.len(),
         fed.len(),
         "a federation tx was left out"
     );
-    let again = apply_block(s, &b.block, &p, &VerifyAll).unwrap();
+    let again = apply_block(s, &b.block, p, &VerifyAll).unwrap();
     assert_eq!(again.delta, b.outcome.delta);
     s.commit(&b.block.header, &b.outcome);
     // Reserves always cover supply + unpaid peg-outs, exactly accounted.
@@ -119,6 +133,20 @@ fn sign(s: &State, batch: u64, m: u32) -> FederationTx {
             signatures: sigs,
         },
     )
+}
+/// Batch 0's newest version with the witnesses of the signatures in state.
+fn assembled(p: &LedgerParams, s: &State) -> bitcoin::Transaction {
+    let b = &s.batches[&BatchId(0)];
+    let tx = b.unsigned_tx(&p.federation, b.versions.len() - 1).unwrap();
+    let signed: Vec<(usize, Vec<Vec<u8>>)> = b
+        .latest()
+        .signatures
+        .iter()
+        .map(|(m, v)| (m.index(), v.clone()))
+        .collect();
+    p.federation
+        .assemble_batch(&tx, &b.batch_inputs(), &signed)
+        .unwrap()
 }
 
 #[test]
@@ -181,16 +209,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
             ..
         }
     )));
-    let signed: Vec<(usize, Vec<Vec<u8>>)> = s.batches[&BatchId(0)]
-        .latest()
-        .signatures
-        .iter()
-        .map(|(m, v)| (m.index(), v.clone()))
-        .collect();
-    let full = p
-        .federation
-        .assemble_batch(&tx, &s.batches[&BatchId(0)].batch_inputs(), &signed)
-        .unwrap();
+    let full = assembled(&p, &s);
     assert_eq!(full.compute_txid(), tx.compute_txid());
 
     // Bump: f + 1 = 2 votes replace it at a higher rate, same inputs.
@@ -432,6 +451,204 @@ fn batch_and_utxo_records_round_trip_and_refuse_damage() {
         assert_eq!(Utxo::decode(&u.encode()).unwrap(), *u);
     }
     assert!(Utxo::decode(&[1, 0, 0]).is_err());
+}
+
+/// [`params`] with consolidation below 5 sat/vB (the agreed rate here is
+/// the default 2) into batches of at most `max_inputs` inputs.
+fn consolidating(max_inputs: u32) -> LedgerParams {
+    let mut p = params();
+    p.pegout.consolidate_below_sat_vb = 5;
+    p.pegout.max_inputs = max_inputs;
+    p
+}
+
+/// A 1,000,000-sat deposit, eight small ones (10,000 to 17,000 sats) and a
+/// second 10,000 (a tie), then one 100,000-sat peg-out (fee 5,000) under
+/// `p`; the fee pool just before the peg-out's block.
+fn small_deposits_then_a_pegout(p: &LedgerParams, s: &mut State) -> amount::Sats {
+    deposit(s, 1, 0, 1_000_000);
+    for v in 0..8 {
+        deposit(s, 2, v, 10_000 + 1_000 * u64::from(v));
+    }
+    deposit(s, 3, 0, 10_000);
+    assert_eq!(s.utxos.len(), 10);
+    let pool = s.fee_pool;
+    step_with(p, s, &[pegout(1, 0, 100_000, 5_000)], &[], 5);
+    assert_eq!(s.batches.len(), 1);
+    pool
+}
+
+fn op(acct: u8, vout: u32) -> OutPoint {
+    OutPoint {
+        txid: txid(acct),
+        vout,
+    }
+}
+
+/// Total bytes of a batch's peg-out outputs.
+fn out_bytes(b: &pegout_batch::Batch) -> u64 {
+    b.outputs
+        .iter()
+        .map(|o| fedpeg_peg::pegout::output_bytes(&o.script_pubkey))
+        .sum()
+}
+
+/// Members `signers` sign batch 0's newest version, which then confirms
+/// (block times `time`, `time + 1`); the value of its change UTXO.
+fn sign_and_confirm(
+    p: &LedgerParams,
+    s: &mut State,
+    signers: std::ops::Range<u32>,
+    time: u64,
+) -> Option<amount::Sats> {
+    let sigs: Vec<_> = signers.map(|m| sign(s, 0, m)).collect();
+    step_with(p, s, &[], &sigs, time);
+    let b = &s.batches[&BatchId(0)];
+    let txid = b.latest().txid;
+    let vout = b.outputs.len() as u32;
+    let confirm = fed(
+        2,
+        FedTxKind::PegOutConfirmed {
+            batch: BatchId(0),
+            txid,
+            bitcoin_block: block_hash(2),
+        },
+    );
+    step_with(p, s, &[], &[confirm], time + 1);
+    s.utxos.get(&OutPoint { txid, vout }).map(|u| u.amount)
+}
+
+#[test]
+fn a_low_fee_rate_batch_merges_the_smallest_utxos_into_its_change_up_to_max_inputs() {
+    let p = consolidating(6);
+    let mut s = State::default();
+    let pool = small_deposits_then_a_pegout(&p, &mut s);
+    let b = s.batches[&BatchId(0)].clone();
+    // The largest pays; then the five smallest, smallest first (equal
+    // amounts: the reverse of selection order, highest outpoint first).
+    let spent: Vec<(OutPoint, u64)> = b
+        .inputs
+        .iter()
+        .map(|(o, u)| (*o, u.amount.to_sat()))
+        .collect();
+    assert_eq!(
+        spent,
+        vec![
+            (op(1, 0), 1_000_000),
+            (op(3, 0), 10_000),
+            (op(2, 0), 10_000),
+            (op(2, 1), 11_000),
+            (op(2, 2), 12_000),
+            (op(2, 3), 13_000),
+        ]
+    );
+    let v = b.latest();
+    // Fee: the agreed rate (2) × the batch's worst-case vsize with change;
+    // change: everything else, exactly.
+    let fee = p.federation.batch_vbytes(6, 2, out_bytes(&b) + 43) * 2;
+    assert_eq!(v.fee.to_sat(), fee);
+    assert_eq!(v.change.to_sat(), 1_056_000 - 100_000 - fee);
+    assert_eq!(b.input_total(), b.output_total() + fee + v.change.to_sat());
+    // The fee pool pays it (the peg-out's fee came in the same block).
+    assert_eq!(s.fee_pool.to_sat(), pool.to_sat() + 5_000 - fee);
+    assert_eq!(s.utxos.len(), 4, "the six inputs are locked");
+
+    // Confirmed: the merged value is one change UTXO; `step` checked
+    // reserves = balances + fee pool + unpaid + reserved after each block.
+    assert_eq!(sign_and_confirm(&p, &mut s, 0..3, 6), Some(v.change));
+    assert_eq!(s.utxos.len(), 5);
+    assert_eq!(s.reserves().confirmed(), s.total_value());
+}
+
+#[test]
+fn at_or_above_the_consolidation_rate_a_batch_takes_only_the_inputs_that_pay() {
+    for rate in [5, 9] {
+        let mut p = consolidating(6);
+        p.default_fee_rate = FeeRate(rate);
+        let mut s = State::default();
+        small_deposits_then_a_pegout(&p, &mut s);
+        let b = &s.batches[&BatchId(0)];
+        assert_eq!(b.inputs.len(), 1, "{rate} sat/vB");
+        assert_eq!(b.inputs[0].0, op(1, 0));
+        assert_eq!(s.utxos.len(), 9);
+    }
+}
+
+#[test]
+fn a_replacement_of_a_consolidating_batch_keeps_its_inputs_and_exact_fee_and_change() {
+    let p = consolidating(6);
+    let mut s = State::default();
+    small_deposits_then_a_pegout(&p, &mut s);
+    let v0 = s.batches[&BatchId(0)].latest().clone();
+    let pool = s.fee_pool;
+    let bump = |m| {
+        fed(
+            m,
+            FedTxKind::PegOutBump {
+                batch: BatchId(0),
+                version: 0,
+            },
+        )
+    };
+    step_with(&p, &mut s, &[], &[bump(0), bump(3)], 6);
+    let b = s.batches[&BatchId(0)].clone();
+    assert_eq!(b.versions.len(), 2);
+    let v1 = b.latest().clone();
+    // 2 sat/vB + 25 % (at least 1) = 3; BIP125 asks old fee + 1 sat/vB × size.
+    assert_eq!(v1.fee_rate, FeeRate(3));
+    let vbytes = p.federation.batch_vbytes(6, 2, out_bytes(&b) + 43);
+    assert_eq!(v1.fee.to_sat(), (vbytes * 3).max(v0.fee.to_sat() + vbytes));
+    assert_eq!(
+        b.input_total(),
+        b.output_total() + v1.fee.to_sat() + v1.change.to_sat()
+    );
+    assert_eq!(
+        s.fee_pool.to_sat(),
+        pool.to_sat() - (v1.fee.to_sat() - v0.fee.to_sat())
+    );
+    assert_eq!(b.fee_reserved, v1.fee);
+    let tx = b.unsigned_tx(&p.federation, 1).unwrap();
+    assert_eq!(tx.input.len(), 6);
+    assert_eq!(tx.compute_txid(), v1.txid);
+    // The replacement confirms; its change holds the merged value.
+    assert_eq!(sign_and_confirm(&p, &mut s, 1..4, 7), Some(v1.change));
+}
+
+#[test]
+fn a_consolidating_batch_transaction_spends_every_input_and_its_signed_vsize_fits_the_fee() {
+    let p = consolidating(6);
+    let mut s = State::default();
+    small_deposits_then_a_pegout(&p, &mut s);
+    let b = s.batches[&BatchId(0)].clone();
+    let v = b.latest().clone();
+    let tx = b.unsigned_tx(&p.federation, 0).unwrap();
+    let prevouts: Vec<OutPoint> = tx.input.iter().map(|i| i.previous_output).collect();
+    let inputs: Vec<OutPoint> = b.inputs.iter().map(|(o, _)| *o).collect();
+    assert_eq!(prevouts, inputs);
+    assert_eq!(tx.output.len(), 2, "the peg-out and the change");
+    let spent = b.input_total();
+    let paid: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
+    assert_eq!(
+        spent - paid,
+        v.fee.to_sat(),
+        "the fee is what the tx leaves"
+    );
+    // Fully signed, the transaction is at most the size the fee was
+    // computed for, and pays at least the agreed rate.
+    let sigs: Vec<_> = (0..3).map(|m| sign(&s, 0, m)).collect();
+    step_with(&p, &mut s, &[], &sigs, 6);
+    let full = assembled(&p, &s);
+    assert_eq!(full.compute_txid(), tx.compute_txid());
+    let estimate = p.federation.batch_vbytes(6, 2, out_bytes(&b) + 43);
+    let vsize = full.vsize() as u64;
+    assert!(vsize <= estimate, "{vsize} > {estimate}");
+    // The estimate assumes 73-byte signatures; real ones are at most 2
+    // bytes (2 WU) shorter: 6 inputs × 3 signatures × 2 WU / 4, rounded up.
+    assert!(
+        estimate - vsize <= (6 * 3 * 2) / 4 + 1,
+        "{vsize} vs {estimate}"
+    );
+    assert!(v.fee.to_sat() >= vsize * 2);
 }
 
 /// A bump the fee pool cannot pay makes no version and clears the votes, so
