@@ -21,7 +21,7 @@ pub fn estimate_fee(
     }
     let addr = fedpeg_peg::address::parse_pegout_address(&r.bitcoin_address, params.network)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let rate = chain.with_state(|s| s.fee_rate(params.default_fee_rate));
+    let rate = chain.with_state(|s| s.fee_rate(params));
     let fee = pegout_fee_quote(
         &params.pegout,
         params.pegout_fee,
