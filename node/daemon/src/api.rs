@@ -15,7 +15,7 @@ use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
 use fedpeg_ledger::hash::Hash32;
-use fedpeg_ledger::ids::{FeeRate, MemberIndex};
+use fedpeg_ledger::ids::MemberIndex;
 use fedpeg_ledger::mempool::AdmitError;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_proto::v1 as pb;
@@ -415,9 +415,7 @@ impl WalletService for Api {
                 Err(e) => tracing::debug!(error = %e, "deposit-address registration not pooled"),
             }
         }
-        let rate = self
-            .chain
-            .with_state(|s| s.fee_rate(FeeRate(spec.genesis.fees.default_fee_rate_sat_vb)));
+        let rate = self.chain.with_state(|s| s.fee_rate(self.chain.params()));
         let cost = fed.spend_vbytes_estimate().saturating_mul(rate.0);
         Ok(Response::new(pb::GetPegInAddressResponse {
             deposit_address,
@@ -540,11 +538,9 @@ impl WalletService for Api {
         };
         let spec = &self.chain.spec;
         let required = spec.genesis.pegin_confirmations;
-        let cost = spec.pegin_spend_vbytes().saturating_mul(
-            self.chain
-                .with_state(|s| s.fee_rate(FeeRate(spec.genesis.fees.default_fee_rate_sat_vb)))
-                .0,
-        );
+        let cost = spec
+            .pegin_spend_vbytes()
+            .saturating_mul(self.chain.with_state(|s| s.fee_rate(self.chain.params())).0);
         let hrp = self.hrp();
         let mut out: Vec<pb::PegInInfo> = Vec::new();
         let minted: Vec<(OutPoint, AccountId, u64, u64, u64)> = self.chain.with_state(|s| {

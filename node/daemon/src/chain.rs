@@ -270,7 +270,7 @@ impl Chain {
                 &tx,
                 state.account(&tx.sender),
                 &self.params,
-                state.fee_rate(self.params.default_fee_rate),
+                state.pegout_quote_rate(&self.params, state.tip_time_ms),
             )
             .map_err(AdmitError::Tx)?;
         }
@@ -281,7 +281,7 @@ impl Chain {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let finalized = state.account(&tx.sender);
         let mut pool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
-        let rate = state.fee_rate(self.params.default_fee_rate);
+        let rate = state.pegout_quote_rate(&self.params, state.tip_time_ms);
         let id = pool.admit(tx, finalized, &self.params, rate)?;
         drop(pool);
         drop(state);

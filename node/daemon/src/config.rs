@@ -42,7 +42,8 @@ pub struct BitcoinConfig {
     pub rpc_cookie: Option<PathBuf>,
     /// How often to poll for new blocks, ms (default 500).
     pub poll_ms: Option<u64>,
-    /// Vote this fee rate (sat/vB) instead of bitcoind's estimate.
+    /// Vote this fee rate (sat/vB, kept within the genesis min/max) instead
+    /// of bitcoind's estimate (or of the genesis default when bitcoind has none).
     pub fee_rate_sat_vb: Option<u64>,
 }
 

@@ -6,7 +6,6 @@ use crate::chain::Chain;
 use crate::driver::ConsensusStatus;
 use crate::network::Network;
 use crate::watcher::Watcher;
-use fedpeg_ledger::ids::FeeRate;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,7 +33,7 @@ pub(crate) fn metric(out: &mut String, name: &str, kind: &str, help: &str, value
 /// The metrics page.
 pub fn render(s: &Sources) -> String {
     let mut o = String::new();
-    let default_rate = s.chain.spec.genesis.fees.default_fee_rate_sat_vb;
+    let params = s.chain.params();
     let (height, supply, fee_pool, queued, minted, fee_rate) = s.chain.with_state(|st| {
         (
             st.height,
@@ -45,7 +44,7 @@ pub fn render(s: &Sources) -> String {
                 .map(|w| w.amount.to_sat())
                 .sum::<u64>(),
             st.minted.len() as u64,
-            st.fee_rate(FeeRate(default_rate)),
+            st.fee_rate(params),
         )
     });
     metric(

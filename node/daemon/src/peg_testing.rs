@@ -62,7 +62,7 @@ pub(crate) fn account(i: u8) -> AccountId {
 }
 
 /// A regtest P2WPKH address that is nobody's deposit address.
-fn withdrawal_address() -> String {
+pub(crate) fn withdrawal_address() -> String {
     let key = SecretKey::from_slice(&[60; 32])
         .expect("a valid secret key")
         .public_key(&Secp256k1::signing_only());

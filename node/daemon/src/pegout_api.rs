@@ -8,7 +8,8 @@ use fedpeg_peg::bitcoin::Txid;
 use fedpeg_proto::v1 as pb;
 use tonic::Status;
 
-/// The fee a PegOut to `address` must carry now.
+/// The fee a PegOut to `address` must carry now, and how long it stays
+/// enough once the agreed rate rises.
 pub fn estimate_fee(
     chain: &Chain,
     r: &pb::EstimatePegOutFeeRequest,
@@ -21,7 +22,7 @@ pub fn estimate_fee(
     }
     let addr = fedpeg_peg::address::parse_pegout_address(&r.bitcoin_address, params.network)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let rate = chain.with_state(|s| s.fee_rate(params.default_fee_rate));
+    let rate = chain.with_state(|s| s.fee_rate(params));
     let fee = pegout_fee_quote(
         &params.pegout,
         params.pegout_fee,
@@ -37,6 +38,7 @@ pub fn estimate_fee(
             .map(|t| t.to_string())
             .unwrap_or_default(),
         batch_interval_ms: params.pegout.batch_interval_ms,
+        quote_validity_ms: params.quote_validity_ms,
     })
 }
 
@@ -184,4 +186,84 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
             height: s.height.0,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peg_testing::{user_key, withdrawal_address, PegNode};
+    use fedpeg_ledger::amount::Sats;
+    use fedpeg_ledger::fedtx::{FedTxKind, FederationTx};
+    use fedpeg_ledger::ids::FeeRate;
+    use fedpeg_ledger::testing::sats;
+    use fedpeg_ledger::tx::{Transaction, TxKind};
+
+    /// Member 0's vote of `rate` sat/vB for the next block.
+    fn vote(node: &PegNode, rate: u64) -> FederationTx {
+        node.fed_tx(
+            0,
+            FedTxKind::FeeRateVote {
+                sat_per_vbyte: FeeRate(rate),
+                height: node.chain.with_state(|s| s.height.next()),
+            },
+        )
+    }
+
+    fn quote(node: &PegNode) -> pb::EstimatePegOutFeeResponse {
+        estimate_fee(
+            &node.chain,
+            &pb::EstimatePegOutFeeRequest {
+                bitcoin_address: withdrawal_address(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_quote_names_its_validity_and_is_still_accepted_after_the_rate_rises() {
+        let node = PegNode::new(1, 1);
+        node.pegged_in(1, 500_000);
+        node.commit(vec![vote(&node, 20)]);
+        let q = quote(&node);
+        assert_eq!((q.fee_rate_sat_vb, q.quote_validity_ms), (20, 600_000));
+        // The rate doubles between the quote and the submission (1 s of
+        // block time later).
+        node.commit(vec![vote(&node, 40)]);
+        assert!(quote(&node).fee > q.fee, "the quote rose");
+        let nonce = node
+            .chain
+            .account(&crate::peg_testing::account(1))
+            .effective
+            .nonce;
+        let tx = Transaction::sign(
+            node.chain.spec.chain_id,
+            &user_key(1),
+            nonce,
+            Sats::from_sat(q.fee).unwrap(),
+            TxKind::PegOut {
+                bitcoin_address: withdrawal_address(),
+                amount: sats(100_000),
+            },
+        );
+        node.chain
+            .submit_tx(tx)
+            .expect("admitted on the earlier quote");
+        node.commit(vec![]);
+        assert_eq!(node.chain.with_state(|s| s.next_withdrawal_id.0), 1);
+    }
+
+    #[test]
+    fn an_empty_or_foreign_address_gets_no_quote() {
+        let node = PegNode::new(1, 1);
+        for bad in ["", "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"] {
+            let e = estimate_fee(
+                &node.chain,
+                &pb::EstimatePegOutFeeRequest {
+                    bitcoin_address: bad.into(),
+                },
+            )
+            .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e}");
+        }
+    }
 }

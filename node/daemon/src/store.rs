@@ -7,7 +7,8 @@
 //! account ‖ credited ‖ height), `fee_votes`, `utxos` (outpoint → federation
 //! UTXO, JSON), `batches` (id → peg-out batch, JSON, kept after
 //! confirmation), `paid` (withdrawal id → withdrawal paid by a confirmed
-//! batch), `meta` (chain id, tip), and for the explorer feed `events`
+//! batch), `meta` (chain id, tip, the peg-out quote grace list once a fee
+//! rise set one), and for the explorer feed `events`
 //! (height → the block's events) and `account_txs` (account ‖ height ‖ index
 //! → ∅), see [`FeedRecord`].
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
@@ -22,7 +23,7 @@ use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use fedpeg_ledger::pegout_batch::{Batch, Utxo};
-use fedpeg_ledger::{Account, BlockOutcome, State, Withdrawal};
+use fedpeg_ledger::{Account, BlockOutcome, QuoteGrace, State, Withdrawal};
 use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use std::path::Path;
 
@@ -59,6 +60,9 @@ const ALL_CFS: [&str; 14] = [
 ];
 const KEY_CHAIN_ID: &[u8] = b"chain_id";
 const KEY_TIP: &[u8] = b"tip";
+/// The state's quote grace list ([`fedpeg_ledger::quote_grace`]), written
+/// by a block that changes it; absent (an empty list) before the first.
+const KEY_QUOTE_GRACE: &[u8] = b"quote_grace";
 /// Layout version of the stored records and of the state root they chain.
 const KEY_FORMAT: &[u8] = b"format";
 /// 2: canonical binary batches and UTXOs, state root `fedpeg/state/v2`.
@@ -292,6 +296,9 @@ impl Store {
             next_batch_id: BatchId(u64_at(&tip, 104)?),
             ..State::default()
         };
+        if let Some(v) = self.db.get_cf(self.cf(CF_META)?, KEY_QUOTE_GRACE)? {
+            s.quote_grace = QuoteGrace::decode_list(&v).map_err(|e| corrupt(e.to_string()))?;
+        }
         for item in self.db.iterator_cf(self.cf(CF_UTXOS)?, IteratorMode::Start) {
             let (k, v) = item?;
             let u = Utxo::decode(&v).map_err(|e| corrupt(e.to_string()))?;
@@ -468,6 +475,13 @@ impl Store {
             batch.put_cf(reg, a.0, h.height.0.to_be_bytes());
         }
         batch.put_cf(self.cf(CF_META)?, KEY_TIP, encode_tip(after));
+        if outcome.delta.quote_grace.is_some() {
+            batch.put_cf(
+                self.cf(CF_META)?,
+                KEY_QUOTE_GRACE,
+                QuoteGrace::encode_list(&after.quote_grace),
+            );
+        }
         self.write_synced(batch)
     }
 
@@ -622,6 +636,10 @@ mod tests {
                 new_registrations: vec![acct],
                 new_mints: vec![(outpoint, acct, sats(42), sats(50))],
                 new_fee_votes: vec![(MemberIndex(2), FeeRate(17), Height(1))],
+                quote_grace: Some(vec![QuoteGrace {
+                    rate: FeeRate(12),
+                    until_ms: 600_005,
+                }]),
                 ..Delta::default()
             },
             events: vec![],
@@ -654,6 +672,14 @@ mod tests {
         assert_eq!(
             s.fee_votes.get(&MemberIndex(2)),
             Some(&(FeeRate(17), Height(1)))
+        );
+        assert_eq!(
+            s.quote_grace,
+            vec![QuoteGrace {
+                rate: FeeRate(12),
+                until_ms: 600_005
+            }],
+            "the quote grace a fee rise set"
         );
         assert_eq!(
             s.minted.get(&outpoint),

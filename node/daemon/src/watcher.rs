@@ -112,8 +112,18 @@ struct Inner {
     /// The tip saved before a restart, until the first poll.
     saved_tip: Option<u64>,
     reachable: bool,
-    /// bitcoind's fee-rate estimate (6 blocks), sat/vB.
-    fee_estimate: Option<u64>,
+    /// bitcoind's last answer about the fee rate; None until it answered.
+    fee_estimate: Option<FeeEstimate>,
+}
+
+/// bitcoind's answer to the watcher's fee-rate question (6 blocks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeeEstimate {
+    /// sat/vB to confirm within 6 blocks.
+    Rate(u64),
+    /// bitcoind answered without an estimate: it has seen too few
+    /// transactions (a fresh node, regtest).
+    Unavailable,
 }
 
 /// Shared watcher state; `poll` may be called from any thread, and the
@@ -423,11 +433,18 @@ impl Watcher {
             scan.scanned.pop_first();
         }
         self.prune(scan.scanned.keys().next().copied().unwrap_or(0));
-        // None until bitcoind has enough data (e.g. a fresh regtest).
-        let fee_estimate = self.btc.estimate_fee_rate(6).ok().flatten();
+        // Unavailable until bitcoind has enough data (e.g. a fresh regtest);
+        // a failed call keeps the last answer.
+        let fee_estimate = self
+            .btc
+            .estimate_fee_rate(6)
+            .ok()
+            .map(|e| e.map_or(FeeEstimate::Unavailable, FeeEstimate::Rate));
         self.view(|inner| {
             inner.tip = Some(tip);
-            inner.fee_estimate = fee_estimate;
+            if fee_estimate.is_some() {
+                inner.fee_estimate = fee_estimate;
+            }
         });
         self.save(scan);
         Ok(())
@@ -716,8 +733,8 @@ impl Watcher {
         self.scan.try_lock().ok().and_then(|s| s.node.clone())
     }
 
-    /// bitcoind's latest fee-rate estimate, sat/vB.
-    pub fn fee_estimate(&self) -> Option<u64> {
+    /// bitcoind's latest answer about the fee rate (None before it answered).
+    pub fn fee_estimate(&self) -> Option<FeeEstimate> {
         self.inner.lock().ok().and_then(|i| i.fee_estimate)
     }
 
@@ -1329,11 +1346,14 @@ mod tests {
 
     #[test]
     fn the_fee_estimate_follows_bitcoind() {
-        let (node, w) = registered();
-        assert_eq!(w.fee_estimate(), None);
+        let node = PegNode::new(1, 1);
+        let w = node.watcher();
+        assert_eq!(w.fee_estimate(), None, "not asked yet");
+        w.poll().unwrap();
+        assert_eq!(w.fee_estimate(), Some(FeeEstimate::Unavailable));
         node.btc.set_fee_rate(Some(7));
         w.poll().unwrap();
-        assert_eq!(w.fee_estimate(), Some(7));
+        assert_eq!(w.fee_estimate(), Some(FeeEstimate::Rate(7)));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::overlay::Overlay;
 use crate::pegout_batch::{Batch, Utxo};
+use crate::quote_grace::{self, QuoteGrace};
 use crate::state::{Account, State, Withdrawal, MAX_BLOCK_FED_TXS};
 use crate::state_root;
 use crate::transfer::apply_tx;
@@ -68,6 +69,9 @@ pub struct Delta {
     /// New or changed batches (their whole new record).
     pub batches: BTreeMap<BatchId, Batch>,
     pub next_batch_id: BatchId,
+    /// The new quote grace list when this block's fee votes raised the
+    /// agreed rate; `None` leaves it as it was.
+    pub quote_grace: Option<Vec<QuoteGrace>>,
 }
 
 /// The result of applying a block to a state.
@@ -136,6 +140,7 @@ pub fn apply_block(
         apply_fed_tx(&mut o, params, h.height, f, &mut events)
             .map_err(|error| BlockError::FedTx { index, error })?;
     }
+    quote_grace::after_fee_votes(&mut o, params, h.time_ms);
     form_batch(&mut o, params, h.height, h.time_ms, &mut events);
     let root = state_root::next(state.state_root, h.height, &o.delta);
     if root != h.state_root {
@@ -216,6 +221,7 @@ pub fn build_block<'t>(
             Err(e) => rejected_fed.push((f.id(), e)),
         }
     }
+    quote_grace::after_fee_votes(&mut o, params, time_ms);
     form_batch(&mut o, params, height, time_ms, &mut events);
     let root = state_root::next(state.state_root, height, &o.delta);
     let header = Header {

@@ -52,7 +52,7 @@ pub(crate) fn form_batch(
             (bytes, w.amount.to_sat())
         })
         .collect();
-    let rate = o.base.fee_rate(params.default_fee_rate);
+    let rate = o.base.fee_rate(params);
     let Some(plan) = plan_batch(
         &params.federation,
         p,

@@ -1,5 +1,5 @@
 //! The canonical binary encoding of ledger records that feed the state root
-//! or are stored: batches, UTXOs, outpoints (transactions, federation
+//! or are stored: batches, UTXOs, outpoints, quote grace lists (transactions, federation
 //! transactions and blocks have theirs in [`crate::tx`], [`crate::fedtx`]
 //! and [`crate::block`]).
 //!
@@ -15,6 +15,7 @@ use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, BatchOutput, BatchVersion, Confirmation, Owner, Utxo};
+use crate::quote_grace::QuoteGrace;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, ScriptBuf, Txid};
 use fedpeg_consensus::Height;
@@ -192,6 +193,42 @@ fn version(r: &mut Reader<'_>) -> Result<(), RecordError> {
     match r.u8()? {
         RECORD_V1 => Ok(()),
         v => Err(r.err(format!("unknown record version {v}"))),
+    }
+}
+
+impl QuoteGrace {
+    /// Writes a quote grace list (count, then rate and until-time of each)
+    /// without a version byte (as the state root hashes it).
+    pub fn write_list(list: &[QuoteGrace], w: &mut Writer) {
+        w.len(list.len());
+        for g in list {
+            w.u64(g.rate.0);
+            w.u64(g.until_ms);
+        }
+    }
+
+    /// The stored record of a quote grace list: version byte + list.
+    pub fn encode_list(list: &[QuoteGrace]) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(RECORD_V1);
+        QuoteGrace::write_list(list, &mut w);
+        w.buf
+    }
+
+    /// Parses [`QuoteGrace::encode_list`]'s bytes.
+    pub fn decode_list(bytes: &[u8]) -> Result<Vec<QuoteGrace>, RecordError> {
+        let mut r = Reader::new(bytes, "quote grace");
+        version(&mut r)?;
+        let n = r.len(16)?;
+        let mut list = Vec::with_capacity(n);
+        for _ in 0..n {
+            list.push(QuoteGrace {
+                rate: FeeRate(r.u64()?),
+                until_ms: r.u64()?,
+            });
+        }
+        r.finish()?;
+        Ok(list)
     }
 }
 
@@ -455,9 +492,28 @@ mod tests {
         }
 
         #[test]
+        fn quote_grace_lists_round_trip_and_refuse_cuts(
+            list in proptest::collection::vec((any::<u64>(), any::<u64>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let list: Vec<QuoteGrace> = list
+                .into_iter()
+                .map(|(rate, until_ms)| QuoteGrace { rate: FeeRate(rate), until_ms })
+                .collect();
+            let bytes = QuoteGrace::encode_list(&list);
+            prop_assert_eq!(QuoteGrace::decode_list(&bytes).unwrap(), list);
+            let n = cut.index(bytes.len());
+            prop_assert!(QuoteGrace::decode_list(&bytes[..n]).is_err());
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert!(QuoteGrace::decode_list(&longer).is_err());
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Batch::decode(&bytes);
             let _ = Utxo::decode(&bytes);
+            let _ = QuoteGrace::decode_list(&bytes);
         }
 
         #[test]

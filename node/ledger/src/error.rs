@@ -4,7 +4,6 @@ use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
-use crate::state::MAX_FEE_RATE;
 use crate::tx::TxId;
 use fedpeg_consensus::Height;
 
@@ -33,7 +32,7 @@ pub enum TxError {
     BitcoinAddress(#[from] fedpeg_peg::address::AddressError),
     #[error("peg-out amount {got} is below the dust limit of {min}")]
     BelowDust { min: Sats, got: Sats },
-    #[error("peg-out fee {got} is below the current quote of {quote}; ask EstimatePegOutFee again and sign with that fee")]
+    #[error("peg-out fee {got} is below the current quote of {quote} (a quote stays good for fees.quote_validity_ms after the agreed rate rises, then expires); ask EstimatePegOutFee again and sign with that fee")]
     PegOutFeeTooLow { quote: Sats, got: Sats },
 }
 
@@ -70,8 +69,12 @@ pub enum FedTxError {
     BelowCost { amount: Sats, cost: Sats },
     #[error("minting would overflow a balance")]
     Overflow,
-    #[error("fee rate {0} sat/vB is outside 1..={MAX_FEE_RATE}")]
-    BadFeeRate(FeeRate),
+    #[error("fee rate {rate} sat/vB is outside the genesis bounds {min}..={max} (fees.min_fee_rate_sat_vb, fees.max_fee_rate_sat_vb)")]
+    BadFeeRate {
+        rate: FeeRate,
+        min: FeeRate,
+        max: FeeRate,
+    },
     #[error("fee-rate vote is not newer than the member's last vote, or is for a future height")]
     StaleVote,
     #[error("no unconfirmed peg-out batch {0}")]

@@ -5,7 +5,7 @@ use crate::account::{hrp_for, AccountId};
 use crate::amount::Sats;
 use crate::hash::Hash32;
 use crate::ids::FeeRate;
-use crate::{LedgerParams, State};
+use crate::{LedgerParams, State, MAX_FEE_RATE};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
@@ -55,14 +55,78 @@ pub struct FeeParams {
     /// Smallest fee of a peg-out, sats; the quote at the agreed fee rate
     /// (`EstimatePegOutFee`) is charged when higher.
     pub pegout_fee: Sats,
-    /// Bitcoin fee rate (sat/vB) assumed until members vote one.
+    /// Bitcoin fee rate (sat/vB) assumed until members vote one; also the
+    /// fallback a member votes while its bitcoind has no estimate (a fresh
+    /// node, regtest), so the median is taken over every member and one
+    /// member cannot set it alone.
     #[serde(default = "default_fee_rate")]
     pub default_fee_rate_sat_vb: u64,
+    /// Lowest fee rate (sat/vB) a member may vote; the agreed rate is never
+    /// below it. Default 1 (Bitcoin Core's minimum relay fee). Absent from
+    /// the file (and from the chain id) when it is the default.
+    #[serde(
+        default = "default_min_fee_rate",
+        skip_serializing_if = "is_default_min_fee_rate"
+    )]
+    pub min_fee_rate_sat_vb: u64,
+    /// Highest fee rate (sat/vB) a member may vote; the agreed rate is never
+    /// above it. Default 1000: above what Bitcoin's 6-block estimates have
+    /// asked for outside short spikes (the peaks of December 2017 and the
+    /// April 2024 halving reached about this level for hours), so honest
+    /// estimates fit; and it caps what votes can deduct from every mint and
+    /// charge every peg-out (at 1000 sat/vB spending one 3-of-4 deposit costs
+    /// 0.0013 BTC) even if a majority of members colluded. A chain that must
+    /// pay more raises it in genesis, up to 100000. Absent from the file (and
+    /// from the chain id) when it is the default.
+    #[serde(
+        default = "default_max_fee_rate",
+        skip_serializing_if = "is_default_max_fee_rate"
+    )]
+    pub max_fee_rate_sat_vb: u64,
+    /// How long, in ms of block time, a peg-out fee quoted at an agreed rate
+    /// stays enough after the rate rises (the fee pool pays the difference).
+    /// Default 600000 (10 minutes): time to read a quote, sign, maybe on a
+    /// hardware wallet, and submit. 0 turns the grace off; at most one hour.
+    /// Absent from the file (and from the chain id) when it is the default.
+    #[serde(
+        default = "default_quote_validity_ms",
+        skip_serializing_if = "is_default_quote_validity_ms"
+    )]
+    pub quote_validity_ms: u64,
 }
 
 fn default_fee_rate() -> u64 {
     10
 }
+
+fn default_min_fee_rate() -> u64 {
+    1
+}
+
+fn is_default_min_fee_rate(v: &u64) -> bool {
+    *v == default_min_fee_rate()
+}
+
+fn default_max_fee_rate() -> u64 {
+    1000
+}
+
+fn is_default_max_fee_rate(v: &u64) -> bool {
+    *v == default_max_fee_rate()
+}
+
+fn default_quote_validity_ms() -> u64 {
+    600_000
+}
+
+fn is_default_quote_validity_ms(v: &u64) -> bool {
+    *v == default_quote_validity_ms()
+}
+
+/// Longest `fees.quote_validity_ms`: an hour of block time. It bounds how
+/// long the federation subsidises old quotes and how many past rates state
+/// remembers.
+pub const MAX_QUOTE_VALIDITY_MS: u64 = 3_600_000;
 
 impl Default for FeeParams {
     fn default() -> Self {
@@ -70,7 +134,49 @@ impl Default for FeeParams {
             default_fee_rate_sat_vb: default_fee_rate(),
             min_tx_fee: Sats::checked(1).unwrap_or(Sats::ZERO),
             pegout_fee: Sats::checked(1000).unwrap_or(Sats::ZERO),
+            min_fee_rate_sat_vb: default_min_fee_rate(),
+            max_fee_rate_sat_vb: default_max_fee_rate(),
+            quote_validity_ms: default_quote_validity_ms(),
         }
+    }
+}
+
+impl FeeParams {
+    /// Checks 1 <= min <= default <= max <= [`MAX_FEE_RATE`] and the quote
+    /// validity.
+    fn validate(&self) -> Result<(), GenesisError> {
+        let (min, default, max) = (
+            self.min_fee_rate_sat_vb,
+            self.default_fee_rate_sat_vb,
+            self.max_fee_rate_sat_vb,
+        );
+        if min == 0 {
+            return Err(invalid(
+                "fees.min_fee_rate_sat_vb must be at least 1 (Bitcoin relays nothing below 1 sat/vB)",
+            ));
+        }
+        if max > MAX_FEE_RATE.0 {
+            return Err(invalid(format!(
+                "fees.max_fee_rate_sat_vb {max} is above the protocol limit of {MAX_FEE_RATE} sat/vB; lower it"
+            )));
+        }
+        if min > max {
+            return Err(invalid(format!(
+                "fees.min_fee_rate_sat_vb {min} is above fees.max_fee_rate_sat_vb {max}; swap or fix them"
+            )));
+        }
+        if !(min..=max).contains(&default) {
+            return Err(invalid(format!(
+                "fees.default_fee_rate_sat_vb {default} must be between fees.min_fee_rate_sat_vb {min} and fees.max_fee_rate_sat_vb {max}"
+            )));
+        }
+        if self.quote_validity_ms > MAX_QUOTE_VALIDITY_MS {
+            return Err(invalid(format!(
+                "fees.quote_validity_ms {} is above the limit of {MAX_QUOTE_VALIDITY_MS} (one hour)",
+                self.quote_validity_ms
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -220,6 +326,7 @@ impl Genesis {
         if po.bump_after_blocks == 0 {
             return Err(invalid("pegout.bump_after_blocks must be at least 1"));
         }
+        self.fees.validate()?;
         if self.consensus.max_block_txs == 0 {
             return Err(invalid("consensus.max_block_txs must be at least 1"));
         }
@@ -317,6 +424,9 @@ impl ChainSpec {
             members: self.member_keys.clone(),
             pegin_spend_vbytes: self.pegin_spend_vbytes(),
             default_fee_rate: FeeRate(self.genesis.fees.default_fee_rate_sat_vb),
+            min_fee_rate: FeeRate(self.genesis.fees.min_fee_rate_sat_vb),
+            max_fee_rate: FeeRate(self.genesis.fees.max_fee_rate_sat_vb),
+            quote_validity_ms: self.genesis.fees.quote_validity_ms,
             federation: self.peg_federation().expect("validated genesis"),
             pegout: self.genesis.pegout.clone(),
             confirmations: self.genesis.pegin_confirmations,
@@ -525,6 +635,77 @@ pub(crate) mod tests {
         let bad = json.replace(field, r#","consolidate_below_sat_vb":-1"#);
         let e = Genesis::parse(bad.as_bytes(), "bad.json").unwrap_err();
         assert!(matches!(e, GenesisError::Json(..)), "{e}");
+    }
+
+    #[test]
+    fn fee_rate_bounds_and_quote_validity_are_checked_with_clear_errors() {
+        type Spoil = fn(&mut FeeParams);
+        let cases: [(Spoil, &str); 6] = [
+            (
+                |f| f.min_fee_rate_sat_vb = 0,
+                "min_fee_rate_sat_vb must be at least 1",
+            ),
+            (
+                |f| f.max_fee_rate_sat_vb = 100_001,
+                "above the protocol limit of 100000",
+            ),
+            (
+                |f| {
+                    f.min_fee_rate_sat_vb = 20;
+                    f.max_fee_rate_sat_vb = 10;
+                },
+                "min_fee_rate_sat_vb 20 is above fees.max_fee_rate_sat_vb 10",
+            ),
+            (
+                |f| f.min_fee_rate_sat_vb = 11,
+                "default_fee_rate_sat_vb 10 must be between",
+            ),
+            (
+                |f| f.max_fee_rate_sat_vb = 9,
+                "default_fee_rate_sat_vb 10 must be between",
+            ),
+            (
+                |f| f.quote_validity_ms = 3_600_001,
+                "quote_validity_ms 3600001 is above",
+            ),
+        ];
+        for (spoil, want) in cases {
+            let mut g = sample("regtest", vec![]);
+            spoil(&mut g.fees);
+            let e = g.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let mut g = sample("regtest", vec![]);
+        g.fees.min_fee_rate_sat_vb = 10;
+        g.fees.max_fee_rate_sat_vb = 100_000;
+        g.fees.quote_validity_ms = 0;
+        let p = g.validate().unwrap().ledger_params();
+        assert_eq!(
+            (p.min_fee_rate, p.max_fee_rate, p.quote_validity_ms),
+            (FeeRate(10), FeeRate(100_000), 0)
+        );
+    }
+
+    /// The chain id hashes the genesis as serialized: new fee fields at
+    /// their defaults are left out, so a genesis file written before they
+    /// existed keeps its chain id.
+    #[test]
+    fn fee_fields_at_their_defaults_keep_an_existing_chain_id() {
+        let fees = serde_json::to_string(&FeeParams::default()).unwrap();
+        assert_eq!(
+            fees,
+            r#"{"min_tx_fee":1,"pegout_fee":1000,"default_fee_rate_sat_vb":10}"#
+        );
+        let g = sample("regtest", vec![]);
+        let mut explicit = serde_json::to_value(&g).unwrap();
+        explicit["fees"]["min_fee_rate_sat_vb"] = 1.into();
+        explicit["fees"]["max_fee_rate_sat_vb"] = 1000.into();
+        explicit["fees"]["quote_validity_ms"] = 600_000.into();
+        let explicit = Genesis::parse(explicit.to_string().as_bytes(), "explicit").unwrap();
+        assert_eq!(explicit.chain_id, g.chain_id());
+        let mut other = g.clone();
+        other.fees.max_fee_rate_sat_vb = 2000;
+        assert_ne!(other.chain_id(), g.chain_id());
     }
 
     #[test]

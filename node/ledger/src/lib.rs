@@ -36,6 +36,7 @@ pub mod ids;
 pub mod mempool;
 mod overlay;
 pub mod pegout_batch;
+pub mod quote_grace;
 mod reserves;
 mod state;
 pub mod state_root;
@@ -51,6 +52,7 @@ pub use apply::{
 pub use error::{BlockError, FedTxError, TxError};
 pub use events::{BatchStage, Event};
 pub use fed::{check_fed_tx, check_fed_tx_unsigned};
+pub use quote_grace::QuoteGrace;
 pub use reserves::Reserves;
 pub use state::{Account, LedgerParams, State, Withdrawal, MAX_BLOCK_FED_TXS, MAX_FEE_RATE};
 pub use transfer::check_tx;

@@ -152,7 +152,7 @@ impl Mempool {
         state: &State,
         params: &LedgerParams,
     ) {
-        let fee_rate = state.fee_rate(params.default_fee_rate);
+        let fee_rate = state.pegout_quote_rate(params, state.tip_time_ms);
         let mut touched: Vec<AccountId> = Vec::new();
         for tx in included {
             let id = tx.id();
@@ -228,6 +228,9 @@ mod tests {
             members: vec![],
             pegin_spend_vbytes: 0,
             default_fee_rate: FeeRate(1),
+            min_fee_rate: FeeRate(1),
+            max_fee_rate: crate::MAX_FEE_RATE,
+            quote_validity_ms: 600_000,
             federation: crate::pegout_batch::test_federation(),
             pegout: Default::default(),
             confirmations: 1,

@@ -11,6 +11,7 @@ use crate::fedtx::OutPoint;
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, PegOutParams, Utxo};
+use crate::quote_grace::QuoteGrace;
 use crate::tx::TxId;
 use bitcoin::ScriptBuf;
 use fedpeg_consensus::Height;
@@ -32,8 +33,16 @@ pub struct LedgerParams {
     /// Virtual bytes it takes to spend one deposit; times the agreed fee
     /// rate, it is deducted from every mint so reserves always cover supply.
     pub pegin_spend_vbytes: u64,
-    /// Fee rate (sat/vB) until members have voted one.
+    /// Fee rate (sat/vB) until members have voted one, and the vote of a
+    /// member whose bitcoind has no estimate.
     pub default_fee_rate: FeeRate,
+    /// Lowest fee rate a member may vote and the agreed rate may be.
+    pub min_fee_rate: FeeRate,
+    /// Highest fee rate a member may vote and the agreed rate may be.
+    pub max_fee_rate: FeeRate,
+    /// How long (ms of block time) a peg-out fee quoted at an agreed rate
+    /// stays enough after the rate rises; 0: not at all.
+    pub quote_validity_ms: u64,
     /// The peg: members' peg keys, threshold, network.
     pub federation: Federation,
     /// Peg-out batching policy.
@@ -49,8 +58,26 @@ impl LedgerParams {
     }
 }
 
-/// Highest fee rate a member may vote, sat/vB.
+/// Highest fee rate any genesis may allow (`fees.max_fee_rate_sat_vb`), sat/vB.
 pub const MAX_FEE_RATE: FeeRate = FeeRate(100_000);
+
+/// The (lower) median of `votes` within the genesis min/max; the genesis
+/// default without votes. Clamped because a vote recorded under older,
+/// wider bounds may lie outside them.
+pub(crate) fn agreed_rate(votes: impl Iterator<Item = FeeRate>, params: &LedgerParams) -> FeeRate {
+    let mut rates: Vec<FeeRate> = votes.collect();
+    rates.sort_unstable();
+    let median = match rates.len() {
+        0 => params.default_fee_rate,
+        n => rates[(n - 1) / 2],
+    };
+    // A validated genesis has min <= max; `max` keeps clamp from panicking
+    // on hand-built parameters.
+    median.clamp(
+        params.min_fee_rate,
+        params.max_fee_rate.max(params.min_fee_rate),
+    )
+}
 
 /// Most federation transactions in one block.
 pub const MAX_BLOCK_FED_TXS: usize = 1000;
@@ -95,6 +122,9 @@ pub struct State {
     pub minted: HashMap<OutPoint, (AccountId, Sats, Height, Sats)>,
     /// Members' latest fee-rate votes: member → (sat/vB, height).
     pub fee_votes: BTreeMap<MemberIndex, (FeeRate, Height)>,
+    /// Agreed rates that a rise replaced and that peg-out quotes may still
+    /// use, rates ascending (see [`crate::quote_grace`]).
+    pub quote_grace: Vec<QuoteGrace>,
     /// Federation UTXOs free to spend (minted deposits, confirmed change).
     pub utxos: BTreeMap<OutPoint, Utxo>,
     /// Batches not yet confirmed, by id.
@@ -130,6 +160,9 @@ impl State {
         for (m, rate, at) in &outcome.delta.new_fee_votes {
             self.fee_votes.insert(*m, (*rate, *at));
         }
+        if let Some(g) = &outcome.delta.quote_grace {
+            self.quote_grace = g.clone();
+        }
         for (o, u) in &outcome.delta.new_utxos {
             self.utxos.insert(*o, *u);
         }
@@ -158,15 +191,21 @@ impl State {
     }
 
     /// The agreed fee rate: the (lower) median of members' latest votes, or
-    /// `default` before anyone voted. A minority of members cannot move it
-    /// past the honest votes.
-    pub fn fee_rate(&self, default: FeeRate) -> FeeRate {
-        let mut rates: Vec<FeeRate> = self.fee_votes.values().map(|(r, _)| *r).collect();
-        if rates.is_empty() {
-            return default;
-        }
-        rates.sort_unstable();
-        rates[(rates.len() - 1) / 2]
+    /// the genesis default before anyone voted, always within the genesis
+    /// min/max. A minority of members cannot move it past the honest votes
+    /// (members without a bitcoind estimate vote the default, so they count).
+    pub fn fee_rate(&self, params: &LedgerParams) -> FeeRate {
+        agreed_rate(self.fee_votes.values().map(|(r, _)| *r), params)
+    }
+
+    /// The rate a peg-out's fee is checked against in a block at `time_ms`:
+    /// the lowest of the agreed rate and the earlier agreed rates whose quote
+    /// grace still runs, so a quote stays good for `quote_validity_ms`
+    /// after the rate rises.
+    pub fn pegout_quote_rate(&self, params: &LedgerParams, time_ms: u64) -> FeeRate {
+        let agreed = self.fee_rate(params);
+        crate::quote_grace::lowest_valid(&self.quote_grace, time_ms)
+            .map_or(agreed, |g| g.min(agreed))
     }
 
     /// What spending one deposit will cost the federation at the agreed fee
@@ -176,7 +215,7 @@ impl State {
         Sats::checked(
             params
                 .pegin_spend_vbytes
-                .saturating_mul(self.fee_rate(params.default_fee_rate).0),
+                .saturating_mul(self.fee_rate(params).0),
         )
         .unwrap_or(Sats::MAX)
     }
@@ -216,6 +255,7 @@ impl State {
             registered: Default::default(),
             minted: Default::default(),
             fee_votes: Default::default(),
+            quote_grace: self.quote_grace.clone(),
             fee_pool: self.fee_pool,
             supply: self.supply,
             next_withdrawal_id: self.next_withdrawal_id,

@@ -12,12 +12,18 @@
 //! amount, owner), spent UTXOs, next batch id, changed batches (id order,
 //! [`Batch::write`](crate::pegout_batch::Batch::write): each output carries
 //! its address and the output script parsed from it when the PegOut was
-//! checked). A golden test pins
-//! the bytes: changing any of this is a consensus change that needs a new tag.
+//! checked). Then, only in a block whose fee votes raised the agreed rate,
+//! a `1` byte and the new quote grace list (count, then rate and until-time
+//! of each, see [`crate::quote_grace`]); nothing otherwise, so every block
+//! that raises no rate hashes exactly as before the grace existed (the
+//! fields before it are self-delimiting, so no two deltas share bytes). A
+//! golden test pins the bytes: changing any of this is a consensus change
+//! that needs a new tag.
 
 use crate::apply::Delta;
 use crate::encoding::Writer;
 use crate::hash::Hash32;
+use crate::quote_grace::QuoteGrace;
 use fedpeg_consensus::Height;
 
 /// Domain tag of the state root.
@@ -76,6 +82,10 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     w.len(d.batches.len());
     for b in d.batches.values() {
         b.write(&mut w);
+    }
+    if let Some(grace) = &d.quote_grace {
+        w.u8(1);
+        QuoteGrace::write_list(grace, &mut w);
     }
     w.buf
 }

@@ -11,6 +11,8 @@ use crate::pegout_batch::pegout_fee_quote;
 use crate::state::{Account, Withdrawal};
 use crate::tx::{Transaction, TxKind};
 use crate::LedgerParams;
+#[cfg(doc)]
+use crate::State;
 use bitcoin::ScriptBuf;
 use fedpeg_consensus::Height;
 
@@ -22,7 +24,8 @@ const PEGOUT_DUST: Sats = match Sats::checked(fedpeg_peg::address::PEGOUT_DUST_L
 
 /// Checks `tx` against `sender` (the sender's current account) without
 /// state access; returns the total debit (amount + fee). A peg-out's fee
-/// must cover the quote at `fee_rate`, the agreed Bitcoin fee rate.
+/// must cover the quote at `fee_rate`: the agreed Bitcoin fee rate, or a
+/// lower one whose quote grace still runs ([`State::pegout_quote_rate`]).
 /// Used by both block application and mempool admission.
 pub fn check_tx(
     params: &LedgerParams,
@@ -114,7 +117,7 @@ pub(crate) fn apply_tx(
     events: &mut Vec<Event>,
 ) -> Result<(), TxError> {
     let mut sender = o.account(&tx.sender);
-    let rate = o.base.fee_rate(params.default_fee_rate);
+    let rate = o.base.pegout_quote_rate(params, time_ms);
     let (debit, pegout_script) = check(params, rate, sender, tx, sigs)?;
     let txid = tx.id();
     // Compute every new value with checked arithmetic first, then write: a

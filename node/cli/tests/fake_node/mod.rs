@@ -455,6 +455,7 @@ impl WalletService for Fake {
             min_amount: 546,
             address_type: "p2wpkh".into(),
             batch_interval_ms: 1000,
+            quote_validity_ms: 600_000,
         }))
     }
 

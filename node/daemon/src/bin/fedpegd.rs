@@ -132,7 +132,7 @@ struct RunArgs {
     /// bitcoind .cookie file instead of user/password [config: bitcoin.rpc_cookie].
     #[arg(long, value_name = "FILE")]
     bitcoin_rpc_cookie: Option<PathBuf>,
-    /// Vote this Bitcoin fee rate (sat/vB) instead of bitcoind's estimate [config: bitcoin.fee_rate_sat_vb].
+    /// Vote this Bitcoin fee rate (sat/vB, kept within genesis fees.min/max_fee_rate_sat_vb) instead of bitcoind's estimate; without either, a member votes genesis fees.default_fee_rate_sat_vb [config: bitcoin.fee_rate_sat_vb].
     #[arg(long, value_name = "SAT_PER_VB")]
     bitcoin_fee_rate: Option<u64>,
     /// Prometheus metrics address, e.g. 127.0.0.1:9464 (GET /metrics) [config: metrics_listen; default off].

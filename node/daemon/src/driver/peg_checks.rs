@@ -3,6 +3,7 @@
 //! peg-out confirmations against this member's own bitcoind.
 
 use super::*;
+use crate::watcher::FeeEstimate;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{FeeRate, MemberIndex};
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
@@ -17,14 +18,24 @@ impl Driver {
         out
     }
 
-    /// This member's fee-rate vote, when its estimate differs from its
-    /// recorded vote.
+    /// This member's fee-rate vote, when it differs from its recorded vote:
+    /// the pinned rate, else its bitcoind's estimate, else (bitcoind answered
+    /// without one: a fresh node, regtest) the genesis default, so that the
+    /// median counts this member too and the few members that can estimate
+    /// cannot set the rate alone. Clamped into the genesis min/max, which
+    /// the ledger enforces. No vote before bitcoind has answered at all.
     pub(super) fn fee_vote(&self) -> Option<FederationTx> {
         let (me, key) = self.signer.as_ref()?;
-        let rate = self
-            .fee_pin
-            .or_else(|| self.watcher.as_ref().and_then(|w| w.fee_estimate()))?;
-        let rate = rate.clamp(1, fedpeg_ledger::MAX_FEE_RATE.0);
+        let params = self.chain.params();
+        let rate = match self.fee_pin {
+            Some(pin) => pin,
+            None => match self.watcher.as_ref()?.fee_estimate()? {
+                FeeEstimate::Rate(r) => r,
+                FeeEstimate::Unavailable => params.default_fee_rate.0,
+            },
+        };
+        // max then min rather than clamp: no panic even if min > max.
+        let rate = rate.max(params.min_fee_rate.0).min(params.max_fee_rate.0);
         let (height, recorded) = self.chain.with_state(|s| {
             (
                 s.height.next(),
@@ -379,6 +390,43 @@ mod tests {
             vec![real.outpoint],
             "only the deposit worth minting"
         );
+    }
+
+    /// The rate in a fee vote.
+    fn voted(f: &FederationTx) -> Option<FeeRate> {
+        match f.kind {
+            FedTxKind::FeeRateVote { sat_per_vbyte, .. } => Some(sat_per_vbyte),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_whose_bitcoind_cannot_estimate_votes_the_genesis_default_once() {
+        let node = PegNode::new(1, 1);
+        let w = node.watcher();
+        let drv = node.driver(Some(w.clone())).await;
+        assert!(drv.fee_vote().is_none(), "no vote before bitcoind answered");
+        // A fresh bitcoind answers without an estimate.
+        w.poll().unwrap();
+        let default = FeeRate(node.chain.spec.genesis.fees.default_fee_rate_sat_vb);
+        let vote = drv.fee_vote().expect("the fallback vote");
+        assert_eq!(voted(&vote), Some(default));
+        node.commit(vec![vote]);
+        assert!(
+            drv.fee_vote().is_none(),
+            "an unchanged rate is not voted again"
+        );
+        // An estimate beyond the genesis bounds is voted at the bound.
+        let max = node.chain.spec.genesis.fees.max_fee_rate_sat_vb;
+        node.btc.set_fee_rate(Some(max * 10));
+        w.poll().unwrap();
+        let vote = drv.fee_vote().expect("a vote for the new estimate");
+        assert_eq!(voted(&vote), Some(FeeRate(max)));
+        node.commit(vec![vote]);
+        // bitcoind loses its estimate again: back to the fallback.
+        node.btc.set_fee_rate(None);
+        w.poll().unwrap();
+        assert_eq!(drv.fee_vote().as_ref().and_then(voted), Some(default));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

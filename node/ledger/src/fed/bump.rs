@@ -37,7 +37,7 @@ pub(super) fn apply(
     if b.versions[latest].bump_votes.len() >= params.honest_quorum()
         && b.versions.len() < MAX_BATCH_VERSIONS
     {
-        let rate = o.base.fee_rate(params.default_fee_rate);
+        let rate = o.base.fee_rate(params);
         if let Some((v, extra)) = replacement(&b, params, rate, height, o.delta.fee_pool) {
             o.delta.fee_pool = o
                 .delta

@@ -1,21 +1,27 @@
-//! `FeeRateVote`: a member's view of the Bitcoin fee rate; state uses the
-//! median of members' latest votes.
+//! `FeeRateVote`: a member's view of the Bitcoin fee rate, within the
+//! genesis min/max; state uses the median of members' latest votes.
 
 use crate::error::FedTxError;
 use crate::ids::{FeeRate, MemberIndex};
 use crate::overlay::Overlay;
-use crate::state::MAX_FEE_RATE;
+use crate::LedgerParams;
 use fedpeg_consensus::Height;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
+    params: &LedgerParams,
     height: Height,
     member: MemberIndex,
     sat_per_vbyte: FeeRate,
     at: Height,
 ) -> Result<(), FedTxError> {
-    if !(FeeRate(1)..=MAX_FEE_RATE).contains(&sat_per_vbyte) {
-        return Err(FedTxError::BadFeeRate(sat_per_vbyte));
+    let (min, max) = (params.min_fee_rate, params.max_fee_rate);
+    if !(min..=max).contains(&sat_per_vbyte) {
+        return Err(FedTxError::BadFeeRate {
+            rate: sat_per_vbyte,
+            min,
+            max,
+        });
     }
     let last = o
         .delta

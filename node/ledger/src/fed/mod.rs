@@ -88,7 +88,7 @@ fn apply_unsigned(
         FedTxKind::FeeRateVote {
             sat_per_vbyte,
             height: at,
-        } => fee_vote::apply(o, height, member, *sat_per_vbyte, *at),
+        } => fee_vote::apply(o, params, height, member, *sat_per_vbyte, *at),
         FedTxKind::PegInMint {
             outpoint,
             amount,

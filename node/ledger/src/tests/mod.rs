@@ -1,6 +1,7 @@
 //! Unit and property tests of the ledger: transfers, peg-outs, mints, fee
 //! votes, blocks.
 
+mod fee_rate;
 mod pegout;
 
 use crate::account::AccountId;
@@ -31,6 +32,9 @@ fn params() -> LedgerParams {
         members: vec![member_key().verifying_key()],
         pegin_spend_vbytes: 50,
         default_fee_rate: FeeRate(10),
+        min_fee_rate: FeeRate(1),
+        max_fee_rate: crate::MAX_FEE_RATE,
+        quote_validity_ms: 600_000,
         federation: crate::pegout_batch::test_federation(),
         pegout: Default::default(),
         confirmations: 1,
@@ -416,7 +420,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
             },
         )
     };
-    assert_eq!(s.fee_rate(FeeRate(10)), FeeRate(10));
+    assert_eq!(s.fee_rate(&p), FeeRate(10));
     let b = build_block(
         &s,
         &p,
@@ -433,7 +437,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
     );
     assert_eq!(b.block.fed_txs.len(), 3, "out-of-range vote left out");
     s.commit(&b.block.header, &b.outcome);
-    assert_eq!(s.fee_rate(FeeRate(10)), FeeRate(7));
+    assert_eq!(s.fee_rate(&p), FeeRate(7));
     // A replayed or older vote is refused; a newer one replaces.
     let mut stale = build_block(&s, &p, &[], &[], 1, 0, &VerifyAll).block;
     stale.fed_txs = vec![vote(1, 2, 1)];
@@ -460,7 +464,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
         "vote for a future height left out"
     );
     s.commit(&b.block.header, &b.outcome);
-    assert_eq!(s.fee_rate(FeeRate(10)), FeeRate(5));
+    assert_eq!(s.fee_rate(&p), FeeRate(5));
     // Mints deduct vbytes x the agreed rate.
     let reg = FederationTx::sign(
         p.chain_id,

@@ -16,7 +16,7 @@ use fedpeg_peg::bitcoin;
 fn member(i: u32) -> SigningKey {
     SigningKey::from_bytes(&[100 + i as u8; 32])
 }
-fn params() -> LedgerParams {
+pub(super) fn params() -> LedgerParams {
     LedgerParams {
         chain_id: Hash32::tagged("pegout-test", &[]),
         network: bitcoin::Network::Regtest,
@@ -26,6 +26,9 @@ fn params() -> LedgerParams {
         members: (0..4).map(|i| member(i).verifying_key()).collect(),
         pegin_spend_vbytes: 132,
         default_fee_rate: FeeRate(2),
+        min_fee_rate: FeeRate(1),
+        max_fee_rate: FeeRate(1000),
+        quote_validity_ms: 600_000,
         federation: test_federation(),
         // These histories (and the golden root) predate consolidation;
         // its tests turn it on with `consolidating`.
@@ -36,10 +39,10 @@ fn params() -> LedgerParams {
         confirmations: 1,
     }
 }
-fn fed(m: u32, kind: FedTxKind) -> FederationTx {
+pub(super) fn fed(m: u32, kind: FedTxKind) -> FederationTx {
     FederationTx::sign(params().chain_id, MemberIndex(m), &member(m), kind)
 }
-fn address(i: u8) -> String {
+pub(super) fn address(i: u8) -> String {
     bitcoin::Address::p2wpkh(
         &bitcoin::CompressedPublicKey(
             bitcoin::secp256k1::SecretKey::from_slice(&[i + 50; 32])
@@ -50,7 +53,7 @@ fn address(i: u8) -> String {
     )
     .to_string()
 }
-fn pegout(from: u8, nonce: u64, amount: u64, fee: u64) -> Transaction {
+pub(super) fn pegout(from: u8, nonce: u64, amount: u64, fee: u64) -> Transaction {
     Transaction::sign(
         params().chain_id,
         &user(from),
@@ -64,11 +67,16 @@ fn pegout(from: u8, nonce: u64, amount: u64, fee: u64) -> Transaction {
 }
 /// Applies a block of `txs` and `fed` (all must be valid), checks that a
 /// re-application agrees, commits, and returns the events.
-fn step(s: &mut State, txs: &[Transaction], fed: &[FederationTx], time: u64) -> Vec<Event> {
+pub(super) fn step(
+    s: &mut State,
+    txs: &[Transaction],
+    fed: &[FederationTx],
+    time: u64,
+) -> Vec<Event> {
     step_with(&params(), s, txs, fed, time)
 }
 /// [`step`] under parameters `p`.
-fn step_with(
+pub(super) fn step_with(
     p: &LedgerParams,
     s: &mut State,
     txs: &[Transaction],
@@ -95,7 +103,7 @@ fn step_with(
     );
     b.outcome.events
 }
-fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
+pub(super) fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
     let mut f = vec![];
     if !s.registered.contains(&uid(acct)) {
         f.push(fed(
