@@ -125,14 +125,17 @@ impl PegOutWorker {
 
     /// One pass over the unconfirmed batches of committed state.
     pub fn tick(&self) {
-        let batches: Vec<Batch> = self
-            .chain
-            .with_state(|s| s.batches.values().cloned().collect());
+        let (batches, settled): (Vec<Batch>, Vec<Batch>) = self.chain.with_state(|s| {
+            (
+                s.batches.values().cloned().collect(),
+                s.settled.values().cloned().collect(),
+            )
+        });
         self.rebroadcast_reorged();
-        if batches.is_empty() {
-            return;
-        }
         let btc_tip = self.watcher.tip();
+        for b in &settled {
+            self.reconfirm(b, btc_tip);
+        }
         for b in &batches {
             if self.confirm(b, btc_tip) {
                 continue;
@@ -358,6 +361,17 @@ impl PegOutWorker {
         }
     }
 
+    /// A batch state holds as confirmed whose confirmed version is no
+    /// longer what Bitcoin shows (a reorg deeper than the confirmation
+    /// depth): reports the version that is at depth now, so that state
+    /// follows it.
+    fn reconfirm(&self, b: &Batch, btc_tip: Option<u64>) {
+        let Some(c) = &b.confirmed else { return };
+        if self.mined(b).is_some_and(|(v, _)| v as u32 != c.version) {
+            self.confirm(b, btc_tip);
+        }
+    }
+
     /// Reports a version of `b` confirmed at depth on this member's
     /// bitcoind (as its watcher saw the batch's inputs spent); true if one is.
     fn confirm(&self, b: &Batch, btc_tip: Option<u64>) -> bool {
@@ -368,6 +382,9 @@ impl PegOutWorker {
         };
         if tip + 1 < sp.height + depth {
             return false;
+        }
+        if b.confirmed.is_some() {
+            tracing::warn!(batch = b.id.0, version = v, txid = %sp.txid, "Bitcoin now shows another version of a confirmed batch at depth: state follows it");
         }
         let recent = self
             .memory
@@ -653,6 +670,53 @@ mod tests {
         assert!(f.watcher.deep_reorgs().contains(&input));
     }
 
+    /// Version 0 confirms and state records it; then a reorg deeper than
+    /// the confirmation depth replaces its block with one holding version 1.
+    /// The member alerts, reports version 1 at depth, and state follows:
+    /// version 1's change is the federation's UTXO.
+    #[test]
+    fn after_a_deep_reorg_to_another_version_state_follows_bitcoin() {
+        let f = formed();
+        let (stuck, v1) = replaced_and_sent(&f);
+        let (v1_tx, _) = f.node.btc.transaction(&v1, None).unwrap().unwrap();
+        // Version 0 is mined and confirmed.
+        f.node.btc.mine_with(vec![stuck.clone()]).unwrap();
+        f.node.btc.mine_empty(CONFIRMATIONS - 1);
+        f.tick(0);
+        f.node.commit(vec![]);
+        let n = f.batch.outputs.len() as u32;
+        let settled = |v: u32| {
+            f.node.chain.with_state(|s| {
+                s.settled[&f.batch.id].confirmed.as_ref().map(|c| c.version) == Some(v)
+            })
+        };
+        assert!(settled(0));
+        let change = |txid| fedpeg_ledger::fedtx::OutPoint { txid, vout: n };
+        assert!(f
+            .node
+            .chain
+            .with_state(|s| s.utxos.contains_key(&change(stuck.compute_txid()))));
+        // The deep reorg: version 1 in the new branch, which gets deep.
+        let mut branch = vec![vec![v1_tx]];
+        branch.extend(vec![vec![]; CONFIRMATIONS as usize]);
+        f.node.btc.reorg(CONFIRMATIONS, branch).unwrap();
+        f.tick(1);
+        let input = f.batch.inputs[0].0;
+        assert!(f.watcher.deep_reorgs().contains(&input), "no alert");
+        let pooled = f.pooled(confirmed);
+        assert_eq!(pooled.len(), 1, "{pooled:?}");
+        assert!(matches!(
+            pooled[0].kind,
+            FedTxKind::PegOutConfirmed { txid, .. } if txid == v1
+        ));
+        f.node.commit(vec![]);
+        assert!(settled(1), "state did not follow");
+        f.node.chain.with_state(|s| {
+            assert!(!s.utxos.contains_key(&change(stuck.compute_txid())));
+            assert!(s.utxos.contains_key(&change(v1)));
+        });
+    }
+
     #[test]
     fn a_stuck_batch_gets_a_bump_vote_after_bump_after_blocks() {
         let f = formed();
@@ -691,12 +755,17 @@ mod tests {
         stuck
     }
 
+    /// [`replaced`], then member 0 sends version 1: (version 0, version 1's txid).
+    fn replaced_and_sent(f: &Federation) -> (fedpeg_peg::bitcoin::Transaction, Txid) {
+        let stuck = replaced(f);
+        f.tick(0);
+        (stuck, f.txid())
+    }
+
     #[test]
     fn a_replacement_version_is_signed_and_replaces_the_stuck_one_in_the_mempool() {
         let f = formed();
-        let stuck = replaced(&f);
-        f.tick(0);
-        let v1 = f.txid();
+        let (stuck, v1) = replaced_and_sent(&f);
         assert_ne!(v1, stuck.compute_txid());
         assert_eq!(f.node.btc.mempool(), vec![v1]);
     }

@@ -315,6 +315,12 @@ impl Store {
                     s.withdrawal_batch.insert(o.withdrawal, b.id);
                 }
                 s.batches.insert(b.id, b);
+            } else {
+                // Ascending ids: the last SETTLED_KEPT stay, as in commit.
+                s.settled.insert(b.id, b);
+                while s.settled.len() > fedpeg_ledger::SETTLED_KEPT {
+                    s.settled.pop_first();
+                }
             }
         }
         for item in self
@@ -458,6 +464,11 @@ impl Store {
         }
         let batches = self.cf(CF_BATCHES)?;
         let paid = self.cf(CF_PAID)?;
+        // Abandoned: never mined (it spent a change Bitcoin does not show);
+        // its peg-outs are queued again.
+        for id in &outcome.delta.abandoned {
+            batch.delete_cf(batches, id.0.to_be_bytes());
+        }
         for (id, b) in &outcome.delta.batches {
             batch.put_cf(batches, id.0.to_be_bytes(), b.encode());
             if b.confirmed.is_some() {
@@ -601,6 +612,41 @@ mod tests {
         }
     }
 
+    /// A confirmed one-input, no-output batch (enough for the store).
+    fn settled_batch() -> fedpeg_ledger::pegout_batch::Batch {
+        use fedpeg_ledger::pegout_batch::{Batch, BatchVersion, Confirmation, Owner, Utxo};
+        Batch {
+            id: BatchId(4),
+            inputs: vec![(
+                OutPoint {
+                    txid: fedpeg_ledger::testing::txid(8),
+                    vout: 0,
+                },
+                Utxo {
+                    amount: sats(10_000),
+                    owner: Owner::Change,
+                },
+            )],
+            outputs: vec![],
+            versions: vec![BatchVersion {
+                fee_rate: FeeRate(2),
+                fee: sats(500),
+                change: sats(9_500),
+                txid: fedpeg_ledger::testing::txid(9),
+                height: Height(1),
+                signatures: Default::default(),
+                bump_votes: Default::default(),
+            }],
+            created_height: Height(1),
+            fee_reserved: sats(500),
+            confirmed: Some(Confirmation {
+                version: 0,
+                bitcoin_block: fedpeg_ledger::testing::block_hash(3),
+                height: Height(1),
+            }),
+        }
+    }
+
     #[test]
     fn everything_a_block_changes_survives_reopen() {
         let d = tempfile::tempdir().unwrap();
@@ -640,6 +686,7 @@ mod tests {
                     rate: FeeRate(12),
                     until_ms: 600_005,
                 }]),
+                batches: [(BatchId(4), settled_batch())].into_iter().collect(),
                 ..Delta::default()
             },
             events: vec![],
@@ -685,6 +732,11 @@ mod tests {
             s.minted.get(&outpoint),
             Some(&(acct, sats(42), Height(1), sats(50)))
         );
+        // A confirmed batch is kept as settled (a deep reorg may bring
+        // another of its versions), not as unconfirmed.
+        assert!(s.batches.is_empty());
+        assert_eq!(s.settled.get(&BatchId(4)), Some(&settled_batch()));
+        assert_eq!(s.settled, after.settled);
         assert_eq!(
             (s.height, s.tip, s.state_root, s.fee_pool, s.supply),
             (

@@ -281,9 +281,11 @@ impl Watcher {
             // federation, and what state holds (in case state knew a coin
             // before this watcher did, e.g. after a restart).
             let spends: Vec<(OutPoint, Txid)> = self.chain.with_state(|s| {
+                // Settled batches too: a reorg may bring another version.
                 let in_batches: HashSet<&OutPoint> = s
                     .batches
                     .values()
+                    .chain(s.settled.values())
                     .flat_map(|b| b.inputs.iter().map(|(o, _)| o))
                     .collect();
                 inputs
@@ -451,11 +453,13 @@ impl Watcher {
     }
 
     /// Forgets spends and change outputs below `oldest` (the window), but
-    /// not spends of an unconfirmed batch's inputs, whatever their age.
+    /// not spends of an unconfirmed or settled batch's inputs, whatever
+    /// their age.
     fn prune(&self, oldest: u64) {
         let open: HashSet<OutPoint> = self.chain.with_state(|s| {
             s.batches
                 .values()
+                .chain(s.settled.values())
                 .flat_map(|b| b.inputs.iter().map(|(o, _)| *o))
                 .collect()
         });

@@ -87,6 +87,14 @@ pub enum FedTxError {
     BadPegOutSignatures(String),
     #[error("transaction {0} is not a version of this batch")]
     NotABatchVersion(String),
+    #[error("batch {0} is already confirmed with this version")]
+    AlreadyConfirmed(BatchId),
+    #[error("batch {batch} cannot follow another version: its change {change} was spent by batch {by}, which is confirmed too (an operator must look: deep-reorg alert)")]
+    ChangeSpentByConfirmedBatch {
+        batch: BatchId,
+        change: String,
+        by: BatchId,
+    },
 }
 
 /// Why a block was refused.

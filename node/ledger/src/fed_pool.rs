@@ -99,7 +99,14 @@ fn still_pending(state: &State, tx: &FederationTx) -> bool {
         FedTxKind::PegOutBump { batch, version } => state.batches.get(batch).is_some_and(|b| {
             b.versions.len() == *version as usize + 1 && !b.latest().bump_votes.contains(&tx.member)
         }),
-        FedTxKind::PegOutConfirmed { batch, .. } => state.batches.contains_key(batch),
+        FedTxKind::PegOutConfirmed { batch, txid, .. } => {
+            state.batches.contains_key(batch)
+                || state.settled.get(batch).is_some_and(|b| {
+                    b.confirmed
+                        .as_ref()
+                        .is_some_and(|c| b.versions[c.version as usize].txid != *txid)
+                })
+        }
     }
 }
 

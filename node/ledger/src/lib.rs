@@ -54,7 +54,9 @@ pub use events::{BatchStage, Event};
 pub use fed::{check_fed_tx, check_fed_tx_unsigned};
 pub use quote_grace::QuoteGrace;
 pub use reserves::Reserves;
-pub use state::{Account, LedgerParams, State, Withdrawal, MAX_BLOCK_FED_TXS, MAX_FEE_RATE};
+pub use state::{
+    Account, LedgerParams, State, Withdrawal, MAX_BLOCK_FED_TXS, MAX_FEE_RATE, SETTLED_KEPT,
+};
 pub use transfer::check_tx;
 
 #[cfg(test)]

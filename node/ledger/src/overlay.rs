@@ -42,11 +42,41 @@ impl<'a> Overlay<'a> {
             Some(b) => Some(b.clone()),
             None => self.base.batches.get(&id).cloned(),
         }
-        .filter(|b| b.confirmed.is_none())
+        .filter(|b| b.confirmed.is_none() && !self.delta.abandoned.contains(&id))
+    }
+
+    /// A confirmed batch still kept (see [`State::settled`]), with this
+    /// block's changes.
+    pub(crate) fn settled_batch(&self, id: BatchId) -> Option<Batch> {
+        match self.delta.batches.get(&id) {
+            Some(b) => Some(b.clone()).filter(|b| b.confirmed.is_some()),
+            None => self.base.settled.get(&id).cloned(),
+        }
+    }
+
+    /// The unconfirmed batch (base or this block's) spending `o`.
+    pub(crate) fn batch_spending(&self, o: &OutPoint) -> Option<Batch> {
+        let spends = |b: &Batch| b.inputs.iter().any(|(i, _)| i == o);
+        self.delta
+            .batches
+            .values()
+            .filter(|b| b.confirmed.is_none() && spends(b))
+            .chain(
+                self.base
+                    .batches
+                    .values()
+                    .filter(|b| !self.delta.batches.contains_key(&b.id) && spends(b)),
+            )
+            .find(|b| !self.delta.abandoned.contains(&b.id))
+            .cloned()
     }
 
     pub(crate) fn unconfirmed_batches(&self) -> usize {
-        let mut n = self.base.batches.len();
+        let mut n = self
+            .base
+            .batches
+            .len()
+            .saturating_sub(self.delta.abandoned.len());
         for (id, b) in &self.delta.batches {
             match (self.base.batches.contains_key(id), b.confirmed.is_some()) {
                 (false, false) => n += 1,

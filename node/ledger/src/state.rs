@@ -79,6 +79,9 @@ pub(crate) fn agreed_rate(votes: impl Iterator<Item = FeeRate>, params: &LedgerP
     )
 }
 
+/// Confirmed batches kept in [`State::settled`].
+pub const SETTLED_KEPT: usize = 64;
+
 /// Most federation transactions in one block.
 pub const MAX_BLOCK_FED_TXS: usize = 1000;
 
@@ -129,6 +132,10 @@ pub struct State {
     pub utxos: BTreeMap<OutPoint, Utxo>,
     /// Batches not yet confirmed, by id.
     pub batches: BTreeMap<BatchId, Batch>,
+    /// The [`SETTLED_KEPT`] confirmed batches with the highest ids: if a
+    /// reorg deeper than the confirmation depth makes Bitcoin show another
+    /// version of one, state follows it (see `fed::confirm`).
+    pub settled: BTreeMap<BatchId, Batch>,
     /// Withdrawal id → the unconfirmed batch paying it.
     pub withdrawal_batch: BTreeMap<WithdrawalId, BatchId>,
     pub next_batch_id: BatchId,
@@ -169,12 +176,23 @@ impl State {
         for o in &outcome.delta.spent_utxos {
             self.utxos.remove(o);
         }
+        for id in &outcome.delta.abandoned {
+            if let Some(b) = self.batches.remove(id) {
+                for out in &b.outputs {
+                    self.withdrawal_batch.remove(&out.withdrawal);
+                }
+            }
+        }
         for (id, b) in &outcome.delta.batches {
             if b.confirmed.is_some() {
                 self.batches.remove(id);
                 for out in &b.outputs {
                     self.withdrawals.remove(&out.withdrawal);
                     self.withdrawal_batch.remove(&out.withdrawal);
+                }
+                self.settled.insert(*id, b.clone());
+                while self.settled.len() > SETTLED_KEPT {
+                    self.settled.pop_first();
                 }
             } else {
                 for out in &b.outputs {
@@ -261,6 +279,7 @@ impl State {
             next_withdrawal_id: self.next_withdrawal_id,
             utxos: Default::default(),
             batches: Default::default(),
+            settled: Default::default(),
             withdrawal_batch: Default::default(),
             next_batch_id: self.next_batch_id,
             height: self.height,

@@ -125,6 +125,16 @@ pub(super) fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
     ));
     step(s, &[], &f, 1);
 }
+/// Member `m`'s vote to bump version 0 of batch 0.
+fn bump0(m: u32) -> FederationTx {
+    fed(
+        m,
+        FedTxKind::PegOutBump {
+            batch: BatchId(0),
+            version: 0,
+        },
+    )
+}
 fn sign(s: &State, batch: u64, m: u32) -> FederationTx {
     let b = &s.batches[&BatchId(batch)];
     let v = b.versions.len() - 1;
@@ -221,19 +231,10 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     assert_eq!(full.compute_txid(), tx.compute_txid());
 
     // Bump: f + 1 = 2 votes replace it at a higher rate, same inputs.
-    let bump = |m| {
-        fed(
-            m,
-            FedTxKind::PegOutBump {
-                batch: BatchId(0),
-                version: 0,
-            },
-        )
-    };
-    step(&mut s, &[], &[bump(0)], 8);
+    step(&mut s, &[], &[bump0(0)], 8);
     assert_eq!(s.batches[&BatchId(0)].versions.len(), 1);
     let pool_before = s.fee_pool;
-    let ev = step(&mut s, &[], &[bump(3)], 9);
+    let ev = step(&mut s, &[], &[bump0(3)], 9);
     assert!(ev.iter().any(|e| matches!(
         e,
         Event::PegOutBatch {
@@ -390,16 +391,7 @@ fn golden_state_root_of_a_fixed_history() {
     assert_eq!(s.batches.len(), 1, "the two peg-outs form one batch");
     let sigs: Vec<_> = (0..3).map(|m| sign(&s, 0, m)).collect();
     step(&mut s, &[], &sigs, 4);
-    let bump = |m| {
-        fed(
-            m,
-            FedTxKind::PegOutBump {
-                batch: BatchId(0),
-                version: 0,
-            },
-        )
-    };
-    step(&mut s, &[], &[bump(0), bump(3)], 5);
+    step(&mut s, &[], &[bump0(0), bump0(3)], 5);
     assert_eq!(
         s.batches[&BatchId(0)].versions.len(),
         2,
@@ -589,16 +581,7 @@ fn a_replacement_of_a_consolidating_batch_keeps_its_inputs_and_exact_fee_and_cha
     small_deposits_then_a_pegout(&p, &mut s);
     let v0 = s.batches[&BatchId(0)].latest().clone();
     let pool = s.fee_pool;
-    let bump = |m| {
-        fed(
-            m,
-            FedTxKind::PegOutBump {
-                batch: BatchId(0),
-                version: 0,
-            },
-        )
-    };
-    step_with(&p, &mut s, &[], &[bump(0), bump(3)], 6);
+    step_with(&p, &mut s, &[], &[bump0(0), bump0(3)], 6);
     let b = s.batches[&BatchId(0)].clone();
     assert_eq!(b.versions.len(), 2);
     let v1 = b.latest().clone();
@@ -675,16 +658,7 @@ fn a_bump_the_fee_pool_cannot_pay_is_retried_when_it_can() {
     s.fee_pool = Sats::ZERO;
     s.accounts.entry(uid(9)).or_default().balance = pool;
     s.supply = s.supply.checked_add(pool).unwrap();
-    let bump = |m| {
-        fed(
-            m,
-            FedTxKind::PegOutBump {
-                batch: BatchId(0),
-                version: 0,
-            },
-        )
-    };
-    let ev = step(&mut s, &[], &[bump(0), bump(3)], 6);
+    let ev = step(&mut s, &[], &[bump0(0), bump0(3)], 6);
     assert!(!ev.iter().any(|e| matches!(
         e,
         Event::PegOutBatch {
@@ -709,7 +683,7 @@ fn a_bump_the_fee_pool_cannot_pay_is_retried_when_it_can() {
     step(&mut s, &[refill], &[], 7);
     assert!(s.fee_pool > Sats::ZERO);
     // The same members vote again: this time it is replaced.
-    let ev = step(&mut s, &[], &[bump(0), bump(3)], 8);
+    let ev = step(&mut s, &[], &[bump0(0), bump0(3)], 8);
     assert!(ev.iter().any(|e| matches!(
         e,
         Event::PegOutBatch {
@@ -718,4 +692,88 @@ fn a_bump_the_fee_pool_cannot_pay_is_retried_when_it_can() {
         }
     )));
     assert_eq!(s.batches[&BatchId(0)].versions.len(), 2);
+}
+
+fn confirmed_tx(m: u32, batch: u64, txid: bitcoin::Txid) -> FederationTx {
+    fed(
+        m,
+        FedTxKind::PegOutConfirmed {
+            batch: BatchId(batch),
+            txid,
+            bitcoin_block: block_hash(7),
+        },
+    )
+}
+
+/// Version 0 of a batch confirms, a later batch spends its change; then a
+/// reorg deeper than the confirmation depth leaves version 1 in Bitcoin's
+/// best chain instead. State follows: version 0's change leaves the UTXO
+/// set and version 1's joins it, the pool pays the fee difference, the
+/// later batch (which can never be mined) is abandoned and its peg-out is
+/// paid by a new batch that spends the real change. Reserves stay exact
+/// after every block (checked by `step`).
+#[test]
+fn after_a_deep_reorg_state_follows_the_version_bitcoin_shows() {
+    let p = params();
+    let mut s = State::default();
+    deposit(&mut s, 1, 0, 1_000_000);
+    step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
+    let sigs: Vec<_> = (0..3).map(|m| sign(&s, 0, m)).collect();
+    step(&mut s, &[], &sigs, 6);
+    step(&mut s, &[], &[bump0(0), bump0(3)], 7);
+    let b = s.batches[&BatchId(0)].clone();
+    let (v0, v1) = (b.versions[0].clone(), b.versions[1].clone());
+    assert!(v1.fee > v0.fee && v0.change > v1.change);
+    let n = b.outputs.len() as u32;
+    let change = |t: bitcoin::Txid| OutPoint { txid: t, vout: n };
+    // Version 0 confirms.
+    step(&mut s, &[], &[confirmed_tx(0, 0, v0.txid)], 8);
+    assert!(s.batches.is_empty());
+    assert_eq!(
+        s.settled[&BatchId(0)].confirmed.as_ref().unwrap().version,
+        0
+    );
+    assert_eq!(s.utxos[&change(v0.txid)].amount, v0.change);
+    // A second peg-out: batch 1 spends version 0's change.
+    step(&mut s, &[pegout(1, 1, 50_000, 1000)], &[], 9);
+    let later = s.batches[&BatchId(1)].clone();
+    assert!(later.inputs.iter().any(|(o, _)| *o == change(v0.txid)));
+    let pool = s.fee_pool;
+    // Bitcoin now shows version 1.
+    let ev = step(&mut s, &[], &[confirmed_tx(1, 0, v1.txid)], 10);
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::PegOutBatch {
+            stage: BatchStage::Confirmed { version: 1 },
+            ..
+        }
+    )));
+    assert_eq!(
+        s.settled[&BatchId(0)].confirmed.as_ref().unwrap().version,
+        1
+    );
+    assert!(!s.utxos.contains_key(&change(v0.txid)));
+    // Batch 1 is gone (it could never be mined); its reserved fee is back
+    // and the pool paid version 1's higher fee.
+    assert!(!s.batches.contains_key(&BatchId(1)));
+    assert_eq!(
+        s.fee_pool.to_sat(),
+        pool.to_sat() + later.fee_reserved.to_sat() - (v1.fee.to_sat() - v0.fee.to_sat())
+    );
+    // Its peg-out is queued again and paid by a new batch (formed at the
+    // end of the next block), from the real change.
+    assert!(s.withdrawals.contains_key(&later.outputs[0].withdrawal));
+    step(&mut s, &[], &[], 11);
+    let again = &s.batches[&BatchId(2)];
+    assert_eq!(again.outputs[0].withdrawal, later.outputs[0].withdrawal);
+    assert!(again
+        .inputs
+        .iter()
+        .any(|(o, u)| *o == change(v1.txid) && u.amount == v1.change));
+    assert_eq!(s.withdrawal_batch[&later.outputs[0].withdrawal], BatchId(2));
+    // The same claim again, or a txid that is no version: refused.
+    for bad in [confirmed_tx(2, 0, v1.txid), confirmed_tx(2, 0, txid(0x99))] {
+        let blk = build_block(&s, &p, &[], &[bad], 12, 0, &VerifyAll);
+        assert!(blk.block.fed_txs.is_empty());
+    }
 }
