@@ -464,11 +464,6 @@ impl Store {
         }
         let batches = self.cf(CF_BATCHES)?;
         let paid = self.cf(CF_PAID)?;
-        // Abandoned: never mined (it spent a change Bitcoin does not show);
-        // its peg-outs are queued again.
-        for id in &outcome.delta.abandoned {
-            batch.delete_cf(batches, id.0.to_be_bytes());
-        }
         for (id, b) in &outcome.delta.batches {
             batch.put_cf(batches, id.0.to_be_bytes(), b.encode());
             if b.confirmed.is_some() {

@@ -72,10 +72,6 @@ pub struct Delta {
     /// The new quote grace list when this block's fee votes raised the
     /// agreed rate; `None` leaves it as it was.
     pub quote_grace: Option<Vec<QuoteGrace>>,
-    /// Unconfirmed batches dropped because they spend the change of a batch
-    /// version Bitcoin no longer shows (see `fed::confirm`): their other
-    /// inputs are in `new_utxos` again and their peg-outs queued again.
-    pub abandoned: Vec<BatchId>,
 }
 
 /// The result of applying a block to a state.

@@ -89,6 +89,8 @@ pub enum FedTxError {
     NotABatchVersion(String),
     #[error("batch {0} is already confirmed with this version")]
     AlreadyConfirmed(BatchId),
+    #[error("batch {spender} spent the change of a version of batch {batch} that Bitcoin no longer shows and cannot be rebuilt on the real change (an operator must look: deep-reorg alert)")]
+    CannotRebuild { batch: BatchId, spender: BatchId },
     #[error("batch {batch} cannot follow another version: its change {change} was spent by batch {by}, which is confirmed too (an operator must look: deep-reorg alert)")]
     ChangeSpentByConfirmedBatch {
         batch: BatchId,

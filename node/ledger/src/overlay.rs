@@ -42,7 +42,7 @@ impl<'a> Overlay<'a> {
             Some(b) => Some(b.clone()),
             None => self.base.batches.get(&id).cloned(),
         }
-        .filter(|b| b.confirmed.is_none() && !self.delta.abandoned.contains(&id))
+        .filter(|b| b.confirmed.is_none())
     }
 
     /// A confirmed batch still kept (see [`State::settled`]), with this
@@ -67,16 +67,12 @@ impl<'a> Overlay<'a> {
                     .values()
                     .filter(|b| !self.delta.batches.contains_key(&b.id) && spends(b)),
             )
-            .find(|b| !self.delta.abandoned.contains(&b.id))
+            .next()
             .cloned()
     }
 
     pub(crate) fn unconfirmed_batches(&self) -> usize {
-        let mut n = self
-            .base
-            .batches
-            .len()
-            .saturating_sub(self.delta.abandoned.len());
+        let mut n = self.base.batches.len();
         for (id, b) in &self.delta.batches {
             match (self.base.batches.contains_key(id), b.confirmed.is_some()) {
                 (false, false) => n += 1,

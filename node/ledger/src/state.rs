@@ -176,13 +176,6 @@ impl State {
         for o in &outcome.delta.spent_utxos {
             self.utxos.remove(o);
         }
-        for id in &outcome.delta.abandoned {
-            if let Some(b) = self.batches.remove(id) {
-                for out in &b.outputs {
-                    self.withdrawal_batch.remove(&out.withdrawal);
-                }
-            }
-        }
         for (id, b) in &outcome.delta.batches {
             if b.confirmed.is_some() {
                 self.batches.remove(id);

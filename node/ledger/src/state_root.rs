@@ -18,9 +18,7 @@
 //! that raises no rate hashes exactly as before the grace existed (the
 //! fields before it are self-delimiting, so no two deltas share bytes). A
 //! golden test pins the bytes: changing any of this is a consensus change
-//! that needs a new tag. Then, only in a block that abandoned batches (a
-//! batch whose change a deep reorg took away, see `fed::confirm`), a `2`
-//! byte and their ids (count, then each).
+//! that needs a new tag.
 
 use crate::apply::Delta;
 use crate::encoding::Writer;
@@ -88,13 +86,6 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     if let Some(grace) = &d.quote_grace {
         w.u8(1);
         QuoteGrace::write_list(grace, &mut w);
-    }
-    if !d.abandoned.is_empty() {
-        w.u8(2);
-        w.len(d.abandoned.len());
-        for id in &d.abandoned {
-            w.u64(id.0);
-        }
     }
     w.buf
 }

@@ -7,9 +7,16 @@
 //! confirmation depth: the old version's change leaves the UTXO set, the
 //! new version's joins it, and the fee pool gives or takes the difference
 //! of their fees. An unconfirmed batch that spent the old change can never
-//! be mined: it is abandoned (its other inputs are free again, its peg-outs
-//! queued again, its reserved fee back in the pool) and the queue forms a
-//! new one.
+//! be mined: it is rebuilt to spend the new change in its place (same other
+//! inputs, its newest fee rate, one fresh unsigned version that members
+//! sign), so that the old and the rebuilt transaction can never both be
+//! mined. When it cannot be rebuilt (the new version has no change and the
+//! old change was its only input, or it could not pay), or the old change
+//! was spent by a batch that is confirmed too, the claim is refused: that
+//! is left to the operators, whose deep-reorg alert is open anyway (freeing
+//! the batch's peg-outs for another batch could pay them twice should a
+//! further reorg bring the old version back). The whole change is all or
+//! nothing: a refused claim leaves the block's working state as it was.
 
 use crate::amount::Sats;
 use crate::error::FedTxError;
@@ -17,12 +24,14 @@ use crate::events::{BatchStage, Event};
 use crate::fedtx::OutPoint;
 use crate::ids::BatchId;
 use crate::overlay::Overlay;
-use crate::pegout_batch::{Confirmation, Owner, Utxo};
+use crate::pegout_batch::{fee_and_change, Batch, BatchVersion, Confirmation, Owner, Utxo};
+use crate::LedgerParams;
 use bitcoin::{BlockHash, Txid};
 use fedpeg_consensus::Height;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
+    params: &LedgerParams,
     height: Height,
     batch: BatchId,
     txid: &Txid,
@@ -31,7 +40,7 @@ pub(super) fn apply(
 ) -> Result<(), FedTxError> {
     let Some(b) = o.batch(batch) else {
         return match o.settled_batch(batch) {
-            Some(b) => reconfirm(o, height, b, txid, bitcoin_block, events),
+            Some(b) => reconfirm(o, params, height, b, txid, bitcoin_block, events),
             None => Err(FedTxError::UnknownBatch(batch)),
         };
     };
@@ -49,12 +58,12 @@ pub(super) fn apply(
         .fee_pool
         .checked_add(refund)
         .ok_or(FedTxError::Overflow)?;
-    settle(o, height, b, v, bitcoin_block, events);
+    settle(o, height, b, v, true, bitcoin_block, events);
     Ok(())
 }
 
 /// The change output of version `v` of `b`, if it has one.
-fn change_of(b: &crate::pegout_batch::Batch, v: usize) -> Option<(OutPoint, Sats)> {
+fn change_of(b: &Batch, v: usize) -> Option<(OutPoint, Sats)> {
     let version = &b.versions[v];
     (version.change > Sats::ZERO).then_some((
         OutPoint {
@@ -66,16 +75,42 @@ fn change_of(b: &crate::pegout_batch::Batch, v: usize) -> Option<(OutPoint, Sats
 }
 
 /// A confirmed batch `b` is confirmed again with another version: state
-/// follows Bitcoin (see the module documentation).
+/// follows Bitcoin (see the module documentation). All or nothing: a
+/// refusal leaves `o` as it was (the block's other transactions stand).
 fn reconfirm(
     o: &mut Overlay<'_>,
+    params: &LedgerParams,
     height: Height,
-    b: crate::pegout_batch::Batch,
+    b: Batch,
     txid: &Txid,
     bitcoin_block: &BlockHash,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {
+    let before = o.delta.clone();
+    let r = follow(o, params, height, &b, txid);
+    match r {
+        Ok((new, change_taken)) => {
+            settle(o, height, b, new, !change_taken, bitcoin_block, events);
+            Ok(())
+        }
+        Err(e) => {
+            o.delta = before;
+            Err(e)
+        }
+    }
+}
+
+/// The changes of [`reconfirm`] but the settling: the new version's index,
+/// and whether a rebuilt batch spends its change already.
+fn follow(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: Height,
+    b: &Batch,
+    txid: &Txid,
+) -> Result<(usize, bool), FedTxError> {
     let batch = b.id;
+    let mut change_taken = false;
     let Some(new) = b.version_of(txid) else {
         return Err(FedTxError::NotABatchVersion(txid.to_string()));
     };
@@ -88,8 +123,9 @@ fn reconfirm(
         return Err(FedTxError::AlreadyConfirmed(batch));
     }
     // The old change: still free, or spent by a batch that can now never
-    // be mined (abandoned), or by a confirmed one (refused: the operator's).
-    if let Some((change, _)) = change_of(&b, old) {
+    // be mined (rebuilt on the new change), or by a confirmed one (refused:
+    // the operators', under an open alert).
+    if let Some((change, _)) = change_of(b, old) {
         let free = o.available_utxos().iter().any(|(u, _)| *u == change);
         if free {
             o.delta.spent_utxos.push(change);
@@ -97,28 +133,38 @@ fn reconfirm(
             if !o.base.batches.contains_key(&c.id) {
                 return Err(FedTxError::UnknownBatch(c.id));
             }
-            o.delta.batches.remove(&c.id);
-            o.delta.abandoned.push(c.id);
-            for (i, u) in &c.inputs {
-                if *i != change {
-                    o.delta.new_utxos.push((*i, *u));
-                }
-            }
+            // The rebuilt batch shares every other input with the old one,
+            // or spends the new change where the old one spent the old:
+            // the two can never both be mined.
+            let Some(r) = rebuilt(params, height, &c, change, change_of(b, new)) else {
+                return Err(FedTxError::CannotRebuild {
+                    batch,
+                    spender: c.id,
+                });
+            };
             o.delta.fee_pool = o
                 .delta
                 .fee_pool
                 .checked_add(c.fee_reserved)
+                .and_then(|p| p.checked_sub(r.fee_reserved))
                 .ok_or(FedTxError::Overflow)?;
-        } else if let Some(by) = o
-            .base
-            .settled
-            .values()
-            .find(|s| s.inputs.iter().any(|(i, _)| *i == change))
-        {
-            return Err(FedTxError::ChangeSpentByConfirmedBatch {
-                batch,
-                change: change.to_string(),
-                by: by.id,
+            change_taken = change_of(b, new).is_some();
+            o.delta.batches.insert(r.id, r);
+        } else {
+            let by = o
+                .delta
+                .batches
+                .values()
+                .chain(o.base.settled.values())
+                .find(|s| s.confirmed.is_some() && s.inputs.iter().any(|(i, _)| *i == change))
+                .map(|s| s.id);
+            return Err(match by {
+                Some(by) => FedTxError::ChangeSpentByConfirmedBatch {
+                    batch,
+                    change: change.to_string(),
+                    by,
+                },
+                None => FedTxError::UnknownBatch(batch),
             });
         }
     }
@@ -134,21 +180,83 @@ fn reconfirm(
             .checked_add(old_fee.checked_sub(new_fee).ok_or(FedTxError::Overflow)?)
     }
     .ok_or(FedTxError::Overflow)?;
-    settle(o, height, b, new, bitcoin_block, events);
-    Ok(())
+    Ok((new, change_taken))
+}
+
+/// Batch `c`, which spent `old_change`, rebuilt to spend `new_change`
+/// instead (or nothing in its place), at its newest fee rate: one fresh
+/// unsigned version. None when it would have no input or cannot pay.
+fn rebuilt(
+    params: &LedgerParams,
+    height: Height,
+    c: &Batch,
+    old_change: OutPoint,
+    new_change: Option<(OutPoint, Sats)>,
+) -> Option<Batch> {
+    let mut r = c.clone();
+    r.inputs = c
+        .inputs
+        .iter()
+        .filter_map(|(i, u)| match (*i == old_change, new_change) {
+            (false, _) => Some((*i, *u)),
+            (true, Some((o, amount))) => Some((
+                o,
+                Utxo {
+                    amount,
+                    owner: Owner::Change,
+                },
+            )),
+            (true, None) => None,
+        })
+        .collect();
+    if r.inputs.is_empty() {
+        return None;
+    }
+    let out_bytes: u64 = c
+        .outputs
+        .iter()
+        .map(|o| fedpeg_peg::pegout::output_bytes(&o.script_pubkey))
+        .sum();
+    let rate = c.latest().fee_rate;
+    let (fee, change) = fee_and_change(
+        &params.federation,
+        r.inputs.len(),
+        r.input_total(),
+        c.outputs.len(),
+        out_bytes,
+        c.output_total(),
+        rate.0,
+        0,
+    )?;
+    let mut v = BatchVersion {
+        fee_rate: rate,
+        fee: Sats::checked(fee)?,
+        change: Sats::checked(change)?,
+        txid: c.latest().txid,
+        height,
+        signatures: Default::default(),
+        bump_votes: Default::default(),
+    };
+    r.versions = vec![v.clone()];
+    v.txid = r.unsigned_tx(&params.federation, 0).ok()?.compute_txid();
+    r.versions = vec![v];
+    r.fee_reserved = r.versions[0].fee;
+    Some(r)
 }
 
 /// Records version `v` of `b` as the confirmed one: its change joins the
-/// UTXO set, the batch is done (kept as settled), and an event says so.
+/// free UTXOs (if `free_change`), the batch is done (kept as settled), and
+/// an event says so.
 fn settle(
     o: &mut Overlay<'_>,
     height: Height,
-    mut b: crate::pegout_batch::Batch,
+    mut b: Batch,
     v: usize,
+    free_change: bool,
     bitcoin_block: &BlockHash,
     events: &mut Vec<Event>,
 ) {
-    if let Some((change, amount)) = change_of(&b, v) {
+    if let Some((change, amount)) = change_of(&b, v).filter(|_| free_change) {
         o.delta.new_utxos.push((
             change,
             Utxo {

@@ -107,6 +107,6 @@ fn apply_unsigned(
             batch,
             txid,
             bitcoin_block,
-        } => confirm::apply(o, height, *batch, txid, bitcoin_block, events),
+        } => confirm::apply(o, params, height, *batch, txid, bitcoin_block, events),
     }
 }

@@ -5,7 +5,7 @@ use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
-use crate::pegout_batch::{test_federation, test_peg_secrets, PegOutParams};
+use crate::pegout_batch::{test_federation, test_peg_secrets, Batch, PegOutParams};
 use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
@@ -705,16 +705,9 @@ fn confirmed_tx(m: u32, batch: u64, txid: bitcoin::Txid) -> FederationTx {
     )
 }
 
-/// Version 0 of a batch confirms, a later batch spends its change; then a
-/// reorg deeper than the confirmation depth leaves version 1 in Bitcoin's
-/// best chain instead. State follows: version 0's change leaves the UTXO
-/// set and version 1's joins it, the pool pays the fee difference, the
-/// later batch (which can never be mined) is abandoned and its peg-out is
-/// paid by a new batch that spends the real change. Reserves stay exact
-/// after every block (checked by `step`).
-#[test]
-fn after_a_deep_reorg_state_follows_the_version_bitcoin_shows() {
-    let p = params();
+/// Batch 0 paying 100k sats from a 1 BTC deposit, signed, then bumped to a
+/// version 1: the state, and the batch.
+fn signed_and_bumped() -> (State, Batch) {
     let mut s = State::default();
     deposit(&mut s, 1, 0, 1_000_000);
     step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
@@ -722,6 +715,20 @@ fn after_a_deep_reorg_state_follows_the_version_bitcoin_shows() {
     step(&mut s, &[], &sigs, 6);
     step(&mut s, &[], &[bump0(0), bump0(3)], 7);
     let b = s.batches[&BatchId(0)].clone();
+    (s, b)
+}
+
+/// Version 0 of a batch confirms, a later batch spends its change; then a
+/// reorg deeper than the confirmation depth leaves version 1 in Bitcoin's
+/// best chain instead. State follows: version 0's change leaves the UTXO
+/// set, the pool pays the fee difference, and the later batch (which can
+/// never be mined) is rebuilt to spend version 1's change in its place, as
+/// one fresh unsigned version. Reserves stay exact after every block
+/// (checked by `step`).
+#[test]
+fn after_a_deep_reorg_state_follows_the_version_bitcoin_shows() {
+    let p = params();
+    let (mut s, b) = signed_and_bumped();
     let (v0, v1) = (b.versions[0].clone(), b.versions[1].clone());
     assert!(v1.fee > v0.fee && v0.change > v1.change);
     let n = b.outputs.len() as u32;
@@ -753,27 +760,88 @@ fn after_a_deep_reorg_state_follows_the_version_bitcoin_shows() {
         1
     );
     assert!(!s.utxos.contains_key(&change(v0.txid)));
-    // Batch 1 is gone (it could never be mined); its reserved fee is back
-    // and the pool paid version 1's higher fee.
-    assert!(!s.batches.contains_key(&BatchId(1)));
+    // Batch 1 now spends version 1's change: one fresh version to sign.
+    let rebuilt = s.batches[&BatchId(1)].clone();
+    assert_eq!(rebuilt.outputs, later.outputs);
+    assert_eq!(
+        rebuilt
+            .inputs
+            .iter()
+            .map(|(o, u)| (*o, u.amount))
+            .collect::<Vec<_>>(),
+        vec![(change(v1.txid), v1.change)]
+    );
+    assert!(!s.utxos.contains_key(&change(v1.txid)), "spent by batch 1");
+    assert_eq!(rebuilt.versions.len(), 1);
+    let r = rebuilt.latest();
+    assert!(r.signatures.is_empty());
+    assert_ne!(r.txid, later.latest().txid);
+    assert_eq!(
+        rebuilt
+            .unsigned_tx(&p.federation, 0)
+            .unwrap()
+            .compute_txid(),
+        r.txid
+    );
+    assert_eq!(
+        rebuilt.input_total(),
+        rebuilt.output_total() + r.fee.to_sat() + r.change.to_sat()
+    );
+    assert_eq!(rebuilt.fee_reserved, r.fee);
     assert_eq!(
         s.fee_pool.to_sat(),
-        pool.to_sat() + later.fee_reserved.to_sat() - (v1.fee.to_sat() - v0.fee.to_sat())
+        pool.to_sat() + later.fee_reserved.to_sat()
+            - r.fee.to_sat()
+            - (v1.fee.to_sat() - v0.fee.to_sat())
     );
-    // Its peg-out is queued again and paid by a new batch (formed at the
-    // end of the next block), from the real change.
-    assert!(s.withdrawals.contains_key(&later.outputs[0].withdrawal));
-    step(&mut s, &[], &[], 11);
-    let again = &s.batches[&BatchId(2)];
-    assert_eq!(again.outputs[0].withdrawal, later.outputs[0].withdrawal);
-    assert!(again
-        .inputs
-        .iter()
-        .any(|(o, u)| *o == change(v1.txid) && u.amount == v1.change));
-    assert_eq!(s.withdrawal_batch[&later.outputs[0].withdrawal], BatchId(2));
+    // Members sign the rebuilt batch and it confirms like any other.
+    let sigs: Vec<_> = (0..3).map(|m| sign(&s, 1, m)).collect();
+    step(&mut s, &[], &sigs, 11);
+    step(&mut s, &[], &[confirmed_tx(0, 1, r.txid)], 12);
+    assert!(s.batches.is_empty());
     // The same claim again, or a txid that is no version: refused.
     for bad in [confirmed_tx(2, 0, v1.txid), confirmed_tx(2, 0, txid(0x99))] {
-        let blk = build_block(&s, &p, &[], &[bad], 12, 0, &VerifyAll);
+        let blk = build_block(&s, &p, &[], &[bad], 13, 0, &VerifyAll);
         assert!(blk.block.fed_txs.is_empty());
     }
+}
+
+/// A re-confirmation the fee pool cannot pay is refused as a whole: the
+/// block built without it is the block every member applies (before, its
+/// first changes stayed in the proposer's working state, so the proposer's
+/// state root differed from every validator's and the chain halted).
+#[test]
+fn a_reconfirmation_the_pool_cannot_pay_is_left_out_without_a_trace() {
+    let p = params();
+    let (mut s, b) = signed_and_bumped();
+    let (v0, v1) = (b.versions[0].clone(), b.versions[1].clone());
+    step(&mut s, &[], &[confirmed_tx(0, 0, v0.txid)], 8);
+    // Empty the pool (as in the bump test above): exactly accounted still.
+    let pool = s.fee_pool;
+    s.fee_pool = Sats::ZERO;
+    s.accounts.entry(uid(9)).or_default().balance = pool;
+    s.supply = s.supply.checked_add(pool).unwrap();
+    let before = s.utxos.clone();
+    let blk = build_block(
+        &s,
+        &p,
+        &[],
+        &[confirmed_tx(1, 0, v1.txid)],
+        9,
+        0,
+        &VerifyAll,
+    );
+    assert!(blk.block.fed_txs.is_empty(), "the pool cannot pay it");
+    let again = apply_block(&s, &blk.block, &p, &VerifyAll).unwrap();
+    assert_eq!(
+        again.delta, blk.outcome.delta,
+        "proposer and validators agree"
+    );
+    assert!(blk.outcome.delta.spent_utxos.is_empty());
+    s.commit(&blk.block.header, &blk.outcome);
+    assert_eq!(s.utxos, before);
+    assert_eq!(
+        s.settled[&BatchId(0)].confirmed.as_ref().unwrap().version,
+        0
+    );
 }
