@@ -36,6 +36,14 @@ async fn median_commit_latency(
     let mut samples = Vec::new();
     for i in 0..n {
         let ch = &chans[i % chans.len()];
+        // The previous transfer is final where it was sent; this member
+        // may commit that block a moment later (else: "nonce skips ahead").
+        let from = account_of(faucet);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while next_nonce(ch, &from).await.unwrap() < nonce {
+            assert!(Instant::now() < deadline, "member {i} never caught up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let tx = transfer(chain, faucet, account(60), nonce, 1_000);
         let started = Instant::now();
         let txid = submit(ch, &tx).await.unwrap();
