@@ -40,6 +40,10 @@ if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
 fi
 export CARGO_INCREMENTAL=0
 
+# Operator alert rules: promtool's own checks and unit tests (fast; before
+# the build so a broken rule fails early).
+deploy/monitoring/check.sh
+
 # End-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins
 export FEDPEG_BIN_DIR="$CARGO_TARGET_DIR/debug"

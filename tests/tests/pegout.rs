@@ -617,6 +617,24 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     // Metrics of a member that saw every burn: burn → signed and burn →
     // confirmed latencies, and the confirmed count.
     let page = s.fed.members[0].metrics().unwrap();
+    // Every fedpeg metric the operator alert rules read is one this member
+    // really exports.
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/monitoring/fedpeg-alerts.yml"),
+    )
+    .unwrap();
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("fedpeg_"))
+        .collect();
+    assert!(used.len() >= 8, "{used:?}");
+    for name in used {
+        assert!(
+            page.contains(&format!("\n{name} ")),
+            "alert rules read {name}, which the node does not export:\n{page}"
+        );
+    }
     let value = |name: &str| -> f64 {
         page.lines()
             .find_map(|l| l.strip_prefix(name))
