@@ -47,6 +47,8 @@ deploy/monitoring/check.sh
 # End-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins
 export FEDPEG_BIN_DIR="$CARGO_TARGET_DIR/debug"
+# The hardened systemd unit: systemd-analyze verify + security.
+deploy/systemd/check.sh "$FEDPEG_BIN_DIR"
 # shellcheck disable=SC2086
 cargo test --workspace ${FEDPEG_TEST_ARGS:-}
 # The workspace build compiles the tests' Byzantine faults into fedpegd; a
