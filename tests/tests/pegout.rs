@@ -617,23 +617,36 @@ async fn bad_signer_and_offline_member_do_not_stop_batches_and_a_stuck_batch_is_
     // Metrics of a member that saw every burn: burn → signed and burn →
     // confirmed latencies, and the confirmed count.
     let page = s.fed.members[0].metrics().unwrap();
-    // Every fedpeg metric the operator alert rules read is one this member
-    // really exports.
-    let rules = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../deploy/monitoring/fedpeg-alerts.yml"),
+    // Every fedpeg metric the operator alert rules and the dashboard read
+    // is one this member really exports.
+    let monitoring = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring");
+    let rules = std::fs::read_to_string(monitoring.join("fedpeg-alerts.yml")).unwrap();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(monitoring.join("fedpeg-dashboard.json")).unwrap(),
     )
     .unwrap();
-    let used: std::collections::BTreeSet<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("fedpeg_"))
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
         .collect();
-    assert!(used.len() >= 8, "{used:?}");
-    for name in used {
-        assert!(
-            page.contains(&format!("\n{name} ")),
-            "alert rules read {name}, which the node does not export:\n{page}"
-        );
+    assert!(exprs.len() >= 14, "{exprs:?}");
+    for (what, text) in [("alert rules", rules), ("dashboard", exprs.join("\n"))] {
+        let used: std::collections::BTreeSet<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("fedpeg_"))
+            .collect();
+        assert!(used.len() >= 8, "{what}: {used:?}");
+        for name in used {
+            assert!(
+                page.lines().any(|l| l
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with([' ', '{']))),
+                "the {what} read {name}, which the node does not export:\n{page}"
+            );
+        }
     }
     let value = |name: &str| -> f64 {
         page.lines()
