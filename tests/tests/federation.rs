@@ -206,6 +206,13 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
         m.contains("# TYPE fedpeg_peers gauge") && !m.contains("fedpeg_bitcoind_reachable"),
         "{m}"
     );
+    // Which members' precommits reach the commit certificates.
+    let signed: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("fedpeg_member_last_signed_height{member="))
+        .collect();
+    println!("last signed: {signed:?}");
+    assert!(signed.len() >= 3, "a quorum signs every block:\n{m}");
     // 7. Nobody double-signed, across all the restarts.
     for m in &fed.members {
         let s = m.status().await.unwrap();

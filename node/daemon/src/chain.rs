@@ -76,6 +76,9 @@ pub struct Chain {
     gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Gossip>>,
     /// Pending federation transactions, checked against state.
     fed_pool: Mutex<FedPool>,
+    /// Per member: the last height whose commit certificate holds its
+    /// precommit (None until one did since this node started).
+    last_signed: Mutex<Vec<Option<u64>>>,
 }
 
 /// What the chain hands to the driver for gossip.
@@ -96,6 +99,7 @@ impl Chain {
         })?;
         let store = Store::open(&data_dir.join("db"), spec.chain_id, &spec.genesis_state())?;
         let state = store.load_state()?;
+        let members = spec.genesis.members.len();
         let (tip, _) = tokio::sync::watch::channel(state.height.0);
         Ok(Chain {
             params: spec.ledger_params(),
@@ -107,6 +111,7 @@ impl Chain {
             pending: tokio::sync::Notify::new(),
             gossip: std::sync::OnceLock::new(),
             fed_pool: Mutex::new(FedPool::default()),
+            last_signed: Mutex::new(vec![None; members]),
         })
     }
 
@@ -394,6 +399,16 @@ impl Chain {
             fed.prune(&state);
         }
         drop(state);
+        if let (Ok(c), Ok(mut signed)) = (
+            fedpeg_consensus::CommitCertificate::decode(&cb.commit),
+            self.last_signed.lock(),
+        ) {
+            for (i, _) in &c.precommits {
+                if let Some(slot) = signed.get_mut(i.0 as usize) {
+                    *slot = Some(height.0);
+                }
+            }
+        }
         tracing::debug!(
             height = height.0,
             txs = cb.block.txs.len(),
@@ -409,6 +424,15 @@ impl Chain {
             return Ok(Some(b));
         }
         self.store.batch(id)
+    }
+
+    /// Per member (genesis order): the last height whose commit certificate
+    /// holds its precommit, since this node started.
+    pub fn last_signed(&self) -> Vec<Option<u64>> {
+        self.last_signed
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// This node's own bookkeeping record `key` (see [`Store::local_record`]).

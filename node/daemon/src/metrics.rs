@@ -89,6 +89,33 @@ pub fn render(s: &Sources) -> String {
         "Connected libp2p peers.",
         s.net.peers().len() as u64,
     );
+    // Which members' precommits make it into commit certificates: one that
+    // stops voting falls behind the tip here.
+    let _ = writeln!(
+        o,
+        "# HELP fedpeg_member_last_signed_height Last height whose commit certificate holds the member's precommit (since this node started).\n# TYPE fedpeg_member_last_signed_height gauge"
+    );
+    for (m, h) in s
+        .chain
+        .spec
+        .genesis
+        .members
+        .iter()
+        .zip(s.chain.last_signed())
+    {
+        if let Some(h) = h {
+            // Member names are genesis data: keep label values plain.
+            let name: String = m
+                .name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            let _ = writeln!(
+                o,
+                "fedpeg_member_last_signed_height{{member=\"{name}\"}} {h}"
+            );
+        }
+    }
     metric(
         &mut o,
         "fedpeg_p2p_events_dropped_total",
