@@ -348,19 +348,27 @@ fn pegin_wait_prints_the_address_then_one_json_line_per_change() {
     assert_eq!(text(&o.stderr), "", "no text-mode hint with --json");
 }
 
+/// `fedpeg pegout --to bcrt1qpay --amount 5000 EXTRA...` from a fresh
+/// wallet (in a temporary directory named `name`) against a fake node.
+fn pegout_5000_sats(name: &str, extra: &[&str]) -> Output {
+    let dir = TempDir::new(name);
+    let key = wallet(&dir);
+    run(fedpeg(&fake_node::start())
+        .args([
+            "--key",
+            &key,
+            "pegout",
+            "--to",
+            "bcrt1qpay",
+            "--amount",
+            "5000",
+        ])
+        .args(extra))
+}
+
 #[test]
 fn pegout_text_shows_the_fee_the_burn_and_the_first_state() {
-    let dir = TempDir::new("pegout");
-    let key = wallet(&dir);
-    let o = run(fedpeg(&fake_node::start()).args([
-        "--key",
-        &key,
-        "pegout",
-        "--to",
-        "bcrt1qpay",
-        "--amount",
-        "5000",
-    ]));
+    let o = pegout_5000_sats("pegout", &[]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(
         text(&o.stdout),
@@ -375,19 +383,7 @@ fn pegout_text_shows_the_fee_the_burn_and_the_first_state() {
 
 #[test]
 fn pegout_refuses_to_sign_a_fee_above_max_fee() {
-    let dir = TempDir::new("pegout-max-fee");
-    let key = wallet(&dir);
-    let o = run(fedpeg(&fake_node::start()).args([
-        "--key",
-        &key,
-        "pegout",
-        "--to",
-        "bcrt1qpay",
-        "--amount",
-        "5000",
-        "--max-fee",
-        "299",
-    ]));
+    let o = pegout_5000_sats("pegout-max-fee", &["--max-fee", "299"]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
     assert!(

@@ -241,17 +241,22 @@ mod tests {
         r
     }
 
-    #[test]
-    fn an_unreadable_intact_block_is_skipped_and_the_votes_after_it_are_kept() {
+    /// A WAL holding vote `entry(0)`, then an intact record of `kind` whose
+    /// body does not decode.
+    fn wal_with_undecodable(kind: u8) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("wal");
         let (mut w, _) = Wal::open(&p).unwrap();
         w.append(None, &entry(0)).unwrap();
         drop(w);
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(&raw_record(KIND_BLOCK, &[0xff, 0xff, 0xff]))
-            .unwrap();
-        drop(f);
+        f.write_all(&raw_record(kind, &[0xff, 0xff, 0xff])).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn an_unreadable_intact_block_is_skipped_and_the_votes_after_it_are_kept() {
+        let (_d, p) = wal_with_undecodable(KIND_BLOCK);
         let (mut w, _) = Wal::open(&p).unwrap();
         w.append(None, &entry(1)).unwrap();
         drop(w);
@@ -262,15 +267,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_intact_vote_stops_the_node_instead_of_being_forgotten() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("wal");
-        let (mut w, _) = Wal::open(&p).unwrap();
-        w.append(None, &entry(0)).unwrap();
-        drop(w);
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(&raw_record(KIND_ENTRY, &[0xff, 0xff, 0xff]))
-            .unwrap();
-        drop(f);
+        let (_d, p) = wal_with_undecodable(KIND_ENTRY);
         let before = std::fs::read(&p).unwrap();
         assert!(matches!(Wal::open(&p), Err(WalError::Unreadable(..))));
         assert_eq!(std::fs::read(&p).unwrap(), before, "nothing truncated");

@@ -733,6 +733,7 @@ impl Watcher {
 
     /// The last check of bitcoind: its facts, or why it is unusable; None
     /// before bitcoind answered.
+    #[cfg(test)]
     pub fn node_check(&self) -> Option<Result<NodeInfo, String>> {
         self.scan.try_lock().ok().and_then(|s| s.node.clone())
     }
@@ -1098,6 +1099,30 @@ mod tests {
         assert!(w.deep_reorgs().is_empty());
         w.poll().unwrap();
         assert!(w.deep_reorgs().is_empty());
+    }
+
+    /// A damaged store record: the view is only a cache of what bitcoind
+    /// shows (rescanned, nothing lost), the alerts are not (refused: a
+    /// start without them could resume peg-outs nobody acknowledged).
+    #[test]
+    fn a_damaged_saved_view_is_rescanned_and_damaged_alerts_refuse_to_start() {
+        let (node, w) = registered();
+        let d = minted(&node, &w);
+        drop(w);
+        node.chain
+            .put_local_records(&[(SAVED_VIEW, b"{not json".to_vec())])
+            .unwrap();
+        let w = node.watcher();
+        w.poll().unwrap();
+        assert!(w.confirms(&d), "the rescan found the deposit again");
+        drop(w);
+        node.chain
+            .put_local_records(&[(SAVED_ALERTS, vec![0xff, 0x00])])
+            .unwrap();
+        let e = Watcher::new(node.chain.clone(), node.bitcoind())
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("alerts is unreadable"), "{e}");
     }
 
     #[test]

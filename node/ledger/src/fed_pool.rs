@@ -297,22 +297,7 @@ mod tests {
     }
 
     fn params() -> LedgerParams {
-        LedgerParams {
-            chain_id: Hash32::tagged("test-chain", &[]),
-            network: bitcoin::Network::Regtest,
-            min_tx_fee: sats(1),
-            pegout_fee: sats(1000),
-            max_block_txs: 1000,
-            members: (0..4).map(|m| key(m).verifying_key()).collect(),
-            pegin_spend_vbytes: 50,
-            default_fee_rate: FeeRate(10),
-            min_fee_rate: FeeRate(1),
-            max_fee_rate: crate::MAX_FEE_RATE,
-            quote_validity_ms: 600_000,
-            federation: crate::pegout_batch::test_federation(),
-            pegout: Default::default(),
-            confirmations: 1,
-        }
+        crate::testing::ledger_params((0..4).map(|m| key(m).verifying_key()).collect())
     }
 
     fn tx(member: u32, kind: FedTxKind) -> FederationTx {

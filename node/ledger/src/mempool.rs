@@ -221,19 +221,11 @@ mod tests {
     fn params() -> LedgerParams {
         LedgerParams {
             chain_id: Hash32::ZERO,
-            network: bitcoin::Network::Regtest,
-            min_tx_fee: sats(1),
             pegout_fee: sats(100),
             max_block_txs: 100,
-            members: vec![],
             pegin_spend_vbytes: 0,
             default_fee_rate: FeeRate(1),
-            min_fee_rate: FeeRate(1),
-            max_fee_rate: crate::MAX_FEE_RATE,
-            quote_validity_ms: 600_000,
-            federation: crate::pegout_batch::test_federation(),
-            pegout: Default::default(),
-            confirmations: 1,
+            ..crate::testing::ledger_params(vec![])
         }
     }
     fn key(i: u8) -> SigningKey {

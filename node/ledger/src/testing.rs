@@ -49,3 +49,29 @@ pub fn block_hash(b: u8) -> bitcoin::BlockHash {
     use bitcoin::hashes::Hash as _;
     bitcoin::BlockHash::from_byte_array([b; 32])
 }
+
+/// Ledger parameters for this crate's unit tests: chain "test-chain" on
+/// regtest with the 3-of-4 [`test_federation`](crate::pegout_batch::test_federation),
+/// the given consensus `members`, and small fees (1 sat minimum, 1000 sats
+/// peg-out fee, 10 sat/vB default rate, 50 vB per deposit spend). Tests
+/// override what they need with `..ledger_params(...)`.
+#[cfg(test)]
+pub(crate) fn ledger_params(members: Vec<ed25519_dalek::VerifyingKey>) -> crate::LedgerParams {
+    use crate::ids::FeeRate;
+    crate::LedgerParams {
+        chain_id: crate::hash::Hash32::tagged("test-chain", &[]),
+        network: bitcoin::Network::Regtest,
+        min_tx_fee: sats(1),
+        pegout_fee: sats(1000),
+        max_block_txs: 1000,
+        members,
+        pegin_spend_vbytes: 50,
+        default_fee_rate: FeeRate(10),
+        min_fee_rate: FeeRate(1),
+        max_fee_rate: crate::MAX_FEE_RATE,
+        quote_validity_ms: 600_000,
+        federation: crate::pegout_batch::test_federation(),
+        pegout: Default::default(),
+        confirmations: 1,
+    }
+}

@@ -23,22 +23,7 @@ pub(super) fn id(i: u8) -> AccountId {
     AccountId(key(i).verifying_key().to_bytes())
 }
 fn params() -> LedgerParams {
-    LedgerParams {
-        chain_id: Hash32::tagged("test-chain", &[]),
-        network: bitcoin::Network::Regtest,
-        min_tx_fee: sats(1),
-        pegout_fee: sats(1000),
-        max_block_txs: 1000,
-        members: vec![member_key().verifying_key()],
-        pegin_spend_vbytes: 50,
-        default_fee_rate: FeeRate(10),
-        min_fee_rate: FeeRate(1),
-        max_fee_rate: crate::MAX_FEE_RATE,
-        quote_validity_ms: 600_000,
-        federation: crate::pegout_batch::test_federation(),
-        pegout: Default::default(),
-        confirmations: 1,
-    }
+    crate::testing::ledger_params(vec![member_key().verifying_key()])
 }
 fn member_key() -> SigningKey {
     SigningKey::from_bytes(&[99; 32])

@@ -5,7 +5,7 @@ use crate::amount::Sats;
 use crate::fedtx::{FedTxKind, FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
-use crate::pegout_batch::{test_federation, test_peg_secrets, Batch, PegOutParams};
+use crate::pegout_batch::{test_peg_secrets, Batch, PegOutParams};
 use crate::testing::{block_hash, sats, txid};
 use crate::tx::{Transaction, TxKind};
 use crate::*;
@@ -19,24 +19,16 @@ fn member(i: u32) -> SigningKey {
 pub(super) fn params() -> LedgerParams {
     LedgerParams {
         chain_id: Hash32::tagged("pegout-test", &[]),
-        network: bitcoin::Network::Regtest,
-        min_tx_fee: sats(1),
-        pegout_fee: sats(1000),
-        max_block_txs: 1000,
-        members: (0..4).map(|i| member(i).verifying_key()).collect(),
         pegin_spend_vbytes: 132,
         default_fee_rate: FeeRate(2),
-        min_fee_rate: FeeRate(1),
         max_fee_rate: FeeRate(1000),
-        quote_validity_ms: 600_000,
-        federation: test_federation(),
         // These histories (and the golden root) predate consolidation;
         // its tests turn it on with `consolidating`.
         pegout: PegOutParams {
             consolidate_below_sat_vb: 0,
             ..PegOutParams::default()
         },
-        confirmations: 1,
+        ..crate::testing::ledger_params((0..4).map(|i| member(i).verifying_key()).collect())
     }
 }
 pub(super) fn fed(m: u32, kind: FedTxKind) -> FederationTx {
