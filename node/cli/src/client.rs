@@ -66,6 +66,11 @@ impl Client {
         NodeServiceClient::new(self.channel.clone())
     }
 
+    /// The standard `grpc.health.v1` service.
+    pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channel.clone())
+    }
+
     pub async fn status(&self) -> anyhow::Result<pb::GetStatusResponse> {
         Ok(NodeServiceClient::new(self.channel.clone())
             .get_status(pb::GetStatusRequest {})

@@ -147,6 +147,16 @@ enum Command {
     },
     /// Show the node's status.
     Status,
+    /// Check the node's gRPC health (`grpc.health.v1`): exit 0 when it is
+    /// SERVING, 1 otherwise (for container health checks).
+    Health {
+        /// A service to check, e.g. `fedpeg.v1.WalletService` (default: the node).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Tail the node's feed of finalized blocks (or, with --account, that
     /// account's events); resumes by itself after a disconnect.
     Watch {
@@ -236,6 +246,10 @@ async fn dispatch(cli: &Cli, out: &mut Printer) -> anyhow::Result<Report> {
         Command::Tx { txid } => cmd::tx::run(&ctx, txid).await,
         Command::Block { id } => cmd::block::run(&ctx, id).await,
         Command::Status => cmd::status::run(&ctx).await,
+        Command::Health {
+            service,
+            timeout_secs,
+        } => cmd::health::run(&ctx, service, *timeout_secs).await,
         Command::Watch {
             from,
             account,

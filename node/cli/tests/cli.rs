@@ -300,6 +300,46 @@ fn a_node_refusal_names_the_command_and_the_kind() {
 }
 
 #[test]
+fn health_exits_0_only_when_the_node_serves() {
+    let node = fake_node::start();
+    let o = run(fedpeg(&node).arg("health"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), format!("node at {node} is SERVING\n"));
+    let o = run(fedpeg(&node).args(["--json", "health"]));
+    assert_eq!(
+        text(&o.stdout),
+        "{\"service\":\"\",\"status\":\"SERVING\"}\n"
+    );
+    // A service that is down, and one the node does not know.
+    let o = run(fedpeg(&node).args(["health", "--service", fake_node::DOWN_SERVICE]));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "error: health: {} at {node} is NOT_SERVING\n",
+            fake_node::DOWN_SERVICE
+        )
+    );
+    let o = run(fedpeg(&node).args(["health", "--service", "nope"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("error: health: not found: "),
+        "{}",
+        text(&o.stderr)
+    );
+    // No node at all: the same message as every command, exit 1, no panic.
+    let o = run(fedpeg("http://127.0.0.1:1").arg("health"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: cannot reach a fedpeg node at http://127.0.0.1:1"),
+        "{err}"
+    );
+    let o = run(fedpeg("").args(["health", "--timeout-secs", "soon"]));
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
 fn status_text_shows_node_federation_and_reserves() {
     let o = run(fedpeg(&fake_node::start()).arg("status"));
     assert!(o.status.success());

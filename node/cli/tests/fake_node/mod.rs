@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 
 /// Txid the fake gives every submitted transaction.
 pub const TXID: &str = "abababababababababababababababababababababababababababababababab";
+/// A service the fake's health check reports NOT_SERVING.
+pub const DOWN_SERVICE: &str = "fedpeg.v1.Down";
 /// An account address as the fake shows it (not checked by the fake).
 pub const ALICE: &str = "fprt1alice";
 
@@ -47,7 +49,16 @@ pub fn start() -> String {
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let fake = std::sync::Arc::new(Fake::default());
+            // grpc.health.v1: the node serves; one service says it does not.
+            let (health, health_service) = tonic_health::server::health_reporter();
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            health
+                .set_service_status(DOWN_SERVICE, tonic_health::ServingStatus::NotServing)
+                .await;
             tonic::transport::Server::builder()
+                .add_service(health_service)
                 .add_service(NodeServiceServer::from_arc(fake.clone()))
                 .add_service(ExplorerServiceServer::from_arc(fake.clone()))
                 .add_service(WalletServiceServer::from_arc(fake.clone()))
