@@ -60,7 +60,7 @@ if [ ! -f "$dir/genesis.json" ]; then
     done
     faucet=$("$bin/fedpeg" --key "$dir/faucet.key" keygen --network regtest 2>/dev/null)
     "$bin/fedpegd" genesis --network regtest --chain-name fedpeg-devnet "${args[@]}" \
-        --dev-balance "$faucet=2100000000000000" --out "$dir/genesis.json" >/dev/null
+        --dev-balance "$faucet=10000000000" --out "$dir/genesis.json" >/dev/null
     echo "$members" > "$dir/members"
 fi
 

@@ -347,6 +347,7 @@ impl Chain {
         if !built.rejected_fed.is_empty() {
             tracing::debug!(
                 evicted = built.rejected_fed.len(),
+                first = %built.rejected_fed[0].1,
                 "federation transactions no longer apply; evicted from the pool"
             );
             self.evict_fed_txs(
