@@ -7,7 +7,9 @@
 # the Python client in tests/tests/explorer.rs); otherwise says what to install.
 #
 # Env: CARGO_TARGET_DIR (default ~/.cache/fedpeg/target, kept between runs),
-#      FEDPEG_TEST_ARGS (extra args for `cargo test`, e.g. a test filter).
+#      FEDPEG_TEST_ARGS (extra args for `cargo test`, e.g. a test filter),
+#      FEDPEG_DOCKER_TEST (auto: the multi-host Docker test runs as root with
+#      no filter; 0 skips it; 1 requires it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +46,21 @@ export CARGO_INCREMENTAL=0
 # the build so a broken rule fails early).
 deploy/monitoring/check.sh
 
+# The multi-host Docker test (deploy/docker/test.sh) needs root: it installs
+# and starts Docker. FEDPEG_DOCKER_TEST=0 skips it, =1 insists on it.
+docker_test="${FEDPEG_DOCKER_TEST:-auto}"
+if [ "$docker_test" = auto ]; then
+    if [ "$(id -u)" = 0 ] && [ -z "${FEDPEG_TEST_ARGS:-}" ]; then docker_test=1; else docker_test=0; fi
+fi
+if [ "$docker_test" = 1 ]; then
+    # The image's binaries are built alone (-p), as a release would be: the
+    # workspace build below compiles the tests' Byzantine faults into fedpegd.
+    cargo build -p fedpegd -p fedpeg-cli --bins
+    image_bins=$(mktemp -d /tmp/fedpeg-image-bins.XXXXXX)
+    trap 'rm -rf "$image_bins"' EXIT
+    cp "$CARGO_TARGET_DIR/debug/fedpegd" "$CARGO_TARGET_DIR/debug/fedpeg" "$image_bins/"
+fi
+
 # End-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins
 export FEDPEG_BIN_DIR="$CARGO_TARGET_DIR/debug"
@@ -55,4 +72,9 @@ cargo test --workspace ${FEDPEG_TEST_ARGS:-}
 # build of fedpegd alone (release, container) must not be able to turn them on.
 if [ -z "${FEDPEG_TEST_ARGS:-}" ]; then
     cargo test -p fedpegd --lib faults
+fi
+if [ "$docker_test" = 1 ]; then
+    deploy/docker/test.sh --bin-dir "$image_bins"
+else
+    echo "test.sh: skipped the multi-host Docker test (needs root; FEDPEG_DOCKER_TEST=1 to insist)" >&2
 fi

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# deploy/docker/base-image.sh: make the Debian base image the Dockerfiles name
+# (debian:bookworm-slim) without an image registry.
+#
+# Normally `docker build` pulls debian:bookworm-slim from Docker Hub. Where no
+# registry is reachable (this project's CI), this script builds the same tag
+# from Debian's package archive: `debootstrap --variant=minbase bookworm` into
+# a temporary folder, then `docker import`. It downloads Debian packages only.
+#
+#   deploy/docker/base-image.sh [TAG]     (default debian:bookworm-slim)
+#
+# Does nothing when TAG already exists locally. Needs root (debootstrap) and
+# installs debootstrap with apt-get when it is missing.
+# Env: FEDPEG_DEBIAN_MIRROR (default http://deb.debian.org/debian).
+set -euo pipefail
+tag="${1:-debian:bookworm-slim}"
+mirror="${FEDPEG_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+log() { printf 'base-image.sh: %s\n' "$*" >&2; }
+
+if docker image inspect "$tag" >/dev/null 2>&1; then
+    log "$tag is already here"
+    exit 0
+fi
+suite="${tag#*:}"
+suite="${suite%%-*}"
+[ "$(id -u)" = 0 ] || { log "debootstrap needs root; run as root or pull $tag from a registry"; exit 1; }
+if ! command -v debootstrap >/dev/null; then
+    log "installing debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
+root=$(mktemp -d /tmp/fedpeg-rootfs.XXXXXX)
+trap 'rm -rf "$root"' EXIT
+log "debootstrap --variant=minbase $suite from $mirror (about 30 s)"
+debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$root.log" 2>&1 || {
+    tail -20 "$root.log" >&2
+    exit 1
+}
+rm -f "$root.log"
+# As the official slim images: no apt caches or package lists in the image.
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$tag" >/dev/null
+log "made $tag from $mirror ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"
