@@ -59,6 +59,22 @@ command -v curl >/dev/null || apt_install curl
 step "images (base image from debootstrap when no registry has it)"
 FEDPEG_DEBOOTSTRAP_BASE=1 "$here/build.sh" --bin-dir "$bin_dir" --with-test-images
 
+step "0. a member stack refuses to start without its required values"
+dc() { if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi; }
+refused() { # refused ENV_FILE NAME: compose stops with NAME's message
+    local out
+    if out=$(dc --env-file "$1" -f "$here/compose.yml" config 2>&1); then
+        fail "compose accepted $1 without $2"
+    fi
+    grep -q "set $2" <<<"$out" || fail "compose's refusal does not name $2: $out"
+}
+refused "$here/.env.example" BITCOIN_CHAIN
+partial=$(mktemp /tmp/fedpeg-env.XXXXXX)
+grep -v '^FEDPEG_KEY_FILE=' "$here/.env.example" |
+    sed 's|^BITCOIN_CHAIN=$|BITCOIN_CHAIN=regtest|; s|^BITCOIN_RPC_PASSWORD=$|BITCOIN_RPC_PASSWORD=x|; s|^FEDPEG_GENESIS=$|FEDPEG_GENESIS=/tmp/g.json|' >"$partial"
+refused "$partial" FEDPEG_KEY_FILE
+rm -f "$partial"
+
 # --- the federation ---------------------------------------------------------
 export FEDPEG_STACK_PREFIX=fedpegtest- FEDPEG_WAN_SUBNET="${FEDPEG_TEST_SUBNET:-172.29.0}" \
     FEDPEG_PORT_BASE="${FEDPEG_TEST_PORT_BASE:-22050}"
