@@ -20,7 +20,7 @@
 #      balances, every transfer final, no equivocation; each member's
 #      Prometheus scrapes it with the alert rules loaded; the container health
 #      checks (grpc.health.v1) report healthy.
-# Takes ~2 min on 2 cores once the images are cached (~4 min more cold). It only
+# Takes ~2 min on 2 cores once the images are cached, ~3 min cold. It only
 # talks to loopback and to the containers and networks it creates.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
