@@ -651,3 +651,129 @@ async fn sigkill_while_committing_reopens_with_a_consistent_store() {
         node.logs()
     );
 }
+
+/// The key ceremony's check: members who agree on the genesis time can each
+/// rerun `fedpegd genesis` on the same public files and get the same bytes
+/// and chain id; another time gives another chain.
+#[test]
+fn genesis_with_an_agreed_time_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut members = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        run_ok(
+            std::process::Command::new(fedpeg_tests::bin("fedpegd"))
+                .args([
+                    "keygen",
+                    "--name",
+                    name,
+                    "--p2p-address",
+                    "/ip4/10.0.0.1/tcp/7000",
+                ])
+                .arg("--out")
+                .arg(d.join(format!("{name}.key")))
+                .arg("--public-out")
+                .arg(d.join(format!("{name}.json"))),
+        )
+        .unwrap();
+        members.push("--member".to_string());
+        members.push(d.join(format!("{name}.json")).display().to_string());
+    }
+    let genesis = |out: &str, time: &str| {
+        let printed = run_ok(
+            std::process::Command::new(fedpeg_tests::bin("fedpegd"))
+                .args([
+                    "genesis",
+                    "--network",
+                    "regtest",
+                    "--pegin-confirmations",
+                    "3",
+                ])
+                .args(&members)
+                .args(["--genesis-time-ms", time, "--out"])
+                .arg(d.join(out)),
+        )
+        .unwrap();
+        (std::fs::read(d.join(out)).unwrap(), printed)
+    };
+    let (first, said) = genesis("g1.json", "1767225600000");
+    let (second, said_again) = genesis("g2.json", "1767225600000");
+    assert_eq!(first, second, "same inputs, same genesis.json");
+    assert_eq!(
+        said.replace("g1.json", ""),
+        said_again.replace("g2.json", "")
+    );
+    assert!(said.contains("chain id "), "{said}");
+    let (other, said_other) = genesis("g3.json", "1767225600001");
+    assert_ne!(first, other);
+    assert_ne!(
+        said.replace("g1.json", ""),
+        said_other.replace("g3.json", "")
+    );
+    let o = std::process::Command::new(fedpeg_tests::bin("fedpegd"))
+        .args([
+            "genesis",
+            "--genesis-time-ms",
+            "yesterday",
+            "--out",
+            "x.json",
+        ])
+        .args(&members)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("invalid value 'yesterday' for '--genesis-time-ms <MS>'"));
+}
+
+/// `fedpeg health` (the container health check) is SERVING on a member that
+/// finalizes blocks, and NOT_SERVING on one whose bitcoind does not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_not_serving_while_the_members_bitcoind_is_unreachable() {
+    let health = |fed: &Federation| {
+        let mut c = fed.cli();
+        c.args(["health", "--timeout-secs", "5"]);
+        c.output().unwrap()
+    };
+    let wait_for = |fed: &Federation, code: i32| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = health(fed);
+            if o.status.code() == Some(code) {
+                return o;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health never exited {code}: {o:?}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let good = Federation::start(1, false, 200).unwrap();
+    good.members[0].connect().await.unwrap();
+    let o = wait_for(&good, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("is SERVING"),
+        "{o:?}"
+    );
+    drop(good);
+
+    let args = [
+        "--bitcoin-rpc-url",
+        "http://127.0.0.1:1",
+        "--bitcoin-rpc-user",
+        "u",
+        "--bitcoin-rpc-password",
+        "p",
+    ]
+    .map(String::from);
+    let blind = Federation::start_with(1, false, 200, &[], &args).unwrap();
+    blind.members[0].connect().await.unwrap();
+    let o = wait_for(&blind, 1);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is NOT_SERVING"),
+        "{o:?}"
+    );
+    // Blocks still finalize: the API answers, only the health says no.
+    run_ok(blind.cli().arg("status")).unwrap();
+}

@@ -256,6 +256,52 @@ impl Api {
         self.serve_on(listener, shutdown).await
     }
 
+    /// Why this node is not doing its job now, if it is not: a member's
+    /// bitcoind unreachable or unusable (wrong network, too old, pruned too
+    /// far: the watcher's checks), or no finalized block for
+    /// [`HEALTH_STALL_MS`] (since the later of the tip's time and `since_ms`).
+    pub fn unhealthy(&self, now_ms: u64, since_ms: u64) -> Option<String> {
+        if let Some(w) = &self.watcher {
+            if !w.reachable() {
+                return Some("bitcoind is unreachable or unusable (see the log)".into());
+            }
+        }
+        let tip_ms = self.chain.with_state(|s| s.tip_time_ms).max(since_ms);
+        let stalled = now_ms.saturating_sub(tip_ms);
+        (stalled > HEALTH_STALL_MS).then(|| format!("no finalized block for {} s", stalled / 1000))
+    }
+
+    /// Keeps the "" health status in step with [`Self::unhealthy`].
+    async fn report_health(
+        self,
+        health: tonic_health::server::HealthReporter,
+        mut stopped: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let started = crate::driver::now_ms();
+        let mut last: Option<Option<String>> = None;
+        loop {
+            let why = self.unhealthy(crate::driver::now_ms(), started);
+            if last.as_ref() != Some(&why) {
+                match (&why, &last) {
+                    (None, _) => tracing::info!("health: serving"),
+                    // Quiet at start, while bitcoind has not answered yet.
+                    (Some(why), Some(None)) => tracing::warn!(reason = %why, "health: not serving"),
+                    (Some(why), _) => tracing::info!(reason = %why, "health: not serving yet"),
+                }
+                let status = match why {
+                    None => tonic_health::ServingStatus::Serving,
+                    Some(_) => tonic_health::ServingStatus::NotServing,
+                };
+                health.set_service_status("", status).await;
+                last = Some(why);
+            }
+            tokio::select! {
+                _ = &mut stopped => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
     /// Serves all services on an already bound listener.
     pub async fn serve_on(
         self,
@@ -267,6 +313,14 @@ impl Api {
         health.set_serving::<ExplorerServiceServer<Api>>().await;
         health.set_serving::<NodeServiceServer<Api>>().await;
         health.set_serving::<FederationServiceServer<Api>>().await;
+        // The node as a whole ("", what container health checks ask): SERVING
+        // only while it does its job, re-judged every few seconds.
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        // Ends with the server (the sender is dropped when serving stops).
+        let (_serving, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(self.clone().report_health(health, stopped));
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(fedpeg_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -295,6 +349,9 @@ impl Api {
         Ok(())
     }
 }
+
+/// A node with no finalized block for this long reports NOT_SERVING.
+pub const HEALTH_STALL_MS: u64 = 60_000;
 
 /// Accepted connections with Nagle's algorithm off: without it every small
 /// response waits for the client's delayed ACK (~40 ms).

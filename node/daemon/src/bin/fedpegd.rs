@@ -81,6 +81,11 @@ enum Command {
         /// at a higher fee (RBF).
         #[arg(long, default_value_t = 3)]
         pegout_bump_after_blocks: u32,
+        /// Genesis time, ms since 1970 (default: now). Part of the chain id:
+        /// members who agree on it can each rerun this command and get the
+        /// same genesis.json byte for byte (the key ceremony's check).
+        #[arg(long, value_name = "MS")]
+        genesis_time_ms: Option<u64>,
         /// Where to write genesis.json.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
@@ -202,6 +207,7 @@ fn main() -> anyhow::Result<()> {
             pegout_batch_interval_ms,
             pegout_max_outputs,
             pegout_bump_after_blocks,
+            genesis_time_ms,
             out,
         } => {
             let mut infos = Vec::new();
@@ -234,7 +240,7 @@ fn main() -> anyhow::Result<()> {
             }
             let g = Genesis {
                 chain_name,
-                genesis_time_ms: fedpegd::driver::now_ms(),
+                genesis_time_ms: genesis_time_ms.unwrap_or_else(fedpegd::driver::now_ms),
                 network,
                 members: infos,
                 peg_threshold: threshold.unwrap_or((2 * n / 3 + 1).min(n)),
