@@ -4,7 +4,7 @@
 # instead (BITCOIND_IMAGE in the member's .env): the compose file runs
 # `bitcoind` and `bitcoin-cli` from PATH.
 #
-#   docker build -f deploy/docker/bitcoind.Dockerfile -t fedpeg/bitcoind:local deploy
+#   docker build -f deploy/docker/bitcoind.Dockerfile -t fedpeg.invalid/bitcoind:knots deploy
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 COPY bitcoind.sh /usr/local/lib/fedpeg/bitcoind.sh
@@ -20,7 +20,7 @@ RUN mkdir -p /opt/fedpeg \
  && useradd --system --uid 10002 --gid bitcoin --home-dir /data --no-create-home --shell /usr/sbin/nologin bitcoin \
  && install -d -o bitcoin -g bitcoin -m 0700 /data \
  && bitcoind -version | head -1
-USER bitcoin:bitcoin
+USER 10002:10002
 VOLUME ["/data"]
 EXPOSE 8332 8333 18443 18444
 ENTRYPOINT ["bitcoind"]

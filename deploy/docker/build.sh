@@ -8,12 +8,17 @@
 # into a build context of their own: nothing else from the tree (no keys, no
 # data) can reach the image. --bin-dir DIR takes already-built binaries from
 # DIR instead (they must have been built with `-p`, not `--workspace`).
-# The image is tagged fedpeg/fedpegd:<version> and fedpeg/fedpegd:latest (or
-# TAG).
+# The image is tagged fedpeg.invalid/fedpegd:<version> and :latest (or TAG).
+# The .invalid name cannot be pulled from any registry: a missing image is an
+# error, never someone else's image.
 #
-# --with-test-images also builds fedpeg/bitcoind:local (Bitcoin Knots from
-# Debian's archive, via deploy/bitcoind.sh) and fedpeg/prometheus:local
-# (Debian's prometheus), which the member stacks use by default.
+# --with-test-images also builds fedpeg.invalid/bitcoind:knots (Bitcoin Knots
+# from Debian's archive, via deploy/bitcoind.sh) and
+# fedpeg.invalid/prometheus:debian (Debian's prometheus), the member stacks'
+# defaults.
+#
+# The binaries run on the image's Debian (bookworm: glibc 2.36); build them
+# on bookworm or older (build.sh refuses binaries that need a newer glibc).
 #
 # The Dockerfiles start FROM debian:bookworm-slim. Docker pulls it from the
 # registry; with no registry, set FEDPEG_DEBOOTSTRAP_BASE=1 to build that tag
@@ -53,8 +58,17 @@ fi
 for b in fedpegd fedpeg; do
     [ -x "$bin_dir/$b" ] || { log "$bin_dir/$b is missing or not executable"; exit 1; }
 done
+# The newest glibc symbol version the binaries need must exist in bookworm.
+for b in fedpegd fedpeg; do
+    need=$(objdump -T "$bin_dir/$b" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -Vu | tail -1)
+    if [ -n "$need" ] && [ "$(printf '%s\nGLIBC_2.36\n' "$need" | sort -V | tail -1)" != GLIBC_2.36 ]; then
+        log "$bin_dir/$b needs $need, newer than the image's glibc 2.36: build on Debian bookworm (or older)"
+        exit 1
+    fi
+done
 version=$("$bin_dir/fedpegd" --version | awk '{print $2}')
-[ -n "$tag" ] || tag="fedpeg/fedpegd:$version"
+version="${version//+/-}"   # 0.1.0+<commit>: docker tags have no '+'
+[ -n "$tag" ] || tag="fedpeg.invalid/fedpegd:$version"
 ctx=$(mktemp -d /tmp/fedpeg-image.XXXXXX)
 trap 'rm -rf "$ctx"' EXIT
 for b in fedpegd fedpeg; do
@@ -64,10 +78,10 @@ done
 cp "$here/Dockerfile" "$ctx/Dockerfile"
 log "building $tag"
 build -t "$tag" -t "${tag%:*}:latest" "$ctx"
-log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}'))"
+log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%d MB", $1/1e6}')); set FEDPEG_IMAGE=$tag"
 if [ "$test_images" = 1 ]; then
-    log "building fedpeg/bitcoind:local (downloads Bitcoin Knots from Debian's archive)"
-    build -f "$here/bitcoind.Dockerfile" -t fedpeg/bitcoind:local "$root/deploy"
-    log "building fedpeg/prometheus:local"
-    build -f "$here/prometheus.Dockerfile" -t fedpeg/prometheus:local "$here"
+    log "building fedpeg.invalid/bitcoind:knots (downloads Bitcoin Knots from Debian's archive)"
+    build -f "$here/bitcoind.Dockerfile" -t fedpeg.invalid/bitcoind:knots "$root/deploy"
+    log "building fedpeg.invalid/prometheus:debian"
+    build -f "$here/prometheus.Dockerfile" -t fedpeg.invalid/prometheus:debian "$here"
 fi

@@ -47,8 +47,14 @@ base="${FEDPEG_PORT_BASE:-21050}"
 prefix="${FEDPEG_STACK_PREFIX:-fedpeg-}"
 wan="${prefix}wan"
 miner="${prefix}miner"
-image="${FEDPEG_IMAGE:-fedpeg/fedpegd:latest}"
+image="${FEDPEG_IMAGE:-fedpeg.invalid/fedpegd:latest}"
 log() { printf 'federation.sh: %s\n' "$*" >&2; }
+
+# Containers may not have more open files than this host allows.
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt 65536 ]; then
+    export FEDPEG_NOFILE="${FEDPEG_NOFILE:-$hard}"
+fi
 
 # `docker compose` (v2 plugin) or Debian's docker-compose (v1.29).
 compose() {
@@ -88,9 +94,11 @@ generate() {
     local args=() i
     for i in $(seq 0 $((members - 1))); do
         install -d -o 10001 -g 10001 -m 0700 "$dir/m$i"
-        docker run --rm --user 10001:10001 -v "$dir/m$i:/out" "$image" keygen --name "m$i" \
+        rm -f "$dir/m$i/member.key" "$dir/m$i/member.json"   # a half-made earlier run
+        docker run --rm --network none --user 10001:10001 -v "$dir/m$i:/out" "$image" keygen --name "m$i" \
             --p2p-address "/ip4/$sub.$((10 + i))/tcp/7000" \
-            --out /out/member.key --public-out /out/member.json >/dev/null 2>&1
+            --out /out/member.key --public-out /out/member.json >"$dir/keygen.log" 2>&1 ||
+            { cat "$dir/keygen.log" >&2; exit 1; }
         args+=(--member "/fed/m$i/member.json")
         cat >"$dir/m$i/.env" <<EOF
 BITCOIN_CHAIN=regtest
@@ -127,18 +135,22 @@ EOF
         --json --key /w/faucet.key keygen --network regtest |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["address"])')
     install -d -o 10001 -g 10001 "$dir/out"
-    docker run --rm --user 10001:10001 -v "$dir:/fed" "$image" genesis --network regtest \
+    docker run --rm --network none --user 10001:10001 -v "$dir:/fed" "$image" genesis --network regtest \
         --chain-name fedpeg-docker "${args[@]}" --dev-balance "$faucet=10000000000" \
         --out /fed/out/genesis.json >/dev/null
     mv "$dir/out/genesis.json" "$dir/genesis.json"
     rmdir "$dir/out"
     chmod 0644 "$dir/genesis.json"
+    rm -f "$dir/keygen.log"
     echo "$members" >"$dir/members"
 }
 
 up() {
     if [ -f "$dir/genesis.json" ]; then
-        [ "$(cat "$dir/members")" = "$members" ] || members=$(cat "$dir/members")
+        if [ "$(cat "$dir/members")" != "$members" ]; then
+            log "$dir holds a federation of $(cat "$dir/members") members, not $members: using it (remove $dir for a new one)"
+            members=$(cat "$dir/members")
+        fi
         log "reusing $dir ($members members)"
     else
         generate
@@ -146,7 +158,7 @@ up() {
     docker network inspect "$wan" >/dev/null 2>&1 ||
         docker network create --subnet "$sub.0/24" "$wan" >/dev/null
     if ! docker container inspect "$miner" >/dev/null 2>&1; then
-        docker run -d --name "$miner" --network "$wan" --ip "$sub.2" fedpeg/bitcoind:local \
+        docker run -d --name "$miner" --network "$wan" --ip "$sub.2" fedpeg.invalid/bitcoind:knots \
             -regtest -datadir=/data -server -listen=1 -rpcbind=0.0.0.0 -rpcallowip=0.0.0.0/0 \
             -rpcuser=miner -rpcpassword=miner -fallbackfee=0.0002 -addresstype=bech32 \
             -changetype=bech32 -txindex=0 >/dev/null
@@ -159,11 +171,18 @@ up() {
     if [ "$(btc getblockcount)" -lt 101 ]; then
         btc generatetoaddress 101 "$(btc getnewaddress)" >/dev/null
     fi
-    local s
+    # All stacks at once: each waits for its own bitcoind to be healthy.
+    local s pids=() failed=0
     for s in $(stacks); do
         log "starting stack ${prefix}$s"
-        stack "$s" up -d >/dev/null 2>"$dir/compose-$s.log" || { cat "$dir/compose-$s.log" >&2; exit 1; }
+        stack "$s" up -d >/dev/null 2>"$dir/compose-$s.log" &
+        pids+=($!)
     done
+    for p in "${pids[@]}"; do wait "$p" || failed=1; done
+    if [ $failed = 1 ]; then
+        for s in $(stacks); do cat "$dir/compose-$s.log" >&2; done
+        exit 1
+    fi
     log "waiting for every fedpegd to be healthy"
     local deadline=$((SECONDS + 180)) unhealthy
     while :; do

@@ -2,7 +2,7 @@
 # is reachable. With a registry, PROMETHEUS_IMAGE=prom/prometheus works the
 # same: the compose file passes the binary's flags explicitly.
 #
-#   docker build -f deploy/docker/prometheus.Dockerfile -t fedpeg/prometheus:local deploy/docker
+#   docker build -f deploy/docker/prometheus.Dockerfile -t fedpeg.invalid/prometheus:debian deploy/docker
 ARG BASE_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE}
 RUN apt-get update -qq \
