@@ -799,7 +799,7 @@ impl NodeService for Api {
             peers,
             mempool_size: self.chain.mempool_len() as u32,
             members: spec.genesis.members.len() as u32,
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::build_info::VERSION.to_string(),
             min_tx_fee: spec.genesis.fees.min_tx_fee.to_sat(),
             pegout_fee: spec.genesis.fees.pegout_fee.to_sat(),
             round: self

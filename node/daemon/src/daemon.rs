@@ -71,7 +71,7 @@ pub async fn run(
     };
     let chain_id = spec.chain_id;
     let chain = Arc::new(Chain::open(spec, &config.data_dir, config.mempool.max_txs)?);
-    tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), "chain opened");
+    tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), version = crate::build_info::VERSION, "chain opened");
 
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(4096);
     let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(SYNC_QUEUE);

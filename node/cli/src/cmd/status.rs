@@ -41,7 +41,12 @@ fn text(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> Str
     let mut lines = vec![
         format!("chain    {} ({})", s.chain_id, s.network),
         format!("height   {} tip {}", s.height, s.tip_hash),
-        format!("node     {} {}", role_name(s), s.member_name),
+        format!(
+            "node     {} {} (fedpegd {})",
+            role_name(s),
+            s.member_name,
+            shown(&s.version)
+        ),
         format!("members  {}", s.members),
         format!("mempool  {} transaction(s)", s.mempool_size),
         format!(
@@ -56,10 +61,19 @@ fn text(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> Str
     lines.join("\n")
 }
 
+/// A version as reported, or "unknown" when empty.
+fn shown(version: &str) -> &str {
+    if version.is_empty() {
+        "unknown"
+    } else {
+        version
+    }
+}
+
 fn federation_json(f: &pb::GetFederationResponse) -> serde_json::Value {
     json!({
         "members": f.members.iter().map(|m| json!({ "name": m.name, "online": m.online,
-            "last_seen_ms": m.last_seen_ms, "is_self": m.is_self })).collect::<Vec<_>>(),
+            "last_seen_ms": m.last_seen_ms, "is_self": m.is_self, "version": m.version })).collect::<Vec<_>>(),
         "consensus_quorum": f.consensus_quorum, "peg_threshold": f.peg_threshold,
         "pegin_confirmations": f.pegin_confirmations, "peg_descriptor": f.peg_descriptor,
         "reserves": f.reserves.as_ref().map(reserves::json),
@@ -79,7 +93,7 @@ fn federation_lines(f: &pb::GetFederationResponse, s: &pb::GetStatusResponse) ->
     lines.extend(
         f.members
             .iter()
-            .map(|m| format!("  {:<12} {}", m.name, seen(m))),
+            .map(|m| format!("  {:<12} {:<20} {}", m.name, shown(&m.version), seen(m))),
     );
     lines.push(bitcoin_line(f, s));
     if let Some(r) = &f.reserves {

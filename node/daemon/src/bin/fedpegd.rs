@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     name = "fedpegd",
-    version,
+    version = fedpegd::build_info::VERSION,
     about = "fedpeg federation node: runs a member (with a member key) or an observer, and creates keys and genesis"
 )]
 struct Cli {
