@@ -35,6 +35,8 @@ use tonic::{Request, Response, Status};
 pub struct NodeIdentity {
     pub role: pb::NodeRole,
     pub member_name: String,
+    /// The block this node commits last before it stops (`--halt-height`).
+    pub halt_height: Option<u64>,
 }
 
 /// Shared handler state for all services.
@@ -818,6 +820,7 @@ impl NodeService for Api {
                 .as_ref()
                 .map(|w| w.deep_reorgs().iter().map(|o| o.to_string()).collect())
                 .unwrap_or_default(),
+            halt_height: self.identity.halt_height.unwrap_or(0),
         }))
     }
 }

@@ -30,6 +30,7 @@ fn json(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> ser
     json!({ "chain_id": s.chain_id, "network": s.network, "height": s.height, "tip_hash": s.tip_hash,
         "role": role_name(s), "member_name": s.member_name, "members": s.members, "mempool_size": s.mempool_size,
         "min_tx_fee": s.min_tx_fee, "pegout_fee": s.pegout_fee, "version": s.version,
+        "halt_height": (s.halt_height > 0).then_some(s.halt_height),
         "round": s.round, "peers": s.peers.len(),
         "federation": f.map(federation_json),
         "bitcoin": { "reachable": s.bitcoind_reachable,
@@ -55,6 +56,12 @@ fn text(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> Str
         ),
         format!("round    {}, {} peer(s)", s.round, s.peers.len()),
     ];
+    if s.halt_height > 0 {
+        lines.push(format!(
+            "halt     after block {} (--halt-height)",
+            s.halt_height
+        ));
+    }
     if let Some(f) = f {
         lines.extend(federation_lines(f, s));
     }

@@ -280,6 +280,7 @@ impl NodeService for Fake {
             mempool_size: 1,
             members: 3,
             version: "0.1.0".into(),
+            halt_height: 120,
             min_tx_fee: 1,
             pegout_fee: 300,
             round: 0,
