@@ -345,10 +345,13 @@ fn status_text_shows_node_federation_and_reserves() {
     assert!(o.status.success());
     let out = text(&o.stdout);
     let want = [
-        "node     NODE_ROLE_MEMBER m0",
+        "node     NODE_ROLE_MEMBER m0 (fedpegd 0.1.0)",
+        "halt     after block 120 (--halt-height)",
         "quorum   3 of 4 to finalize, peg 2 of 4; 2 member(s) online",
-        "  m0           this node",
-        "  m2           last seen at 1234 ms",
+        "  m0           0.1.0                this node",
+        "  m1           0.2.0+3f9c2a1b7d0e   online",
+        "  m2           0.1.0                last seen at 1234 ms",
+        "  m3           unknown              not seen",
         "bitcoin  tip 150 (reachable), 0 deep-reorg alert(s)",
         "covered   yes",
     ];

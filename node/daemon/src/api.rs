@@ -35,6 +35,8 @@ use tonic::{Request, Response, Status};
 pub struct NodeIdentity {
     pub role: pb::NodeRole,
     pub member_name: String,
+    /// The block this node commits last before it stops (`--halt-height`).
+    pub halt_height: Option<u64>,
 }
 
 /// Shared handler state for all services.
@@ -856,7 +858,7 @@ impl NodeService for Api {
             peers,
             mempool_size: self.chain.mempool_len() as u32,
             members: spec.genesis.members.len() as u32,
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::build_info::VERSION.to_string(),
             min_tx_fee: spec.genesis.fees.min_tx_fee.to_sat(),
             pegout_fee: spec.genesis.fees.pegout_fee.to_sat(),
             round: self
@@ -875,6 +877,7 @@ impl NodeService for Api {
                 .as_ref()
                 .map(|w| w.deep_reorgs().iter().map(|o| o.to_string()).collect())
                 .unwrap_or_default(),
+            halt_height: self.identity.halt_height.unwrap_or(0),
         }))
     }
 }

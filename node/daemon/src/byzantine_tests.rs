@@ -11,7 +11,7 @@
 //! intervals are printed).
 
 use crate::chain::Chain;
-use crate::driver::{now_ms, validator_set, ConsensusStatus, Driver, DriverConfig};
+use crate::driver::{now_ms, validator_set, ConsensusStatus, Driver, DriverConfig, Stop};
 use crate::network::{Network, NetworkConfig};
 use crate::peg_testing::{account, consensus_key, PegNode, CONFIRMATIONS};
 use crate::watcher::SeenDeposit;
@@ -69,11 +69,16 @@ struct Member {
     net: Network,
     status: Arc<ConsensusStatus>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<anyhow::Result<Stop>>>,
 }
 
 impl Member {
-    async fn start(node: PegNode, index: u32, watchers: &watch::Receiver<bool>) -> Member {
+    async fn start(
+        node: PegNode,
+        index: u32,
+        watchers: &watch::Receiver<bool>,
+        halt_height: Option<u64>,
+    ) -> Member {
         let peers = crate::daemon::member_peers(&node.chain.spec).expect("genesis peers");
         let (events, net_rx) = mpsc::channel(1024);
         let listen = peers[index as usize].addr.clone();
@@ -105,7 +110,8 @@ impl Member {
             status.clone(),
             Some(watcher),
         )
-        .expect("the driver starts");
+        .expect("the driver starts")
+        .with_halt_height(halt_height);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(driver.run(net_rx, async move {
             let _ = stop_rx.await;
@@ -146,13 +152,20 @@ impl Drop for Federation {
 impl Federation {
     /// Starts the members and waits until they finalize.
     async fn start() -> Federation {
+        Self::start_halting(None).await
+    }
+
+    /// Like [`Federation::start`], the honest members with a halt height
+    /// (the attacker's driver runs without one).
+    async fn start_halting(halt_height: Option<u64>) -> Federation {
         let (watchers, stop) = watch::channel(false);
         let mut members = Vec::new();
         for (i, node) in PegNode::federation(MEMBERS, 3, consensus())
             .into_iter()
             .enumerate()
         {
-            members.push(Member::start(node, i as u32, &stop).await);
+            let halt = halt_height.filter(|_| i as u32 != ATTACKER);
+            members.push(Member::start(node, i as u32, &stop, halt).await);
         }
         let mut fed = Federation {
             members,
@@ -358,6 +371,24 @@ impl Attacker {
 
     fn fed_tx(&self, kind: FedTxKind) -> FederationTx {
         FederationTx::sign(self.chain_id, MemberIndex(ATTACKER), &self.key, kind)
+    }
+
+    /// A well-formed empty block (its body matches its tx_root) at `height`
+    /// on `parent`, with a state root that never applies.
+    fn junk_block(&mut self, height: Height, parent: Hash32) -> Block {
+        Block {
+            header: Header {
+                chain_id: self.chain_id,
+                height,
+                parent,
+                time_ms: now_ms(),
+                proposer: ATTACKER,
+                tx_root: tx_root(&[], &[]),
+                state_root: Hash32(self.fresh()),
+            },
+            txs: vec![],
+            fed_txs: vec![],
+        }
     }
 
     fn consensus_id(&self) -> ChainId {
@@ -634,20 +665,7 @@ async fn a_member_flooding_junk_blocks_cannot_crowd_out_honest_proposals() {
         let mut msgs = Vec::new();
         for h in [height.next(), height.next().next()] {
             for _ in 0..70 {
-                let block = Block {
-                    header: Header {
-                        chain_id: a.chain_id,
-                        height: h,
-                        parent: tip,
-                        time_ms: now_ms(),
-                        proposer: ATTACKER,
-                        tx_root: tx_root(&[], &[]),
-                        state_root: Hash32(a.fresh()),
-                    },
-                    txs: vec![],
-                    fed_txs: vec![],
-                };
-                msgs.push(block_message(&block));
+                msgs.push(block_message(&a.junk_block(h, tip)));
             }
         }
         a.broadcast(msgs);
@@ -769,5 +787,88 @@ async fn bitcoind_fault(scenario: &str, fault: impl Fn(&crate::peg_testing::OwnB
             block: block_hash(0),
             height: 0,
         }));
+    fed.assert_sound().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_pushing_past_the_halt_height_cannot_make_the_others_sign_above_it() {
+    const HALT: u64 = 6;
+    let mut fed = Federation::start_halting(Some(HALT)).await;
+    // The attacker's driver has no halt height: it proposes and votes for
+    // HALT + 1 on its own. On top, for the halt height and the two after
+    // it, in every round it is proposer of: a block (the next valid one
+    // when the chain is at the halt height), its proposal, and its
+    // prevote and precommit.
+    let validators = validator_set(&fed.member(0).node.chain).expect("validators");
+    let attack = every(Duration::from_millis(50), fed.attacker(), move |a| {
+        let (tip, height) = a.view.with_state(|s| (s.tip, s.height));
+        for h in HALT..=HALT + 2 {
+            let block = match a.view.propose(now_ms(), ATTACKER, vec![], &HashSet::new()) {
+                Ok(p) if p.block.header.height.0 == h => p.block,
+                _ => {
+                    let parent = if height.0 + 1 == h {
+                        tip
+                    } else {
+                        Hash32(a.fresh())
+                    };
+                    a.junk_block(Height(h), parent)
+                }
+            };
+            let id = ValueId(block.hash().0);
+            let mut msgs = vec![block_message(&block)];
+            for r in 0..8 {
+                let round = Round(r);
+                if validators.proposer(Height(h), round) == ValidatorIndex(ATTACKER) {
+                    let p = SignedProposal::sign(
+                        &a.consensus_id(),
+                        &a.key,
+                        ValidatorIndex(ATTACKER),
+                        Height(h),
+                        round,
+                        id,
+                        None,
+                    );
+                    msgs.push(consensus_message(Message::Proposal(p)));
+                }
+                msgs.push(a.vote(VoteKind::Prevote, h, r, Some(id)));
+                msgs.push(a.vote(VoteKind::Precommit, h, r, Some(id)));
+            }
+            a.broadcast(msgs);
+        }
+    });
+    // Every honest member stops at the halt height, by itself.
+    let t0 = Instant::now();
+    for i in 0..MEMBERS {
+        if i == ATTACKER {
+            continue;
+        }
+        let task = fed.members[i as usize]
+            .task
+            .take()
+            .expect("a running driver");
+        let left = Duration::from_secs(30).saturating_sub(t0.elapsed());
+        let stop = tokio::time::timeout(left, task)
+            .await
+            .unwrap_or_else(|_| panic!("member {i} did not halt"))
+            .expect("the driver task")
+            .expect("the driver stops cleanly");
+        assert_eq!(stop, Stop::Halted(HALT), "member {i}");
+    }
+    // Still under attack a while later: nothing above the halt height was
+    // stored or signed (every own signed message is in the WAL before it
+    // leaves the node), and the attacker alone got nowhere.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(attack);
+    for m in fed.honest() {
+        assert_eq!(m.height(), HALT);
+        let (_, wal) =
+            crate::wal::Wal::open(&m.node.dir.path().join("consensus.wal")).expect("the WAL");
+        assert!(
+            wal.entries.iter().all(|e| e.height().0 <= HALT),
+            "signed above the halt height: {:?}",
+            wal.entries
+        );
+    }
+    assert!(fed.member(ATTACKER).height() <= HALT);
     fed.assert_sound().await;
 }

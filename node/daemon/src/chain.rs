@@ -149,6 +149,15 @@ impl Chain {
             + self.fed_pool.lock().map(|p| p.len()).unwrap_or(0)
     }
 
+    /// The pooled user transactions in arrival order (each account's in
+    /// nonce order).
+    pub fn pooled_txs(&self) -> Vec<Arc<Transaction>> {
+        self.mempool
+            .lock()
+            .map(|m| m.candidates(usize::MAX))
+            .unwrap_or_default()
+    }
+
     /// True if a proposal would carry pooled transactions without asking
     /// bitcoind: pooled claims about Bitcoin alone (perhaps ones bitcoind
     /// cannot check now) are no reason to propose before the heartbeat.

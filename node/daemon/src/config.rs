@@ -25,6 +25,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub log: LogConfig,
     pub explorer: ExplorerConfig,
+    /// Stop cleanly once the block at this height is committed, before
+    /// signing anything for the next (coordinated upgrades); unset: never.
+    pub halt_height: Option<u64>,
 }
 
 /// This member's own bitcoind (the peg watches it; members never trust
@@ -120,6 +123,7 @@ impl Default for Config {
             metrics_listen: None,
             log: LogConfig::default(),
             explorer: ExplorerConfig::default(),
+            halt_height: None,
         }
     }
 }
@@ -248,6 +252,11 @@ impl Config {
                 "explorer: max_streams, stream_buffer, max_lag_blocks, stall_timeout_ms and max_page_size must be at least 1, max_message_bytes at least 65536".into(),
             ));
         }
+        if self.halt_height == Some(0) {
+            return Err(ConfigError::Invalid(
+                "halt_height (--halt-height) must be at least 1: the height of the last block to commit before stopping".into(),
+            ));
+        }
         if self.log.format != "text" && self.log.format != "json" {
             return Err(ConfigError::Invalid(format!(
                 "log.format '{}' must be text or json",
@@ -324,5 +333,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("text or json"));
+    }
+
+    #[test]
+    fn halt_height_is_a_positive_whole_number() {
+        assert_eq!(load("halt_height = 1200").unwrap().halt_height, Some(1200));
+        assert_eq!(load("").unwrap().halt_height, None);
+        for (bad, says) in [
+            ("halt_height = 0", "at least 1"),
+            ("halt_height = -5", "expected u64"),
+            ("halt_height = \"1200\"", "expected u64"),
+            ("halt_height = 12.5", "expected u64"),
+            // In a section it is an unknown key, not silently ignored.
+            ("[block]\nhalt_height = 5", "unknown field"),
+        ] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("halt_height"), "{bad}: {e}");
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Running a node: load genesis and keys, open the chain, join the libp2p
 //! network, run the consensus driver (member) or block sync (observer), the
-//! sync server and the gRPC API, and stop cleanly on a shutdown signal.
+//! sync server and the gRPC API, and stop cleanly on a shutdown signal or
+//! at the halt height ([`crate::halt`]).
 
 use crate::api::{Api, NodeIdentity};
 use crate::chain::Chain;
 use crate::config::Config;
-use crate::driver::{ConsensusStatus, Driver, DriverConfig};
+use crate::driver::{ConsensusStatus, Driver, DriverConfig, Stop};
+use crate::halt::AtStart;
 use crate::network::{
     peer_id_from_consensus_key, MemberPeer, Multiaddr, Network, NetworkConfig, SYNC_QUEUE,
 };
@@ -71,7 +73,27 @@ pub async fn run(
     };
     let chain_id = spec.chain_id;
     let chain = Arc::new(Chain::open(spec, &config.data_dir, config.mempool.max_txs)?);
-    tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), "chain opened");
+    tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), version = crate::build_info::VERSION, halt_height = ?config.halt_height, "chain opened");
+    // Before the network: a node at its halt height must not join consensus.
+    if crate::halt::at_start(config.halt_height, chain.height())? == AtStart::Halted {
+        tracing::info!(
+            "{}",
+            crate::halt::halted_message(
+                chain.height(),
+                "the chain is already at this height; not joining the network"
+            )
+        );
+        return Ok(());
+    }
+    // Transactions pooled when this node last halted (any binary's halt).
+    let (admitted, dropped) = crate::halt::readmit_pending(&chain, &config.data_dir);
+    if admitted + dropped > 0 {
+        tracing::info!(
+            admitted,
+            dropped,
+            "re-admitted the transactions pooled at the last halt (dropped: no longer valid)"
+        );
+    }
 
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(4096);
     let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(SYNC_QUEUE);
@@ -178,7 +200,8 @@ pub async fn run(
             },
             status.clone(),
         )?,
-    };
+    }
+    .with_halt_height(config.halt_height);
     let identity = NodeIdentity {
         role: if member_index.is_some() {
             pb::NodeRole::Member
@@ -188,6 +211,7 @@ pub async fn run(
         member_name: member_index
             .map(|i| chain.spec.genesis.members[i].name.clone())
             .unwrap_or_default(),
+        halt_height: config.halt_height,
     };
     let metrics_status = status.clone();
     let mut api = Api::new(chain.clone(), identity, Some(net.clone()), status);
@@ -230,20 +254,54 @@ pub async fn run(
     let mut driver_task = tokio::spawn(driver.run(ev_rx, stopped(stop_rx.clone())));
 
     tokio::pin!(shutdown);
-    let result = tokio::select! {
+    let (result, signalled) = tokio::select! {
         _ = &mut shutdown => {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
-            (&mut driver_task).await.context("consensus task panicked")?
+            ((&mut driver_task).await.context("consensus task panicked")?, true)
         }
         r = &mut driver_task => {
-            // The driver stops on its own only on a fatal error (WAL, store).
+            // The driver stops on its own at the halt height, or on a fatal
+            // error (WAL, store).
             let _ = stop_tx.send(true);
-            r.context("consensus task panicked")?.context("consensus stopped")
+            (r.context("consensus task panicked")?.context("consensus stopped"), false)
         }
     };
     api_task.await??;
-    result
+    if let Ok(Stop::Halted(height)) = result {
+        // Nothing is admitted any more (API and consensus stopped): what
+        // is pooled waits for the next binary.
+        match crate::halt::save_pending(&chain, &config.data_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                transactions = n,
+                file = crate::halt::PENDING_FILE,
+                "saved the pooled transactions; the next start re-admits them"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the pooled transactions; they are lost with this process")
+            }
+        }
+        if member_index.is_some() && !signalled {
+            // API, watcher, signer and metrics are stopping; the network and
+            // the sync server stay up a moment for members still below H.
+            tokio::select! {
+                _ = crate::halt::drain(&net, height, crate::halt::DRAIN_MAX) => {}
+                _ = &mut shutdown => {}
+            }
+        }
+        tracing::info!(
+            "{}",
+            crate::halt::halted_message(
+                height,
+                &format!(
+                    "block {height} is committed and stored, nothing was signed for {}",
+                    height + 1
+                )
+            )
+        );
+    }
+    result.map(|_| ())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,4 +1,5 @@
-//! The federation service: members (with when this node last saw them),
+//! The federation service: members (with when this node last saw them and
+//! the version each one runs),
 //! thresholds, the peg descriptor and deposit derivation, reserves against
 //! supply, and pending / recent peg-outs. Served the same by members and
 //! observers: everything comes from genesis, committed state and this
@@ -102,6 +103,7 @@ impl Api {
             .map(|n| n.peers().into_iter().filter_map(|(_, _, m)| m).collect())
             .unwrap_or_default();
         let last_seen = telemetry.last_seen_ms();
+        let mut versions = self.net().map(|n| n.member_versions()).unwrap_or_default();
         let members = spec
             .genesis
             .members
@@ -118,6 +120,11 @@ impl Api {
                     online: is_self || connected.contains(&i),
                     last_seen_ms: last_seen.get(i).copied().unwrap_or(0),
                     is_self,
+                    version: if is_self {
+                        crate::build_info::VERSION.to_string()
+                    } else {
+                        versions.remove(&i).unwrap_or_default()
+                    },
                 }
             })
             .collect();

@@ -9,12 +9,14 @@
 //! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`feed`] (explorer streams
 //! and paged history over the events stored with each block),
 //! [`federation`] (members, reserves, peg-outs), [`telemetry`] and
-//! [`metrics`], [`config`] and [`daemon`].
+//! [`metrics`], [`config`] and [`daemon`]; [`halt`] (stopping at a halt
+//! height for a coordinated upgrade) and [`build_info`] (this build's version).
 //!
 //! It holds no ledger rules of its own: what a block or a transaction does is
 //! decided in `fedpeg-ledger`, so it can be tested without any of this.
 
 pub mod api;
+pub mod build_info;
 #[cfg(test)]
 mod byzantine_tests;
 pub mod chain;
@@ -24,6 +26,7 @@ pub mod driver;
 pub mod faults;
 pub mod federation;
 pub mod feed;
+pub mod halt;
 pub mod metrics;
 pub mod network;
 #[cfg(test)]

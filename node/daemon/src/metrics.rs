@@ -47,6 +47,13 @@ pub fn render(s: &Sources) -> String {
             st.fee_rate(params),
         )
     });
+    // The version is built in (crate version + git commit, see
+    // `build_info`): hex, digits, dots and `+` only, nothing to escape.
+    let _ = writeln!(
+        o,
+        "# HELP fedpeg_build_info The fedpegd version this node runs (value always 1).\n# TYPE fedpeg_build_info gauge\nfedpeg_build_info{{version=\"{}\"}} 1",
+        crate::build_info::VERSION
+    );
     metric(
         &mut o,
         "fedpeg_height",

@@ -30,6 +30,7 @@ fn json(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> ser
     json!({ "chain_id": s.chain_id, "network": s.network, "height": s.height, "tip_hash": s.tip_hash,
         "role": role_name(s), "member_name": s.member_name, "members": s.members, "mempool_size": s.mempool_size,
         "min_tx_fee": s.min_tx_fee, "pegout_fee": s.pegout_fee, "version": s.version,
+        "halt_height": (s.halt_height > 0).then_some(s.halt_height),
         "round": s.round, "peers": s.peers.len(),
         "federation": f.map(federation_json),
         "bitcoin": { "reachable": s.bitcoind_reachable,
@@ -41,7 +42,12 @@ fn text(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> Str
     let mut lines = vec![
         format!("chain    {} ({})", s.chain_id, s.network),
         format!("height   {} tip {}", s.height, s.tip_hash),
-        format!("node     {} {}", role_name(s), s.member_name),
+        format!(
+            "node     {} {} (fedpegd {})",
+            role_name(s),
+            s.member_name,
+            shown(&s.version)
+        ),
         format!("members  {}", s.members),
         format!("mempool  {} transaction(s)", s.mempool_size),
         format!(
@@ -50,16 +56,31 @@ fn text(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> Str
         ),
         format!("round    {}, {} peer(s)", s.round, s.peers.len()),
     ];
+    if s.halt_height > 0 {
+        lines.push(format!(
+            "halt     after block {} (--halt-height)",
+            s.halt_height
+        ));
+    }
     if let Some(f) = f {
         lines.extend(federation_lines(f, s));
     }
     lines.join("\n")
 }
 
+/// A version as reported, or "unknown" when empty.
+fn shown(version: &str) -> &str {
+    if version.is_empty() {
+        "unknown"
+    } else {
+        version
+    }
+}
+
 fn federation_json(f: &pb::GetFederationResponse) -> serde_json::Value {
     json!({
         "members": f.members.iter().map(|m| json!({ "name": m.name, "online": m.online,
-            "last_seen_ms": m.last_seen_ms, "is_self": m.is_self })).collect::<Vec<_>>(),
+            "last_seen_ms": m.last_seen_ms, "is_self": m.is_self, "version": m.version })).collect::<Vec<_>>(),
         "consensus_quorum": f.consensus_quorum, "peg_threshold": f.peg_threshold,
         "pegin_confirmations": f.pegin_confirmations, "peg_descriptor": f.peg_descriptor,
         "reserves": f.reserves.as_ref().map(reserves::json),
@@ -79,7 +100,7 @@ fn federation_lines(f: &pb::GetFederationResponse, s: &pb::GetStatusResponse) ->
     lines.extend(
         f.members
             .iter()
-            .map(|m| format!("  {:<12} {}", m.name, seen(m))),
+            .map(|m| format!("  {:<12} {:<20} {}", m.name, shown(&m.version), seen(m))),
     );
     lines.push(bitcoin_line(f, s));
     if let Some(r) = &f.reserves {

@@ -291,6 +291,7 @@ impl NodeService for Fake {
             mempool_size: 1,
             members: 3,
             version: "0.1.0".into(),
+            halt_height: 120,
             min_tx_fee: 1,
             pegout_fee: 300,
             round: 0,
@@ -504,19 +505,21 @@ impl FederationService for Fake {
         &self,
         _: Request<pb::GetFederationRequest>,
     ) -> Answer<pb::GetFederationResponse> {
-        let member = |name: &str, online, last_seen_ms, is_self| pb::FederationMember {
-            name: name.into(),
-            online,
-            last_seen_ms,
-            is_self,
-            ..Default::default()
-        };
+        let member =
+            |name: &str, online, last_seen_ms, is_self, version: &str| pb::FederationMember {
+                name: name.into(),
+                online,
+                last_seen_ms,
+                is_self,
+                version: version.into(),
+                ..Default::default()
+            };
         Ok(Response::new(pb::GetFederationResponse {
             members: vec![
-                member("m0", true, 0, true),
-                member("m1", true, 5, false),
-                member("m2", false, 1234, false),
-                member("m3", false, 0, false),
+                member("m0", true, 0, true, "0.1.0"),
+                member("m1", true, 5, false, "0.2.0+3f9c2a1b7d0e"),
+                member("m2", false, 1234, false, "0.1.0"),
+                member("m3", false, 0, false, ""),
             ],
             consensus_quorum: 3,
             peg_threshold: 2,

@@ -194,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
         NodeIdentity {
             role: pb::NodeRole::Observer,
             member_name: String::new(),
+            halt_height: None,
         },
         None,
         Arc::default(),

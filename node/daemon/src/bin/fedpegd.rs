@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(
     name = "fedpegd",
-    version,
+    version = fedpegd::build_info::VERSION,
     about = "fedpeg federation node: runs a member (with a member key) or an observer, and creates keys and genesis"
 )]
 struct Cli {
@@ -155,6 +155,9 @@ struct RunArgs {
     /// End an explorer stream with RESOURCE_EXHAUSTED when, after catching up, it falls this many blocks behind the tip with a full buffer [config: explorer.max_lag_blocks; default 256].
     #[arg(long, value_name = "BLOCKS")]
     max_lag_blocks: Option<u64>,
+    /// Coordinated upgrade: commit block H, then stop cleanly (exit 0) without signing anything for H+1. Started with the chain already at H it exits 0 at once; past H it refuses to start [config: halt_height; default none].
+    #[arg(long, value_name = "H")]
+    halt_height: Option<u64>,
 }
 
 fn init_logs(format: &str, filter: &str) {
@@ -323,6 +326,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.max_lag_blocks {
         c.explorer.max_lag_blocks = v;
+    }
+    if let Some(v) = a.halt_height {
+        c.halt_height = Some(v);
     }
     c.validate()?;
     init_logs(&c.log.format, &c.log.filter);

@@ -18,6 +18,11 @@
 //!   the validator set before applying the block. Serving sync to others is
 //!   not done here but by [`crate::sync_server`], off this task.
 //! - Transactions submitted to this node are gossiped to the other members.
+//! - With a halt height H (coordinated upgrades) the driver stops once H is
+//!   stored, whether by consensus or by sync, and never feeds the engine
+//!   `StartHeight(H + 1)`: the engine signs only at the height it was started
+//!   at, so nothing for H + 1 is ever signed, written to the WAL or sent.
+//!   Sync applies no block above H.
 
 use crate::chain::{Chain, CommitError, Gossip};
 use crate::faults::Faults;
@@ -66,6 +71,15 @@ pub struct ConsensusStatus {
     pub round: AtomicU32,
     pub equivocations: AtomicU64,
     pub synced_blocks: AtomicU64,
+}
+
+/// Why [`Driver::run`] returned without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The shutdown future resolved.
+    Shutdown,
+    /// The chain reached the halt height (the value); nothing was signed above it.
+    Halted(u64),
 }
 
 /// Driver settings.
@@ -174,6 +188,11 @@ pub struct Driver {
     sync_inflight: bool,
     last_commit: Instant,
     status: Arc<ConsensusStatus>,
+    /// Last height to commit ([`Driver::with_halt_height`]).
+    halt_height: Option<u64>,
+    /// Set once the chain reached `halt_height`: from then on the engine
+    /// gets no input and the run loop returns.
+    halted: Option<u64>,
 }
 
 impl Driver {
@@ -247,6 +266,14 @@ impl Driver {
         self
     }
 
+    /// Stops for good once the block at `height` is stored: no input for a
+    /// later height ever reaches the engine, and sync applies nothing above
+    /// it. [`Driver::run`] then returns [`Stop::Halted`].
+    pub fn with_halt_height(mut self, height: Option<u64>) -> Driver {
+        self.halt_height = height;
+        self
+    }
+
     /// An observer's driver: follows the chain by block sync only.
     pub fn observer(
         chain: Arc<Chain>,
@@ -317,17 +344,21 @@ impl Driver {
             sync_inflight: false,
             last_commit: Instant::now(),
             status,
+            halt_height: None,
+            halted: None,
         }
     }
 
-    /// Runs until `shutdown` resolves or a fatal error (WAL or store failure).
+    /// Runs until `shutdown` resolves, the halt height is reached, or a
+    /// fatal error (WAL or store failure).
     pub async fn run(
         mut self,
         mut net_rx: mpsc::Receiver<NetEvent>,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Stop> {
         tokio::pin!(shutdown);
         let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Gossip>();
+        self.check_halt();
         if self.engine.is_some() {
             self.chain.set_gossip(tx_gossip);
             let next = Height(self.chain.height() + 1);
@@ -337,11 +368,16 @@ impl Driver {
         let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if let Some(height) = self.halted {
+                // Transactions received for gossip still reach the others.
+                self.flush_txs();
+                return Ok(Stop::Halted(height));
+            }
             let chain = self.chain.clone();
             let propose_at = self.last_commit + self.propose_cap;
             let waiting_to_propose = self.pending_propose.is_some();
             tokio::select! {
-                _ = &mut shutdown => return Ok(()),
+                _ = &mut shutdown => return Ok(Stop::Shutdown),
                 ev = net_rx.recv() => match ev {
                     Some(ev) => self.on_net(ev)?,
                     None => anyhow::bail!("network task stopped"),
@@ -388,6 +424,11 @@ impl Driver {
     fn input(&mut self, first: Input) -> anyhow::Result<()> {
         let mut queue = VecDeque::from([first]);
         while let Some(input) = queue.pop_front() {
+            // Halted: the engine gets nothing more (in particular not
+            // `StartHeight(H + 1)`); what it already said for H is flushed below.
+            if self.halted.is_some() {
+                break;
+            }
             let Some(engine) = self.engine.as_mut() else {
                 return Ok(());
             };
@@ -395,6 +436,16 @@ impl Driver {
             for o in outputs {
                 match o {
                     Output::Persist(entry) => {
+                        // Unreachable (the engine signs only at the height it
+                        // was started at); checked because signing above the
+                        // halt height is what must never happen.
+                        if self.halt_height.is_some_and(|h| entry.height().0 > h) {
+                            anyhow::bail!(
+                                "refusing to sign at height {} above the halt height {:?}",
+                                entry.height().0,
+                                self.halt_height
+                            );
+                        }
                         // Durable before anything later leaves the node: the
                         // broadcasts are only flushed after this loop. The
                         // block voted for goes first, once per height.
@@ -709,8 +760,17 @@ impl Driver {
         Ok(true)
     }
 
+    /// Notes that the chain reached the halt height, if it did.
+    fn check_halt(&mut self) {
+        let height = self.chain.height();
+        if self.halt_height.is_some_and(|h| height >= h) {
+            self.halted = Some(height);
+        }
+    }
+
     /// Housekeeping once the chain moved to a new height.
     fn after_commit(&mut self) -> anyhow::Result<()> {
+        self.check_halt();
         if let Some(wal) = self.wal.as_mut() {
             wal.reset()?;
         }
@@ -733,4 +793,176 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peg_testing::{consensus_key, PegNode};
+    use fedpeg_consensus::{SignedVote, ValidatorIndex, VoteKind};
+    use fedpeg_ledger::genesis::ConsensusParams;
+
+    fn vote(
+        node: &PegNode,
+        member: u32,
+        kind: VoteKind,
+        height: u64,
+        value: ValueId,
+    ) -> SignedVote {
+        SignedVote::sign(
+            &ChainId(node.chain.spec.chain_id.0),
+            &consensus_key(member),
+            ValidatorIndex(member),
+            kind,
+            Height(height),
+            Round(0),
+            Some(value),
+        )
+    }
+
+    /// Heights of the entries in member 0's WAL on disk.
+    fn wal_heights(node: &PegNode) -> Vec<u64> {
+        let (_, contents) = Wal::open(&node.dir.path().join("consensus.wal")).expect("the WAL");
+        let mut h: Vec<u64> = contents.entries.iter().map(|e| e.height().0).collect();
+        h.extend(contents.blocks.iter().map(|b| b.header.height.0));
+        h
+    }
+
+    /// Everything that could make member 0 sign at `height`: a proposal
+    /// from that height's proposer and a quorum of prevotes and precommits
+    /// for it, its block, and its timeouts.
+    fn next_height_traffic(node: &PegNode, drv: &mut Driver, height: u64) {
+        let block = empty_block_at(node, height);
+        let id = ValueId(block.hash().0);
+        let round = (0..4)
+            .map(Round)
+            .find(|r| drv.validators.proposer(Height(height), *r) != ValidatorIndex(0))
+            .expect("another proposer");
+        let proposer = drv.validators.proposer(Height(height), round);
+        let p = SignedProposal::sign(
+            &ChainId(node.chain.spec.chain_id.0),
+            &consensus_key(proposer.0),
+            proposer,
+            Height(height),
+            round,
+            id,
+            None,
+        );
+        drv.on_block(proposer.as_usize(), &block.to_proto())
+            .unwrap();
+        drv.input(Input::Proposal(p)).unwrap();
+        for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+            for m in 1..4 {
+                drv.input(Input::Vote(vote(node, m, kind, height, id)))
+                    .unwrap();
+            }
+        }
+        for step in [
+            TimeoutKind::Propose,
+            TimeoutKind::Prevote,
+            TimeoutKind::Precommit,
+        ] {
+            drv.input(Input::TimeoutElapsed {
+                height: Height(height),
+                round: Round(0),
+                step,
+            })
+            .unwrap();
+        }
+    }
+
+    /// Runs the driver (no network events, no shutdown) until it returns.
+    async fn run_to_stop(drv: Driver) -> Stop {
+        let (_events, rx) = mpsc::channel(1);
+        tokio::time::timeout(Duration::from_secs(5), drv.run(rx, std::future::pending()))
+            .await
+            .expect("the driver returns")
+            .expect("the driver stops cleanly")
+    }
+
+    fn empty_block_at(node: &PegNode, height: u64) -> Block {
+        block_cache::empty_block(node.chain.spec.chain_id, height, 1)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_halting_at_h_commits_h_and_never_signs_for_h_plus_1() {
+        let node = PegNode::new(4, 3);
+        let mut drv = node.driver(None).await.with_halt_height(Some(1));
+        let block = node.proposal(vec![]);
+        let id = ValueId(block.hash().0);
+        drv.blocks.insert_own(id, block, None);
+        drv.input(Input::StartHeight(Height(1))).unwrap();
+        // Height 2 arrives early (buffered by the engine), then the quorum
+        // of precommits decides height 1.
+        next_height_traffic(&node, &mut drv, 2);
+        for m in 1..4 {
+            drv.input(Input::Vote(vote(&node, m, VoteKind::Precommit, 1, id)))
+                .unwrap();
+        }
+        assert_eq!(node.chain.height(), 1);
+        assert_eq!(drv.halted, Some(1));
+        // And after the halt: more of height 2, even a direct start.
+        next_height_traffic(&node, &mut drv, 2);
+        drv.input(Input::StartHeight(Height(2))).unwrap();
+        let engine = drv.engine.as_ref().expect("a member's engine");
+        assert_eq!(engine.height(), Some(Height(1)));
+        let heights = wal_heights(&node);
+        assert!(heights.iter().all(|h| *h <= 1), "{heights:?}");
+        // The run loop returns at once, saying where it halted.
+        assert_eq!(run_to_stop(drv).await, Stop::Halted(1));
+        assert!(wal_heights(&node).iter().all(|h| *h <= 1));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_driver_started_at_its_halt_height_stops_without_starting_the_next() {
+        let node = PegNode::new(4, 3);
+        node.commit(vec![]);
+        node.commit(vec![]);
+        let drv = node.driver(None).await.with_halt_height(Some(2));
+        assert_eq!(run_to_stop(drv).await, Stop::Halted(2));
+        assert_eq!(wal_heights(&node), Vec::<u64>::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sync_applies_no_block_above_the_halt_height() {
+        // Another member's chain, three blocks ahead, each certified by
+        // three of four members.
+        let mut nodes = PegNode::federation(4, 3, ConsensusParams::default());
+        let ahead = nodes.pop().expect("a node");
+        let node = nodes.swap_remove(0);
+        let mut blocks = Vec::new();
+        for h in 1..=3 {
+            let block = ahead.commit(vec![]);
+            let id = ValueId(block.hash().0);
+            let cert = CommitCertificate {
+                height: Height(h),
+                round: Round(0),
+                value_id: id,
+                precommits: (0..3)
+                    .map(|m| {
+                        let v = vote(&node, m, VoteKind::Precommit, h, id);
+                        (ValidatorIndex(m), v.signature)
+                    })
+                    .collect(),
+            };
+            blocks.push(pb::CommittedBlock {
+                block: Some(block.to_proto()),
+                commit: cert.encode(),
+            });
+        }
+        let mut drv = node.driver(None).await.with_halt_height(Some(2));
+        let peer = PeerId::random();
+        drv.on_sync(Ok((
+            peer,
+            pb::SyncResponse {
+                blocks,
+                tip_height: 3,
+            },
+        )))
+        .unwrap();
+        assert_eq!(node.chain.height(), 2);
+        assert_eq!(drv.halted, Some(2));
+        assert!(drv.engine.as_ref().and_then(|e| e.height()).is_none());
+        assert!(wal_heights(&node).is_empty());
+    }
 }

@@ -5,7 +5,7 @@ use super::*;
 
 impl Driver {
     pub(super) fn start_sync(&mut self) {
-        if self.sync_inflight || self.net.peers().is_empty() {
+        if self.sync_inflight || self.halted.is_some() || self.net.peers().is_empty() {
             return;
         }
         self.sync_inflight = true;
@@ -55,6 +55,14 @@ impl Driver {
             if cb.block.header.height <= Height(h) {
                 continue;
             }
+            if self
+                .halt_height
+                .is_some_and(|halt| cb.block.header.height.0 > halt)
+            {
+                // Whatever peers committed above the halt height waits for
+                // the next binary (it syncs them once restarted).
+                break;
+            }
             if let Err(e) = self.check_certificate(&cb) {
                 tracing::warn!(%peer, height = cb.block.header.height.0, error = %e, "sync peer sent a block without a valid commit certificate");
                 break;
@@ -74,6 +82,9 @@ impl Driver {
         if after > before {
             tracing::info!(from = before + 1, to = after, %peer, "synced blocks");
             self.after_commit()?;
+            if self.halted.is_some() {
+                return Ok(());
+            }
             if let Some(engine) = &self.engine {
                 if engine.height().is_none_or(|h| h.0 <= after) {
                     self.input(Input::StartHeight(Height(after + 1)))?;

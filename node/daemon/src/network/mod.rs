@@ -19,6 +19,9 @@
 //!   outstanding at most, non-members are also rate limited per peer (token
 //!   bucket), and requests beyond either are dropped unanswered
 //!   ([`SyncAdmission`]).
+//! - libp2p identify, between members only: each states the fedpegd version
+//!   it runs, shown in `GetFederation` ([`Network::member_versions`]; see
+//!   `versions.rs`).
 //!
 //! Members and observers keep a connection to every other genesis member
 //! (redialing with exponential backoff) and to every address given to
@@ -160,6 +163,8 @@ pub struct NetworkConfig {
     pub max_block_txs: usize,
     /// Sync requests served per second per non-member peer (token bucket). Default 20.
     pub observer_sync_rate: u32,
+    /// What this node tells members it runs (identify's agent version). Default `fedpegd/<version>`.
+    pub agent_version: String,
 }
 
 impl NetworkConfig {
@@ -175,6 +180,7 @@ impl NetworkConfig {
             max_gossip_bytes: DEFAULT_MAX_GOSSIP_BYTES,
             max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             observer_sync_rate: DEFAULT_OBSERVER_SYNC_RATE,
+            agent_version: crate::build_info::agent_version(),
         }
     }
 
@@ -212,6 +218,7 @@ impl std::fmt::Debug for NetworkConfig {
             .field("max_gossip_bytes", &self.max_gossip_bytes)
             .field("max_block_txs", &self.max_block_txs)
             .field("observer_sync_rate", &self.observer_sync_rate)
+            .field("agent_version", &self.agent_version)
             .finish()
     }
 }
@@ -352,6 +359,9 @@ struct Shared {
     peers: Mutex<HashMap<PeerId, PeerEntry>>,
     /// Events dropped because the consensus task lagged.
     events_dropped: AtomicU64,
+    /// Version each member last stated (identify), by genesis index; kept
+    /// after it disconnects.
+    member_versions: Mutex<HashMap<usize, String>>,
 }
 
 /// Locks `m`, ignoring poisoning: the tables stay consistent across a
@@ -425,6 +435,11 @@ impl Network {
                 request_response::Config::default()
                     .with_request_timeout(REQUEST_TIMEOUT)
                     .with_max_concurrent_streams(SYNC_MAX_STREAMS),
+            ),
+            identify: identify_behaviour(
+                keypair.public(),
+                cfg.agent_version.clone(),
+                members.by_peer.keys().copied(),
             ),
         };
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -575,6 +590,13 @@ impl Network {
         }
     }
 
+    /// The version each member (by genesis index) last stated over
+    /// identify, checked to be short printable ASCII; display only. Kept
+    /// after a member disconnects; never this node's own.
+    pub fn member_versions(&self) -> HashMap<usize, String> {
+        lock(&self.shared.member_versions).clone()
+    }
+
     /// Currently connected peers: (peer id, remote address, member index).
     pub fn peers(&self) -> Vec<(PeerId, Multiaddr, Option<usize>)> {
         let peers = lock(&self.shared.peers);
@@ -628,6 +650,7 @@ mod swarm;
 mod sync_admission;
 #[cfg(test)]
 mod tests;
+mod versions;
 mod wire_limits;
 
 use codec::*;
@@ -640,4 +663,5 @@ use slots::*;
 use swarm::*;
 use sync_admission::*;
 pub use sync_admission::{MEMBER_SYNC_OUTSTANDING, OBSERVER_SYNC_OUTSTANDING};
+use versions::*;
 use wire_limits::*;

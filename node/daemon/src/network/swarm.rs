@@ -11,6 +11,8 @@ pub(crate) struct Behaviour {
     pub(crate) slots: ConnectionSlots,
     pub(crate) gossip: MembersOnly<request_response::Behaviour<GossipCodec>>,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
+    /// Versions, between members only (see `versions.rs`).
+    pub(crate) identify: MembersOnly<libp2p::identify::Behaviour>,
 }
 
 /// A sync request being answered by the sync server: the peer, the request,
@@ -314,6 +316,7 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Slots(ev)) => self.on_slot_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Gossip(ev)) => self.on_gossip_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(ev)) => self.on_identify_event(ev),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,

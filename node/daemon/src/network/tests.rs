@@ -356,6 +356,54 @@ async fn three_members_form_a_mesh_and_broadcast_reaches_the_others() {
     }
 }
 
+/// Polls `f` every 20 ms until it holds, for at most [`WAIT`].
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let ok = tokio::time::timeout(WAIT, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "{what} did not happen in time");
+}
+
+#[tokio::test]
+async fn members_learn_each_others_versions_and_an_observer_learns_none() {
+    let (secrets, members) = federation(3);
+    let mut cfgs: Vec<NetworkConfig> = (0..3)
+        .map(|i| member_config(&secrets, &members, i))
+        .collect();
+    cfgs[0].agent_version = "fedpegd/9.9.9+0123456789ab".into();
+    // Member 2 states a version with a forged log line in it.
+    cfgs[2].agent_version = "fedpegd/1.0.0\nERROR forged".into();
+    let mut nets = Vec::new();
+    for cfg in cfgs {
+        nets.push(start(cfg).await.0);
+    }
+    let (observer, _rx) = start(observer_config(&members)).await;
+    let ids: Vec<PeerId> = members.iter().map(|m| m.peer_id).collect();
+    wait_connected(&observer, &ids).await;
+    let version_of = |net: &Network, i: usize| net.member_versions().get(&i).cloned();
+    eventually("member 1 learns member 0's version", || {
+        version_of(&nets[1], 0).as_deref() == Some("9.9.9+0123456789ab")
+    })
+    .await;
+    eventually("member 0 learns member 1's version", || {
+        version_of(&nets[0], 1).as_deref() == Some(crate::build_info::VERSION)
+    })
+    .await;
+    // Member 2 heard from both: the others heard from it too, and kept nothing.
+    eventually("member 2 learns the others' versions", || {
+        nets[2].member_versions().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(version_of(&nets[0], 2), None);
+    assert_eq!(version_of(&nets[1], 2), None);
+    // Members do not answer identify for an outsider: it learns nothing.
+    assert!(observer.member_versions().is_empty());
+}
+
 #[tokio::test]
 async fn observer_sync_gets_the_answer_of_the_member_event_handler() {
     let (secrets, members) = federation(1);
