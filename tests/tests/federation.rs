@@ -447,4 +447,26 @@ fn a_bad_halt_height_is_a_clear_error() {
     );
     let (ok, err) = run(&["--halt-height", "soon"]);
     assert!(!ok && err.contains("--halt-height"), "{err}");
+    // The environment (the compose files pass FEDPEG_HALT_HEIGHT, empty when
+    // unset): empty means none; anything else must be a height.
+    let env_run = |value: &str| {
+        let o = fedpeg_tests::run_any(
+            std::process::Command::new(fedpeg_tests::bin("fedpegd"))
+                .env("FEDPEG_HALT_HEIGHT", value)
+                .args(["run", "--genesis"])
+                .arg(dir.path().join("missing-genesis.json")),
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = env_run("soon");
+    assert!(
+        err.contains("FEDPEG_HALT_HEIGHT 'soon' is not a block height"),
+        "{err}"
+    );
+    assert!(env_run("0").contains("must be at least 1"));
+    let err = env_run("");
+    assert!(
+        !err.contains("HALT") && err.contains("missing-genesis.json"),
+        "{err}"
+    );
 }

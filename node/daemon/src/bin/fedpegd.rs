@@ -155,7 +155,7 @@ struct RunArgs {
     /// End an explorer stream with RESOURCE_EXHAUSTED when, after catching up, it falls this many blocks behind the tip with a full buffer [config: explorer.max_lag_blocks; default 256].
     #[arg(long, value_name = "BLOCKS")]
     max_lag_blocks: Option<u64>,
-    /// Coordinated upgrade: commit block H, then stop cleanly (exit 0) without signing anything for H+1. Started with the chain already at H it exits 0 at once; past H it refuses to start [config: halt_height; default none].
+    /// Coordinated upgrade: commit block H, then stop cleanly (exit 0) without signing anything for H+1. Started with the chain already at H it exits 0 at once; past H it refuses to start [config: halt_height; env FEDPEG_HALT_HEIGHT; default none].
     #[arg(long, value_name = "H")]
     halt_height: Option<u64>,
 }
@@ -329,6 +329,14 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.halt_height {
         c.halt_height = Some(v);
+    } else if let Some(v) = std::env::var("FEDPEG_HALT_HEIGHT")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        // The environment (compose passes it empty when unset): empty is none.
+        c.halt_height = Some(v.trim().parse().map_err(|_| {
+            anyhow::anyhow!("FEDPEG_HALT_HEIGHT '{v}' is not a block height (a whole number)")
+        })?);
     }
     c.validate()?;
     init_logs(&c.log.format, &c.log.filter);
