@@ -187,7 +187,14 @@ impl Driver {
         let Some(r) = self.rejoin.as_mut() else {
             return;
         };
-        if r.probing || peers.is_empty() {
+        if r.probing {
+            return;
+        }
+        if peers.is_empty() {
+            // Nobody to ask: judged as no answer (it says what it waits for).
+            if let Err(e) = self.on_probe_round(Vec::new()) {
+                tracing::warn!(error = %e, "rejoining");
+            }
             return;
         }
         r.probing = true;
