@@ -30,12 +30,14 @@
 //! the floor is `L + 3` and not `L + 2`, and why `f + 1` reports are not
 //! enough (they may all come from members that lag or lie).
 //!
-//! Reports are never trusted to lower anything. A report of a tip above `L`
-//! that comes with blocks keeps the member following (it syncs them, each
-//! checked against its certificate, and asks again); one that comes with no
-//! block is ignored (a correct member serves what it claims). A lying member
-//! can delay the rejoin — a liveness cost for the restored member only —
-//! but it holds at most `f` power, so it cannot make the floor too low.
+//! Only reports at or below `L` count, so no report can make the floor too
+//! low: the argument above needs nothing from the others. A report of a
+//! tip above `L` whose blocks raised `L` (each checked against its
+//! certificate) keeps the member following and asking again; one that
+//! brought no progress is ignored, neither counted nor waited for (a correct
+//! member serves what it claims). So a lying member can delay the rejoin
+//! only by slow answers or silence — a liveness cost for the restored
+//! member only — and never for longer than the real chain grows.
 //!
 //! Belt and braces, in the spirit of CometBFT's `double_sign_check_height`:
 //! a verified certificate that holds this member's own precommit at `h`
@@ -57,8 +59,9 @@ pub struct TipReport {
     pub member: ValidatorIndex,
     /// The committed height it claims.
     pub tip: Height,
-    /// Whether its answer carried at least one block this member lacked.
-    pub sent_blocks: bool,
+    /// Whether the blocks in its answer raised this member's verified
+    /// height (checked against their certificates and applied).
+    pub advanced: bool,
 }
 
 /// What a round of tip reports tells the restored member.
@@ -67,8 +70,8 @@ pub enum Verdict {
     /// Caught up: the floor is fixed at this height. Persist it before
     /// anything else.
     FloorFixed(Height),
-    /// A member showed (with blocks) a tip above this member's: sync them
-    /// and ask again.
+    /// A member's blocks raised this member's height, and it claims more:
+    /// ask again at once.
     Behind,
     /// Too little power answered at or below this member's tip: ask again
     /// later. `need` is `None` when the other members together hold too
@@ -152,10 +155,10 @@ impl Rejoin {
                 continue;
             }
             if r.tip > local {
-                if r.sent_blocks {
+                if r.advanced {
                     return Verdict::Behind;
                 }
-                // Claims more but serves nothing: not an answer.
+                // Claims more but brought nothing: not an answer.
                 continue;
             }
             agreed[r.member.as_usize()] = true;
@@ -199,11 +202,11 @@ mod tests {
         ValidatorSet::from_keys(keys).unwrap()
     }
 
-    fn report(member: u32, tip: u64, sent_blocks: bool) -> TipReport {
+    fn report(member: u32, tip: u64, advanced: bool) -> TipReport {
         TipReport {
             member: ValidatorIndex(member),
             tip: Height(tip),
-            sent_blocks,
+            advanced,
         }
     }
 
@@ -262,7 +265,7 @@ mod tests {
             report(3, 12, true),
         ];
         assert_eq!(r.judge(&vs, Height(10), &behind), Verdict::Behind);
-        // A claim of a higher tip without a single block is no answer: it
+        // A claim of a higher tip that brought no block is no answer: it
         // neither blocks the rejoin forever nor counts towards it.
         let liar = [
             report(1, 10, false),
@@ -425,12 +428,12 @@ mod tests {
                 }
                 let report = if w.byzantine.contains(&i) {
                     let (tip, sent) = w.lies[i as usize];
-                    TipReport { member: ValidatorIndex(i), tip: Height(tip), sent_blocks: sent }
+                    TipReport { member: ValidatorIndex(i), tip: Height(tip), advanced: sent }
                 } else {
                     let tip = w.tips[i as usize];
                     // A correct member above us sends blocks; we would
                     // have synced them, so it is "behind" or we moved on.
-                    TipReport { member: ValidatorIndex(i), tip: Height(tip), sent_blocks: tip > w.local }
+                    TipReport { member: ValidatorIndex(i), tip: Height(tip), advanced: tip > w.local }
                 };
                 reports.push(report);
             }

@@ -56,7 +56,7 @@ pub enum RestoreError {
     },
     #[error("a node is running on data directory {0} (its database is locked): stop it first")]
     InUse(String),
-    #[error("data directory {0} already holds a database or a consensus WAL; pass --force to move them aside (into {0}/replaced-<time>/) and restore")]
+    #[error("data directory {0} already holds a database or a consensus WAL; with its node stopped, pass --force to move them aside (into {0}/replaced-<time>/) and restore")]
     HoldsDatabase(String),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
@@ -86,11 +86,12 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, RestoreError> {
     let db = dd.join(DB_DIR);
     let wal = dd.join("consensus.wal");
     let occupied = db.exists() || wal.exists();
-    if db.exists() && Store::in_use(&db) {
-        return Err(RestoreError::InUse(dd.display().to_string()));
-    }
     if occupied && !o.force {
         return Err(RestoreError::HoldsDatabase(dd.display().to_string()));
+    }
+    // Probing the lock opens the database: only one about to be replaced.
+    if db.exists() && Store::in_use(&db) {
+        return Err(RestoreError::InUse(dd.display().to_string()));
     }
     std::fs::DirBuilder::new()
         .recursive(true)

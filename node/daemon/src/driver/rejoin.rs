@@ -236,12 +236,13 @@ impl Driver {
                     continue;
                 }
             };
+            let at = self.chain.height();
+            self.apply_synced(peer, resp.blocks)?;
             reports.push(TipReport {
                 member: ValidatorIndex(member as u32),
                 tip: Height(resp.tip_height),
-                sent_blocks: !resp.blocks.is_empty(),
+                advanced: self.chain.height() > at,
             });
-            self.apply_synced(peer, resp.blocks)?;
         }
         let after = self.chain.height();
         if after > before {
@@ -263,6 +264,7 @@ impl Driver {
                 );
                 self.start_sync();
             }
+            // Progress was made (junk cannot get here): ask again at once.
             Verdict::Behind => self.start_sync(),
             Verdict::TooFew { have, need } => {
                 if let Some(suppressed) = self.rejoin.as_mut().and_then(|r| r.warn.check()) {

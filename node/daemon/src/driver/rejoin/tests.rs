@@ -89,6 +89,7 @@ async fn a_restored_member_follows_without_voting_fixes_its_floor_and_votes_from
     assert!(drv.status.rejoining.load(Ordering::Relaxed));
     let peer = PeerId::random();
     let first: Vec<_> = (0..3).map(|_| certified(others, &[1, 2, 3])).collect();
+    let stale = first[0].clone();
     // Two of the three others (f + 1) answer: they may lag or lie.
     drv.on_probe_round(vec![
         (peer, 1, answer(first, 3)),
@@ -104,6 +105,15 @@ async fn a_restored_member_follows_without_voting_fixes_its_floor_and_votes_from
         (peer, 1, answer(vec![], 3)),
         (peer, 2, answer(vec![], 1_000_000)),
         (peer, 3, answer(vec![b4], 5)),
+    ])
+    .unwrap();
+    assert_eq!((me.chain.height(), phase(me)), (4, RejoinPhase::Following));
+    // A claim above with a block it already holds (or junk) brings nothing:
+    // ignored, neither counted nor waited for.
+    drv.on_probe_round(vec![
+        (peer, 1, answer(vec![], 4)),
+        (peer, 2, answer(vec![stale], u64::MAX)),
+        (peer, 3, answer(vec![], 4)),
     ])
     .unwrap();
     assert_eq!((me.chain.height(), phase(me)), (4, RejoinPhase::Following));
