@@ -7,7 +7,8 @@
 //! carries out the returned [`Output`]s (persist to the WAL, broadcast,
 //! schedule a timer, ask for / validate a value, commit a decision). It also
 //! defines the signed message formats and their wire encoding, commit
-//! certificates that followers verify, and equivocation evidence.
+//! certificates that followers verify, equivocation evidence, and the vote
+//! floor of a member restored from a backup ([`rejoin`]).
 //!
 //! It is not a node: it owns no clock, socket, thread or disk, never sees block
 //! bytes, and does not do block sync, peer scoring or validator-set changes.
@@ -36,6 +37,7 @@ mod certificate;
 mod engine;
 mod evidence;
 mod message;
+pub mod rejoin;
 mod types;
 mod validator;
 mod votes;
@@ -56,6 +58,7 @@ pub use message::{
     DecodeError, Message, MessageError, SignedProposal, SignedVote, Verified, DOMAIN,
     PROPOSAL_WIRE_LEN, SIGN_BYTES_LEN, VOTE_WIRE_LEN,
 };
+pub use rejoin::{Rejoin, TipReport, Verdict};
 pub use types::{ChainId, Height, Round, Step, TimeoutKind, ValidatorIndex, ValueId, VoteKind};
 pub use validator::{Validator, ValidatorSet, ValidatorSetError, MAX_VALIDATORS};
 pub use votes::MAX_VOTES_PER_SLOT;

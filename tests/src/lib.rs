@@ -8,6 +8,7 @@
 //! `deploy/test.sh` does).
 
 pub mod accounts;
+pub mod load;
 pub mod outsider;
 pub mod wait;
 
@@ -267,6 +268,68 @@ impl NodeProc {
         Ok(out)
     }
 
+    /// The value of one series of the node's metrics, e.g.
+    /// `fedpeg_member_last_signed_height{member="m1"}`.
+    pub fn metric_value(&self, series: &str) -> Option<u64> {
+        let page = self.metrics().ok()?;
+        page.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    /// A `fedpegd backup` command for this node, with its admin token.
+    pub fn backup_command(&self) -> Command {
+        let mut c = Command::new(bin("fedpegd"));
+        c.arg("backup")
+            .arg("--api")
+            .arg(self.url())
+            .arg("--admin-token")
+            .arg(self.data_dir.join("admin.token"));
+        c
+    }
+
+    /// Backs this running node up (`fedpegd backup`, into `out` or its
+    /// default place): where the backup is and its height.
+    pub fn backup(&self, out: Option<&Path>) -> anyhow::Result<(PathBuf, u64)> {
+        let mut c = self.backup_command();
+        if let Some(o) = out {
+            c.arg("--out").arg(o);
+        }
+        let text = run_ok(&mut c)?;
+        let height = text
+            .split("backup of height ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|h| h.parse().ok())
+            .with_context(|| format!("no height in: {text}"))?;
+        let path = text
+            .split(" written to ")
+            .nth(1)
+            .and_then(|r| r.split(" on the node's host").next())
+            .with_context(|| format!("no path in: {text}"))?;
+        Ok((PathBuf::from(path), height))
+    }
+
+    /// `fedpegd restore` of `backup` into this node's data dir, checked
+    /// against its genesis, with `extra` arguments; the raw output.
+    pub fn restore(&self, backup: &Path, extra: &[&str]) -> Output {
+        run_any(
+            Command::new(bin("fedpegd"))
+                .arg("restore")
+                .arg("--backup")
+                .arg(backup)
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .arg("--genesis")
+                .arg(&self.genesis)
+                .args(extra),
+        )
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -442,6 +505,23 @@ pub async fn wait_height(node: &NodeProc, height: u64, timeout: Duration) -> any
         (h >= height).then_some(h)
     })
     .await
+}
+
+/// The block at `height` on a node, with its commit certificate.
+pub async fn committed_block(
+    ch: &Channel,
+    height: u64,
+) -> anyhow::Result<fedpeg_ledger::block::CommittedBlock> {
+    let mut c = pb::explorer_service_client::ExplorerServiceClient::new(ch.clone());
+    let b = c
+        .get_block(pb::GetBlockRequest {
+            selector: Some(pb::get_block_request::Selector::Height(height)),
+        })
+        .await?
+        .into_inner()
+        .block
+        .with_context(|| format!("no block {height}"))?;
+    Ok(fedpeg_ledger::block::CommittedBlock::decode(&b.raw)?)
 }
 
 /// Hash of the block at `height` on a node.

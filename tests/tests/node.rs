@@ -4,14 +4,15 @@
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
-use fedpeg_ledger::block::CommittedBlock;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::testing::sats;
 use fedpeg_ledger::tx::{Transaction, TxKind};
 use fedpeg_ledger::{apply_block, VerifyAll};
 use fedpeg_proto::v1 as pb;
 use fedpeg_tests::accounts::{account_of, address_of, key, transfer};
-use fedpeg_tests::{chain_id, run_any, run_ok, wait_final, Federation, FAUCET_SATS};
+use fedpeg_tests::{
+    chain_id, committed_block, run_any, run_ok, wait_final, Federation, FAUCET_SATS,
+};
 use std::time::Duration;
 use tonic::Code;
 
@@ -531,16 +532,7 @@ async fn assert_store_consistent(
             .into_inner();
         let mut quiet = true;
         for h in replayed + 1..=after.height {
-            let b = explorer
-                .get_block(pb::GetBlockRequest {
-                    selector: Some(pb::get_block_request::Selector::Height(h)),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .block
-                .unwrap();
-            let cb = CommittedBlock::decode(&b.raw).unwrap();
+            let cb = committed_block(ch, h).await.unwrap();
             if h > before && !cb.block.txs.is_empty() {
                 quiet = false;
             }

@@ -59,6 +59,27 @@ pub struct Api {
     admin_token: Option<[u8; 32]>,
     /// Limits on new deposit-address registrations (`GetPegInAddress`).
     registrations: Arc<crate::registration::RegistrationLimits>,
+    /// The node's data directory (backups go under it by default). None:
+    /// backups are refused.
+    data_dir: Option<std::path::PathBuf>,
+    /// One backup at a time.
+    backups: Arc<tokio::sync::Semaphore>,
+}
+
+impl From<crate::backup::BackupError> for Status {
+    fn from(e: crate::backup::BackupError) -> Status {
+        use crate::backup::BackupError;
+        match &e {
+            BackupError::Relative(_) => Status::invalid_argument(e.to_string()),
+            BackupError::Exists(_) | BackupError::NoParent(_) | BackupError::InsideDatabase(_) => {
+                Status::failed_precondition(e.to_string())
+            }
+            BackupError::Io(..) | BackupError::Store(_) => {
+                tracing::error!(error = %e, "backup failed");
+                Status::internal(e.to_string())
+            }
+        }
+    }
 }
 
 impl From<SubmitError> for Status {
@@ -107,7 +128,22 @@ impl Api {
             consensus,
             admin_token: None,
             registrations: Arc::default(),
+            data_dir: None,
+            backups: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// The one backup slot (held while a backup runs).
+    #[cfg(test)]
+    pub(crate) fn backup_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.backups
+    }
+
+    /// Lets the admin `Backup` call write backups of this node's store,
+    /// by default under `<data_dir>/backups/`.
+    pub fn with_data_dir(mut self, data_dir: &std::path::Path) -> Api {
+        self.data_dir = Some(data_dir.to_path_buf());
+        self
     }
 
     /// Admin calls (`AcknowledgeAlerts`) need `authorization: Bearer <token>`.
@@ -816,6 +852,46 @@ impl NodeService for Api {
         }))
     }
 
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        self.check_admin(&req)?;
+        let Some(data_dir) = self.data_dir.clone() else {
+            return Err(Status::failed_precondition(
+                "backups are not enabled on this node",
+            ));
+        };
+        let path = req.into_inner().path;
+        let requested = (!path.is_empty()).then(|| std::path::PathBuf::from(path));
+        // Refused, not queued: a second caller learns at once, and backups
+        // cannot pile up on the disk.
+        let permit = self.backups.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(
+                "a backup of this node is already running; wait for it to finish, then retry",
+            )
+        })?;
+        let (chain, member) = (self.chain.clone(), self.identity.member_name.clone());
+        // A checkpoint flushes and links (or copies) files: off the async
+        // tasks, and never on the consensus task. The permit lives as long
+        // as the work, even if the caller goes away.
+        let (path, m) = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            crate::backup::create(&chain, &data_dir, requested.as_deref(), &member)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("backup task failed: {e}")))??;
+        tracing::info!(path = %path.display(), height = m.height, "backup written");
+        Ok(Response::new(pb::BackupResponse {
+            path: path.display().to_string(),
+            height: m.height,
+            block_hash: m.block_hash,
+            chain_id: m.chain_id,
+            created_unix_ms: m.created_unix_ms,
+            fedpegd_version: m.fedpegd_version,
+        }))
+    }
+
     async fn get_status(
         &self,
         _: Request<pb::GetStatusRequest>,
@@ -878,6 +954,14 @@ impl NodeService for Api {
                 .map(|w| w.deep_reorgs().iter().map(|o| o.to_string()).collect())
                 .unwrap_or_default(),
             halt_height: self.identity.halt_height.unwrap_or(0),
+            rejoining: self
+                .consensus
+                .rejoining
+                .load(std::sync::atomic::Ordering::Relaxed),
+            vote_floor: self
+                .consensus
+                .vote_floor
+                .load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }

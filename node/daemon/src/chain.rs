@@ -455,6 +455,12 @@ impl Chain {
         self.store.put_local_records(records)
     }
 
+    /// A consistent copy of the store in `dir` (see [`Store::checkpoint`]).
+    /// Blocking: call it off the async tasks.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        self.store.checkpoint(dir)
+    }
+
     /// The newest `limit` batches (stored), newest first.
     pub fn recent_batches(
         &self,

@@ -224,7 +224,8 @@ pub async fn run(
     api = api
         .with_watcher(watcher.clone())
         .with_explorer_config(config.explorer.clone())
-        .with_admin_token(&admin_token);
+        .with_admin_token(&admin_token)
+        .with_data_dir(&config.data_dir);
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.api.listen))?;

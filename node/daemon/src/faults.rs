@@ -15,6 +15,9 @@ pub struct Faults {
     /// Sign peg-out batches with a wrong key
     /// (`FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS=1`).
     pub bad_pegout_signatures: bool,
+    /// Ignore the restore marker and vote at once after a restore, as a
+    /// member without a vote floor would (`FEDPEG_TEST_ONLY_NO_VOTE_FLOOR=1`).
+    pub ignore_vote_floor: bool,
 }
 
 impl Faults {
@@ -37,6 +40,7 @@ impl Faults {
             Faults {
                 propose_fake_mints: on("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS"),
                 bad_pegout_signatures: on("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS"),
+                ignore_vote_floor: on("FEDPEG_TEST_ONLY_NO_VOTE_FLOOR"),
             }
         }
         #[cfg(not(feature = "byzantine"))]
@@ -53,13 +57,20 @@ mod tests {
     fn the_environment_turns_faults_on_only_with_the_byzantine_feature() {
         std::env::set_var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS", "1");
         std::env::set_var("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS", "1");
+        std::env::set_var("FEDPEG_TEST_ONLY_NO_VOTE_FLOOR", "1");
         let f = Faults::from_env(bitcoin::Network::Regtest);
         let mainnet = Faults::from_env(bitcoin::Network::Bitcoin);
         std::env::remove_var("FEDPEG_TEST_ONLY_PROPOSE_FAKE_MINTS");
         std::env::remove_var("FEDPEG_TEST_ONLY_BAD_PEGOUT_SIGS");
+        std::env::remove_var("FEDPEG_TEST_ONLY_NO_VOTE_FLOOR");
         let on = cfg!(feature = "byzantine");
         assert_eq!(f.propose_fake_mints, on);
         assert_eq!(f.bad_pegout_signatures, on);
-        assert!(!mainnet.propose_fake_mints && !mainnet.bad_pegout_signatures);
+        assert_eq!(f.ignore_vote_floor, on);
+        assert!(
+            !mainnet.propose_fake_mints
+                && !mainnet.bad_pegout_signatures
+                && !mainnet.ignore_vote_floor
+        );
     }
 }

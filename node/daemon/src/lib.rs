@@ -6,7 +6,8 @@
 //! calls), [`network`] (libp2p), [`driver`] (the Tendermint engine wired to
 //! network, timers, [`wal`] and chain; block sync), [`sync_server`]
 //! (serving block sync off the consensus task), [`watcher`] and
-//! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`feed`] (explorer streams
+//! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`backup`] (backups of a
+//! running node and offline restore), [`feed`] (explorer streams
 //! and paged history over the events stored with each block),
 //! [`federation`] (members, reserves, peg-outs), [`telemetry`] and
 //! [`metrics`], [`config`] and [`daemon`]; [`halt`] (stopping at a halt
@@ -16,6 +17,7 @@
 //! decided in `fedpeg-ledger`, so it can be tested without any of this.
 
 pub mod api;
+pub mod backup;
 pub mod build_info;
 #[cfg(test)]
 mod byzantine_tests;

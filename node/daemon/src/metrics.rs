@@ -77,6 +77,13 @@ pub fn render(s: &Sources) -> String {
     );
     metric(
         &mut o,
+        "fedpeg_rejoining",
+        "gauge",
+        "1 while this member, restored from a backup, follows the chain without voting (until its vote floor).",
+        s.consensus.rejoining.load(Ordering::Relaxed).into(),
+    );
+    metric(
+        &mut o,
         "fedpeg_synced_blocks_total",
         "counter",
         "Blocks applied from block sync since start.",

@@ -82,6 +82,19 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What a store holds at its tip: enough to name a backup and to check that
+/// a restored copy is the one the manifest describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSummary {
+    pub chain_id: Hash32,
+    /// Layout version ([`FORMAT`] for this build).
+    pub format: u32,
+    pub height: u64,
+    /// Hash of the block at `height` (the genesis state's tip at height 0).
+    pub tip: Hash32,
+    pub state_root: Hash32,
+}
+
 /// Where a finalized transaction is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxLocation {
@@ -198,18 +211,24 @@ fn encode_tip(s: &State) -> Vec<u8> {
     v
 }
 
+/// Opens the database at `dir` with every column family; `create`: the
+/// database and missing column families too.
+fn open_db(dir: &Path, create: bool) -> Result<DB, StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(create);
+    opts.create_missing_column_families(create);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let cfs = ALL_CFS
+        .iter()
+        .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+    Ok(DB::open_cf_descriptors(&opts, dir, cfs)?)
+}
+
 impl Store {
     /// Opens (or creates) the store at `dir` for chain `chain_id`, writing the
     /// genesis state on first use.
     pub fn open(dir: &Path, chain_id: Hash32, genesis: &State) -> Result<Store, StoreError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
-        let db = DB::open_cf_descriptors(&opts, dir, cfs)?;
+        let db = open_db(dir, true)?;
         let store = Store { db };
         let meta = store.cf(CF_META)?;
         match store.db.get_cf(meta, KEY_CHAIN_ID)? {
@@ -221,12 +240,7 @@ impl Store {
                         found,
                     });
                 }
-                let format = match store.db.get_cf(meta, KEY_FORMAT)? {
-                    None => 1,
-                    Some(v) => <[u8; 4]>::try_from(v.as_slice())
-                        .map(u32::from_be_bytes)
-                        .map_err(|_| corrupt("format key is not 4 bytes"))?,
-                };
+                let format = store.summary()?.format;
                 if format != FORMAT {
                     return Err(StoreError::OldFormat {
                         expected: FORMAT,
@@ -247,6 +261,78 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Opens an existing store of this build's format without writing
+    /// genesis, creating nothing: for this node's own records of a copy
+    /// (the restore marker). The caller checks the chain.
+    pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            db: open_db(dir, false)?,
+        };
+        let format = store.summary()?.format;
+        if format != FORMAT {
+            return Err(StoreError::OldFormat {
+                expected: FORMAT,
+                found: format,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Reads the summary of the store at `dir` without writing to it or
+    /// taking its lock (a backup being checked).
+    pub fn read_summary(dir: &Path) -> Result<StoreSummary, StoreError> {
+        let db = DB::open_cf_for_read_only(&Options::default(), dir, ALL_CFS, false)?;
+        Store { db }.summary()
+    }
+
+    /// True if another process (or this one) holds the store at `dir` open:
+    /// RocksDB's `LOCK` file is taken. A store that does not open for
+    /// another reason (damaged) is not in use.
+    pub fn in_use(dir: &Path) -> bool {
+        let Ok(cfs) = DB::list_cf(&Options::default(), dir) else {
+            return false;
+        };
+        match DB::open_cf(&Options::default(), dir, cfs) {
+            Ok(_) => false,
+            Err(e) => e.to_string().to_ascii_lowercase().contains("lock"),
+        }
+    }
+
+    /// The chain, layout and tip this store holds.
+    pub fn summary(&self) -> Result<StoreSummary, StoreError> {
+        let meta = self.cf(CF_META)?;
+        let chain_id = self
+            .db
+            .get_cf(meta, KEY_CHAIN_ID)?
+            .ok_or_else(|| corrupt("no chain id record"))?;
+        let format = match self.db.get_cf(meta, KEY_FORMAT)? {
+            None => 1,
+            Some(v) => <[u8; 4]>::try_from(v.as_slice())
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt("format key is not 4 bytes"))?,
+        };
+        let tip = self
+            .db
+            .get_cf(meta, KEY_TIP)?
+            .ok_or_else(|| corrupt("no tip record"))?;
+        Ok(StoreSummary {
+            chain_id: Hash32::from_slice(&chain_id).map_err(corrupt)?,
+            format,
+            height: u64_at(&tip, 0)?,
+            tip: hash_at(&tip, 8)?,
+            state_root: hash_at(&tip, 48)?,
+        })
+    }
+
+    /// Writes a consistent copy of the store (a RocksDB checkpoint: hard
+    /// links where `dir` is on the same filesystem, copies elsewhere) to
+    /// `dir`, which must not exist. Commits go on meanwhile; the copy holds
+    /// whole blocks only (each is one atomic batch).
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {

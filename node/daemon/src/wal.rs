@@ -41,12 +41,17 @@ pub enum WalError {
     Io(String, std::io::Error),
     #[error("consensus WAL {0}: the record at byte {1} is intact but this build cannot read it; refusing to start rather than forget a vote and risk signing twice (run the build that wrote it until its height is final, then remove the WAL)")]
     Unreadable(String, usize),
+    #[error("consensus WAL {0}: refusing to record an own message at height {1}, below this member's vote floor {2} (it was restored from a backup and may have signed there before); this is a bug, the message is not sent")]
+    BelowVoteFloor(String, u64, u64),
 }
 
 /// An open write-ahead log.
 pub struct Wal {
     path: PathBuf,
     file: File,
+    /// Own messages below this height are refused (a restored member's
+    /// vote floor, see [`crate::driver::rejoin`]).
+    floor: u64,
 }
 
 fn check(payload: &[u8]) -> [u8; 4] {
@@ -119,6 +124,7 @@ impl Wal {
             Wal {
                 path: path.to_path_buf(),
                 file,
+                floor: 0,
             },
             contents,
         ))
@@ -133,8 +139,21 @@ impl Wal {
         out.extend_from_slice(&payload);
     }
 
+    /// From now on, refuses own entries below `floor`: every own message
+    /// is written here before it is sent, so none below it can leave.
+    pub fn set_vote_floor(&mut self, floor: u64) {
+        self.floor = self.floor.max(floor);
+    }
+
     /// Appends an entry (after `block`, if given) and fsyncs before returning.
     pub fn append(&mut self, block: Option<&Block>, entry: &WalEntry) -> Result<(), WalError> {
+        if entry.is_own() && entry.height().0 < self.floor {
+            return Err(WalError::BelowVoteFloor(
+                self.path.display().to_string(),
+                entry.height().0,
+                self.floor,
+            ));
+        }
         let mut rec = Vec::new();
         if let Some(b) = block {
             Self::record(KIND_BLOCK, &b.to_proto().encode_to_vec(), &mut rec);
@@ -188,6 +207,25 @@ mod tests {
             Round(round),
             Some(ValueId([9; 32])),
         ))
+    }
+
+    #[test]
+    fn an_own_message_below_the_vote_floor_is_refused_and_not_written() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("wal");
+        let (mut w, _) = Wal::open(&p).unwrap();
+        w.set_vote_floor(4);
+        // Height 3 is below: refused, nothing written.
+        assert!(matches!(
+            w.append(None, &entry(0)),
+            Err(WalError::BelowVoteFloor(_, 3, 4))
+        ));
+        // The floor never goes down.
+        w.set_vote_floor(2);
+        assert!(w.append(None, &entry(0)).is_err());
+        drop(w);
+        let (_, c) = Wal::open(&p).unwrap();
+        assert!(c.entries.is_empty());
     }
 
     #[test]

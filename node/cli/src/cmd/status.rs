@@ -32,6 +32,7 @@ fn json(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> ser
         "min_tx_fee": s.min_tx_fee, "pegout_fee": s.pegout_fee, "version": s.version,
         "halt_height": (s.halt_height > 0).then_some(s.halt_height),
         "round": s.round, "peers": s.peers.len(),
+        "rejoining": s.rejoining, "vote_floor": s.vote_floor,
         "federation": f.map(federation_json),
         "bitcoin": { "reachable": s.bitcoind_reachable,
             "tip_height": f.map(|f| f.bitcoin_tip_height),
@@ -61,6 +62,12 @@ fn text(s: &pb::GetStatusResponse, f: Option<&pb::GetFederationResponse>) -> Str
             "halt     after block {} (--halt-height)",
             s.halt_height
         ));
+    }
+    if s.rejoining {
+        lines.push(match s.vote_floor {
+            0 => "restored following the chain without voting; waiting for the members' tips to fix its vote floor".into(),
+            f => format!("restored following the chain without voting; votes again from height {f}"),
+        });
     }
     if let Some(f) = f {
         lines.extend(federation_lines(f, s));
@@ -135,5 +142,21 @@ fn bitcoin_line(f: &pb::GetFederationResponse, s: &pb::GetStatusResponse) -> Str
         )
     } else {
         "bitcoin  this node watches no bitcoind".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restored_member_says_when_it_votes_again() {
+        let mut s = pb::GetStatusResponse::default();
+        assert!(!text(&s, None).contains("restored"));
+        s.rejoining = true;
+        assert!(text(&s, None).contains("waiting for the members' tips"));
+        s.vote_floor = 42;
+        assert!(text(&s, None).contains("votes again from height 42"));
+        assert_eq!(json(&s, None)["vote_floor"], 42);
     }
 }

@@ -307,6 +307,10 @@ impl NodeService for Fake {
     ) -> Answer<pb::AcknowledgeAlertsResponse> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn backup(&self, _: Request<pb::BackupRequest>) -> Answer<pb::BackupResponse> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 #[tonic::async_trait]

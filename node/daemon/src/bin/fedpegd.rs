@@ -25,6 +25,15 @@ struct Cli {
 enum Command {
     /// Run the node.
     Run(Box<RunArgs>),
+    /// Back up a running node: it writes a consistent copy of its database
+    /// and a manifest into a new directory on its own host. Keys are not in
+    /// it: keep the member key file backed up yourself, offline.
+    Backup(BackupArgs),
+    /// Restore a backup into a data directory, with the node stopped. The
+    /// restored member follows the chain without voting until its vote
+    /// floor, a few heights above the federation's tip, so that it never
+    /// signs twice (deploy/README.md, "Backup and restore").
+    Restore(RestoreArgs),
     /// Create a member's key file (mode 0600) and print its public info for genesis.
     Keygen {
         /// Where to write the secret key file (refuses to overwrite).
@@ -90,6 +99,38 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// gRPC address of the running node.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:20051")]
+    api: String,
+    /// The node's admin token file (<data-dir>/admin.token unless [api]
+    /// admin_token_file moves it).
+    #[arg(long, value_name = "FILE")]
+    admin_token: PathBuf,
+    /// Absolute path, on the node's host, of a new directory for the backup
+    /// (it must not exist) [default: <data-dir>/backups/<height>-<unix-time>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The backup directory (from `fedpegd backup`: fedpeg-backup.json and db/).
+    #[arg(long, value_name = "DIR")]
+    backup: PathBuf,
+    /// The node's data directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// genesis.json, to check that the backup is of this chain and loads.
+    #[arg(long, value_name = "FILE")]
+    genesis: Option<PathBuf>,
+    /// If the data directory holds a database or a consensus WAL, move them
+    /// aside (into <data-dir>/replaced-<time>/) instead of refusing.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +220,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => run(*a),
+        Command::Backup(a) => backup(a),
+        Command::Restore(a) => restore(a),
         Command::Keygen {
             out,
             name,
@@ -269,6 +312,87 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    use fedpeg_proto::v1 as pb;
+    let token = fedpeg_keys::load_admin_token(&a.admin_token).with_context(|| {
+        format!(
+            "--admin-token {} (the node's <data-dir>/admin.token)",
+            a.admin_token.display()
+        )
+    })?;
+    let path = a.out.map(|p| p.display().to_string()).unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(a.api.clone())
+            .with_context(|| {
+                format!(
+                    "--api '{}' is not a URL (e.g. http://127.0.0.1:20051)",
+                    a.api
+                )
+            })?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| {
+                format!("cannot reach fedpegd at {}; is it running? (--api)", a.api)
+            })?;
+        let mut req = tonic::Request::new(pb::BackupRequest { path });
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .context("admin token is not valid header text")?;
+        req.metadata_mut().insert("authorization", bearer);
+        pb::node_service_client::NodeServiceClient::new(channel)
+            .backup(req)
+            .await
+            .map_err(|s| anyhow::anyhow!("backup refused: {}", s.message()))
+    })?;
+    let r = r.into_inner();
+    println!(
+        "backup of height {} (block {}) written to {} on the node's host",
+        r.height, r.block_hash, r.path
+    );
+    println!("it holds no key: keep the member key file backed up separately, offline; copy the backup off this host");
+    Ok(())
+}
+
+fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    use fedpegd::backup::restore::{restore, RestoreOptions};
+    let genesis = a
+        .genesis
+        .as_deref()
+        .map(fedpegd::config::load_genesis)
+        .transpose()?;
+    let r = restore(&RestoreOptions {
+        backup: a.backup,
+        data_dir: a.data_dir.clone(),
+        genesis,
+        force: a.force,
+    })?;
+    let m = &r.manifest;
+    println!(
+        "restored the backup of '{}' at height {} (block {}, chain {} '{}') into {}",
+        m.member,
+        m.height,
+        m.block_hash,
+        m.chain_id,
+        m.chain_name,
+        a.data_dir.display()
+    );
+    if let Some(p) = &r.moved_aside {
+        println!(
+            "the database and WAL it replaced are in {} (delete them once the node runs well)",
+            p.display()
+        );
+    }
+    if !r.genesis_checked {
+        println!("not checked against a genesis (pass --genesis); `fedpegd run` refuses another chain's data when it starts");
+    }
+    println!("start the node with its key as before: it follows the chain without voting, then votes again from its vote floor");
+    Ok(())
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {

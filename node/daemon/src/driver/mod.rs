@@ -51,6 +51,7 @@ use tokio::sync::mpsc;
 mod block_cache;
 mod gossip;
 mod peg_checks;
+pub mod rejoin;
 mod sync;
 
 use block_cache::BlockCache;
@@ -71,6 +72,10 @@ pub struct ConsensusStatus {
     pub round: AtomicU32,
     pub equivocations: AtomicU64,
     pub synced_blocks: AtomicU64,
+    /// Restored from a backup and not voting yet ([`rejoin`]).
+    pub rejoining: std::sync::atomic::AtomicBool,
+    /// The vote floor of a restored member, once fixed (0: none).
+    pub vote_floor: AtomicU64,
 }
 
 /// Why [`Driver::run`] returned without an error.
@@ -193,6 +198,8 @@ pub struct Driver {
     /// Set once the chain reached `halt_height`: from then on the engine
     /// gets no input and the run loop returns.
     halted: Option<u64>,
+    /// A member restored from a backup, not voting until its vote floor.
+    rejoin: Option<rejoin::Rejoining>,
 }
 
 impl Driver {
@@ -241,6 +248,7 @@ impl Driver {
         d.signer = Some((me.0, key));
         d.watcher = watcher;
         d.faults = Faults::from_env(d.chain.spec.network);
+        d.hold_engine_if_restored()?;
         for block in contents
             .blocks
             .into_iter()
@@ -346,6 +354,7 @@ impl Driver {
             status,
             halt_height: None,
             halted: None,
+            rejoin: None,
         }
     }
 
@@ -359,8 +368,10 @@ impl Driver {
         tokio::pin!(shutdown);
         let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Gossip>();
         self.check_halt();
-        if self.engine.is_some() {
+        if self.signer.is_some() {
             self.chain.set_gossip(tx_gossip);
+        }
+        if self.engine.is_some() {
             let next = Height(self.chain.height() + 1);
             self.input(Input::StartHeight(next))?;
         }
@@ -407,6 +418,7 @@ impl Driver {
                     self.flush_txs();
                 }
                 Some(res) = self.sync_rx.recv() => self.on_sync(res)?,
+                Some(round) = rejoin::next_probe_round(&mut self.rejoin) => self.on_probe_round(round)?,
                 Some((height, id, ok)) = self.peg_rx.recv() => self.on_peg_verdict(height, id, ok)?,
                 Some(backed) = self.claims_rx.recv() => self.on_claims_checked(backed),
                 _ = sync_tick.tick() => self.start_sync(),

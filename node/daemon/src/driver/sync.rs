@@ -5,7 +5,15 @@ use super::*;
 
 impl Driver {
     pub(super) fn start_sync(&mut self) {
-        if self.sync_inflight || self.halted.is_some() || self.net.peers().is_empty() {
+        if self.halted.is_some() {
+            return;
+        }
+        if self.probing() {
+            // Restored, floor not fixed: ask every member at once.
+            self.start_probe();
+            return;
+        }
+        if self.sync_inflight || self.net.peers().is_empty() {
             return;
         }
         self.sync_inflight = true;
@@ -40,7 +48,39 @@ impl Driver {
             }
         };
         let before = self.chain.height();
-        for p in resp.blocks {
+        self.apply_synced(peer, resp.blocks)?;
+        let after = self.chain.height();
+        if after > before {
+            tracing::info!(from = before + 1, to = after, %peer, "synced blocks");
+            self.after_commit()?;
+            if self.halted.is_some() {
+                return Ok(());
+            }
+            // A restored member that reached its vote floor gets its engine back.
+            self.maybe_rejoin()?;
+            if let Some(engine) = &self.engine {
+                if engine.height().is_none_or(|h| h.0 <= after) {
+                    self.input(Input::StartHeight(Height(after + 1)))?;
+                }
+            }
+            if resp.tip_height > after {
+                self.start_sync();
+            }
+        }
+        if self.engine.is_none() {
+            self.start_sync();
+        }
+        Ok(())
+    }
+
+    /// Verifies and applies synced blocks in height order, up to the first
+    /// one that is malformed, uncertified or does not apply.
+    pub(super) fn apply_synced(
+        &mut self,
+        peer: PeerId,
+        blocks: Vec<pb::CommittedBlock>,
+    ) -> anyhow::Result<()> {
+        for p in blocks {
             let h = self.chain.height();
             let cb = match p.block.as_ref().map(Block::from_proto) {
                 Some(Ok(block)) => CommittedBlock {
@@ -63,10 +103,13 @@ impl Driver {
                 // the next binary (it syncs them once restarted).
                 break;
             }
-            if let Err(e) = self.check_certificate(&cb) {
-                tracing::warn!(%peer, height = cb.block.header.height.0, error = %e, "sync peer sent a block without a valid commit certificate");
-                break;
-            }
+            let cert = match self.check_certificate(&cb) {
+                Ok(cert) => cert,
+                Err(e) => {
+                    tracing::warn!(%peer, height = cb.block.header.height.0, error = %e, "sync peer sent a block without a valid commit certificate");
+                    break;
+                }
+            };
             let chain = self.chain.clone();
             let applied = tokio::task::block_in_place(|| {
                 let outcome = chain.validate(&cb.block)?;
@@ -77,31 +120,16 @@ impl Driver {
                 break;
             }
             self.status.synced_blocks.fetch_add(1, Ordering::Relaxed);
-        }
-        let after = self.chain.height();
-        if after > before {
-            tracing::info!(from = before + 1, to = after, %peer, "synced blocks");
-            self.after_commit()?;
-            if self.halted.is_some() {
-                return Ok(());
-            }
-            if let Some(engine) = &self.engine {
-                if engine.height().is_none_or(|h| h.0 <= after) {
-                    self.input(Input::StartHeight(Height(after + 1)))?;
-                }
-            }
-            if resp.tip_height > after {
-                self.start_sync();
-            }
-        }
-        if self.engine.is_none() {
-            self.start_sync();
+            self.rejoin_on_certificate(&cert)?;
         }
         Ok(())
     }
 
     /// A synced block must carry a certificate of a quorum for its own hash.
-    pub(super) fn check_certificate(&self, cb: &CommittedBlock) -> anyhow::Result<()> {
+    pub(super) fn check_certificate(
+        &self,
+        cb: &CommittedBlock,
+    ) -> anyhow::Result<CommitCertificate> {
         let cert = CommitCertificate::decode(&cb.commit)?;
         anyhow::ensure!(
             cert.height == cb.block.header.height,
@@ -113,6 +141,6 @@ impl Driver {
             "certificate is for another block"
         );
         cert.verify(&self.chain_id, &self.validators)?;
-        Ok(())
+        Ok(cert)
     }
 }
