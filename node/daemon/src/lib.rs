@@ -8,7 +8,8 @@
 //! (serving block sync off the consensus task), [`watcher`] and
 //! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`feed`] (explorer streams
 //! and paged history over the events stored with each block),
-//! [`federation`] (members, reserves, peg-outs), [`telemetry`] and
+//! [`federation`] (members, reserves, peg-outs), [`web`] (the web app and
+//! its read-only JSON + SSE API, over the same handlers), [`telemetry`] and
 //! [`metrics`], [`config`] and [`daemon`].
 //!
 //! It holds no ledger rules of its own: what a block or a transaction does is
@@ -36,3 +37,4 @@ pub mod sync_server;
 pub mod telemetry;
 pub mod wal;
 pub mod watcher;
+pub mod web;
