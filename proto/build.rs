@@ -25,7 +25,9 @@ fn json(attr: &str) -> String {
 fn rust_type(proto: &str) -> Result<String, String> {
     match proto.strip_prefix(".fedpeg.v1.") {
         Some(name) if !name.contains('.') => Ok(format!("crate::v1::{name}")),
-        _ => Err(format!("json: nested or foreign enum type {proto} is not supported")),
+        _ => Err(format!(
+            "json: nested or foreign enum type {proto} is not supported"
+        )),
     }
 }
 
@@ -67,11 +69,7 @@ fn message_attributes(
     for f in &m.field {
         let in_oneof = f.oneof_index.is_some() && !f.proto3_optional();
         let field_path = match (in_oneof, f.oneof_index) {
-            (true, Some(i)) => format!(
-                "{path}.{}.{}",
-                m.oneof_decl[i as usize].name(),
-                f.name()
-            ),
+            (true, Some(i)) => format!("{path}.{}.{}", m.oneof_decl[i as usize].name(), f.name()),
             _ => format!("{path}.{}", f.name()),
         };
         let repeated = f.label() == Label::Repeated;
@@ -93,7 +91,10 @@ fn message_attributes(
             _ => None,
         };
         if let Some(with) = with {
-            b = b.field_attribute(&field_path, json(&format!("serde(serialize_with = \"{with}\")")));
+            b = b.field_attribute(
+                &field_path,
+                json(&format!("serde(serialize_with = \"{with}\")")),
+            );
         }
     }
     for nested in &m.nested_type {

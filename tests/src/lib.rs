@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod outsider;
 pub mod wait;
+pub mod web;
 
 pub use wait::wait_until;
 
@@ -114,6 +115,8 @@ pub struct NodeProc {
     pub api_port: u16,
     /// Prometheus metrics port (`GET /metrics`).
     pub metrics_port: u16,
+    /// Web app port (`--http-listen`), when it serves one.
+    pub http_port: Option<u16>,
     pub data_dir: PathBuf,
     pub key: Option<PathBuf>,
     genesis: PathBuf,
@@ -153,6 +156,9 @@ impl NodeProc {
             .stderr(log);
         if let Some(k) = &self.key {
             cmd.arg("--key").arg(k);
+        }
+        if let Some(port) = self.http_port {
+            cmd.arg("--http-listen").arg(format!("127.0.0.1:{port}"));
         }
         cmd.args(&self.extra_args);
         cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
@@ -249,6 +255,11 @@ impl NodeProc {
         Ok(out)
     }
 
+    /// The web app's base URL (`http://127.0.0.1:PORT`), when it serves one.
+    pub fn web_url(&self) -> Option<String> {
+        self.http_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -320,6 +331,7 @@ impl Federation {
                 name,
                 api_port: free_port(),
                 metrics_port: free_port(),
+                http_port: None,
                 key: Some(key),
                 genesis: d.join("genesis.json"),
                 heartbeat_ms,
@@ -333,6 +345,7 @@ impl Federation {
             name: "observer".into(),
             api_port: free_port(),
             metrics_port: free_port(),
+            http_port: None,
             data_dir: d.join("observer-data"),
             key: None,
             genesis: d.join("genesis.json"),

@@ -543,13 +543,20 @@ async fn account_page(web: &Web, address: &str, p: &Params) -> Result<Response<B
     let (deposit, descriptor) = api.deposit_address(&id)?;
     let registered = api.chain().with_state(|s| s.registered.contains(&id));
     let token = p.text("page_token")?;
-    let history = api
+    // An account nothing was ever sent to or from has no history: NOT_FOUND
+    // from the explorer, an empty table here.
+    let history = match api
         .feed()
         .list_account_transactions(&pb::ListAccountTransactionsRequest {
             address: a.address.clone(),
             page_size: HISTORY_PAGE,
             page_token: token.clone(),
-        })?;
+        }) {
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            pb::ListAccountTransactionsResponse::default()
+        }
+        r => r?,
+    };
     let mut rows = String::new();
     for t in &history.transactions {
         let Some(v) = &t.transaction else { continue };
@@ -574,6 +581,9 @@ async fn account_page(web: &Web, address: &str, p: &Params) -> Result<Response<B
             if outgoing { "−" } else { "+" },
             esc(&html::btc(v.amount)),
         );
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=\"6\" class=\"muted\">No transfers or peg-outs yet (minted peg-ins are listed above).</td></tr>");
     }
     let mut pager = String::new();
     if !token.is_empty() {

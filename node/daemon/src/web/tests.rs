@@ -116,6 +116,15 @@ async fn pages_render_link_and_match_the_grpc_answers() {
     assert_eq!(st, 200);
     assert!(acct.contains("<svg"), "the deposit address has a QR code");
     assert!(acct.contains("data-stage=\"MINTED\""), "{acct}");
+    let (st, _, fresh) = get(
+        s.addr,
+        &format!("/account/{}", account(9).to_address("fprt")),
+    )
+    .await;
+    assert_eq!(st, 200, "an account with no history has a page: {fresh}");
+    assert!(
+        fresh.contains("No transfers or peg-outs yet") && fresh.contains("not yet: ask a member")
+    );
     let outpoint = d_outpoint(&s);
     let (st, _, track) = get(s.addr, &format!("/track?q={outpoint}")).await;
     assert_eq!(st, 200);
