@@ -689,11 +689,11 @@ fn utxo_descriptors(api: &Api) -> Result<std::collections::HashMap<String, Strin
     let owners: Vec<(String, Owner)> = api.chain().with_state(|s| {
         s.utxos
             .iter()
-            .map(|(o, u)| (o.to_string(), u.owner.clone()))
+            .map(|(o, u)| (o.to_string(), u.owner))
             .chain(s.batches.values().flat_map(|b| {
                 b.inputs
                     .iter()
-                    .map(|(o, u)| (o.to_string(), u.owner.clone()))
+                    .map(|(o, u)| (o.to_string(), u.owner))
             }))
             .take(MAX_UTXO_ROWS)
             .collect()
