@@ -690,11 +690,11 @@ fn utxo_descriptors(api: &Api) -> Result<std::collections::HashMap<String, Strin
         s.utxos
             .iter()
             .map(|(o, u)| (o.to_string(), u.owner))
-            .chain(s.batches.values().flat_map(|b| {
-                b.inputs
-                    .iter()
-                    .map(|(o, u)| (o.to_string(), u.owner))
-            }))
+            .chain(
+                s.batches
+                    .values()
+                    .flat_map(|b| b.inputs.iter().map(|(o, u)| (o.to_string(), u.owner))),
+            )
             .take(MAX_UTXO_ROWS)
             .collect()
     });
