@@ -4,7 +4,8 @@
 //! statuses; the feed survives a restart; the metrics port shows the
 //! operator metrics. The web app (`--http-listen`): driven in headless
 //! Chromium against four members and a real regtest bitcoind (live blocks,
-//! a peg-in followed from CONFIRMING to MINTED, the audit against
+//! also across a restart of the node, a peg-in followed from CONFIRMING to
+//! MINTED, the audit against
 //! GetReserves, a bad search, screenshots of every page); its API refuses
 //! bad input with 4xx and its live stream resumes across a node restart.
 
@@ -524,7 +525,7 @@ async fn registered_deposit_address(ch: &Channel, a: &str) -> Address {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_app_in_headless_chromium_follows_a_real_federation_live() {
     let web_dir = fedpeg_tests::web::prepare_browser_test().unwrap_or_else(|e| panic!("{e}"));
-    let (btc, fed, chans) = federation_with_web().await;
+    let (btc, mut fed, chans) = federation_with_web().await;
     let ch = &chans[0];
     let port = fed.members[0].http_port.unwrap();
     let base = fed.members[0].web_url().unwrap();
@@ -593,6 +594,13 @@ async fn web_app_in_headless_chromium_follows_a_real_federation_live() {
         eprintln!("browser: {line}");
         if let Some(path) = line.strip_prefix("SHOT ") {
             screenshots.push(path.to_string());
+        } else if line == "WAIT restart" {
+            // The page's live stream drops; blocks go on without member 0.
+            assert!(fed.members[0].terminate(), "{}", fed.members[0].log());
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fed.members[0].spawn().unwrap();
+            fed.members[0].connect().await.unwrap();
+            stdin.write_all(b"ok\n").await.unwrap();
         } else if line == "WAIT mine" {
             // The remaining two confirmations, one block at a time, while
             // the page watches.

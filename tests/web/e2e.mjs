@@ -1,6 +1,9 @@
 // Headless Chromium end-to-end test of the fedpeg web app, driven by
 // tests/tests/explorer.rs (which runs the federation and bitcoind).
 //
+// The driver restarts the node serving the pages once (`WAIT restart`):
+// the home page must carry on by itself.
+//
 // Protocol on stdio, one line each: the script prints `STEP …` (progress),
 // `METRIC …` (measurements), `SHOT <path>` (screenshots) and
 // `WAIT <action> [json]`, after which it waits for the driver to do the
@@ -55,13 +58,17 @@ const context = await chromium.launchPersistentContext(userData, {
   ],
 });
 const problems = [];
+// While the driver restarts the node, the browser's reconnect attempts are refused.
+let restarting = false;
 try {
   const page = context.pages()[0] || (await context.newPage());
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     // A 4xx page the test asks for on purpose is reported as a failed
     // resource load; anything else (script errors, CSP violations) fails.
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource: the server responded with a status of 400')) {
+    const expected = m.text().startsWith('Failed to load resource: the server responded with a status of 400')
+      || (restarting && m.text().includes('net::ERR_CONNECTION_REFUSED'));
+    if (m.type() === 'error' && !expected) {
       problems.push(`console error on ${page.url()}: ${m.text()}`);
     }
   });
@@ -95,6 +102,20 @@ try {
   if ((await page.textContent('#live-status')) !== 'live') throw new Error('live status is not "live"');
   if ((await page.evaluate(() => window.__fedpegMarker)) !== marker) throw new Error('home reloaded');
   await shot(page, 'home');
+
+  step('the live list survives a restart of the node: no gap, no repeat, no reload');
+  const before = Number(await page.textContent('#tip-height'));
+  restarting = true;
+  await wait('restart');
+  await page.waitForFunction((tip) => Number(document.getElementById('tip-height').textContent) > tip + 3,
+    before, { timeout: 60000 });
+  restarting = false;
+  const heights = await page.$$eval('#blocks tr[data-height]', (rows) => rows.map((r) => Number(r.dataset.height)));
+  for (let i = 1; i < heights.length; i++) {
+    if (heights[i] !== heights[i - 1] - 1) throw new Error(`blocks after the restart are not contiguous: ${heights}`);
+  }
+  if ((await page.evaluate(() => window.__fedpegMarker)) !== marker) throw new Error('home reloaded');
+  console.log(`METRIC restart ${JSON.stringify({ tip_before: before, rows: heights.length, newest: heights[0] })}`);
 
   step('peg tracker follows the deposit from CONFIRMING to MINTED without reload');
   await page.goto(base + '/track?q=' + encodeURIComponent(outpoint));

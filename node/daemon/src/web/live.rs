@@ -133,6 +133,7 @@ pub(crate) fn blocks(
     let web = web.clone();
     tokio::spawn(async move {
         let _permit = permit;
+        let mut stopping = web.stopping.subscribe();
         if tx
             .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
             .await
@@ -145,6 +146,7 @@ pub(crate) fn blocks(
         loop {
             let out = tokio::select! {
                 _ = tx.closed() => return,
+                _ = super::stopped(&mut stopping) => return,
                 _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
                 m = feed.next() => match m {
                     Some(Ok(b)) => {
@@ -168,7 +170,6 @@ pub(crate) fn blocks(
             }
         }
     });
-    drop(web);
     Ok(stream_response(rx))
 }
 
@@ -187,6 +188,7 @@ pub(crate) fn track(web: &Web, parsed: Query, q: String, format: Format) -> Resp
     let web = web.clone();
     tokio::spawn(async move {
         let _permit = permit;
+        let mut stopping = web.stopping.subscribe();
         if tx
             .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
             .await
@@ -226,6 +228,7 @@ pub(crate) fn track(web: &Web, parsed: Query, q: String, format: Format) -> Resp
             }
             tokio::select! {
                 _ = tx.closed() => return,
+                _ = super::stopped(&mut stopping) => return,
                 _ = tokio::time::sleep(TRACK_EVERY) => quiet += TRACK_EVERY,
             }
         }

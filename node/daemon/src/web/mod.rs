@@ -56,6 +56,20 @@ pub(crate) struct Web {
     pub(crate) api: Api,
     /// Live-stream slots ([`MAX_LIVE_STREAMS`]).
     pub(crate) streams: Arc<Semaphore>,
+    /// Set when the node stops: live streams end cleanly (a browser then
+    /// reconnects to the restarted node and resumes).
+    pub(crate) stopping: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Web {
+    /// Web app state over `api` with at most `live_streams` live streams.
+    pub(crate) fn new(api: Api, live_streams: usize) -> Web {
+        Web {
+            api,
+            streams: Arc::new(Semaphore::new(live_streams)),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
 }
 
 /// Why a request got no page: an HTTP status and a message for a person.
@@ -264,17 +278,25 @@ pub(crate) async fn handle(web: &Web, req: &Request<hyper::body::Incoming>) -> R
     result.unwrap_or_else(reply)
 }
 
+/// Resolves once the node stops. (The guard `wait_for` returns is not
+/// `Send`: it is dropped here, before any other await.)
+pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
 /// Serves the web app on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Api,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let web = Web {
-        api,
-        streams: Arc::new(Semaphore::new(MAX_LIVE_STREAMS)),
-    };
-    run(listener, web, MAX_CONNECTIONS, shutdown).await
+    run(
+        listener,
+        Web::new(api, MAX_LIVE_STREAMS),
+        MAX_CONNECTIONS,
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] with `web`'s limits and at most `max_connections` at once.
@@ -285,7 +307,6 @@ async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let connections = Arc::new(Semaphore::new(max_connections));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // A free slot first: a flood of connections waits in the accept
@@ -309,8 +330,8 @@ async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
+        let mut stop = web.stopping.subscribe();
         let web = web.clone();
-        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
@@ -337,11 +358,16 @@ async fn run(
                         tracing::debug!(peer = %peer, error = %e, "web app connection ended");
                     }
                 }
-                _ = stop.wait_for(|s| *s) => {}
+                _ = stopped(&mut stop) => {
+                    // Live streams end on the same signal; let their last
+                    // chunk out so clients see a clean end, not a cut.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                }
             }
         });
     }
-    let _ = stop_tx.send(true);
+    web.stopping.send_replace(true);
 }
 
 #[cfg(test)]

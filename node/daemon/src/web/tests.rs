@@ -34,10 +34,7 @@ async fn served(live_streams: usize) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let web = Web {
-        api,
-        streams: Arc::new(Semaphore::new(live_streams)),
-    };
+    let web = Web::new(api, live_streams);
     tokio::spawn(run(listener, web, 8, async {
         let _ = stopped.await;
     }));
@@ -360,4 +357,20 @@ async fn the_tracker_stream_sends_the_state_when_it_changes() {
         more.map_or(true, |t| !t.contains("id: 2")),
         "unchanged state is not re-sent"
     );
+}
+
+#[tokio::test]
+async fn live_streams_end_cleanly_when_the_node_stops() {
+    let s = served(4).await;
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"GET /live/blocks?from_height=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut c, "data-height=\"3\"").await;
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    drop(s._stop);
+    // The body ends with the last chunk (a browser reconnects and resumes),
+    // not with a cut connection.
+    let text = read_until(&mut c, "0\r\n\r\n").await;
+    assert!(text.ends_with("0\r\n\r\n"), "{text:?}");
 }
