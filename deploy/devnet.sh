@@ -11,6 +11,8 @@
 #      the same member count), FEDPEG_API_PORT (first gRPC port, default
 #      20051), FEDPEG_P2P_PORT (first p2p port, default 30001),
 #      FEDPEG_METRICS_PORT (first Prometheus port, default 9464),
+#      FEDPEG_HTTP_PORT (the observer's web app, default 8080; member m0's
+#      is the next port: a member also shows deposits still confirming),
 #      CARGO_TARGET_DIR (default ~/.cache/fedpeg/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --members) members="${2:?--members needs a number}"; shift 2 ;;
         --members=*) members="${1#*=}"; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "devnet.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -32,6 +34,7 @@ dir="${FEDPEG_DEVNET_DIR:-$root/devnet-data}"
 api0="${FEDPEG_API_PORT:-20051}"
 p2p0="${FEDPEG_P2P_PORT:-30001}"
 metrics0="${FEDPEG_METRICS_PORT:-9464}"
+http0="${FEDPEG_HTTP_PORT:-8080}"
 btc_rpc="${FEDPEG_BTC_RPC_PORT:-18443}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
 if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
@@ -88,15 +91,17 @@ fi
 btc_args=(--bitcoin-rpc-url "http://127.0.0.1:$btc_rpc" --bitcoin-rpc-user dev --bitcoin-rpc-password dev)
 
 for i in $(seq 0 $((members - 1))); do
+    web=()
+    [ "$i" = 0 ] && web=(--http-listen "127.0.0.1:$((http0 + 1))")
     "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/m$i-data" --key "$dir/m$i.key" \
         --api-listen "127.0.0.1:$((api0 + i))" --metrics-listen "127.0.0.1:$((metrics0 + i))" \
-        "${btc_args[@]}" 2>"$dir/m$i.log" &
+        "${web[@]}" "${btc_args[@]}" 2>"$dir/m$i.log" &
     pids+=($!)
 done
 obs=$((api0 + members))
 "$bin/fedpegd" run --genesis "$dir/genesis.json" --data-dir "$dir/observer-data" \
     --api-listen "127.0.0.1:$obs" --metrics-listen "127.0.0.1:$((metrics0 + members))" \
-    2>"$dir/observer.log" &
+    --http-listen "127.0.0.1:$http0" 2>"$dir/observer.log" &
 pids+=($!)
 
 {
@@ -107,6 +112,11 @@ pids+=($!)
     done
     echo "  observer     gRPC http://127.0.0.1:$obs   metrics http://127.0.0.1:$((metrics0 + members))/metrics   log $dir/observer.log"
     echo "  faucet key   $dir/faucet.key (holds the dev balance)"
+    echo
+    echo "Web app (explorer, peg tracker, federation audit; read-only):"
+    echo "  http://127.0.0.1:$http0/          served by the observer"
+    echo "  http://127.0.0.1:$((http0 + 1))/          served by member m0 (also shows deposits while they confirm)"
+    echo "  http://127.0.0.1:$http0/api/v1/openapi.yaml   its JSON + Server-Sent-Events API"
     echo
     echo "Try, in another shell:"
     echo "  export PATH=\"$bin:\$PATH\" FEDPEG_NODE=http://127.0.0.1:$api0"

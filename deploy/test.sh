@@ -4,7 +4,9 @@
 #
 # Installs what a fresh Debian machine lacks when run as root (libclang-dev
 # for rocksdb's bindgen, a C++ compiler; grpcio + grpcio-tools from PyPI for
-# the Python client in tests/tests/explorer.rs); otherwise says what to install.
+# the Python client and Debian's chromium + playwright-core from npm for the
+# web app's browser test in tests/tests/explorer.rs); otherwise says what to
+# install.
 #
 # Env: CARGO_TARGET_DIR (default ~/.cache/fedpeg/target, kept between runs),
 #      FEDPEG_TEST_ARGS (extra args for `cargo test`, e.g. a test filter),
@@ -25,6 +27,23 @@ if ((${#missing[@]})); then
         echo "test.sh: missing ${missing[*]}; install with: sudo apt-get install ${missing[*]}" >&2
         exit 1
     fi
+fi
+
+# The web app's browser test (tests/tests/explorer.rs) drives Debian's
+# chromium with playwright-core from tests/web/package-lock.json (npm ci;
+# no browser download).
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing chromium" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "test.sh: chromium is missing; install with: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+if [ ! -d tests/web/node_modules/playwright-core ]; then
+    (cd tests/web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 
 # The explorer test drives a stock Python gRPC client generated from the

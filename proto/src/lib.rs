@@ -6,7 +6,8 @@
 //! server reflection. It holds no validation logic: decoding a message here
 //! says nothing about whether it is valid; `fedpeg-ledger` and `fedpegd`
 //! check that. Without the default `grpc` feature it is prost messages
-//! only (no tonic): that is how the ledger crate uses it.
+//! only (no tonic): that is how the ledger crate uses it. The `json` feature
+//! adds `serde::Serialize` in the proto3 JSON shape (the web app's API).
 
 #![allow(clippy::doc_lazy_continuation, clippy::large_enum_variant)]
 
@@ -20,3 +21,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/fedpeg_descriptor.bin"));
 
 pub use v1::*;
+
+#[cfg(feature = "json")]
+pub mod json;

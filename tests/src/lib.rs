@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod load;
 pub mod outsider;
 pub mod wait;
+pub mod web;
 
 pub use wait::wait_until;
 
@@ -115,6 +116,8 @@ pub struct NodeProc {
     pub api_port: u16,
     /// Prometheus metrics port (`GET /metrics`).
     pub metrics_port: u16,
+    /// Web app port (`--http-listen`), when it serves one.
+    pub http_port: Option<u16>,
     pub data_dir: PathBuf,
     pub key: Option<PathBuf>,
     genesis: PathBuf,
@@ -154,6 +157,9 @@ impl NodeProc {
             .stderr(log);
         if let Some(k) = &self.key {
             cmd.arg("--key").arg(k);
+        }
+        if let Some(port) = self.http_port {
+            cmd.arg("--http-listen").arg(format!("127.0.0.1:{port}"));
         }
         cmd.args(&self.extra_args);
         cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
@@ -330,6 +336,11 @@ impl NodeProc {
         )
     }
 
+    /// The web app's base URL (`http://127.0.0.1:PORT`), when it serves one.
+    pub fn web_url(&self) -> Option<String> {
+        self.http_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
     /// The node's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -401,6 +412,7 @@ impl Federation {
                 name,
                 api_port: free_port(),
                 metrics_port: free_port(),
+                http_port: None,
                 key: Some(key),
                 genesis: d.join("genesis.json"),
                 heartbeat_ms,
@@ -414,6 +426,7 @@ impl Federation {
             name: "observer".into(),
             api_port: free_port(),
             metrics_port: free_port(),
+            http_port: None,
             data_dir: d.join("observer-data"),
             key: None,
             genesis: d.join("genesis.json"),

@@ -2,13 +2,20 @@
 //! the block feed without gaps or duplicates while transfers land; a slow
 //! consumer is cut off while a fast one keeps up; bad input gets clear
 //! statuses; the feed survives a restart; the metrics port shows the
-//! operator metrics.
+//! operator metrics. The web app (`--http-listen`): driven in headless
+//! Chromium against four members and a real regtest bitcoind (live blocks,
+//! also across a restart of the node, a peg-in followed from CONFIRMING to
+//! MINTED, the audit against
+//! GetReserves, a bad search, screenshots of every page); its API refuses
+//! bad input with 4xx and its live stream resumes across a node restart.
 
 use ed25519_dalek::SigningKey;
 use fedpeg_ledger::hash::Hash32;
+use fedpeg_peg::bitcoin::{address::NetworkUnchecked, Address, Network};
+use fedpeg_peg::testkit::{Bitcoind, RPC_PASSWORD, RPC_USER};
 use fedpeg_proto::v1 as pb;
-use fedpeg_tests::accounts::{account, address, submit, transfer};
-use fedpeg_tests::{chain_id, run_ok, wait_final, wait_height, Federation, NodeProc};
+use fedpeg_tests::accounts::{account, address, balance, submit, transfer};
+use fedpeg_tests::{chain_id, run_ok, wait_final, wait_height, wait_until, Federation, NodeProc};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
@@ -454,4 +461,281 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
     for part in ["quorum", "m0", "bitcoin", "reserves", "supply"] {
         assert!(out.contains(part), "status lacks {part}:\n{out}");
     }
+}
+
+/// A regtest bitcoind and four members watching it (3 confirmations);
+/// member 0 serves the web app.
+async fn federation_with_web() -> (Bitcoind, Federation, Vec<Channel>) {
+    let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
+    let member_args: Vec<String> = vec![
+        "--bitcoin-rpc-url".into(),
+        btc.rpc_url(),
+        "--bitcoin-rpc-user".into(),
+        RPC_USER.into(),
+        "--bitcoin-rpc-password".into(),
+        RPC_PASSWORD.into(),
+        "--bitcoin-fee-rate".into(),
+        "10".into(),
+    ];
+    let mut fed = Federation::start_with(
+        4,
+        false,
+        500,
+        &["--pegin-confirmations".into(), "3".into()],
+        &member_args,
+    )
+    .unwrap();
+    // Member 0 is restarted at once with the web app (killed: it just started).
+    fed.members[0].kill();
+    fed.members[0].http_port = Some(fedpeg_tests::free_port());
+    fed.members[0].spawn().unwrap();
+    let mut chans = Vec::new();
+    for m in &fed.members {
+        chans.push(m.connect().await.unwrap());
+    }
+    (btc, fed, chans)
+}
+
+/// Gets `a`'s deposit address registered through member 0.
+async fn registered_deposit_address(ch: &Channel, a: &str) -> Address {
+    let w = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+    wait_until(
+        "deposit address registered",
+        Duration::from_secs(30),
+        || {
+            let mut w = w.clone();
+            async move {
+                let r = w
+                    .get_peg_in_address(pb::GetPegInAddressRequest { address: a.into() })
+                    .await
+                    .ok()?
+                    .into_inner();
+                r.registered.then_some(r.deposit_address)
+            }
+        },
+    )
+    .await
+    .unwrap()
+    .parse::<Address<NetworkUnchecked>>()
+    .unwrap()
+    .require_network(Network::Regtest)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_app_in_headless_chromium_follows_a_real_federation_live() {
+    let web_dir = fedpeg_tests::web::prepare_browser_test().unwrap_or_else(|e| panic!("{e}"));
+    let (btc, mut fed, chans) = federation_with_web().await;
+    let ch = &chans[0];
+    let port = fed.members[0].http_port.unwrap();
+    let base = fed.members[0].web_url().unwrap();
+    let chain = chain_id(ch).await.unwrap();
+
+    // A finalized transfer for the transaction page.
+    let txid = send(ch, chain, &fed.faucet, 0, 70).await;
+    wait_final(ch, &txid, Duration::from_secs(60))
+        .await
+        .unwrap();
+    // A deposit that has one of its three confirmations.
+    let owner = address(71);
+    let deposit = registered_deposit_address(ch, &owner).await;
+    btc.send_to(&deposit, 2_000_000).unwrap();
+    btc.mine(1).unwrap();
+    let wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+    let outpoint = wait_until("deposit seen confirming", Duration::from_secs(30), || {
+        let mut w = wallet.clone();
+        let owner = owner.clone();
+        async move {
+            let r = w
+                .get_peg_ins(pb::GetPegInsRequest {
+                    selector: Some(pb::get_peg_ins_request::Selector::Address(owner)),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            r.peg_ins
+                .into_iter()
+                .find(|p| p.state == pb::PegInState::Confirming as i32)
+                .map(|p| p.outpoint)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", fed.logs()));
+    // The JSON API tells the same.
+    let r = fedpeg_tests::web::http_get(port, &format!("/api/v1/peg-ins/{outpoint}"), &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("PEG_IN_STATE_CONFIRMING"), "{}", r.body);
+
+    let shots = fedpeg_tests::web::screenshot_dir();
+    let mut node = tokio::process::Command::new("node")
+        .arg(web_dir.join("e2e.mjs"))
+        .current_dir(&web_dir)
+        .env("FEDPEG_WEB", &base)
+        .env("FEDPEG_OUTPOINT", &outpoint)
+        .env("FEDPEG_ACCOUNT", &owner)
+        .env("FEDPEG_TXID", &txid)
+        .env("FEDPEG_SHOTS", &shots)
+        .env("CHROMIUM", fedpeg_tests::web::chromium())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (Node.js 18+) runs tests/web/e2e.mjs");
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut screenshots = Vec::new();
+    let mut done = false;
+    let started = Instant::now();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(180), lines.next_line()).await
+    {
+        eprintln!("browser: {line}");
+        if let Some(path) = line.strip_prefix("SHOT ") {
+            screenshots.push(path.to_string());
+        } else if line == "WAIT restart" {
+            // The page's live stream drops; blocks go on without member 0.
+            assert!(fed.members[0].terminate(), "{}", fed.members[0].log());
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            fed.members[0].spawn().unwrap();
+            fed.members[0].connect().await.unwrap();
+            stdin.write_all(b"ok\n").await.unwrap();
+        } else if line == "WAIT mine" {
+            // The remaining two confirmations, one block at a time, while
+            // the page watches.
+            stdin.write_all(b"ok\n").await.unwrap();
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                btc.mine(1).unwrap();
+            }
+        } else if let Some(json) = line.strip_prefix("WAIT audit ") {
+            let shown: serde_json::Value = serde_json::from_str(json).unwrap();
+            let r = pb::wallet_service_client::WalletServiceClient::new(ch.clone())
+                .get_reserves(pb::GetReservesRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            for (id, want) in [
+                ("available", r.available),
+                ("locked", r.locked),
+                ("pending-change", r.pending_change),
+                ("supply", r.supply),
+                ("queued", r.queued),
+                ("in-batches", r.in_batches),
+                ("fee-pool", r.fee_pool),
+            ] {
+                assert_eq!(shown[id], want, "audit page {id} vs GetReserves: {r:?}");
+            }
+            assert!(
+                r.available >= 2_000_000 - 10_000,
+                "the deposit is in the reserves: {r:?}"
+            );
+            let mut utxos: Vec<String> = r.utxos.iter().map(|u| u.outpoint.clone()).collect();
+            let mut shown_utxos: Vec<String> = shown["utxos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            utxos.sort();
+            shown_utxos.sort();
+            assert_eq!(shown_utxos, utxos);
+            stdin.write_all(b"ok\n").await.unwrap();
+        } else if line == "DONE" {
+            done = true;
+        }
+    }
+    let out = node.wait_with_output().await.unwrap();
+    assert!(
+        done && out.status.success(),
+        "browser test failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fed.logs()
+    );
+    eprintln!(
+        "browser test passed in {:.1} s; screenshots:\n  {}",
+        started.elapsed().as_secs_f64(),
+        screenshots.join("\n  ")
+    );
+    assert_eq!(screenshots.len(), 8, "{screenshots:?}");
+    // Minted for the owner: the page and the node agree.
+    assert!(balance(ch, &account(71)).await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_api_refuses_bad_input_with_4xx_and_resumes_after_a_restart() {
+    let mut fed = Federation::start(4, true, 200).unwrap();
+    {
+        // Restarted at once with the web app (killed: it just started).
+        let o = fed.observer.as_mut().unwrap();
+        o.kill();
+        o.http_port = Some(fedpeg_tests::free_port());
+        o.spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+    let observer = fed.observer.as_ref().unwrap();
+    observer.connect().await.unwrap();
+    wait_height(observer, 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let port = observer.http_port.unwrap();
+    let get = |path: &str| fedpeg_tests::web::http_get(port, path, &[]).unwrap();
+    for (path, status, says) in [
+        ("/api/v1/blocks/zz", 400, "block hash"),
+        ("/api/v1/blocks?page_size=100000", 400, "at most 100"),
+        ("/api/v1/accounts/fprt1nope", 400, "address"),
+        (
+            "/api/v1/track?q=%3Cscript%3E",
+            400,
+            "not something this explorer",
+        ),
+        (
+            "/track?q=%3Cscript%3E",
+            400,
+            "&quot;&lt;script&gt;&quot; is not",
+        ),
+        (
+            "/search?q=%27%22%3E%3Cimg%20src%3Dx%3E",
+            400,
+            "&#39;&quot;&gt;&lt;img",
+        ),
+        ("/block/99999999", 404, "no block at height 99999999"),
+        ("/api/v1/unknown", 404, "openapi.yaml"),
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert!(r.body.contains(says), "{path}: {}", r.body);
+        if !path.starts_with("/api/") {
+            assert!(!r.body.contains("<img src=x>") && !r.body.contains("<script>"));
+        }
+    }
+    let status: serde_json::Value = serde_json::from_str(&get("/api/v1/status").body).unwrap();
+    assert_eq!(status["role"], "NODE_ROLE_OBSERVER");
+    // A live block stream resumes after Last-Event-ID across a restart of
+    // the node: the next block, no gap, no repeat.
+    let last = status["height"].as_u64().unwrap();
+    let o = fed.observer.as_mut().unwrap();
+    assert!(o.terminate());
+    o.spawn().unwrap();
+    o.connect().await.unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /api/v1/stream/blocks HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 8192];
+    while !text.contains(&format!("id: {}\n", last + 2)) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let first = text.find("id: ").unwrap();
+    assert!(
+        text[first..].starts_with(&format!("id: {}\n", last + 1)),
+        "{text}"
+    );
 }

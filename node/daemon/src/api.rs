@@ -237,6 +237,93 @@ impl Api {
         }
     }
 
+    /// Deposits (minted, and those this member's watcher sees confirming or
+    /// reorged out) whose outpoint and account satisfy `matches`, by outpoint.
+    pub(crate) fn peg_ins_where(
+        &self,
+        matches: impl Fn(&fedpeg_ledger::fedtx::OutPoint, &AccountId) -> bool,
+    ) -> Vec<pb::PegInInfo> {
+        use fedpeg_ledger::fedtx::OutPoint;
+        let spec = &self.chain.spec;
+        let required = spec.genesis.pegin_confirmations;
+        let cost = spec
+            .pegin_spend_vbytes()
+            .saturating_mul(self.chain.with_state(|s| s.fee_rate(self.chain.params())).0);
+        let hrp = self.hrp();
+        let mut out: Vec<pb::PegInInfo> = Vec::new();
+        let minted: Vec<(OutPoint, AccountId, u64, u64, u64)> = self.chain.with_state(|s| {
+            s.minted
+                .iter()
+                .filter(|(o, (a, _, _, _))| matches(o, a))
+                .map(|(o, (a, c, h, amount))| (*o, *a, c.to_sat(), h.0, amount.to_sat()))
+                .collect()
+        });
+        for (o, a, credited, height, amount) in &minted {
+            out.push(pb::PegInInfo {
+                outpoint: o.to_string(),
+                account: a.to_address(hrp),
+                amount: *amount,
+                state: pb::PegInState::Minted as i32,
+                confirmations_required: required,
+                minted_amount: *credited,
+                minted_height: *height,
+                ..Default::default()
+            });
+        }
+        if let Some(w) = &self.watcher {
+            let (seen, reorged, tip) = w.deposits(|d| matches(&d.outpoint, &d.account));
+            let tip = tip.unwrap_or(0);
+            for d in seen
+                .iter()
+                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
+            {
+                let confirmations = (tip + 1).saturating_sub(d.height) as u32;
+                let state = if d.amount.to_sat() <= cost {
+                    pb::PegInState::BelowCost
+                } else {
+                    pb::PegInState::Confirming
+                };
+                out.push(pb::PegInInfo {
+                    outpoint: d.outpoint.to_string(),
+                    account: d.account.to_address(hrp),
+                    amount: d.amount.to_sat(),
+                    state: state as i32,
+                    confirmations,
+                    confirmations_required: required,
+                    eta_seconds: u64::from(required.saturating_sub(confirmations)) * 600,
+                    bitcoin_block: d.block.to_string(),
+                    ..Default::default()
+                });
+            }
+            for d in reorged
+                .iter()
+                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
+            {
+                out.push(pb::PegInInfo {
+                    outpoint: d.outpoint.to_string(),
+                    account: d.account.to_address(hrp),
+                    amount: d.amount.to_sat(),
+                    state: pb::PegInState::ReorgedOut as i32,
+                    confirmations_required: required,
+                    ..Default::default()
+                });
+            }
+        }
+        out.sort_by(|a, b| a.outpoint.cmp(&b.outpoint));
+        out
+    }
+
+    /// The deposit address of `id` and its descriptor (derived, nothing registered).
+    pub(crate) fn deposit_address(&self, id: &AccountId) -> Result<(String, String), Status> {
+        let internal = |e: &dyn std::fmt::Display| {
+            Status::internal(format!("peg federation from genesis: {e}"))
+        };
+        let fed = self.chain.spec.peg_federation().map_err(|e| internal(&e))?;
+        let address = fed.deposit_address(&id.0).map_err(|e| internal(&e))?;
+        let descriptor = fed.deposit_descriptor(&id.0).map_err(|e| internal(&e))?;
+        Ok((address.to_string(), descriptor))
+    }
+
     /// Lets this node register deposit addresses as member `index`.
     pub fn with_member_key(mut self, index: u32, key: ed25519_dalek::SigningKey) -> Api {
         self.member = Some((index, key));
@@ -247,7 +334,7 @@ impl Api {
         self.chain.spec.hrp()
     }
 
-    fn parse_account(&self, s: &str) -> Result<AccountId, Status> {
+    pub(crate) fn parse_account(&self, s: &str) -> Result<AccountId, Status> {
         if s.trim().is_empty() {
             return Err(Status::invalid_argument(
                 "address is empty; pass a fedpeg address (fprt1…)",
@@ -473,15 +560,10 @@ impl WalletService for Api {
     ) -> Result<Response<pb::GetPegInAddressResponse>, Status> {
         let id = self.parse_account(&req.get_ref().address)?;
         let spec = &self.chain.spec;
-        let internal = |e: &dyn std::fmt::Display| {
-            Status::internal(format!("peg federation from genesis: {e}"))
-        };
-        let fed = spec.peg_federation().map_err(|e| internal(&e))?;
-        let deposit_address = fed
-            .deposit_address(&id.0)
-            .map_err(|e| internal(&e))?
-            .to_string();
-        let descriptor = fed.deposit_descriptor(&id.0).map_err(|e| internal(&e))?;
+        let (deposit_address, descriptor) = self.deposit_address(&id)?;
+        let fed = spec
+            .peg_federation()
+            .map_err(|e| Status::internal(format!("peg federation from genesis: {e}")))?;
         self.require_bitcoind()?;
         let registered = self.chain.with_state(|s| s.registered.contains(&id));
         if !registered && !self.chain.registration_pending(&id) {
@@ -628,80 +710,14 @@ impl WalletService for Api {
             Some(Selector::Outpoint(o)) => (None, Some(by_outpoint(o)?)),
             None => return Err(Status::invalid_argument("set either address or outpoint")),
         };
-        let matches = |o: &OutPoint, a: &AccountId| {
+        let out = self.peg_ins_where(|o, a| {
             account.is_none_or(|x| x == *a) && outpoint.is_none_or(|x| x == *o)
-        };
-        let spec = &self.chain.spec;
-        let required = spec.genesis.pegin_confirmations;
-        let cost = spec
-            .pegin_spend_vbytes()
-            .saturating_mul(self.chain.with_state(|s| s.fee_rate(self.chain.params())).0);
-        let hrp = self.hrp();
-        let mut out: Vec<pb::PegInInfo> = Vec::new();
-        let minted: Vec<(OutPoint, AccountId, u64, u64, u64)> = self.chain.with_state(|s| {
-            s.minted
-                .iter()
-                .filter(|(o, (a, _, _, _))| matches(o, a))
-                .map(|(o, (a, c, h, amount))| (*o, *a, c.to_sat(), h.0, amount.to_sat()))
-                .collect()
         });
-        for (o, a, credited, height, amount) in &minted {
-            out.push(pb::PegInInfo {
-                outpoint: o.to_string(),
-                account: a.to_address(hrp),
-                amount: *amount,
-                state: pb::PegInState::Minted as i32,
-                confirmations_required: required,
-                minted_amount: *credited,
-                minted_height: *height,
-                ..Default::default()
-            });
-        }
-        if let Some(w) = &self.watcher {
-            let (seen, reorged, tip) = w.deposits(|d| matches(&d.outpoint, &d.account));
-            let tip = tip.unwrap_or(0);
-            for d in seen
-                .iter()
-                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
-            {
-                let confirmations = (tip + 1).saturating_sub(d.height) as u32;
-                let state = if d.amount.to_sat() <= cost {
-                    pb::PegInState::BelowCost
-                } else {
-                    pb::PegInState::Confirming
-                };
-                out.push(pb::PegInInfo {
-                    outpoint: d.outpoint.to_string(),
-                    account: d.account.to_address(hrp),
-                    amount: d.amount.to_sat(),
-                    state: state as i32,
-                    confirmations,
-                    confirmations_required: required,
-                    eta_seconds: u64::from(required.saturating_sub(confirmations)) * 600,
-                    bitcoin_block: d.block.to_string(),
-                    ..Default::default()
-                });
-            }
-            for d in reorged
-                .iter()
-                .filter(|d| !minted.iter().any(|m| m.0 == d.outpoint))
-            {
-                out.push(pb::PegInInfo {
-                    outpoint: d.outpoint.to_string(),
-                    account: d.account.to_address(hrp),
-                    amount: d.amount.to_sat(),
-                    state: pb::PegInState::ReorgedOut as i32,
-                    confirmations_required: required,
-                    ..Default::default()
-                });
-            }
-        }
         if out.is_empty() && outpoint.is_some() {
             return Err(Status::not_found(
                 "no deposit with this outpoint is known to this node",
             ));
         }
-        out.sort_by(|a, b| a.outpoint.cmp(&b.outpoint));
         Ok(Response::new(pb::GetPegInsResponse { peg_ins: out }))
     }
 

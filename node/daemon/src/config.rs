@@ -23,6 +23,11 @@ pub struct Config {
     pub bitcoin: BitcoinConfig,
     /// Prometheus metrics listen address (`GET /metrics`); unset: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Web app listen address (explorer, peg tracker, federation audit and
+    /// the read-only JSON + SSE API under `/api/v1`); unset: off. Serves
+    /// nothing that changes state, and bounds what a stranger can ask for,
+    /// so it may face the public (behind a TLS proxy).
+    pub http_listen: Option<SocketAddr>,
     pub log: LogConfig,
     pub explorer: ExplorerConfig,
     /// Stop cleanly once the block at this height is committed, before
@@ -121,6 +126,7 @@ impl Default for Config {
             p2p: P2pConfig::default(),
             bitcoin: BitcoinConfig::default(),
             metrics_listen: None,
+            http_listen: None,
             log: LogConfig::default(),
             explorer: ExplorerConfig::default(),
             halt_height: None,
@@ -302,6 +308,9 @@ mod tests {
         assert!(c.data_dir.ends_with("d") && c.data_dir.is_absolute());
         assert_eq!(c.api.listen.port(), 9);
         assert_eq!(c.block.heartbeat_ms, 1000);
+        assert_eq!(c.http_listen, None, "the web app is off by default");
+        let c = load("http_listen = \"127.0.0.1:8080\"").unwrap();
+        assert_eq!(c.http_listen.map(|a| a.port()), Some(8080));
     }
 
     #[test]
@@ -329,6 +338,10 @@ mod tests {
                 .max_lag_blocks,
             7
         );
+        assert!(load("http_listen = \"localhost\"")
+            .unwrap_err()
+            .to_string()
+            .contains("c.toml"));
         assert!(load("[log]\nformat = \"xml\"")
             .unwrap_err()
             .to_string()

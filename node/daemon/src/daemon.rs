@@ -244,6 +244,13 @@ pub async fn run(
         };
         tokio::spawn(crate::metrics::serve(l, sources, stopped(stop_rx.clone())));
     }
+    if let Some(addr) = config.http_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for the web app on {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "web app (explorer, peg tracker, audit) at http://{}/", l.local_addr()?);
+        tokio::spawn(crate::web::serve(l, api.clone(), stopped(stop_rx.clone())));
+    }
     tokio::spawn(api.telemetry().clone().run(
         chain.clone(),
         Some(net.clone()),

@@ -9,7 +9,8 @@
 //! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`backup`] (backups of a
 //! running node and offline restore), [`feed`] (explorer streams
 //! and paged history over the events stored with each block),
-//! [`federation`] (members, reserves, peg-outs), [`telemetry`] and
+//! [`federation`] (members, reserves, peg-outs), [`web`] (the web app and
+//! its read-only JSON + SSE API, over the same handlers), [`telemetry`] and
 //! [`metrics`], [`config`] and [`daemon`]; [`halt`] (stopping at a halt
 //! height for a coordinated upgrade) and [`build_info`] (this build's version).
 //!
@@ -41,3 +42,4 @@ pub mod sync_server;
 pub mod telemetry;
 pub mod wal;
 pub mod watcher;
+pub mod web;

@@ -12,7 +12,7 @@ use crate::feed::FeedStats;
 use crate::network::Network;
 use crate::watcher::Watcher;
 use fedpeg_proto::v1 as pb;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -89,6 +89,37 @@ struct Inner {
     /// Peg-outs queued since start, by withdrawal id.
     pegout_queued: HashMap<u64, Instant>,
     bitcoin_tip: Option<(u64, Instant)>,
+    /// The newest finalized blocks this node saw (web app charts).
+    recent_blocks: VecDeque<BlockSample>,
+    /// Reserves against liabilities over time (web app audit chart).
+    coverage: VecDeque<CoverageSample>,
+}
+
+/// How many recent blocks and coverage samples are kept for the web app.
+pub const RECENT_SAMPLES: usize = 600;
+/// Least time between two coverage samples.
+const COVERAGE_EVERY_MS: u64 = 10_000;
+
+/// One finalized block as the web app charts it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BlockSample {
+    pub height: u64,
+    /// Proposal time and when this node finalized it (ms since epoch).
+    pub time_ms: u64,
+    pub finalized_ms: u64,
+    /// User transactions, and sats minted (peg-in) and burned (peg-out).
+    pub txs: u32,
+    pub minted: u64,
+    pub burned: u64,
+}
+
+/// Reserves (confirmed federation UTXOs) against liabilities (supply plus
+/// unpaid peg-outs) at one time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CoverageSample {
+    pub time_ms: u64,
+    pub reserves: u64,
+    pub liabilities: u64,
 }
 
 /// Shared telemetry of one node.
@@ -112,6 +143,8 @@ impl Telemetry {
                 deposit_seen: HashMap::new(),
                 pegout_queued: HashMap::new(),
                 bitcoin_tip: None,
+                recent_blocks: VecDeque::new(),
+                coverage: VecDeque::new(),
             }),
             feed: Arc::new(FeedStats::default()),
         }
@@ -149,12 +182,69 @@ impl Telemetry {
         self.with(|i| i.last_seen_ms.clone())
     }
 
+    /// The newest finalized blocks seen since start, oldest first.
+    pub fn recent_blocks(&self) -> Vec<BlockSample> {
+        self.with(|i| i.recent_blocks.iter().cloned().collect())
+    }
+
+    /// Coverage samples since start, oldest first.
+    pub fn coverage(&self) -> Vec<CoverageSample> {
+        self.with(|i| i.coverage.iter().cloned().collect())
+    }
+
+    /// Records reserves against liabilities, at most every 10 s.
+    pub fn observe_reserves(&self, r: &pb::GetReservesResponse) {
+        let now = crate::driver::now_ms();
+        self.with(|i| {
+            if i.coverage
+                .back()
+                .is_some_and(|c| now.saturating_sub(c.time_ms) < COVERAGE_EVERY_MS)
+            {
+                return;
+            }
+            if i.coverage.len() >= RECENT_SAMPLES {
+                i.coverage.pop_front();
+            }
+            i.coverage.push_back(CoverageSample {
+                time_ms: now,
+                reserves: r.available.saturating_add(r.locked),
+                liabilities: r
+                    .supply
+                    .saturating_add(r.queued)
+                    .saturating_add(r.in_batches),
+            });
+        });
+    }
+
     /// Records what a newly finalized block shows: its commit latency and
     /// the peg events in it.
-    pub fn observe_block(&self, time_ms: u64, events: &[pb::ChainEvent]) {
+    pub fn observe_block(&self, height: u64, time_ms: u64, events: &[pb::ChainEvent]) {
         use pb::chain_event::Event as Ev;
         let now_ms = crate::driver::now_ms();
+        let mut sample = BlockSample {
+            height,
+            time_ms,
+            finalized_ms: now_ms,
+            txs: events
+                .iter()
+                .filter(|e| !e.txid.is_empty())
+                .map(|e| e.txid.as_str())
+                .collect::<HashSet<_>>()
+                .len() as u32,
+            ..BlockSample::default()
+        };
+        for e in events {
+            match &e.event {
+                Some(Ev::Mint(m)) => sample.minted = sample.minted.saturating_add(m.amount),
+                Some(Ev::Burn(b)) => sample.burned = sample.burned.saturating_add(b.amount),
+                _ => {}
+            }
+        }
         self.with(|i| {
+            if i.recent_blocks.len() >= RECENT_SAMPLES {
+                i.recent_blocks.pop_front();
+            }
+            i.recent_blocks.push_back(sample);
             i.commit_latency
                 .observe(now_ms.saturating_sub(time_ms) as f64 / 1000.0);
             for e in events {
@@ -242,8 +332,9 @@ impl Telemetry {
                     _ => continue,
                 };
                 let events = chain.block_events(done).ok().flatten().unwrap_or_default();
-                self.observe_block(time_ms, &events);
+                self.observe_block(done, time_ms, &events);
             }
+            self.observe_reserves(&crate::pegout_api::reserves(&chain));
         }
     }
 
@@ -387,15 +478,19 @@ mod tests {
             })),
             ..Default::default()
         };
-        t.observe_block(crate::driver::now_ms(), &[burn]);
+        t.observe_block(1, crate::driver::now_ms(), &[burn]);
         t.observe_block(
+            2,
             crate::driver::now_ms(),
             &[stage(pb::PegOutState::Broadcast)],
         );
         t.observe_block(
+            3,
             crate::driver::now_ms(),
             &[stage(pb::PegOutState::Confirmed)],
         );
+        let heights: Vec<u64> = t.recent_blocks().iter().map(|b| b.height).collect();
+        assert_eq!(heights, [1, 2, 3]);
         t.with(|i| {
             assert_eq!(i.commit_latency.count(), 3);
             // Withdrawal 5 was burned before this node started: counted, not timed.
@@ -404,5 +499,45 @@ mod tests {
             assert!(i.pegout_queued.is_empty());
             assert_eq!(i.pegouts_confirmed, 2);
         });
+    }
+
+    #[test]
+    fn recent_blocks_count_txs_and_peg_volume_and_keep_a_bounded_window() {
+        use pb::chain_event::Event as Ev;
+        let t = Telemetry::new(1);
+        let ev = |txid: &str, e: Ev| pb::ChainEvent {
+            txid: txid.into(),
+            event: Some(e),
+            ..Default::default()
+        };
+        let burn = Ev::Burn(pb::BurnEvent {
+            amount: 7,
+            ..Default::default()
+        });
+        let mint = Ev::Mint(pb::MintEvent {
+            amount: 5,
+            ..Default::default()
+        });
+        let fee = Ev::Fee(pb::FeeEvent::default());
+        t.observe_block(1, 0, &[ev("a", burn), ev("a", fee), ev("", mint)]);
+        let b = &t.recent_blocks()[0];
+        assert_eq!((b.txs, b.minted, b.burned), (1, 5, 7));
+        for h in 2..(RECENT_SAMPLES as u64 + 10) {
+            t.observe_block(h, 0, &[]);
+        }
+        assert_eq!(t.recent_blocks().len(), RECENT_SAMPLES);
+        assert_eq!(t.recent_blocks()[0].height, 10);
+        let r = pb::GetReservesResponse {
+            available: 3,
+            supply: 4,
+            ..Default::default()
+        };
+        t.observe_reserves(&r);
+        t.observe_reserves(&r);
+        assert_eq!(t.coverage().len(), 1, "one sample per 10 s");
+        assert_eq!(
+            (t.coverage()[0].reserves, t.coverage()[0].liabilities),
+            (3, 4)
+        );
     }
 }

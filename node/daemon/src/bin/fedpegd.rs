@@ -184,6 +184,9 @@ struct RunArgs {
     /// Prometheus metrics address, e.g. 127.0.0.1:9464 (GET /metrics) [config: metrics_listen; default off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Web app (explorer, peg tracker, federation audit) and its read-only JSON + Server-Sent-Events API, e.g. 127.0.0.1:8080; read-only and bounded, safe to expose publicly (behind TLS) [config: http_listen; default off].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
     /// Log format: text or json [config: log.format; default text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -438,6 +441,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.metrics_listen {
         c.metrics_listen = Some(v);
+    }
+    if let Some(v) = a.http_listen {
+        c.http_listen = Some(v);
     }
     if let Some(v) = a.log_format {
         c.log.format = v;
