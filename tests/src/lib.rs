@@ -548,3 +548,21 @@ pub async fn block_hash(ch: &Channel, height: u64) -> anyhow::Result<String> {
         .into_inner();
     Ok(b.block.map(|b| b.hash).unwrap_or_default())
 }
+
+/// `fedpegd run` arguments for a member watching the bitcoind at `rpc_url`,
+/// with its fee-rate vote pinned to the genesis default (10 sat/vB), so the
+/// spend cost stays known whatever bitcoind's estimator says.
+pub fn member_bitcoind_args(rpc_url: &str, user: &str, password: &str) -> Vec<String> {
+    [
+        "--bitcoin-rpc-url",
+        rpc_url,
+        "--bitcoin-rpc-user",
+        user,
+        "--bitcoin-rpc-password",
+        password,
+        "--bitcoin-fee-rate",
+        "10",
+    ]
+    .map(String::from)
+    .to_vec()
+}

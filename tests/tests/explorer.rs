@@ -467,16 +467,7 @@ async fn slow_consumer_is_cut_off_while_a_fast_one_keeps_up() {
 /// member 0 serves the web app.
 async fn federation_with_web() -> (Bitcoind, Federation, Vec<Channel>) {
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
-    let member_args: Vec<String> = vec![
-        "--bitcoin-rpc-url".into(),
-        btc.rpc_url(),
-        "--bitcoin-rpc-user".into(),
-        RPC_USER.into(),
-        "--bitcoin-rpc-password".into(),
-        RPC_PASSWORD.into(),
-        "--bitcoin-fee-rate".into(),
-        "10".into(),
-    ];
+    let member_args = fedpeg_tests::member_bitcoind_args(&btc.rpc_url(), RPC_USER, RPC_PASSWORD);
     let mut fed = Federation::start_with(
         4,
         false,

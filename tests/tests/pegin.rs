@@ -123,18 +123,7 @@ async fn register(fed: &Federation, chans: &[Channel], a: &AccountId) -> Address
 /// A regtest bitcoind and four members watching it (3 confirmations).
 async fn setup() -> (Bitcoind, Federation, Vec<Channel>) {
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
-    let member_args: Vec<String> = vec![
-        "--bitcoin-rpc-url".into(),
-        btc.rpc_url(),
-        "--bitcoin-rpc-user".into(),
-        RPC_USER.into(),
-        "--bitcoin-rpc-password".into(),
-        RPC_PASSWORD.into(),
-        // Pinned to the genesis default, so the spend cost stays known
-        // whatever bitcoind's estimator says.
-        "--bitcoin-fee-rate".into(),
-        "10".into(),
-    ];
+    let member_args = fedpeg_tests::member_bitcoind_args(&btc.rpc_url(), RPC_USER, RPC_PASSWORD);
     let fed = Federation::start_with(
         4,
         false,

@@ -61,16 +61,7 @@ async fn setup(genesis: &[&str], bad_signer: Option<usize>) -> Setup {
 /// A federation of 4 on `btc`; `--pegin-confirmations 2` unless `genesis`
 /// says otherwise.
 async fn setup_on(btc: Bitcoind, genesis: &[&str], bad_signer: Option<usize>) -> Setup {
-    let member_args: Vec<String> = vec![
-        "--bitcoin-rpc-url".into(),
-        btc.rpc_url(),
-        "--bitcoin-rpc-user".into(),
-        RPC_USER.into(),
-        "--bitcoin-rpc-password".into(),
-        RPC_PASSWORD.into(),
-        "--bitcoin-fee-rate".into(),
-        "10".into(),
-    ];
+    let member_args = fedpeg_tests::member_bitcoind_args(&btc.rpc_url(), RPC_USER, RPC_PASSWORD);
     let depth = match genesis.iter().position(|a| *a == "--pegin-confirmations") {
         Some(i) => genesis[i + 1].parse().unwrap(),
         None => 2,

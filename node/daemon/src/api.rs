@@ -39,6 +39,17 @@ pub struct NodeIdentity {
     pub halt_height: Option<u64>,
 }
 
+impl NodeIdentity {
+    /// A non-voting observer with no halt height.
+    pub fn observer() -> NodeIdentity {
+        NodeIdentity {
+            role: pb::NodeRole::Observer,
+            member_name: String::new(),
+            halt_height: None,
+        }
+    }
+}
+
 /// Shared handler state for all services.
 #[derive(Clone)]
 pub struct Api {

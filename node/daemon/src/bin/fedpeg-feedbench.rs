@@ -191,11 +191,7 @@ async fn main() -> anyhow::Result<()> {
 
     let api = Api::new(
         chain.clone(),
-        NodeIdentity {
-            role: pb::NodeRole::Observer,
-            member_name: String::new(),
-            halt_height: None,
-        },
+        NodeIdentity::observer(),
         None,
         Arc::default(),
     )

@@ -6,7 +6,6 @@
 use super::*;
 use crate::api::NodeIdentity;
 use crate::peg_testing::{account, PegNode};
-use fedpeg_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A node with a few blocks and one minted deposit, serving the web app.
@@ -24,11 +23,7 @@ async fn served(live_streams: usize) -> Served {
     node.commit(vec![]);
     let api = Api::new(
         node.chain.clone(),
-        NodeIdentity {
-            role: pb::NodeRole::Observer,
-            member_name: String::new(),
-            halt_height: None,
-        },
+        NodeIdentity::observer(),
         None,
         Arc::default(),
     );
