@@ -13,6 +13,8 @@
 #      FEDPEG_METRICS_PORT (first Prometheus port, default 9464),
 #      FEDPEG_HTTP_PORT (the observer's web app, default 8080; member m0's
 #      is the next port: a member also shows deposits still confirming),
+#      FEDPEG_BTC_RPC_PORT (bitcoind RPC, default 18443),
+#      FEDPEG_BTC_ZMQ_PORT (bitcoind's block notifications, default 28332),
 #      CARGO_TARGET_DIR (default ~/.cache/fedpeg/target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,7 @@ p2p0="${FEDPEG_P2P_PORT:-30001}"
 metrics0="${FEDPEG_METRICS_PORT:-9464}"
 http0="${FEDPEG_HTTP_PORT:-8080}"
 btc_rpc="${FEDPEG_BTC_RPC_PORT:-18443}"
+btc_zmq="${FEDPEG_BTC_ZMQ_PORT:-28332}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fedpeg/target}"
 if [ -z "${RUSTC_WRAPPER:-}" ] && command -v sccache >/dev/null 2>&1; then
     export RUSTC_WRAPPER=sccache SCCACHE_DIR="${SCCACHE_DIR:-$HOME/.cache/fedpeg/sccache}"
@@ -81,14 +84,16 @@ stop() {
 trap stop INT TERM EXIT
 "$BITCOIND" -regtest -daemon=0 -server -listen=0 -listenonion=0 -prune=550 -fallbackfee=0.0002 \
     -addresstype=bech32 -changetype=bech32 -datadir="$dir/bitcoind" -rpcport="$btc_rpc" \
-    -rpcuser=dev -rpcpassword=dev -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 >"$dir/bitcoind.log" 2>&1 &
+    -rpcuser=dev -rpcpassword=dev -rpcbind=127.0.0.1 -rpcallowip=127.0.0.1 \
+    -zmqpubhashblock="tcp://127.0.0.1:$btc_zmq" >"$dir/bitcoind.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do "${btc[@]}" getblockchaininfo >/dev/null 2>&1 && break; sleep 0.2; done
 "${btc[@]}" -named createwallet wallet_name=dev load_on_startup=true >/dev/null 2>&1 || "${btc[@]}" loadwallet dev >/dev/null 2>&1 || true
 if [ "$("${btc[@]}" getblockcount)" -lt 101 ]; then
     "${btc[@]}" generatetoaddress 101 "$("${btc[@]}" getnewaddress "" bech32)" >/dev/null
 fi
-btc_args=(--bitcoin-rpc-url "http://127.0.0.1:$btc_rpc" --bitcoin-rpc-user dev --bitcoin-rpc-password dev)
+btc_args=(--bitcoin-rpc-url "http://127.0.0.1:$btc_rpc" --bitcoin-rpc-user dev --bitcoin-rpc-password dev
+    --bitcoin-zmq-block "tcp://127.0.0.1:$btc_zmq")
 
 for i in $(seq 0 $((members - 1))); do
     web=()

@@ -123,7 +123,19 @@ async fn register(fed: &Federation, chans: &[Channel], a: &AccountId) -> Address
 /// A regtest bitcoind and four members watching it (3 confirmations).
 async fn setup() -> (Bitcoind, Federation, Vec<Channel>) {
     let btc = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
-    let member_args = fedpeg_tests::member_bitcoind_args(&btc.rpc_url(), RPC_USER, RPC_PASSWORD);
+    // Block notifications drive the watchers; the slow poll is the fallback.
+    // (The fee rate stays the last argument: a test changes it.)
+    let mut member_args = vec![
+        "--bitcoin-zmq-block".into(),
+        btc.zmq_block_url(),
+        "--bitcoin-poll-ms".into(),
+        "2000".into(),
+    ];
+    member_args.extend(fedpeg_tests::member_bitcoind_args(
+        &btc.rpc_url(),
+        RPC_USER,
+        RPC_PASSWORD,
+    ));
     let fed = Federation::start_with(
         4,
         false,

@@ -765,3 +765,68 @@ async fn a_federation_on_a_pruned_bitcoind_without_txindex_pegs_in_and_out_acros
         }
     }
 }
+
+/// Measurement, not a check (run with `--ignored --nocapture`): time from
+/// a peg-out's burn being final on member 0 until its batch is in
+/// bitcoind's mempool, over 20 peg-outs, one batch each. Both ends are
+/// polled every 2 ms, so each sample is within a few ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_pegout_latency_over_20_pegouts() {
+    let s = setup(&[], None).await;
+    let bob = key(13);
+    // Enough deposits that the fee pool (their spend costs) pays 20 batches
+    // (two rounds: bitcoind's wallet chains at most 25 unconfirmed sends).
+    s.fund(&bob, 15, 100_000).await;
+    s.fund(&bob, 15, 100_000).await;
+    let to = addresses(&s.btc, 20);
+    let (mut from_final, mut from_submit, mut signed) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, a) in to.iter().enumerate() {
+        let pool = |s: &Setup| s.btc.rpc::<Vec<String>>("getrawmempool", &[]).unwrap();
+        assert!(pool(&s).is_empty());
+        let t_submit = Instant::now();
+        let txid = s.pegout(&bob, i as u64, a, 20_000).await;
+        let (mut t_final, mut t_signed) = (None, None);
+        loop {
+            let st = s.status(&txid).await;
+            if t_final.is_none() && st.is_some() {
+                t_final = Some(Instant::now());
+            }
+            if t_signed.is_none()
+                && st.is_some_and(|p| p.state >= pb::PegOutState::Broadcast as i32)
+            {
+                t_signed = Some(Instant::now());
+            }
+            if t_final.is_some() && !pool(&s).is_empty() {
+                break;
+            }
+            assert!(
+                t_submit.elapsed() < Duration::from_secs(30),
+                "peg-out {i} not in the mempool: {:?}\n{}",
+                s.status(&txid).await,
+                s.fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let t_final = t_final.unwrap();
+        signed.push(t_signed.map_or(f64::NAN, |t| (t - t_final).as_secs_f64() * 1000.0));
+        from_final.push(t_final.elapsed().as_secs_f64() * 1000.0);
+        from_submit.push(t_submit.elapsed().as_secs_f64() * 1000.0);
+        // Confirmed, so its change can pay the next batch.
+        s.btc.mine(s.depth).unwrap();
+        s.wait_state(&txid, pb::PegOutState::Confirmed, 60).await;
+    }
+    for v in [&mut from_final, &mut from_submit, &mut signed] {
+        v.sort_by(f64::total_cmp);
+    }
+    let n = from_final.len();
+    println!(
+        "{{\"pegouts\":{n},\"final_to_mempool_p50_ms\":{:.0},\"p90_ms\":{:.0},\"max_ms\":{:.0},\"submit_to_mempool_p50_ms\":{:.0},\"final_to_fully_signed_in_state_p50_ms\":{:.0}}}",
+        from_final[n / 2],
+        from_final[n * 9 / 10],
+        from_final[n - 1],
+        from_submit[n / 2],
+        signed[n / 2],
+    );
+    check_reserves(&s.chans[0], &s.fed).await;
+}

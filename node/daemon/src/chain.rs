@@ -160,14 +160,19 @@ impl Chain {
 
     /// True if a proposal would carry pooled transactions without asking
     /// bitcoind: pooled claims about Bitcoin alone (perhaps ones bitcoind
-    /// cannot check now) are no reason to propose before the heartbeat.
+    /// cannot check now) are no reason to propose before the heartbeat, nor
+    /// are peg-out signatures short of the threshold ([`FedPool::urgent`]).
     pub fn has_ready_txs(&self) -> bool {
-        self.mempool.lock().map(|m| !m.is_empty()).unwrap_or(false)
-            || self
-                .fed_pool
-                .lock()
-                .map(|p| p.ready_len() > 0)
-                .unwrap_or(false)
+        if self.mempool.lock().map(|m| !m.is_empty()).unwrap_or(false) {
+            return true;
+        }
+        // State before pool, as everywhere.
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let threshold = self.params.federation.threshold();
+        self.fed_pool
+            .lock()
+            .map(|p| p.ready_len() > 0 && p.urgent(&state, threshold))
+            .unwrap_or(false)
     }
 
     /// Sends every transaction later accepted through [`Chain::submit`] to

@@ -48,8 +48,13 @@ pub struct BitcoinConfig {
     pub rpc_password: Option<String>,
     /// bitcoind's `.cookie` file.
     pub rpc_cookie: Option<PathBuf>,
-    /// How often to poll for new blocks, ms (default 500).
+    /// How often to poll for new blocks, ms (default 500). With
+    /// `zmq_block` this is only the fallback.
     pub poll_ms: Option<u64>,
+    /// bitcoind's ZMQ block notifications (`-zmqpubhashblock`), e.g.
+    /// `tcp://127.0.0.1:28332`: the watcher polls as soon as a block
+    /// arrives. Unset: polling only.
+    pub zmq_block: Option<String>,
     /// Vote this fee rate (sat/vB, kept within the genesis min/max) instead
     /// of bitcoind's estimate (or of the genesis default when bitcoind has none).
     pub fee_rate_sat_vb: Option<u64>,
@@ -246,6 +251,9 @@ impl Config {
                 "bitcoin.rpc_url needs bitcoin.rpc_cookie, or both bitcoin.rpc_user and bitcoin.rpc_password".into(),
             ));
         }
+        if let Some(url) = &self.bitcoin.zmq_block {
+            crate::block_notify::parse_endpoint(url).map_err(ConfigError::Invalid)?;
+        }
         let e = &self.explorer;
         if e.max_streams == 0
             || e.stream_buffer == 0
@@ -327,6 +335,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("heartbeat_ms"));
+        for bad in ["ipc:///tmp/zmq", "tcp://127.0.0.1", "127.0.0.1:28332"] {
+            let e = load(&format!("[bitcoin]\nzmq_block = \"{bad}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("zmq_block"), "{bad}: {e}");
+        }
+        assert_eq!(
+            load("[bitcoin]\nzmq_block = \"tcp://127.0.0.1:28332\"")
+                .unwrap()
+                .bitcoin
+                .zmq_block
+                .as_deref(),
+            Some("tcp://127.0.0.1:28332")
+        );
         assert!(load("[explorer]\nmax_streams = 0")
             .unwrap_err()
             .to_string()

@@ -156,7 +156,18 @@ pub async fn run(
             let poll = Duration::from_millis(b.poll_ms.unwrap_or(500).max(10));
             let (w2, stop) = (w.clone(), stop_rx.clone());
             tokio::task::spawn_blocking(move || w2.run(poll, stop));
-            tracing::info!(url = %url, "watching bitcoind for deposits");
+            if let Some(zmq) = &b.zmq_block {
+                // Checked by Config::validate.
+                let endpoint =
+                    crate::block_notify::parse_endpoint(zmq).map_err(|e| anyhow::anyhow!(e))?;
+                let w3 = w.clone();
+                tokio::spawn(crate::block_notify::run(
+                    endpoint,
+                    Arc::new(move || w3.request_poll()),
+                    stop_rx.clone(),
+                ));
+            }
+            tracing::info!(url = %url, zmq = ?b.zmq_block, "watching bitcoind for deposits");
             Some(w)
         }
         (Some(_), None) => {

@@ -6,7 +6,7 @@
 //! calls), [`network`] (libp2p), [`driver`] (the Tendermint engine wired to
 //! network, timers, [`wal`] and chain; block sync), [`sync_server`]
 //! (serving block sync off the consensus task), [`watcher`] and
-//! [`signer`] (bitcoind), [`api`] (tonic gRPC), [`backup`] (backups of a
+//! [`signer`] (bitcoind; [`block_notify`]: its ZMQ block notifications), [`api`] (tonic gRPC), [`backup`] (backups of a
 //! running node and offline restore), [`feed`] (explorer streams
 //! and paged history over the events stored with each block),
 //! [`federation`] (members, reserves, peg-outs), [`web`] (the web app and
@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod block_notify;
 pub mod build_info;
 #[cfg(test)]
 mod byzantine_tests;

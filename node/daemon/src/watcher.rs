@@ -146,6 +146,9 @@ pub struct Watcher {
     polls_done: tokio::sync::watch::Sender<u64>,
     /// Set to make the poller poll now instead of after its interval.
     wake: (Mutex<bool>, Condvar),
+    /// The best block the last complete scan reached: changes with every
+    /// new block or reorg, so a proposer can act on new deposits at once.
+    best: tokio::sync::watch::Sender<Option<BlockHash>>,
 }
 
 impl Watcher {
@@ -190,6 +193,7 @@ impl Watcher {
             polls_started: AtomicU64::new(0),
             polls_done: tokio::sync::watch::channel(0).0,
             wake: (Mutex::new(false), Condvar::new()),
+            best: tokio::sync::watch::channel(None).0,
         })
     }
 
@@ -437,17 +441,20 @@ impl Watcher {
         self.prune(scan.scanned.keys().next().copied().unwrap_or(0));
         // Unavailable until bitcoind has enough data (e.g. a fresh regtest);
         // a failed call keeps the last answer.
+        self.view(|inner| inner.tip = Some(tip));
+        let best = scan.scanned.values().next_back().copied();
+        self.best
+            .send_if_modified(|b| std::mem::replace(b, best) != best);
+        // After the tip is published: proposers act on new deposits
+        // without waiting for this answer.
         let fee_estimate = self
             .btc
             .estimate_fee_rate(6)
             .ok()
             .map(|e| e.map_or(FeeEstimate::Unavailable, FeeEstimate::Rate));
-        self.view(|inner| {
-            inner.tip = Some(tip);
-            if fee_estimate.is_some() {
-                inner.fee_estimate = fee_estimate;
-            }
-        });
+        if fee_estimate.is_some() {
+            self.view(|inner| inner.fee_estimate = fee_estimate);
+        }
         self.save(scan);
         Ok(())
     }
@@ -587,12 +594,33 @@ impl Watcher {
         self.derivations.load(Ordering::Relaxed)
     }
 
+    /// The best block the last complete scan reached (None before one).
+    pub fn best(&self) -> Option<BlockHash> {
+        *self.best.borrow()
+    }
+
+    /// Changes whenever [`Self::best`] does.
+    pub fn subscribe_best(&self) -> tokio::sync::watch::Receiver<Option<BlockHash>> {
+        self.best.subscribe()
+    }
+
     /// Asks the poller ([`Self::run`]) to poll now.
     pub fn request_poll(&self) {
         if let Ok(mut wake) = self.wake.0.lock() {
             *wake = true;
             self.wake.1.notify_all();
         }
+    }
+
+    /// Waits (without blocking a thread) for the poll running now, if any,
+    /// to finish; false after `within`. Cheaper than [`Self::fresh_poll`]
+    /// when a block notification already started the poll that matters.
+    pub async fn running_poll(&self, within: std::time::Duration) -> bool {
+        let mut done = self.polls_done.subscribe();
+        let started = self.polls_started.load(Ordering::SeqCst);
+        tokio::time::timeout(within, done.wait_for(|n| *n >= started))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Waits (without blocking a thread) for a poll that starts after this

@@ -154,6 +154,34 @@ impl FedPool {
         self.txs.len() - self.claims
     }
 
+    /// True if a pooled transaction is worth a block now: anything ready
+    /// but peg-out signatures, or signatures that, with those `state`
+    /// recorded, reach the federation's `threshold` for their batch.
+    /// Fewer are useless until the rest arrive: a proposer that included
+    /// the first one at once would spend a block per signature before the
+    /// batch can be broadcast; they wait for the rest or the heartbeat.
+    pub fn urgent(&self, state: &State, threshold: usize) -> bool {
+        let mut sigs: HashMap<(BatchId, u32), usize> = HashMap::new();
+        for (tx, _) in self.txs.values() {
+            match &tx.kind {
+                _ if is_bitcoin_claim(tx) => {}
+                FedTxKind::PegOutSignatures { batch, version, .. } => {
+                    let recorded = state
+                        .batches
+                        .get(batch)
+                        .map_or(0, |b| b.latest().signatures.len());
+                    let pooled = sigs.entry((*batch, *version)).or_insert(recorded);
+                    *pooled += 1;
+                    if *pooled >= threshold {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+        }
+        false
+    }
+
     /// Checks, against `state`, and pools `tx`. The expensive part is the
     /// state check; callers that must not hold the pool while it runs use
     /// [`FedPool::precheck`], [`check_fed_tx`] and [`FedPool::insert`].

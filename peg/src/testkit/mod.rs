@@ -123,6 +123,7 @@ pub struct Bitcoind {
     args: Vec<String>,
     rpc_port: u16,
     p2p_port: u16,
+    zmq_port: u16,
     child: Option<Child>,
     /// Node-level calls.
     client: bitcoincore_rpc::Client,
@@ -166,7 +167,7 @@ impl Bitcoind {
             .prefix("fedpeg-bitcoind-")
             .tempdir()
             .map_err(|e| format!("cannot create a bitcoind data directory: {e}"))?;
-        let [rpc_port, p2p_port] = free_ports()?;
+        let [rpc_port, p2p_port, zmq_port] = free_ports()?;
         let args = vec![
             "-regtest".to_string(),
             "-daemon=0".into(),
@@ -186,6 +187,8 @@ impl Bitcoind {
             "-rpcallowip=127.0.0.1".into(),
             format!("-rpcport={rpc_port}"),
             format!("-port={p2p_port}"),
+            // Block notifications for members that subscribe (`zmq_block_url`).
+            format!("-zmqpubhashblock=tcp://127.0.0.1:{zmq_port}"),
             format!("-rpcuser={RPC_USER}"),
             format!("-rpcpassword={RPC_PASSWORD}"),
             format!("-datadir={}", datadir.path().display()),
@@ -199,6 +202,7 @@ impl Bitcoind {
             args,
             rpc_port,
             p2p_port,
+            zmq_port,
             child: None,
             // Replaced below, once the wallet exists.
             mining_address: Address::p2wsh(&bitcoin::ScriptBuf::new(), Network::Regtest),
@@ -330,6 +334,11 @@ impl Bitcoind {
     /// The harness's own node-level client (long timeout).
     pub fn client(&self) -> &bitcoincore_rpc::Client {
         &self.client
+    }
+
+    /// bitcoind's ZMQ block notifications (`-zmqpubhashblock`).
+    pub fn zmq_block_url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.zmq_port)
     }
 
     /// The RPC port.

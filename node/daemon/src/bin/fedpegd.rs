@@ -178,6 +178,12 @@ struct RunArgs {
     /// bitcoind .cookie file instead of user/password [config: bitcoin.rpc_cookie].
     #[arg(long, value_name = "FILE")]
     bitcoin_rpc_cookie: Option<PathBuf>,
+    /// bitcoind's ZMQ block notifications, e.g. tcp://127.0.0.1:28332 (bitcoind -zmqpubhashblock=...): poll at once when a block arrives, polling stays the fallback [config: bitcoin.zmq_block; unset: polling only].
+    #[arg(long, value_name = "URL")]
+    bitcoin_zmq_block: Option<String>,
+    /// How often to poll bitcoind, ms [config: bitcoin.poll_ms; default 500].
+    #[arg(long, value_name = "MS")]
+    bitcoin_poll_ms: Option<u64>,
     /// Vote this Bitcoin fee rate (sat/vB, kept within genesis fees.min/max_fee_rate_sat_vb) instead of bitcoind's estimate; without either, a member votes genesis fees.default_fee_rate_sat_vb [config: bitcoin.fee_rate_sat_vb].
     #[arg(long, value_name = "SAT_PER_VB")]
     bitcoin_fee_rate: Option<u64>,
@@ -435,6 +441,12 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = a.bitcoin_rpc_cookie {
         c.bitcoin.rpc_cookie = Some(v);
+    }
+    if let Some(v) = a.bitcoin_zmq_block {
+        c.bitcoin.zmq_block = Some(v);
+    }
+    if let Some(v) = a.bitcoin_poll_ms {
+        c.bitcoin.poll_ms = Some(v);
     }
     if let Some(v) = a.bitcoin_fee_rate {
         c.bitcoin.fee_rate_sat_vb = Some(v);

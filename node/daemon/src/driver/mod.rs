@@ -154,6 +154,9 @@ pub struct Driver {
     watcher: Option<Arc<Watcher>>,
     /// Fee rate this member votes instead of its bitcoind's estimate.
     fee_pin: Option<u64>,
+    /// The Bitcoin best block at which this member last proposed early
+    /// for new deposits ([`Driver::new_mints_ready`]).
+    early_mints_at: Option<fedpeg_peg::bitcoin::BlockHash>,
     /// Test-only faults (see [`crate::faults`]): a member that proposes a
     /// mint of a deposit that does not exist, to show the others refuse it.
     faults: Faults,
@@ -328,6 +331,7 @@ impl Driver {
             watcher: None,
             faults: Faults::default(),
             fee_pin: None,
+            early_mints_at: None,
             blocks: BlockCache::default(),
             warn_blocks: LogLimiter::default(),
             warn_fed: Arc::default(),
@@ -376,6 +380,8 @@ impl Driver {
             self.input(Input::StartHeight(next))?;
         }
         let mut tx_flush_at: Option<Instant> = None;
+        // New Bitcoin blocks (deposits may have reached their depth).
+        let mut bitcoin_best = self.watcher.as_ref().map(|w| w.subscribe_best());
         let mut sync_tick = tokio::time::interval(self.cfg.sync_interval);
         sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -425,6 +431,11 @@ impl Driver {
                 _ = tokio::time::sleep_until(propose_at.into()), if waiting_to_propose => self.propose()?,
                 _ = chain.mempool_changed(), if waiting_to_propose => {
                     if self.chain.has_ready_txs() {
+                        self.propose()?;
+                    }
+                }
+                _ = best_changed(&mut bitcoin_best), if waiting_to_propose => {
+                    if self.new_mints_ready() {
                         self.propose()?;
                     }
                 }
@@ -510,6 +521,7 @@ impl Driver {
                         self.status.round.store(round.0, Ordering::Relaxed);
                         self.pending_propose = Some((height, round));
                         if self.chain.has_ready_txs()
+                            || self.new_mints_ready()
                             || self.last_commit.elapsed() >= self.propose_cap
                         {
                             // Propose right away; the answer joins the queue.
@@ -805,6 +817,19 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Resolves when the watched best block changes; never without a watcher
+/// (or once the watcher is gone).
+async fn best_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Option<fedpeg_peg::bitcoin::BlockHash>>>,
+) {
+    let Some(r) = rx else {
+        return std::future::pending().await;
+    };
+    if r.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 #[cfg(test)]

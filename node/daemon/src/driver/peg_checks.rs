@@ -90,16 +90,8 @@ impl Driver {
                 );
             }
         }
-        // Deposits below what spending them costs are never minted (GetPegIns
-        // reports them BELOW_COST): skipped before the block's share is
-        // taken, so a pile of dust cannot crowd out the deposits behind it.
-        let cost = self
-            .chain
-            .with_state(|s| s.pegin_spend_cost(self.chain.params()));
-        mature
+        self.mintable(mature)
             .into_iter()
-            .filter(|d| d.amount > cost)
-            .take(MAX_MINTS_PER_BLOCK)
             .map(|d| {
                 FederationTx::sign(
                     self.chain.spec.chain_id,
@@ -114,6 +106,40 @@ impl Driver {
                 )
             })
             .collect()
+    }
+
+    /// Of `mature`, what a block may mint: deposits below what spending
+    /// them costs are never minted (GetPegIns reports them BELOW_COST), and
+    /// they are skipped before the block's share is taken, so a pile of
+    /// dust cannot crowd out the deposits behind it.
+    fn mintable(&self, mature: Vec<SeenDeposit>) -> Vec<SeenDeposit> {
+        let cost = self
+            .chain
+            .with_state(|s| s.pegin_spend_cost(self.chain.params()));
+        mature
+            .into_iter()
+            .filter(|d| d.amount > cost)
+            .take(MAX_MINTS_PER_BLOCK)
+            .collect()
+    }
+
+    /// True once per Bitcoin best block, when that block left deposits to
+    /// mint: the proposer then proposes at once instead of waiting out the
+    /// heartbeat. Once per block, so a deposit that cannot be minted (the
+    /// others refuse it) never makes every height propose early.
+    pub(super) fn new_mints_ready(&mut self) -> bool {
+        let Some(w) = &self.watcher else {
+            return false;
+        };
+        let best = w.best();
+        if best.is_none() || best == self.early_mints_at || self.signer.is_none() {
+            return false;
+        }
+        if self.mintable(w.mature()).is_empty() {
+            return false;
+        }
+        self.early_mints_at = best;
+        true
     }
 
     /// The Bitcoin checks `block` needs before this member may vote for
@@ -181,11 +207,16 @@ impl PegCheck {
             return false;
         };
         let deadline = tokio::time::Instant::now() + self.within;
-        if !self.mints.iter().all(|m| w.confirms(m)) {
+        let confirmed = |w: &Watcher| self.mints.iter().all(|m| w.confirms(m));
+        // The poll a block notification started, if one is running, is
+        // usually the one that shows the deposit.
+        let seen = confirmed(&w) || (w.running_poll(self.within).await && confirmed(&w));
+        if !seen {
             // Our watcher may be a poll behind the proposer's: ask the
             // poller to look again now, and wait for it (not for bitcoind).
-            let polled = w.fresh_poll(self.within).await;
-            if !polled || !self.mints.iter().all(|m| w.confirms(m)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let polled = w.fresh_poll(left).await;
+            if !polled || !confirmed(&w) {
                 tracing::warn!(
                     polled,
                     "block mints a deposit this member's bitcoind does not show at depth (or could not be asked in time); voting against"
@@ -390,6 +421,51 @@ mod tests {
             vec![real.outpoint],
             "only the deposit worth minting"
         );
+    }
+
+    /// A Bitcoin block that brings a deposit to depth makes the proposer
+    /// propose at once, but only once per block: a deposit that stays
+    /// unminted (the others refuse it) is no reason to propose early at
+    /// every height; the next Bitcoin block may trigger one more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deposit_reaching_depth_asks_for_one_early_proposal_per_bitcoin_block() {
+        let node = PegNode::new(1, 1);
+        node.register(account(1));
+        let w = node.watcher();
+        let mut drv = node.driver(Some(w.clone())).await;
+        let mut best = w.subscribe_best();
+        node.btc.mine(1);
+        w.poll().unwrap();
+        assert!(w.best().is_some(), "a scan publishes its best block");
+        best.mark_unchanged();
+        assert!(!drv.new_mints_ready(), "nothing to mint");
+        node.deposit(account(1), 250_000);
+        node.btc.mine(CONFIRMATIONS - 1);
+        w.poll().unwrap();
+        assert!(best.has_changed().unwrap(), "new blocks are published");
+        best.mark_unchanged();
+        assert!(drv.new_mints_ready(), "the deposit is at depth");
+        assert!(!drv.new_mints_ready(), "once per Bitcoin block");
+        w.poll().unwrap();
+        assert!(
+            !best.has_changed().unwrap(),
+            "no new block, nothing published"
+        );
+        assert!(!drv.new_mints_ready());
+        node.btc.mine(1);
+        w.poll().unwrap();
+        assert!(best.has_changed().unwrap());
+        assert!(drv.new_mints_ready(), "still unminted at the next block");
+        // Dust is never worth an early proposal.
+        let node = PegNode::new(1, 1);
+        node.register(account(2));
+        let w = node.watcher();
+        let mut drv = node.driver(Some(w.clone())).await;
+        node.deposit(account(2), 600);
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        assert_eq!(w.mature().len(), 1);
+        assert!(!drv.new_mints_ready(), "below the spend cost");
     }
 
     /// The rate in a fee vote.

@@ -837,3 +837,47 @@ fn a_reconfirmation_the_pool_cannot_pay_is_left_out_without_a_trace() {
         0
     );
 }
+
+/// Pooled peg-out signatures ask for a block at once only when, with those
+/// state already recorded, they reach the threshold: fewer are useless
+/// until the rest arrive. Anything else pooled is urgent as before.
+#[test]
+fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
+    use crate::fed_pool::FedPool;
+    let p = params();
+    let m = p.federation.threshold();
+    assert!(m >= 2);
+    let mut s = State::default();
+    deposit(&mut s, 1, 0, 1_000_000);
+    step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
+    let mut pool = FedPool::default();
+    for member in 0..m as u32 - 1 {
+        pool.admit(&s, &p, sign(&s, 0, member)).unwrap();
+        assert!(!pool.urgent(&s, m), "{} of {m} signatures", member + 1);
+    }
+    pool.admit(&s, &p, sign(&s, 0, m as u32 - 1)).unwrap();
+    assert!(pool.urgent(&s, m));
+    // Recorded signatures count: one pooled signature completes a batch
+    // that a block already gave m - 1.
+    let sigs: Vec<_> = (0..m as u32 - 1).map(|i| sign(&s, 0, i)).collect();
+    step(&mut s, &[], &sigs, 6);
+    let mut pool = FedPool::default();
+    pool.admit(&s, &p, sign(&s, 0, m as u32 - 1)).unwrap();
+    assert!(pool.urgent(&s, m));
+    // Anything else is urgent on its own.
+    let mut pool = FedPool::default();
+    pool.admit(
+        &s,
+        &p,
+        fed(
+            0,
+            FedTxKind::FeeRateVote {
+                sat_per_vbyte: FeeRate(7),
+                height: Height(s.height.0 + 1),
+            },
+        ),
+    )
+    .unwrap();
+    assert!(pool.urgent(&s, m));
+    assert!(!FedPool::default().urgent(&s, m));
+}
