@@ -207,6 +207,22 @@ async fn deposits_are_minted_once_at_depth_minus_spend_cost() {
     btc.mine(1).unwrap();
     let took = wait_balance(&fed, &chans, &a, 100_000 - cost).await;
     eprintln!("deposit minted on all members {took:?} after the block that brought it to depth");
+    // Every member's watcher hears of bitcoind's blocks over ZMQ.
+    for m in &fed.members {
+        assert!(
+            m.log()
+                .contains("subscribed to bitcoind block notifications"),
+            "{} did not subscribe:\n{}",
+            m.name,
+            m.log()
+        );
+        let heard = m.metric_value("fedpeg_bitcoin_block_notifications_total");
+        assert!(
+            heard >= Some(3),
+            "{}: {heard:?} block notifications",
+            m.name
+        );
+    }
     let st = peg_ins(&chans[2], Selector::Outpoint(outpoint.clone()))
         .await
         .unwrap();
@@ -825,6 +841,14 @@ async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
             .position(|a| a == "--bitcoin-rpc-url")
             .unwrap();
         m.extra_args[at + 1] = own.rpc_url();
+        // Its block notifications come from its own node too, and hang
+        // with it.
+        let at = m
+            .extra_args
+            .iter()
+            .position(|a| a == "--bitcoin-zmq-block")
+            .unwrap();
+        m.extra_args[at + 1] = own.zmq_block_url();
         m.spawn().unwrap();
         chans[3] = m.connect().await.unwrap();
     }

@@ -4,9 +4,10 @@
 //!
 //! A notification is only ever a reason to poll: what the watcher believes
 //! still comes from its own bitcoind's RPC, so a wrong, forged or flooded
-//! notification can at most cause polls, and those are coalesced and spaced
-//! ([`MIN_POLL_GAP`]). Polling on the interval stays the fallback: a dead,
-//! slow or absent endpoint only costs latency.
+//! notification can at most cause polls, and those are coalesced (one
+//! pending poke at a time, [`MIN_POLL_GAP`] between pokes; the watcher also
+//! spaces the polls themselves). Polling on the interval stays the
+//! fallback: a dead, slow or absent endpoint only costs latency.
 //!
 //! The subscriber speaks the one corner of ZMTP 3.0 (RFC 23) that a SUB
 //! socket needs against bitcoind's PUB socket: greeting, NULL handshake,
@@ -16,9 +17,10 @@
 //! most [`MAX_PARTS`] frames), while the pure-Rust ZeroMQ crate brings ~15
 //! crates (a second `syn`, `regex`, ...) to a build that runs on 2 cores.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The topic bitcoind publishes new best-block hashes under.
@@ -34,7 +36,8 @@ pub const MIN_POLL_GAP: Duration = Duration::from_millis(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect after this long without any message (a half-open connection
 /// would otherwise be waited on forever; the interval poll covers the gap).
-const IDLE_RECONNECT: Duration = Duration::from_secs(20 * 60);
+/// Far above Bitcoin's block gaps, so a quiet hour is not a reconnect.
+const IDLE_RECONNECT: Duration = Duration::from_secs(3 * 60 * 60);
 /// First and longest wait before reconnecting after a failure.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(30));
 
@@ -78,10 +81,13 @@ pub fn parse_endpoint(url: &str) -> Result<String, String> {
 /// Subscribes to `endpoint` (`host:port`) until `stop`, calling `on_block`
 /// for every block notification (coalesced, at most once per
 /// [`MIN_POLL_GAP`]) and once after every (re)connection, since blocks may
-/// have come while it was away. Reconnects with backoff.
+/// have come while it was away; counts the notifications in `seen`.
+/// Reconnects with backoff, which restarts from its shortest only after a
+/// connection that delivered a notification.
 pub async fn run(
     endpoint: String,
     on_block: Arc<dyn Fn() + Send + Sync>,
+    seen: Arc<AtomicU64>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -100,7 +106,7 @@ pub async fn run(
     let mut backoff = BACKOFF.0;
     let mut warned = false;
     loop {
-        let session = subscribe(&endpoint, &wake);
+        let session = subscribe(&endpoint, &wake, &seen);
         let result = tokio::select! {
             r = session => r,
             _ = stop.changed() => break,
@@ -109,7 +115,11 @@ pub async fn run(
             break;
         }
         match result {
-            // It ran (handshake done, messages came) before it ended.
+            Err((true, e @ NotifyError::Idle(_))) => {
+                tracing::debug!(endpoint, error = %e, "bitcoind block notifications quiet; reconnecting");
+                backoff = BACKOFF.0;
+            }
+            // It delivered notifications before it ended.
             Err((true, e)) => {
                 tracing::warn!(endpoint, error = %e, "bitcoind block notifications interrupted; reconnecting (polling continues)");
                 backoff = BACKOFF.0;
@@ -134,14 +144,16 @@ pub async fn run(
 }
 
 /// One connection: handshake, subscribe, then read messages until an error.
-/// The error says whether the handshake had succeeded.
+/// The error says whether the connection delivered a block notification.
 async fn subscribe(
     endpoint: &str,
     wake: &tokio::sync::Notify,
+    seen: &AtomicU64,
 ) -> Result<std::convert::Infallible, (bool, NotifyError)> {
-    let mut s = timed(TcpStream::connect(endpoint))
+    let s = timed(TcpStream::connect(endpoint))
         .await
         .map_err(|e| (false, e))?;
+    let mut s = BufReader::new(s);
     timed(handshake(&mut s)).await.map_err(|e| (false, e))?;
     tracing::info!(
         endpoint,
@@ -149,13 +161,19 @@ async fn subscribe(
     );
     // Blocks may have arrived while we were not subscribed.
     wake.notify_one();
+    let mut delivered = false;
     loop {
         let msg = match tokio::time::timeout(IDLE_RECONNECT, read_message(&mut s)).await {
             Ok(Ok(msg)) => msg,
-            Ok(Err(e)) => return Err((true, e)),
-            Err(_) => return Err((true, NotifyError::Idle(IDLE_RECONNECT))),
+            Ok(Err(e)) => return Err((delivered, e)),
+            Err(_) => return Err((delivered, NotifyError::Idle(IDLE_RECONNECT))),
         };
-        if msg.first().is_some_and(|t| t.as_slice() == TOPIC) {
+        // bitcoind's hashblock: the topic, a 32-byte hash, a sequence number.
+        if msg.first().is_some_and(|t| t.as_slice() == TOPIC)
+            && msg.get(1).is_some_and(|h| h.len() == 32)
+        {
+            delivered = true;
+            seen.fetch_add(1, Ordering::Relaxed);
             wake.notify_one();
         }
     }
@@ -206,8 +224,8 @@ fn frame(flags: u8, body: &[u8]) -> Vec<u8> {
 
 /// Greeting, NULL-mechanism READY both ways, then the subscription (the
 /// ZMTP 3.0 form: a message `0x01 topic`).
-async fn handshake(s: &mut TcpStream) -> Result<(), NotifyError> {
-    s.write_all(&greeting()).await?;
+async fn handshake(s: &mut BufReader<TcpStream>) -> Result<(), NotifyError> {
+    s.get_mut().write_all(&greeting()).await?;
     let mut peer = [0u8; 64];
     s.read_exact(&mut peer).await?;
     if peer[0] != 0xff || peer[9] != 0x7f {
@@ -227,7 +245,7 @@ async fn handshake(s: &mut TcpStream) -> Result<(), NotifyError> {
     ready.extend_from_slice(name);
     ready.extend_from_slice(&(value.len() as u32).to_be_bytes());
     ready.extend_from_slice(value);
-    s.write_all(&command(b"READY", &ready)).await?;
+    s.get_mut().write_all(&command(b"READY", &ready)).await?;
     let (flags, body) = read_frame(s).await?;
     if flags & 0x04 == 0
         || body.first().map(|&n| n as usize) != Some(5)
@@ -244,7 +262,7 @@ async fn handshake(s: &mut TcpStream) -> Result<(), NotifyError> {
     }
     let mut sub = vec![0x01];
     sub.extend_from_slice(TOPIC);
-    s.write_all(&frame(0x00, &sub)).await?;
+    s.get_mut().write_all(&frame(0x00, &sub)).await?;
     Ok(())
 }
 
@@ -254,17 +272,18 @@ fn socket_type(mut meta: &[u8]) -> Option<&[u8]> {
         let name = rest.get(..n as usize)?;
         let rest = &rest[n as usize..];
         let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let value = rest.get(4..4 + len)?;
+        let end = len.checked_add(4)?;
+        let value = rest.get(4..end)?;
         if name.eq_ignore_ascii_case(b"Socket-Type") {
             return Some(value);
         }
-        meta = &rest[4 + len..];
+        meta = &rest[end..];
     }
     None
 }
 
 /// One frame: (flags, body), its size checked before anything is read.
-async fn read_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>), NotifyError> {
+async fn read_frame(s: &mut (impl AsyncRead + Unpin)) -> Result<(u8, Vec<u8>), NotifyError> {
     let flags = s.read_u8().await?;
     let size = if flags & 0x02 != 0 {
         s.read_u64().await?
@@ -280,7 +299,7 @@ async fn read_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>), NotifyError> {
 }
 
 /// One message (its frames); commands between messages are skipped.
-async fn read_message(s: &mut TcpStream) -> Result<Vec<Vec<u8>>, NotifyError> {
+async fn read_message(s: &mut (impl AsyncRead + Unpin)) -> Result<Vec<Vec<u8>>, NotifyError> {
     let mut parts = Vec::new();
     loop {
         let (flags, body) = read_frame(s).await?;

@@ -164,6 +164,7 @@ pub async fn run(
                 tokio::spawn(crate::block_notify::run(
                     endpoint,
                     Arc::new(move || w3.request_poll()),
+                    w.notification_counter(),
                     stop_rx.clone(),
                 ));
             }

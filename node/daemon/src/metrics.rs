@@ -228,6 +228,13 @@ pub fn render(s: &Sources) -> String {
         );
         metric(
             &mut o,
+            "fedpeg_bitcoin_block_notifications_total",
+            "counter",
+            "Block notifications from this member's bitcoind (ZMQ hashblock; 0 without bitcoin.zmq_block).",
+            w.block_notifications(),
+        );
+        metric(
+            &mut o,
             "fedpeg_bitcoin_tip_height",
             "gauge",
             "Bitcoin tip seen by this member.",

@@ -43,6 +43,8 @@ pub const MIN_BITCOIND_VERSION: u64 = 250_000;
 
 /// How often the watcher re-reads bitcoind's prune height.
 const NODE_INFO_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Least time between the starts of two polls of [`Watcher::run`].
+const MIN_POLL_GAP: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A best-chain transaction spending a federation output.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -149,6 +151,8 @@ pub struct Watcher {
     /// The best block the last complete scan reached: changes with every
     /// new block or reorg, so a proposer can act on new deposits at once.
     best: tokio::sync::watch::Sender<Option<BlockHash>>,
+    /// Block notifications received from bitcoind ([`crate::block_notify`]).
+    notifications: Arc<AtomicU64>,
 }
 
 impl Watcher {
@@ -194,6 +198,7 @@ impl Watcher {
             polls_done: tokio::sync::watch::channel(0).0,
             wake: (Mutex::new(false), Condvar::new()),
             best: tokio::sync::watch::channel(None).0,
+            notifications: Arc::default(),
         })
     }
 
@@ -604,6 +609,16 @@ impl Watcher {
         self.best.subscribe()
     }
 
+    /// The counter of block notifications (for [`crate::block_notify::run`]).
+    pub fn notification_counter(&self) -> Arc<AtomicU64> {
+        self.notifications.clone()
+    }
+
+    /// Block notifications received from bitcoind so far.
+    pub fn block_notifications(&self) -> u64 {
+        self.notifications.load(Ordering::Relaxed)
+    }
+
     /// Asks the poller ([`Self::run`]) to poll now.
     pub fn request_poll(&self) {
         if let Ok(mut wake) = self.wake.0.lock() {
@@ -794,6 +809,7 @@ impl Watcher {
     ) {
         let mut warned = false;
         while !*stop.borrow() {
+            let started = std::time::Instant::now();
             match self.poll() {
                 Ok(()) => warned = false,
                 Err(e) if !warned => {
@@ -803,6 +819,11 @@ impl Watcher {
                 Err(_) => {}
             }
             self.sleep(interval);
+            // However often it is asked (block notifications, peer checks),
+            // polls start at least MIN_POLL_GAP apart.
+            if let Some(rest) = MIN_POLL_GAP.checked_sub(started.elapsed()) {
+                std::thread::sleep(rest);
+            }
         }
     }
 }

@@ -160,19 +160,27 @@ impl FedPool {
     /// Fewer are useless until the rest arrive: a proposer that included
     /// the first one at once would spend a block per signature before the
     /// batch can be broadcast; they wait for the rest or the heartbeat.
+    /// Signatures that can never count (an older version, a member state
+    /// already recorded, a batch already complete or gone) are not urgent.
     pub fn urgent(&self, state: &State, threshold: usize) -> bool {
-        let mut sigs: HashMap<(BatchId, u32), usize> = HashMap::new();
+        let mut pooled: HashMap<BatchId, usize> = HashMap::new();
         for (tx, _) in self.txs.values() {
             match &tx.kind {
                 _ if is_bitcoin_claim(tx) => {}
                 FedTxKind::PegOutSignatures { batch, version, .. } => {
-                    let recorded = state
-                        .batches
-                        .get(batch)
-                        .map_or(0, |b| b.latest().signatures.len());
-                    let pooled = sigs.entry((*batch, *version)).or_insert(recorded);
-                    *pooled += 1;
-                    if *pooled >= threshold {
+                    let Some(b) = state.batches.get(batch) else {
+                        continue;
+                    };
+                    let recorded = &b.latest().signatures;
+                    if b.versions.len() != *version as usize + 1
+                        || recorded.contains_key(&tx.member)
+                        || recorded.len() >= threshold
+                    {
+                        continue;
+                    }
+                    let n = pooled.entry(*batch).or_insert(recorded.len());
+                    *n += 1;
+                    if *n >= threshold {
                         return true;
                     }
                 }

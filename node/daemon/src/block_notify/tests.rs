@@ -3,7 +3,7 @@
 //! bitcoind is exercised by the peg-in end-to-end tests.
 
 use super::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 
 /// Counts the pokes the subscriber gives the watcher.
@@ -81,7 +81,7 @@ async fn a_block_notification_pokes_the_watcher() {
     let (l, addr) = listener().await;
     let (n, poke) = counter();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run(addr, poke, stop));
+    let task = tokio::spawn(run(addr, poke, Arc::default(), stop));
     let mut s = accept_subscriber(&l, b"PUB").await;
     // One poke on connecting (blocks may have come while away).
     wait_count(&n, 1).await;
@@ -99,14 +99,15 @@ async fn a_block_notification_pokes_the_watcher() {
     task.await.unwrap();
 }
 
-/// A flood of notifications (a liar, or a burst of blocks) becomes spaced
-/// polls, and the last notification still leads to a poll after it.
+/// A flood of notifications (a liar, or a burst of blocks) is read in full
+/// and becomes spaced pokes.
 #[tokio::test]
 async fn a_flood_of_notifications_is_coalesced_into_spaced_polls() {
     let (l, addr) = listener().await;
     let (n, poke) = counter();
+    let seen = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run(addr, poke, stop));
+    let task = tokio::spawn(run(addr, poke, seen.clone(), stop));
     let mut s = accept_subscriber(&l, b"PUB").await;
     let t0 = std::time::Instant::now();
     let mut burst = Vec::new();
@@ -118,6 +119,11 @@ async fn a_flood_of_notifications_is_coalesced_into_spaced_polls() {
     let pokes = n.load(Ordering::SeqCst);
     let bound = (t0.elapsed().as_millis() / MIN_POLL_GAP.as_millis()) as usize + 2;
     assert!(pokes >= 2, "the burst must poke at least once: {pokes}");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        20_000,
+        "every notification read"
+    );
     assert!(
         pokes <= bound,
         "{pokes} pokes for 20,000 notifications in {:?}; at most {bound}",
@@ -134,7 +140,7 @@ async fn an_oversized_frame_drops_the_connection_and_it_reconnects() {
     let (l, addr) = listener().await;
     let (n, poke) = counter();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run(addr, poke, stop));
+    let task = tokio::spawn(run(addr, poke, Arc::default(), stop));
     let mut s = accept_subscriber(&l, b"PUB").await;
     let mut huge = vec![0x02u8];
     huge.extend_from_slice(&(u64::MAX).to_be_bytes());
@@ -158,7 +164,7 @@ async fn a_message_of_too_many_frames_drops_the_connection() {
     let (l, addr) = listener().await;
     let (_n, poke) = counter();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run(addr, poke, stop));
+    let task = tokio::spawn(run(addr, poke, Arc::default(), stop));
     let mut s = accept_subscriber(&l, b"PUB").await;
     let mut m = Vec::new();
     for _ in 0..=MAX_PARTS {
@@ -179,7 +185,7 @@ async fn peers_that_are_not_a_pub_socket_are_refused() {
         let (l, addr) = listener().await;
         let (n, poke) = counter();
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run(addr.clone(), poke, stop));
+        let task = tokio::spawn(run(addr.clone(), poke, Arc::default(), stop));
         if who == "http" {
             let (mut s, _) = l.accept().await.unwrap();
             let mut g = [0u8; 64];
@@ -239,28 +245,40 @@ async fn bitcoind_block_notifications_reach_the_subscriber() {
         .unwrap_or_else(|e| panic!("bitcoind: {e}"));
     let endpoint = parse_endpoint(&btc.zmq_block_url()).unwrap();
     let (n, poke) = counter();
+    let seen = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(run(endpoint, poke, stop));
+    let task = tokio::spawn(run(endpoint, poke, seen.clone(), stop));
     wait_count(&n, 1).await;
     // bitcoind takes the subscription in asynchronously: mine until a
-    // block's notification arrives, then check that each block pokes.
-    let mut poked = false;
+    // block's notification is parsed, then check that each block is.
+    let parsed = || seen.load(Ordering::SeqCst);
     for _ in 0..20 {
-        let before = n.load(Ordering::SeqCst);
         btc.mine(1).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if n.load(Ordering::SeqCst) > before {
-            poked = true;
+        if parsed() > 0 {
             break;
         }
     }
-    assert!(poked, "no notification from bitcoind:\n{}", btc.log_tail());
+    assert!(
+        parsed() > 0,
+        "no notification from bitcoind:\n{}",
+        btc.log_tail()
+    );
+    let connects = n.load(Ordering::SeqCst);
     for _ in 0..3 {
-        let before = n.load(Ordering::SeqCst);
+        let before = (parsed(), n.load(Ordering::SeqCst));
         btc.mine(1).unwrap();
-        wait_count(&n, before + 1).await;
+        for _ in 0..200 {
+            if parsed() > before.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(parsed(), before.0 + 1, "one notification per block");
+        wait_count(&n, before.1 + 1).await;
         tokio::time::sleep(MIN_POLL_GAP * 2).await;
     }
+    assert!(n.load(Ordering::SeqCst) <= connects + 3, "no reconnects");
     stop_tx.send(true).unwrap();
     task.await.unwrap();
 }

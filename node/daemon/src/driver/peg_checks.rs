@@ -184,6 +184,10 @@ impl Driver {
     }
 }
 
+/// How long a peg check waits for its bitcoind's next block before
+/// polling again.
+const RECHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// The Bitcoin checks of one proposed block, run off the consensus task
 /// ([`PegCheck::run`]): every mint must be a deposit this member's watcher
 /// saw at depth, every peg-out confirmation a transaction its bitcoind shows
@@ -210,19 +214,32 @@ impl PegCheck {
         let confirmed = |w: &Watcher| self.mints.iter().all(|m| w.confirms(m));
         // The poll a block notification started, if one is running, is
         // usually the one that shows the deposit.
-        let seen = confirmed(&w) || (w.running_poll(self.within).await && confirmed(&w));
-        if !seen {
-            // Our watcher may be a poll behind the proposer's: ask the
-            // poller to look again now, and wait for it (not for bitcoind).
+        let mut seen = confirmed(&w) || (w.running_poll(self.within).await && confirmed(&w));
+        // Our watcher may be a poll behind the proposer's, and our bitcoind
+        // a block behind the proposer's (blocks reach separate nodes tens of
+        // ms apart): poll again, then wait for our bitcoind's next block,
+        // until the bound. A bitcoind that does not answer is not waited on.
+        let mut best = w.subscribe_best();
+        while !seen {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let polled = w.fresh_poll(left).await;
-            if !polled || !confirmed(&w) {
-                tracing::warn!(
-                    polled,
-                    "block mints a deposit this member's bitcoind does not show at depth (or could not be asked in time); voting against"
-                );
-                return false;
+            seen = polled && confirmed(&w);
+            if seen || !polled || !w.reachable() {
+                break;
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            best.mark_unchanged();
+            let _ = tokio::time::timeout(left.min(RECHECK_EVERY), best.changed()).await;
+            seen = confirmed(&w);
+        }
+        if !seen {
+            tracing::warn!(
+                "block mints a deposit this member's bitcoind does not show at depth (or could not be asked in time); voting against"
+            );
+            return false;
         }
         if self.claims.is_empty() {
             return true;

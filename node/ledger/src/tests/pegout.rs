@@ -862,8 +862,32 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
     let sigs: Vec<_> = (0..m as u32 - 1).map(|i| sign(&s, 0, i)).collect();
     step(&mut s, &[], &sigs, 6);
     let mut pool = FedPool::default();
+    // A member already recorded (pooled in a race with the block) does
+    // not count twice.
+    pool.insert(sign(&s, 0, 0)).unwrap();
+    assert!(!pool.urgent(&s, m));
     pool.admit(&s, &p, sign(&s, 0, m as u32 - 1)).unwrap();
     assert!(pool.urgent(&s, m));
+    // Once the batch has its m signatures, later ones are no reason for a
+    // block; nor are signatures of a version that was replaced.
+    let last = sign(&s, 0, m as u32 - 1);
+    step(&mut s, &[], &[last], 7);
+    if (m as u32) < 4 {
+        let mut pool = FedPool::default();
+        pool.admit(&s, &p, sign(&s, 0, m as u32)).unwrap();
+        assert!(!pool.urgent(&s, m), "a surplus signature");
+    }
+    let (s2, _) = signed_and_bumped();
+    let mut pool = FedPool::default();
+    let stale = {
+        let mut f = sign(&s2, 0, 3);
+        if let FedTxKind::PegOutSignatures { version, .. } = &mut f.kind {
+            *version = 0;
+        }
+        f
+    };
+    pool.insert(stale).unwrap();
+    assert!(!pool.urgent(&s2, m), "a replaced version's signature");
     // Anything else is urgent on its own.
     let mut pool = FedPool::default();
     pool.admit(
