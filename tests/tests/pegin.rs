@@ -825,6 +825,101 @@ fn relay_blocks(from: &Bitcoind, to: &Bitcoind) {
     }
 }
 
+/// Relays `from`'s last `n` blocks to `to` (known ones are duplicates).
+fn relay_tip(from: &Bitcoind, to: &Bitcoind, n: u64) {
+    use serde_json::{json, Value};
+    let tip: u64 = from.rpc("getblockcount", &[]).unwrap();
+    for h in tip.saturating_sub(n - 1).max(1)..=tip {
+        let hash: String = from.rpc("getblockhash", &[json!(h)]).unwrap();
+        let hex: String = from.rpc("getblock", &[json!(hash), json!(0)]).unwrap();
+        let _: Value = to.rpc("submitblock", &[json!(hex)]).unwrap();
+    }
+}
+
+/// Points member `i` at its own bitcoind (RPC and block notifications).
+async fn use_own_bitcoind(fed: &mut Federation, chans: &mut [Channel], i: usize, own: &Bitcoind) {
+    let m = &mut fed.members[i];
+    m.kill();
+    for (flag, value) in [
+        ("--bitcoin-rpc-url", own.rpc_url()),
+        ("--bitcoin-zmq-block", own.zmq_block_url()),
+    ] {
+        let at = m.extra_args.iter().position(|a| a == flag).unwrap();
+        m.extra_args[at + 1] = value;
+    }
+    m.spawn().unwrap();
+    chans[i] = m.connect().await.unwrap();
+}
+
+/// Members run their own bitcoinds, and blocks reach two of them 300 ms
+/// after the others (as between separate nodes on the Internet, only
+/// slower). A proposer that sees a deposit reach its depth proposes the
+/// mint at once; the late members do not refuse it for want of the block
+/// but poll again and wait for their node's next block (within
+/// timeout_propose), so every mint is decided in round 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_whose_bitcoind_gets_blocks_late_still_mint_in_round_zero() {
+    let (btc, mut fed, mut chans) = setup().await;
+    let late: Vec<Bitcoind> = (0..2)
+        .map(|_| Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}")))
+        .collect();
+    btc.mine(1).unwrap();
+    for (i, own) in [2, 3].into_iter().zip(&late) {
+        relay_blocks(&btc, own);
+        use_own_bitcoind(&mut fed, &mut chans, i, own).await;
+    }
+    let a = account(140);
+    let addr = register(&fed, &chans, &a).await;
+    let cost = fedpegd::config::load_genesis(&fed.genesis_path())
+        .unwrap()
+        .pegin_spend_cost();
+    let mut expected = 0;
+    for k in 0..4u64 {
+        let amount = 30_000 + k;
+        btc.send_to(&addr, amount).unwrap();
+        btc.mine(2).unwrap();
+        for own in &late {
+            relay_tip(&btc, own, 2);
+        }
+        // The block that brings the deposit to depth, late for members 2, 3.
+        btc.mine(1).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for own in &late {
+            relay_tip(&btc, own, 1);
+        }
+        expected += amount - cost;
+        wait_balance(&fed, &chans, &a, expected).await;
+    }
+    let minted = peg_ins(
+        &chans[0],
+        pb::get_peg_ins_request::Selector::Address(a.to_address("fprt")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(minted.len(), 4);
+    let mut explorer = pb::explorer_service_client::ExplorerServiceClient::new(chans[0].clone());
+    for p in &minted {
+        let h = p.minted_height;
+        let b = explorer
+            .list_blocks(pb::ListBlocksRequest {
+                from_height: h,
+                to_height: h,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let round = b.blocks[0].commit.as_ref().unwrap().round;
+        let proposer = &b.blocks[0].proposer_name;
+        assert_eq!(
+            round,
+            0,
+            "the mint at height {h} (proposed by {proposer}) took round {round}\n{}",
+            fed.logs()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
     let (btc, mut fed, mut chans) = setup().await;
