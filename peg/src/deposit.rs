@@ -183,6 +183,18 @@ impl Federation {
             })
     }
 
+    /// The federation descriptor over the untweaked keys, with checksum: the
+    /// template every address is derived from (no one should pay to it).
+    pub fn base_descriptor(&self) -> Result<String, TweakError> {
+        let backups = self.emergency().map(|e| e.keys().to_vec()).unwrap_or_default();
+        self.descriptor_over(self.keys(), &backups)
+            .map(|d| d.to_string())
+            .map_err(|reason| TweakError::Descriptor {
+                tag: "untweaked",
+                reason,
+            })
+    }
+
     /// The witness script of the address for `tweak` (the descriptor's
     /// explicit script).
     pub fn witness_script(&self, tweak: &Tweak) -> Result<ScriptBuf, TweakError> {

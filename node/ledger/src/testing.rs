@@ -27,6 +27,7 @@ pub fn sample_genesis(network: &str, dev: Vec<DevBalance>) -> Genesis {
         fees: FeeParams::default(),
         dev_balances: dev,
         pegout: Default::default(),
+        emergency: None,
     }
 }
 
