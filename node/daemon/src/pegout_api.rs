@@ -5,6 +5,7 @@ use crate::watcher::Watcher;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::pegout_batch::{pegout_fee_quote, Owner};
 use fedpeg_peg::bitcoin::Txid;
+use fedpeg_peg::deposit::Tweak;
 use fedpeg_proto::v1 as pb;
 use tonic::Status;
 
@@ -155,17 +156,29 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
     chain.with_state(|s| {
         let r = s.reserves();
         let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        let fed = chain.spec.peg_federation().ok();
+        let hrp = chain.spec.hrp();
         let utxo = |o: &fedpeg_ledger::fedtx::OutPoint,
                     u: &fedpeg_ledger::pegout_batch::Utxo,
                     batch: Option<u64>| {
+            let (kind, account, tweak) = match u.owner {
+                Owner::Deposit(a) => (
+                    "deposit",
+                    fedpeg_ledger::account::AccountId(a).to_address(hrp),
+                    Tweak::Deposit(a),
+                ),
+                Owner::Change => ("change", String::new(), Tweak::Change),
+            };
             pb::FederationUtxo {
                 outpoint: o.to_string(),
                 amount: u.amount.to_sat(),
-                kind: match u.owner {
-                    Owner::Deposit(_) => "deposit".into(),
-                    Owner::Change => "change".into(),
-                },
+                kind: kind.into(),
                 locked_by_batch: batch,
+                account,
+                descriptor: fed
+                    .as_ref()
+                    .and_then(|f| f.descriptor(&tweak).ok())
+                    .unwrap_or_default(),
             }
         };
         let mut utxos: Vec<pb::FederationUtxo> =
