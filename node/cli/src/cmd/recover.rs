@@ -67,14 +67,15 @@ pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::
     if let Some(path) = a.psbt_in {
         return sign_psbt_in(&fed, &chain, path, &secrets, a.psbt_out);
     }
+    // Every input is checked before bitcoind is asked anything.
+    let to = a.to.map(|to| parse_destination(to, &fed)).transpose()?;
     let tweaks = tweaks(ctx, a, &spec).await?;
     let (found, tip) = scan(&fed, &chain, &tweaks)?;
     let report = scan_report(&fed, &found, tip, &spec);
-    let Some(to) = a.to else {
+    let Some(to) = to else {
         return Ok(report.with_note("pass --to ADDRESS to sweep the outputs whose timelock has passed"));
     };
     out.emit(&report)?;
-    let to = parse_destination(to, &fed)?;
     let open: Vec<RecoveryInput> = found
         .iter()
         .filter(|i| fed.emergency_blocks_remaining(i.confirmed_height, tip) == Some(0))
