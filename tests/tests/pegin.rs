@@ -867,22 +867,26 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
     wait_balance(&fed, &chans, &a, 1_000_000 - cost).await;
 
     let dir = fed.dir.path().to_path_buf();
+    let (node_url, genesis) = (fed.members[0].url(), fed.genesis_path());
     let recover = |extra: &[&str]| {
         let mut c = std::process::Command::new(fedpeg_tests::bin("fedpeg"));
         c.env_remove("FEDPEG_NODE")
             .env_remove("FEDPEG_KEY")
             .current_dir(&dir)
             .arg("--json")
-            .args(["--node", &fed.members[0].url(), "recover", "--genesis"])
-            .arg(fed.genesis_path())
+            .args(["--node", &node_url, "recover", "--genesis"])
+            .arg(&genesis)
             .args(["--bitcoind-url", &btc.rpc_url()])
             .args(["--bitcoind-user", RPC_USER, "--bitcoind-password", RPC_PASSWORD])
             .args(extra);
         c.output().unwrap()
     };
+    let said = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
     // While the federation lives: found through the node, not sweepable.
     let out = recover(&["--accounts-from-node"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", said(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let outputs = report["outputs"].as_array().unwrap();
     assert_eq!(outputs.len(), 1, "{report}");
@@ -904,14 +908,15 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
     btc.mine(remaining - 1).unwrap();
     let out = recover(&sweep0);
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // With --json the error is a JSON line on stdout, after the scan report.
+    let err = said(&out);
     assert!(err.contains("first timelock opens in 1 block(s)"), "{err}");
     btc.mine(1).unwrap();
     let out = recover(&sweep0);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", said(&out));
     // One signature of two: the second holder signs and broadcasts.
     let out = recover(&["--psbt-in", "sweep.psbt", "--backup-key", "backup2.key"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}", said(&out));
     let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
     let sent: serde_json::Value = serde_json::from_str(&last).unwrap();
     let txid = sent["txid"].as_str().unwrap().to_string();
