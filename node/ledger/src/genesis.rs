@@ -497,6 +497,12 @@ impl ChainSpec {
             federation: self.peg_federation().expect("validated genesis"),
             pegout: self.genesis.pegout.clone(),
             confirmations: self.genesis.pegin_confirmations,
+            rollover_after_ms: self.genesis.emergency.as_ref().map(|e| {
+                crate::rollover::rollover_after_ms(
+                    u16::try_from(e.csv_blocks).unwrap_or(u16::MAX),
+                    self.genesis.pegin_confirmations,
+                )
+            }),
         }
     }
 

@@ -111,6 +111,14 @@ impl Owner {
 pub struct Utxo {
     pub amount: Sats,
     pub owner: Owner,
+    /// Block time (ms) of the sidechain block that added it to state (its
+    /// mint, or its batch's confirmation): the age the timelock rollover
+    /// goes by (see [`crate::rollover`]). Set for every new UTXO when the
+    /// block is applied ([`crate::rollover::stamp_new_utxos`]); it is a
+    /// function of the committed header, so the state root (which hashes
+    /// UTXOs without it) still commits to it. 0 in records written before
+    /// it existed and in batch inputs: "old", rolled at the first chance.
+    pub created_ms: u64,
 }
 
 /// One peg-out paid by a batch.

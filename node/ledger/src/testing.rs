@@ -74,5 +74,6 @@ pub(crate) fn ledger_params(members: Vec<ed25519_dalek::VerifyingKey>) -> crate:
         federation: crate::pegout_batch::test_federation(),
         pegout: Default::default(),
         confirmations: 1,
+        rollover_after_ms: None,
     }
 }
