@@ -354,6 +354,10 @@ fn status_text_shows_node_federation_and_reserves() {
         "  m3           unknown              not seen",
         "bitcoin  tip 150 (reachable), 0 deep-reorg alert(s)",
         "covered   yes",
+        &format!(
+            "oldest    {}:0: 4032 bitcoin blocks to its emergency timelock; rolled over in 1.0 days",
+            "11".repeat(32)
+        ),
     ];
     for line in want {
         assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");

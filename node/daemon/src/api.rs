@@ -231,6 +231,11 @@ impl Api {
         self.watcher.as_ref().and_then(|w| w.tip())
     }
 
+    /// This node's bitcoind, if it watches one.
+    pub(crate) fn watcher_bitcoin(&self) -> Option<Arc<dyn fedpeg_peg::chain::BitcoinChain>> {
+        self.watcher.as_ref().map(|w| w.bitcoin().clone())
+    }
+
     /// Lets peg calls check deposits against this member's bitcoind.
     pub fn with_watcher(mut self, watcher: Option<Arc<Watcher>>) -> Api {
         self.watcher = watcher;
@@ -530,7 +535,11 @@ impl WalletService for Api {
         &self,
         _req: Request<pb::GetReservesRequest>,
     ) -> Result<Response<pb::GetReservesResponse>, Status> {
-        Ok(Response::new(crate::pegout_api::reserves(&self.chain)))
+        let r = crate::pegout_api::reserves(&self.chain);
+        let btc = self.watcher_bitcoin();
+        Ok(Response::new(
+            crate::pegout_api::with_blocks_to_expiry(r, &self.chain, btc).await,
+        ))
     }
 
     async fn submit_transaction(

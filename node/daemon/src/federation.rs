@@ -169,7 +169,11 @@ impl FederationService for Api {
         &self,
         _: Request<pb::GetReservesRequest>,
     ) -> Result<Response<pb::GetReservesResponse>, Status> {
-        Ok(Response::new(crate::pegout_api::reserves(self.chain())))
+        let r = crate::pegout_api::reserves(self.chain());
+        let btc = self.watcher_bitcoin();
+        Ok(Response::new(
+            crate::pegout_api::with_blocks_to_expiry(r, self.chain(), btc).await,
+        ))
     }
 
     async fn list_peg_outs(

@@ -129,6 +129,9 @@ fn reserves() -> pb::GetReservesResponse {
             },
         ],
         height: 3,
+        oldest_utxo: format!("{}:0", "11".repeat(32)),
+        oldest_utxo_blocks_to_expiry: Some(4032),
+        oldest_utxo_rollover_in_ms: Some(86_400_000),
     }
 }
 
