@@ -186,7 +186,10 @@ impl Federation {
     /// The federation descriptor over the untweaked keys, with checksum: the
     /// template every address is derived from (no one should pay to it).
     pub fn base_descriptor(&self) -> Result<String, TweakError> {
-        let backups = self.emergency().map(|e| e.keys().to_vec()).unwrap_or_default();
+        let backups = self
+            .emergency()
+            .map(|e| e.keys().to_vec())
+            .unwrap_or_default();
         self.descriptor_over(self.keys(), &backups)
             .map(|d| d.to_string())
             .map_err(|reason| TweakError::Descriptor {
@@ -321,7 +324,10 @@ mod tests {
         }
         expected.extend_from_slice(&[0x53, 0xae]);
         assert_eq!(script.as_bytes(), &expected[..]);
-        assert_eq!(script.len() as u64, crate::federation::tests::witness_script_len(&f));
+        assert_eq!(
+            script.len() as u64,
+            crate::federation::tests::witness_script_len(&f)
+        );
         assert_eq!(
             f.deposit_script_pubkey(&a).unwrap(),
             f.deposit_address(&a).unwrap().script_pubkey()
@@ -352,7 +358,10 @@ mod tests {
         let b = script.as_bytes();
         assert_eq!(&b[..2], &[0x01, 17]);
         assert_eq!(&b[b.len() - 3..], &[0x01, 20, 0xae]);
-        assert_eq!(script.len() as u64, crate::federation::tests::witness_script_len(&f));
+        assert_eq!(
+            script.len() as u64,
+            crate::federation::tests::witness_script_len(&f)
+        );
     }
 
     #[test]
@@ -401,7 +410,10 @@ mod tests {
         let (a, b) = ([1u8; 32], [2u8; 32]);
         let da = f.deposit_descriptor(&a).unwrap();
         assert!(da.starts_with("wsh(or_d(multi(3,"), "{da}");
-        assert!(da.contains("),and_v(v:multi(2,") && da.contains(",older(10))))#"), "{da}");
+        assert!(
+            da.contains("),and_v(v:multi(2,") && da.contains(",older(10))))#"),
+            "{da}"
+        );
         for s in &backups {
             let raw = s.public_key(&secp);
             assert!(!da.contains(&raw.to_string()), "raw backup key in {da}");
@@ -409,7 +421,9 @@ mod tests {
             assert!(da.contains(&tweaked.to_string()), "{da}");
             // The holder derives the secret of the tweaked key.
             assert_eq!(
-                tweaked_secret_key(s, &Tweak::Deposit(a)).unwrap().public_key(&secp),
+                tweaked_secret_key(s, &Tweak::Deposit(a))
+                    .unwrap()
+                    .public_key(&secp),
                 tweaked
             );
         }
@@ -430,7 +444,10 @@ mod tests {
             .with_emergency(bk, 2, 10)
             .unwrap();
         assert_eq!(g.deposit_descriptor(&a).unwrap(), da);
-        assert_eq!(g.change_descriptor().unwrap(), f.change_descriptor().unwrap());
+        assert_eq!(
+            g.change_descriptor().unwrap(),
+            f.change_descriptor().unwrap()
+        );
         // Without the branch the address differs (the branch is in the script).
         let (plain, _) = federation(3, 4);
         assert_ne!(plain.deposit_address(&a).unwrap(), addrs[0]);

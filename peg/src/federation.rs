@@ -281,7 +281,8 @@ impl Federation {
             + compact_size_len(script_len)
             + script_len;
         let non_witness = 32 + 4 + 1 + 4;
-        Ok(Weight::from_non_witness_data_size(non_witness) + Weight::from_witness_data_size(witness))
+        Ok(Weight::from_non_witness_data_size(non_witness)
+            + Weight::from_witness_data_size(witness))
     }
 
     /// [`Self::spend_weight_estimate`] in virtual bytes, rounded up: what a
@@ -496,7 +497,10 @@ pub(crate) mod tests {
         );
         let g = f.with_emergency(b, 2, 65535).unwrap();
         let e = g.emergency().unwrap();
-        assert_eq!((e.threshold(), e.keys().len(), e.csv_blocks()), (2, 3, 65535));
+        assert_eq!(
+            (e.threshold(), e.keys().len(), e.csv_blocks()),
+            (2, 3, 65535)
+        );
     }
 
     /// 17..20 are pushed as one data byte, not an opcode: 2 bytes each.

@@ -400,16 +400,27 @@ mod tests {
                 let w: Vec<&[u8]> = input.witness.iter().collect();
                 assert_eq!(w.len(), m + 2, "{m}-of-{n}");
                 assert!(w[0].is_empty());
-                assert_eq!(w[m + 1], f.witness_script(&inputs[i].tweak).unwrap().as_bytes());
+                assert_eq!(
+                    w[m + 1],
+                    f.witness_script(&inputs[i].tweak).unwrap().as_bytes()
+                );
                 let mut padded = Witness::new();
                 for (j, el) in w.iter().enumerate() {
-                    padded.push(if (1..=m).contains(&j) { vec![0u8; 72] } else { el.to_vec() });
+                    padded.push(if (1..=m).contains(&j) {
+                        vec![0u8; 72]
+                    } else {
+                        el.to_vec()
+                    });
                 }
                 let padded = TxIn {
                     witness: padded,
                     ..input.clone()
                 };
-                assert_eq!(padded.segwit_weight(), f.spend_weight_estimate(), "{m}-of-{n}");
+                assert_eq!(
+                    padded.segwit_weight(),
+                    f.spend_weight_estimate(),
+                    "{m}-of-{n}"
+                );
                 assert!(input.segwit_weight() <= f.spend_weight_estimate());
             }
         }

@@ -54,10 +54,14 @@ pub enum RecoveryError {
     #[error("this federation's genesis has no emergency branch (no backup keys); its coins can only be spent by the members")]
     NoEmergencyBranch,
     /// Nothing to sweep.
-    #[error("no federation outputs to sweep; check the accounts scanned and that bitcoind is synced")]
+    #[error(
+        "no federation outputs to sweep; check the accounts scanned and that bitcoind is synced"
+    )]
     NoInputs,
     /// An output's timelock has not passed.
-    #[error("output {outpoint} can be swept only after {blocks} more block(s); wait, or leave it out")]
+    #[error(
+        "output {outpoint} can be swept only after {blocks} more block(s); wait, or leave it out"
+    )]
     NotYetOpen {
         /// The output.
         outpoint: OutPoint,
@@ -455,12 +459,19 @@ mod tests {
             // dissatisfying the members' multi, the script.
             let w: Vec<&[u8]> = input.witness.iter().collect();
             assert_eq!(w.len(), 1 + 2 + 4 + 1, "input {i}");
-            assert_eq!(w[w.len() - 1], f.witness_script(&ins[i].tweak).unwrap().as_bytes());
+            assert_eq!(
+                w[w.len() - 1],
+                f.witness_script(&ins[i].tweak).unwrap().as_bytes()
+            );
             assert!(input.segwit_weight() <= per_input);
         }
         // The fee paid covers the weight at 2 sat/vB.
         let fee = 300_000 - tx.output[0].value.to_sat();
-        assert!(fee >= tx.vsize() as u64 * 2, "fee {fee} for {} vB", tx.vsize());
+        assert!(
+            fee >= tx.vsize() as u64 * 2,
+            "fee {fee} for {} vB",
+            tx.vsize()
+        );
         // A member key is not a backup key.
         let mut psbt = f.emergency_sweep_psbt(&ins, &dest(), 2, 109).unwrap();
         assert!(matches!(

@@ -301,8 +301,12 @@ fn fund(node: &Node, fed: &Federation, tweak: &Tweak) -> OutPoint {
         "amount=1",
         "fee_rate=10",
     ]);
-    let funding: Transaction =
-        deserialize_hex(node.json(&["gettransaction", &txid])["hex"].as_str().unwrap()).unwrap();
+    let funding: Transaction = deserialize_hex(
+        node.json(&["gettransaction", &txid])["hex"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
     let vout = funding
         .output
         .iter()
@@ -322,7 +326,11 @@ fn emergency_descriptors_round_trip_through_getdescriptorinfo_and_deriveaddresse
         for account in accounts() {
             let full = fed.deposit_descriptor(&account).unwrap();
             assert!(full.starts_with(&format!("wsh(or_d(multi({m},")), "{full}");
-            check_descriptor(&node, &full, &fed.deposit_address(&account).unwrap().to_string());
+            check_descriptor(
+                &node,
+                &full,
+                &fed.deposit_address(&account).unwrap().to_string(),
+            );
         }
         let full = fed.change_descriptor().unwrap();
         check_descriptor(&node, &full, &fed.change_address().unwrap().to_string());
@@ -422,7 +430,10 @@ fn emergency_sweep_is_refused_before_the_timelock_and_mined_after() {
         .collect();
     let confirmed = inputs[0].confirmed_height;
     assert_eq!(confirmed, tip);
-    assert_eq!(fed.emergency_blocks_remaining(confirmed, tip), Some(u64::from(CSV) - 1));
+    assert_eq!(
+        fed.emergency_blocks_remaining(confirmed, tip),
+        Some(u64::from(CSV) - 1)
+    );
     // Our own builder refuses while the timelock is closed.
     let dest = node.0.new_address().unwrap();
     assert!(fed
@@ -431,13 +442,20 @@ fn emergency_sweep_is_refused_before_the_timelock_and_mined_after() {
 
     // One block short: build as if open (claiming a later tip) to see that
     // bitcoind, not only our code, enforces the timelock.
-    node.json(&["generatetoaddress", &(u64::from(CSV) - 2).to_string(), &mining]);
+    node.json(&[
+        "generatetoaddress",
+        &(u64::from(CSV) - 2).to_string(),
+        &mining,
+    ]);
     let tip = confirmed + u64::from(CSV) - 2;
     assert_eq!(fed.emergency_blocks_remaining(confirmed, tip), Some(1));
     let mut psbt = fed
         .emergency_sweep_psbt(&inputs, &dest.script_pubkey(), 2, tip + 1)
         .unwrap();
-    assert_eq!(fed.sign_emergency_psbt(&mut psbt, &backups[1..]).unwrap(), 4);
+    assert_eq!(
+        fed.sign_emergency_psbt(&mut psbt, &backups[1..]).unwrap(),
+        4
+    );
     let early = fed.finalize_emergency_psbt(psbt.clone()).unwrap();
     let hex = serialize_hex(&early);
     let refused = node.json(&["testmempoolaccept", &format!("[\"{hex}\"]")]);

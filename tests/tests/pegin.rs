@@ -877,12 +877,21 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
             .args(["--node", &node_url, "recover", "--genesis"])
             .arg(&genesis)
             .args(["--bitcoind-url", &btc.rpc_url()])
-            .args(["--bitcoind-user", RPC_USER, "--bitcoind-password", RPC_PASSWORD])
+            .args([
+                "--bitcoind-user",
+                RPC_USER,
+                "--bitcoind-password",
+                RPC_PASSWORD,
+            ])
             .args(extra);
         c.output().unwrap()
     };
     let said = |o: &std::process::Output| {
-        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
     };
     // While the federation lives: found through the node, not sweepable.
     let out = recover(&["--accounts-from-node"]);
@@ -899,11 +908,23 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
     for m in fed.members.iter_mut() {
         m.kill();
     }
-    std::fs::write(dir.join("accounts.txt"), format!("# known accounts\n{}\n", a.to_address("fprt"))).unwrap();
+    std::fs::write(
+        dir.join("accounts.txt"),
+        format!("# known accounts\n{}\n", a.to_address("fprt")),
+    )
+    .unwrap();
     let dest = btc.new_address().unwrap().to_string();
     let sweep0 = [
-        "--accounts", "accounts.txt", "--backup-key", "backup0.key", "--to", &dest,
-        "--fee-rate", "2", "--psbt-out", "sweep.psbt",
+        "--accounts",
+        "accounts.txt",
+        "--backup-key",
+        "backup0.key",
+        "--to",
+        &dest,
+        "--fee-rate",
+        "2",
+        "--psbt-out",
+        "sweep.psbt",
     ];
     btc.mine(remaining - 1).unwrap();
     let out = recover(&sweep0);
@@ -917,7 +938,11 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
     // One signature of two: the second holder signs and broadcasts.
     let out = recover(&["--psbt-in", "sweep.psbt", "--backup-key", "backup2.key"]);
     assert!(out.status.success(), "{}", said(&out));
-    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().to_string();
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
     let sent: serde_json::Value = serde_json::from_str(&last).unwrap();
     let txid = sent["txid"].as_str().unwrap().to_string();
     btc.mine(1).unwrap();
@@ -926,5 +951,8 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
         .unwrap();
     assert_eq!(utxo["scriptPubKey"]["address"], dest, "{utxo}");
     let got = fedpeg_peg::bitcoin::Amount::from_btc(utxo["value"].as_f64().unwrap()).unwrap();
-    assert!(got.to_sat() > 1_000_000 - 2_000 && got.to_sat() < 1_000_000, "{got}");
+    assert!(
+        got.to_sat() > 1_000_000 - 2_000 && got.to_sat() < 1_000_000,
+        "{got}"
+    );
 }

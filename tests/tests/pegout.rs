@@ -313,7 +313,10 @@ async fn fifty_pegouts_of_every_address_type_are_paid_by_one_transaction() {
     // signed transaction and is off only by signatures shorter than 72 bytes.
     let spec = fedpegd::config::load_genesis(&s.fed.genesis_path()).unwrap();
     let peg = spec.peg_federation().unwrap();
-    assert!(peg.emergency().is_some(), "test genesis has the emergency branch");
+    assert!(
+        peg.emergency().is_some(),
+        "test genesis has the emergency branch"
+    );
     let raw: fedpeg_peg::bitcoin::Transaction =
         fedpeg_peg::bitcoin::consensus::encode::deserialize_hex(tx["hex"].as_str().unwrap())
             .unwrap();
@@ -326,9 +329,16 @@ async fn fifty_pegouts_of_every_address_type_are_paid_by_one_transaction() {
     let real = tx["weight"].as_u64().unwrap();
     assert!(real <= est.to_wu(), "real {real} WU > estimate {est}");
     let slack = 2 * 3 * raw.input.len() as u64;
-    assert!(est.to_wu() - real <= slack, "estimate {est} far above real {real} WU");
+    assert!(
+        est.to_wu() - real <= slack,
+        "estimate {est} far above real {real} WU"
+    );
     for input in &raw.input {
-        assert_eq!(input.witness.len(), 5, "dummy, 3 signatures, script: the members' branch");
+        assert_eq!(
+            input.witness.len(),
+            5,
+            "dummy, 3 signatures, script: the members' branch"
+        );
     }
     // Confirmed at depth: every peg-out is final, change is spendable.
     s.btc.mine(2).unwrap();

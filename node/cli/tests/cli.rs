@@ -476,22 +476,48 @@ fn recover_refuses_bad_input_with_clear_errors() {
     // A closed port: nothing listens there.
     let url = ["--bitcoind-url", "http://127.0.0.1:9"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--genesis", "missing.json"], "cannot read genesis file missing.json"),
-        (vec!["--genesis", plain.to_str().unwrap()], "has no emergency branch"),
+        (
+            vec!["--genesis", "missing.json"],
+            "cannot read genesis file missing.json",
+        ),
+        (
+            vec!["--genesis", plain.to_str().unwrap()],
+            "has no emergency branch",
+        ),
         (vec!["--genesis", g], "give bitcoind's RPC credentials"),
-        (vec!["--genesis", g, "--backup-key", "nope.key"], "--backup-key nope.key"),
+        (
+            vec!["--genesis", g, "--backup-key", "nope.key"],
+            "--backup-key nope.key",
+        ),
         (
             vec!["--genesis", g, "--backup-key", wallet.to_str().unwrap()],
             "expected fedpeg-backup-key",
         ),
-        (vec!["--genesis", g, "--accounts", "accounts.txt"], "account #1 'fprt1notanaccount' is not a fedpeg address"),
-        (vec!["--genesis", g, "--to", "bc1qnotanaddress"], "is not a Bitcoin address"),
         (
-            vec!["--genesis", g, "--to", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"],
+            vec!["--genesis", g, "--accounts", "accounts.txt"],
+            "account #1 'fprt1notanaccount' is not a fedpeg address",
+        ),
+        (
+            vec!["--genesis", g, "--to", "bc1qnotanaddress"],
+            "is not a Bitcoin address",
+        ),
+        (
+            vec![
+                "--genesis",
+                g,
+                "--to",
+                "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+            ],
             "is not an address of regtest",
         ),
-        (vec!["--genesis", g, "--psbt-in", "garbage.psbt"], "is not a base64 PSBT"),
-        (vec!["--genesis", g, "--psbt-in", "none.psbt"], "cannot read --psbt-in none.psbt"),
+        (
+            vec!["--genesis", g, "--psbt-in", "garbage.psbt"],
+            "is not a base64 PSBT",
+        ),
+        (
+            vec!["--genesis", g, "--psbt-in", "none.psbt"],
+            "cannot read --psbt-in none.psbt",
+        ),
         (vec!["--genesis", g], "bitcoind is unavailable"),
     ];
     for (i, (args, want)) in cases.iter().enumerate() {
@@ -508,8 +534,12 @@ fn recover_refuses_bad_input_with_clear_errors() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     // Half the credentials: refused by the command line itself.
-    let out = run(fedpeg("http://127.0.0.1:9")
-        .args(["recover", "--genesis", g, "--bitcoind-user", "u"]));
+    let out =
+        run(fedpeg("http://127.0.0.1:9").args(["recover", "--genesis", g, "--bitcoind-user", "u"]));
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--bitcoind-password"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--bitcoind-password"),
+        "{}",
+        text(&out.stderr)
+    );
 }

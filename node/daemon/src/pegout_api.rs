@@ -192,8 +192,7 @@ pub async fn with_blocks_to_expiry(
     let (Some(csv), Some(btc), Ok(outpoint)) = (
         csv,
         btc,
-        r.oldest_utxo
-            .parse::<fedpeg_peg::bitcoin::OutPoint>(),
+        r.oldest_utxo.parse::<fedpeg_peg::bitcoin::OutPoint>(),
     ) else {
         return r;
     };

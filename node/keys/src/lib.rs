@@ -288,13 +288,19 @@ mod tests {
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(load_backup_key(&p).unwrap(), k);
-        assert!(matches!(create_backup_key(&p), Err(KeyFileError::Exists(_))));
+        assert!(matches!(
+            create_backup_key(&p),
+            Err(KeyFileError::Exists(_))
+        ));
         let w = d.path().join("w.key");
         create_wallet_key(&w).unwrap();
         let e = load_backup_key(&w).unwrap_err().to_string();
         assert!(e.contains("expected fedpeg-backup-key"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(load_backup_key(&p), Err(KeyFileError::Permissions(..))));
+        assert!(matches!(
+            load_backup_key(&p),
+            Err(KeyFileError::Permissions(..))
+        ));
     }
 
     #[test]

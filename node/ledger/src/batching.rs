@@ -7,9 +7,9 @@
 
 use crate::amount::Sats;
 use crate::events::{BatchStage, Event};
-use crate::overlay::Overlay;
 use crate::fedtx::OutPoint;
 use crate::ids::FeeRate;
+use crate::overlay::Overlay;
 use crate::pegout_batch::{plan_batch, Batch, BatchOutput, BatchVersion, Utxo};
 use crate::rollover;
 use crate::state::Withdrawal;
@@ -86,7 +86,15 @@ pub(crate) fn form_batch(
             account: queued[*i].account.0,
         })
         .collect();
-    add_batch(o, params, height, inputs, outputs, (rate, fee, change), events);
+    add_batch(
+        o,
+        params,
+        height,
+        inputs,
+        outputs,
+        (rate, fee, change),
+        events,
+    );
 }
 
 /// Forms a rollover batch when UTXOs are due ([`crate::rollover`]); true if
@@ -110,7 +118,15 @@ fn form_rollover(
         return false;
     };
     let inputs = due[..n].to_vec();
-    add_batch(o, params, height, inputs, Vec::new(), (rate, fee, change), events)
+    add_batch(
+        o,
+        params,
+        height,
+        inputs,
+        Vec::new(),
+        (rate, fee, change),
+        events,
+    )
 }
 
 /// Adds a new batch spending `inputs` to pay `outputs` and `change` at

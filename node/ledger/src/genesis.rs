@@ -812,7 +812,9 @@ pub(crate) mod tests {
 
     #[test]
     fn the_emergency_branch_reaches_the_federation_descriptor() {
-        let spec = with_emergency(sample("regtest", vec![])).validate().unwrap();
+        let spec = with_emergency(sample("regtest", vec![]))
+            .validate()
+            .unwrap();
         let fed = spec.peg_federation().unwrap();
         let e = fed.emergency().unwrap();
         assert_eq!((e.threshold(), e.csv_blocks(), e.keys().len()), (2, 144, 3));
@@ -833,7 +835,10 @@ pub(crate) mod tests {
         let g = with_emergency(sample("regtest", vec![]));
         let json = serde_json::to_string(&g).unwrap();
         assert!(json.contains(r#","emergency":{"backup_keys":[""#), "{json}");
-        assert!(json.ends_with(r#"],"threshold":2,"csv_blocks":144}}"#), "{json}");
+        assert!(
+            json.ends_with(r#"],"threshold":2,"csv_blocks":144}}"#),
+            "{json}"
+        );
         assert_eq!(
             g.chain_id().to_hex(),
             "1c157829110ef7860af5c60b8c8d4648f8e88318c498e2597fa9db330578c871"
@@ -844,9 +849,18 @@ pub(crate) mod tests {
     fn bad_emergency_sections_are_explained() {
         type Spoil = fn(&mut EmergencyParams);
         let cases: [(Spoil, &str); 7] = [
-            (|e| e.csv_blocks = 0, "csv_blocks 0 must be between 1 and 65535"),
-            (|e| e.csv_blocks = 65_536, "csv_blocks 65536 must be between"),
-            (|e| e.backup_keys[1] = "02ab".into(), "backup_keys[1] '02ab' is not"),
+            (
+                |e| e.csv_blocks = 0,
+                "csv_blocks 0 must be between 1 and 65535",
+            ),
+            (
+                |e| e.csv_blocks = 65_536,
+                "csv_blocks 65536 must be between",
+            ),
+            (
+                |e| e.backup_keys[1] = "02ab".into(),
+                "backup_keys[1] '02ab' is not",
+            ),
             (|e| e.threshold = 0, "backup threshold 0 is invalid for 3"),
             (|e| e.threshold = 4, "backup threshold 4 is invalid for 3"),
             (|e| e.backup_keys.clear(), "has 0 backup keys"),
@@ -869,7 +883,9 @@ pub(crate) mod tests {
         assert!(e.contains("also a member's peg key"), "{e}");
         // csv_blocks left out: the default, 8064.
         let g = with_emergency(sample("regtest", vec![]));
-        let json = serde_json::to_string(&g).unwrap().replace(r#","csv_blocks":144"#, "");
+        let json = serde_json::to_string(&g)
+            .unwrap()
+            .replace(r#","csv_blocks":144"#, "");
         let spec = Genesis::parse(json.as_bytes(), "g.json").unwrap();
         assert_eq!(spec.genesis.emergency.unwrap().csv_blocks, 8064);
     }

@@ -47,9 +47,7 @@ pub const ASSUMED_FAST_BLOCK_MS: u64 = 450_000;
 /// `confirmations`; at least one block's worth.
 pub fn rollover_after_ms(csv_blocks: u16, confirmations: u32) -> u64 {
     let n = u64::from(csv_blocks);
-    let blocks = (n - n / 4)
-        .saturating_sub(u64::from(confirmations))
-        .max(1);
+    let blocks = (n - n / 4).saturating_sub(u64::from(confirmations)).max(1);
     blocks * ASSUMED_FAST_BLOCK_MS
 }
 

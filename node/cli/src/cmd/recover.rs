@@ -73,7 +73,9 @@ pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::
     let (found, tip) = scan(&fed, &chain, &tweaks)?;
     let report = scan_report(&fed, &found, tip, &spec);
     let Some(to) = to else {
-        return Ok(report.with_note("pass --to ADDRESS to sweep the outputs whose timelock has passed"));
+        return Ok(
+            report.with_note("pass --to ADDRESS to sweep the outputs whose timelock has passed")
+        );
     };
     out.emit(&report)?;
     let open: Vec<RecoveryInput> = found
@@ -107,7 +109,9 @@ fn load_backup_keys(
 ) -> anyhow::Result<Vec<fedpeg_peg::bitcoin::secp256k1::SecretKey>> {
     paths
         .iter()
-        .map(|p| fedpeg_keys::load_backup_key(p).with_context(|| format!("--backup-key {}", p.display())))
+        .map(|p| {
+            fedpeg_keys::load_backup_key(p).with_context(|| format!("--backup-key {}", p.display()))
+        })
         .collect()
 }
 
@@ -143,7 +147,10 @@ async fn tweaks(ctx: &Context<'_>, a: &Args<'_>, spec: &ChainSpec) -> anyhow::Re
     let mut tweaks = vec![Tweak::Change];
     for (i, s) in accounts.iter().enumerate() {
         let id = AccountId::from_address(s, spec.hrp()).map_err(|e| {
-            anyhow::anyhow!("account #{} '{s}' is not a fedpeg address of this chain: {e}", i + 1)
+            anyhow::anyhow!(
+                "account #{} '{s}' is not a fedpeg address of this chain: {e}",
+                i + 1
+            )
         })?;
         let t = Tweak::Deposit(id.0);
         if !tweaks.contains(&t) {
@@ -238,9 +245,15 @@ fn scan_report(fed: &Federation, found: &[RecoveryInput], tip: u64, spec: &Chain
         } else {
             format!("can be swept in {blocks} block(s)")
         };
-        text.push(format!("  {} {} sats {owner}: {when}", i.outpoint, i.amount.to_sat()));
-        rows.push(json!({"outpoint": i.outpoint.to_string(), "amount": i.amount.to_sat(),
-            "owner": owner, "confirmed_height": i.confirmed_height, "blocks_remaining": blocks}));
+        text.push(format!(
+            "  {} {} sats {owner}: {when}",
+            i.outpoint,
+            i.amount.to_sat()
+        ));
+        rows.push(
+            json!({"outpoint": i.outpoint.to_string(), "amount": i.amount.to_sat(),
+            "owner": owner, "confirmed_height": i.confirmed_height, "blocks_remaining": blocks}),
+        );
     }
     Report::new(text.join("\n"), json!({"tip": tip, "outputs": rows}))
 }
@@ -250,7 +263,10 @@ fn parse_destination(to: &str, fed: &Federation) -> anyhow::Result<ScriptBuf> {
         .parse()
         .with_context(|| format!("--to '{to}' is not a Bitcoin address"))?;
     let a = a.require_network(fed.network()).with_context(|| {
-        format!("--to '{to}' is not an address of {}, the network of the genesis", fed.network())
+        format!(
+            "--to '{to}' is not an address of {}, the network of the genesis",
+            fed.network()
+        )
     })?;
     Ok(a.script_pubkey())
 }
@@ -293,7 +309,9 @@ fn finish(
     }
     let tx = fed.finalize_emergency_psbt(psbt)?;
     let txid = chain.broadcast(&tx).map_err(|e| {
-        anyhow::anyhow!("bitcoind refused the sweep: {e} (non-BIP68-final means a timelock has not passed yet)")
+        anyhow::anyhow!(
+            "bitcoind refused the sweep: {e} (non-BIP68-final means a timelock has not passed yet)"
+        )
     })?;
     let value: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
     Ok(Report::new(

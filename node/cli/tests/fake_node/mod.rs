@@ -116,7 +116,8 @@ fn reserves() -> pb::GetReservesResponse {
                 amount: 900_000,
                 kind: "deposit".into(),
                 locked_by_batch: None,
-                account: "fprt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqsyn5ms".into(),
+                account: "fprt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqsyn5ms"
+                    .into(),
                 descriptor: String::new(),
             },
             pb::FederationUtxo {

@@ -867,7 +867,11 @@ fn utxos_nearing_their_timelock_are_rolled_back_to_change_before_peg_outs_batch(
     let b = s.batches[&BatchId(0)].clone();
     assert!(b.outputs.is_empty(), "no peg-out in a rollover batch");
     let ins: Vec<OutPoint> = b.inputs.iter().map(|(o, _)| *o).collect();
-    assert_eq!(ins, vec![op(1, 0), op(2, 0)], "the two old ones, not the young one");
+    assert_eq!(
+        ins,
+        vec![op(1, 0), op(2, 0)],
+        "the two old ones, not the young one"
+    );
     let v = b.latest();
     assert_eq!(v.change.to_sat() + v.fee.to_sat(), 1_500_000);
     // The pool pays the fee (it also took the peg-out's fee in this block;
@@ -875,7 +879,10 @@ fn utxos_nearing_their_timelock_are_rolled_back_to_change_before_peg_outs_batch(
     assert!(s.fee_pool.to_sat() + v.fee.to_sat() > pool.to_sat());
     let tx = b.unsigned_tx(&p.federation, 0).unwrap();
     assert_eq!(tx.output.len(), 1);
-    assert_eq!(tx.output[0].script_pubkey, p.federation.change_script_pubkey().unwrap());
+    assert_eq!(
+        tx.output[0].script_pubkey,
+        p.federation.change_script_pubkey().unwrap()
+    );
     assert_eq!(
         p.federation.batch_vbytes(2, 1, out_bytes(&b) + 43) * 2,
         v.fee.to_sat(),
