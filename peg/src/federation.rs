@@ -256,33 +256,13 @@ impl Federation {
     /// changes no size) and returns its input weight; also checks that the
     /// keys form a sane descriptor.
     fn plan_normal_spend_weight(&self) -> Result<Weight, FederationError> {
-        use miniscript::plan::Assets;
         let backups = self.emergency.as_ref().map(|e| e.keys.clone());
         let d = self
             .descriptor_over(&self.keys, backups.as_deref().unwrap_or(&[]))
             .map_err(FederationError::Descriptor)?;
-        let script_len = d
-            .explicit_script()
-            .map_err(|e| FederationError::Descriptor(e.to_string()))?
-            .len() as u64;
-        let members: Vec<miniscript::DescriptorPublicKey> = self
-            .keys
-            .iter()
-            .map(|k| miniscript::DescriptorPublicKey::from(bitcoin::PublicKey::new(*k)))
-            .collect();
-        let plan = d
-            .plan(&Assets::new().add(members))
-            .map_err(|_| FederationError::Descriptor("members cannot satisfy it".into()))?;
-        // The plan's stack (dummy + signatures, each with its push) and
-        // item count; the witness script is one more item.
-        let items = plan.witness_template().len() as u64;
-        let witness = plan.witness_size() as u64 - compact_size_len(items)
-            + compact_size_len(items + 1)
-            + compact_size_len(script_len)
-            + script_len;
-        let non_witness = 32 + 4 + 1 + 4;
-        Ok(Weight::from_non_witness_data_size(non_witness)
-            + Weight::from_witness_data_size(witness))
+        let assets = miniscript::plan::Assets::new().add(descriptor_keys(&self.keys));
+        planned_input_weight(d, &assets)
+            .ok_or_else(|| FederationError::Descriptor("members cannot satisfy it".into()))
     }
 
     /// [`Self::spend_weight_estimate`] in virtual bytes, rounded up: what a
@@ -290,6 +270,31 @@ impl Federation {
     pub fn spend_vbytes_estimate(&self) -> u64 {
         self.spend_weight_estimate().to_vbytes_ceil()
     }
+}
+
+/// `keys` as miniscript descriptor keys (planning assets).
+pub(crate) fn descriptor_keys(keys: &[PublicKey]) -> Vec<miniscript::DescriptorPublicKey> {
+    keys.iter()
+        .map(|k| miniscript::DescriptorPublicKey::from(bitcoin::PublicKey::new(*k)))
+        .collect()
+}
+
+/// Weight one input spending `d` adds when satisfied with `assets`: the
+/// plan's stack (each signature 72 bytes + push), the witness script (one
+/// more item) and the non-witness part, 41 bytes x 4: outpoint (32 + 4),
+/// empty scriptSig (1), sequence (4). None if `assets` cannot satisfy it.
+pub(crate) fn planned_input_weight(
+    d: crate::descriptor::FedDescriptor,
+    assets: &miniscript::plan::Assets,
+) -> Option<Weight> {
+    let script_len = d.explicit_script().ok()?.len() as u64;
+    let plan = d.plan(assets).ok()?;
+    let items = plan.witness_template().len() as u64;
+    let witness = plan.witness_size() as u64 - compact_size_len(items)
+        + compact_size_len(items + 1)
+        + compact_size_len(script_len)
+        + script_len;
+    Some(Weight::from_non_witness_data_size(41) + Weight::from_witness_data_size(witness))
 }
 
 /// Bytes of Bitcoin's compact-size encoding of `n`.

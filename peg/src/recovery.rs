@@ -17,7 +17,7 @@
 //! the genesis and the backup key files.
 
 use crate::deposit::{tweaked_secret_key, Tweak, TweakError};
-use crate::federation::{compact_size_len, Federation};
+use crate::federation::{compact_size_len, descriptor_keys, planned_input_weight, Federation};
 use bitcoin::hashes::Hash;
 use bitcoin::psbt::{self, raw::ProprietaryKey, Psbt};
 use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
@@ -135,22 +135,10 @@ impl Federation {
         use miniscript::plan::Assets;
         let e = self.emergency()?;
         let d = self.descriptor_over(self.keys(), e.keys()).ok()?;
-        let script_len = d.explicit_script().ok()?.len() as u64;
-        let backups: Vec<miniscript::DescriptorPublicKey> = e
-            .keys()
-            .iter()
-            .map(|k| miniscript::DescriptorPublicKey::from(bitcoin::PublicKey::new(*k)))
-            .collect();
         let assets = Assets::new()
-            .add(backups)
+            .add(descriptor_keys(e.keys()))
             .older(relative::LockTime::from_height(e.csv_blocks()));
-        let plan = d.plan(&assets).ok()?;
-        let items = plan.witness_template().len() as u64;
-        let witness = plan.witness_size() as u64 - compact_size_len(items)
-            + compact_size_len(items + 1)
-            + compact_size_len(script_len)
-            + script_len;
-        Some(Weight::from_non_witness_data_size(41) + Weight::from_witness_data_size(witness))
+        planned_input_weight(d, &assets)
     }
 
     /// The unsigned sweep of `inputs` to `to` at `fee_rate` sat/vB, as a

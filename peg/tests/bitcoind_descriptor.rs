@@ -203,26 +203,8 @@ fn members_spend_deposits_with_tweaked_keys_and_estimate_bounds_vsize() {
         let (fed, secrets) = federation(m, n);
         let account = accounts()[2];
         for tweak in [Tweak::Deposit(account), Tweak::Change] {
-            let address = fed.address(&tweak).unwrap().to_string();
-            let txid = node.text(&[
-                "-named",
-                "sendtoaddress",
-                &format!("address={address}"),
-                "amount=1",
-                "fee_rate=10",
-            ]);
-            let funding: Transaction = deserialize_hex(
-                node.json(&["gettransaction", &txid])["hex"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap();
-            let vout = funding
-                .output
-                .iter()
-                .position(|o| o.script_pubkey == fed.script_pubkey(&tweak).unwrap())
-                .expect("funding pays our script") as u32;
-            let prev = OutPoint::new(funding.compute_txid(), vout);
+            let prev = fund(&node, &fed, &tweak);
+            node.json(&["generatetoaddress", "1", &mining]);
 
             // Any m members can spend: take the last m, not the first.
             let signers = &secrets[n - m..];

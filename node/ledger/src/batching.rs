@@ -70,10 +70,7 @@ pub(crate) fn form_batch(
     ) else {
         return;
     };
-    // The plan's fee and change are parts of its inputs' total, so they fit.
-    let (Some(fee), Some(change)) = (Sats::checked(plan.fee), Sats::checked(plan.change)) else {
-        return;
-    };
+    let (fee, change) = (plan.fee, plan.change);
     let inputs = plan.inputs().map(|i| utxos[i]).collect();
     let outputs = plan
         .withdrawals
@@ -114,9 +111,6 @@ fn form_rollover(
     let Some((n, fee, change)) = rollover::plan(&due, params, rate.0, o.delta.fee_pool) else {
         return false;
     };
-    let (Some(fee), Some(change)) = (Sats::checked(fee), Sats::checked(change)) else {
-        return false;
-    };
     let inputs = due[..n].to_vec();
     add_batch(
         o,
@@ -129,8 +123,8 @@ fn form_rollover(
     )
 }
 
-/// Adds a new batch spending `inputs` to pay `outputs` and `change` at
-/// `rate` with `fee` from the fee pool; false (and nothing changed) if it
+/// Adds a new batch spending `inputs` to pay `outputs` and `change` (sats)
+/// at `rate` with `fee` (sats) from the fee pool; false (and nothing changed) if it
 /// cannot be built or paid.
 fn add_batch(
     o: &mut Overlay<'_>,
@@ -138,9 +132,13 @@ fn add_batch(
     height: Height,
     inputs: Vec<(OutPoint, Utxo)>,
     outputs: Vec<BatchOutput>,
-    (rate, fee, change): (FeeRate, Sats, Sats),
+    (rate, fee, change): (FeeRate, u64, u64),
     events: &mut Vec<Event>,
 ) -> bool {
+    // Fee and change are parts of the inputs' total, so they fit.
+    let (Some(fee), Some(change)) = (Sats::checked(fee), Sats::checked(change)) else {
+        return false;
+    };
     let id = o.delta.next_batch_id;
     let Some(next_id) = id.next() else {
         return false;
