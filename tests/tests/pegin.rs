@@ -936,7 +936,31 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
     let out = recover(&sweep0);
     assert!(out.status.success(), "{}", said(&out));
     // One signature of two: the second holder signs and broadcasts.
-    let out = recover(&["--psbt-in", "sweep.psbt", "--backup-key", "backup2.key"]);
+    // The second holder names the address it expects: a PSBT paying
+    // anyone else is refused.
+    let other = btc.new_address().unwrap().to_string();
+    let out = recover(&[
+        "--psbt-in",
+        "sweep.psbt",
+        "--backup-key",
+        "backup2.key",
+        "--to",
+        &other,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("does not pay only the --to address"),
+        "{}",
+        said(&out)
+    );
+    let out = recover(&[
+        "--psbt-in",
+        "sweep.psbt",
+        "--backup-key",
+        "backup2.key",
+        "--to",
+        &dest,
+    ]);
     assert!(out.status.success(), "{}", said(&out));
     let last = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -219,7 +219,8 @@ struct RecoverArgs {
     psbt_out: Option<PathBuf>,
     /// Sign a sweep PSBT from `--psbt-out` with --backup-key, then broadcast
     /// it if it has enough signatures (or write it again with --psbt-out).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "accounts", "accounts_from_node"])]
+    /// Needs --to: it signs only a sweep that pays that address alone.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["accounts", "accounts_from_node"])]
     psbt_in: Option<PathBuf>,
 }
 

@@ -465,6 +465,11 @@ fn recover_refuses_bad_input_with_clear_errors() {
     let secret = fedpeg_keys::create_backup_key(&key).unwrap();
     let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::new();
     let public = secret.public_key(&secp).to_string();
+    let regtest_addr = fedpeg_peg::bitcoin::Address::p2wpkh(
+        &fedpeg_peg::bitcoin::CompressedPublicKey(secret.public_key(&secp)),
+        fedpeg_peg::bitcoin::Network::Regtest,
+    )
+    .to_string();
     let genesis = recovery_genesis(&dir, "genesis.json", Some(public));
     let plain = recovery_genesis(&dir, "plain.json", None);
     let wallet = dir.path("wallet.key");
@@ -512,10 +517,28 @@ fn recover_refuses_bad_input_with_clear_errors() {
         ),
         (
             vec!["--genesis", g, "--psbt-in", "garbage.psbt"],
+            "--psbt-in needs --to ADDRESS",
+        ),
+        (
+            vec![
+                "--genesis",
+                g,
+                "--psbt-in",
+                "garbage.psbt",
+                "--to",
+                &regtest_addr,
+            ],
             "is not a base64 PSBT",
         ),
         (
-            vec!["--genesis", g, "--psbt-in", "none.psbt"],
+            vec![
+                "--genesis",
+                g,
+                "--psbt-in",
+                "none.psbt",
+                "--to",
+                &regtest_addr,
+            ],
             "cannot read --psbt-in none.psbt",
         ),
         (vec!["--genesis", g], "bitcoind is unavailable"),

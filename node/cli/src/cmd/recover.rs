@@ -64,11 +64,14 @@ pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::
     }
     let secrets = load_backup_keys(a.backup_keys)?;
     let chain = bitcoind(a)?;
-    if let Some(path) = a.psbt_in {
-        return sign_psbt_in(&fed, &chain, path, &secrets, a.psbt_out);
-    }
     // Every input is checked before bitcoind is asked anything.
     let to = a.to.map(|to| parse_destination(to, &fed)).transpose()?;
+    if let Some(path) = a.psbt_in {
+        let Some(to) = to else {
+            bail!("--psbt-in needs --to ADDRESS: the address you expect the sweep to pay, so that a PSBT paying anyone else is never signed");
+        };
+        return sign_psbt_in(&fed, &chain, path, &secrets, &to, a.psbt_out);
+    }
     let tweaks = tweaks(ctx, a, &spec).await?;
     let (found, tip) = scan(&fed, &chain, &tweaks)?;
     let report = scan_report(&fed, &found, tip, &spec);
@@ -272,17 +275,27 @@ fn parse_destination(to: &str, fed: &Federation) -> anyhow::Result<ScriptBuf> {
 }
 
 /// `--psbt-in`: add this holder's signatures, then finish like a new sweep.
+/// The PSBT must pay only `to`, the address the holder expects: another
+/// holder (or whoever carried the file) could have changed the output.
 fn sign_psbt_in(
     fed: &Federation,
     chain: &RpcChain,
     path: &Path,
     secrets: &[fedpeg_peg::bitcoin::secp256k1::SecretKey],
+    to: &ScriptBuf,
     psbt_out: Option<&Path>,
 ) -> anyhow::Result<Report> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --psbt-in {}", path.display()))?;
     let mut psbt = psbt_from_base64(&text)
         .with_context(|| format!("--psbt-in {} is not a base64 PSBT", path.display()))?;
+    let outputs = &psbt.unsigned_tx.output;
+    if outputs.len() != 1 || outputs[0].script_pubkey != *to {
+        bail!(
+            "--psbt-in {} does not pay only the --to address; refusing to sign it",
+            path.display()
+        );
+    }
     fed.sign_emergency_psbt(&mut psbt, secrets)?;
     finish(fed, chain, psbt, psbt_out)
 }
