@@ -30,7 +30,13 @@
 //! next peg-out batch: it happens even when no peg-out is queued (an idle
 //! federation is exactly the one whose coins age), and it leaves the
 //! peg-out planner alone; the queued peg-outs form their batch at the next
-//! block.
+//! block. Reserves must keep covering supply, so the fee comes only from
+//! the pool: each mint pre-paid its own input's spend cost, but not the
+//! transaction's header and change output (about 54 vB), which other fee
+//! income pays. When the pool cannot pay for even one due UTXO (a new
+//! federation with one deposit and no other fees, or a fee rate far above
+//! the one the mints paid at) the rollover waits for fee income and the
+//! audit shows it overdue (`oldest_utxo_rollover_in_ms` 0).
 
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
