@@ -185,10 +185,10 @@ pub async fn with_blocks_to_expiry(
     btc: Option<std::sync::Arc<dyn fedpeg_peg::chain::BitcoinChain>>,
 ) -> pb::GetReservesResponse {
     let csv = chain
-        .spec
-        .peg_federation()
-        .ok()
-        .and_then(|f| f.emergency().map(|e| u64::from(e.csv_blocks())));
+        .params()
+        .federation
+        .emergency()
+        .map(|e| u64::from(e.csv_blocks()));
     let (Some(csv), Some(btc), Ok(outpoint)) = (
         csv,
         btc,
@@ -211,7 +211,8 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
     chain.with_state(|s| {
         let r = s.reserves();
         let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-        let fed = chain.spec.peg_federation().ok();
+        // Built once with the chain (forming a descriptor is not free).
+        let fed = Some(&chain.params().federation);
         let change_descriptor = fed
             .as_ref()
             .and_then(|f| f.change_descriptor().ok())
