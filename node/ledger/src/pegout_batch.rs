@@ -43,7 +43,8 @@ pub struct PegOutParams {
     /// `max_inputs`, and merges them into its change; 0 never consolidates.
     /// [`PegOutParams::default`] (what `fedpegd genesis` writes) is 5: below
     /// it the mempool is quiet, and spending a 3-of-4 input costs
-    /// 132 vB × 4 sat/vB = 528 sats, against 2,640–6,600 sats at the
+    /// 132 vB × 4 sat/vB = 528 sats (160 vB with the emergency branch),
+    /// against 2,640–6,600 sats at the
     /// 20–50 sat/vB a busy mempool asks of the batch that would otherwise
     /// have to take it. A genesis that does not name it means 0, and 0 is
     /// not written: files from before this parameter keep their chain id
