@@ -65,6 +65,12 @@ if [ ! -f "$dir/genesis.json" ]; then
         args+=(--member "$dir/m$i.json")
     done
     faucet=$("$bin/fedpeg" --key "$dir/faucet.key" keygen --network regtest 2>/dev/null)
+    # Three backup keys (2 of them recover the coins 144 blocks after they
+    # confirm: `fedpeg recover`, README "If the federation is gone").
+    for i in 0 1 2; do
+        args+=(--backup-key "$("$bin/fedpegd" backup-keygen --out "$dir/backup$i.key" 2>/dev/null)")
+    done
+    args+=(--backup-threshold 2 --emergency-csv-blocks 144)
     "$bin/fedpegd" genesis --network regtest --chain-name fedpeg-devnet "${args[@]}" \
         --dev-balance "$faucet=10000000000" --out "$dir/genesis.json" >/dev/null
     echo "$members" > "$dir/members"

@@ -397,6 +397,62 @@ impl RpcChain {
     }
 }
 
+/// An output `scantxoutset` found for a descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedOutput {
+    /// The output.
+    pub outpoint: OutPoint,
+    /// Its value.
+    pub amount: Amount,
+    /// Its output script.
+    pub script_pubkey: ScriptBuf,
+    /// Height of the block that confirmed it.
+    pub height: u64,
+}
+
+impl RpcChain {
+    /// Every confirmed unspent output paying one of `descriptors`, from the
+    /// node's UTXO set (`scantxoutset start`: no wallet, no `-txindex`; a
+    /// pruned node works), and the tip height the scan saw. Takes a while on
+    /// mainnet (the whole UTXO set is read): use a long timeout.
+    pub fn scan_descriptors(
+        &self,
+        descriptors: &[String],
+    ) -> Result<(Vec<ScannedOutput>, u64), ChainError> {
+        const M: &str = "scantxoutset";
+        let v = self
+            .call(M, &[json!("start"), json!(descriptors)])
+            .map_err(|e| e.into_chain(M))?;
+        if v.get("success").and_then(Value::as_bool) != Some(true) {
+            return Err(ChainError::Rpc(format!("{M} did not complete: {v}")));
+        }
+        let tip = as_u64(&v, M, "height")?;
+        let unspents = field(&v, M, "unspents")?
+            .as_array()
+            .ok_or_else(|| ChainError::Rpc(format!("{M}: `unspents` is not a list: {v}")))?;
+        let mut out = Vec::new();
+        for u in unspents {
+            let txid: Txid = parse_hash(as_str(u, M, "txid")?, M)?;
+            let vout = u32::try_from(as_u64(u, M, "vout")?)
+                .map_err(|_| ChainError::Rpc(format!("{M}: bad vout: {u}")))?;
+            let amount = field(u, M, "amount")?
+                .as_f64()
+                .and_then(|btc| Amount::from_btc(btc).ok())
+                .ok_or_else(|| ChainError::Rpc(format!("{M}: bad amount: {u}")))?;
+            let script = as_str(u, M, "scriptPubKey")?;
+            let script_pubkey = ScriptBuf::from_hex(script)
+                .map_err(|e| ChainError::Rpc(format!("{M}: bad scriptPubKey {script}: {e}")))?;
+            out.push(ScannedOutput {
+                outpoint: OutPoint::new(txid, vout),
+                amount,
+                script_pubkey,
+                height: as_u64(u, M, "height")?,
+            });
+        }
+        Ok((out, tip))
+    }
+}
+
 /// Reads a field that must be there, naming the call in the error.
 fn field<'a>(v: &'a Value, method: &str, name: &str) -> Result<&'a Value, ChainError> {
     v.get(name)

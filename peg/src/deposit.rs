@@ -1,8 +1,9 @@
 //! Per-account deposit addresses and the federation's change address.
 //!
-//! Every address the federation controls is
-//! `wsh(sortedmulti(m, P_1', ..., P_n'))` with each member key tweaked
-//! pay-to-contract style: `P_i' = P_i + t_i * G`, where
+//! Every address the federation controls is the federation descriptor (see
+//! [`crate::descriptor`]: `m` of the members' keys, or after a relative
+//! timelock `k` of the backup keys) with every key, members' and backup
+//! keys alike, tweaked pay-to-contract style: `P_i' = P_i + t_i * G`, where
 //! `t_i = H_tag(P_i || data)` is a BIP340-style tagged hash
 //! (`SHA256(SHA256(tag) || SHA256(tag) || msg)`) of the member's 33-byte
 //! compressed key and 32 bytes of data:
@@ -12,12 +13,11 @@
 //! - change of peg-out batches: tag `fedpeg/change`, data = 32 zero bytes.
 //!   The distinct tag means no account can derive the change address.
 //!
-//! The member holding the secret `x_i` of `P_i` spends with `x_i + t_i`.
+//! The member holding the secret `x_i` of `P_i` spends with `x_i + t_i`;
+//! so does a backup-key holder with its own key.
 
-use crate::descriptor;
+use crate::descriptor::FedDescriptor;
 use crate::federation::Federation;
-use bitcoin::opcodes::all::OP_CHECKMULTISIG;
-use bitcoin::script::Builder;
 use bitcoin::secp256k1::{PublicKey, Scalar, Secp256k1, SecretKey};
 use bitcoin::{Address, ScriptBuf};
 use sha2::{Digest, Sha256};
@@ -48,6 +48,15 @@ pub enum TweakError {
         tag: &'static str,
         /// Untweaked member key.
         key: PublicKey,
+    },
+    /// The tweaked keys do not form a sane descriptor (two tweaked keys
+    /// collide: probability about 2^-128).
+    #[error("the {tag} descriptor cannot be formed: {reason}; use another account")]
+    Descriptor {
+        /// Tag of the tweak.
+        tag: &'static str,
+        /// What miniscript refused.
+        reason: String,
     },
 }
 
@@ -151,51 +160,69 @@ impl Federation {
             .collect()
     }
 
-    /// `OP_m <tweaked keys sorted by compressed serialization> OP_n
-    /// OP_CHECKMULTISIG`, exactly what Bitcoin Core's `sortedmulti` builds.
-    pub fn witness_script(&self, tweak: &Tweak) -> Result<ScriptBuf, TweakError> {
-        let mut keys: Vec<[u8; 33]> = self
-            .tweaked_keys(tweak)?
+    /// The backup keys tweaked for `tweak`, in genesis order (empty
+    /// without an emergency branch).
+    pub fn tweaked_backup_keys(&self, tweak: &Tweak) -> Result<Vec<PublicKey>, TweakError> {
+        self.emergency()
+            .map(|e| e.keys())
+            .unwrap_or(&[])
             .iter()
-            .map(PublicKey::serialize)
-            .collect();
-        // Sort the serializations, not the `PublicKey`s: Core's order is
-        // lexicographic over the compressed bytes.
-        keys.sort_unstable();
-        // m, n <= MAX_KEYS (checked by Federation::new), so the casts are exact.
-        let mut b = Builder::new().push_int(self.threshold() as i64);
-        for k in &keys {
-            b = b.push_slice(k);
-        }
-        Ok(b.push_int(keys.len() as i64)
-            .push_opcode(OP_CHECKMULTISIG)
-            .into_script())
+            .map(|k| tweaked_public_key(k, tweak))
+            .collect()
     }
 
-    /// The P2WSH output script paying to [`Self::witness_script`].
+    /// The miniscript descriptor of the federation address for `tweak`:
+    /// the one source of its script, address, weight and witness.
+    pub fn output_descriptor(&self, tweak: &Tweak) -> Result<FedDescriptor, TweakError> {
+        let members = self.tweaked_keys(tweak)?;
+        let backups = self.tweaked_backup_keys(tweak)?;
+        self.descriptor_over(&members, &backups)
+            .map_err(|reason| TweakError::Descriptor {
+                tag: tweak.tag(),
+                reason,
+            })
+    }
+
+    /// The federation descriptor over the untweaked keys, with checksum: the
+    /// template every address is derived from (no one should pay to it).
+    pub fn base_descriptor(&self) -> Result<String, TweakError> {
+        let backups = self
+            .emergency()
+            .map(|e| e.keys().to_vec())
+            .unwrap_or_default();
+        self.descriptor_over(self.keys(), &backups)
+            .map(|d| d.to_string())
+            .map_err(|reason| TweakError::Descriptor {
+                tag: "untweaked",
+                reason,
+            })
+    }
+
+    /// The witness script of the address for `tweak` (the descriptor's
+    /// explicit script).
+    pub fn witness_script(&self, tweak: &Tweak) -> Result<ScriptBuf, TweakError> {
+        self.output_descriptor(tweak)?
+            .explicit_script()
+            .map_err(|e| TweakError::Descriptor {
+                tag: tweak.tag(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The P2WSH output script of the address for `tweak`.
     pub fn script_pubkey(&self, tweak: &Tweak) -> Result<ScriptBuf, TweakError> {
-        Ok(ScriptBuf::new_p2wsh(
-            &self.witness_script(tweak)?.wscript_hash(),
-        ))
+        Ok(self.output_descriptor(tweak)?.script_pubkey())
     }
 
-    /// The P2WSH address of [`Self::witness_script`] on the federation's network.
+    /// The P2WSH address for `tweak` on the federation's network.
     pub fn address(&self, tweak: &Tweak) -> Result<Address, TweakError> {
         Ok(Address::p2wsh(&self.witness_script(tweak)?, self.network()))
     }
 
-    /// `wsh(sortedmulti(m,<tweaked keys in genesis order, hex>))#checksum`,
-    /// importable into Bitcoin Core as a watch-only descriptor.
+    /// The full descriptor with its checksum, as miniscript prints it:
+    /// importable into Bitcoin Core (`deriveaddresses`, watch-only wallets).
     pub fn descriptor(&self, tweak: &Tweak) -> Result<String, TweakError> {
-        let keys: Vec<String> = self
-            .tweaked_keys(tweak)?
-            .iter()
-            .map(PublicKey::to_string)
-            .collect();
-        let desc = format!("wsh(sortedmulti({},{}))", self.threshold(), keys.join(","));
-        // Infallible: the descriptor is made of letters, digits, commas and
-        // parentheses only, all in the descriptor character set.
-        Ok(descriptor::with_checksum(&desc).expect("descriptor charset"))
+        Ok(self.output_descriptor(tweak)?.to_string())
     }
 
     /// Witness script of `account`'s deposit address.
@@ -297,7 +324,10 @@ mod tests {
         }
         expected.extend_from_slice(&[0x53, 0xae]);
         assert_eq!(script.as_bytes(), &expected[..]);
-        assert_eq!(script.len() as u64, f.witness_script_len());
+        assert_eq!(
+            script.len() as u64,
+            crate::federation::tests::witness_script_len(&f)
+        );
         assert_eq!(
             f.deposit_script_pubkey(&a).unwrap(),
             f.deposit_address(&a).unwrap().script_pubkey()
@@ -328,7 +358,10 @@ mod tests {
         let b = script.as_bytes();
         assert_eq!(&b[..2], &[0x01, 17]);
         assert_eq!(&b[b.len() - 3..], &[0x01, 20, 0xae]);
-        assert_eq!(script.len() as u64, f.witness_script_len());
+        assert_eq!(
+            script.len() as u64,
+            crate::federation::tests::witness_script_len(&f)
+        );
     }
 
     #[test]
@@ -350,16 +383,90 @@ mod tests {
     }
 
     #[test]
-    fn descriptor_lists_genesis_order_keys_and_verifies() {
+    fn descriptor_lists_sorted_keys_and_verifies() {
         let (f, _) = federation(2, 3);
         let a = [7u8; 32];
         let d = f.deposit_descriptor(&a).unwrap();
-        let body = descriptor::verify_checksum(&d).unwrap();
-        let keys = f.tweaked_keys(&Tweak::Deposit(a)).unwrap();
-        assert_eq!(
-            body,
-            format!("wsh(sortedmulti(2,{},{},{}))", keys[0], keys[1], keys[2])
+        let body = crate::descriptor::verify_checksum(&d).unwrap();
+        let mut keys: Vec<String> = f
+            .tweaked_keys(&Tweak::Deposit(a))
+            .unwrap()
+            .iter()
+            .map(PublicKey::to_string)
+            .collect();
+        keys.sort();
+        assert_eq!(body, format!("wsh(sortedmulti(2,{}))", keys.join(",")));
+    }
+
+    /// Backup keys get the same pay-to-contract tweak as member keys: the
+    /// descriptor lists the tweaked backup keys, never the raw ones, so the
+    /// address still binds the account; and neither members' nor backups'
+    /// order in genesis changes it.
+    #[test]
+    fn backup_keys_are_tweaked_per_address_and_order_does_not_matter() {
+        use crate::federation::tests::federation_with_backup;
+        let secp = Secp256k1::new();
+        let (f, members, backups) = federation_with_backup(3, 4, 2, 3, 10);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let da = f.deposit_descriptor(&a).unwrap();
+        assert!(da.starts_with("wsh(or_d(multi(3,"), "{da}");
+        assert!(
+            da.contains("),and_v(v:multi(2,") && da.contains(",older(10))))#"),
+            "{da}"
         );
+        for s in &backups {
+            let raw = s.public_key(&secp);
+            assert!(!da.contains(&raw.to_string()), "raw backup key in {da}");
+            let tweaked = tweaked_public_key(&raw, &Tweak::Deposit(a)).unwrap();
+            assert!(da.contains(&tweaked.to_string()), "{da}");
+            // The holder derives the secret of the tweaked key.
+            assert_eq!(
+                tweaked_secret_key(s, &Tweak::Deposit(a))
+                    .unwrap()
+                    .public_key(&secp),
+                tweaked
+            );
+        }
+        assert_eq!(f.tweaked_backup_keys(&Tweak::Change).unwrap().len(), 3);
+        let addrs = [
+            f.deposit_address(&a).unwrap(),
+            f.deposit_address(&b).unwrap(),
+            f.change_address().unwrap(),
+        ];
+        assert!(addrs[0] != addrs[1] && addrs[0] != addrs[2] && addrs[1] != addrs[2]);
+        // Same keys in another order: same descriptor, byte for byte.
+        let mut mk: Vec<PublicKey> = members.iter().map(|s| s.public_key(&secp)).collect();
+        let mut bk: Vec<PublicKey> = backups.iter().map(|s| s.public_key(&secp)).collect();
+        mk.rotate_left(1);
+        bk.reverse();
+        let g = Federation::new(mk, 3, f.network())
+            .unwrap()
+            .with_emergency(bk, 2, 10)
+            .unwrap();
+        assert_eq!(g.deposit_descriptor(&a).unwrap(), da);
+        assert_eq!(
+            g.change_descriptor().unwrap(),
+            f.change_descriptor().unwrap()
+        );
+        // Without the branch the address differs (the branch is in the script).
+        let (plain, _) = federation(3, 4);
+        assert_ne!(plain.deposit_address(&a).unwrap(), addrs[0]);
+        // The script pubkey is the P2WSH of the witness script.
+        assert_eq!(
+            f.deposit_script_pubkey(&a).unwrap(),
+            ScriptBuf::new_p2wsh(&f.deposit_witness_script(&a).unwrap().wscript_hash())
+        );
+    }
+
+    /// Our checksum code and miniscript's agree on every descriptor we print.
+    #[test]
+    fn miniscript_checksums_verify_with_our_bip380_code() {
+        use crate::federation::tests::federation_with_backup;
+        let (f, _, _) = federation_with_backup(11, 15, 2, 3, 8064);
+        for tw in [Tweak::Change, Tweak::Deposit([3; 32])] {
+            let d = f.descriptor(&tw).unwrap();
+            assert!(crate::descriptor::verify_checksum(&d).is_ok(), "{d}");
+        }
     }
 
     #[test]
@@ -470,7 +577,7 @@ mod tests {
         fn descriptors_carry_a_valid_checksum(account in any::<[u8; 32]>(), m in 1usize..=4) {
             let (f, _) = federation(m, 4);
             let d = f.deposit_descriptor(&account).unwrap();
-            prop_assert!(descriptor::verify_checksum(&d).is_ok(), "{}", d);
+            prop_assert!(crate::descriptor::verify_checksum(&d).is_ok(), "{}", d);
         }
     }
 }

@@ -1,6 +1,81 @@
-//! Output descriptor checksums (BIP-380), as Bitcoin Core's
-//! `DescriptorChecksum` computes them, so the descriptors we print can be
-//! pasted into `bitcoin-cli importdescriptors` / `deriveaddresses`.
+//! The federation's output descriptors, and descriptor checksums.
+//!
+//! Every federation script is one miniscript descriptor ([`FedDescriptor`],
+//! built by [`build`]), the single source of the address, the witness
+//! script, the spending weight, the witness (miniscript's satisfier) and the
+//! string shown to users:
+//!
+//! - with an emergency branch:
+//!   `wsh(or_d(multi(m,M_1',...,M_n'),and_v(v:multi(k,B_1',...,B_j'),older(N))))`
+//! - without one (a genesis without backup keys): `wsh(sortedmulti(m,M_1',...,M_n'))`
+//!
+//! `or_d` is the form whose normal branch costs nothing extra: the members'
+//! witness is exactly a `multi` satisfaction (dummy + `m` signatures), the
+//! same stack as plain `sortedmulti`; the script only grows by the
+//! emergency branch. (`or_i` would add an `OP_IF` selector element to every
+//! spend; `or_b`/`or_c` do not type-check with a timelocked right side.) The
+//! emergency spend pushes the backup signatures and `m + 1` empty elements
+//! that dissatisfy the members' `multi`, with `nSequence >= N`.
+//!
+//! `sortedmulti` is only allowed at the top level, so inside `or_d` the keys
+//! are written already sorted by their compressed serialization (what
+//! `sortedmulti` does): the descriptor, and so the address, does not depend
+//! on the order of members or backup keys in genesis.
+//!
+//! The checksum functions (BIP-380, as Bitcoin Core's `DescriptorChecksum`)
+//! are an independent check of the strings miniscript prints.
+
+use bitcoin::secp256k1::PublicKey;
+use miniscript::descriptor::DefiniteDescriptorKey;
+use std::str::FromStr;
+
+/// A federation descriptor with concrete (tweaked) keys.
+pub type FedDescriptor = miniscript::Descriptor<DefiniteDescriptorKey>;
+
+/// The emergency branch of a descriptor: `k` of `keys` after `csv_blocks`.
+#[derive(Debug, Clone, Copy)]
+pub struct EmergencyKeys<'a> {
+    /// Backup keys (already tweaked), any order.
+    pub keys: &'a [PublicKey],
+    /// Signatures needed.
+    pub threshold: usize,
+    /// Relative timelock in blocks.
+    pub csv_blocks: u16,
+}
+
+/// Keys sorted by compressed serialization, hex, comma-separated.
+fn sorted_hex(keys: &[PublicKey]) -> String {
+    let mut ser: Vec<[u8; 33]> = keys.iter().map(PublicKey::serialize).collect();
+    ser.sort_unstable();
+    let hex: Vec<String> = ser
+        .iter()
+        .map(|k| k.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    hex.join(",")
+}
+
+/// Builds (and type-checks) the federation descriptor: `m` of `members`,
+/// and the emergency branch if any. Errors only if the keys do not form a
+/// sane miniscript (a repeated key, or sizes outside Bitcoin's limits).
+pub fn build(
+    m: usize,
+    members: &[PublicKey],
+    emergency: Option<EmergencyKeys<'_>>,
+) -> Result<FedDescriptor, String> {
+    let text = match emergency {
+        None => format!("wsh(sortedmulti({m},{}))", sorted_hex(members)),
+        Some(e) => format!(
+            "wsh(or_d(multi({m},{}),and_v(v:multi({},{}),older({}))))",
+            sorted_hex(members),
+            e.threshold,
+            sorted_hex(e.keys),
+            e.csv_blocks
+        ),
+    };
+    let d = FedDescriptor::from_str(&text).map_err(|e| e.to_string())?;
+    d.sanity_check().map_err(|e| e.to_string())?;
+    Ok(d)
+}
 
 /// Characters a descriptor may contain, in the order the checksum groups them.
 const INPUT_CHARSET: &str =

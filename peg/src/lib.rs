@@ -12,7 +12,9 @@
 //! [`testkit`] runs a throw-away `bitcoind -regtest` for tests and offers
 //! `MemoryChain`, an in-memory `BitcoinChain` for unit tests.
 //! [`pegout`] builds, sizes, signs, verifies and assembles peg-out batch
-//! transactions.
+//! transactions. [`recovery`] builds, signs and finalizes the emergency
+//! sweep with the genesis backup keys, for when the federation is gone.
+//! Every script is one miniscript descriptor ([`descriptor`]).
 
 pub mod address;
 pub mod chain;
@@ -20,6 +22,7 @@ pub mod deposit;
 pub mod descriptor;
 pub mod federation;
 pub mod pegout;
+pub mod recovery;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -1,8 +1,8 @@
 //! Peg-out batch transactions: the unsigned transaction every member derives
 //! from committed state, its size and fee, and the threshold signatures.
 //!
-//! A batch spends federation outputs (`wsh(sortedmulti(m, tweaked keys))`,
-//! see [`crate::deposit`]) and pays the queued withdrawals, in withdrawal
+//! A batch spends federation outputs (the federation descriptor with
+//! tweaked keys, see [`crate::descriptor`] and [`crate::deposit`]) and pays the queued withdrawals, in withdrawal
 //! order, then the change (if any) to the federation change address. Version
 //! 2, lock time 0, every input signals replaceability (BIP125) so a stuck
 //! batch can be fee-bumped on the same inputs.
@@ -20,6 +20,8 @@ use bitcoin::secp256k1::{ecdsa, Message, PublicKey, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Weight, Witness};
+use miniscript::descriptor::DefiniteDescriptorKey;
+use std::collections::BTreeMap;
 
 /// Smallest change output the federation creates; less is left to the fee.
 pub const CHANGE_DUST_LIMIT_SATS: u64 = 546;
@@ -179,8 +181,10 @@ impl Federation {
 
     /// Fills the witnesses of `tx` from members' signatures
     /// (`(member index, signatures per input)`, already verified): for each
-    /// input, `m` signatures in the order of the sorted tweaked keys, as
-    /// `OP_CHECKMULTISIG` wants them.
+    /// input, miniscript's satisfier of the input's descriptor picks `m`
+    /// signatures for the members' branch (in key order, as
+    /// `OP_CHECKMULTISIG` wants them). It is never given a timelock, so it
+    /// cannot choose the emergency branch.
     pub fn assemble_batch(
         &self,
         tx: &Transaction,
@@ -191,13 +195,16 @@ impl Federation {
         let m = self.threshold();
         for (i, input) in inputs.iter().enumerate() {
             let keys: Vec<PublicKey> = self.tweaked_keys(&input.tweak)?;
-            // (sorted position of the member's key, signature)
-            let mut have: Vec<([u8; 33], &Vec<u8>)> = sigs
-                .iter()
-                .filter_map(|(member, s)| Some((keys.get(*member)?.serialize(), s.get(i)?)))
-                .collect();
-            have.sort_by_key(|a| a.0);
-            have.dedup_by(|a, b| a.0 == b.0);
+            let mut have: BTreeMap<DefiniteDescriptorKey, bitcoin::ecdsa::Signature> =
+                BTreeMap::new();
+            for (member, s) in sigs {
+                let (Some(key), Some(raw)) = (keys.get(*member), s.get(i)) else {
+                    continue;
+                };
+                let sig = bitcoin::ecdsa::Signature::from_slice(raw)
+                    .map_err(|_| SignatureError::Encoding(i))?;
+                have.insert(definite_key(key), sig);
+            }
             if have.len() < m {
                 return Err(SignatureError::NotEnough {
                     input: i,
@@ -205,16 +212,25 @@ impl Federation {
                     needed: m,
                 });
             }
-            let mut w = Witness::new();
-            w.push([]);
-            for (_, s) in have.iter().take(m) {
-                w.push(s.as_slice());
-            }
-            w.push(self.witness_script(&input.tweak)?.as_bytes());
-            out.input[i].witness = w;
+            let (witness, _) = self
+                .output_descriptor(&input.tweak)?
+                .get_satisfaction(&have)
+                .map_err(|_| SignatureError::NotEnough {
+                    input: i,
+                    got: have.len(),
+                    needed: m,
+                })?;
+            out.input[i].witness = Witness::from_slice(&witness);
         }
         Ok(out)
     }
+}
+
+/// `key` as a miniscript descriptor key (a single full key, no origin).
+pub fn definite_key(key: &PublicKey) -> DefiniteDescriptorKey {
+    // Infallible: a single key without wildcard is always definite.
+    DefiniteDescriptorKey::new(bitcoin::PublicKey::new(*key).into())
+        .expect("a single key has no wildcard")
 }
 
 /// Strict DER, low-S, `SIGHASH_ALL`; None otherwise.
@@ -360,6 +376,54 @@ mod tests {
         let est = f.batch_weight(inputs.len(), tx.output.len(), out_bytes);
         assert!(est >= signed.weight(), "{est} < {}", signed.weight());
         assert!(est.to_wu() - signed.weight().to_wu() <= 3 * 3 * 2 + 8);
+    }
+
+    /// With an emergency branch, the members' witness is still a plain
+    /// `multi` satisfaction (dummy, `m` signatures, script: never the
+    /// backup branch) and, padded to 72-byte signatures, weighs exactly the
+    /// descriptor's planned normal-spend weight.
+    #[test]
+    fn emergency_federation_batches_assemble_the_normal_branch_at_the_planned_weight() {
+        use crate::federation::tests::federation_with_backup;
+        for (m, n) in [(3, 4), (11, 15)] {
+            let (f, s, _) = federation_with_backup(m, n, 2, 3, 8064);
+            let (tx, inputs) = batch(&f, 3, 2);
+            let all: Vec<(usize, Vec<Vec<u8>>)> = (0..n)
+                .rev()
+                .map(|i| (i, f.sign_batch(&tx, &inputs, &s[i]).unwrap()))
+                .collect();
+            for (i, sigs) in &all {
+                f.verify_batch_signatures(&tx, &inputs, *i, sigs).unwrap();
+            }
+            let signed = f.assemble_batch(&tx, &inputs, &all).unwrap();
+            for (i, input) in signed.input.iter().enumerate() {
+                let w: Vec<&[u8]> = input.witness.iter().collect();
+                assert_eq!(w.len(), m + 2, "{m}-of-{n}");
+                assert!(w[0].is_empty());
+                assert_eq!(
+                    w[m + 1],
+                    f.witness_script(&inputs[i].tweak).unwrap().as_bytes()
+                );
+                let mut padded = Witness::new();
+                for (j, el) in w.iter().enumerate() {
+                    padded.push(if (1..=m).contains(&j) {
+                        vec![0u8; 72]
+                    } else {
+                        el.to_vec()
+                    });
+                }
+                let padded = TxIn {
+                    witness: padded,
+                    ..input.clone()
+                };
+                assert_eq!(
+                    padded.segwit_weight(),
+                    f.spend_weight_estimate(),
+                    "{m}-of-{n}"
+                );
+                assert!(input.segwit_weight() <= f.spend_weight_estimate());
+            }
+        }
     }
 
     /// vbytes per peg-out of a 3-of-4 batch paying P2WPKH outputs plus

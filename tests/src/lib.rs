@@ -110,6 +110,10 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// Faucet balance in every test genesis.
 pub const FAUCET_SATS: u64 = 1_000_000_000;
 
+/// Emergency timelock of every test federation's genesis, in blocks: more
+/// than any end-to-end test mines (so the backup branch stays closed).
+pub const TEST_EMERGENCY_CSV_BLOCKS: u16 = 2016;
+
 /// One `fedpegd` process (member or observer) with its own data dir and ports.
 pub struct NodeProc {
     pub name: String,
@@ -391,6 +395,27 @@ impl Federation {
             .arg("--out")
             .arg(d.join("genesis.json"))
             .args(genesis_args);
+        // Every test federation has an emergency branch (2 of 3 backup keys,
+        // files backup{0,1,2}.key) so the descriptor with it is what the
+        // end-to-end tests exercise; its timelock is longer than any test
+        // mines, so the branch never opens by accident.
+        if !genesis_args.iter().any(|a| a == "--backup-key") {
+            for i in 0..3 {
+                let out = run_ok(
+                    Command::new(bin("fedpegd"))
+                        .arg("backup-keygen")
+                        .arg("--out")
+                        .arg(d.join(format!("backup{i}.key"))),
+                )?;
+                genesis.arg("--backup-key").arg(out.trim());
+            }
+            genesis.args([
+                "--backup-threshold",
+                "2",
+                "--emergency-csv-blocks",
+                &TEST_EMERGENCY_CSV_BLOCKS.to_string(),
+            ]);
+        }
         let mut members = Vec::new();
         for i in 0..n {
             let name = format!("m{i}");

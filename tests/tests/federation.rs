@@ -97,7 +97,7 @@ async fn four_members_finalize_survive_crashes_and_never_fork() {
         .into_inner();
     assert_eq!(r.deposit_address, expected);
     assert!(
-        r.descriptor.starts_with("wsh(sortedmulti(3,"),
+        r.descriptor.starts_with("wsh(or_d(multi(3,"),
         "{}",
         r.descriptor
     );

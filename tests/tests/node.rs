@@ -718,6 +718,106 @@ fn genesis_with_an_agreed_time_is_reproducible() {
         .contains("invalid value 'yesterday' for '--genesis-time-ms <MS>'"));
 }
 
+/// Backup keys for the emergency branch: `fedpegd backup-keygen` writes a
+/// 0600 key file and prints its public key, refuses to overwrite it; `fedpegd
+/// genesis --backup-key` puts the keys in genesis (the descriptor gets the
+/// branch) and refuses bad ones with a reason.
+#[test]
+fn backup_keys_are_made_offline_and_go_into_genesis_or_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fedpegd = || std::process::Command::new(fedpeg_tests::bin("fedpegd"));
+    let mut backups = Vec::new();
+    for i in 0..3 {
+        let key = d.join(format!("backup{i}.key"));
+        let public = run_ok(fedpegd().arg("backup-keygen").arg("--out").arg(&key)).unwrap();
+        assert_eq!(public.trim().len(), 66, "{public}");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        backups.push(public.trim().to_string());
+    }
+    let o = fedpegd()
+        .arg("backup-keygen")
+        .arg("--out")
+        .arg(d.join("backup0.key"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    run_ok(
+        fedpegd()
+            .args(["keygen", "--name", "a", "--out"])
+            .arg(d.join("a.key"))
+            .arg("--public-out")
+            .arg(d.join("a.json")),
+    )
+    .unwrap();
+    let genesis = |extra: &[&str]| {
+        fedpegd()
+            .args(["genesis", "--network", "regtest", "--member"])
+            .arg(d.join("a.json"))
+            .arg("--out")
+            .arg(d.join("g.json"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = genesis(&[
+        "--backup-key",
+        &backups[0],
+        "--backup-key",
+        &backups[1],
+        "--backup-key",
+        &backups[2],
+        "--emergency-csv-blocks",
+        "144",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = fedpegd::config::load_genesis(&d.join("g.json")).unwrap();
+    let e = spec.genesis.emergency.as_ref().unwrap();
+    assert_eq!(
+        (e.threshold, e.csv_blocks, e.backup_keys.len()),
+        (2, 144, 3),
+        "default k: a majority"
+    );
+    let descriptor = spec.peg_federation().unwrap().change_descriptor().unwrap();
+    assert!(descriptor.contains("older(144)"), "{descriptor}");
+    for (extra, want) in [
+        (
+            vec!["--backup-key", "02abcd"],
+            "emergency.backup_keys[0] '02abcd' is not a compressed",
+        ),
+        (
+            vec!["--backup-key", &backups[0], "--backup-threshold", "2"],
+            "backup threshold 2 is invalid for 1",
+        ),
+        (
+            vec!["--backup-key", &backups[0], "--emergency-csv-blocks", "0"],
+            "csv_blocks 0 must be between 1 and 65535",
+        ),
+        (
+            vec![
+                "--backup-key",
+                &backups[0],
+                "--emergency-csv-blocks",
+                "70000",
+            ],
+            "csv_blocks 70000 must be between",
+        ),
+        (
+            vec!["--backup-key", &backups[0], "--backup-key", &backups[0]],
+            "is repeated",
+        ),
+        (vec!["--backup-threshold", "1"], "--backup-key"),
+    ] {
+        let o = genesis(&extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} accepted");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
+
 /// `fedpeg health` (the container health check) is SERVING on a member that
 /// finalizes blocks, and NOT_SERVING on one whose bitcoind does not answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -980,3 +980,134 @@ async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
     relay_blocks(&btc, &own);
     wait_balance(&fed, &chans[3..], &a, 60_000 - cost).await;
 }
+
+/// `fedpeg recover` with real processes: a deposit minted by a live
+/// federation; `recover` finds it (accounts from a surviving node) and says
+/// how many blocks remain; then the federation is gone, and two backup-key
+/// holders sweep it one after the other (`--psbt-out`, `--psbt-in`) once
+/// the timelock has passed, not a block before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fedpeg_recover() {
+    let (btc, mut fed, chans) = setup().await;
+    let spec = fedpegd::config::load_genesis(&fed.genesis_path()).unwrap();
+    let cost = spec.pegin_spend_cost();
+    let a = account(90);
+    let addr = register(&fed, &chans, &a).await;
+    btc.send_to(&addr, 1_000_000).unwrap();
+    btc.mine(3).unwrap();
+    wait_balance(&fed, &chans, &a, 1_000_000 - cost).await;
+
+    let dir = fed.dir.path().to_path_buf();
+    let (node_url, genesis) = (fed.members[0].url(), fed.genesis_path());
+    let recover = |extra: &[&str]| {
+        let mut c = std::process::Command::new(fedpeg_tests::bin("fedpeg"));
+        c.env_remove("FEDPEG_NODE")
+            .env_remove("FEDPEG_KEY")
+            .current_dir(&dir)
+            .arg("--json")
+            .args(["--node", &node_url, "recover", "--genesis"])
+            .arg(&genesis)
+            .args(["--bitcoind-url", &btc.rpc_url()])
+            .args([
+                "--bitcoind-user",
+                RPC_USER,
+                "--bitcoind-password",
+                RPC_PASSWORD,
+            ])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let said = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // While the federation lives: found through the node, not sweepable.
+    let out = recover(&["--accounts-from-node"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outputs = report["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1, "{report}");
+    assert_eq!(outputs[0]["amount"], 1_000_000);
+    let remaining = outputs[0]["blocks_remaining"].as_u64().unwrap();
+    let csv = u64::from(fedpeg_tests::TEST_EMERGENCY_CSV_BLOCKS);
+    assert_eq!(remaining, csv - 3, "confirmed 3 blocks ago: {report}");
+
+    // The federation is gone; only the account list survives (a file).
+    for m in fed.members.iter_mut() {
+        m.kill();
+    }
+    std::fs::write(
+        dir.join("accounts.txt"),
+        format!("# known accounts\n{}\n", a.to_address("fprt")),
+    )
+    .unwrap();
+    let dest = btc.new_address().unwrap().to_string();
+    let sweep0 = [
+        "--accounts",
+        "accounts.txt",
+        "--backup-key",
+        "backup0.key",
+        "--to",
+        &dest,
+        "--fee-rate",
+        "2",
+        "--psbt-out",
+        "sweep.psbt",
+    ];
+    btc.mine(remaining - 1).unwrap();
+    let out = recover(&sweep0);
+    assert!(!out.status.success());
+    // With --json the error is a JSON line on stdout, after the scan report.
+    let err = said(&out);
+    assert!(err.contains("first timelock opens in 1 block(s)"), "{err}");
+    btc.mine(1).unwrap();
+    let out = recover(&sweep0);
+    assert!(out.status.success(), "{}", said(&out));
+    // One signature of two: the second holder signs and broadcasts.
+    // The second holder names the address it expects: a PSBT paying
+    // anyone else is refused.
+    let other = btc.new_address().unwrap().to_string();
+    let out = recover(&[
+        "--psbt-in",
+        "sweep.psbt",
+        "--backup-key",
+        "backup2.key",
+        "--to",
+        &other,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        said(&out).contains("does not pay only the --to address"),
+        "{}",
+        said(&out)
+    );
+    let out = recover(&[
+        "--psbt-in",
+        "sweep.psbt",
+        "--backup-key",
+        "backup2.key",
+        "--to",
+        &dest,
+    ]);
+    assert!(out.status.success(), "{}", said(&out));
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let sent: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let txid = sent["txid"].as_str().unwrap().to_string();
+    btc.mine(1).unwrap();
+    let utxo: serde_json::Value = btc
+        .rpc("gettxout", &[serde_json::json!(txid), serde_json::json!(0)])
+        .unwrap();
+    assert_eq!(utxo["scriptPubKey"]["address"], dest, "{utxo}");
+    let got = fedpeg_peg::bitcoin::Amount::from_btc(utxo["value"].as_f64().unwrap()).unwrap();
+    assert!(
+        got.to_sat() > 1_000_000 - 2_000 && got.to_sat() < 1_000_000,
+        "{got}"
+    );
+}

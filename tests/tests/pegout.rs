@@ -127,8 +127,13 @@ impl Setup {
             self.btc.send_to(&addr, sats).unwrap();
         }
         self.btc.mine(self.depth).unwrap();
-        // Each deposit is credited minus its spend cost (132 vB at 10 sat/vB).
-        let want = before + deposits as u64 * (sats - 1320);
+        // Each deposit is credited minus its spend cost at 10 sat/vB: the
+        // descriptor's normal-branch weight (3-of-4 with the 2-of-3
+        // emergency branch of test genesis: 160 vB; 132 before the branch).
+        let spec = fedpegd::config::load_genesis(&self.fed.genesis_path()).unwrap();
+        let vbytes = spec.pegin_spend_vbytes();
+        assert_eq!(vbytes, 160, "3-of-4 with a 2-of-3 emergency branch");
+        let want = before + deposits as u64 * (sats - vbytes * 10);
         loop {
             if self.balance(&a).await == want {
                 break;
@@ -303,6 +308,38 @@ async fn fifty_pegouts_of_every_address_type_are_paid_by_one_transaction() {
         "batch of 50 (3-of-4, mixed address types): {vsize} vB, {:.1} vB per peg-out",
         vsize as f64 / 50.0
     );
+    // Fee maths against bitcoind: the weight the fee was computed from (the
+    // descriptor's planned normal-branch spend per input) bounds the real,
+    // signed transaction and is off only by signatures shorter than 72 bytes.
+    let spec = fedpegd::config::load_genesis(&s.fed.genesis_path()).unwrap();
+    let peg = spec.peg_federation().unwrap();
+    assert!(
+        peg.emergency().is_some(),
+        "test genesis has the emergency branch"
+    );
+    let raw: fedpeg_peg::bitcoin::Transaction =
+        fedpeg_peg::bitcoin::consensus::encode::deserialize_hex(tx["hex"].as_str().unwrap())
+            .unwrap();
+    let out_bytes: u64 = raw
+        .output
+        .iter()
+        .map(|o| fedpeg_peg::pegout::output_bytes(&o.script_pubkey))
+        .sum();
+    let est = peg.batch_weight(raw.input.len(), raw.output.len(), out_bytes);
+    let real = tx["weight"].as_u64().unwrap();
+    assert!(real <= est.to_wu(), "real {real} WU > estimate {est}");
+    let slack = 2 * 3 * raw.input.len() as u64;
+    assert!(
+        est.to_wu() - real <= slack,
+        "estimate {est} far above real {real} WU"
+    );
+    for input in &raw.input {
+        assert_eq!(
+            input.witness.len(),
+            5,
+            "dummy, 3 signatures, script: the members' branch"
+        );
+    }
     // Confirmed at depth: every peg-out is final, change is spendable.
     s.btc.mine(2).unwrap();
     for t in &txids {

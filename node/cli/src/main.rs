@@ -135,6 +135,11 @@ enum Command {
         #[arg(long, default_value_t = 7200)]
         wait_secs: u64,
     },
+    /// Recover the federation's bitcoin with the genesis backup keys once
+    /// the federation is gone: scan for its outputs, say how many blocks
+    /// remain until each can be swept, and (with --to) sweep the open ones.
+    /// Needs no member; see README "If the federation is gone".
+    Recover(Box<RecoverArgs>),
     /// Show a transaction by id.
     Tx {
         /// Transaction id (64 hex characters).
@@ -170,6 +175,53 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+}
+
+/// Flags of `fedpeg recover`.
+#[derive(clap::Args)]
+struct RecoverArgs {
+    /// The chain's genesis.json (it holds the members' and backup public keys).
+    #[arg(long, value_name = "FILE")]
+    genesis: PathBuf,
+    /// bitcoind's JSON-RPC URL (any node of the genesis network; pruned is fine).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8332")]
+    bitcoind_url: String,
+    /// bitcoind's .cookie file (or use --bitcoind-user/--bitcoind-password).
+    #[arg(long, value_name = "FILE")]
+    bitcoind_cookie: Option<PathBuf>,
+    /// bitcoind RPC user.
+    #[arg(long, requires = "bitcoind_password")]
+    bitcoind_user: Option<String>,
+    /// bitcoind RPC password.
+    #[arg(long, requires = "bitcoind_user")]
+    bitcoind_password: Option<String>,
+    /// File of accounts (fedpeg addresses, one per line, `#` comments)
+    /// whose deposit addresses to scan; change is always scanned.
+    #[arg(long, value_name = "FILE")]
+    accounts: Option<PathBuf>,
+    /// Also ask the node given by --node (any surviving member or observer)
+    /// for the accounts of the deposits the federation holds.
+    #[arg(long)]
+    accounts_from_node: bool,
+    /// A backup secret key file (from `fedpegd backup-keygen`); repeat per
+    /// key. None: build the PSBT unsigned (with --psbt-out).
+    #[arg(long = "backup-key", value_name = "FILE")]
+    backup_keys: Vec<PathBuf>,
+    /// Sweep every output whose timelock has passed to this Bitcoin address.
+    #[arg(long, value_name = "ADDRESS")]
+    to: Option<String>,
+    /// Fee rate of the sweep, sat/vB.
+    #[arg(long, value_name = "SAT_PER_VB", default_value_t = 10)]
+    fee_rate: u64,
+    /// Write the (partially) signed sweep PSBT, base64, to this file instead
+    /// of broadcasting it.
+    #[arg(long, value_name = "FILE")]
+    psbt_out: Option<PathBuf>,
+    /// Sign a sweep PSBT from `--psbt-out` with --backup-key, then broadcast
+    /// it if it has enough signatures (or write it again with --psbt-out).
+    /// Needs --to: it signs only a sweep that pays that address alone.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["accounts", "accounts_from_node"])]
+    psbt_in: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -242,6 +294,23 @@ async fn dispatch(cli: &Cli, out: &mut Printer) -> anyhow::Result<Report> {
                 wait_secs: *wait_secs,
             };
             cmd::pegin::run(&ctx, out, account.as_deref(), w).await
+        }
+        Command::Recover(a) => {
+            let args = cmd::recover::Args {
+                genesis: &a.genesis,
+                bitcoind_url: &a.bitcoind_url,
+                bitcoind_cookie: a.bitcoind_cookie.as_deref(),
+                bitcoind_user: a.bitcoind_user.as_deref(),
+                bitcoind_password: a.bitcoind_password.as_deref(),
+                accounts: a.accounts.as_deref(),
+                accounts_from_node: a.accounts_from_node,
+                backup_keys: &a.backup_keys,
+                to: a.to.as_deref(),
+                fee_rate: a.fee_rate,
+                psbt_out: a.psbt_out.as_deref(),
+                psbt_in: a.psbt_in.as_deref(),
+            };
+            cmd::recover::run(&ctx, out, &args).await
         }
         Command::Tx { txid } => cmd::tx::run(&ctx, txid).await,
         Command::Block { id } => cmd::block::run(&ctx, id).await,

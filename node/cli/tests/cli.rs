@@ -354,6 +354,10 @@ fn status_text_shows_node_federation_and_reserves() {
         "  m3           unknown              not seen",
         "bitcoin  tip 150 (reachable), 0 deep-reorg alert(s)",
         "covered   yes",
+        &format!(
+            "oldest    {}:0: 4032 bitcoin blocks to its emergency timelock; rolled over in 1.0 days",
+            "11".repeat(32)
+        ),
     ];
     for line in want {
         assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
@@ -436,4 +440,129 @@ fn pegout_refuses_to_sign_a_fee_above_max_fee() {
         "{err}"
     );
     assert!(!text(&o.stdout).contains("burn submitted"));
+}
+
+/// A regtest genesis (with an emergency branch when `backup` holds a
+/// backup key's public key) in `dir`; returns its path.
+fn recovery_genesis(dir: &TempDir, name: &str, backup: Option<String>) -> PathBuf {
+    let mut g = fedpeg_ledger::testing::sample_genesis("regtest", vec![]);
+    g.emergency = backup.map(|k| fedpeg_ledger::genesis::EmergencyParams {
+        backup_keys: vec![k],
+        threshold: 1,
+        csv_blocks: 10,
+    });
+    let p = dir.path(name);
+    std::fs::write(&p, serde_json::to_string(&g).unwrap()).unwrap();
+    p
+}
+
+/// Every bad input of `fedpeg recover` is refused with a message saying
+/// what is wrong, before any sweep is built, and nothing panics.
+#[test]
+fn recover_refuses_bad_input_with_clear_errors() {
+    let dir = TempDir::new("recover");
+    let key = dir.path("backup.key");
+    let secret = fedpeg_keys::create_backup_key(&key).unwrap();
+    let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::new();
+    let public = secret.public_key(&secp).to_string();
+    let regtest_addr = fedpeg_peg::bitcoin::Address::p2wpkh(
+        &fedpeg_peg::bitcoin::CompressedPublicKey(secret.public_key(&secp)),
+        fedpeg_peg::bitcoin::Network::Regtest,
+    )
+    .to_string();
+    let genesis = recovery_genesis(&dir, "genesis.json", Some(public));
+    let plain = recovery_genesis(&dir, "plain.json", None);
+    let wallet = dir.path("wallet.key");
+    fedpeg_keys::create_wallet_key(&wallet).unwrap();
+    std::fs::write(dir.path("accounts.txt"), "fprt1notanaccount\n").unwrap();
+    std::fs::write(dir.path("garbage.psbt"), "cHNidP8 not really").unwrap();
+    let g = genesis.to_str().unwrap();
+    let auth = ["--bitcoind-user", "u", "--bitcoind-password", "p"];
+    // A closed port: nothing listens there.
+    let url = ["--bitcoind-url", "http://127.0.0.1:9"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--genesis", "missing.json"],
+            "cannot read genesis file missing.json",
+        ),
+        (
+            vec!["--genesis", plain.to_str().unwrap()],
+            "has no emergency branch",
+        ),
+        (vec!["--genesis", g], "give bitcoind's RPC credentials"),
+        (
+            vec!["--genesis", g, "--backup-key", "nope.key"],
+            "--backup-key nope.key",
+        ),
+        (
+            vec!["--genesis", g, "--backup-key", wallet.to_str().unwrap()],
+            "expected fedpeg-backup-key",
+        ),
+        (
+            vec!["--genesis", g, "--accounts", "accounts.txt"],
+            "account #1 'fprt1notanaccount' is not a fedpeg address",
+        ),
+        (
+            vec!["--genesis", g, "--to", "bc1qnotanaddress"],
+            "is not a Bitcoin address",
+        ),
+        (
+            vec![
+                "--genesis",
+                g,
+                "--to",
+                "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+            ],
+            "is not an address of regtest",
+        ),
+        (
+            vec!["--genesis", g, "--psbt-in", "garbage.psbt"],
+            "--psbt-in needs --to ADDRESS",
+        ),
+        (
+            vec![
+                "--genesis",
+                g,
+                "--psbt-in",
+                "garbage.psbt",
+                "--to",
+                &regtest_addr,
+            ],
+            "is not a base64 PSBT",
+        ),
+        (
+            vec![
+                "--genesis",
+                g,
+                "--psbt-in",
+                "none.psbt",
+                "--to",
+                &regtest_addr,
+            ],
+            "cannot read --psbt-in none.psbt",
+        ),
+        (vec!["--genesis", g], "bitcoind is unavailable"),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let mut c = fedpeg("http://127.0.0.1:9");
+        c.current_dir(&dir.0).arg("recover").args(args).args(url);
+        // The credentials case leaves them out.
+        if i != 2 {
+            c.args(auth);
+        }
+        let out = run(&mut c);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Half the credentials: refused by the command line itself.
+    let out =
+        run(fedpeg("http://127.0.0.1:9").args(["recover", "--genesis", g, "--bitcoind-user", "u"]));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--bitcoind-password"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -231,6 +231,11 @@ impl Api {
         self.watcher.as_ref().and_then(|w| w.tip())
     }
 
+    /// This node's bitcoind, if it watches one.
+    pub(crate) fn watcher_bitcoin(&self) -> Option<Arc<dyn fedpeg_peg::chain::BitcoinChain>> {
+        self.watcher.as_ref().map(|w| w.bitcoin().clone())
+    }
+
     /// Lets peg calls check deposits against this member's bitcoind.
     pub fn with_watcher(mut self, watcher: Option<Arc<Watcher>>) -> Api {
         self.watcher = watcher;
@@ -329,10 +334,13 @@ impl Api {
         let internal = |e: &dyn std::fmt::Display| {
             Status::internal(format!("peg federation from genesis: {e}"))
         };
-        let fed = self.chain.spec.peg_federation().map_err(|e| internal(&e))?;
-        let address = fed.deposit_address(&id.0).map_err(|e| internal(&e))?;
-        let descriptor = fed.deposit_descriptor(&id.0).map_err(|e| internal(&e))?;
-        Ok((address.to_string(), descriptor))
+        let fed = &self.chain.params().federation;
+        // One descriptor for both: forming it is most of the cost.
+        let d = fed
+            .output_descriptor(&fedpeg_peg::deposit::Tweak::Deposit(id.0))
+            .map_err(|e| internal(&e))?;
+        let address = d.address(fed.network()).map_err(|e| internal(&e))?;
+        Ok((address.to_string(), d.to_string()))
     }
 
     /// Lets this node register deposit addresses as member `index`.
@@ -530,7 +538,11 @@ impl WalletService for Api {
         &self,
         _req: Request<pb::GetReservesRequest>,
     ) -> Result<Response<pb::GetReservesResponse>, Status> {
-        Ok(Response::new(crate::pegout_api::reserves(&self.chain)))
+        let r = crate::pegout_api::reserves(&self.chain);
+        let btc = self.watcher_bitcoin();
+        Ok(Response::new(
+            crate::pegout_api::with_blocks_to_expiry(r, &self.chain, btc).await,
+        ))
     }
 
     async fn submit_transaction(
@@ -572,9 +584,7 @@ impl WalletService for Api {
         let id = self.parse_account(&req.get_ref().address)?;
         let spec = &self.chain.spec;
         let (deposit_address, descriptor) = self.deposit_address(&id)?;
-        let fed = spec
-            .peg_federation()
-            .map_err(|e| Status::internal(format!("peg federation from genesis: {e}")))?;
+        let fed = &self.chain.params().federation;
         self.require_bitcoind()?;
         let registered = self.chain.with_state(|s| s.registered.contains(&id));
         if !registered && !self.chain.registration_pending(&id) {

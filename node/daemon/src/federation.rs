@@ -132,13 +132,7 @@ impl Api {
             Status::internal(format!("peg federation from genesis: {e}"))
         };
         let fed = spec.peg_federation().map_err(|e| internal(&e))?;
-        let keys: Vec<String> = fed.keys().iter().map(|k| k.to_string()).collect();
-        let peg_descriptor = fedpeg_peg::descriptor::with_checksum(&format!(
-            "wsh(sortedmulti({},{}))",
-            fed.threshold(),
-            keys.join(",")
-        ))
-        .map_err(|e| internal(&e))?;
+        let peg_descriptor = fed.base_descriptor().map_err(|e| internal(&e))?;
         let change_address = fed.change_address().map_err(|e| internal(&e))?.to_string();
         let quorum = crate::driver::validator_set(chain)
             .map(|v| v.quorum() as u32)
@@ -152,7 +146,7 @@ impl Api {
             pegin_confirmations: spec.genesis.pegin_confirmations,
             peg_descriptor,
             change_address,
-            deposit_derivation: "each account a gets its own address wsh(sortedmulti(m, P_1', ..., P_n')) with P_i' = P_i + H_tag(\"fedpeg/pegin\", P_i || a)·G (pay-to-contract); WalletService.GetPegInAddress returns it with its descriptor".into(),
+            deposit_derivation: "each account a gets its own address: the peg descriptor with every key K (members' and backup keys) replaced by K' = K + H_tag(\"fedpeg/pegin\", K || a)·G (pay-to-contract), keys sorted; change uses tag \"fedpeg/change\" with 32 zero bytes; WalletService.GetPegInAddress returns the full descriptor, which bitcoind's deriveaddresses checks".into(),
             reserves: Some(pb::GetReservesResponse {
                 utxos: Vec::new(),
                 ..crate::pegout_api::reserves(chain)
@@ -175,7 +169,11 @@ impl FederationService for Api {
         &self,
         _: Request<pb::GetReservesRequest>,
     ) -> Result<Response<pb::GetReservesResponse>, Status> {
-        Ok(Response::new(crate::pegout_api::reserves(self.chain())))
+        let r = crate::pegout_api::reserves(self.chain());
+        let btc = self.watcher_bitcoin();
+        Ok(Response::new(
+            crate::pegout_api::with_blocks_to_expiry(r, self.chain(), btc).await,
+        ))
     }
 
     async fn list_peg_outs(

@@ -5,6 +5,7 @@ use crate::watcher::Watcher;
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::pegout_batch::{pegout_fee_quote, Owner};
 use fedpeg_peg::bitcoin::Txid;
+use fedpeg_peg::deposit::Tweak;
 use fedpeg_proto::v1 as pb;
 use tonic::Status;
 
@@ -151,21 +152,96 @@ pub(crate) fn bitcoin_confirmations(w: &Watcher, txid: &Txid) -> u32 {
 }
 
 /// Reserves against liabilities, with the UTXO list.
+/// The emergency-timelock fields of the reserves from committed state: the
+/// oldest free UTXO and when the rollover takes it (the blocks to expiry
+/// need a bitcoind: [`with_blocks_to_expiry`]).
+fn oldest_utxo(
+    s: &fedpeg_ledger::State,
+    params: &fedpeg_ledger::LedgerParams,
+) -> pb::GetReservesResponse {
+    let (Some(after), Some((o, u))) = (
+        params.rollover_after_ms,
+        s.utxos.iter().min_by_key(|(o, u)| (u.created_ms, **o)),
+    ) else {
+        return pb::GetReservesResponse::default();
+    };
+    pb::GetReservesResponse {
+        oldest_utxo: o.to_string(),
+        oldest_utxo_rollover_in_ms: Some(
+            u.created_ms
+                .saturating_add(after)
+                .saturating_sub(s.tip_time_ms),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Adds to `r` the Bitcoin blocks until its oldest UTXO's emergency
+/// branch opens, from `btc` (this node's bitcoind); unchanged when there is
+/// no emergency branch, no oldest UTXO, or bitcoind does not answer.
+pub async fn with_blocks_to_expiry(
+    mut r: pb::GetReservesResponse,
+    chain: &Chain,
+    btc: Option<std::sync::Arc<dyn fedpeg_peg::chain::BitcoinChain>>,
+) -> pb::GetReservesResponse {
+    let csv = chain
+        .params()
+        .federation
+        .emergency()
+        .map(|e| u64::from(e.csv_blocks()));
+    let (Some(csv), Some(btc), Ok(outpoint)) = (
+        csv,
+        btc,
+        r.oldest_utxo.parse::<fedpeg_peg::bitcoin::OutPoint>(),
+    ) else {
+        return r;
+    };
+    let confirmations = tokio::task::spawn_blocking(move || btc.unspent(&outpoint))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .map(|(_, c)| c);
+    r.oldest_utxo_blocks_to_expiry = confirmations.map(|c| csv.saturating_sub(c));
+    r
+}
+
+/// The reserves from committed state.
 pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
     chain.with_state(|s| {
         let r = s.reserves();
         let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        // Built once with the chain (forming a descriptor is not free).
+        let fed = Some(&chain.params().federation);
+        let change_descriptor = fed
+            .as_ref()
+            .and_then(|f| f.change_descriptor().ok())
+            .unwrap_or_default();
+        let hrp = chain.spec.hrp();
         let utxo = |o: &fedpeg_ledger::fedtx::OutPoint,
                     u: &fedpeg_ledger::pegout_batch::Utxo,
                     batch: Option<u64>| {
+            let (kind, account, tweak) = match u.owner {
+                Owner::Deposit(a) => (
+                    "deposit",
+                    fedpeg_ledger::account::AccountId(a).to_address(hrp),
+                    Tweak::Deposit(a),
+                ),
+                Owner::Change => ("change", String::new(), Tweak::Change),
+            };
             pb::FederationUtxo {
                 outpoint: o.to_string(),
                 amount: u.amount.to_sat(),
-                kind: match u.owner {
-                    Owner::Deposit(_) => "deposit".into(),
-                    Owner::Change => "change".into(),
-                },
+                kind: kind.into(),
                 locked_by_batch: batch,
+                account,
+                descriptor: match tweak {
+                    Tweak::Change => change_descriptor.clone(),
+                    _ => fed
+                        .as_ref()
+                        .and_then(|f| f.descriptor(&tweak).ok())
+                        .unwrap_or_default(),
+                },
             }
         };
         let mut utxos: Vec<pb::FederationUtxo> =
@@ -184,6 +260,7 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
             covered: r.covered(),
             utxos,
             height: s.height.0,
+            ..oldest_utxo(s, chain.params())
         }
     })
 }

@@ -826,4 +826,63 @@ mod tests {
         f.tick(0);
         assert_eq!(f.pooled(signatures).len(), 1);
     }
+
+    /// A rollover batch (a deposit nearing its emergency timelock, no
+    /// peg-out queued) forms from committed state alone and is signed,
+    /// assembled and broadcast by the members like any batch: one output,
+    /// to the change address, spending the old deposit.
+    #[test]
+    fn a_rollover_batch_is_signed_and_broadcast_like_a_peg_out_batch() {
+        let backup = fedpeg_peg::bitcoin::secp256k1::SecretKey::from_slice(&[0x77; 32])
+            .unwrap()
+            .public_key(&fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only());
+        let node = PegNode::new_with(3, 2, |g| {
+            g.emergency = Some(fedpeg_ledger::genesis::EmergencyParams {
+                backup_keys: vec![backup.to_string()],
+                threshold: 1,
+                csv_blocks: 1,
+            });
+        });
+        // The shortest rollover age: one assumed block, 450 s of block time
+        // (the harness's blocks are 1 s apart).
+        assert_eq!(node.chain.params().rollover_after_ms, Some(450_000));
+        // Each mint pre-paid its own input's spend cost into the fee pool;
+        // the transaction's header and change output are paid from other
+        // fee income: here the second, younger deposit's (with one deposit
+        // alone the pool could not pay, and the rollover would wait).
+        let d = node.pegged_in(1, 100_000_000);
+        node.pegged_in(2, 100_000_000);
+        let mut blocks = 0;
+        while node.chain.with_state(|s| s.batches.is_empty()) {
+            node.commit(vec![]);
+            blocks += 1;
+            assert!(blocks < 500, "no rollover batch after {blocks} blocks");
+        }
+        assert!(blocks >= 440, "rolled too early, after {blocks} blocks");
+        let batch = node.batch(0).expect("the rollover batch");
+        assert!(batch.outputs.is_empty());
+        let ins: Vec<_> = batch.inputs.iter().map(|(o, _)| *o).collect();
+        assert_eq!(ins, vec![d.outpoint], "the older deposit, alone");
+        let watcher = node.watcher();
+        watcher.poll().unwrap();
+        let workers = [node.worker(&watcher, 0), node.worker(&watcher, 1)];
+        for w in &workers {
+            watcher.poll().unwrap();
+            w.tick();
+            node.commit(vec![]);
+        }
+        assert_eq!(node.batch(0).unwrap().latest().signatures.len(), 2);
+        workers[0].tick();
+        let txid = node.batch(0).unwrap().latest().txid;
+        assert_eq!(node.btc.mempool(), vec![txid]);
+        let (tx, _) = node.btc.transaction(&txid, None).unwrap().unwrap();
+        assert_eq!(tx.output.len(), 1);
+        let fed = node.chain.spec.peg_federation().unwrap();
+        assert_eq!(
+            tx.output[0].script_pubkey,
+            fed.change_script_pubkey().unwrap()
+        );
+        // The members' branch: dummy, 2 signatures, the witness script.
+        assert_eq!(tx.input[0].witness.len(), 4);
+    }
 }

@@ -706,6 +706,7 @@ mod tests {
                 Utxo {
                     amount: sats(10_000),
                     owner: Owner::Change,
+                    created_ms: 0,
                 },
             )],
             outputs: vec![],

@@ -1,4 +1,5 @@
-//! Key files: a member's consensus + peg keys and a wallet's account key.
+//! Key files: a member's consensus + peg keys, a wallet's account key and a
+//! backup key of the federation's emergency branch.
 //! Written with mode 0600 and refused when readable by others.
 
 use ed25519_dalek::SigningKey;
@@ -135,6 +136,44 @@ pub fn load_wallet_key(path: &Path) -> Result<SigningKey, KeyFileError> {
     )?))
 }
 
+/// A backup key file (emergency branch of the federation descriptor).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupKeyFile {
+    kind: String,
+    secret_key: String,
+}
+
+/// Creates a backup key file (mode 0600) with a new random secp256k1 key;
+/// fails if it exists. Only its public key goes into genesis.
+pub fn create_backup_key(path: &Path) -> Result<bitcoin::secp256k1::SecretKey, KeyFileError> {
+    let key = generate_peg_key();
+    let f = BackupKeyFile {
+        kind: "fedpeg-backup-key".into(),
+        secret_key: hex::encode(key.secret_bytes()),
+    };
+    // Serializing two strings cannot fail.
+    let json = serde_json::to_vec_pretty(&f).unwrap_or_default();
+    write_new_0600(path, &json)?;
+    Ok(key)
+}
+
+/// Loads a backup key file (refused if readable by others).
+pub fn load_backup_key(path: &Path) -> Result<bitcoin::secp256k1::SecretKey, KeyFileError> {
+    let p = path.display().to_string();
+    let bytes = read_private(path)?;
+    let f: BackupKeyFile = serde_json::from_slice(&bytes)
+        .map_err(|e| KeyFileError::Format(p.clone(), e.to_string()))?;
+    if f.kind != "fedpeg-backup-key" {
+        return Err(KeyFileError::Format(
+            p,
+            format!("kind is '{}', expected fedpeg-backup-key", f.kind),
+        ));
+    }
+    bitcoin::secp256k1::SecretKey::from_slice(&hex32(&f.secret_key, &p, "secret_key")?)
+        .map_err(|_| KeyFileError::Format(p, "secret_key is not a valid secp256k1 key".into()))
+}
+
 /// Creates a member key file (mode 0600); fails if it exists.
 pub fn create_member_keys(path: &Path, name: &str) -> Result<MemberKeys, KeyFileError> {
     let keys = MemberKeys {
@@ -238,6 +277,29 @@ mod tests {
         assert!(matches!(
             load_admin_token(&p),
             Err(KeyFileError::Format(..))
+        ));
+    }
+
+    #[test]
+    fn backup_key_is_0600_reloads_and_other_kinds_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("b.key");
+        let k = create_backup_key(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(load_backup_key(&p).unwrap(), k);
+        assert!(matches!(
+            create_backup_key(&p),
+            Err(KeyFileError::Exists(_))
+        ));
+        let w = d.path().join("w.key");
+        create_wallet_key(&w).unwrap();
+        let e = load_backup_key(&w).unwrap_err().to_string();
+        assert!(e.contains("expected fedpeg-backup-key"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            load_backup_key(&p),
+            Err(KeyFileError::Permissions(..))
         ));
     }
 

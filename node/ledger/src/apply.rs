@@ -141,6 +141,7 @@ pub fn apply_block(
             .map_err(|error| BlockError::FedTx { index, error })?;
     }
     quote_grace::after_fee_votes(&mut o, params, h.time_ms);
+    crate::rollover::stamp_new_utxos(&mut o, h.time_ms);
     form_batch(&mut o, params, h.height, h.time_ms, &mut events);
     let root = state_root::next(state.state_root, h.height, &o.delta);
     if root != h.state_root {
@@ -222,6 +223,7 @@ pub fn build_block<'t>(
         }
     }
     quote_grace::after_fee_votes(&mut o, params, time_ms);
+    crate::rollover::stamp_new_utxos(&mut o, time_ms);
     form_batch(&mut o, params, height, time_ms, &mut events);
     let root = state_root::next(state.state_root, height, &o.delta);
     let header = Header {

@@ -2,12 +2,16 @@
 //! oldest peg-outs are paid from the federation's UTXOs in one deterministic
 //! Bitcoin transaction (see [`crate::pegout_batch`] for its shape). While the
 //! agreed fee rate is low the batch also merges small UTXOs into its change
-//! (consolidation, [`crate::pegout_batch::plan_batch`]).
+//! (consolidation, [`crate::pegout_batch::plan_batch`]). Before either, UTXOs
+//! nearing their emergency timelock are rolled ([`crate::rollover`]).
 
 use crate::amount::Sats;
 use crate::events::{BatchStage, Event};
+use crate::fedtx::OutPoint;
+use crate::ids::FeeRate;
 use crate::overlay::Overlay;
-use crate::pegout_batch::{plan_batch, Batch, BatchOutput, BatchVersion};
+use crate::pegout_batch::{plan_batch, Batch, BatchOutput, BatchVersion, Utxo};
+use crate::rollover;
 use crate::state::Withdrawal;
 use crate::LedgerParams;
 use bitcoin::hashes::Hash as _;
@@ -26,6 +30,9 @@ pub(crate) fn form_batch(
 ) {
     let p = &params.pegout;
     if o.unconfirmed_batches() >= p.max_unconfirmed as usize {
+        return;
+    }
+    if form_rollover(o, params, height, time_ms, events) {
         return;
     }
     let queued: Vec<&Withdrawal> = o
@@ -63,28 +70,87 @@ pub(crate) fn form_batch(
     ) else {
         return;
     };
-    // The plan's fee and change are parts of its inputs' total, so they fit.
-    let (Some(fee), Some(change)) = (Sats::checked(plan.fee), Sats::checked(plan.change)) else {
-        return;
+    let (fee, change) = (plan.fee, plan.change);
+    let inputs = plan.inputs().map(|i| utxos[i]).collect();
+    let outputs = plan
+        .withdrawals
+        .iter()
+        .map(|i| BatchOutput {
+            withdrawal: queued[*i].id,
+            address: queued[*i].bitcoin_address.clone(),
+            script_pubkey: queued[*i].script_pubkey.clone(),
+            amount: queued[*i].amount,
+            account: queued[*i].account.0,
+        })
+        .collect();
+    add_batch(
+        o,
+        params,
+        height,
+        inputs,
+        outputs,
+        (rate, fee, change),
+        events,
+    );
+}
+
+/// Forms a rollover batch when UTXOs are due ([`crate::rollover`]); true if
+/// it did (then no peg-out batch forms in this block).
+fn form_rollover(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: Height,
+    time_ms: u64,
+    events: &mut Vec<Event>,
+) -> bool {
+    let due = rollover::due(&o.available_utxos(), params, time_ms);
+    if due.is_empty() {
+        return false;
+    }
+    let rate = o.base.fee_rate(params);
+    let Some((n, fee, change)) = rollover::plan(&due, params, rate.0, o.delta.fee_pool) else {
+        return false;
+    };
+    let inputs = due[..n].to_vec();
+    add_batch(
+        o,
+        params,
+        height,
+        inputs,
+        Vec::new(),
+        (rate, fee, change),
+        events,
+    )
+}
+
+/// Adds a new batch spending `inputs` to pay `outputs` and `change` (sats)
+/// at `rate` with `fee` (sats) from the fee pool; false (and nothing changed) if it
+/// cannot be built or paid.
+fn add_batch(
+    o: &mut Overlay<'_>,
+    params: &LedgerParams,
+    height: Height,
+    inputs: Vec<(OutPoint, Utxo)>,
+    outputs: Vec<BatchOutput>,
+    (rate, fee, change): (FeeRate, u64, u64),
+    events: &mut Vec<Event>,
+) -> bool {
+    // Fee and change are parts of the inputs' total, so they fit.
+    let (Some(fee), Some(change)) = (Sats::checked(fee), Sats::checked(change)) else {
+        return false;
     };
     let id = o.delta.next_batch_id;
     let Some(next_id) = id.next() else {
-        return;
+        return false;
     };
     let mut b = Batch {
         id,
-        inputs: plan.inputs().map(|i| utxos[i]).collect(),
-        outputs: plan
-            .withdrawals
-            .iter()
-            .map(|i| BatchOutput {
-                withdrawal: queued[*i].id,
-                address: queued[*i].bitcoin_address.clone(),
-                script_pubkey: queued[*i].script_pubkey.clone(),
-                amount: queued[*i].amount,
-                account: queued[*i].account.0,
-            })
+        // Spent UTXOs need no age, and batch records do not store it.
+        inputs: inputs
+            .into_iter()
+            .map(|(op, u)| (op, Utxo { created_ms: 0, ..u }))
             .collect(),
+        outputs,
         versions: vec![BatchVersion {
             fee_rate: rate,
             fee,
@@ -99,10 +165,10 @@ pub(crate) fn form_batch(
         confirmed: None,
     };
     let Ok(tx) = b.unsigned_tx(&params.federation, 0) else {
-        return;
+        return false;
     };
     let Some(fee_pool) = o.delta.fee_pool.checked_sub(fee) else {
-        return;
+        return false;
     };
     b.versions[0].txid = tx.compute_txid();
     o.delta.fee_pool = fee_pool;
@@ -118,4 +184,5 @@ pub(crate) fn form_batch(
         accounts: b.accounts(),
     });
     o.delta.batches.insert(id, b);
+    true
 }

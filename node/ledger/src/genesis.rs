@@ -220,6 +220,66 @@ pub struct Genesis {
     /// Peg-out batching policy.
     #[serde(default = "crate::pegout_batch::PegOutParams::unnamed_in_genesis")]
     pub pegout: crate::pegout_batch::PegOutParams,
+    /// The emergency recovery branch of every federation address: `k` of
+    /// these backup keys may spend a federation output `csv_blocks` after it
+    /// confirmed. Optional: a federation whose members judge the backup-key
+    /// holders a bigger risk than losing quorum may leave it out, at the
+    /// price of coins lost for good if quorum is ever lost; `fedpegd
+    /// genesis` asks for it explicitly (`--backup-key`), and the devnet and
+    /// the end-to-end tests always include it. Absent from the file (and
+    /// from the chain id) when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<EmergencyParams>,
+}
+
+/// The emergency branch of the federation descriptor (see
+/// `fedpeg_peg::descriptor`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyParams {
+    /// Backup public keys, compressed secp256k1, hex (from `fedpegd
+    /// backup-keygen`, held offline by people other than the members).
+    pub backup_keys: Vec<String>,
+    /// Backup signatures needed (`k` of the backup keys).
+    pub threshold: u32,
+    /// Relative timelock in Bitcoin blocks (1..=65535) before the backup
+    /// keys can spend an output; default
+    /// [`fedpeg_peg::federation::DEFAULT_EMERGENCY_CSV_BLOCKS`] (8,064,
+    /// about eight weeks, Liquid's current value).
+    #[serde(default = "default_csv_blocks")]
+    pub csv_blocks: u32,
+}
+
+fn default_csv_blocks() -> u32 {
+    u32::from(fedpeg_peg::federation::DEFAULT_EMERGENCY_CSV_BLOCKS)
+}
+
+impl EmergencyParams {
+    /// Parses the backup keys and checks the numbers (the peg crate checks
+    /// the rest when the descriptor is formed).
+    fn parse_keys(&self) -> Result<Vec<bitcoin::secp256k1::PublicKey>, GenesisError> {
+        if self.csv_blocks == 0 || self.csv_blocks > 65_535 {
+            return Err(invalid(format!(
+                "emergency.csv_blocks {} must be between 1 and 65535 (a BIP68 relative timelock in blocks)",
+                self.csv_blocks
+            )));
+        }
+        self.backup_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                hex::decode(k)
+                    .ok()
+                    .filter(|b| b.len() == 33)
+                    .and_then(|b| bitcoin::secp256k1::PublicKey::from_slice(&b).ok())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "emergency.backup_keys[{i}] '{k}' is not a compressed secp256k1 public key (66 hex chars)"
+                        ))
+                    })
+            })
+            .collect()
+    }
 }
 
 /// Peg thresholds m with which up to f = floor((n - 1) / 3) faulty members
@@ -252,6 +312,8 @@ pub struct ChainSpec {
     pub network: bitcoin::Network,
     pub member_keys: Vec<VerifyingKey>,
     pub peg_keys: Vec<bitcoin::secp256k1::PublicKey>,
+    /// Backup keys of the emergency branch, genesis order (empty without one).
+    pub backup_keys: Vec<bitcoin::secp256k1::PublicKey>,
 }
 
 impl Genesis {
@@ -381,11 +443,16 @@ impl Genesis {
                 .checked_add(d.amount)
                 .ok_or_else(|| invalid("dev_balances add up to more than 21 million BTC"))?;
         }
+        let backup_keys = match &self.emergency {
+            Some(e) => e.parse_keys()?,
+            None => Vec::new(),
+        };
         let spec = ChainSpec {
             chain_id: self.chain_id(),
             network,
             member_keys,
             peg_keys,
+            backup_keys,
             genesis: self,
         };
         spec.peg_federation()
@@ -430,6 +497,12 @@ impl ChainSpec {
             federation: self.peg_federation().expect("validated genesis"),
             pegout: self.genesis.pegout.clone(),
             confirmations: self.genesis.pegin_confirmations,
+            rollover_after_ms: self.genesis.emergency.as_ref().map(|e| {
+                crate::rollover::rollover_after_ms(
+                    u16::try_from(e.csv_blocks).unwrap_or(u16::MAX),
+                    self.genesis.pegin_confirmations,
+                )
+            }),
         }
     }
 
@@ -465,15 +538,26 @@ impl ChainSpec {
         s
     }
 
-    /// The peg federation: members' peg keys, threshold and network.
+    /// The peg federation: members' peg keys, threshold, network and the
+    /// emergency branch.
     pub fn peg_federation(
         &self,
     ) -> Result<fedpeg_peg::federation::Federation, fedpeg_peg::federation::FederationError> {
-        fedpeg_peg::federation::Federation::new(
+        let f = fedpeg_peg::federation::Federation::new(
             self.peg_keys.clone(),
             self.genesis.peg_threshold as usize,
             self.network,
-        )
+        )?;
+        match &self.genesis.emergency {
+            None => Ok(f),
+            // csv_blocks was checked to fit 16 bits in `validate`; an
+            // unchecked value becomes 0, which `with_emergency` refuses.
+            Some(e) => f.with_emergency(
+                self.backup_keys.clone(),
+                e.threshold as usize,
+                u16::try_from(e.csv_blocks).unwrap_or(0),
+            ),
+        }
     }
 
     /// Index of the member with this consensus key.
@@ -706,6 +790,104 @@ pub(crate) mod tests {
         let mut other = g.clone();
         other.fees.max_fee_rate_sat_vb = 2000;
         assert_ne!(other.chain_id(), g.chain_id());
+    }
+
+    /// A genesis with three backup keys (2-of-3 after 144 blocks).
+    pub(crate) fn with_emergency(mut g: Genesis) -> Genesis {
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        g.emergency = Some(EmergencyParams {
+            backup_keys: (0..3u8)
+                .map(|i| {
+                    bitcoin::secp256k1::SecretKey::from_slice(&[i + 40; 32])
+                        .unwrap()
+                        .public_key(&secp)
+                        .to_string()
+                })
+                .collect(),
+            threshold: 2,
+            csv_blocks: 144,
+        });
+        g
+    }
+
+    #[test]
+    fn the_emergency_branch_reaches_the_federation_descriptor() {
+        let spec = with_emergency(sample("regtest", vec![]))
+            .validate()
+            .unwrap();
+        let fed = spec.peg_federation().unwrap();
+        let e = fed.emergency().unwrap();
+        assert_eq!((e.threshold(), e.csv_blocks(), e.keys().len()), (2, 144, 3));
+        let d = fed.change_descriptor().unwrap();
+        assert!(d.contains("older(144)"), "{d}");
+        // Without the section: no branch, and the JSON does not mention it.
+        let plain = sample("regtest", vec![]);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("emergency"));
+        let spec = plain.validate().unwrap();
+        assert!(spec.peg_federation().unwrap().emergency().is_none());
+    }
+
+    /// The chain id of a genesis with an emergency branch, pinned: the
+    /// section is part of the bytes the chain id hashes (field order of the
+    /// structs), so changing its encoding changes every chain id.
+    #[test]
+    fn golden_chain_id_of_a_genesis_with_an_emergency_branch() {
+        let g = with_emergency(sample("regtest", vec![]));
+        let json = serde_json::to_string(&g).unwrap();
+        assert!(json.contains(r#","emergency":{"backup_keys":[""#), "{json}");
+        assert!(
+            json.ends_with(r#"],"threshold":2,"csv_blocks":144}}"#),
+            "{json}"
+        );
+        assert_eq!(
+            g.chain_id().to_hex(),
+            "1c157829110ef7860af5c60b8c8d4648f8e88318c498e2597fa9db330578c871"
+        );
+    }
+
+    #[test]
+    fn bad_emergency_sections_are_explained() {
+        type Spoil = fn(&mut EmergencyParams);
+        let cases: [(Spoil, &str); 7] = [
+            (
+                |e| e.csv_blocks = 0,
+                "csv_blocks 0 must be between 1 and 65535",
+            ),
+            (
+                |e| e.csv_blocks = 65_536,
+                "csv_blocks 65536 must be between",
+            ),
+            (
+                |e| e.backup_keys[1] = "02ab".into(),
+                "backup_keys[1] '02ab' is not",
+            ),
+            (|e| e.threshold = 0, "backup threshold 0 is invalid for 3"),
+            (|e| e.threshold = 4, "backup threshold 4 is invalid for 3"),
+            (|e| e.backup_keys.clear(), "has 0 backup keys"),
+            (
+                |e| e.backup_keys[2] = e.backup_keys[0].clone(),
+                "is repeated or is also a member's peg key",
+            ),
+        ];
+        for (spoil, want) in cases {
+            let mut g = with_emergency(sample("regtest", vec![]));
+            spoil(g.emergency.as_mut().unwrap());
+            let e = g.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        // A member's peg key reused as a backup key.
+        let mut g = with_emergency(sample("regtest", vec![]));
+        let member = g.members[0].peg_key.clone();
+        g.emergency.as_mut().unwrap().backup_keys[0] = member;
+        let e = g.validate().unwrap_err().to_string();
+        assert!(e.contains("also a member's peg key"), "{e}");
+        // csv_blocks left out: the default, 8064.
+        let g = with_emergency(sample("regtest", vec![]));
+        let json = serde_json::to_string(&g)
+            .unwrap()
+            .replace(r#","csv_blocks":144"#, "");
+        let spec = Genesis::parse(json.as_bytes(), "g.json").unwrap();
+        assert_eq!(spec.genesis.emergency.unwrap().csv_blocks, 8064);
     }
 
     #[test]

@@ -38,6 +38,7 @@ mod overlay;
 pub mod pegout_batch;
 pub mod quote_grace;
 mod reserves;
+pub mod rollover;
 mod state;
 pub mod state_root;
 #[cfg(any(test, feature = "testing"))]

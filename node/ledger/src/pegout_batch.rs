@@ -43,7 +43,8 @@ pub struct PegOutParams {
     /// `max_inputs`, and merges them into its change; 0 never consolidates.
     /// [`PegOutParams::default`] (what `fedpegd genesis` writes) is 5: below
     /// it the mempool is quiet, and spending a 3-of-4 input costs
-    /// 132 vB × 4 sat/vB = 528 sats, against 2,640–6,600 sats at the
+    /// 132 vB × 4 sat/vB = 528 sats (160 vB with the emergency branch),
+    /// against 2,640–6,600 sats at the
     /// 20–50 sat/vB a busy mempool asks of the batch that would otherwise
     /// have to take it. A genesis that does not name it means 0, and 0 is
     /// not written: files from before this parameter keep their chain id
@@ -111,6 +112,14 @@ impl Owner {
 pub struct Utxo {
     pub amount: Sats,
     pub owner: Owner,
+    /// Block time (ms) of the sidechain block that added it to state (its
+    /// mint, or its batch's confirmation): the age the timelock rollover
+    /// goes by (see [`crate::rollover`]). Set for every new UTXO when the
+    /// block is applied ([`crate::rollover::stamp_new_utxos`]); it is a
+    /// function of the committed header, so the state root (which hashes
+    /// UTXOs without it) still commits to it. 0 in records written before
+    /// it existed and in batch inputs: "old", rolled at the first chance.
+    pub created_ms: u64,
 }
 
 /// One peg-out paid by a batch.

@@ -49,6 +49,10 @@ pub struct LedgerParams {
     pub pegout: PegOutParams,
     /// Bitcoin confirmations a batch needs before it counts as paid.
     pub confirmations: u32,
+    /// Age (ms of block time) at which a UTXO is rolled before its
+    /// emergency timelock opens ([`crate::rollover`]); None without an
+    /// emergency branch.
+    pub rollover_after_ms: Option<u64>,
 }
 
 impl LedgerParams {

@@ -27,6 +27,7 @@ pub fn sample_genesis(network: &str, dev: Vec<DevBalance>) -> Genesis {
         fees: FeeParams::default(),
         dev_balances: dev,
         pegout: Default::default(),
+        emergency: None,
     }
 }
 
@@ -73,5 +74,6 @@ pub(crate) fn ledger_params(members: Vec<ed25519_dalek::VerifyingKey>) -> crate:
         federation: crate::pegout_batch::test_federation(),
         pegout: Default::default(),
         confirmations: 1,
+        rollover_after_ms: None,
     }
 }

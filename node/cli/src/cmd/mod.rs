@@ -12,6 +12,7 @@ pub mod keygen;
 pub mod pegin;
 pub mod pegout;
 pub mod pegout_status;
+pub mod recover;
 pub mod reserves;
 pub mod send;
 pub mod status;

@@ -32,7 +32,9 @@ pub fn json(r: &pb::GetReservesResponse) -> serde_json::Value {
     json!({"height": r.height, "available": r.available, "locked": r.locked,
         "pending_change": r.pending_change, "supply": r.supply, "queued": r.queued,
         "in_batches": r.in_batches, "fee_pool": r.fee_pool, "covered": r.covered,
-        "utxos": r.utxos.len()})
+        "utxos": r.utxos.len(), "oldest_utxo": r.oldest_utxo,
+        "oldest_utxo_blocks_to_expiry": r.oldest_utxo_blocks_to_expiry,
+        "oldest_utxo_rollover_in_ms": r.oldest_utxo_rollover_in_ms})
 }
 
 /// The reserves as lines of text (without the UTXOs).
@@ -56,4 +58,17 @@ pub fn lines(r: &pb::GetReservesResponse) -> Vec<String> {
         format!("fee pool  {} sats", r.fee_pool),
         format!("covered   {}", if r.covered { "yes" } else { "NO" }),
     ]
+    .into_iter()
+    .chain(r.oldest_utxo_rollover_in_ms.map(|ms| {
+        let expiry = match r.oldest_utxo_blocks_to_expiry {
+            Some(b) => format!("{b} bitcoin blocks to its emergency timelock"),
+            None => "blocks to its emergency timelock unknown".into(),
+        };
+        format!(
+            "oldest    {}: {expiry}; rolled over in {:.1} days",
+            r.oldest_utxo,
+            ms as f64 / 86_400_000.0
+        )
+    }))
+    .collect()
 }

@@ -116,15 +116,23 @@ fn reserves() -> pb::GetReservesResponse {
                 amount: 900_000,
                 kind: "deposit".into(),
                 locked_by_batch: None,
+                account: "fprt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqsyn5ms"
+                    .into(),
+                descriptor: String::new(),
             },
             pb::FederationUtxo {
                 outpoint: format!("{}:1", "22".repeat(32)),
                 amount: 100_000,
                 kind: "change".into(),
                 locked_by_batch: Some(7),
+                account: String::new(),
+                descriptor: String::new(),
             },
         ],
         height: 3,
+        oldest_utxo: format!("{}:0", "11".repeat(32)),
+        oldest_utxo_blocks_to_expiry: Some(4032),
+        oldest_utxo_rollover_in_ms: Some(86_400_000),
     }
 }
 

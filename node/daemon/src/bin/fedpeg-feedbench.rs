@@ -81,6 +81,7 @@ fn genesis(faucet: &SigningKey) -> anyhow::Result<Genesis> {
         consensus: ConsensusParams::default(),
         fees: FeeParams::default(),
         pegout: Default::default(),
+        emergency: None,
         dev_balances: vec![DevBalance {
             address: AccountId(faucet.verifying_key().to_bytes()).to_address("fprt"),
             amount: Sats::MAX,

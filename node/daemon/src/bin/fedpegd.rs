@@ -4,7 +4,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fedpeg_keys::create_member_keys;
 use fedpeg_ledger::amount::Sats;
-use fedpeg_ledger::genesis::{ConsensusParams, DevBalance, FeeParams, Genesis, MemberInfo};
+use fedpeg_ledger::genesis::{
+    ConsensusParams, DevBalance, EmergencyParams, FeeParams, Genesis, MemberInfo,
+};
 use fedpegd::config::Config;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +55,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         public_out: Option<PathBuf>,
     },
+    /// Create a backup key of the federation's emergency branch: a secp256k1
+    /// secret key file (mode 0600) for its holder to keep offline; prints
+    /// the public key to pass to `fedpegd genesis --backup-key`.
+    BackupKeygen {
+        /// Where to write the secret key file (refuses to overwrite).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Combine members' public info files into a genesis.json.
     Genesis {
         /// A member's public info JSON (from `fedpegd keygen`); repeat per member, in order.
@@ -90,6 +100,20 @@ enum Command {
         /// at a higher fee (RBF).
         #[arg(long, default_value_t = 3)]
         pegout_bump_after_blocks: u32,
+        /// A backup public key (66 hex, from `fedpegd backup-keygen`) of the
+        /// emergency branch; repeat per key. Without any, the genesis has no
+        /// emergency branch and coins are lost if the federation loses its
+        /// quorum for good.
+        #[arg(long = "backup-key", value_name = "HEX")]
+        backup_keys: Vec<String>,
+        /// Backup signatures needed to spend through the emergency branch
+        /// (default: a majority, j/2 + 1).
+        #[arg(long, value_name = "K", requires = "backup_keys")]
+        backup_threshold: Option<u32>,
+        /// Bitcoin blocks after an output confirms before the backup keys
+        /// can spend it (1..=65535; ~8 weeks by default, Liquid's value).
+        #[arg(long, value_name = "BLOCKS", default_value_t = u32::from(fedpeg_peg::federation::DEFAULT_EMERGENCY_CSV_BLOCKS), requires = "backup_keys")]
+        emergency_csv_blocks: u32,
         /// Genesis time, ms since 1970 (default: now). Part of the chain id:
         /// members who agree on it can each rerun this command and get the
         /// same genesis.json byte for byte (the key ceremony's check).
@@ -250,6 +274,16 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::BackupKeygen { out } => {
+            let key = fedpeg_keys::create_backup_key(&out)?;
+            let public = key.public_key(&fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only());
+            println!("{public}");
+            eprintln!(
+                "backup secret key written to {} (mode 0600); keep it offline, give only the public key above to the genesis ceremony",
+                out.display()
+            );
+            Ok(())
+        }
         Command::Genesis {
             members,
             network,
@@ -262,9 +296,17 @@ fn main() -> anyhow::Result<()> {
             pegout_batch_interval_ms,
             pegout_max_outputs,
             pegout_bump_after_blocks,
+            backup_keys,
+            backup_threshold,
+            emergency_csv_blocks,
             genesis_time_ms,
             out,
         } => {
+            let emergency = (!backup_keys.is_empty()).then(|| EmergencyParams {
+                threshold: backup_threshold.unwrap_or(backup_keys.len() as u32 / 2 + 1),
+                backup_keys,
+                csv_blocks: emergency_csv_blocks,
+            });
             let mut infos = Vec::new();
             for p in &members {
                 let text = std::fs::read_to_string(p)
@@ -313,6 +355,7 @@ fn main() -> anyhow::Result<()> {
                     bump_after_blocks: pegout_bump_after_blocks,
                     ..Default::default()
                 },
+                emergency,
             };
             let spec = g.validate()?;
             std::fs::write(&out, serde_json::to_string_pretty(&spec.genesis)? + "\n")

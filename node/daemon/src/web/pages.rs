@@ -683,39 +683,6 @@ fn peg_signatures(api: &Api, members: usize) -> Result<Vec<u64>, WebError> {
     Ok(counts)
 }
 
-/// Each UTXO's output descriptor: what anyone checks in their own bitcoind.
-fn utxo_descriptors(api: &Api) -> Result<std::collections::HashMap<String, String>, WebError> {
-    use fedpeg_ledger::pegout_batch::Owner;
-    let owners: Vec<(String, Owner)> = api.chain().with_state(|s| {
-        s.utxos
-            .iter()
-            .map(|(o, u)| (o.to_string(), u.owner))
-            .chain(
-                s.batches
-                    .values()
-                    .flat_map(|b| b.inputs.iter().map(|(o, u)| (o.to_string(), u.owner))),
-            )
-            .take(MAX_UTXO_ROWS)
-            .collect()
-    });
-    let fed = api
-        .chain()
-        .spec
-        .peg_federation()
-        .map_err(|e| tonic::Status::internal(format!("peg federation from genesis: {e}")))?;
-    let change = fed.change_descriptor().unwrap_or_default();
-    Ok(owners
-        .into_iter()
-        .map(|(o, owner)| {
-            let d = match owner {
-                Owner::Deposit(a) => fed.deposit_descriptor(&a).unwrap_or_default(),
-                Owner::Change => change.clone(),
-            };
-            (o, d)
-        })
-        .collect())
-}
-
 async fn audit_page(web: &Web) -> Result<Response<Body>, WebError> {
     let api = &web.api;
     let fed = federation(api).await?;
@@ -779,11 +746,25 @@ async fn audit_page(web: &Web) -> Result<Response<Body>, WebError> {
             format!("<span id=\"r-coverage\">{pct:.2} %</span>"),
         ),
     ];
+    let mut summary = summary;
+    if let Some(ms) = r.oldest_utxo_rollover_in_ms {
+        summary.push((
+            "Oldest UTXO (emergency timelock)".into(),
+            format!(
+                "<span class=\"mono\">{}</span>: {}; rolled over by the federation {}",
+                esc(&r.oldest_utxo),
+                match r.oldest_utxo_blocks_to_expiry {
+                    Some(b) => format!("<span id=\"r-expiry\">{b}</span> Bitcoin blocks until the backup keys could spend it"),
+                    None => "blocks to expiry unknown (this node watches no bitcoind)".into(),
+                },
+                if ms == 0 { "in the next batch".to_string() } else { format!("in {:.1} days", ms as f64 / 86_400_000.0) }
+            ),
+        ));
+    }
     let summary: Vec<(&str, String)> = summary
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    let descriptors = utxo_descriptors(api)?;
     let mut utxo_rows = String::new();
     for u in r.utxos.iter().take(MAX_UTXO_ROWS) {
         let _ = write!(
@@ -795,7 +776,7 @@ async fn audit_page(web: &Web) -> Result<Response<Body>, WebError> {
             u.locked_by_batch
                 .map(|b| format!("locked by batch {b}"))
                 .unwrap_or_else(|| "free".into()),
-            esc(descriptors.get(&u.outpoint).map(String::as_str).unwrap_or("")),
+            esc(&u.descriptor),
         );
     }
     let more = if r.utxos.len() > MAX_UTXO_ROWS {

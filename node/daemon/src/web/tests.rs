@@ -101,7 +101,7 @@ async fn pages_render_link_and_match_the_grpc_answers() {
     assert!(audit.contains(&format!("id=\"r-supply\" data-sats=\"{}\"", r.supply)));
     assert!(audit.contains(&format!("id=\"r-available\" data-sats=\"{}\"", r.available)));
     assert!(
-        audit.contains("wsh(sortedmulti("),
+        audit.contains("wsh(sortedmulti(") || audit.contains("wsh(or_d(multi("),
         "UTXO descriptors are shown"
     );
     let addr = account(1).to_address("fprt");

@@ -204,6 +204,7 @@ fn rebuilt(
                 Utxo {
                     amount,
                     owner: Owner::Change,
+                    created_ms: 0,
                 },
             )),
             (true, None) => None,
@@ -262,6 +263,8 @@ fn settle(
             Utxo {
                 amount,
                 owner: Owner::Change,
+                // Stamped with the block time by `rollover::stamp_new_utxos`.
+                created_ms: 0,
             },
         ));
     }

@@ -54,6 +54,8 @@ pub(super) fn apply(
         Utxo {
             amount,
             owner: Owner::deposit(account),
+            // Stamped with the block time by `rollover::stamp_new_utxos`.
+            created_ms: 0,
         },
     ));
     events.push(Event::PegInMinted {

@@ -96,6 +96,10 @@ pub(super) fn step_with(
     b.outcome.events
 }
 pub(super) fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
+    deposit_at(&params(), s, acct, vout, amount, 1);
+}
+/// [`deposit`] under parameters `p` in a block at `time`.
+fn deposit_at(p: &LedgerParams, s: &mut State, acct: u8, vout: u32, amount: u64, time: u64) {
     let mut f = vec![];
     if !s.registered.contains(&uid(acct)) {
         f.push(fed(
@@ -115,7 +119,7 @@ pub(super) fn deposit(s: &mut State, acct: u8, vout: u32, amount: u64) {
             bitcoin_block: block_hash(1),
         },
     ));
-    step(s, &[], &f, 1);
+    step_with(p, s, &[], &f, time);
 }
 /// Member `m`'s vote to bump version 0 of batch 0.
 fn bump0(m: u32) -> FederationTx {
@@ -904,4 +908,80 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
     .unwrap();
     assert!(pool.urgent(&s, m));
     assert!(!FedPool::default().urgent(&s, m));
+}
+
+/// Timelock rollover ([`crate::rollover`]): UTXOs older than the rollover
+/// age form a batch of their own, paid back to the change address with the
+/// fee from the pool, before the peg-out batch (which forms at the next
+/// block); younger ones stay; the rolled coins are young again.
+#[test]
+fn utxos_nearing_their_timelock_are_rolled_back_to_change_before_peg_outs_batch() {
+    let p = LedgerParams {
+        rollover_after_ms: Some(1000),
+        ..params()
+    };
+    let mut s = State::default();
+    deposit_at(&p, &mut s, 1, 0, 1_000_000, 1);
+    deposit_at(&p, &mut s, 2, 0, 500_000, 1);
+    deposit_at(&p, &mut s, 3, 0, 300_000, 600);
+    let ages: Vec<u64> = [1, 2, 3].map(|a| s.utxos[&op(a, 0)].created_ms).to_vec();
+    assert_eq!(ages, vec![1, 1, 600], "each UTXO carries its block's time");
+    step_with(&p, &mut s, &[], &[], 1000);
+    assert!(s.batches.is_empty(), "999 ms old: not yet");
+    let pool = s.fee_pool;
+    // Due in the same block as a peg-out: the rollover goes first, alone.
+    step_with(&p, &mut s, &[pegout(1, 0, 100_000, 5_000)], &[], 1001);
+    assert_eq!(s.batches.len(), 1);
+    let b = s.batches[&BatchId(0)].clone();
+    assert!(b.outputs.is_empty(), "no peg-out in a rollover batch");
+    let ins: Vec<OutPoint> = b.inputs.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        ins,
+        vec![op(1, 0), op(2, 0)],
+        "the two old ones, not the young one"
+    );
+    let v = b.latest();
+    assert_eq!(v.change.to_sat() + v.fee.to_sat(), 1_500_000);
+    // The pool pays the fee (it also took the peg-out's fee in this block;
+    // `step_with` checks the exact accounting of reserves).
+    assert!(s.fee_pool.to_sat() + v.fee.to_sat() > pool.to_sat());
+    let tx = b.unsigned_tx(&p.federation, 0).unwrap();
+    assert_eq!(tx.output.len(), 1);
+    assert_eq!(
+        tx.output[0].script_pubkey,
+        p.federation.change_script_pubkey().unwrap()
+    );
+    assert_eq!(
+        p.federation.batch_vbytes(2, 1, out_bytes(&b) + 43) * 2,
+        v.fee.to_sat(),
+        "fee at the agreed rate (2 sat/vB) for the planned weight"
+    );
+    // The next block forms the peg-out batch from the young UTXO.
+    step_with(&p, &mut s, &[], &[], 1002);
+    assert_eq!(s.batches.len(), 2);
+    let pegouts = &s.batches[&BatchId(1)];
+    assert_eq!(pegouts.outputs.len(), 1);
+    assert_eq!(pegouts.inputs[0].0, op(3, 0));
+    // Confirmed at 1004: the rolled coins are one change UTXO, young again.
+    let change = sign_and_confirm(&p, &mut s, 0..3, 1003).unwrap();
+    assert_eq!(change, v.change);
+    let (o, u) = s
+        .utxos
+        .iter()
+        .find(|(_, u)| u.owner == pegout_batch::Owner::Change)
+        .unwrap();
+    assert_eq!(u.created_ms, 1004, "{o}");
+    step_with(&p, &mut s, &[], &[], 2003);
+    assert_eq!(s.batches.len(), 1, "only the peg-out batch is in flight");
+    step_with(&p, &mut s, &[], &[], 2004);
+    assert_eq!(s.batches.len(), 2, "the change comes due in turn");
+}
+
+/// Without an emergency branch nothing is ever rolled, however old.
+#[test]
+fn without_an_emergency_branch_nothing_is_rolled() {
+    let mut s = State::default();
+    deposit(&mut s, 1, 0, 1_000_000);
+    step(&mut s, &[], &[], u64::MAX / 2);
+    assert!(s.batches.is_empty());
 }
