@@ -90,6 +90,19 @@ pub enum RecoveryError {
         public: bitcoin::secp256k1::PublicKey,
     },
     /// The PSBT is not one this tool made for this federation.
+    #[error("the PSBT's transaction {0}; only sweeps made by `fedpeg recover` can be signed")]
+    BadSweep(String),
+    #[error("the sweep pays {fee} sats in fees ({rate} sat/vB over about {vbytes} vB), above the {max} sat/vB you allow (--fee-rate); refusing to sign it")]
+    SweepFeeTooHigh {
+        /// Fee the PSBT leaves (inputs minus output).
+        fee: u64,
+        /// That fee per planned vbyte.
+        rate: u64,
+        /// Planned size.
+        vbytes: u64,
+        /// The most the holder allows.
+        max: u64,
+    },
     #[error("PSBT input {input}: {reason}")]
     BadPsbt {
         /// Input index.
@@ -279,6 +292,25 @@ impl Federation {
         if psbt.inputs.is_empty() {
             return Err(RecoveryError::NoInputs);
         }
+        let tx = &psbt.unsigned_tx;
+        if tx.version != Version::TWO {
+            return Err(RecoveryError::BadSweep(format!(
+                "has version {} (a timelocked spend needs 2)",
+                tx.version.0
+            )));
+        }
+        if tx.lock_time != absolute::LockTime::ZERO {
+            return Err(RecoveryError::BadSweep("has a lock time".into()));
+        }
+        if tx.input.len() != psbt.inputs.len() {
+            return Err(RecoveryError::BadSweep(
+                "and its input list differ in length".into(),
+            ));
+        }
+        let mut spent = std::collections::HashSet::new();
+        if !tx.input.iter().all(|i| spent.insert(i.previous_output)) {
+            return Err(RecoveryError::BadSweep("spends an output twice".into()));
+        }
         let mut out = Vec::new();
         for (n, input) in psbt.inputs.iter().enumerate() {
             let tweak = input
@@ -311,6 +343,54 @@ impl Federation {
             out.push((tweak, utxo.value));
         }
         Ok(out)
+    }
+
+    /// The sweep's fee (its inputs' witness UTXO amounts, which each
+    /// signature commits to, minus its outputs) and its planned size in
+    /// vbytes; refused above `max_rate` sat/vB, so a holder never signs a
+    /// sweep that another holder (or whoever carried the file) turned into
+    /// a gift to miners.
+    pub fn check_sweep_fee(&self, psbt: &Psbt, max_rate: u64) -> Result<(u64, u64), RecoveryError> {
+        let inputs = self.check_psbt(psbt)?;
+        let total_in = inputs
+            .iter()
+            .fold(0u64, |t, (_, a)| t.saturating_add(a.to_sat()));
+        let total_out = psbt
+            .unsigned_tx
+            .output
+            .iter()
+            .fold(0u64, |t, o| t.saturating_add(o.value.to_sat()));
+        let fee = total_in
+            .checked_sub(total_out)
+            .ok_or_else(|| RecoveryError::BadSweep("pays out more than it spends".into()))?;
+        let per_input = self
+            .emergency_spend_weight()
+            .ok_or(RecoveryError::NoEmergencyBranch)?;
+        let out_bytes: u64 = psbt
+            .unsigned_tx
+            .output
+            .iter()
+            .map(|o| crate::pegout::output_bytes(&o.script_pubkey))
+            .sum();
+        let n = psbt.inputs.len() as u64;
+        let base = 4
+            + 4
+            + compact_size_len(n)
+            + compact_size_len(psbt.unsigned_tx.output.len() as u64)
+            + out_bytes;
+        let vbytes =
+            (Weight::from_non_witness_data_size(base) + Weight::from_wu(2) + per_input * n)
+                .to_vbytes_ceil();
+        let rate = fee / vbytes.max(1);
+        if rate > max_rate {
+            return Err(RecoveryError::SweepFeeTooHigh {
+                fee,
+                rate,
+                vbytes,
+                max: max_rate,
+            });
+        }
+        Ok((fee, vbytes))
     }
 
     /// Finalizes a signed sweep with miniscript's PSBT finalizer and
@@ -518,5 +598,44 @@ mod tests {
             Err(RecoveryError::BadPsbt { input: 0, .. })
         ));
         assert!(psbt_from_base64("not a psbt").is_err());
+    }
+
+    /// What a dishonest co-holder (or whoever carried the file) could do to
+    /// a sweep that still pays the agreed address: a huge fee, another
+    /// version or lock time, an input twice. Each is refused before signing.
+    #[test]
+    fn a_tampered_sweep_is_refused_before_signing() {
+        let (f, _, _) = federation_with_backup(2, 3, 2, 3, 10);
+        let ins = inputs(&f, 2);
+        let honest = f.emergency_sweep_psbt(&ins, &dest(), 5, 200).unwrap();
+        let (fee, vbytes) = f.check_sweep_fee(&honest, 5).unwrap();
+        assert!(
+            fee >= 5 * vbytes && fee < 6 * vbytes,
+            "{fee} for {vbytes} vB"
+        );
+        assert!(matches!(
+            f.check_sweep_fee(&honest, 4),
+            Err(RecoveryError::SweepFeeTooHigh { max: 4, .. })
+        ));
+        // 99 % to the miners, same address.
+        let mut gift = honest.clone();
+        gift.unsigned_tx.output[0].value = Amount::from_sat(2_000);
+        assert!(matches!(
+            f.check_sweep_fee(&gift, 5),
+            Err(RecoveryError::SweepFeeTooHigh { .. })
+        ));
+        let mut v1 = honest.clone();
+        v1.unsigned_tx.version = Version::ONE;
+        let mut locked = honest.clone();
+        locked.unsigned_tx.lock_time = absolute::LockTime::from_height(500_000).unwrap();
+        let mut twice = honest.clone();
+        twice.unsigned_tx.input[1].previous_output = twice.unsigned_tx.input[0].previous_output;
+        for bad in [v1, locked, twice] {
+            assert!(
+                matches!(f.check_sweep_fee(&bad, 5), Err(RecoveryError::BadSweep(_))),
+                "{:?}",
+                f.check_sweep_fee(&bad, 5)
+            );
+        }
     }
 }

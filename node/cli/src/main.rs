@@ -210,7 +210,7 @@ struct RecoverArgs {
     /// Sweep every output whose timelock has passed to this Bitcoin address.
     #[arg(long, value_name = "ADDRESS")]
     to: Option<String>,
-    /// Fee rate of the sweep, sat/vB.
+    /// Fee rate of the sweep, sat/vB; with --psbt-in, the most this holder signs for (a PSBT paying more in fees is refused).
     #[arg(long, value_name = "SAT_PER_VB", default_value_t = 10)]
     fee_rate: u64,
     /// Write the (partially) signed sweep PSBT, base64, to this file instead

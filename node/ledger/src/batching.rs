@@ -103,12 +103,19 @@ fn form_rollover(
     time_ms: u64,
     events: &mut Vec<Event>,
 ) -> bool {
+    // One rollover batch in flight at a time: a backlog of due UTXOs
+    // (many deposits of one month) must not take every unconfirmed-batch
+    // slot and hold the peg-outs back until they all confirm.
+    if o.base.batches.values().any(|b| b.outputs.is_empty()) {
+        return false;
+    }
     let due = rollover::due(&o.available_utxos(), params, time_ms);
     if due.is_empty() {
         return false;
     }
     let rate = o.base.fee_rate(params);
-    let Some((n, fee, change)) = rollover::plan(&due, params, rate.0, o.delta.fee_pool) else {
+    let Some((n, rate, fee, change)) = rollover::plan(&due, params, rate.0, o.delta.fee_pool)
+    else {
         return false;
     };
     let inputs = due[..n].to_vec();
@@ -118,7 +125,7 @@ fn form_rollover(
         height,
         inputs,
         Vec::new(),
-        (rate, fee, change),
+        (FeeRate(rate), fee, change),
         events,
     )
 }

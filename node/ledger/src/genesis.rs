@@ -243,16 +243,22 @@ pub struct EmergencyParams {
     /// Backup signatures needed (`k` of the backup keys).
     pub threshold: u32,
     /// Relative timelock in Bitcoin blocks (1..=65535) before the backup
-    /// keys can spend an output; default
+    /// keys can spend an output. Required in the file (a code default that
+    /// changed would silently change every address and the chain id);
+    /// `fedpegd genesis` writes
     /// [`fedpeg_peg::federation::DEFAULT_EMERGENCY_CSV_BLOCKS`] (8,064,
-    /// about eight weeks, Liquid's current value).
-    #[serde(default = "default_csv_blocks")]
+    /// about eight weeks, Liquid's current value) unless told otherwise.
+    /// Outside regtest at least [`MIN_CSV_BLOCKS_MAINNET`] on bitcoin,
+    /// [`MIN_CSV_BLOCKS_TEST_NETWORKS`] on the test networks, and at least 4
+    /// × `pegin_confirmations` everywhere but regtest.
     pub csv_blocks: u32,
 }
 
-fn default_csv_blocks() -> u32 {
-    u32::from(fedpeg_peg::federation::DEFAULT_EMERGENCY_CSV_BLOCKS)
-}
+/// Least emergency timelock on bitcoin mainnet: a week of blocks, so the
+/// backup keys can never act on a federation that is merely slow.
+pub const MIN_CSV_BLOCKS_MAINNET: u32 = 1008;
+/// Least emergency timelock on testnet and signet: a day of blocks.
+pub const MIN_CSV_BLOCKS_TEST_NETWORKS: u32 = 144;
 
 impl EmergencyParams {
     /// Parses the backup keys and checks the numbers (the peg crate checks
@@ -444,7 +450,26 @@ impl Genesis {
                 .ok_or_else(|| invalid("dev_balances add up to more than 21 million BTC"))?;
         }
         let backup_keys = match &self.emergency {
-            Some(e) => e.parse_keys()?,
+            Some(e) => {
+                let keys = e.parse_keys()?;
+                let least = match network {
+                    bitcoin::Network::Regtest => 1,
+                    bitcoin::Network::Bitcoin => MIN_CSV_BLOCKS_MAINNET,
+                    _ => MIN_CSV_BLOCKS_TEST_NETWORKS,
+                };
+                let least = if network == bitcoin::Network::Regtest {
+                    least
+                } else {
+                    least.max(self.pegin_confirmations.saturating_mul(4))
+                };
+                if e.csv_blocks < least {
+                    return Err(invalid(format!(
+                        "emergency.csv_blocks {} is below {least} on {network}: the backup keys could spend deposits the federation is still confirming or minting; use at least {least} (default 8064)",
+                        e.csv_blocks
+                    )));
+                }
+                keys
+            }
             None => Vec::new(),
         };
         let spec = ChainSpec {
@@ -881,13 +906,39 @@ pub(crate) mod tests {
         g.emergency.as_mut().unwrap().backup_keys[0] = member;
         let e = g.validate().unwrap_err().to_string();
         assert!(e.contains("also a member's peg key"), "{e}");
-        // csv_blocks left out: the default, 8064.
+        // csv_blocks left out: refused, never a code default (a changed
+        // default would change every address and the chain id).
         let g = with_emergency(sample("regtest", vec![]));
         let json = serde_json::to_string(&g)
             .unwrap()
             .replace(r#","csv_blocks":144"#, "");
-        let spec = Genesis::parse(json.as_bytes(), "g.json").unwrap();
-        assert_eq!(spec.genesis.emergency.unwrap().csv_blocks, 8064);
+        let e = Genesis::parse(json.as_bytes(), "g.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("csv_blocks"), "{e}");
+        // Outside regtest, a timelock that could open before deposits are
+        // even minted (or within days on mainnet) is refused.
+        for (net, csv, ok) in [
+            ("bitcoin", 1007, false),
+            ("bitcoin", 1008, true),
+            ("signet", 143, false),
+            ("signet", 144, true),
+            ("regtest", 1, true),
+        ] {
+            let mut g = with_emergency(sample(net, vec![]));
+            g.emergency.as_mut().unwrap().csv_blocks = csv;
+            let r = g.validate();
+            assert_eq!(
+                r.is_ok(),
+                ok,
+                "{net} {csv}: {:?}",
+                r.err().map(|e| e.to_string())
+            );
+            if !ok {
+                let e = r.err().unwrap().to_string();
+                assert!(e.contains("is below"), "{e}");
+            }
+        }
     }
 
     #[test]

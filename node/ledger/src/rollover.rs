@@ -22,8 +22,10 @@
 //! plus an agreed Bitcoin tip would close that, at the price of a consensus
 //! change of those transactions.
 //!
-//! When a UTXO is due and a batch may form (fewer than `max_unconfirmed`
-//! in flight), the block forms a *rollover batch* before any peg-out batch:
+//! When a UTXO is due, a batch may form (fewer than `max_unconfirmed` in
+//! flight) and no other rollover batch is unconfirmed (a backlog must not
+//! take every slot from the peg-outs), the block forms a *rollover batch*
+//! before any peg-out batch:
 //! the due UTXOs, oldest first, up to `max_inputs`, paid back to the change
 //! address, its fee from the fee pool (every mint pre-paid its deposit's
 //! spend cost into it). A separate batch rather than inputs forced into the
@@ -33,10 +35,12 @@
 //! block. Reserves must keep covering supply, so the fee comes only from
 //! the pool: each mint pre-paid its own input's spend cost, but not the
 //! transaction's header and change output (about 54 vB), which other fee
-//! income pays. When the pool cannot pay for even one due UTXO (a new
-//! federation with one deposit and no other fees, or a fee rate far above
-//! the one the mints paid at) the rollover waits for fee income and the
-//! audit shows it overdue (`oldest_utxo_rollover_in_ms` 0).
+//! income pays. When the pool cannot pay for even one due UTXO at the
+//! agreed rate (a new federation with one deposit and no other fees, or a
+//! rate far above the one the mints paid at), one UTXO is rolled at the
+//! highest rate the pool pays, at least 1 sat/vB; below that the rollover
+//! waits for fee income and the audit shows it overdue
+//! (`oldest_utxo_rollover_in_ms` 0).
 
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
@@ -84,22 +88,36 @@ pub(crate) fn due(
 }
 
 /// The rollover batch's inputs (a prefix of `due`, at most `max_inputs`),
-/// fee and change at `rate`, with the fee within `fee_pool`; None when not
-/// even one due UTXO can be paid for.
+/// rate, fee and change, with the fee within `fee_pool`: at `rate` with as
+/// many inputs as the pool pays for; when it cannot pay even one at
+/// `rate`, one input at the highest rate (at least 1 sat/vB) it can pay
+/// (the mint pre-paid the input but not the transaction's header and
+/// change output; the batch is bumped like any other if it gets stuck).
+/// None when not even that.
 pub(crate) fn plan(
     due: &[(OutPoint, Utxo)],
     params: &LedgerParams,
     rate: u64,
     fee_pool: Sats,
-) -> Option<(usize, u64, u64)> {
+) -> Option<(usize, u64, u64, u64)> {
+    let total = |n: usize| {
+        due[..n]
+            .iter()
+            .fold(0u64, |t, (_, u)| t.saturating_add(u.amount.to_sat()))
+    };
+    let at = |n: usize, r: u64| {
+        let (fee, change) = fee_and_change(&params.federation, n, total(n), 0, 0, 0, r, 0)?;
+        (fee <= fee_pool.to_sat() && change > 0).then_some((n, r, fee, change))
+    };
     let most = due.len().min(params.pegout.max_inputs as usize);
     // Fewer inputs when the pool cannot pay for them all.
-    (1..=most).rev().find_map(|n| {
-        let total = due[..n]
-            .iter()
-            .fold(0u64, |t, (_, u)| t.saturating_add(u.amount.to_sat()));
-        let (fee, change) = fee_and_change(&params.federation, n, total, 0, 0, 0, rate, 0)?;
-        (fee <= fee_pool.to_sat() && change > 0).then_some((n, fee, change))
+    (1..=most).rev().find_map(|n| at(n, rate)).or_else(|| {
+        if most == 0 {
+            return None;
+        }
+        let (per_rate, _) = fee_and_change(&params.federation, 1, total(1), 0, 0, 0, 1, 0)?;
+        let affordable = (fee_pool.to_sat() / per_rate.max(1)).min(rate);
+        (affordable >= 1).then(|| at(1, affordable)).flatten()
     })
 }
 

@@ -70,7 +70,7 @@ pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::
         let Some(to) = to else {
             bail!("--psbt-in needs --to ADDRESS: the address you expect the sweep to pay, so that a PSBT paying anyone else is never signed");
         };
-        return sign_psbt_in(&fed, &chain, path, &secrets, &to, a.psbt_out);
+        return sign_psbt_in(&fed, &chain, path, &secrets, (&to, a.fee_rate), a.psbt_out);
     }
     let tweaks = tweaks(ctx, a, &spec).await?;
     let (found, tip) = scan(&fed, &chain, &tweaks)?;
@@ -275,14 +275,15 @@ fn parse_destination(to: &str, fed: &Federation) -> anyhow::Result<ScriptBuf> {
 }
 
 /// `--psbt-in`: add this holder's signatures, then finish like a new sweep.
-/// The PSBT must pay only `to`, the address the holder expects: another
-/// holder (or whoever carried the file) could have changed the output.
+/// The PSBT must pay only `to`, the address the holder expects, at no more
+/// than `max_rate` sat/vB (`--fee-rate`): another holder (or whoever
+/// carried the file) could have changed the output or the fee.
 fn sign_psbt_in(
     fed: &Federation,
     chain: &RpcChain,
     path: &Path,
     secrets: &[fedpeg_peg::bitcoin::secp256k1::SecretKey],
-    to: &ScriptBuf,
+    (to, max_rate): (&ScriptBuf, u64),
     psbt_out: Option<&Path>,
 ) -> anyhow::Result<Report> {
     let text = std::fs::read_to_string(path)
@@ -296,6 +297,11 @@ fn sign_psbt_in(
             path.display()
         );
     }
+    let (fee, vbytes) = fed.check_sweep_fee(&psbt, max_rate)?;
+    eprintln!(
+        "signing a sweep of {} sats to the --to address, fee {fee} sats (about {vbytes} vB)",
+        outputs[0].value.to_sat()
+    );
     fed.sign_emergency_psbt(&mut psbt, secrets)?;
     finish(fed, chain, psbt, psbt_out)
 }

@@ -985,3 +985,67 @@ fn without_an_emergency_branch_nothing_is_rolled() {
     step(&mut s, &[], &[], u64::MAX / 2);
     assert!(s.batches.is_empty());
 }
+
+/// A backlog of due UTXOs (more than one batch's `max_inputs`) is rolled
+/// one batch at a time: the peg-outs queued meanwhile get their batch at
+/// the next block instead of waiting for every rollover to confirm.
+#[test]
+fn a_rollover_backlog_takes_one_batch_slot_at_a_time() {
+    let mut p = LedgerParams {
+        rollover_after_ms: Some(1000),
+        ..params()
+    };
+    p.pegout.max_inputs = 2;
+    let mut s = State::default();
+    for a in 1..=5 {
+        deposit_at(&p, &mut s, a, 0, 1_000_000, 1);
+    }
+    step_with(&p, &mut s, &[pegout(1, 0, 100_000, 5_000)], &[], 1001);
+    assert_eq!(s.batches.len(), 1);
+    assert!(
+        s.batches[&BatchId(0)].outputs.is_empty(),
+        "a rollover first"
+    );
+    assert_eq!(s.batches[&BatchId(0)].inputs.len(), 2);
+    step_with(&p, &mut s, &[], &[], 1002);
+    assert_eq!(s.batches.len(), 2);
+    assert_eq!(
+        s.batches[&BatchId(1)].outputs.len(),
+        1,
+        "the peg-out's batch, not a second rollover"
+    );
+    step_with(&p, &mut s, &[], &[], 1003);
+    assert_eq!(s.batches.len(), 2, "the next rollover waits for the first");
+}
+
+/// A lone deposit and no other fee income: the pool holds its input's
+/// spend cost but not the transaction's header and change output, so the
+/// rollover cannot pay the agreed rate; it goes out at the highest rate
+/// the pool pays (at least 1 sat/vB) instead of waiting until the backup
+/// branch opens.
+#[test]
+fn a_lone_deposit_is_rolled_at_the_rate_the_pool_can_pay() {
+    let p = LedgerParams {
+        rollover_after_ms: Some(1000),
+        ..params()
+    };
+    let mut s = State::default();
+    deposit_at(&p, &mut s, 1, 0, 1_000_000, 1);
+    let pool = s.fee_pool.to_sat();
+    let agreed = s.fee_rate(&p).0;
+    assert!(agreed >= 2, "the agreed rate leaves room below it");
+    let full = p.federation.batch_vbytes(1, 1, 43) * agreed;
+    assert!(
+        full > pool,
+        "the pool cannot pay the agreed rate: {full} > {pool}"
+    );
+    step_with(&p, &mut s, &[], &[], 1001);
+    assert_eq!(s.batches.len(), 1, "rolled anyway");
+    let v = s.batches[&BatchId(0)].latest().clone();
+    assert!(v.fee.to_sat() <= pool);
+    assert!(
+        v.fee_rate.0 >= 1 && v.fee_rate.0 < agreed,
+        "{:?}",
+        v.fee_rate
+    );
+}
