@@ -31,6 +31,10 @@ use bitcoin::{
 /// Smallest sweep output we build; less would not relay.
 pub const SWEEP_DUST_LIMIT_SATS: u64 = 546;
 
+/// Most weight one sweep may have: below Bitcoin Core's 400,000 WU standard
+/// limit, with room for the transaction's own fields.
+pub const MAX_SWEEP_WEIGHT: u64 = 350_000;
+
 /// Proprietary PSBT key prefix under which each input's tweak is recorded.
 pub const PSBT_PREFIX: &[u8] = b"fedpeg";
 
@@ -79,6 +83,13 @@ pub enum RecoveryError {
         rate: u64,
     },
     /// The fee rate is zero or absurd.
+    #[error("{got} inputs make a sweep over the standard size; one sweep takes at most {most} (sweep in parts)")]
+    TooManyInputs {
+        /// Inputs given.
+        got: usize,
+        /// Most per sweep.
+        most: usize,
+    },
     #[error("fee rate {0} sat/vB is outside 1..=10000")]
     BadFeeRate(u64),
     /// A secret key is not one of the backup keys.
@@ -141,6 +152,13 @@ impl Federation {
         Some((confirmed_height + n).saturating_sub(tip + 1))
     }
 
+    /// Most inputs one sweep may spend within [`MAX_SWEEP_WEIGHT`] (at
+    /// least 1); 0 without an emergency branch.
+    pub fn max_sweep_inputs(&self) -> usize {
+        self.emergency_spend_weight()
+            .map_or(0, |w| (MAX_SWEEP_WEIGHT / w.to_wu().max(1)).max(1) as usize)
+    }
+
     /// Weight one input spent through the emergency branch adds (from the
     /// descriptor's plan with the backup keys and the timelock as assets;
     /// signatures sized at 72 bytes); None without an emergency branch.
@@ -167,6 +185,12 @@ impl Federation {
         let e = self.emergency().ok_or(RecoveryError::NoEmergencyBranch)?;
         if inputs.is_empty() {
             return Err(RecoveryError::NoInputs);
+        }
+        if inputs.len() > self.max_sweep_inputs() {
+            return Err(RecoveryError::TooManyInputs {
+                got: inputs.len(),
+                most: self.max_sweep_inputs(),
+            });
         }
         if fee_rate == 0 || fee_rate > 10_000 {
             return Err(RecoveryError::BadFeeRate(fee_rate));
@@ -598,6 +622,27 @@ mod tests {
             Err(RecoveryError::BadPsbt { input: 0, .. })
         ));
         assert!(psbt_from_base64("not a psbt").is_err());
+        // More inputs than a standard transaction holds.
+        let most = f.max_sweep_inputs();
+        assert!(most > 100, "{most}");
+        let many: Vec<RecoveryInput> = (0..=most as u32)
+            .map(|i| RecoveryInput {
+                outpoint: OutPoint::new(bitcoin::Txid::from_byte_array([1; 32]), i),
+                ..ins[0].clone()
+            })
+            .collect();
+        assert_eq!(
+            f.emergency_sweep_psbt(&many, &dest(), 2, 200),
+            Err(RecoveryError::TooManyInputs {
+                got: most + 1,
+                most
+            })
+        );
+        let psbt = f
+            .emergency_sweep_psbt(&many[..most], &dest(), 1, 200)
+            .unwrap();
+        let weight = f.emergency_spend_weight().unwrap().to_wu() * most as u64;
+        assert!(weight <= MAX_SWEEP_WEIGHT && psbt.inputs.len() == most);
     }
 
     /// What a dishonest co-holder (or whoever carried the file) could do to

@@ -96,7 +96,16 @@ pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::
             None => bail!("no federation output found to sweep; check --accounts / --accounts-from-node and that bitcoind is synced"),
         }
     }
-    let mut psbt = fed.emergency_sweep_psbt(&open, &to, a.fee_rate, tip)?;
+    // One standard-size sweep per run: the rest after it confirms.
+    let most = fed.max_sweep_inputs();
+    if open.len() > most {
+        eprintln!(
+            "{} outputs can be swept; this sweep takes {most} (a standard transaction's most); run this again for the rest once it confirms",
+            open.len()
+        );
+    }
+    let open = &open[..open.len().min(most)];
+    let mut psbt = fed.emergency_sweep_psbt(open, &to, a.fee_rate, tip)?;
     fed.sign_emergency_psbt(&mut psbt, &secrets)?;
     finish(&fed, &chain, psbt, a.psbt_out)
 }
