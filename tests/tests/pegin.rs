@@ -1024,16 +1024,32 @@ async fn after_the_federation_is_gone_two_backup_holders_sweep_its_coins_with_fe
             String::from_utf8_lossy(&o.stderr)
         )
     };
+    // A deposit of another account still confirming (never minted: the
+    // federation dies first) is found too, through the node's history of
+    // registrations, not only its UTXOs.
+    let b = account(151);
+    let addr_b = register(&fed, &chans, &b).await;
+    btc.send_to(&addr_b, 50_000).unwrap();
+    btc.mine(1).unwrap();
     // While the federation lives: found through the node, not sweepable.
     let out = recover(&["--accounts-from-node"]);
     assert!(out.status.success(), "{}", said(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let outputs = report["outputs"].as_array().unwrap();
-    assert_eq!(outputs.len(), 1, "{report}");
-    assert_eq!(outputs[0]["amount"], 1_000_000);
-    let remaining = outputs[0]["blocks_remaining"].as_u64().unwrap();
+    let amounts: std::collections::BTreeSet<u64> = outputs
+        .iter()
+        .map(|o| o["amount"].as_u64().unwrap())
+        .collect();
+    assert_eq!(amounts, [50_000, 1_000_000].into(), "{report}");
+    assert!(
+        said(&out).contains("account(s) registered on the node"),
+        "{}",
+        said(&out)
+    );
+    let minted = outputs.iter().find(|o| o["amount"] == 1_000_000).unwrap();
+    let remaining = minted["blocks_remaining"].as_u64().unwrap();
     let csv = u64::from(fedpeg_tests::TEST_EMERGENCY_CSV_BLOCKS);
-    assert_eq!(remaining, csv - 3, "confirmed 3 blocks ago: {report}");
+    assert_eq!(remaining, csv - 4, "confirmed 4 blocks ago: {report}");
 
     // The federation is gone; only the account list survives (a file).
     for m in fed.members.iter_mut() {

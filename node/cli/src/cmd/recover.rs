@@ -153,8 +153,17 @@ async fn tweaks(ctx: &Context<'_>, a: &Args<'_>, spec: &ChainSpec) -> anyhow::Re
                 .map(str::to_string),
         );
     }
+    let from_file = accounts.len();
     if a.accounts_from_node {
-        accounts.extend(accounts_from_node(ctx).await?);
+        let (found, height) = accounts_from_node(ctx).await?;
+        eprintln!(
+            "{} account(s) registered on the node up to height {height} (deposit addresses are derived per account: an account neither there nor in --accounts is not scanned)",
+            found.len()
+        );
+        accounts.extend(found);
+    }
+    if from_file > 0 {
+        eprintln!("{from_file} account(s) from --accounts");
     }
     let mut tweaks = vec![Tweak::Change];
     for (i, s) in accounts.iter().enumerate() {
@@ -172,20 +181,57 @@ async fn tweaks(ctx: &Context<'_>, a: &Args<'_>, spec: &ChainSpec) -> anyhow::Re
     Ok(tweaks)
 }
 
-/// The accounts of the deposits a surviving node (member or observer) holds.
-async fn accounts_from_node(ctx: &Context<'_>) -> anyhow::Result<Vec<String>> {
+/// Every account a surviving node (member or observer) saw registered for
+/// deposits, from its event history (so deposits confirmed but never
+/// minted are found too), plus the accounts of the UTXOs it holds; and the
+/// height it had.
+async fn accounts_from_node(ctx: &Context<'_>) -> anyhow::Result<(Vec<String>, u64)> {
+    use pb::chain_event::Event;
     let c = ctx.connect().await?;
+    let tip = c
+        .node()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map_err(|s| status_error("status (for --accounts-from-node)", s))?
+        .into_inner()
+        .height;
     let r = c
         .wallet()
         .get_reserves(pb::GetReservesRequest {})
         .await
         .map_err(|s| status_error("reserves (for --accounts-from-node)", s))?
         .into_inner();
-    Ok(r.utxos
+    let mut accounts: std::collections::BTreeSet<String> = r
+        .utxos
         .into_iter()
         .filter(|u| !u.account.is_empty())
         .map(|u| u.account)
-        .collect())
+        .collect();
+    let mut page_token = String::new();
+    // Height 0: no block, no registration.
+    let mut more = tip > 0;
+    while more {
+        let page = c
+            .explorer()
+            .list_blocks(pb::ListBlocksRequest {
+                from_height: 1,
+                to_height: tip,
+                page_size: 100,
+                page_token,
+                include_raw: false,
+            })
+            .await
+            .map_err(|s| status_error("blocks (for --accounts-from-node)", s))?
+            .into_inner();
+        for e in page.blocks.iter().flat_map(|b| &b.events) {
+            if let Some(Event::DepositAddressRegistered(r)) = &e.event {
+                accounts.insert(r.account.clone());
+            }
+        }
+        more = !page.next_page_token.is_empty();
+        page_token = page.next_page_token;
+    }
+    Ok((accounts.into_iter().collect(), tip))
 }
 
 /// The federation outputs paying any of `tweaks`, and the tip height.
