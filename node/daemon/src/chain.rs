@@ -51,7 +51,7 @@ pub enum CommitError {
 /// Signature verdicts of one block's transactions, computed before applying
 /// it (see [`Chain::validate`]): the ones not listed are valid.
 struct BlockSignatures {
-    invalid: HashSet<(TxId, [u8; 64])>,
+    invalid: HashSet<SignedTxKey>,
 }
 
 impl fedpeg_ledger::SignatureCheck for BlockSignatures {
@@ -101,8 +101,11 @@ pub struct Chain {
     /// pooled, verified off the consensus task as the block arrived
     /// ([`Chain::preverify_block`]) so that [`Chain::validate`] does not
     /// verify them again. Only valid verdicts are kept; bounded.
-    verified: Mutex<HashSet<(TxId, [u8; 64])>>,
+    verified: Mutex<HashSet<SignedTxKey>>,
 }
+
+/// A transaction's id with its signature: what a signature verdict is about.
+type SignedTxKey = (TxId, [u8; 64]);
 
 /// Most entries of [`Chain`]'s verified-signature cache (cleared when full).
 const VERIFIED_CACHE_MAX: usize = 1 << 17;
@@ -232,8 +235,20 @@ impl Chain {
                 Err(e) => out.push(Some(Err(e.into()))),
             }
         }
-        let copies = self.gossip.get().map(|g| (g, decoded.clone()));
-        let results = self.submit_txs(decoded);
+        let results = self.submit_decoded(decoded);
+        for (i, r) in slots.into_iter().zip(results) {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(SubmitError::Internal)))
+            .collect()
+    }
+
+    /// [`Chain::submit_txs`], then hands the accepted transactions to gossip
+    /// (clients' transactions; gossiped ones are not gossiped again).
+    pub fn submit_decoded(&self, txs: Vec<Transaction>) -> Vec<Result<TxId, SubmitError>> {
+        let copies = self.gossip.get().map(|g| (g, txs.clone()));
+        let results = self.submit_txs(txs);
         if let Some((g, copies)) = copies {
             for (tx, r) in copies.into_iter().zip(&results) {
                 if r.is_ok() {
@@ -241,12 +256,7 @@ impl Chain {
                 }
             }
         }
-        for (i, r) in slots.into_iter().zip(results) {
-            out[i] = Some(r);
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(SubmitError::Internal)))
-            .collect()
+        results
     }
 
     /// [`Chain::submit_tx`] for transactions from one source (a client's
@@ -602,10 +612,7 @@ impl Chain {
 
     /// `block`'s transactions whose signatures are neither pooled nor
     /// cached, with their verdicts (one batch check).
-    fn verify_unseen(
-        &self,
-        block: &Block,
-    ) -> Result<(Vec<(TxId, [u8; 64])>, Vec<bool>), StoreError> {
+    fn verify_unseen(&self, block: &Block) -> Result<(Vec<SignedTxKey>, Vec<bool>), StoreError> {
         let unseen: Vec<(usize, TxId)> = {
             let pool = self.mempool.lock().map_err(lock_poisoned)?;
             let cache = self.verified.lock().map_err(lock_poisoned)?;
