@@ -69,9 +69,15 @@ impl Mempool {
 
     /// True if exactly this transaction (same id and signature) is pooled.
     pub fn contains_exact(&self, tx: &Transaction) -> bool {
+        self.contains_signed(&tx.id(), &tx.signature)
+    }
+
+    /// [`Mempool::contains_exact`] for a caller that has the id already
+    /// (an id is a hash of the transaction: worth computing once).
+    pub fn contains_signed(&self, id: &TxId, signature: &[u8; 64]) -> bool {
         self.txs
-            .get(&tx.id())
-            .is_some_and(|(t, _)| t.signature == tx.signature)
+            .get(id)
+            .is_some_and(|(t, _)| t.signature == *signature)
     }
 
     /// Checks everything but the signature against the sender's effective
