@@ -836,7 +836,7 @@ impl Chain {
 
 #[cfg(test)]
 mod tests {
-    use crate::peg_testing::{account, PegNode, CONFIRMATIONS};
+    use crate::peg_testing::{account, funded_users, user_transfer, PegNode, CONFIRMATIONS};
     use fedpeg_consensus::Height;
     use fedpeg_ledger::account::AccountId;
     use fedpeg_ledger::fedtx::FedTxKind;
@@ -912,5 +912,64 @@ mod tests {
         );
         let _ = node.chain.submit_fed_tx(mine.clone(), false);
         assert!(node.pooled().iter().any(|t| t.id() == mine.id()));
+    }
+
+    #[test]
+    fn one_batch_gives_each_transaction_its_own_verdict() {
+        let node = funded_users();
+        let mut bad = user_transfer(&node, 2, 0);
+        bad.signature[9] ^= 1;
+        // User 2's nonce 1 was prechecked as if its bad nonce 0 were valid:
+        // it is checked again and refused for its nonce, not admitted.
+        let txs = vec![
+            user_transfer(&node, 1, 0),
+            bad,
+            user_transfer(&node, 2, 1),
+            user_transfer(&node, 1, 1),
+            user_transfer(&node, 2, 0),
+            user_transfer(&node, 1, 0),
+        ];
+        let r = node.chain.submit_txs(txs.clone());
+        assert!(r[0].is_ok() && r[3].is_ok(), "{r:?}");
+        assert!(
+            matches!(
+                r[1],
+                Err(super::SubmitError::Admit(
+                    fedpeg_ledger::mempool::AdmitError::Tx(fedpeg_ledger::TxError::BadSignature)
+                ))
+            ),
+            "{r:?}"
+        );
+        assert!(
+            matches!(
+                r[2],
+                Err(super::SubmitError::Admit(
+                    fedpeg_ledger::mempool::AdmitError::Tx(fedpeg_ledger::TxError::NonceGap { .. })
+                ))
+            ),
+            "{r:?}"
+        );
+        assert!(r[4].is_ok(), "the valid nonce 0 of user 2: {r:?}");
+        assert_eq!(r[5].as_ref().ok(), Some(&txs[0].id()), "a repeat");
+        assert_eq!(node.chain.mempool_len(), 3);
+    }
+
+    #[test]
+    fn a_proposal_with_unseen_transactions_is_verified_once_and_a_bad_signature_refuses_it() {
+        let (proposer, follower) = (funded_users(), funded_users());
+        assert_eq!(proposer.chain.spec.chain_id, follower.chain.spec.chain_id);
+        let txs: Vec<_> = (0..5).map(|n| user_transfer(&proposer, 1, n)).collect();
+        assert!(proposer.chain.submit_txs(txs).iter().all(|r| r.is_ok()));
+        let block = proposer.proposal(vec![]);
+        assert_eq!(block.txs.len(), 5);
+        // The follower never saw them: pre-verified, then validated.
+        follower.chain.preverify_block(&block).unwrap();
+        assert!(follower.chain.validate(&block).is_ok());
+        // A bad signature (with a header that matches it) is refused.
+        let mut forged = block.clone();
+        forged.txs[3].signature[2] ^= 1;
+        forged.header.tx_root = fedpeg_ledger::block::tx_root(&forged.txs, &forged.fed_txs);
+        let e = follower.chain.validate(&forged).unwrap_err();
+        assert!(e.to_string().contains("signature"), "{e}");
     }
 }

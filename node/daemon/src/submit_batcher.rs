@@ -127,3 +127,45 @@ async fn run(chain: Arc<Chain>, mut rx: mpsc::Receiver<Job>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peg_testing::{funded_users, user_transfer};
+    use fedpeg_ledger::mempool::AdmitError;
+    use fedpeg_ledger::TxError;
+
+    fn is_bad_signature(r: &Result<TxId, SubmitError>) -> bool {
+        matches!(
+            r,
+            Err(SubmitError::Admit(AdmitError::Tx(TxError::BadSignature)))
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_liar_in_the_window_does_not_change_honest_verdicts() {
+        let node = funded_users();
+        let batcher = Arc::new(SubmitBatcher::spawn(node.chain.clone()));
+        let liar: Option<IpAddr> = Some([10, 0, 0, 66].into());
+        let honest: Option<IpAddr> = Some([10, 0, 0, 1].into());
+        for round in 0..3u64 {
+            let mut calls = Vec::new();
+            for user in [1u8, 3] {
+                let (b, tx) = (batcher.clone(), user_transfer(&node, user, round));
+                calls.push(tokio::spawn(async move { b.submit(tx, honest).await }));
+            }
+            // Its nonce stays 0: nothing of the liar's is ever pooled.
+            let mut bad = user_transfer(&node, 2, 0);
+            bad.signature[40] ^= 4;
+            let b = batcher.clone();
+            let lie = tokio::spawn(async move { b.submit(bad, liar).await });
+            for c in calls {
+                let r = c.await.unwrap().unwrap();
+                assert!(r.is_ok(), "round {round}: {r:?}");
+            }
+            let r = lie.await.unwrap().unwrap();
+            assert!(is_bad_signature(&r), "{r:?}");
+        }
+        assert_eq!(node.chain.mempool_len(), 6);
+    }
+}
