@@ -1104,3 +1104,31 @@ impl NodeService for Api {
         }))
     }
 }
+
+#[cfg(test)]
+mod submit_tests {
+    use super::*;
+    use crate::peg_testing::{funded_users, user_transfer};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_observer_refuses_batched_submissions_and_pools_nothing() {
+        let node = funded_users();
+        let api = Api::new(
+            node.chain.clone(),
+            NodeIdentity::observer(),
+            None,
+            Arc::default(),
+        );
+        let s = WalletService::submit_transactions(
+            &api,
+            Request::new(pb::SubmitTransactionsRequest {
+                transactions: vec![user_transfer(&node, 1, 0).encode()],
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+        assert!(s.message().contains("observer"), "{s:?}");
+        assert_eq!(node.chain.mempool_len(), 0);
+    }
+}
