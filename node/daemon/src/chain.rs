@@ -650,8 +650,10 @@ impl Chain {
         {
             outcome
         } else {
-            let pool = self.mempool.lock().map_err(lock_poisoned)?;
-            apply_block(&state, &cb.block, &self.params, &*pool)?
+            // Same signature verdicts as validation: pooled or pre-verified,
+            // the rest in one batch.
+            let sigs = self.block_signatures(&cb.block)?;
+            apply_block(&state, &cb.block, &self.params, &sigs)?
         };
         let mut after = state.clone_meta();
         after.commit(&cb.block.header, &outcome);
