@@ -48,8 +48,8 @@ const CERT_HEADER_LEN: usize = 8 + 4 + 32 + 4;
 const CERT_ENTRY_LEN: usize = 4 + 64;
 
 impl CommitCertificate {
-    /// Check every signature with `verify_strict`, reject duplicates and unknown
-    /// signers, and require a quorum of voting power.
+    /// Check every signature ([`crate::signature_rule`]), reject duplicates and
+    /// unknown signers, and require a quorum of voting power.
     pub fn verify(&self, chain_id: &ChainId, validators: &ValidatorSet) -> Result<(), CertError> {
         let mut seen = vec![false; validators.len()];
         let mut power: u64 = 0;
@@ -71,9 +71,9 @@ impl CommitCertificate {
                 return Err(CertError::DuplicateSigner(idx.0));
             }
             *slot = true;
-            v.key
-                .verify_strict(&msg, sig)
-                .map_err(|_| CertError::BadSignature(idx.0))?;
+            if !crate::signature_rule::verify(v.key.as_bytes(), &msg, &sig.to_bytes()) {
+                return Err(CertError::BadSignature(idx.0));
+            }
             power = power.saturating_add(v.power);
         }
         let needed = validators.quorum();

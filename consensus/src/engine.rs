@@ -371,7 +371,7 @@ impl HeightState {
 /// A sans-IO Tendermint participant (validator, or observer without a key).
 ///
 /// Incoming messages may arrive through [`Input::Proposal`]/[`Input::Vote`],
-/// which the engine verifies with `verify_strict`, or pre-verified through
+/// which the engine verifies ([`crate::signature_rule`]), or pre-verified through
 /// [`Input::Verified`]. Invalid or irrelevant messages are dropped silently;
 /// use [`Message::verify`] first if the node wants to score peers.
 #[derive(Clone, Debug)]

@@ -38,6 +38,7 @@ mod engine;
 mod evidence;
 mod message;
 pub mod rejoin;
+pub mod signature_rule;
 mod types;
 mod validator;
 mod votes;

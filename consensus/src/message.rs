@@ -16,8 +16,9 @@
 //! pol_round                 4 bytes, u32 big-endian (zero when none)
 //! ```
 //!
-//! Signatures are checked with `verify_strict` everywhere (engine, certificates,
-//! evidence) so that all honest nodes accept exactly the same signatures.
+//! Signatures are checked with the one rule of [`crate::signature_rule`]
+//! (ZIP-215) everywhere (engine, certificates, evidence), so that all honest
+//! nodes accept exactly the same signatures, one by one or in batches.
 //!
 //! # Wire encoding ([`Message::encode`])
 //!
@@ -122,7 +123,7 @@ pub enum MessageError {
     /// The signer index is not in the validator set.
     #[error("signer index {0} is not in the validator set")]
     UnknownValidator(u32),
-    /// The signature does not verify under `verify_strict`.
+    /// The signature is not valid under [`crate::signature_rule`].
     #[error("bad signature from validator {0}")]
     BadSignature(u32),
     /// The proposal is signed by someone other than the round's proposer.
@@ -238,9 +239,11 @@ impl SignedProposal {
             self.value_id,
             self.pol_round,
         );
-        v.key
-            .verify_strict(&msg, &self.signature)
-            .map_err(|_| MessageError::BadSignature(self.proposer.0))
+        if crate::signature_rule::verify(v.key.as_bytes(), &msg, &self.signature.to_bytes()) {
+            Ok(())
+        } else {
+            Err(MessageError::BadSignature(self.proposer.0))
+        }
     }
 }
 
@@ -277,7 +280,7 @@ impl SignedVote {
         }
     }
 
-    /// Check that the signer is a member and the signature verifies strictly.
+    /// Check that the signer is a member and the signature is valid ([`crate::signature_rule`]).
     pub fn verify(
         &self,
         chain_id: &ChainId,
@@ -287,9 +290,11 @@ impl SignedVote {
             .get(self.validator)
             .ok_or(MessageError::UnknownValidator(self.validator.0))?;
         let msg = Self::sign_bytes(chain_id, self.kind, self.height, self.round, self.value);
-        v.key
-            .verify_strict(&msg, &self.signature)
-            .map_err(|_| MessageError::BadSignature(self.validator.0))
+        if crate::signature_rule::verify(v.key.as_bytes(), &msg, &self.signature.to_bytes()) {
+            Ok(())
+        } else {
+            Err(MessageError::BadSignature(self.validator.0))
+        }
     }
 }
 

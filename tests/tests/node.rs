@@ -381,6 +381,71 @@ async fn grpc_bad_input_gets_clear_status_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_transactions_answers_each_transaction_and_refuses_abuse() {
+    let node = Federation::start(1, false, 3_600_000).unwrap();
+    let ch = node.members[0].connect().await.unwrap();
+    let chain = chain_id(&ch).await.unwrap();
+    let wallet = pb::wallet_service_client::WalletServiceClient::new(ch.clone());
+    let faucet = node.faucet.clone();
+    let to = account_of(&key(9));
+    let call = |transactions: Vec<Vec<u8>>| {
+        let mut w = wallet.clone();
+        async move {
+            w.submit_transactions(pb::SubmitTransactionsRequest { transactions })
+                .await
+        }
+    };
+
+    // Whole-call refusals: nothing to do, too many, too many bytes.
+    let s = call(vec![]).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let one = transfer(chain, &faucet, to, 0, 10).encode();
+    let s = call(vec![one.clone(); 1001]).await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(s.message().contains("1000"), "{s:?}");
+    let s = call(vec![vec![0u8; 1100]; 1000]).await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+
+    // Per-transaction results: consecutive nonces of one sender in one call,
+    // garbage, a bad signature and a repeat; the bad ones fail alone.
+    let t0 = transfer(chain, &faucet, to, 0, 10);
+    let t1 = transfer(chain, &faucet, to, 1, 10);
+    let mut bad = transfer(chain, &faucet, to, 2, 10);
+    bad.signature[7] ^= 1;
+    let t2 = transfer(chain, &faucet, to, 2, 10);
+    let r = call(vec![
+        t0.encode(),
+        vec![0xff, 0x01, 0x02],
+        t1.encode(),
+        bad.encode(),
+        t0.encode(),
+        t2.encode(),
+    ])
+    .await
+    .unwrap()
+    .into_inner()
+    .results;
+    assert_eq!(r.len(), 6);
+    let codes: Vec<i32> = r.iter().map(|x| x.code).collect();
+    assert_eq!(codes, vec![0, 3, 0, 3, 0, 0], "{r:?}");
+    assert_eq!(r[0].txid, t0.id().to_hex());
+    assert_eq!(
+        r[4].txid,
+        t0.id().to_hex(),
+        "a repeat gets the first copy's result"
+    );
+    assert!(r[1].error.contains("do not decode"), "{r:?}");
+    assert!(r[3].error.contains("signature"), "{r:?}");
+    assert!(r[3].txid.is_empty());
+    wait_final(&ch, &t2.id().to_hex(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    // Resubmitting what is final: refused per transaction (stale nonce).
+    let r = call(vec![t1.encode()]).await.unwrap().into_inner().results;
+    assert_eq!(r[0].code, Code::FailedPrecondition as i32, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_reflection_are_served() {
     let mut node = Federation::start(1, false, 1000).unwrap();
     // Restarted with JSON logs: every new log line is a JSON object.

@@ -75,6 +75,8 @@ pub struct Api {
     data_dir: Option<std::path::PathBuf>,
     /// One backup at a time.
     backups: Arc<tokio::sync::Semaphore>,
+    /// Batches single `SubmitTransaction` calls (started on first use).
+    batcher: Arc<std::sync::OnceLock<crate::submit_batcher::SubmitBatcher>>,
 }
 
 impl From<crate::backup::BackupError> for Status {
@@ -93,6 +95,36 @@ impl From<crate::backup::BackupError> for Status {
     }
 }
 
+/// Why a peg-out is refused after a deep Bitcoin reorg.
+const PEGOUTS_HALTED: &str = "peg-outs are halted on this member: a minted deposit or a confirmed peg-out batch was reorged out of Bitcoin's best chain; an operator must review and acknowledge (NodeService.AcknowledgeAlerts, `fedpeg acknowledge-alerts`)";
+
+/// Most transactions one `SubmitTransactions` call may carry.
+pub const MAX_SUBMIT_BATCH: usize = 1000;
+/// Most transaction bytes (sum of encodings) one `SubmitTransactions` call may carry.
+pub const MAX_SUBMIT_BATCH_BYTES: usize = 1 << 20;
+
+/// Refuses an empty or oversized `SubmitTransactions` request before any work.
+fn check_submit_batch(txs: &[Vec<u8>]) -> Result<(), Status> {
+    if txs.is_empty() {
+        return Err(Status::invalid_argument(
+            "no transactions: put at least one encoded fedpeg.v1.Transaction in `transactions`",
+        ));
+    }
+    if txs.len() > MAX_SUBMIT_BATCH {
+        return Err(Status::resource_exhausted(format!(
+            "{} transactions in one call; the limit is {MAX_SUBMIT_BATCH}: split them over several calls",
+            txs.len()
+        )));
+    }
+    let bytes: usize = txs.iter().map(Vec::len).sum();
+    if bytes > MAX_SUBMIT_BATCH_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "{bytes} bytes of transactions in one call; the limit is {MAX_SUBMIT_BATCH_BYTES}: split them over several calls"
+        )));
+    }
+    Ok(())
+}
+
 impl From<SubmitError> for Status {
     fn from(e: SubmitError) -> Status {
         match &e {
@@ -102,6 +134,8 @@ impl From<SubmitError> for Status {
                 Status::failed_precondition(e.to_string())
             }
             SubmitError::Admit(AdmitError::Tx(_)) => Status::invalid_argument(e.to_string()),
+            SubmitError::Internal => Status::internal(e.to_string()),
+            SubmitError::Halted(_) => Status::failed_precondition(e.to_string()),
         }
     }
 }
@@ -141,6 +175,7 @@ impl Api {
             registrations: Arc::default(),
             data_dir: None,
             backups: Arc::new(tokio::sync::Semaphore::new(1)),
+            batcher: Arc::default(),
         }
     }
 
@@ -556,6 +591,7 @@ impl WalletService for Api {
                 "this node is an observer and cannot relay transactions; submit to a federation member's endpoint",
             ));
         }
+        let client = req.remote_addr().map(|a| a.ip());
         let bytes = req.into_inner().transaction;
         // After a reorg deeper than the confirmation depth, reserves may not
         // cover supply: this member takes no peg-out until an operator looks.
@@ -565,16 +601,92 @@ impl WalletService for Api {
             .is_some_and(|w| !w.deep_reorgs().is_empty())
             && Transaction::decode(&bytes).is_ok_and(|t| matches!(t.kind, TxKind::PegOut { .. }))
         {
-            return Err(Status::failed_precondition(
-                "peg-outs are halted on this member: a minted deposit or a confirmed peg-out batch was reorged out of Bitcoin's best chain; an operator must review and acknowledge (NodeService.AcknowledgeAlerts, `fedpeg acknowledge-alerts`)",
-            ));
+            return Err(Status::failed_precondition(PEGOUTS_HALTED));
         }
-        // Verified inline: one signature check (~50 µs) is cheaper than
-        // handing the request to the blocking pool and back (profiled).
-        let txid = self.chain.submit(&bytes)?;
+        // Verified with the calls arriving in the same millisecond, as one
+        // batch on a blocking thread (see `submit_batcher`).
+        let tx = Transaction::decode(&bytes).map_err(SubmitError::from)?;
+        let batcher = self
+            .batcher
+            .get_or_init(|| crate::submit_batcher::SubmitBatcher::spawn(self.chain.clone()));
+        let txid = match batcher.submit(tx, client).await {
+            Ok(r) => r?,
+            Err(e @ crate::submit_batcher::BatcherError::Overloaded) => {
+                return Err(Status::resource_exhausted(e.to_string()))
+            }
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
         Ok(Response::new(pb::SubmitTransactionResponse {
             txid: txid.to_hex(),
         }))
+    }
+
+    async fn submit_transactions(
+        &self,
+        req: Request<pb::SubmitTransactionsRequest>,
+    ) -> Result<Response<pb::SubmitTransactionsResponse>, Status> {
+        if self.identity.role == pb::NodeRole::Observer {
+            return Err(Status::failed_precondition(
+                "this node is an observer and cannot relay transactions; submit to a federation member's endpoint",
+            ));
+        }
+        let txs = req.into_inner().transactions;
+        check_submit_batch(&txs)?;
+        let pegouts_halted = self
+            .watcher
+            .as_ref()
+            .is_some_and(|w| !w.deep_reorgs().is_empty());
+        let chain = self.chain.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            if !pegouts_halted {
+                return chain.submit_many(&txs);
+            }
+            // Same refusal as SubmitTransaction, per peg-out.
+            let (ok, halted): (Vec<_>, Vec<_>) = txs.into_iter().enumerate().partition(|(_, b)| {
+                !Transaction::decode(b).is_ok_and(|t| matches!(t.kind, TxKind::PegOut { .. }))
+            });
+            let bytes: Vec<Vec<u8>> = ok.iter().map(|(_, b)| b.clone()).collect();
+            let mut out: Vec<(usize, Result<Hash32, Status>)> = ok
+                .into_iter()
+                .map(|(i, _)| i)
+                .zip(
+                    chain
+                        .submit_many(&bytes)
+                        .into_iter()
+                        .map(|r| r.map_err(Status::from)),
+                )
+                .collect();
+            out.extend(
+                halted
+                    .into_iter()
+                    .map(|(i, _)| (i, Err(Status::failed_precondition(PEGOUTS_HALTED)))),
+            );
+            out.sort_by_key(|(i, _)| *i);
+            out.into_iter()
+                .map(|(_, r)| r.map_err(|s| SubmitError::Halted(s.message().to_string())))
+                .collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        let results = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(id) => pb::SubmitTransactionResult {
+                    txid: id.to_hex(),
+                    code: 0,
+                    error: String::new(),
+                },
+                Err(e) => {
+                    let s = Status::from(e);
+                    pb::SubmitTransactionResult {
+                        txid: String::new(),
+                        code: s.code() as i32,
+                        error: s.message().to_string(),
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::SubmitTransactionsResponse { results }))
     }
 
     async fn get_peg_in_address(
@@ -1000,5 +1112,33 @@ impl NodeService for Api {
                 .vote_floor
                 .load(std::sync::atomic::Ordering::Relaxed),
         }))
+    }
+}
+
+#[cfg(test)]
+mod submit_tests {
+    use super::*;
+    use crate::peg_testing::{funded_users, user_transfer};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_observer_refuses_batched_submissions_and_pools_nothing() {
+        let node = funded_users();
+        let api = Api::new(
+            node.chain.clone(),
+            NodeIdentity::observer(),
+            None,
+            Arc::default(),
+        );
+        let s = WalletService::submit_transactions(
+            &api,
+            Request::new(pb::SubmitTransactionsRequest {
+                transactions: vec![user_transfer(&node, 1, 0).encode()],
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+        assert!(s.message().contains("observer"), "{s:?}");
+        assert_eq!(node.chain.mempool_len(), 0);
     }
 }

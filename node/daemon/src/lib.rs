@@ -39,6 +39,7 @@ pub mod pegout_api;
 pub mod registration;
 pub mod signer;
 pub mod store;
+pub mod submit_batcher;
 pub mod sync_server;
 pub mod telemetry;
 pub mod wal;

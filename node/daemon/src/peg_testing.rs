@@ -56,6 +56,32 @@ pub(crate) fn user_key(i: u8) -> SigningKey {
     SigningKey::from_bytes(&[40 + i; 32])
 }
 
+/// A four-member federation (threshold 3) with users 1..=3 funded in genesis.
+pub(crate) fn funded_users() -> PegNode {
+    PegNode::new_with(4, 3, |g| {
+        g.dev_balances = (1..=3)
+            .map(|u| fedpeg_ledger::genesis::DevBalance {
+                address: account(u).to_address("fprt"),
+                amount: sats(1_000_000),
+            })
+            .collect()
+    })
+}
+
+/// User `user`'s transfer of 100 sats (fee 10) to user 9.
+pub(crate) fn user_transfer(node: &PegNode, user: u8, nonce: u64) -> Transaction {
+    Transaction::sign(
+        node.chain.spec.chain_id,
+        &user_key(user),
+        nonce,
+        sats(10),
+        TxKind::Transfer {
+            to: account(9),
+            amount: sats(100),
+        },
+    )
+}
+
 /// User `i`'s account.
 pub(crate) fn account(i: u8) -> AccountId {
     AccountId(user_key(i).verifying_key().to_bytes())

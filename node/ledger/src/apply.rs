@@ -26,7 +26,8 @@ use std::collections::BTreeMap;
 /// Decides whether a transaction's signature is valid. Lets a node skip
 /// re-verifying signatures it already checked at mempool admission.
 pub trait SignatureCheck {
-    /// True if `tx.signature` is valid for `tx` (verify_strict semantics).
+    /// True if `tx.signature` is valid for `tx`
+    /// ([`fedpeg_consensus::signature_rule`]).
     fn is_valid(&self, tx: &Transaction) -> bool;
 }
 

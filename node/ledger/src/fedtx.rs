@@ -9,8 +9,8 @@
 //! u64 || version u32 || count u32 || (len u32 || signature)*`; `PegOutBump`
 //! (kind 5) is `batch u64 || version u32`; `PegOutConfirmed` (kind 6) is
 //! `batch u64 || txid[32] || bitcoin_block[32]`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
-//! Signatures are checked with `verify_strict` against the genesis key of
-//! `member`.
+//! Signatures are checked with [`fedpeg_consensus::signature_rule`] (ZIP-215)
+//! against the genesis key of `member`.
 
 use crate::account::AccountId;
 use crate::amount::Sats;
@@ -19,7 +19,7 @@ use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::tx::DecodeError;
 use bitcoin::hashes::Hash as _;
 use bitcoin::{BlockHash, Txid};
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use fedpeg_consensus::Height;
 use fedpeg_proto::v1 as pb;
 
@@ -162,16 +162,17 @@ impl FederationTx {
         Hash32::tagged("fedpeg/fedtxid", &[&self.signing_bytes()])
     }
 
-    /// True if signed by the genesis key of `self.member` (`verify_strict`).
+    /// True if signed by the genesis key of `self.member`
+    /// ([`fedpeg_consensus::signature_rule`], ZIP-215).
     pub fn verify(&self, members: &[VerifyingKey]) -> bool {
         let Some(key) = members.get(self.member.index()) else {
             return false;
         };
-        key.verify_strict(
+        fedpeg_consensus::signature_rule::verify(
+            key.as_bytes(),
             &self.signing_bytes(),
-            &Signature::from_bytes(&self.signature),
+            &self.signature,
         )
-        .is_ok()
     }
 
     /// Structural validation of the wire form.

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Why the mempool refused a transaction.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AdmitError {
     #[error("mempool is full ({0} transactions); retry in a few seconds")]
     Full(usize),
@@ -69,9 +69,15 @@ impl Mempool {
 
     /// True if exactly this transaction (same id and signature) is pooled.
     pub fn contains_exact(&self, tx: &Transaction) -> bool {
+        self.contains_signed(&tx.id(), &tx.signature)
+    }
+
+    /// [`Mempool::contains_exact`] for a caller that has the id already
+    /// (an id is a hash of the transaction: worth computing once).
+    pub fn contains_signed(&self, id: &TxId, signature: &[u8; 64]) -> bool {
         self.txs
-            .get(&tx.id())
-            .is_some_and(|(t, _)| t.signature == tx.signature)
+            .get(id)
+            .is_some_and(|(t, _)| t.signature == *signature)
     }
 
     /// Checks everything but the signature against the sender's effective
@@ -85,6 +91,31 @@ impl Mempool {
     ) -> Result<(), TxError> {
         let view = self.effective_account(finalized, &tx.sender);
         check_tx(params, fee_rate, view, tx, &Verified).map(|_| ())
+    }
+
+    /// [`Mempool::precheck`] for transactions submitted together, in order:
+    /// each sees the pool plus the earlier ones of the sequence that passed,
+    /// so one sender may submit consecutive nonces in one request.
+    /// `finalized` gives an account's finalized state.
+    pub fn precheck_seq<'a>(
+        &self,
+        txs: impl IntoIterator<Item = &'a Transaction>,
+        finalized: impl Fn(&AccountId) -> Account,
+        params: &LedgerParams,
+        fee_rate: FeeRate,
+    ) -> Vec<Result<(), TxError>> {
+        let mut views: HashMap<AccountId, Account> = HashMap::new();
+        txs.into_iter()
+            .map(|tx| {
+                let view = views
+                    .entry(tx.sender)
+                    .or_insert_with(|| self.effective_account(finalized(&tx.sender), &tx.sender));
+                let debit = check_tx(params, fee_rate, *view, tx, &Verified)?;
+                view.nonce += 1;
+                view.balance = view.balance.checked_sub(debit).unwrap_or(Sats::ZERO);
+                Ok(())
+            })
+            .collect()
     }
 
     /// A pooled transaction.
@@ -257,6 +288,32 @@ mod tests {
         );
         s.supply = sats(balance);
         s
+    }
+
+    #[test]
+    fn precheck_seq_sees_earlier_transactions_of_the_sequence() {
+        let s = state(100);
+        let mut m = Mempool::new(10);
+        m.admit(tx(0, 10), s.account(&id(0)), &params(), FeeRate(10))
+            .unwrap();
+        let seq = [tx(1, 10), tx(2, 10), tx(4, 1), tx(3, 60), tx(3, 10)];
+        let r = m.precheck_seq(seq.iter(), |a| s.account(a), &params(), FeeRate(10));
+        assert!(r[0].is_ok() && r[1].is_ok(), "{r:?}");
+        assert!(
+            matches!(
+                r[2],
+                Err(TxError::NonceGap {
+                    expected: 3,
+                    got: 4
+                })
+            ),
+            "{r:?}"
+        );
+        // 100 - 3 × 11 = 67 left: 61 fits, then nonce 3 is taken.
+        assert!(r[3].is_ok(), "{r:?}");
+        assert!(r[4].is_err(), "{r:?}");
+        // Nothing was pooled by the check.
+        assert_eq!(m.effective_account(s.account(&id(0)), &id(0)).nonce, 1);
     }
 
     #[test]

@@ -6,13 +6,14 @@
 //!  kind u8 || fields`, where Transfer (kind 1) is `to[32] || amount u64` and
 //! PegOut (kind 2) is `len u16 || bitcoin_address utf8 || amount u64`.
 //! The transaction id is `H_tag("fedpeg/txid", signing bytes)`. ed25519
-//! signatures are checked with `verify_strict`, so every node agrees on
-//! which signatures are valid.
+//! signatures are checked with the ZIP-215 rule of
+//! [`fedpeg_consensus::signature_rule`], alone or in batches with the same
+//! verdicts, so every node agrees on which signatures are valid.
 
 use crate::account::{AccountId, AddressError};
 use crate::amount::{AmountError, Sats};
 use crate::hash::Hash32;
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signer, SigningKey};
 use fedpeg_proto::v1 as pb;
 use prost::Message;
 
@@ -75,6 +76,21 @@ pub(crate) fn amount(sats: u64) -> Result<Sats, DecodeError> {
     Ok(Sats::from_sat(sats)?)
 }
 
+/// Verdicts on the signatures of `txs`, in order: equal to
+/// [`Transaction::verify_signature`] on each, computed as one batch check
+/// (single checks only when the batch fails). `rng` must be unpredictable to
+/// the senders.
+pub fn verify_batch<'a, R: rand_core::CryptoRng>(
+    txs: impl IntoIterator<Item = &'a Transaction>,
+    rng: &mut R,
+) -> Vec<bool> {
+    let mut batch = fedpeg_consensus::signature_rule::Batch::default();
+    for tx in txs {
+        tx.queue_signature(&mut batch);
+    }
+    batch.verdicts(rng)
+}
+
 impl Transaction {
     /// Builds and signs a transaction with `key`.
     pub fn sign(
@@ -129,14 +145,20 @@ impl Transaction {
         Hash32::tagged("fedpeg/txid", &[&self.signing_bytes()])
     }
 
-    /// Checks the signature with `verify_strict` (rejects weak keys and
-    /// non-canonical signatures).
+    /// Checks the signature ([`fedpeg_consensus::signature_rule`], ZIP-215).
+    /// A sender must also be a usable account key (decodable, not small
+    /// order): [`AccountId::from_slice`] holds that at decode time.
     pub fn verify_signature(&self) -> bool {
-        let Ok(vk) = self.sender.verifying_key() else {
-            return false;
-        };
-        let sig = Signature::from_bytes(&self.signature);
-        vk.verify_strict(&self.signing_bytes(), &sig).is_ok()
+        fedpeg_consensus::signature_rule::verify(
+            &self.sender.0,
+            &self.signing_bytes(),
+            &self.signature,
+        )
+    }
+
+    /// Queues the signature in `batch` (see [`verify_batch`]).
+    pub fn queue_signature(&self, batch: &mut fedpeg_consensus::signature_rule::Batch) {
+        batch.push(&self.sender.0, &self.signing_bytes(), &self.signature);
     }
 
     /// Amount leaving the sender besides the fee.
@@ -277,8 +299,20 @@ mod tests {
     }
 
     #[test]
+    fn batch_verdicts_equal_single_verdicts_with_a_bad_signature_inside() {
+        let mut txs: Vec<_> = (0..6).map(|n| transfer(Hash32::ZERO, n, 1)).collect();
+        assert_eq!(verify_batch(&txs, &mut rand010::rng()), vec![true; 6]);
+        txs[2].signature[5] ^= 1;
+        txs[4].signature[32..].copy_from_slice(&[0xff; 32]);
+        let singles: Vec<bool> = txs.iter().map(|t| t.verify_signature()).collect();
+        assert_eq!(singles, vec![true, true, false, true, false, true]);
+        assert_eq!(verify_batch(&txs, &mut rand010::rng()), singles);
+        assert!(verify_batch([], &mut rand010::rng()).is_empty());
+    }
+
+    #[test]
     fn non_canonical_signature_is_rejected() {
-        // s >= group order: verify_strict (and verify) must refuse it.
+        // s >= group order: the ZIP-215 rule refuses it.
         let mut tx = transfer(Hash32::ZERO, 0, 1);
         tx.signature[32..].copy_from_slice(&[0xff; 32]);
         assert!(!tx.verify_signature());

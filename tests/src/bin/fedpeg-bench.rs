@@ -1,7 +1,11 @@
 //! `fedpeg-bench`: load generator. Starts a local federation of fedpegd
 //! member processes, funds sender accounts in genesis, submits
 //! signed transfers over gRPC at a target rate, and prints JSON with
-//! finalized throughput and commit latency.
+//! finalized throughput and commit latency. First it measures this box's
+//! signature verification rate (single and batch, one core, ~1 s each) and
+//! reports the throughput bound it implies: every member verifies every
+//! transaction once, so `bound_tps = cores × per-core rate ÷ members` (the
+//! batch rate when `--batch` > 1), and `ratio = finalized_tps ÷ bound_tps`.
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -39,6 +43,10 @@ struct Args {
     /// Sending accounts (each submits its transfers in nonce order).
     #[arg(long, default_value_t = 64)]
     senders: usize,
+    /// Transactions per gRPC call: 1 = `SubmitTransaction` per transfer,
+    /// N > 1 = `SubmitTransactions` with up to N (at most 1,000).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Directory for the chain (default: a fresh temp dir, removed after).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -70,9 +78,54 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Signatures verified per second on one core: (single, batch of 64).
+fn verification_rates() -> (f64, f64) {
+    let chain = Hash32::ZERO;
+    let to = AccountId(key(1).verifying_key().to_bytes());
+    let one = Sats::from_sat(1).unwrap_or(Sats::ZERO);
+    let txs: Vec<Transaction> = (0..256)
+        .map(|i| {
+            Transaction::sign(
+                chain,
+                &key(1000 + i),
+                0,
+                one,
+                TxKind::Transfer { to, amount: one },
+            )
+        })
+        .collect();
+    let window = Duration::from_millis(1000);
+    let t0 = Instant::now();
+    let mut single = 0usize;
+    while t0.elapsed() < window {
+        for t in &txs[..64] {
+            assert!(t.verify_signature());
+        }
+        single += 64;
+    }
+    let single_rate = single as f64 / t0.elapsed().as_secs_f64();
+    let mut rng = rand010::rng();
+    let t0 = Instant::now();
+    let mut batched = 0usize;
+    while t0.elapsed() < window {
+        for chunk in txs.chunks(64) {
+            let v = fedpeg_ledger::tx::verify_batch(chunk, &mut rng);
+            assert!(v.iter().all(|ok| *ok));
+            batched += chunk.len();
+        }
+    }
+    (single_rate, batched as f64 / t0.elapsed().as_secs_f64())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if a.batch == 0 || a.batch > 1000 {
+        bail!("--batch must be 1..=1000");
+    }
+    // Before any process starts: the box's own rate, alone.
+    let (single_rate, batch_rate) = tokio::task::spawn_blocking(verification_rates).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if a.members == 0 {
         bail!("--members must be at least 1");
     }
@@ -143,7 +196,23 @@ async fn main() -> anyhow::Result<()> {
         children.push(child);
         ports.push(port);
     }
-    let result = bench(&a, &ports, &dir).await;
+    let result = bench(&a, &ports, &dir).await.map(|mut out| {
+        let (rate, basis) = if a.batch > 1 {
+            (batch_rate, "batch")
+        } else {
+            (single_rate, "single")
+        };
+        let bound = cores as f64 * rate / a.members as f64;
+        let tps = out["finalized_tps"].as_f64().unwrap_or(0.0);
+        out["verify_single_per_core"] = serde_json::json!(single_rate.round());
+        out["verify_batch_per_core"] = serde_json::json!(batch_rate.round());
+        out["cores"] = serde_json::json!(cores);
+        out["bound_basis"] = serde_json::json!(basis);
+        out["bound_tps"] = serde_json::json!(bound.round());
+        out["ratio"] = serde_json::json!((tps / bound * 1000.0).round() / 1000.0);
+        out["batch"] = serde_json::json!(a.batch);
+        out
+    });
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
@@ -222,21 +291,53 @@ async fn bench(a: &Args, ports: &[u16], dir: &Path) -> anyhow::Result<serde_json
         // Each sender talks to one member; senders are spread over members.
         let ch = chans[s % chans.len()].clone();
         let submitted = submitted.clone();
+        let batch = a.batch;
         tasks.push(tokio::spawn(async move {
             let mut w = pb::wallet_service_client::WalletServiceClient::new(ch);
             let mut errors = 0u64;
             let t0 = Instant::now();
-            for (i, (id, bytes)) in q.into_iter().enumerate() {
+            let mut i = 0usize;
+            let mut q = q.into_iter().peekable();
+            while q.peek().is_some() {
+                let chunk: Vec<(Hash32, Vec<u8>)> = q.by_ref().take(batch).collect();
                 if let Some(iv) = per_sender_interval {
                     let due = t0 + iv * i as u32;
                     tokio::time::sleep_until(due.into()).await;
                 }
-                submitted.lock().await.insert(id, Instant::now());
-                if w.submit_transaction(pb::SubmitTransactionRequest { transaction: bytes })
-                    .await
-                    .is_err()
+                i += chunk.len();
                 {
-                    errors += 1;
+                    let now = Instant::now();
+                    let mut sub = submitted.lock().await;
+                    for (id, _) in &chunk {
+                        sub.insert(*id, now);
+                    }
+                }
+                if batch == 1 {
+                    for (_, bytes) in chunk {
+                        if w.submit_transaction(pb::SubmitTransactionRequest { transaction: bytes })
+                            .await
+                            .is_err()
+                        {
+                            errors += 1;
+                        }
+                    }
+                    continue;
+                }
+                let n = chunk.len() as u64;
+                let transactions = chunk.into_iter().map(|(_, b)| b).collect();
+                match w
+                    .submit_transactions(pb::SubmitTransactionsRequest { transactions })
+                    .await
+                {
+                    Ok(r) => {
+                        errors += r
+                            .into_inner()
+                            .results
+                            .iter()
+                            .filter(|r| r.code != 0)
+                            .count() as u64
+                    }
+                    Err(_) => errors += n,
                 }
             }
             errors

@@ -423,6 +423,13 @@ impl WalletService for Fake {
         }))
     }
 
+    async fn submit_transactions(
+        &self,
+        _: Request<pb::SubmitTransactionsRequest>,
+    ) -> Answer<pb::SubmitTransactionsResponse> {
+        Err(Status::unimplemented("the CLI does not batch"))
+    }
+
     async fn get_account(
         &self,
         r: Request<pb::GetAccountRequest>,

@@ -69,9 +69,11 @@ impl Driver {
             let warn = self.warn_fed.clone();
             // Signature and state checks are CPU work: off the consensus loop.
             tokio::task::spawn_blocking(move || {
-                for tx in txs {
-                    if let Err(e) = chain.submit_tx(tx) {
-                        tracing::trace!(error = %e, "gossiped transaction not admitted");
+                // One batch per peer message: a peer relaying bad signatures
+                // slows only its own batches.
+                for r in chain.submit_txs(txs) {
+                    if let Err(e) = r {
+                        tracing::trace!(from, error = %e, "gossiped transaction not admitted");
                     }
                 }
                 for f in fed_txs {
@@ -154,6 +156,24 @@ impl Driver {
                 return Ok(());
             }
         };
+        // Verify the signatures of transactions this member has not pooled
+        // (one batch) on a blocking thread, so that validating the block on
+        // the consensus task finds them checked (unless the engine waits for
+        // this block now: then validation checks them, batched, at once).
+        if let Some(c) = self
+            .blocks
+            .get(&id)
+            .filter(|_| !self.pending_validate.contains_key(&id))
+        {
+            if !c.block.txs.is_empty() && c.outcome.is_none() {
+                let (chain, block) = (self.chain.clone(), c.block.clone());
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = chain.preverify_block(&block) {
+                        tracing::debug!(error = %e, "could not pre-verify a proposed block");
+                    }
+                });
+            }
+        }
         if let Some(height) = self.pending_validate.remove(&id) {
             // None: answered later, when its Bitcoin checks end.
             if let Some(valid) = self.validate(height, &id) {
