@@ -2,10 +2,10 @@
 //! with fresh identities (not genesis members) that connect to members and
 //! flood them with the worst of what the wire allows.
 //!
-//! - Gossip: `/fedpeg/gossip/1` requests of the largest size a member ever
+//! - Gossip: `/fedpeg/gossip/2` requests of the largest size a member ever
 //!   accepted (16 MiB), made of empty repeated entries (two bytes each,
 //!   hundreds of bytes each once decoded), on many streams at once.
-//! - Sync: `/fedpeg/sync/1` requests for the most blocks, and long polls for
+//! - Sync: `/fedpeg/sync/2` requests for the most blocks, and long polls for
 //!   blocks that do not exist yet, as fast as the streams allow.
 //!
 //! Messages are written as raw bytes (no prost on this side), so the flood
@@ -215,8 +215,8 @@ fn client() -> anyhow::Result<Swarm<Outsider>> {
             yamux::Config::default,
         )?
         .with_behaviour(|_| Outsider {
-            gossip: behaviour("/fedpeg/gossip/1"),
-            sync: behaviour("/fedpeg/sync/1"),
+            gossip: behaviour("/fedpeg/gossip/2"),
+            sync: behaviour("/fedpeg/sync/2"),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build())

@@ -516,7 +516,14 @@ impl Api {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(WalletServiceServer::new(self.clone()))
+            // Requests are decoded whole before a handler sees them: the
+            // largest (SubmitTransactions) may be its byte limit plus
+            // framing; tonic's 4 MiB default would let a call of millions
+            // of empty entries allocate tens of MiB first.
+            .add_service(
+                WalletServiceServer::new(self.clone())
+                    .max_decoding_message_size(MAX_SUBMIT_BATCH_BYTES + 64 * 1024),
+            )
             .add_service(
                 ExplorerServiceServer::new(self.clone())
                     .max_encoding_message_size(self.feed.config().max_message_bytes),

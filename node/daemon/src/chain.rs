@@ -598,6 +598,12 @@ impl Chain {
         Ok(BlockSignatures { invalid })
     }
 
+    /// Signatures checked ahead of their block, waiting in the cache.
+    #[cfg(test)]
+    pub(crate) fn preverified_len(&self) -> usize {
+        self.verified.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
     /// Verifies, as one batch, the signatures of `block`'s transactions that
     /// are neither pooled nor cached, and caches the valid ones. Called off
     /// the consensus task when a proposed block arrives; blocking.

@@ -42,6 +42,8 @@ pub(super) struct Cached {
     named: bool,
     /// Arrival order.
     seq: u64,
+    /// Its signatures were handed to a pre-verification already.
+    pub(super) preverify_started: bool,
 }
 
 /// Why a gossiped block was not cached.
@@ -124,6 +126,11 @@ impl BlockCache {
         Ok(id)
     }
 
+    /// True once a verified proposal names `id`.
+    pub(super) fn is_named(&self, id: &ValueId) -> bool {
+        self.blocks.get(id).is_some_and(|c| c.named)
+    }
+
     /// A verified proposal of `proposer` names `id` in `round`: the block
     /// is now charged to the proposer (not to whoever relayed it).
     pub(super) fn named(&mut self, id: &ValueId, proposer: usize, round: Round) {
@@ -170,6 +177,7 @@ impl BlockCache {
             round: self.round,
             named: false,
             seq: self.seq,
+            preverify_started: false,
         }
     }
 }

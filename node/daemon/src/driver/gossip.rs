@@ -118,6 +118,7 @@ impl Driver {
         {
             Ok(verified) => {
                 self.blocks.named(&value_id, proposer.as_usize(), round);
+                self.preverify(&value_id);
                 Some(Input::Verified(verified))
             }
             Err(e) => {
@@ -125,6 +126,37 @@ impl Driver {
                 None
             }
         }
+    }
+
+    /// Verifies the signatures of block `id`'s transactions that this
+    /// member has not pooled (one batch) on a blocking thread, so that
+    /// validating the block on the consensus task finds them checked; once
+    /// the block is here and a verified proposal names it (a member that
+    /// merely sends blocks gets no signature checks out of this node), once
+    /// per block, one block at a time: when one is running, validation
+    /// checks the next block's, batched, itself. Not when the engine waits
+    /// for this block now: then validation does it at once.
+    pub(super) fn preverify(&mut self, id: &ValueId) {
+        if !self.blocks.is_named(id) || self.pending_validate.contains_key(id) {
+            return;
+        }
+        let Some(c) = self.blocks.get_mut(id) else {
+            return;
+        };
+        if c.block.txs.is_empty() || c.outcome.is_some() || c.preverify_started {
+            return;
+        }
+        let Ok(permit) = self.preverifying.clone().try_acquire_owned() else {
+            return;
+        };
+        c.preverify_started = true;
+        let (chain, block) = (self.chain.clone(), c.block.clone());
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if let Err(e) = chain.preverify_block(&block) {
+                tracing::debug!(error = %e, "could not pre-verify a proposed block");
+            }
+        });
     }
 
     pub(super) fn on_block(&mut self, from: usize, b: &pb::Block) -> anyhow::Result<()> {
@@ -156,24 +188,7 @@ impl Driver {
                 return Ok(());
             }
         };
-        // Verify the signatures of transactions this member has not pooled
-        // (one batch) on a blocking thread, so that validating the block on
-        // the consensus task finds them checked (unless the engine waits for
-        // this block now: then validation checks them, batched, at once).
-        if let Some(c) = self
-            .blocks
-            .get(&id)
-            .filter(|_| !self.pending_validate.contains_key(&id))
-        {
-            if !c.block.txs.is_empty() && c.outcome.is_none() {
-                let (chain, block) = (self.chain.clone(), c.block.clone());
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = chain.preverify_block(&block) {
-                        tracing::debug!(error = %e, "could not pre-verify a proposed block");
-                    }
-                });
-            }
-        }
+        self.preverify(&id);
         if let Some(height) = self.pending_validate.remove(&id) {
             // None: answered later, when its Bitcoin checks end.
             if let Some(valid) = self.validate(height, &id) {
@@ -215,6 +230,46 @@ mod tests {
     use crate::peg_testing::{account, PegNode};
     use fedpeg_consensus::ValidatorIndex;
     use fedpeg_ledger::hash::Hash32;
+
+    /// A member that merely sends blocks gets no signature checks out of
+    /// this node: a block is pre-verified once a verified proposal names it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_block_a_verified_proposal_names_is_pre_verified() {
+        use crate::peg_testing::{consensus_key, funded_users, user_transfer};
+        use fedpeg_consensus::{ChainId, Round, SignedProposal};
+        let (proposer, follower) = (funded_users(), funded_users());
+        let txs: Vec<_> = (0..5).map(|n| user_transfer(&proposer, 1, n)).collect();
+        assert!(proposer.chain.submit_txs(txs).iter().all(|r| r.is_ok()));
+        let block = proposer.proposal(vec![]);
+        assert_eq!(block.txs.len(), 5);
+        let mut drv = follower.driver(None).await;
+        drv.on_block(3, &block.to_proto()).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            follower.chain.preverified_len(),
+            0,
+            "not named: not checked"
+        );
+        let height = block.header.height;
+        let who = drv.validators.proposer(height, Round(0));
+        let p = SignedProposal::sign(
+            &ChainId(follower.chain.spec.chain_id.0),
+            &consensus_key(who.0),
+            who,
+            height,
+            Round(0),
+            ValueId(block.hash().0),
+            None,
+        );
+        assert!(drv.on_proposal(p).is_some());
+        for _ in 0..100 {
+            if follower.chain.preverified_len() == 5 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{} pre-verified", follower.chain.preverified_len());
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_that_does_not_match_its_header_is_not_cached() {

@@ -177,6 +177,9 @@ pub struct Driver {
     peg_rx: mpsc::UnboundedReceiver<PegVerdict>,
     /// Permits for running peg checks ([`MAX_PEG_CHECKS`]).
     peg_checks: Arc<tokio::sync::Semaphore>,
+    /// One pre-verification of a proposed block's signatures at a time
+    /// ([`Driver::preverify`]).
+    preverifying: Arc<tokio::sync::Semaphore>,
     /// Longest a peg check may take before the block is refused.
     peg_check_bound: Duration,
     /// Pooled peg-out confirmations this member's bitcoind backed at the
@@ -341,6 +344,7 @@ impl Driver {
             peg_tx,
             peg_rx,
             peg_checks: Arc::new(tokio::sync::Semaphore::new(MAX_PEG_CHECKS)),
+            preverifying: Arc::new(tokio::sync::Semaphore::new(1)),
             peg_check_bound,
             backed_claims: Default::default(),
             claims_inflight: false,

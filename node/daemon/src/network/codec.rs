@@ -164,7 +164,7 @@ where
     io.flush().await
 }
 
-/// Codec of `/fedpeg/gossip/1`: a batch of gossip, acknowledged empty.
+/// Codec of `/fedpeg/gossip/2`: a batch of gossip, acknowledged empty.
 pub(crate) type GossipCodec = ProstCodec<pb::GossipBatch, ()>;
-/// Codec of `/fedpeg/sync/1`: a block range request and its blocks.
+/// Codec of `/fedpeg/sync/2`: a block range request and its blocks.
 pub(crate) type SyncCodec = ProstCodec<pb::SyncRequest, pb::SyncResponse>;

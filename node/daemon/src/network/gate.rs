@@ -5,7 +5,7 @@
 //! gossip behaviour is wrapped: on a connection to a genesis member the
 //! wrapper installs the real handler; on any other connection a
 //! [`dummy::ConnectionHandler`], which advertises no protocol. A non-member
-//! that asks for `/fedpeg/gossip/1` is answered "not supported" during
+//! that asks for `/fedpeg/gossip/2` is answered "not supported" during
 //! protocol negotiation: not one byte of its request is read, let alone
 //! decoded. The inner behaviour never hears of those connections.
 

@@ -8,13 +8,13 @@
 //! that serving sync never delays member gossip. Two request-response
 //! protocols carry length-prefixed protobuf:
 //!
-//! - `/fedpeg/gossip/1`: a [`pb::GossipBatch`] answered by an empty ack.
+//! - `/fedpeg/gossip/2`: a [`pb::GossipBatch`] answered by an empty ack.
 //!   Only genesis members can open it: on any other connection the protocol
 //!   is not offered ([`MembersOnly`]), so an outsider's request is refused
 //!   during protocol negotiation, unread. Each request travels on its own
 //!   substream, so batches to one peer may arrive out of order (consensus
 //!   tolerates reordering).
-//! - `/fedpeg/sync/1`: a [`pb::SyncRequest`] answered by a
+//! - `/fedpeg/sync/2`: a [`pb::SyncRequest`] answered by a
 //!   [`pb::SyncResponse`]. Anyone may ask; each peer has a few requests
 //!   outstanding at most, non-members are also rate limited per peer (token
 //!   bucket), and requests beyond either are dropped unanswered
@@ -69,9 +69,12 @@ use tracing::{debug, info, trace, warn};
 pub use libp2p::{Multiaddr, PeerId};
 
 /// Protocol name of member-to-member gossip.
-pub const GOSSIP_PROTOCOL: &str = "/fedpeg/gossip/1";
+/// Version 2: the ZIP-215 signature rule (a node of version 1 would refuse
+/// blocks that version 2 accepts, so the two must not exchange them; the
+/// change is made with a halt height, see deploy/README.md).
+pub const GOSSIP_PROTOCOL: &str = "/fedpeg/gossip/2";
 /// Protocol name of block sync.
-pub const SYNC_PROTOCOL: &str = "/fedpeg/sync/1";
+pub const SYNC_PROTOCOL: &str = "/fedpeg/sync/2";
 /// Default of [`NetworkConfig::max_observer_connections`].
 pub const DEFAULT_MAX_OBSERVER_CONNECTIONS: usize = 32;
 /// Default of [`NetworkConfig::max_message_bytes`] (16 MiB): a sync
@@ -190,12 +193,12 @@ impl NetworkConfig {
         }
     }
 
-    /// The codec of `/fedpeg/gossip/1` under this configuration.
+    /// The codec of `/fedpeg/gossip/2` under this configuration.
     fn gossip_codec(&self) -> GossipCodec {
         GossipCodec::new(self.max_gossip_bytes, MAX_ACK_BYTES, self.wire_limits())
     }
 
-    /// The codec of `/fedpeg/sync/1` under this configuration.
+    /// The codec of `/fedpeg/sync/2` under this configuration.
     fn sync_codec(&self) -> SyncCodec {
         SyncCodec::new(
             MAX_SYNC_REQUEST_BYTES,

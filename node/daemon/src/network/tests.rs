@@ -665,7 +665,7 @@ async fn a_restarted_member_is_redialed_and_gossip_flows_again() {
 }
 
 /// A bare libp2p client with a random identity (a non-member), speaking
-/// `/fedpeg/gossip/1` outbound only.
+/// `/fedpeg/gossip/2` outbound only.
 fn gossip_client() -> Swarm<request_response::Behaviour<GossipCodec>> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
