@@ -927,26 +927,8 @@ async fn a_member_whose_own_bitcoind_hangs_does_not_stall_the_federation() {
     let own = Bitcoind::start().unwrap_or_else(|e| panic!("bitcoind: {e}"));
     btc.mine(1).unwrap();
     relay_blocks(&btc, &own);
-    {
-        let m = &mut fed.members[3];
-        m.kill();
-        let at = m
-            .extra_args
-            .iter()
-            .position(|a| a == "--bitcoin-rpc-url")
-            .unwrap();
-        m.extra_args[at + 1] = own.rpc_url();
-        // Its block notifications come from its own node too, and hang
-        // with it.
-        let at = m
-            .extra_args
-            .iter()
-            .position(|a| a == "--bitcoin-zmq-block")
-            .unwrap();
-        m.extra_args[at + 1] = own.zmq_block_url();
-        m.spawn().unwrap();
-        chans[3] = m.connect().await.unwrap();
-    }
+    // Its block notifications come from its own node too, and hang with it.
+    use_own_bitcoind(&mut fed, &mut chans, 3, &own).await;
     let a = account(130);
     let addr = register(&fed, &chans, &a).await;
     let baseline = commit_interval(&fed, Duration::from_secs(4)).await;
