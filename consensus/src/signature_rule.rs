@@ -110,6 +110,40 @@ impl Batch {
     }
 }
 
+/// `k`'s signature on `msg` with a point of order 8 added to R (made with
+/// the secret: R = rB + T, s = r + H(R, A, msg) x): only the cofactored
+/// equation holds, so this rule accepts it and `verify_strict` does not.
+/// For tests of every call site (`sim` feature, never in a node build).
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+pub fn sign_with_torsion(k: &ed25519_dalek::SigningKey, msg: &[u8]) -> [u8; 64] {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    use sha2::Digest;
+    // A point of order 8.
+    const T: [u8; 32] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ];
+    let a = k.verifying_key().to_bytes();
+    let t = CompressedEdwardsY(T)
+        .decompress()
+        .expect("a constant point on the curve");
+    let r = curve25519_dalek::Scalar::from_bytes_mod_order([7u8; 32]);
+    let big_r = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + t).compress();
+    let h = sha2::Sha512::new()
+        .chain_update(big_r.as_bytes())
+        .chain_update(a)
+        .chain_update(msg)
+        .finalize();
+    let kk = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&h.into());
+    let s = r + kk * k.to_scalar();
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(big_r.as_bytes());
+    sig[32..].copy_from_slice(s.as_bytes());
+    sig
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,37 +235,52 @@ mod tests {
     /// cofactored equation holds. Accepted (ZIP-215), refused by verify_strict.
     #[test]
     fn torsion_in_r_passes_only_the_cofactored_equation() {
-        use curve25519_dalek::edwards::CompressedEdwardsY;
         let k = key(3);
         let a = k.verifying_key().to_bytes();
-        // Forge with the secret: pick r, R = rB + T (T order 8), s = r + kx.
-        // Easier: take the honest signature and add T to R, then the
-        // equation differs by T, which [8] kills; k changes with R_bytes,
-        // so re-sign with a nonce we control via the expanded key.
-        let t = CompressedEdwardsY(hex32(
-            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-        ))
-        .decompress()
-        .unwrap();
-        let x = k.to_scalar();
-        let r = curve25519_dalek::Scalar::from_bytes_mod_order([7u8; 32]);
-        let big_r = (curve25519_dalek::constants::ED25519_BASEPOINT_POINT * r + t).compress();
-        use sha2::Digest;
-        let h = sha2::Sha512::new()
-            .chain_update(big_r.as_bytes())
-            .chain_update(a)
-            .chain_update(b"torsion")
-            .finalize();
-        let kk = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&h.into());
-        let s = r + kk * x;
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(big_r.as_bytes());
-        sig[32..].copy_from_slice(s.as_bytes());
+        let sig = sign_with_torsion(&k, b"torsion");
         assert!(verify(&a, b"torsion", &sig));
         assert!(k
             .verifying_key()
             .verify_strict(b"torsion", &Signature::from_bytes(&sig))
             .is_err());
+    }
+
+    /// Every consensus call site uses this rule: a proposal, a vote and a
+    /// commit certificate whose signatures only ZIP-215 accepts verify (one
+    /// site left on verify_strict would refuse them, and members running
+    /// it would disagree with the others).
+    #[test]
+    fn every_consensus_message_takes_a_zip215_only_signature() {
+        use crate::{
+            ChainId, CommitCertificate, Height, Round, SignedProposal, SignedVote, ValidatorIndex,
+            ValidatorSet, ValueId, VoteKind,
+        };
+        let keys: Vec<SigningKey> = (10..14).map(key).collect();
+        let set =
+            ValidatorSet::from_keys(keys.iter().map(|k| k.verifying_key()).collect()).unwrap();
+        let chain = ChainId([5; 32]);
+        let (h, r, v) = (Height(7), Round(0), ValueId([9; 32]));
+        let who = set.proposer(h, r);
+        let mut p = SignedProposal::sign(&chain, &keys[who.as_usize()], who, h, r, v, None);
+        let msg = SignedProposal::sign_bytes(&chain, h, r, v, None);
+        p.signature = Signature::from_bytes(&sign_with_torsion(&keys[who.as_usize()], &msg));
+        assert!(p.verify(&chain, &set).is_ok());
+        let msg = SignedVote::sign_bytes(&chain, VoteKind::Precommit, h, r, Some(v));
+        let mut precommits = Vec::new();
+        for (i, k) in keys.iter().enumerate().take(3) {
+            let idx = ValidatorIndex(i as u32);
+            let mut vote = SignedVote::sign(&chain, k, idx, VoteKind::Precommit, h, r, Some(v));
+            vote.signature = Signature::from_bytes(&sign_with_torsion(k, &msg));
+            assert!(vote.verify(&chain, &set).is_ok(), "vote {i}");
+            precommits.push((idx, vote.signature));
+        }
+        let cert = CommitCertificate {
+            height: h,
+            round: r,
+            value_id: v,
+            precommits,
+        };
+        assert_eq!(cert.verify(&chain, &set), Ok(()));
     }
 
     #[test]

@@ -333,6 +333,24 @@ mod tests {
         )
     }
 
+    /// A member's federation transaction with a signature only the ZIP-215
+    /// rule accepts verifies (one rule for every signature).
+    #[test]
+    fn a_zip215_only_member_signature_is_valid() {
+        let keys: Vec<_> = (0..3).map(|i| member(i).verifying_key()).collect();
+        let mut tx = FederationTx::sign(
+            Hash32::ZERO,
+            MemberIndex(1),
+            &member(1),
+            FedTxKind::RegisterDepositAddress {
+                account: account(1),
+            },
+        );
+        tx.signature =
+            fedpeg_consensus::signature_rule::sign_with_torsion(&member(1), &tx.signing_bytes());
+        assert!(tx.verify(&keys));
+    }
+
     #[test]
     fn signature_binds_member_chain_and_account() {
         let keys: Vec<_> = (0..3).map(|i| member(i).verifying_key()).collect();

@@ -260,6 +260,27 @@ mod tests {
         SigningKey::from_bytes(&[seed; 32])
     }
 
+    /// A transfer whose signature only the ZIP-215 rule accepts (torsion
+    /// in R) verifies, single and batched: the mempool, the block check and
+    /// gossip all use the one rule (verify_strict would refuse it).
+    #[test]
+    fn a_zip215_only_signature_is_valid_single_and_batched() {
+        let mut tx = transfer(Hash32::ZERO, 0, 100);
+        tx.signature =
+            fedpeg_consensus::signature_rule::sign_with_torsion(&key(1), &tx.signing_bytes());
+        assert!(tx.verify_signature());
+        let honest = transfer(Hash32::ZERO, 1, 100);
+        assert_eq!(
+            verify_batch([&tx, &honest], &mut rand010::rng()),
+            vec![true, true]
+        );
+        let strict = key(1).verifying_key().verify_strict(
+            &tx.signing_bytes(),
+            &ed25519_dalek::Signature::from_bytes(&tx.signature),
+        );
+        assert!(strict.is_err(), "the case verify_strict refuses");
+    }
+
     fn transfer(chain: Hash32, nonce: u64, amount: u64) -> Transaction {
         let to = AccountId(key(2).verifying_key().to_bytes());
         Transaction::sign(
