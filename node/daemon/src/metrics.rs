@@ -47,6 +47,13 @@ pub fn render(s: &Sources) -> String {
             st.fee_rate(params),
         )
     });
+    // How long the oldest free UTXO is past the age at which the rollover
+    // should have moved it (0 when none is, or without an emergency branch).
+    let rollover_overdue_ms = s.chain.with_state(|st| {
+        let after = params.rollover_after_ms?;
+        let oldest = st.utxos.values().map(|u| u.created_ms).min()?;
+        Some(st.tip_time_ms.saturating_sub(oldest.saturating_add(after)))
+    });
     // The version is built in (crate version + git commit, see
     // `build_info`): hex, digits, dots and `+` only, nothing to escape.
     let _ = writeln!(
@@ -217,6 +224,13 @@ pub fn render(s: &Sources) -> String {
         "gauge",
         "Agreed Bitcoin fee rate.",
         fee_rate.0,
+    );
+    metric(
+        &mut o,
+        "fedpeg_rollover_overdue_seconds",
+        "gauge",
+        "How long the oldest free federation UTXO is past its timelock rollover (block time; 0 when none is or without an emergency branch).",
+        rollover_overdue_ms.unwrap_or(0) / 1000,
     );
     if let Some(w) = &s.watcher {
         metric(
