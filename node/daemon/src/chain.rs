@@ -465,45 +465,12 @@ impl Chain {
         }
     }
 
-    /// Verifies and pools a decoded transaction (without gossiping it).
+    /// Verifies and pools a decoded transaction (without gossiping it):
+    /// [`Chain::submit_txs`] for one.
     pub fn submit_tx(&self, tx: Transaction) -> Result<TxId, SubmitError> {
-        use fedpeg_ledger::TxError;
-        if tx.chain_id != self.params.chain_id {
-            return Err(AdmitError::Tx(TxError::WrongChain {
-                expected: self.params.chain_id,
-                got: tx.chain_id,
-            })
-            .into());
-        }
-        // Cheap checks first: a duplicate, stale or unaffordable transaction
-        // (common when gossip arrives after the block) costs no signature check.
-        {
-            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-            let pool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.contains_exact(&tx) {
-                return Ok(tx.id());
-            }
-            pool.precheck(
-                &tx,
-                state.account(&tx.sender),
-                &self.params,
-                state.pegout_quote_rate(&self.params, state.tip_time_ms),
-            )
-            .map_err(AdmitError::Tx)?;
-        }
-        // Verify outside any lock: it is the expensive part.
-        if !tx.verify_signature() {
-            return Err(AdmitError::Tx(TxError::BadSignature).into());
-        }
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let finalized = state.account(&tx.sender);
-        let mut pool = self.mempool.lock().unwrap_or_else(|p| p.into_inner());
-        let rate = state.pegout_quote_rate(&self.params, state.tip_time_ms);
-        let id = pool.admit(tx, finalized, &self.params, rate)?;
-        drop(pool);
-        drop(state);
-        self.pending.notify_one();
-        Ok(id)
+        self.submit_txs(vec![tx])
+            .pop()
+            .unwrap_or(Err(SubmitError::Internal))
     }
 
     /// Finalized and effective views of an account.

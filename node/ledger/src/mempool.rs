@@ -67,34 +67,18 @@ impl Mempool {
         self.txs.contains_key(id)
     }
 
-    /// True if exactly this transaction (same id and signature) is pooled.
-    pub fn contains_exact(&self, tx: &Transaction) -> bool {
-        self.contains_signed(&tx.id(), &tx.signature)
-    }
-
-    /// [`Mempool::contains_exact`] for a caller that has the id already
-    /// (an id is a hash of the transaction: worth computing once).
+    /// True if exactly this transaction (same id `id` and signature) is
+    /// pooled; the caller passes the id (a hash: worth computing once).
     pub fn contains_signed(&self, id: &TxId, signature: &[u8; 64]) -> bool {
         self.txs
             .get(id)
             .is_some_and(|(t, _)| t.signature == *signature)
     }
 
-    /// Checks everything but the signature against the sender's effective
-    /// account (finalized state plus pooled transactions).
-    pub fn precheck(
-        &self,
-        tx: &Transaction,
-        finalized: Account,
-        params: &LedgerParams,
-        fee_rate: FeeRate,
-    ) -> Result<(), TxError> {
-        let view = self.effective_account(finalized, &tx.sender);
-        check_tx(params, fee_rate, view, tx, &Verified).map(|_| ())
-    }
-
-    /// [`Mempool::precheck`] for transactions submitted together, in order:
-    /// each sees the pool plus the earlier ones of the sequence that passed,
+    /// Checks everything but the signatures of transactions submitted
+    /// together, in order, against each sender's effective account
+    /// (finalized state plus pooled transactions): each sees the pool plus
+    /// the earlier ones of the sequence that passed,
     /// so one sender may submit consecutive nonces in one request.
     /// `finalized` gives an account's finalized state.
     pub fn precheck_seq<'a>(
