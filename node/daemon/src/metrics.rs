@@ -50,9 +50,7 @@ pub fn render(s: &Sources) -> String {
     // How long the oldest free UTXO is past the age at which the rollover
     // should have moved it (0 when none is, or without an emergency branch).
     let rollover_overdue_ms = s.chain.with_state(|st| {
-        let after = params.rollover_after_ms?;
-        let oldest = st.utxos.values().map(|u| u.created_ms).min()?;
-        Some(st.tip_time_ms.saturating_sub(oldest.saturating_add(after)))
+        fedpeg_ledger::rollover::oldest(st, params).map(|(_, at)| st.tip_time_ms.saturating_sub(at))
     });
     // The version is built in (crate version + git commit, see
     // `build_info`): hex, digits, dots and `+` only, nothing to escape.

@@ -159,19 +159,12 @@ fn oldest_utxo(
     s: &fedpeg_ledger::State,
     params: &fedpeg_ledger::LedgerParams,
 ) -> pb::GetReservesResponse {
-    let (Some(after), Some((o, u))) = (
-        params.rollover_after_ms,
-        s.utxos.iter().min_by_key(|(o, u)| (u.created_ms, **o)),
-    ) else {
+    let Some((o, at)) = fedpeg_ledger::rollover::oldest(s, params) else {
         return pb::GetReservesResponse::default();
     };
     pb::GetReservesResponse {
         oldest_utxo: o.to_string(),
-        oldest_utxo_rollover_in_ms: Some(
-            u.created_ms
-                .saturating_add(after)
-                .saturating_sub(s.tip_time_ms),
-        ),
+        oldest_utxo_rollover_in_ms: Some(at.saturating_sub(s.tip_time_ms)),
         ..Default::default()
     }
 }

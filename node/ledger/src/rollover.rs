@@ -68,6 +68,15 @@ pub(crate) fn stamp_new_utxos(o: &mut Overlay<'_>, time_ms: u64) {
     }
 }
 
+/// The oldest free UTXO of `s` (ties by outpoint) and the block time (ms)
+/// at which the rollover takes it; None without an emergency branch or
+/// without UTXOs.
+pub fn oldest(s: &crate::State, params: &LedgerParams) -> Option<(OutPoint, u64)> {
+    let after = params.rollover_after_ms?;
+    let (o, u) = s.utxos.iter().min_by_key(|(o, u)| (u.created_ms, **o))?;
+    Some((*o, u.created_ms.saturating_add(after)))
+}
+
 /// The available UTXOs due for rollover at `time_ms`, oldest first (ties by
 /// outpoint); empty without an emergency branch.
 pub(crate) fn due(
