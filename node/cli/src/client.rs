@@ -30,6 +30,23 @@ pub fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{what}: {code}: {}", s.message())
 }
 
+/// Reads the operator's admin token from `path` (`--admin-token`), before
+/// anything is sent.
+pub fn load_admin_token(path: &std::path::Path) -> anyhow::Result<String> {
+    fedpeg_keys::load_admin_token(path)
+        .with_context(|| "--admin-token (the node's <data-dir>/admin.token)")
+}
+
+/// `msg` as an admin call: with `authorization: Bearer <token>`.
+pub fn admin_request<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut req = tonic::Request::new(msg);
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .context("admin token is not valid header text")?;
+    req.metadata_mut().insert("authorization", bearer);
+    Ok(req)
+}
+
 impl Client {
     /// Connects to the node at `url`, or says how to point at one.
     pub async fn connect(url: &str) -> anyhow::Result<Client> {

@@ -2,13 +2,12 @@
 //! (all open ones, or the outpoints given) so the member signs peg-outs
 //! again. An admin call: it sends the node's admin token.
 
-use anyhow::Context as _;
 use fedpeg_proto::v1 as pb;
 use serde_json::json;
 use std::path::Path;
 
 use super::Context;
-use crate::client::status_error;
+use crate::client::{admin_request, load_admin_token, status_error};
 use crate::report::Report;
 
 /// Acknowledges `outpoints` (every open alert when empty).
@@ -17,21 +16,19 @@ pub async fn run(
     admin_token: &Path,
     outpoints: &[String],
 ) -> anyhow::Result<Report> {
-    let token = fedpeg_keys::load_admin_token(admin_token)
-        .with_context(|| "--admin-token (the node's <data-dir>/admin.token)")?;
+    let token = load_admin_token(admin_token)?;
     let c = ctx.connect().await?;
     let outpoints = if outpoints.is_empty() {
         c.status().await?.deep_reorg_alerts
     } else {
         outpoints.to_vec()
     };
-    let mut req = tonic::Request::new(pb::AcknowledgeAlertsRequest {
-        outpoints: outpoints.clone(),
-    });
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .context("admin token is not valid header text")?;
-    req.metadata_mut().insert("authorization", bearer);
+    let req = admin_request(
+        &token,
+        pb::AcknowledgeAlertsRequest {
+            outpoints: outpoints.clone(),
+        },
+    )?;
     let r = c
         .node()
         .acknowledge_alerts(req)
