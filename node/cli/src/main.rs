@@ -119,6 +119,12 @@ enum Command {
         /// Alerts to acknowledge ("txid:vout"); default: every open one.
         outpoints: Vec<String>,
     },
+    /// Operator: the federation's member set by epoch, and the votes that
+    /// change it (show, propose, approve).
+    Federation {
+        #[command(subcommand)]
+        command: FederationCommand,
+    },
     /// Show the Bitcoin deposit address of an account (default: the wallet's)
     /// and wait until every member watches it.
     Pegin {
@@ -177,6 +183,96 @@ enum Command {
     },
 }
 
+/// `fedpeg federation` subcommands.
+#[derive(Subcommand)]
+enum FederationCommand {
+    /// Show every epoch's members and thresholds, an adopted change waiting
+    /// for its height, and the changes being voted on.
+    ///
+    /// Each epoch lists its members (name, consensus key, peg key, p2p
+    /// address), its peg threshold m of n and the consensus quorum; an
+    /// adopted epoch says at which height it activates and in how many
+    /// blocks; each pending change shows its id (what `fedpeg federation
+    /// approve` takes), what it changes from the epoch in force, its voters
+    /// and votes/needed. A change needs a quorum (2f+1) of the members in
+    /// force voting for it, at least 10 blocks before its activation height.
+    Show,
+    /// Propose a change of the member set and vote for it with this
+    /// member's key.
+    ///
+    /// Starts from the epoch in force and applies the edits in a fixed
+    /// order: removals, then additions (appended), then key and address
+    /// changes, then the threshold; shows the resulting set and the
+    /// difference, and signs this member's vote. The change is adopted once
+    /// a quorum (2f+1) of the members in force vote for it (the other
+    /// operators run the `fedpeg federation approve` command printed at
+    /// the end) at least 10 blocks before its activation height, from which
+    /// height the new set decides blocks; each new member must by then run
+    /// `fedpegd run --genesis <the chain's genesis.json> --key <its own key
+    /// file>` so that it has caught up. Refused while an adopted change
+    /// waits for its activation.
+    Propose(Box<ProposeArgs>),
+    /// Vote for a pending change, exactly as proposed, with this member's
+    /// key.
+    ///
+    /// Finds CHANGE_ID among the pending changes (`fedpeg federation
+    /// show`), shows what it changes and votes for it. Once a quorum (2f+1)
+    /// of the members in force have voted it is adopted and takes effect at
+    /// its activation height; a change whose height is less than 11 blocks
+    /// away can no longer be adopted and must be proposed again. New
+    /// members must be running `fedpegd run --genesis <the chain's
+    /// genesis.json> --key <their own key file>` before that height.
+    Approve {
+        /// The node's admin token file (default location: <data-dir>/admin.token).
+        #[arg(long, value_name = "FILE")]
+        admin_token: PathBuf,
+        /// The pending change's id (hex, from `fedpeg federation show`).
+        change_id: String,
+    },
+}
+
+/// Flags of `fedpeg federation propose`.
+#[derive(clap::Args)]
+struct ProposeArgs {
+    /// The node's admin token file (default location: <data-dir>/admin.token).
+    #[arg(long, value_name = "FILE")]
+    admin_token: PathBuf,
+    /// Add a member: the public info file its operator wrote with `fedpegd
+    /// keygen --out KEY --name NAME --p2p-address MULTIADDR --public-out
+    /// FILE` (a genesis members[] entry: name, consensus_key, peg_key,
+    /// p2p_address); repeatable.
+    #[arg(long = "add-member", value_name = "FILE")]
+    add_members: Vec<PathBuf>,
+    /// Remove the member NAME; repeatable.
+    #[arg(long = "remove-member", value_name = "NAME")]
+    remove_members: Vec<String>,
+    /// Give member NAME a new ed25519 consensus key (64 hex); repeatable.
+    #[arg(long = "set-consensus-key", value_name = "NAME=HEX")]
+    set_consensus_keys: Vec<String>,
+    /// Give member NAME a new secp256k1 peg key (66 hex, compressed); repeatable.
+    #[arg(long = "set-peg-key", value_name = "NAME=HEX")]
+    set_peg_keys: Vec<String>,
+    /// Give member NAME a new libp2p address; repeatable.
+    #[arg(long = "set-p2p-address", value_name = "NAME=MULTIADDR")]
+    set_p2p_addresses: Vec<String>,
+    /// Peg multisig threshold m of the new set (default: the one in force;
+    /// it must satisfy f < m <= n - f).
+    #[arg(long, value_name = "M")]
+    peg_threshold: Option<u32>,
+    /// First height the new set decides (at least 11 above the node's height).
+    #[arg(long, value_name = "H")]
+    activation_height: Option<u64>,
+    /// Activate this many blocks above the node's height; the others must
+    /// approve within BLOCKS - 10 blocks.
+    #[arg(
+        long,
+        value_name = "BLOCKS",
+        default_value_t = 20,
+        conflicts_with = "activation_height"
+    )]
+    activate_in: u64,
+}
+
 /// Flags of `fedpeg recover`.
 #[derive(clap::Args)]
 struct RecoverArgs {
@@ -222,6 +318,37 @@ struct RecoverArgs {
     /// Needs --to: it signs only a sweep that pays that address alone.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["accounts", "accounts_from_node"])]
     psbt_in: Option<PathBuf>,
+}
+
+async fn federation(
+    ctx: &Context<'_>,
+    out: &mut Printer,
+    command: &FederationCommand,
+) -> anyhow::Result<Report> {
+    use cmd::federation::{approve, propose, show, EditFlags};
+    match command {
+        FederationCommand::Show => show::run(ctx).await,
+        FederationCommand::Propose(a) => {
+            let args = propose::Args {
+                admin_token: &a.admin_token,
+                edits: EditFlags {
+                    add_members: &a.add_members,
+                    remove_members: &a.remove_members,
+                    set_consensus_keys: &a.set_consensus_keys,
+                    set_peg_keys: &a.set_peg_keys,
+                    set_p2p_addresses: &a.set_p2p_addresses,
+                    peg_threshold: a.peg_threshold,
+                },
+                activation_height: a.activation_height,
+                activate_in: a.activate_in,
+            };
+            propose::run(ctx, out, &args).await
+        }
+        FederationCommand::Approve {
+            admin_token,
+            change_id,
+        } => approve::run(ctx, out, admin_token, change_id).await,
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -282,6 +409,7 @@ async fn dispatch(cli: &Cli, out: &mut Printer) -> anyhow::Result<Report> {
             admin_token,
             outpoints,
         } => cmd::acknowledge_alerts::run(&ctx, admin_token, outpoints).await,
+        Command::Federation { command } => federation(&ctx, out, command).await,
         Command::Pegin {
             account,
             timeout_secs,

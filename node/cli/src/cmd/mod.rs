@@ -7,6 +7,7 @@ pub mod acknowledge_alerts;
 pub mod address;
 pub mod balance;
 pub mod block;
+pub mod federation;
 pub mod health;
 pub mod keygen;
 pub mod pegin;
