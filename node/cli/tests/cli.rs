@@ -566,3 +566,301 @@ fn recover_refuses_bad_input_with_clear_errors() {
         text(&out.stderr)
     );
 }
+
+/// An admin token file in `dir`, as fedpegd creates it; returns its path
+/// and the token.
+fn admin_token(dir: &TempDir) -> (String, String) {
+    let path = dir.path("admin.token");
+    let token = fedpeg_keys::load_or_create_admin_token(&path).unwrap();
+    (path.to_str().unwrap().to_string(), token)
+}
+
+/// A new member's public info file, as `fedpegd keygen --public-out`
+/// writes it; returns its path and the member it describes.
+fn member_file(dir: &TempDir, name: &str) -> (String, fedpeg_ledger::genesis::MemberInfo) {
+    let keys = fedpeg_keys::create_member_keys(&dir.path(&format!("{name}.key")), name).unwrap();
+    let info = keys.public_info("/ip4/10.0.0.9/tcp/30001");
+    let path = dir.path(&format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&info).unwrap() + "\n").unwrap();
+    (path.to_str().unwrap().to_string(), info)
+}
+
+/// `fedpeg federation SUB --admin-token TOKEN ARGS...` against `node`.
+fn federation_vote(node: &str, sub: &str, token: &str, args: &[&str]) -> Output {
+    run(fedpeg(node)
+        .args(["federation", sub, "--admin-token", token])
+        .args(args))
+}
+
+#[test]
+fn federation_show_lists_every_epoch_and_what_a_pending_change_does() {
+    let node = fake_node::start();
+    let o = run(fedpeg(&node).args(["federation", "show"]));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let m4 = fake_node::epoch_member(4);
+    let want = [
+        "height 3; epoch 1 in force".to_string(),
+        "epoch 0 (past): genesis, in force from height 0 to 1; peg 2 of 4, quorum 3 of 4".into(),
+        "epoch 1 (in force): adopted at height 1, in force from height 2; peg 2 of 4, quorum 3 of 4".into(),
+        format!(
+            "  m2           consensus {} peg 02{} /ip4/10.0.0.2/tcp/30002",
+            "12".repeat(32),
+            "22".repeat(32)
+        ),
+        format!(
+            "pending change {}: 1/3 votes (m1); activates at height 40, in 37 blocks",
+            fake_node::PENDING_CHANGE_ID
+        ),
+        format!(
+            "  + m4           consensus {} peg {} {}",
+            hex::encode(&m4.consensus_key),
+            hex::encode(&m4.peg_key),
+            m4.p2p_address
+        ),
+        "  - m3".into(),
+        "  ~ peg threshold 2 of 4 -> 3 of 4".into(),
+    ];
+    for line in &want {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+    }
+
+    let o = run(fedpeg(&node).args(["federation", "show", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["epoch"], 1);
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(v["epochs"][0]["state"], "past");
+    assert_eq!(v["epochs"][1]["state"], "in_force");
+    assert_eq!(
+        v["epochs"][1]["members"][2]["p2p_address"],
+        "/ip4/10.0.0.2/tcp/30002"
+    );
+    assert_eq!(
+        v["epochs"][1]["members"][0]["consensus_key"],
+        "10".repeat(32)
+    );
+    let p = &v["pending_changes"][0];
+    assert_eq!(p["change_id"], fake_node::PENDING_CHANGE_ID);
+    assert_eq!(
+        (p["votes"].as_u64(), p["needed"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(p["voters"], serde_json::json!(["m1"]));
+    assert_eq!(p["change"]["activation_height"], 40);
+    assert_eq!(p["diff"]["added"][0]["name"], "m4");
+    assert_eq!(p["diff"]["removed"], serde_json::json!(["m3"]));
+    assert_eq!(p["diff"]["peg_threshold"]["to"], 3);
+}
+
+#[test]
+fn federation_show_says_when_an_adopted_epoch_activates() {
+    let node = fake_node::start_with(fake_node::Federation::AdoptedWaiting);
+    let o = run(fedpeg(&node.url).args(["federation", "show"]));
+    let out = text(&o.stdout);
+    let line = "epoch 2 (adopted): adopted at height 3, activates at height 14, in 11 blocks; peg 3 of 4, quorum 3 of 4";
+    assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+    assert!(out.lines().any(|l| l == "    - m3"), "{out}");
+    assert!(out.lines().any(|l| l == "no pending changes"), "{out}");
+}
+
+#[test]
+fn federation_propose_sends_the_edited_set_with_the_admin_token() {
+    let dir = TempDir::new("propose");
+    let (token_file, token) = admin_token(&dir);
+    let (m9_file, m9) = member_file(&dir, "m9");
+    let node = fake_node::start_with(fake_node::Federation::ChangePending);
+    let o = federation_vote(
+        &node.url,
+        "propose",
+        &token_file,
+        &["--add-member", &m9_file, "--remove-member", "m0"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let votes = node.votes();
+    assert_eq!(votes.len(), 1);
+    assert_eq!(votes[0].authorization, Some(format!("Bearer {token}")));
+    let mut members = fake_node::epoch1_members();
+    members.remove(0);
+    members.push(fedpeg_proto::v1::EpochMember {
+        name: "m9".into(),
+        consensus_key: hex::decode(&m9.consensus_key).unwrap(),
+        peg_key: hex::decode(&m9.peg_key).unwrap(),
+        p2p_address: m9.p2p_address.clone(),
+    });
+    let want = fedpeg_proto::v1::FederationChange {
+        members,
+        peg_threshold: 2,
+        // The node's height (3) + the default --activate-in 20.
+        activation_height: 23,
+    };
+    assert_eq!(votes[0].change, Some(want));
+    let out = text(&o.stdout);
+    for line in [
+        "proposed epoch 2: activates at height 23, in 20 blocks; peg 2 of 4",
+        "  - m0",
+        &format!(
+            "voted for change {} (transaction {})",
+            fake_node::VOTED_CHANGE_ID,
+            fake_node::TXID
+        ),
+        &format!(
+            "  fedpeg federation approve --admin-token <data-dir>/admin.token {}",
+            fake_node::VOTED_CHANGE_ID
+        ),
+    ] {
+        assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+    }
+    assert!(
+        out.contains(&format!("  + m9           consensus {}", m9.consensus_key)),
+        "{out}"
+    );
+}
+
+#[test]
+fn federation_approve_votes_the_pending_change_exactly() {
+    let dir = TempDir::new("approve");
+    let (token_file, _) = admin_token(&dir);
+    let node = fake_node::start_with(fake_node::Federation::ChangePending);
+    let o = federation_vote(
+        &node.url,
+        "approve",
+        &token_file,
+        &[fake_node::PENDING_CHANGE_ID],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(node.votes()[0].change, Some(fake_node::pending_change()));
+    let last = text(&o.stdout).lines().last().unwrap().to_string();
+    assert_eq!(
+        last,
+        format!(
+            "voted for change {} (transaction {}); 2/3 votes with this one",
+            fake_node::PENDING_CHANGE_ID,
+            fake_node::TXID
+        )
+    );
+}
+
+#[test]
+fn federation_approve_of_an_unknown_id_lists_the_pending_ids_and_sends_nothing() {
+    let dir = TempDir::new("approve-unknown");
+    let (token_file, _) = admin_token(&dir);
+    let node = fake_node::start_with(fake_node::Federation::ChangePending);
+    let o = federation_vote(&node.url, "approve", &token_file, &["beef"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "error: no pending change beef; pending: {}\n",
+            fake_node::PENDING_CHANGE_ID
+        )
+    );
+    assert!(node.votes().is_empty());
+}
+
+/// Bad input to `fedpeg federation propose` is refused with a message that
+/// says what is wrong, and no vote reaches the node.
+#[test]
+fn federation_propose_refuses_bad_input_and_sends_nothing() {
+    let dir = TempDir::new("propose-bad");
+    let (token_file, _) = admin_token(&dir);
+    let (m9_file, _) = member_file(&dir, "m9");
+    std::fs::write(dir.path("genesis-ish.json"), "{\"chain_name\": \"x\"}").unwrap();
+    let not_member = dir.path("genesis-ish.json");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--set-peg-key", "m1=zz"],
+            "--set-peg-key m1: 'zz' is not a compressed secp256k1 peg public key (66 hex characters)",
+        ),
+        (
+            vec!["--remove-member", "m7"],
+            "--remove-member m7: no member 'm7' in epoch 1 after the removals and additions (members: m0, m1, m2, m3)",
+        ),
+        (vec![], "nothing to propose"),
+        (
+            vec!["--add-member", not_member.to_str().unwrap()],
+            "is not a member public info file",
+        ),
+        (
+            vec!["--add-member", &m9_file, "--add-member", &m9_file],
+            "a member named 'm9' is already in epoch 1",
+        ),
+        (
+            vec!["--remove-member", "m0", "--activate-in", "5"],
+            "--activate-in 5 is too soon: the node is at height 3",
+        ),
+        (vec!["--peg-threshold", "4"], "--peg-threshold 4 is unsafe for 4 members"),
+    ];
+    let node = fake_node::start_with(fake_node::Federation::ChangePending);
+    for (args, want) in &cases {
+        let o = federation_vote(&node.url, "propose", &token_file, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = text(&o.stderr);
+        assert!(
+            err.starts_with("error: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    // A missing token file, and a change while an adopted one waits.
+    let o = federation_vote(
+        &node.url,
+        "propose",
+        dir.path("none.token").to_str().unwrap(),
+        &["--remove-member", "m0"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with("error: --admin-token (the node's <data-dir>/admin.token)"),
+        "{err}"
+    );
+    assert!(node.votes().is_empty(), "{:?}", node.votes());
+    let waiting = fake_node::start_with(fake_node::Federation::AdoptedWaiting);
+    let o = federation_vote(
+        &waiting.url,
+        "propose",
+        &token_file,
+        &["--remove-member", "m0"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("epoch 2 was adopted at height 3 and activates at height 14 (in 11 blocks); no other change can be voted until then"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(waiting.votes().is_empty());
+}
+
+#[test]
+fn federation_propose_prints_the_nodes_refusal_and_exits_1() {
+    let dir = TempDir::new("propose-refused");
+    let (token_file, _) = admin_token(&dir);
+    let node = fake_node::start_with(fake_node::Federation::ChangePending);
+    let height = fake_node::REFUSED_ACTIVATION.to_string();
+    let o = federation_vote(
+        &node.url,
+        "propose",
+        &token_file,
+        &["--remove-member", "m0", "--activation-height", &height],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "error: federation propose: refused: an adopted change waits for its activation at height 30\n"
+    );
+    assert_eq!(node.votes().len(), 1, "the vote was sent and refused");
+    // --activation-height and --activate-in together: a usage error.
+    let o = federation_vote(
+        &node.url,
+        "propose",
+        &token_file,
+        &[
+            "--remove-member",
+            "m0",
+            "--activation-height",
+            "50",
+            "--activate-in",
+            "30",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -2,10 +2,12 @@
 //! so the `fedpeg` binary can be tested without fedpegd, RocksDB or
 //! bitcoind. The feeds never end: a test decides when to stop reading.
 //! Follow-up calls (a transaction becoming final, a peg-out or deposit
-//! moving on) advance one step per call.
+//! moving on) advance one step per call. Federation votes are recorded for
+//! the test to read ([`FakeNode::votes`]).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use fedpeg_proto::v1 as pb;
 use fedpeg_proto::v1::{
@@ -27,17 +29,72 @@ pub const ALICE: &str = "fprt1alice";
 type Feed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 type Answer<T> = Result<Response<T>, Status>;
 
-/// Counts calls to the methods that answer differently over time.
+/// Id of the fake's pending federation change.
+pub const PENDING_CHANGE_ID: &str =
+    "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4";
+/// Id the fake gives a change it accepts a vote for.
+pub const VOTED_CHANGE_ID: &str =
+    "d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5";
+/// The fake refuses (FAILED_PRECONDITION) a change activating at this height.
+pub const REFUSED_ACTIVATION: u64 = 999;
+
+/// The federation the fake shows. Both have the genesis epoch and epoch 1
+/// in force (its heights need not obey the 10-block rule: the CLI only
+/// shows them).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub enum Federation {
+    /// One change pending: m3 out, m4 in, peg 3 of 4; voted by m1.
+    #[default]
+    ChangePending,
+    /// That change adopted at height 3 as epoch 2, activating at 14.
+    AdoptedWaiting,
+}
+
+/// A `VoteFederationChange` call as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Vote {
+    /// The `authorization` metadata, if any.
+    pub authorization: Option<String>,
+    pub change: Option<pb::FederationChange>,
+}
+
+/// Counts calls to the methods that answer differently over time, and
+/// records the votes.
 #[derive(Default)]
 struct Fake {
     tx_polls: AtomicUsize,
     pegout_polls: AtomicUsize,
     pegin_polls: AtomicUsize,
+    federation: Federation,
+    votes: Mutex<Vec<Vote>>,
+}
+
+/// A running fake node.
+pub struct FakeNode {
+    pub url: String,
+    fake: Arc<Fake>,
+}
+
+impl FakeNode {
+    /// The votes it received, in order.
+    pub fn votes(&self) -> Vec<Vote> {
+        self.fake.votes.lock().unwrap().clone()
+    }
 }
 
 /// Starts a fake node on a free loopback port, on its own thread; returns
 /// its URL. It lives until the test process ends.
 pub fn start() -> String {
+    start_with(Federation::default()).url
+}
+
+/// Starts a fake node showing `federation`.
+pub fn start_with(federation: Federation) -> FakeNode {
+    let fake = Arc::new(Fake {
+        federation,
+        ..Fake::default()
+    });
+    let served = fake.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -48,7 +105,7 @@ pub fn start() -> String {
             .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let fake = std::sync::Arc::new(Fake::default());
+            let fake = served;
             // grpc.health.v1: the node serves; one service says it does not.
             let (health, health_service) = tonic_health::server::health_reporter();
             health
@@ -68,7 +125,7 @@ pub fn start() -> String {
                 .unwrap();
         });
     });
-    url
+    FakeNode { url, fake }
 }
 
 /// The next step of a sequence polled by a client, staying on the last.
@@ -319,6 +376,87 @@ impl NodeService for Fake {
     async fn backup(&self, _: Request<pb::BackupRequest>) -> Answer<pb::BackupResponse> {
         Err(Status::unimplemented("fake"))
     }
+
+    /// Records the vote; refuses a change activating at
+    /// [`REFUSED_ACTIVATION`], accepts any other as [`VOTED_CHANGE_ID`] (or
+    /// the pending change's id when it is that change).
+    async fn vote_federation_change(
+        &self,
+        r: Request<pb::VoteFederationChangeRequest>,
+    ) -> Answer<pb::VoteFederationChangeResponse> {
+        let authorization = r
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let change = r.into_inner().change;
+        self.votes.lock().unwrap().push(Vote {
+            authorization,
+            change: change.clone(),
+        });
+        let change = change.unwrap_or_default();
+        if change.activation_height == REFUSED_ACTIVATION {
+            return Err(Status::failed_precondition(
+                "an adopted change waits for its activation at height 30",
+            ));
+        }
+        let change_id = match change == pending_change() {
+            true => PENDING_CHANGE_ID,
+            false => VOTED_CHANGE_ID,
+        };
+        Ok(Response::new(pb::VoteFederationChangeResponse {
+            change_id: change_id.into(),
+            tx_id: TXID.into(),
+        }))
+    }
+}
+
+/// Member `i` of the fake federation (keys are not real points: the CLI
+/// checks only the keys an operator types).
+pub fn epoch_member(i: u8) -> pb::EpochMember {
+    pb::EpochMember {
+        name: format!("m{i}"),
+        consensus_key: vec![0x10 + i; 32],
+        peg_key: [vec![2], vec![0x20 + i; 32]].concat(),
+        p2p_address: format!("/ip4/127.0.0.1/tcp/3000{i}"),
+    }
+}
+
+/// The members of epoch 1: genesis's, with m2 at a new address.
+pub fn epoch1_members() -> Vec<pb::EpochMember> {
+    let mut members: Vec<_> = (0..4).map(epoch_member).collect();
+    members[2].p2p_address = "/ip4/10.0.0.2/tcp/30002".into();
+    members
+}
+
+/// The pending change: m3 out, m4 in, peg 3 of 4, at height 40.
+pub fn pending_change() -> pb::FederationChange {
+    let mut members = epoch1_members();
+    members[3] = epoch_member(4);
+    pb::FederationChange {
+        members,
+        peg_threshold: 3,
+        activation_height: 40,
+    }
+}
+
+fn epochs(federation: Federation) -> Vec<pb::EpochView> {
+    let epoch = |number, adopted_height, activation_height, members, peg_threshold| pb::EpochView {
+        number,
+        activation_height,
+        adopted_height,
+        members,
+        peg_threshold,
+        consensus_quorum: 3,
+    };
+    let mut epochs = vec![
+        epoch(0, 0, 0, (0..4).map(epoch_member).collect(), 2),
+        epoch(1, 1, 2, epoch1_members(), 2),
+    ];
+    if federation == Federation::AdoptedWaiting {
+        epochs.push(epoch(2, 3, 14, pending_change().members, 3));
+    }
+    epochs
 }
 
 #[tonic::async_trait]
@@ -546,6 +684,17 @@ impl FederationService for Fake {
             peg_descriptor: "wsh(multi(2,...))".into(),
             reserves: Some(reserves()),
             bitcoin_tip_height: 150,
+            epoch: 1,
+            epochs: epochs(self.federation),
+            pending_changes: match self.federation {
+                Federation::ChangePending => vec![pb::PendingFederationChange {
+                    change_id: PENDING_CHANGE_ID.into(),
+                    change: Some(pending_change()),
+                    voters: vec!["m1".into()],
+                    needed: 3,
+                }],
+                Federation::AdoptedWaiting => vec![],
+            },
             ..Default::default()
         }))
     }
