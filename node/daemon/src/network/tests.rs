@@ -1260,10 +1260,9 @@ async fn a_new_member_list_admits_a_new_member_and_demotes_a_removed_one() {
     // A = 0 and B = 1 are members; C has a member's key but is in no list yet.
     let (secrets, all) = federation(3);
     let peer = |i: usize| all[i].peer_id;
-    // One observer slot at A: C holds it until it becomes a member, then
-    // it is free for B once B is removed.
+    // Two observer slots at A: C holds one until it becomes a member.
     let mut a_cfg = member_config(&secrets, &all[..2], 0);
-    a_cfg.max_observer_connections = 1;
+    a_cfg.max_observer_connections = 2;
     let (a, mut a_rx) = start(a_cfg).await;
     let (b, mut b_rx) = start(member_config(&secrets, &all[..2], 1)).await;
     let (c, mut c_rx) = start(NetworkConfig::new(
@@ -1295,6 +1294,21 @@ async fn a_new_member_list_admits_a_new_member_and_demotes_a_removed_one() {
     gossip_reaches(&c, &mut b_rx, 2, 101).await;
     gossip_reaches(&a, &mut c_rx, 0, 102).await;
     assert_eq!(a.members(), all);
+    eventually("A learns C's version over identify", || {
+        a.member_versions().contains_key(&2)
+    })
+    .await;
+    // C, a member now, holds no slot: two observers get in; one leaves.
+    let observer = || start(observer_config(&all[..1]));
+    let (o1, o2) = (observer().await, observer().await);
+    wait_connected(&o1.0, &[peer(0)]).await;
+    wait_connected(&o2.0, &[peer(0)]).await;
+    let o2_peer = o2.0.local_peer_id();
+    drop(o2);
+    eventually("the second observer leaves", || {
+        !a.peers().iter().any(|(p, _, _)| *p == o2_peer)
+    })
+    .await;
 
     // B is removed (A and C are told, B is not): A closes its connection,
     // B comes back as an observer and its gossip is refused.
@@ -1310,6 +1324,14 @@ async fn a_new_member_list_admits_a_new_member_and_demotes_a_removed_one() {
     gossip_reaches(&c, &mut a_rx, 1, 103).await;
     reconnected(&mut b_rx, peer(0)).await;
     assert_gossip_refused(&b, &a, &mut a_rx).await;
+    // B holds the last slot: a newcomer is refused.
+    let (o3, _o3_rx) = observer().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !a.peers().iter().any(|(p, _, _)| *p == o3.local_peer_id()),
+        "the removed member took no observer slot"
+    );
+    drop(o1);
 
     // B stops; restarted without dialing anyone, A no longer dials it.
     drop((b, b_rx));
