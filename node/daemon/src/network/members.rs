@@ -140,7 +140,8 @@ impl SwarmTask {
         let members = &self.members;
         self.targets.retain(|t| {
             t.reason == DialReason::Explicit
-                || t.peer.is_some_and(|p| p != local && members.index_of(&p).is_some())
+                || t.peer
+                    .is_some_and(|p| p != local && members.index_of(&p).is_some())
         });
         let now = Instant::now();
         for (peer, addr) in self.members.by_index.values() {

@@ -167,7 +167,10 @@ impl SwarmTask {
     pub(crate) fn send_gossip(&mut self, index: usize, batch: pb::GossipBatch, explicit: bool) {
         if self.self_index.is_none() {
             if let Some(suppressed) = self.warn_send.check() {
-                warn!(suppressed, "this node is not a member; gossip is not sent (members would refuse it)");
+                warn!(
+                    suppressed,
+                    "this node is not a member; gossip is not sent (members would refuse it)"
+                );
             }
             return;
         }

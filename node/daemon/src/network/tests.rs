@@ -1189,12 +1189,7 @@ async fn commands_applied(net: &Network) {
 
 /// Broadcasts a batch tagged `tag` from `sender` until `rx` delivers it,
 /// and asserts that it came from member `from`.
-async fn gossip_reaches(
-    sender: &Network,
-    rx: &mut mpsc::Receiver<NetEvent>,
-    from: usize,
-    tag: u8,
-) {
+async fn gossip_reaches(sender: &Network, rx: &mut mpsc::Receiver<NetEvent>, from: usize, tag: u8) {
     let sent = batch(tag, 32);
     let got = tokio::time::timeout(WAIT, async {
         loop {
@@ -1230,7 +1225,11 @@ async fn reconnected(rx: &mut mpsc::Receiver<NetEvent>, peer: PeerId) {
         matches!(ev, NetEvent::PeerConnected { peer: p, .. } if p == peer).then_some(())
     })
     .await;
-    assert_eq!(opened, Some(()), "the connection to {peer} was not reopened");
+    assert_eq!(
+        opened,
+        Some(()),
+        "the connection to {peer} was not reopened"
+    );
 }
 
 /// `sender`, connected to `member` and believing it a member, gossips to
@@ -1279,7 +1278,9 @@ async fn a_new_member_list_admits_a_new_member_and_demotes_a_removed_one() {
     // never dialed B.
     b.set_members(all.clone()).await;
     eventually("B connects to C", || {
-        b.peers().iter().any(|(p, _, m)| *p == peer(2) && *m == Some(2))
+        b.peers()
+            .iter()
+            .any(|(p, _, m)| *p == peer(2) && *m == Some(2))
     })
     .await;
 
