@@ -1048,6 +1048,14 @@ impl NodeService for Api {
         }))
     }
 
+    // EPOCHS-TODO(daemon)
+    async fn vote_federation_change(
+        &self,
+        _: Request<pb::VoteFederationChangeRequest>,
+    ) -> Result<Response<pb::VoteFederationChangeResponse>, Status> {
+        Err(Status::unimplemented("federation changes: not yet"))
+    }
+
     async fn get_status(
         &self,
         _: Request<pb::GetStatusRequest>,

@@ -1,13 +1,18 @@
-//! [`MembersOnly`]: a protocol that only genesis members may open.
+//! [`MembersOnly`]: a protocol that only members may open.
 //!
 //! libp2p request-response decides which protocols it accepts once for all
 //! connections, and its codec never learns who is on the other end. So the
-//! gossip behaviour is wrapped: on a connection to a genesis member the
+//! gossip behaviour is wrapped: on a connection to a member the
 //! wrapper installs the real handler; on any other connection a
 //! [`dummy::ConnectionHandler`], which advertises no protocol. A non-member
 //! that asks for `/fedpeg/gossip/2` is answered "not supported" during
 //! protocol negotiation: not one byte of its request is read, let alone
 //! decoded. The inner behaviour never hears of those connections.
+//!
+//! The handler is chosen once, when a connection is established, so a
+//! change of the member set ([`MembersOnly::set_members`]) applies to
+//! connections opened afterwards; the swarm task closes the connections of
+//! peers whose role changed so that they reopen under the new one.
 
 use super::*;
 use libp2p::core::transport::PortUse;
@@ -32,6 +37,11 @@ impl<B> MembersOnly<B> {
             members: members.into_iter().collect(),
             outsiders: HashSet::new(),
         }
+    }
+
+    /// Replaces the member set; see the module docs for open connections.
+    pub(crate) fn set_members(&mut self, members: impl IntoIterator<Item = PeerId>) {
+        self.members = members.into_iter().collect();
     }
 
     /// The handler for a connection to `peer`: the inner one for members.

@@ -9,7 +9,8 @@
 //! protocols carry length-prefixed protobuf:
 //!
 //! - `/fedpeg/gossip/2`: a [`pb::GossipBatch`] answered by an empty ack.
-//!   Only genesis members can open it: on any other connection the protocol
+//!   Only members of the epoch in force (and of an adopted next epoch) can
+//!   open it: on any other connection the protocol
 //!   is not offered ([`MembersOnly`]), so an outsider's request is refused
 //!   during protocol negotiation, unread. Each request travels on its own
 //!   substream, so batches to one peer may arrive out of order (consensus
@@ -23,10 +24,18 @@
 //!   it runs, shown in `GetFederation` ([`Network::member_versions`]; see
 //!   `versions.rs`).
 //!
-//! Members and observers keep a connection to every other genesis member
-//! (redialing with exponential backoff) and to every address given to
+//! Members and observers keep a connection to every other member (redialing
+//! with exponential backoff) and to every address given to
 //! [`Network::dial`]. Connections from non-members share a few slots that
 //! nobody holds forever ([`ConnectionSlots`]); members never need one.
+//!
+//! The members are those of the epoch in force and of an adopted next
+//! epoch: genesis at start ([`NetworkConfig::members`]), then whatever the
+//! consensus task last gave [`Network::set_members`]. A change reaches every
+//! place that tells members from observers (the gossip and identify gates,
+//! the connection slots, this node's own index, whom it dials); connections
+//! of peers whose role changed are closed, because what a connection offers
+//! is fixed when it opens, and reopen under the new role (see `members.rs`).
 //! Every message is bounded in size per protocol before it is read and in
 //! element counts before it is decoded ([`WireChecked`]): a peer that sends
 //! an oversize, overcount or undecodable message is disconnected. When the
@@ -37,8 +46,9 @@
 //! sync server's queue is full they are dropped.
 //!
 //! This module does not validate what it carries (the driver checks
-//! signatures, heights and transactions), does not discover peers beyond
-//! genesis and explicit dials, and does not relay gossip between members
+//! signatures, heights and transactions), does not decide who is a member
+//! (the consensus task does), does not discover peers beyond the member
+//! list and explicit dials, and does not relay gossip between members
 //! (the mesh is full).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -137,22 +147,24 @@ const WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// A federation member as the network sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberPeer {
-    /// Position of the member in genesis.
+    /// Position of the member in the list in force (genesis, or the last
+    /// [`Network::set_members`]); the index [`NetEvent`]s and
+    /// [`Network::send_to`] use.
     pub index: usize,
     /// Its libp2p identity (from its consensus key).
     pub peer_id: PeerId,
-    /// Its genesis p2p address.
+    /// Its p2p address.
     pub addr: Multiaddr,
 }
 
 /// What [`Network::start`] needs.
 #[derive(Clone)]
 pub struct NetworkConfig {
-    /// ed25519 secret key bytes of this node: a member's consensus key (so PeerId = genesis identity); None = observer (a random identity is generated).
+    /// ed25519 secret key bytes of this node: a member's consensus key (so PeerId = member identity); None = observer (a random identity is generated). A key not in `members` runs as an observer until a [`Network::set_members`] includes it.
     pub secret_key: Option<[u8; 32]>,
     /// Address to listen on (a member uses its genesis p2p_address; an observer e.g. /ip4/127.0.0.1/tcp/0).
     pub listen: Multiaddr,
-    /// All genesis members (including self if a member; skip dialing self).
+    /// All members at start, i.e. genesis (including self if a member; skip dialing self); indexed 0..len. [`Network::set_members`] replaces them.
     pub members: Vec<MemberPeer>,
     /// Most simultaneous connections from non-members (observers). Default 32.
     pub max_observer_connections: usize,
@@ -226,7 +238,7 @@ impl std::fmt::Debug for NetworkConfig {
     }
 }
 
-/// Converts a genesis member's ed25519 consensus key to its libp2p PeerId.
+/// Converts a member's ed25519 consensus key to its libp2p PeerId.
 pub fn peer_id_from_consensus_key(key: &[u8; 32]) -> Result<PeerId, NetworkError> {
     let public = identity::ed25519::PublicKey::try_from_bytes(key)
         .map_err(|e| NetworkError::InvalidConsensusKey(e.to_string()))?;
@@ -236,11 +248,15 @@ pub fn peer_id_from_consensus_key(key: &[u8; 32]) -> Result<PeerId, NetworkError
 /// What the network reports to the consensus task. If that task falls
 /// more than the buffer behind, further events are dropped (gossip
 /// unacknowledged) until it catches up; see [`Network::events_dropped`].
+///
+/// Member indices are those of the member list in force when the swarm
+/// task produced the event: after [`Network::set_members`], of the new list
+/// (events already queued before the change keep the old indices).
 #[derive(Debug)]
 pub enum NetEvent {
-    /// A gossip batch from a genesis member (already decoded, size-checked). Never emitted for non-members.
+    /// A gossip batch from a member (already decoded, size-checked). Never emitted for non-members.
     Gossip {
-        /// Genesis index of the sender.
+        /// Member index of the sender.
         from: usize,
         /// The batch.
         batch: pb::GossipBatch,
@@ -249,14 +265,14 @@ pub enum NetEvent {
     PeerConnected {
         /// The peer.
         peer: PeerId,
-        /// Its genesis index if it is a member.
+        /// Its member index if it is a member.
         member: Option<usize>,
     },
     /// The last connection to a peer was closed.
     PeerDisconnected {
         /// The peer.
         peer: PeerId,
-        /// Its genesis index if it is a member.
+        /// Its member index if it is a member.
         member: Option<usize>,
     },
 }
@@ -267,7 +283,7 @@ pub enum NetEvent {
 pub struct InboundSync {
     /// Who asks.
     pub peer: PeerId,
-    /// Its genesis index if it is a member.
+    /// Its member index if it is a member.
     pub member: Option<usize>,
     /// What it asks for (not validated).
     pub request: pb::SyncRequest,
@@ -346,6 +362,7 @@ enum Command {
         reply: SyncReply,
     },
     Dial(Multiaddr),
+    SetMembers(Vec<MemberPeer>),
 }
 
 /// A connected peer in the shared table.
@@ -362,9 +379,11 @@ struct Shared {
     peers: Mutex<HashMap<PeerId, PeerEntry>>,
     /// Events dropped because the consensus task lagged.
     events_dropped: AtomicU64,
-    /// Version each member last stated (identify), by genesis index; kept
-    /// after it disconnects.
+    /// Version each member last stated (identify), by member index; kept
+    /// after it disconnects (while it stays a member).
     member_versions: Mutex<HashMap<usize, String>>,
+    /// The member list in force.
+    members: Mutex<Vec<MemberPeer>>,
 }
 
 /// Locks `m`, ignoring poisoning: the tables stay consistent across a
@@ -412,7 +431,7 @@ impl Network {
         let local_peer_id = keypair.public().to_peer_id();
         let self_index = members.index_of(&local_peer_id);
         if cfg.secret_key.is_some() && self_index.is_none() {
-            info!(peer_id = %local_peer_id, "p2p identity is not a genesis member; running as an observer");
+            info!(peer_id = %local_peer_id, "p2p identity is not a member (yet); running as an observer until the member list includes it");
         }
 
         let member_ids: Vec<PeerId> = members.by_peer.keys().copied().collect();
@@ -466,13 +485,18 @@ impl Network {
             })?;
 
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            members: Mutex::new(cfg.members.clone()),
+            ..Shared::default()
+        });
         let now = Instant::now();
         let targets = members
             .by_index
             .iter()
             .filter(|(_, (peer, _))| *peer != local_peer_id)
-            .map(|(_, (peer, addr))| DialTarget::new(Some(*peer), addr.clone(), now))
+            .map(|(_, (peer, addr))| {
+                DialTarget::new(Some(*peer), addr.clone(), DialReason::Member, now)
+            })
             .collect();
         let mut task = SwarmTask {
             swarm,
@@ -556,8 +580,8 @@ impl Network {
     }
 
     /// Sends the batch to every connected member except self (fire and
-    /// forget). Does nothing on a node that is not a genesis member: members
-    /// would disconnect it. Batches to one peer may arrive reordered.
+    /// forget). Does nothing on a node that is not a member: members
+    /// would refuse it. Batches to one peer may arrive reordered.
     pub fn broadcast(&self, batch: pb::GossipBatch) {
         self.enqueue(Command::Broadcast(batch));
     }
@@ -593,9 +617,9 @@ impl Network {
         }
     }
 
-    /// The version each member (by genesis index) last stated over
+    /// The version each member (by member index) last stated over
     /// identify, checked to be short printable ASCII; display only. Kept
-    /// after a member disconnects; never this node's own.
+    /// after a member disconnects while it stays a member; never this node's own.
     pub fn member_versions(&self) -> HashMap<usize, String> {
         lock(&self.shared.member_versions).clone()
     }
@@ -616,10 +640,43 @@ impl Network {
     }
 
     /// Additionally dial this address and keep redialing it with backoff
-    /// when the connection is lost (used by observers to reach extra peers;
-    /// genesis members are dialed automatically).
+    /// when the connection is lost, whatever the member list (used by
+    /// observers to reach extra peers; members are dialed automatically).
     pub fn dial(&self, addr: Multiaddr) {
         self.enqueue(Command::Dial(addr));
+    }
+
+    /// Replaces the member list: the members of the epoch in force and of
+    /// an adopted next epoch, `members[i].index == i` (the caller maps
+    /// indices back to keys through the list it gave). Events produced
+    /// after the swarm task applies it, [`Network::peers`] and
+    /// [`Network::member_versions`] use the new indices, and so do
+    /// [`Network::send_to`] calls made after this one (commands are applied
+    /// in order). This node gossips only while it is in the list; new
+    /// members are dialed, removed ones no longer (unless given to
+    /// [`Network::dial`]); the connections of peers whose role changed are
+    /// closed and reopen under the new role (an ex-member then needs an
+    /// observer slot like anyone else).
+    ///
+    /// Fire and forget, but never dropped: it waits for room in the command
+    /// queue. An invalid list (a peer listed twice, an address naming
+    /// another peer, an `index` that is not its position) is logged and
+    /// ignored: the old list stays in force.
+    pub async fn set_members(&self, members: Vec<MemberPeer>) {
+        if self
+            .commands
+            .send(Command::SetMembers(members))
+            .await
+            .is_err()
+        {
+            debug!("p2p task has stopped; member list not applied");
+        }
+    }
+
+    /// The member list in force (genesis until [`Network::set_members`]
+    /// applies a new one).
+    pub fn members(&self) -> Vec<MemberPeer> {
+        lock(&self.shared.members).clone()
     }
 
     /// Queues a command without waiting; drops it (with a warning at

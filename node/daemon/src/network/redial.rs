@@ -42,21 +42,37 @@ impl Redial {
     }
 }
 
-/// A peer the node keeps connected: a genesis member or an explicit dial.
+/// Why a [`DialTarget`] is kept connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialReason {
+    /// It is in the member list in force; dropped when a new list leaves it out.
+    Member,
+    /// It was given to [`Network::dial`]; kept whatever the member list.
+    Explicit,
+}
+
+/// A peer the node keeps connected: a member or an explicit dial.
 pub(crate) struct DialTarget {
-    /// Known from genesis or `/p2p/`, or learned from the first connection.
+    /// Known from the member list or `/p2p/`, or learned from the first connection.
     pub(crate) peer: Option<PeerId>,
     pub(crate) addr: Multiaddr,
+    pub(crate) reason: DialReason,
     /// The dial in flight, if any.
     pub(crate) pending: Option<ConnectionId>,
     pub(crate) redial: Redial,
 }
 
 impl DialTarget {
-    pub(crate) fn new(peer: Option<PeerId>, addr: Multiaddr, now: Instant) -> Self {
+    pub(crate) fn new(
+        peer: Option<PeerId>,
+        addr: Multiaddr,
+        reason: DialReason,
+        now: Instant,
+    ) -> Self {
         DialTarget {
             peer,
             addr,
+            reason,
             pending: None,
             redial: Redial {
                 backoff: REDIAL_INITIAL,

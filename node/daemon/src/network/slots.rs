@@ -3,7 +3,7 @@
 //! connection is established, before any other behaviour sees it).
 //!
 //! Policy:
-//! - Genesis members never take an observer slot and are never refused for
+//! - Members never take an observer slot and are never refused for
 //!   lack of one; each member may hold [`MAX_CONNECTIONS_PER_MEMBER`]
 //!   connections (simultaneous dials make two).
 //! - Everyone else shares `max_observer_connections` slots, at most
@@ -26,7 +26,7 @@ use libp2p::swarm::{
 };
 use std::task::{Context, Poll};
 
-/// Connections one genesis member may hold at once.
+/// Connections one member may hold at once.
 pub(crate) const MAX_CONNECTIONS_PER_MEMBER: usize = 4;
 /// Connections one non-member peer id may hold at once.
 pub(crate) const MAX_CONNECTIONS_PER_OBSERVER: usize = 2;
@@ -78,7 +78,7 @@ impl SlotTable {
         }
     }
 
-    /// Admits connection `id` of genesis member `peer`.
+    /// Admits connection `id` of member `peer`.
     pub(crate) fn admit_member(&mut self, peer: PeerId, id: ConnectionId) -> Admission {
         let conns = self.members.entry(peer).or_default();
         if conns.len() >= MAX_CONNECTIONS_PER_MEMBER {
@@ -176,6 +176,14 @@ impl ConnectionSlots {
     /// Observer connections held.
     pub(crate) fn observers(&self) -> usize {
         self.table.observers()
+    }
+
+    /// Replaces the member set. Applies to connections established from now
+    /// on: a connection is counted as what its peer was when it opened until
+    /// it closes, and the swarm task closes those of peers whose role
+    /// changed (see `members.rs`).
+    pub(crate) fn set_members(&mut self, members: impl IntoIterator<Item = PeerId>) {
+        self.members = members.into_iter().collect();
     }
 
     fn admit(

@@ -158,6 +158,7 @@ impl SwarmTask {
                 reply,
             } => self.start_sync(peer, request, reply),
             Command::Dial(addr) => self.add_dial(addr),
+            Command::SetMembers(members) => self.set_members(members),
         }
     }
 
@@ -166,7 +167,10 @@ impl SwarmTask {
     pub(crate) fn send_gossip(&mut self, index: usize, batch: pb::GossipBatch, explicit: bool) {
         if self.self_index.is_none() {
             if let Some(suppressed) = self.warn_send.check() {
-                warn!(suppressed, "this node is not a genesis member; gossip is not sent (members would disconnect it)");
+                warn!(
+                    suppressed,
+                    "this node is not a member; gossip is not sent (members would refuse it)"
+                );
             }
             return;
         }
@@ -253,7 +257,7 @@ impl SwarmTask {
     }
 
     pub(crate) fn add_dial(&mut self, addr: Multiaddr) {
-        // A genesis member's address dials that member (no duplicate connection).
+        // A member's address dials that member (no duplicate connection).
         let peer = match addr.iter().last() {
             Some(Protocol::P2p(p)) => Some(p),
             _ => self
@@ -269,8 +273,14 @@ impl SwarmTask {
         }
         let now = Instant::now();
         match self.targets.iter_mut().find(|t| t.addr == addr) {
-            Some(t) => t.redial.next_at = Some(now),
-            None => self.targets.push(DialTarget::new(peer, addr, now)),
+            Some(t) => {
+                // Explicit from now on: kept when the member list changes.
+                t.reason = DialReason::Explicit;
+                t.redial.next_at = Some(now);
+            }
+            None => self
+                .targets
+                .push(DialTarget::new(peer, addr, DialReason::Explicit, now)),
         }
         self.redial_due();
     }
@@ -508,12 +518,14 @@ impl SwarmTask {
                         drop(channel);
                         self.bad_message(peer, "gossip batch", &why);
                     }
-                    // Unreachable: `MembersOnly` does not offer gossip to
-                    // non-members. Kept as a second line of defence.
+                    // `MembersOnly` does not offer gossip to non-members; only
+                    // a request already under way when its sender stopped
+                    // being a member gets here (its connection is closing).
+                    // Kept as a second line of defence too.
                     (None, _) => {
                         drop(channel);
                         if let Some(suppressed) = self.warn_non_member_gossip.check() {
-                            warn!(%peer, suppressed, "gossip from a peer that is not a genesis member; disconnecting it");
+                            warn!(%peer, suppressed, "gossip from a peer that is not a member; disconnecting it");
                         }
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }

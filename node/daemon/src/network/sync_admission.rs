@@ -3,7 +3,7 @@
 //! A request holds its place from admission until its response is sent or
 //! fails (that is when the response's memory is freed), so each peer has a
 //! bounded number of requests outstanding: [`MEMBER_SYNC_OUTSTANDING`] for a
-//! genesis member, [`OBSERVER_SYNC_OUTSTANDING`] for anyone else. Observers
+//! member, [`OBSERVER_SYNC_OUTSTANDING`] for anyone else. Observers
 //! are also rate limited (token bucket per peer). Requests beyond either are
 //! dropped unanswered; the sync server serves what is admitted first come,
 //! first served, so a peer that floods only ever has its few requests in the
@@ -12,7 +12,7 @@
 use super::*;
 use std::hash::Hash;
 
-/// Sync requests one genesis member may have outstanding.
+/// Sync requests one member may have outstanding.
 pub const MEMBER_SYNC_OUTSTANDING: usize = 8;
 /// Sync requests one non-member peer may have outstanding (one long poll
 /// and one catch-up request).
@@ -46,7 +46,7 @@ impl<R: Hash + Eq> SyncAdmission<R> {
         }
     }
 
-    /// Admits request `id` of `peer` (a genesis member or not) at `now`.
+    /// Admits request `id` of `peer` (a member or not) at `now`.
     pub(crate) fn admit(
         &mut self,
         peer: PeerId,

@@ -1179,3 +1179,217 @@ async fn an_observer_past_its_tenure_gives_its_slot_to_a_newcomer() {
     let peers: Vec<PeerId> = m0.peers().into_iter().map(|(p, _, _)| p).collect();
     assert_eq!(peers, vec![b.local_peer_id()]);
 }
+
+/// Returns once `net`'s swarm task has applied every command sent before
+/// (commands are applied in order; a sync with an unknown peer fails at once).
+async fn commands_applied(net: &Network) {
+    let r = net.sync(Some(PeerId::random()), one_block(1)).await;
+    assert!(matches!(r, Err(NetworkError::NotConnected(_))), "{r:?}");
+}
+
+/// Broadcasts a batch tagged `tag` from `sender` until `rx` delivers it,
+/// and asserts that it came from member `from`.
+async fn gossip_reaches(sender: &Network, rx: &mut mpsc::Receiver<NetEvent>, from: usize, tag: u8) {
+    let sent = batch(tag, 32);
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            sender.broadcast(sent.clone());
+            let got = next_matching(rx, Duration::from_millis(200), |ev| match ev {
+                NetEvent::Gossip { from, batch } if batch == sent => Some(from),
+                _ => None,
+            })
+            .await;
+            if let Some(got) = got {
+                return got;
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        got.ok(),
+        Some(from),
+        "gossip {tag} from {} not delivered as member {from}",
+        sender.local_peer_id()
+    );
+}
+
+/// Waits until the events in `rx` say the connection to `peer` was closed
+/// and opened again.
+async fn reconnected(rx: &mut mpsc::Receiver<NetEvent>, peer: PeerId) {
+    let closed = next_matching(rx, WAIT, |ev| {
+        matches!(ev, NetEvent::PeerDisconnected { peer: p, .. } if p == peer).then_some(())
+    })
+    .await;
+    assert_eq!(closed, Some(()), "the connection to {peer} was not closed");
+    let opened = next_matching(rx, WAIT, |ev| {
+        matches!(ev, NetEvent::PeerConnected { peer: p, .. } if p == peer).then_some(())
+    })
+    .await;
+    assert_eq!(
+        opened,
+        Some(()),
+        "the connection to {peer} was not reopened"
+    );
+}
+
+/// `sender`, connected to `member` and believing it a member, gossips to
+/// it; `member` delivers none of it and keeps `sender` as an observer.
+async fn assert_gossip_refused(
+    sender: &Network,
+    member: &Network,
+    rx: &mut mpsc::Receiver<NetEvent>,
+) {
+    assert!(
+        sender
+            .peers()
+            .iter()
+            .any(|(p, _, m)| *p == member.local_peer_id() && m.is_some()),
+        "the sender does not see the receiver as a connected member"
+    );
+    while rx.try_recv().is_ok() {}
+    for i in 0..20 {
+        sender.broadcast(batch(i, 10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_outsider_ignored(member, rx, sender.local_peer_id()).await;
+}
+
+#[tokio::test]
+async fn a_new_member_list_admits_a_new_member_and_demotes_a_removed_one() {
+    // A = 0 and B = 1 are members; C has a member's key but is in no list yet.
+    let (secrets, all) = federation(3);
+    let peer = |i: usize| all[i].peer_id;
+    // Two observer slots at A: C holds one until it becomes a member.
+    let mut a_cfg = member_config(&secrets, &all[..2], 0);
+    a_cfg.max_observer_connections = 2;
+    let (a, mut a_rx) = start(a_cfg).await;
+    let (b, mut b_rx) = start(member_config(&secrets, &all[..2], 1)).await;
+    let (c, mut c_rx) = start(NetworkConfig::new(
+        Some(secrets[2]),
+        all[2].addr.clone(),
+        vec![],
+    ))
+    .await;
+    c.dial(all[0].addr.clone());
+    wait_connected(&a, &[peer(1), peer(2)]).await;
+    assert!(!b.peers().iter().any(|(p, _, _)| *p == peer(2)));
+
+    // B learns C is a member and dials it: C, which dials no one but A,
+    // never dialed B.
+    b.set_members(all.clone()).await;
+    eventually("B connects to C", || {
+        b.peers()
+            .iter()
+            .any(|(p, _, m)| *p == peer(2) && *m == Some(2))
+    })
+    .await;
+
+    // C learns it is a member and gossips; A, still on the old list, refuses it.
+    // (C closes its observer connection to A, now a member, and reopens it.)
+    c.set_members(all.clone()).await;
+    reconnected(&mut c_rx, peer(0)).await;
+    assert_gossip_refused(&c, &a, &mut a_rx).await;
+
+    a.set_members(all.clone()).await;
+    gossip_reaches(&c, &mut a_rx, 2, 100).await;
+    gossip_reaches(&c, &mut b_rx, 2, 101).await;
+    gossip_reaches(&a, &mut c_rx, 0, 102).await;
+    assert_eq!(a.members(), all);
+    eventually("A learns C's version over identify", || {
+        a.member_versions().contains_key(&2)
+    })
+    .await;
+    // C, a member now, holds no slot: two observers get in; one leaves.
+    let observer = || start(observer_config(&all[..1]));
+    let (o1, o2) = (observer().await, observer().await);
+    wait_connected(&o1.0, &[peer(0)]).await;
+    wait_connected(&o2.0, &[peer(0)]).await;
+    let o2_peer = o2.0.local_peer_id();
+    drop(o2);
+    eventually("the second observer leaves", || {
+        !a.peers().iter().any(|(p, _, _)| *p == o2_peer)
+    })
+    .await;
+
+    // B is removed (A and C are told, B is not): A closes its connection,
+    // B comes back as an observer and its gossip is refused.
+    let ac = vec![
+        all[0].clone(),
+        MemberPeer {
+            index: 1,
+            ..all[2].clone()
+        },
+    ];
+    a.set_members(ac.clone()).await;
+    c.set_members(ac.clone()).await;
+    gossip_reaches(&c, &mut a_rx, 1, 103).await;
+    reconnected(&mut b_rx, peer(0)).await;
+    assert_gossip_refused(&b, &a, &mut a_rx).await;
+    // B holds the last slot: a newcomer is refused.
+    let (o3, _o3_rx) = observer().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !a.peers().iter().any(|(p, _, _)| *p == o3.local_peer_id()),
+        "the removed member took no observer slot"
+    );
+    drop(o1);
+
+    // B stops; restarted without dialing anyone, A no longer dials it.
+    drop((b, b_rx));
+    let b_gone = next_matching(&mut a_rx, WAIT, |ev| match ev {
+        NetEvent::PeerDisconnected { peer: p, member } if p == peer(1) => Some(member),
+        _ => None,
+    })
+    .await;
+    assert_eq!(b_gone, Some(None), "B did not disconnect as an observer");
+    let (tx, _b_rx) = mpsc::channel(256);
+    let (sync_tx, _b_sync) = mpsc::channel(SYNC_QUEUE);
+    let _b = tokio::time::timeout(WAIT, async {
+        loop {
+            let cfg = NetworkConfig::new(Some(secrets[1]), all[1].addr.clone(), vec![]);
+            match Network::start(cfg, tx.clone(), sync_tx.clone()).await {
+                Ok(net) => return net,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !a.peers().iter().any(|(p, _, _)| *p == peer(1)),
+        "A redialed a removed member"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_member_list_leaves_the_old_one_in_force() {
+    let (secrets, members) = federation(2);
+    let (a, mut a_rx) = start(member_config(&secrets, &members, 0)).await;
+    let (b, _b_rx) = start(member_config(&secrets, &members, 1)).await;
+    wait_connected(&a, &[members[1].peer_id]).await;
+    let peer_twice = vec![
+        members[0].clone(),
+        members[1].clone(),
+        MemberPeer {
+            index: 2,
+            ..members[1].clone()
+        },
+    ];
+    let index_not_position = vec![
+        MemberPeer {
+            index: 1,
+            ..members[0].clone()
+        },
+        MemberPeer {
+            index: 0,
+            ..members[1].clone()
+        },
+    ];
+    for (tag, bad) in [peer_twice, index_not_position].into_iter().enumerate() {
+        a.set_members(bad).await;
+        commands_applied(&a).await;
+        assert_eq!(a.members(), members);
+        gossip_reaches(&b, &mut a_rx, 1, u8::try_from(tag).unwrap()).await;
+    }
+}
