@@ -1048,6 +1048,17 @@ impl NodeService for Api {
         }))
     }
 
+    // EPOCHS-TODO(daemon): sign and submit this member's FederationChange
+    // vote; a placeholder so the workspace compiles meanwhile.
+    async fn vote_federation_change(
+        &self,
+        _: Request<pb::VoteFederationChangeRequest>,
+    ) -> Result<Response<pb::VoteFederationChangeResponse>, Status> {
+        Err(Status::unimplemented(
+            "VoteFederationChange is not implemented by this build yet",
+        ))
+    }
+
     async fn get_status(
         &self,
         _: Request<pb::GetStatusRequest>,

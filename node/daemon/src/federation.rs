@@ -152,6 +152,10 @@ impl Api {
                 ..crate::pegout_api::reserves(chain)
             }),
             bitcoin_tip_height: self.watcher_tip().unwrap_or(0),
+            // EPOCHS-TODO(daemon): epoch, epochs and pending changes from state.
+            epoch: 0,
+            epochs: Vec::new(),
+            pending_changes: Vec::new(),
         })
     }
 }

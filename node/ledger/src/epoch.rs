@@ -307,7 +307,10 @@ impl FederationChange {
         for (i, m) in self.members.iter().enumerate() {
             let earlier = &self.members[..i];
             if m.name.trim().is_empty() || earlier.iter().any(|e| e.name == m.name) {
-                return Some(format!("member {i}: name '{}' is empty or repeated", m.name));
+                return Some(format!(
+                    "member {i}: name '{}' is empty or repeated",
+                    m.name
+                ));
             }
             if m.consensus_key.is_weak() {
                 return Some(format!("member '{}': consensus_key is weak", m.name));
@@ -408,8 +411,19 @@ pub(crate) mod tests {
     #[test]
     fn quorums_follow_the_member_count() {
         // (n, quorum = floor(2n/3)+1, honest = f+1)
-        for (n, q, h) in [(1, 1, 1), (2, 2, 1), (3, 3, 1), (4, 3, 2), (5, 4, 2), (7, 5, 3)] {
-            assert_eq!((epoch(n).quorum(), epoch(n).honest_quorum()), (q, h), "n={n}");
+        for (n, q, h) in [
+            (1, 1, 1),
+            (2, 2, 1),
+            (3, 3, 1),
+            (4, 3, 2),
+            (5, 4, 2),
+            (7, 5, 3),
+        ] {
+            assert_eq!(
+                (epoch(n).quorum(), epoch(n).honest_quorum()),
+                (q, h),
+                "n={n}"
+            );
         }
         let e = epoch(3);
         assert_eq!(e.member_index(&member(2).consensus_key), Some(2));
@@ -461,7 +475,10 @@ pub(crate) mod tests {
                 }),
                 "non-weak",
             ),
-            (Box::new(|p| p.members[1].name = "x".repeat(65)), "name is longer"),
+            (
+                Box::new(|p| p.members[1].name = "x".repeat(65)),
+                "name is longer",
+            ),
             (
                 Box::new(|p| p.members[1].p2p_address = "/".repeat(257)),
                 "p2p_address is longer",
@@ -491,10 +508,16 @@ pub(crate) mod tests {
         assert!(c.member_set_problem().unwrap().contains("repeated"));
         let mut c = change(3);
         c.members[2].consensus_key = c.members[0].consensus_key;
-        assert!(c.member_set_problem().unwrap().contains("consensus_key is repeated"));
+        assert!(c
+            .member_set_problem()
+            .unwrap()
+            .contains("consensus_key is repeated"));
         let mut c = change(3);
         c.members[2].peg_key = c.members[1].peg_key;
-        assert!(c.member_set_problem().unwrap().contains("peg_key is repeated"));
+        assert!(c
+            .member_set_problem()
+            .unwrap()
+            .contains("peg_key is repeated"));
         let mut c = change(3);
         c.members[1].p2p_address = "10.0.0.1:4000".into();
         assert!(c.member_set_problem().unwrap().contains("multiaddress"));

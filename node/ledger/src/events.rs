@@ -240,16 +240,14 @@ pub fn block_events(cb: &CommittedBlock, events: &[Event], hrp: &str) -> Vec<pb:
         .iter()
         .filter_map(|ev| event_to_pb(ev, hrp))
         .enumerate()
-        .map(|(index, (kind, txid, event))| {
-            pb::ChainEvent {
-                height: h.height.0,
-                index: index as u32,
-                block_hash: block_hash.clone(),
-                time_ms: h.time_ms,
-                txid: txid.unwrap_or_default(),
-                kind: kind as i32,
-                event: Some(event),
-            }
+        .map(|(index, (kind, txid, event))| pb::ChainEvent {
+            height: h.height.0,
+            index: index as u32,
+            block_hash: block_hash.clone(),
+            time_ms: h.time_ms,
+            txid: txid.unwrap_or_default(),
+            kind: kind as i32,
+            event: Some(event),
         })
         .collect()
 }

@@ -345,7 +345,9 @@ mod tests {
     }
 
     fn state() -> State {
-        crate::testing::state_with_members(&(0..4).map(|m| key(m).verifying_key()).collect::<Vec<_>>())
+        crate::testing::state_with_members(
+            &(0..4).map(|m| key(m).verifying_key()).collect::<Vec<_>>(),
+        )
     }
 
     fn params() -> LedgerParams {

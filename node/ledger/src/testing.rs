@@ -99,8 +99,7 @@ pub(crate) fn state_with_members(members: &[ed25519_dalek::VerifyingKey]) -> cra
 }
 
 /// Member "m`i`" with consensus key `key` and the peg key of secret `[i + 1; 32]`.
-#[cfg(test)]
-pub(crate) fn epoch_member(i: u8, key: ed25519_dalek::VerifyingKey) -> crate::epoch::EpochMember {
+pub fn epoch_member(i: u8, key: ed25519_dalek::VerifyingKey) -> crate::epoch::EpochMember {
     let secp = bitcoin::secp256k1::Secp256k1::signing_only();
     let sk = bitcoin::secp256k1::SecretKey::from_slice(&[i + 1; 32]).expect("non-zero key");
     crate::epoch::EpochMember {

@@ -56,7 +56,8 @@ pub(super) fn apply(
         .verify_batch_signatures(&unsigned, &b.batch_inputs(), peg, signatures)
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
     let v = &mut b.versions[latest];
-    v.signatures.insert(MemberIndex(peg as u32), signatures.to_vec());
+    v.signatures
+        .insert(MemberIndex(peg as u32), signatures.to_vec());
     let count = v.signatures.len() as u32;
     let txid = v.txid;
     let withdrawals = b.withdrawal_ids();

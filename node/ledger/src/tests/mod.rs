@@ -1,6 +1,7 @@
 //! Unit and property tests of the ledger: transfers, peg-outs, mints, fee
 //! votes, blocks.
 
+mod epochs;
 mod fee_rate;
 mod pegout;
 

@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use fedpeg_consensus::Height;
 use fedpeg_peg::bitcoin;
 
-fn member(i: u32) -> SigningKey {
+pub(super) fn member(i: u32) -> SigningKey {
     SigningKey::from_bytes(&[100 + i as u8; 32])
 }
 pub(super) fn params() -> LedgerParams {
@@ -34,7 +34,11 @@ pub(super) fn params() -> LedgerParams {
 /// An empty state whose genesis epoch is the four test members (member `i`
 /// holds peg key `i` of the test federation).
 pub(super) fn state() -> State {
-    crate::testing::state_with_members(&(0..4).map(|i| member(i).verifying_key()).collect::<Vec<_>>())
+    crate::testing::state_with_members(
+        &(0..4)
+            .map(|i| member(i).verifying_key())
+            .collect::<Vec<_>>(),
+    )
 }
 pub(super) fn fed(m: u32, kind: FedTxKind) -> FederationTx {
     FederationTx::sign(params().chain_id, MemberIndex(m), &member(m), kind)
