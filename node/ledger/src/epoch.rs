@@ -456,7 +456,8 @@ pub(crate) mod tests {
     #[test]
     fn bad_wire_changes_are_refused_with_the_reason() {
         let good = change(2).to_proto();
-        let cases: Vec<(Box<dyn Fn(&mut pb::FederationChange)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut pb::FederationChange)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|p| p.members[0].consensus_key.pop().map(drop).unwrap_or(())),
                 "32 bytes",
