@@ -206,6 +206,12 @@ impl Federation {
         &self.keys
     }
 
+    /// Position of `key` among [`Federation::keys`] (its peg-key index), if
+    /// it is one of them.
+    pub fn key_index(&self, key: &PublicKey) -> Option<usize> {
+        self.keys.iter().position(|k| k == key)
+    }
+
     /// Number of signatures needed to spend (`m`).
     pub fn threshold(&self) -> usize {
         self.threshold

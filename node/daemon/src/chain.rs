@@ -404,8 +404,11 @@ impl Chain {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .precheck(&tx)?;
-        self.with_state(|s| fedpeg_ledger::check_fed_tx_unsigned(s, &self.params, &tx))?;
-        if !tx.verify(&self.params.members) {
+        let signers = self.with_state(|s| {
+            fedpeg_ledger::check_fed_tx_unsigned(s, &self.params, &tx)
+                .map(|()| s.validators_at(s.height.next()))
+        })?;
+        if !tx.verify(&signers) {
             return Err(FedTxError::BadSignature(tx.member).into());
         }
         let id = self

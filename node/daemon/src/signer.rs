@@ -198,13 +198,31 @@ impl PegOutWorker {
         }
     }
 
+    /// Index of this member's peg key among the federation's keys: what
+    /// its signatures are recorded under in a batch (`BatchVersion::signatures`
+    /// is keyed by peg-key index, not member index). None if its peg key is
+    /// none of the federation's (it cannot sign peg-outs).
+    fn peg_index(&self) -> Option<MemberIndex> {
+        let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
+        let key = self.peg_secret.public_key(&secp);
+        self.chain
+            .params()
+            .federation
+            .key_index(&key)
+            .map(|i| MemberIndex(i as u32))
+    }
+
     /// Signs the newest version of `b` unless already done.
     fn sign(&self, b: &Batch) {
         let v = b.versions.len() - 1;
-        if b.latest()
-            .signatures
-            .contains_key(&MemberIndex(self.member))
-        {
+        let Some(peg) = self.peg_index() else {
+            tracing::debug!(
+                batch = b.id.0,
+                "not signing: this member's peg key is not one of the federation's"
+            );
+            return;
+        };
+        if b.latest().signatures.contains_key(&peg) {
             return;
         }
         let key = (b.id, v as u32);
@@ -280,10 +298,11 @@ impl PegOutWorker {
             }
         };
         if due {
+            // Keyed by peg-key index: the index `assemble_batch` takes.
             let sigs: Vec<(usize, Vec<Vec<u8>>)> = latest
                 .signatures
                 .iter()
-                .map(|(m, s)| (m.index(), s.clone()))
+                .map(|(peg, s)| (peg.index(), s.clone()))
                 .collect();
             let signed = b
                 .unsigned_tx(fed, v)

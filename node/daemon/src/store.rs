@@ -8,7 +8,8 @@
 //! UTXO, JSON), `batches` (id → peg-out batch, JSON, kept after
 //! confirmation), `paid` (withdrawal id → withdrawal paid by a confirmed
 //! batch), `meta` (chain id, tip, the peg-out quote grace list once a fee
-//! rise set one), and for the explorer feed `events`
+//! rise set one, the federation's epochs and the members' votes for a
+//! change), and for the explorer feed `events`
 //! (height → the block's events) and `account_txs` (account ‖ height ‖ index
 //! → ∅), see [`FeedRecord`].
 //! Each block is one atomic, synced `WriteBatch`: after a crash the store
@@ -20,6 +21,7 @@ use fedpeg_consensus::Height;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::amount::Sats;
 use fedpeg_ledger::block::CommittedBlock;
+use fedpeg_ledger::epoch::{decode_change_votes, encode_change_votes, Epoch};
 use fedpeg_ledger::hash::Hash32;
 use fedpeg_ledger::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use fedpeg_ledger::pegout_batch::{Batch, Utxo};
@@ -63,6 +65,14 @@ const KEY_TIP: &[u8] = b"tip";
 /// The state's quote grace list ([`fedpeg_ledger::quote_grace`]), written
 /// by a block that changes it; absent (an empty list) before the first.
 const KEY_QUOTE_GRACE: &[u8] = b"quote_grace";
+/// The state's epochs ([`Epoch::encode_list`]), written with genesis and by
+/// a block that adopts a change; a store written before epochs existed has
+/// none, and starts from the genesis epoch.
+const KEY_EPOCHS: &[u8] = b"epochs";
+/// The state's votes for a federation change
+/// ([`fedpeg_ledger::epoch::encode_change_votes`]), written by a block that
+/// changes them; absent: none.
+const KEY_CHANGE_VOTES: &[u8] = b"change_votes";
 /// Layout version of the stored records and of the state root they chain.
 const KEY_FORMAT: &[u8] = b"format";
 /// 2: canonical binary batches and UTXOs, state root `fedpeg/state/v2`.
@@ -105,6 +115,10 @@ pub struct TxLocation {
 /// The node's database.
 pub struct Store {
     db: DB,
+    /// The genesis state's epochs: what a store without an epoch record
+    /// (written before epochs existed) holds. Empty when opened without
+    /// genesis.
+    genesis_epochs: Vec<Epoch>,
 }
 
 fn corrupt(s: impl Into<String>) -> StoreError {
@@ -229,7 +243,10 @@ impl Store {
     /// genesis state on first use.
     pub fn open(dir: &Path, chain_id: Hash32, genesis: &State) -> Result<Store, StoreError> {
         let db = open_db(dir, true)?;
-        let store = Store { db };
+        let store = Store {
+            db,
+            genesis_epochs: genesis.epochs.clone(),
+        };
         let meta = store.cf(CF_META)?;
         match store.db.get_cf(meta, KEY_CHAIN_ID)? {
             Some(found) => {
@@ -257,6 +274,7 @@ impl Store {
                     batch.put_cf(accounts, id.0, encode_account(a));
                 }
                 batch.put_cf(meta, KEY_TIP, encode_tip(genesis));
+                batch.put_cf(meta, KEY_EPOCHS, Epoch::encode_list(&genesis.epochs));
                 store.write_synced(batch)?;
             }
         }
@@ -269,6 +287,7 @@ impl Store {
     pub fn open_existing(dir: &Path) -> Result<Store, StoreError> {
         let store = Store {
             db: open_db(dir, false)?,
+            genesis_epochs: Vec::new(),
         };
         let format = store.summary()?.format;
         if format != FORMAT {
@@ -284,7 +303,11 @@ impl Store {
     /// taking its lock (a backup being checked).
     pub fn read_summary(dir: &Path) -> Result<StoreSummary, StoreError> {
         let db = DB::open_cf_for_read_only(&Options::default(), dir, ALL_CFS, false)?;
-        Store { db }.summary()
+        Store {
+            db,
+            genesis_epochs: Vec::new(),
+        }
+        .summary()
     }
 
     /// True if another process (or this one) holds the store at `dir` open:
@@ -384,6 +407,13 @@ impl Store {
         };
         if let Some(v) = self.db.get_cf(self.cf(CF_META)?, KEY_QUOTE_GRACE)? {
             s.quote_grace = QuoteGrace::decode_list(&v).map_err(|e| corrupt(e.to_string()))?;
+        }
+        s.epochs = match self.db.get_cf(self.cf(CF_META)?, KEY_EPOCHS)? {
+            Some(v) => Epoch::decode_list(&v).map_err(|e| corrupt(e.to_string()))?,
+            None => self.genesis_epochs.clone(),
+        };
+        if let Some(v) = self.db.get_cf(self.cf(CF_META)?, KEY_CHANGE_VOTES)? {
+            s.change_votes = decode_change_votes(&v).map_err(|e| corrupt(e.to_string()))?;
         }
         for item in self.db.iterator_cf(self.cf(CF_UTXOS)?, IteratorMode::Start) {
             let (k, v) = item?;
@@ -523,6 +553,14 @@ impl Store {
             batch.put_cf(wd, w.id.0.to_be_bytes(), encode_withdrawal(w));
         }
         let votes = self.cf(CF_FEE_VOTES)?;
+        if outcome.delta.epoch_start {
+            // The old epoch's votes go before this block's are written
+            // (a batch applies in order).
+            for item in self.db.iterator_cf(votes, IteratorMode::Start) {
+                let (k, _) = item?;
+                batch.delete_cf(votes, k);
+            }
+        }
         for (m, rate, at) in &outcome.delta.new_fee_votes {
             let mut v = [0u8; 16];
             v[..8].copy_from_slice(&rate.0.to_be_bytes());
@@ -572,6 +610,20 @@ impl Store {
                 self.cf(CF_META)?,
                 KEY_QUOTE_GRACE,
                 QuoteGrace::encode_list(&after.quote_grace),
+            );
+        }
+        if outcome.delta.adopted.is_some() {
+            batch.put_cf(
+                self.cf(CF_META)?,
+                KEY_EPOCHS,
+                Epoch::encode_list(&after.epochs),
+            );
+        }
+        if outcome.delta.epoch_start || outcome.delta.change_votes.is_some() {
+            batch.put_cf(
+                self.cf(CF_META)?,
+                KEY_CHANGE_VOTES,
+                encode_change_votes(&after.change_votes),
             );
         }
         self.write_synced(batch)
@@ -836,5 +888,126 @@ mod tests {
             Store::open(d.path(), Hash32::ZERO, &genesis),
             Err(StoreError::WrongChain { .. })
         ));
+    }
+
+    /// Epochs and change votes survive a reopen; an epoch's first block
+    /// drops the old fee votes on disk too; a store written before epochs
+    /// existed starts from the genesis epoch.
+    #[test]
+    fn epochs_and_change_votes_survive_reopen_and_old_stores_start_from_genesis() {
+        use ed25519_dalek::SigningKey;
+        use fedpeg_ledger::epoch::FederationChange;
+        use fedpeg_ledger::testing::epoch_member;
+        let d = tempfile::tempdir().unwrap();
+        let chain_id = Hash32::tagged("c", &[]);
+        let member = |i: u8| epoch_member(i, SigningKey::from_bytes(&[i + 60; 32]).verifying_key());
+        let e0 = Epoch {
+            number: 0,
+            activation: Height(0),
+            adopted: Height(0),
+            members: vec![member(0), member(1)],
+            peg_threshold: 1,
+        };
+        let genesis = State {
+            epochs: vec![e0.clone()],
+            ..State::default()
+        };
+        let change = FederationChange {
+            members: vec![member(1), member(2)],
+            peg_threshold: 1,
+            activation: Height(12),
+        };
+        let e1 = Epoch {
+            number: 1,
+            activation: Height(12),
+            adopted: Height(1),
+            members: change.members.clone(),
+            peg_threshold: 1,
+        };
+        let header = |height: u64, parent: Hash32| Header {
+            chain_id,
+            height: Height(height),
+            parent,
+            time_ms: 5,
+            proposer: 0,
+            tx_root: tx_root(&[], &[]),
+            state_root: Hash32::tagged("s", &[&height.to_be_bytes()]),
+        };
+        let commit = |store: &Store, s: &mut State, h: &Header, delta: Delta| {
+            let outcome = BlockOutcome {
+                delta,
+                events: vec![],
+                state_root: h.state_root,
+            };
+            s.commit(h, &outcome);
+            let cb = CommittedBlock {
+                block: Block {
+                    header: h.clone(),
+                    txs: vec![],
+                    fed_txs: vec![],
+                },
+                commit: vec![1],
+            };
+            store.commit_block(&cb, &outcome, &s.clone_meta()).unwrap();
+        };
+        let mut s = genesis.clone();
+        let h1 = header(1, Hash32::ZERO);
+        {
+            let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+            assert_eq!(store.load_state().unwrap().epochs, vec![e0.clone()]);
+            let votes = [(MemberIndex(1), (change.id(), change.clone()))]
+                .into_iter()
+                .collect();
+            commit(
+                &store,
+                &mut s,
+                &h1,
+                Delta {
+                    new_fee_votes: vec![(MemberIndex(0), FeeRate(9), Height(1))],
+                    change_votes: Some(votes),
+                    adopted: Some(e1.clone()),
+                    ..Delta::default()
+                },
+            );
+        }
+        let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+        let loaded = store.load_state().unwrap();
+        assert_eq!(loaded.epochs, vec![e0.clone(), e1.clone()]);
+        assert_eq!(loaded.change_votes, s.change_votes);
+        assert_eq!(loaded.change_votes.len(), 1);
+        // The first block of epoch 1 drops fee and change votes.
+        commit(
+            &store,
+            &mut s,
+            &header(2, h1.hash()),
+            Delta {
+                epoch_start: true,
+                new_fee_votes: vec![(MemberIndex(1), FeeRate(7), Height(2))],
+                ..Delta::default()
+            },
+        );
+        drop(store);
+        let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+        let loaded = store.load_state().unwrap();
+        assert!(loaded.change_votes.is_empty());
+        assert_eq!(
+            loaded.fee_votes.into_iter().collect::<Vec<_>>(),
+            vec![(MemberIndex(1), (FeeRate(7), Height(2)))]
+        );
+        assert_eq!(loaded.epochs, s.epochs);
+        // A store from before epochs (no record) starts from genesis's.
+        store
+            .db
+            .delete_cf(store.cf(CF_META).unwrap(), KEY_EPOCHS)
+            .unwrap();
+        drop(store);
+        let store = Store::open(d.path(), chain_id, &genesis).unwrap();
+        assert_eq!(store.load_state().unwrap().epochs, vec![e0]);
+        // A damaged record is an error, not a panic.
+        store
+            .db
+            .put_cf(store.cf(CF_META).unwrap(), KEY_CHANGE_VOTES, [1, 0, 0])
+            .unwrap();
+        assert!(matches!(store.load_state(), Err(StoreError::Corrupt(_))));
     }
 }

@@ -6,9 +6,10 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::batching::form_batch;
 use crate::block::{tx_root, Block, Header};
+use crate::epoch::{ChangeVotes, Epoch};
 use crate::error::{BlockError, FedTxError, TxError};
 use crate::events::Event;
-use crate::fed::apply_fed_tx;
+use crate::fed::{apply_fed_tx, start_block};
 use crate::fedtx::{FederationTx, OutPoint};
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
@@ -73,6 +74,15 @@ pub struct Delta {
     /// The new quote grace list when this block's fee votes raised the
     /// agreed rate; `None` leaves it as it was.
     pub quote_grace: Option<Vec<QuoteGrace>>,
+    /// The block is the first of an epoch: fee-rate and change votes of
+    /// the old one were dropped before its transactions (bump votes too, in
+    /// `batches`).
+    pub epoch_start: bool,
+    /// The whole new change-vote map when this block changed it; `None`
+    /// leaves it as it was (or empty after an `epoch_start`).
+    pub change_votes: Option<ChangeVotes>,
+    /// The epoch this block adopted (active from its `activation`).
+    pub adopted: Option<Epoch>,
 }
 
 /// The result of applying a block to a state.
@@ -127,6 +137,7 @@ pub fn apply_block(
         return Err(BlockError::TxRoot);
     }
     let mut o = Overlay::new(state);
+    start_block(&mut o, h.height);
     let mut events = Vec::new();
     for (index, tx) in block.txs.iter().enumerate() {
         apply_tx(&mut o, params, (h.height, h.time_ms), tx, sigs, &mut events).map_err(
@@ -188,6 +199,7 @@ pub fn build_block<'t>(
     let height = state.height.next();
     let time_ms = time_ms.max(state.tip_time_ms);
     let mut o = Overlay::new(state);
+    start_block(&mut o, height);
     let mut events = Vec::new();
     let mut txs = Vec::new();
     let mut rejected = Vec::new();

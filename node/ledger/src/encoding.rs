@@ -80,7 +80,8 @@ impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
         Reader { bytes, what }
     }
-    fn err(&self, why: impl Into<String>) -> RecordError {
+    /// An error about this record.
+    pub fn err(&self, why: impl Into<String>) -> RecordError {
         RecordError {
             what: self.what,
             why: why.into(),
@@ -112,8 +113,12 @@ impl<'a> Reader<'a> {
         Sats::checked(v).ok_or_else(|| self.err(format!("{v} sats exceeds 21M BTC")))
     }
     pub fn bytes32(&mut self) -> Result<[u8; 32], RecordError> {
-        let mut a = [0u8; 32];
-        a.copy_from_slice(self.take(32)?);
+        self.array()
+    }
+    /// `N` bytes.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], RecordError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
     /// A list length, bounded by what the remaining bytes could hold at

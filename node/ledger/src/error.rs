@@ -57,8 +57,27 @@ impl TxError {
 pub enum FedTxError {
     #[error("federation transaction is for chain {got}, expected {expected}")]
     WrongChain { expected: Hash32, got: Hash32 },
-    #[error("federation transaction is not signed by genesis member {0}")]
+    #[error("federation transaction is not signed by member {0} of the epoch in force")]
     BadSignature(MemberIndex),
+    #[error("federation transaction names member {member}, but epoch {epoch} in force at this height has {members} members")]
+    NotAMember {
+        member: MemberIndex,
+        epoch: u32,
+        members: usize,
+    },
+    #[error("member {0} holds no peg key of the federation, so it cannot sign peg-outs (its peg key is not in the genesis peg descriptor)")]
+    NoPegKey(MemberIndex),
+    #[error("a change is already adopted; wait until it activates at {activation}")]
+    ChangePending { activation: Height },
+    #[error("activation height {activation} is out of range: a vote in block {height} must name an activation between {min} and {max} (MIN_ACTIVATION_LEAD..=MAX_ACTIVATION_LEAD blocks later); vote again with one in range")]
+    ActivationLead {
+        activation: Height,
+        height: Height,
+        min: Height,
+        max: Height,
+    },
+    #[error("federation change refused: {0}")]
+    BadFederationChange(String),
     #[error("the deposit address of this account is already registered")]
     AlreadyRegistered,
     #[error("deposits to this account are not watched: its deposit address is not registered")]

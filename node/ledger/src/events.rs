@@ -11,6 +11,7 @@ use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::block::CommittedBlock;
 use crate::fedtx::OutPoint;
+use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::state::Withdrawal;
 use crate::tx::TxId;
@@ -57,6 +58,21 @@ pub enum Event {
         /// Accounts that burned them, each once.
         accounts: Vec<AccountId>,
     },
+    /// A member of the epoch in force voted for federation change `change`:
+    /// `votes` of the `needed` (quorum) so far.
+    FederationChangeVote {
+        member: MemberIndex,
+        change: Hash32,
+        votes: u32,
+        needed: u32,
+    },
+    /// Federation change `change` was adopted as epoch `epoch`, in force
+    /// from `activation`.
+    FederationChangeAdopted {
+        change: Hash32,
+        epoch: u32,
+        activation: fedpeg_consensus::Height,
+    },
 }
 
 /// Stages of a peg-out batch, as events report them.
@@ -85,11 +101,13 @@ pub enum BatchStage {
     },
 }
 
-/// Kind, causing transaction and payload of one ledger event. Add a match
-/// arm here for every new [`Event`] variant.
-pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev) {
+/// Kind, causing transaction and payload of one ledger event; None for an
+/// event the feed does not show (federation changes: `GetFederation` shows
+/// them, the feed has no kind for them yet). Add a match arm here for every
+/// new [`Event`] variant.
+pub fn event_to_pb(ev: &Event, hrp: &str) -> Option<(pb::EventKind, Option<String>, Ev)> {
     let addr = |a: &AccountId| a.to_address(hrp);
-    match ev {
+    Some(match ev {
         Event::Transfer {
             txid,
             from,
@@ -196,7 +214,8 @@ pub fn event_to_pb(ev: &Event, hrp: &str) -> (pb::EventKind, Option<String>, Ev)
                 Ev::PegOutStateChanged(p),
             )
         }
-    }
+        Event::FederationChangeVote { .. } | Event::FederationChangeAdopted { .. } => return None,
+    })
 }
 
 /// Addresses an event involves (what an account filter matches).
@@ -212,24 +231,23 @@ pub fn accounts_of(ev: &pb::ChainEvent) -> Vec<&str> {
     }
 }
 
-/// The feed's view of a block's events, numbered in block order.
+/// The feed's view of a block's events, numbered in block order (among
+/// the events the feed shows).
 pub fn block_events(cb: &CommittedBlock, events: &[Event], hrp: &str) -> Vec<pb::ChainEvent> {
     let h = &cb.block.header;
     let block_hash = h.hash().to_hex();
     events
         .iter()
+        .filter_map(|ev| event_to_pb(ev, hrp))
         .enumerate()
-        .map(|(index, ev)| {
-            let (kind, txid, event) = event_to_pb(ev, hrp);
-            pb::ChainEvent {
-                height: h.height.0,
-                index: index as u32,
-                block_hash: block_hash.clone(),
-                time_ms: h.time_ms,
-                txid: txid.unwrap_or_default(),
-                kind: kind as i32,
-                event: Some(event),
-            }
+        .map(|(index, (kind, txid, event))| pb::ChainEvent {
+            height: h.height.0,
+            index: index as u32,
+            block_hash: block_hash.clone(),
+            time_ms: h.time_ms,
+            txid: txid.unwrap_or_default(),
+            kind: kind as i32,
+            event: Some(event),
         })
         .collect()
 }
@@ -291,6 +309,7 @@ mod tests {
                         },
                         "fprt",
                     )
+                    .unwrap()
                     .2,
                 ),
                 ..Default::default()
@@ -310,6 +329,7 @@ mod tests {
                         },
                         "fprt",
                     )
+                    .unwrap()
                     .2,
                 ),
                 ..Default::default()
@@ -394,7 +414,7 @@ mod tests {
             ),
         ];
         for (stage, state, sigs, version, member) in cases {
-            let (kind, txid_of, payload) = event_to_pb(&ev(stage), "fprt");
+            let (kind, txid_of, payload) = event_to_pb(&ev(stage), "fprt").unwrap();
             assert_eq!(kind, pb::EventKind::PegOutStateChanged);
             assert_eq!(txid_of, None, "not caused by a user transaction");
             let Ev::PegOutStateChanged(p) = &payload else {

@@ -55,6 +55,7 @@ enum Slot {
     Signatures(MemberIndex, BatchId, u32),
     Bump(MemberIndex, BatchId, u32),
     Confirmed(MemberIndex, BatchId),
+    ChangeVote(MemberIndex, Hash32),
 }
 
 /// The slot of `tx`; None for a mint (never pooled).
@@ -66,6 +67,7 @@ fn slot(tx: &FederationTx) -> Option<Slot> {
         FedTxKind::PegOutSignatures { batch, version, .. } => Slot::Signatures(m, *batch, *version),
         FedTxKind::PegOutBump { batch, version } => Slot::Bump(m, *batch, *version),
         FedTxKind::PegOutConfirmed { batch, .. } => Slot::Confirmed(m, *batch),
+        FedTxKind::FederationChange { change } => Slot::ChangeVote(m, change.id()),
         FedTxKind::PegInMint { .. } => return None,
     })
 }
@@ -93,7 +95,9 @@ fn still_pending(state: &State, tx: &FederationTx) -> bool {
         FedTxKind::PegOutSignatures { batch, version, .. } => {
             state.batches.get(batch).is_some_and(|b| {
                 b.versions.len() == *version as usize + 1
-                    && !b.latest().signatures.contains_key(&tx.member)
+                    && !state
+                        .peg_index(state.height.next(), tx.member)
+                        .is_some_and(|peg| b.latest().signatures.contains_key(&peg))
             })
         }
         FedTxKind::PegOutBump { batch, version } => state.batches.get(batch).is_some_and(|b| {
@@ -107,6 +111,12 @@ fn still_pending(state: &State, tx: &FederationTx) -> bool {
                         .is_some_and(|c| b.versions[c.version as usize].txid != *txid)
                 })
         }
+        // Until adopted (or replaced by another vote of the member); a vote
+        // while an adopted change waits to activate is refused, and evicted.
+        FedTxKind::FederationChange { change } => state
+            .change_votes
+            .get(&tx.member)
+            .is_none_or(|(id, _)| *id != change.id()),
     }
 }
 
@@ -173,7 +183,9 @@ impl FedPool {
                     };
                     let recorded = &b.latest().signatures;
                     if b.versions.len() != *version as usize + 1
-                        || recorded.contains_key(&tx.member)
+                        || state
+                            .peg_index(state.height.next(), tx.member)
+                            .is_some_and(|peg| recorded.contains_key(&peg))
                         || recorded.len() >= threshold
                     {
                         continue;
@@ -332,8 +344,14 @@ mod tests {
         SigningKey::from_bytes(&[70 + m as u8; 32])
     }
 
+    fn state() -> State {
+        crate::testing::state_with_members(
+            &(0..4).map(|m| key(m).verifying_key()).collect::<Vec<_>>(),
+        )
+    }
+
     fn params() -> LedgerParams {
-        crate::testing::ledger_params((0..4).map(|m| key(m).verifying_key()).collect())
+        crate::testing::ledger_params()
     }
 
     fn tx(member: u32, kind: FedTxKind) -> FederationTx {
@@ -357,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_mint_is_never_pooled() {
-        let mut s = State::default();
+        let mut s = state();
         let reg = register(0, 1);
         let FedTxKind::RegisterDepositAddress { account } = reg.kind else {
             unreachable!()
@@ -384,7 +402,7 @@ mod tests {
 
     #[test]
     fn what_cannot_apply_to_state_is_refused() {
-        let s = State::default();
+        let s = state();
         let mut pool = FedPool::default();
         let p = params();
         for junk in [
@@ -425,7 +443,7 @@ mod tests {
 
     #[test]
     fn each_member_fills_only_its_own_quota() {
-        let s = State::default();
+        let s = state();
         let p = params();
         let mut pool = FedPool::new(3);
         for i in 0..3 {
@@ -446,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_member_holds_one_transaction_per_slot() {
-        let s = State::default();
+        let s = state();
         let p = params();
         let mut pool = FedPool::default();
         pool.admit(&s, &p, register(0, 1)).unwrap();
@@ -485,7 +503,7 @@ mod tests {
 
     #[test]
     fn evicted_and_moot_transactions_leave_the_pool() {
-        let mut s = State::default();
+        let mut s = state();
         let p = params();
         let mut pool = FedPool::default();
         let a = pool.admit(&s, &p, register(0, 1)).unwrap();
@@ -499,6 +517,6 @@ mod tests {
         pool.prune(&s);
         assert!(pool.is_empty());
         // Its slot is free again.
-        pool.admit(&State::default(), &p, register(1, 2)).unwrap();
+        pool.admit(&state(), &p, register(1, 2)).unwrap();
     }
 }

@@ -1,4 +1,4 @@
-//! Federation transactions: state changes that only genesis members may
+//! Federation transactions: state changes that only federation members may
 //! make, each signed with the member's consensus key.
 //!
 //! Signing bytes: `"fedpeg/fedtx/v1" || chain_id[32] || member u32 || kind u8
@@ -8,12 +8,18 @@
 //! `sat_per_vbyte u64 || height u64`; `PegOutSignatures` (kind 4) is `batch
 //! u64 || version u32 || count u32 || (len u32 || signature)*`; `PegOutBump`
 //! (kind 5) is `batch u64 || version u32`; `PegOutConfirmed` (kind 6) is
-//! `batch u64 || txid[32] || bitcoin_block[32]`. The id is `H_tag("fedpeg/fedtxid", signing bytes)`.
-//! Signatures are checked with [`fedpeg_consensus::signature_rule`] (ZIP-215)
-//! against the genesis key of `member`.
+//! `batch u64 || txid[32] || bitcoin_block[32]`; `FederationChange` (kind 7)
+//! is `count u32 || (name_len u32 || name || consensus_key[32] ||
+//! peg_key[33] || addr_len u32 || addr)* || peg_threshold u32 || activation
+//! u64` (the change's canonical bytes, see [`crate::epoch`]). The id is
+//! `H_tag("fedpeg/fedtxid", signing bytes)`. Signatures are checked with
+//! [`fedpeg_consensus::signature_rule`] (ZIP-215) against the consensus key
+//! of `member` in the epoch in force at the block's height
+//! ([`crate::State::epoch_at`]).
 
 use crate::account::AccountId;
 use crate::amount::Sats;
+use crate::epoch::FederationChange;
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex};
 use crate::tx::DecodeError;
@@ -58,6 +64,8 @@ pub enum FedTxKind {
         txid: Txid,
         bitcoin_block: BlockHash,
     },
+    /// This member's vote to replace the member set by `change`.
+    FederationChange { change: FederationChange },
 }
 
 /// Most signatures (inputs) one `PegOutSignatures` may carry.
@@ -153,6 +161,10 @@ impl FederationTx {
                 b.extend_from_slice(txid.as_byte_array());
                 b.extend_from_slice(bitcoin_block.as_byte_array());
             }
+            FedTxKind::FederationChange { change } => {
+                b.push(7);
+                b.extend_from_slice(&change.canonical_bytes());
+            }
         }
         b
     }
@@ -162,8 +174,8 @@ impl FederationTx {
         Hash32::tagged("fedpeg/fedtxid", &[&self.signing_bytes()])
     }
 
-    /// True if signed by the genesis key of `self.member`
-    /// ([`fedpeg_consensus::signature_rule`], ZIP-215).
+    /// True if signed by `members[self.member]`, the consensus keys of the
+    /// epoch in force ([`fedpeg_consensus::signature_rule`], ZIP-215).
     pub fn verify(&self, members: &[VerifyingKey]) -> bool {
         let Some(key) = members.get(self.member.index()) else {
             return false;
@@ -245,11 +257,9 @@ impl FederationTx {
                     )?),
                 }
             }
-            // EPOCHS-TODO(ledger): placeholder so the tree builds; federation
-            // changes are refused as if the kind were unknown until implemented.
-            Some(pb::federation_tx::Kind::FederationChange(_)) => {
-                return Err(DecodeError::MissingKind)
-            }
+            Some(pb::federation_tx::Kind::FederationChange(c)) => FedTxKind::FederationChange {
+                change: FederationChange::from_proto(c)?,
+            },
             None => return Err(DecodeError::MissingKind),
         };
         Ok(FederationTx {
@@ -311,6 +321,9 @@ impl FederationTx {
                 txid: txid.to_byte_array().to_vec(),
                 bitcoin_block: bitcoin_block.to_byte_array().to_vec(),
             }),
+            FedTxKind::FederationChange { change } => {
+                pb::federation_tx::Kind::FederationChange(change.to_proto())
+            }
         };
         pb::FederationTx {
             chain_id: self.chain_id.0.to_vec(),
@@ -394,7 +407,61 @@ mod tests {
         assert!(!t.verify(&keys), "unknown member index");
     }
 
+    #[test]
+    fn a_federation_change_vote_signs_kind_7_and_round_trips() {
+        let change = crate::epoch::tests::change(3);
+        let tx = FederationTx::sign(
+            Hash32::ZERO,
+            MemberIndex(2),
+            &member(2),
+            FedTxKind::FederationChange {
+                change: change.clone(),
+            },
+        );
+        let b = tx.signing_bytes();
+        let head = SIGN_DOMAIN.len() + 32 + 4;
+        assert_eq!(b[head], 7);
+        assert_eq!(&b[head + 1..], change.canonical_bytes().as_slice());
+        assert_eq!(FederationTx::from_proto(&tx.to_proto()).unwrap(), tx);
+        let keys: Vec<_> = (0..3).map(|i| member(i).verifying_key()).collect();
+        assert!(tx.verify(&keys));
+        // A vote for another change is another signature.
+        let mut other = tx.clone();
+        if let FedTxKind::FederationChange { change } = &mut other.kind {
+            change.peg_threshold += 1;
+        }
+        assert!(!other.verify(&keys));
+        // A bad key in the change is a decode error, not a panic.
+        let mut p = tx.to_proto();
+        if let Some(pb::federation_tx::Kind::FederationChange(c)) = &mut p.kind {
+            c.members[1].peg_key = vec![0; 33];
+        }
+        assert!(matches!(
+            FederationTx::from_proto(&p),
+            Err(DecodeError::FederationChange(_))
+        ));
+    }
+
     proptest! {
+        #[test]
+        fn garbage_federation_changes_are_refused_not_panicked(
+            key in proptest::collection::vec(any::<u8>(), 0..40),
+            peg in proptest::collection::vec(any::<u8>(), 0..40),
+            name in ".{0,80}",
+        ) {
+            let p = pb::FederationTx {
+                chain_id: vec![0; 32],
+                member: 0,
+                kind: Some(pb::federation_tx::Kind::FederationChange(pb::FederationChange {
+                    members: vec![pb::EpochMember { name, consensus_key: key, peg_key: peg, p2p_address: "/x".into() }],
+                    peg_threshold: 1,
+                    activation_height: 5,
+                })),
+                signature: vec![0; 64],
+            };
+            let _ = FederationTx::from_proto(&p);
+        }
+
         #[test]
         fn wire_round_trip(m in 0u32..4, a in 0u8..50) {
             let tx = FederationTx::sign(Hash32::ZERO, MemberIndex(m), &member(m as u8), FedTxKind::RegisterDepositAddress { account: account(a) });

@@ -3,10 +3,12 @@
 
 use crate::account::{hrp_for, AccountId};
 use crate::amount::Sats;
+use crate::epoch::{Epoch, EpochMember};
 use crate::hash::Hash32;
 use crate::ids::FeeRate;
 use crate::{LedgerParams, State, MAX_FEE_RATE};
 use ed25519_dalek::VerifyingKey;
+use fedpeg_consensus::Height;
 use serde::{Deserialize, Serialize};
 
 /// A federation member's public identity.
@@ -513,7 +515,6 @@ impl ChainSpec {
             min_tx_fee: self.genesis.fees.min_tx_fee,
             pegout_fee: self.genesis.fees.pegout_fee,
             max_block_txs: self.genesis.consensus.max_block_txs as usize,
-            members: self.member_keys.clone(),
             pegin_spend_vbytes: self.pegin_spend_vbytes(),
             default_fee_rate: FeeRate(self.genesis.fees.default_fee_rate_sat_vb),
             min_fee_rate: FeeRate(self.genesis.fees.min_fee_rate_sat_vb),
@@ -544,11 +545,34 @@ impl ChainSpec {
             .saturating_mul(self.genesis.fees.default_fee_rate_sat_vb)
     }
 
+    /// Epoch 0: the genesis members, in force from height 0.
+    pub fn genesis_epoch(&self) -> Epoch {
+        Epoch {
+            number: 0,
+            activation: Height(0),
+            adopted: Height(0),
+            members: self
+                .genesis
+                .members
+                .iter()
+                .zip(self.member_keys.iter().zip(&self.peg_keys))
+                .map(|(m, (ck, pk))| EpochMember {
+                    name: m.name.clone(),
+                    consensus_key: *ck,
+                    peg_key: *pk,
+                    p2p_address: m.p2p_address.clone(),
+                })
+                .collect(),
+            peg_threshold: self.genesis.peg_threshold,
+        }
+    }
+
     /// The state at height 0.
     pub fn genesis_state(&self) -> State {
         let mut s = State {
             state_root: Hash32::tagged("fedpeg/state/genesis", &[&self.chain_id.0]),
             tip_time_ms: self.genesis.genesis_time_ms,
+            epochs: vec![self.genesis_epoch()],
             ..State::default()
         };
         for d in &self.genesis.dev_balances {

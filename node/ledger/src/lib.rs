@@ -25,6 +25,7 @@ mod apply;
 mod batching;
 pub mod block;
 pub mod encoding;
+pub mod epoch;
 mod error;
 pub mod events;
 mod fed;

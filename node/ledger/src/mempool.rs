@@ -240,7 +240,7 @@ mod tests {
             max_block_txs: 100,
             pegin_spend_vbytes: 0,
             default_fee_rate: FeeRate(1),
-            ..crate::testing::ledger_params(vec![])
+            ..crate::testing::ledger_params()
         }
     }
     fn key(i: u8) -> SigningKey {

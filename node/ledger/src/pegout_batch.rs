@@ -147,9 +147,12 @@ pub struct BatchVersion {
     pub txid: Txid,
     /// Sidechain height that created this version.
     pub height: Height,
-    /// Valid signatures per member (one per input, DER + sighash byte).
+    /// Valid signatures (one per input, DER + sighash byte) keyed by the
+    /// signer's PEG-KEY index (position of its peg key among the
+    /// federation's keys), not by its member index: see `fed::signatures`.
     pub signatures: BTreeMap<MemberIndex, Vec<Vec<u8>>>,
-    /// Members who saw this version stuck and voted to replace it.
+    /// Members (index in the epoch in force) who saw this version stuck and
+    /// voted to replace it; dropped when an epoch activates.
     pub bump_votes: BTreeSet<MemberIndex>,
 }
 

@@ -43,11 +43,16 @@ pub(crate) fn lowest_valid(grace: &[QuoteGrace], time_ms: u64) -> Option<FeeRate
 /// agreed rate, remembers the rate before for `quote_validity_ms` from the
 /// block's time `time_ms`.
 pub(crate) fn after_fee_votes(o: &mut Overlay<'_>, params: &LedgerParams, time_ms: u64) {
-    if o.delta.new_fee_votes.is_empty() || params.quote_validity_ms == 0 {
+    if (o.delta.new_fee_votes.is_empty() && !o.delta.epoch_start) || params.quote_validity_ms == 0 {
         return;
     }
     let before = o.base.fee_rate(params);
-    let mut votes = o.base.fee_votes.clone();
+    // An epoch's first block starts from no votes (see `fed::start_block`).
+    let mut votes = if o.delta.epoch_start {
+        Default::default()
+    } else {
+        o.base.fee_votes.clone()
+    };
     for (m, rate, at) in &o.delta.new_fee_votes {
         votes.insert(*m, (*rate, *at));
     }

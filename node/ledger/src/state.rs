@@ -1,12 +1,13 @@
 //! The ledger state: accounts, the fee pool, queued withdrawals, registered
 //! deposit addresses, minted deposits, fee-rate votes, the federation's UTXO
-//! set and unconfirmed peg-out batches; and how a finalized block's outcome
-//! is committed to it.
+//! set and unconfirmed peg-out batches, the federation's epochs and votes
+//! for a change; and how a finalized block's outcome is committed to it.
 
 use crate::account::AccountId;
 use crate::amount::Sats;
 use crate::apply::BlockOutcome;
 use crate::block::Header;
+use crate::epoch::{ChangeVotes, Epoch};
 use crate::fedtx::OutPoint;
 use crate::hash::Hash32;
 use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
@@ -28,8 +29,6 @@ pub struct LedgerParams {
     pub pegout_fee: Sats,
     /// Most transactions in one block.
     pub max_block_txs: usize,
-    /// Members' consensus keys in genesis order (signers of federation transactions).
-    pub members: Vec<ed25519_dalek::VerifyingKey>,
     /// Virtual bytes it takes to spend one deposit; times the agreed fee
     /// rate, it is deducted from every mint so reserves always cover supply.
     pub pegin_spend_vbytes: u64,
@@ -43,7 +42,8 @@ pub struct LedgerParams {
     /// How long (ms of block time) a peg-out fee quoted at an agreed rate
     /// stays enough after the rate rises; 0: not at all.
     pub quote_validity_ms: u64,
-    /// The peg: members' peg keys, threshold, network.
+    /// The peg: genesis members' peg keys (in genesis order: a peg-key
+    /// index is a position here), threshold, network.
     pub federation: Federation,
     /// Peg-out batching policy.
     pub pegout: PegOutParams,
@@ -53,13 +53,6 @@ pub struct LedgerParams {
     /// emergency timelock opens ([`crate::rollover`]); None without an
     /// emergency branch.
     pub rollover_after_ms: Option<u64>,
-}
-
-impl LedgerParams {
-    /// Members whose votes show that at least one honest member agrees: f + 1.
-    pub fn honest_quorum(&self) -> usize {
-        (self.members.len().saturating_sub(1)) / 3 + 1
-    }
 }
 
 /// Highest fee rate any genesis may allow (`fees.max_fee_rate_sat_vb`), sat/vB.
@@ -143,6 +136,14 @@ pub struct State {
     /// Withdrawal id → the unconfirmed batch paying it.
     pub withdrawal_batch: BTreeMap<WithdrawalId, BatchId>,
     pub next_batch_id: BatchId,
+    /// Every epoch, oldest first: genesis (activation 0), then each adopted
+    /// change (the last may not be in force yet). Never empty in a state
+    /// built by [`crate::genesis::ChainSpec::genesis_state`].
+    pub epochs: Vec<Epoch>,
+    /// Votes of members of the epoch in force for changes not yet adopted
+    /// (member → change id, change); cleared when a change is adopted and
+    /// when an epoch activates (member indices change meaning).
+    pub change_votes: ChangeVotes,
     pub height: Height,
     pub tip: Hash32,
     pub tip_time_ms: u64,
@@ -153,6 +154,16 @@ pub struct State {
 impl State {
     /// Applies a finalized block's outcome.
     pub fn commit(&mut self, header: &Header, outcome: &BlockOutcome) {
+        if outcome.delta.epoch_start {
+            self.fee_votes.clear();
+            self.change_votes.clear();
+        }
+        if let Some(v) = &outcome.delta.change_votes {
+            self.change_votes = v.clone();
+        }
+        if let Some(e) = &outcome.delta.adopted {
+            self.epochs.push(e.clone());
+        }
         for (id, a) in &outcome.delta.accounts {
             self.accounts.insert(*id, *a);
         }
@@ -203,6 +214,42 @@ impl State {
         self.tip = header.hash();
         self.tip_time_ms = header.time_ms;
         self.state_root = outcome.state_root;
+    }
+
+    /// The epoch in force at height `h`: the last whose activation is at or
+    /// below `h` (an empty one for a state without epochs).
+    pub fn epoch_at(&self, h: Height) -> &Epoch {
+        let n = self.epochs.partition_point(|e| e.activation <= h);
+        n.checked_sub(1)
+            .and_then(|i| self.epochs.get(i))
+            .unwrap_or(&crate::epoch::NO_EPOCH)
+    }
+
+    /// Consensus keys of the epoch in force at `h`: who signs federation
+    /// transactions in, and the commit certificate of, block `h`.
+    pub fn validators_at(&self, h: Height) -> Vec<ed25519_dalek::VerifyingKey> {
+        self.epoch_at(h).consensus_keys()
+    }
+
+    /// An adopted epoch not yet in force at the next block
+    /// (`self.height.next()`): the last one if its activation is later.
+    pub fn next_epoch(&self) -> Option<&Epoch> {
+        self.epochs
+            .last()
+            .filter(|e| e.activation > self.height.next())
+    }
+
+    /// The peg-key index (position among the federation's keys, which are
+    /// the genesis epoch's peg keys in order) of `member` of the epoch in
+    /// force at `h`; None if it holds none of them or is no member.
+    pub fn peg_index(&self, h: Height, member: MemberIndex) -> Option<MemberIndex> {
+        let key = self.epoch_at(h).members.get(member.index())?.peg_key;
+        self.epochs
+            .first()?
+            .members
+            .iter()
+            .position(|m| m.peg_key == key)
+            .map(|i| MemberIndex(i as u32))
     }
 
     /// The agreed fee rate: the (lower) median of members' latest votes, or
@@ -261,7 +308,8 @@ impl State {
         balances + self.fee_pool.to_sat() as u128 + queued + reserved
     }
 
-    /// Copy of the scalars (tip, totals, counters) without the maps, for a
+    /// Copy of the scalars (tip, totals, counters, epochs and change votes)
+    /// without the large maps, for a
     /// store that writes a block's delta and needs only the new tip record.
     pub fn clone_meta(&self) -> State {
         State {
@@ -279,6 +327,8 @@ impl State {
             settled: Default::default(),
             withdrawal_batch: Default::default(),
             next_batch_id: self.next_batch_id,
+            epochs: self.epochs.clone(),
+            change_votes: self.change_votes.clone(),
             height: self.height,
             tip: self.tip,
             tip_time_ms: self.tip_time_ms,

@@ -16,12 +16,17 @@
 //! a `1` byte and the new quote grace list (count, then rate and until-time
 //! of each, see [`crate::quote_grace`]); nothing otherwise, so every block
 //! that raises no rate hashes exactly as before the grace existed (the
-//! fields before it are self-delimiting, so no two deltas share bytes). A
-//! golden test pins the bytes: changing any of this is a consensus change
+//! fields before it are self-delimiting, so no two deltas share bytes).
+//! Then, only in a block that starts an epoch, records change votes or
+//! adopts a change, a `2` byte, the epoch-start flag (`0`/`1`), the new
+//! change votes (optional: member, change id, change each, see
+//! [`crate::epoch`]) and the adopted epoch (optional, [`crate::epoch::Epoch::write`]);
+//! nothing otherwise, for the same reason. A golden test pins the bytes: changing any of this is a consensus change
 //! that needs a new tag.
 
 use crate::apply::Delta;
 use crate::encoding::Writer;
+use crate::epoch::write_change_votes;
 use crate::hash::Hash32;
 use crate::quote_grace::QuoteGrace;
 use fedpeg_consensus::Height;
@@ -86,6 +91,24 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
     if let Some(grace) = &d.quote_grace {
         w.u8(1);
         QuoteGrace::write_list(grace, &mut w);
+    }
+    if d.epoch_start || d.change_votes.is_some() || d.adopted.is_some() {
+        w.u8(2);
+        w.u8(d.epoch_start.into());
+        match &d.change_votes {
+            Some(v) => {
+                w.u8(1);
+                write_change_votes(v, &mut w);
+            }
+            None => w.u8(0),
+        }
+        match &d.adopted {
+            Some(e) => {
+                w.u8(1);
+                e.write(&mut w);
+            }
+            None => w.u8(0),
+        }
     }
     w.buf
 }

@@ -52,12 +52,12 @@ pub fn block_hash(b: u8) -> bitcoin::BlockHash {
 }
 
 /// Ledger parameters for this crate's unit tests: chain "test-chain" on
-/// regtest with the 3-of-4 [`test_federation`](crate::pegout_batch::test_federation),
-/// the given consensus `members`, and small fees (1 sat minimum, 1000 sats
+/// regtest with the 3-of-4 [`test_federation`](crate::pegout_batch::test_federation)
+/// and small fees (1 sat minimum, 1000 sats
 /// peg-out fee, 10 sat/vB default rate, 50 vB per deposit spend). Tests
 /// override what they need with `..ledger_params(...)`.
 #[cfg(test)]
-pub(crate) fn ledger_params(members: Vec<ed25519_dalek::VerifyingKey>) -> crate::LedgerParams {
+pub(crate) fn ledger_params() -> crate::LedgerParams {
     use crate::ids::FeeRate;
     crate::LedgerParams {
         chain_id: crate::hash::Hash32::tagged("test-chain", &[]),
@@ -65,7 +65,6 @@ pub(crate) fn ledger_params(members: Vec<ed25519_dalek::VerifyingKey>) -> crate:
         min_tx_fee: sats(1),
         pegout_fee: sats(1000),
         max_block_txs: 1000,
-        members,
         pegin_spend_vbytes: 50,
         default_fee_rate: FeeRate(10),
         min_fee_rate: FeeRate(1),
@@ -75,5 +74,38 @@ pub(crate) fn ledger_params(members: Vec<ed25519_dalek::VerifyingKey>) -> crate:
         pegout: Default::default(),
         confirmations: 1,
         rollover_after_ms: None,
+    }
+}
+
+/// An empty state whose genesis epoch has these consensus keys; member `i`
+/// holds peg key `i` of the [`test_federation`](crate::pegout_batch::test_federation)
+/// (its secret is `[i + 1; 32]`), beyond the fourth a key of no federation.
+#[cfg(test)]
+pub(crate) fn state_with_members(members: &[ed25519_dalek::VerifyingKey]) -> crate::State {
+    crate::State {
+        epochs: vec![crate::epoch::Epoch {
+            number: 0,
+            activation: fedpeg_consensus::Height(0),
+            adopted: fedpeg_consensus::Height(0),
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(i, k)| epoch_member(i as u8, *k))
+                .collect(),
+            peg_threshold: 3,
+        }],
+        ..crate::State::default()
+    }
+}
+
+/// Member "m`i`" with consensus key `key` and the peg key of secret `[i + 1; 32]`.
+pub fn epoch_member(i: u8, key: ed25519_dalek::VerifyingKey) -> crate::epoch::EpochMember {
+    let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+    let sk = bitcoin::secp256k1::SecretKey::from_slice(&[i + 1; 32]).expect("non-zero key");
+    crate::epoch::EpochMember {
+        name: format!("m{i}"),
+        consensus_key: key,
+        peg_key: sk.public_key(&secp),
+        p2p_address: format!("/ip4/10.0.0.{i}/tcp/40001"),
     }
 }

@@ -69,6 +69,8 @@ pub enum DecodeError {
     AddressTooLong,
     #[error("amount: {0}")]
     Amount(#[from] AmountError),
+    #[error("federation change: {0}")]
+    FederationChange(String),
 }
 
 /// An amount from the wire: at most 21 million BTC.

@@ -220,6 +220,7 @@ fn fed_kind_name(k: &FedTxKind) -> &'static str {
         FedTxKind::PegOutSignatures { .. } => "peg-out signatures",
         FedTxKind::PegOutBump { .. } => "peg-out bump vote",
         FedTxKind::PegOutConfirmed { .. } => "peg-out confirmation",
+        FedTxKind::FederationChange { .. } => "federation change vote",
     }
 }
 

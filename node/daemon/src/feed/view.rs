@@ -144,6 +144,15 @@ impl Feed {
                             txid, bitcoin_block
                         ),
                     ),
+                    FedTxKind::FederationChange { change } => (
+                        "federation_change",
+                        format!(
+                            "vote for change {} to {} member(s), activation at height {}",
+                            change.id().to_hex(),
+                            change.members.len(),
+                            change.activation
+                        ),
+                    ),
                 };
                 pb::FederationTxView {
                     member: f.member.0,

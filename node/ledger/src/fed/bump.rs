@@ -1,4 +1,5 @@
-//! `PegOutBump`: f + 1 members vote to replace a batch that is not
+//! `PegOutBump`: f + 1 members (of the epoch in force; votes are keyed by
+//! member index and dropped when an epoch activates) vote to replace a batch that is not
 //! confirming with a version at a higher fee rate (BIP125), paid from the fee
 //! pool. When the pool cannot pay, the votes are cleared so that the bump
 //! is retried once members vote again (they do, once per Bitcoin block,
@@ -34,7 +35,7 @@ pub(super) fn apply(
     if !b.versions[latest].bump_votes.insert(member) {
         return Err(FedTxError::Duplicate(member));
     }
-    if b.versions[latest].bump_votes.len() >= params.honest_quorum()
+    if b.versions[latest].bump_votes.len() >= o.base.epoch_at(height).honest_quorum()
         && b.versions.len() < MAX_BATCH_VERSIONS
     {
         let rate = o.base.fee_rate(params);

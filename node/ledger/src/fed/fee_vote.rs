@@ -1,5 +1,6 @@
 //! `FeeRateVote`: a member's view of the Bitcoin fee rate, within the
-//! genesis min/max; state uses the median of members' latest votes.
+//! genesis min/max; state uses the median of the latest votes of the
+//! members of the epoch in force (an epoch's first block drops the rest).
 
 use crate::error::FedTxError;
 use crate::ids::{FeeRate, MemberIndex};
@@ -30,7 +31,12 @@ pub(super) fn apply(
         .rev()
         .find(|(m, _, _)| *m == member)
         .map(|(_, _, h)| *h)
-        .or_else(|| o.base.fee_votes.get(&member).map(|(_, h)| *h));
+        .or_else(|| {
+            // The first block of an epoch starts from no votes.
+            (!o.delta.epoch_start)
+                .then(|| o.base.fee_votes.get(&member).map(|(_, h)| *h))
+                .flatten()
+        });
     if at > height || last.is_some_and(|l| at <= l) {
         return Err(FedTxError::StaleVote);
     }

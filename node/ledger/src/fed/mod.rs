@@ -4,6 +4,7 @@
 
 mod bump;
 mod confirm;
+mod federation_change;
 mod fee_vote;
 mod mint;
 mod register;
@@ -12,10 +13,13 @@ mod signatures;
 use crate::error::FedTxError;
 use crate::events::Event;
 use crate::fedtx::{FedTxKind, FederationTx};
+use crate::ids::MemberIndex;
 use crate::overlay::Overlay;
 use crate::state::State;
 use crate::LedgerParams;
 use fedpeg_consensus::Height;
+
+pub(crate) use federation_change::start_block;
 
 /// Whether federation transaction `tx` would apply on top of `state` in the
 /// next block (nothing is written). Its member signature is checked too.
@@ -24,7 +28,7 @@ pub fn check_fed_tx(
     params: &LedgerParams,
     tx: &FederationTx,
 ) -> Result<(), FedTxError> {
-    check_signed(params, tx)?;
+    check_signed(state, params, state.height.next(), tx)?;
     check_fed_tx_unsigned(state, params, tx)
 }
 
@@ -35,8 +39,10 @@ pub fn check_fed_tx_unsigned(
     params: &LedgerParams,
     tx: &FederationTx,
 ) -> Result<(), FedTxError> {
+    let height = state.height.next();
     let mut o = Overlay::new(state);
-    apply_unsigned(&mut o, params, state.height.next(), tx, &mut Vec::new())
+    start_block(&mut o, height);
+    apply_unsigned(&mut o, params, height, tx, &mut Vec::new())
 }
 
 /// Checks `tx` and applies it to the block's working view at `height`.
@@ -48,14 +54,19 @@ pub(crate) fn apply_fed_tx(
     tx: &FederationTx,
     events: &mut Vec<Event>,
 ) -> Result<(), FedTxError> {
-    check_signed(params, tx)?;
+    check_signed(o.base, params, height, tx)?;
     apply_unsigned(o, params, height, tx, events)
 }
 
-/// For this chain, signed by the genesis key of `tx.member`.
-fn check_signed(params: &LedgerParams, tx: &FederationTx) -> Result<(), FedTxError> {
+/// For this chain, signed by `tx.member` of the epoch in force at `height`.
+fn check_signed(
+    state: &State,
+    params: &LedgerParams,
+    height: Height,
+    tx: &FederationTx,
+) -> Result<(), FedTxError> {
     check_chain(params, tx)?;
-    if !tx.verify(&params.members) {
+    if !tx.verify(&state.validators_at(height)) {
         return Err(FedTxError::BadSignature(tx.member));
     }
     Ok(())
@@ -81,6 +92,7 @@ fn apply_unsigned(
 ) -> Result<(), FedTxError> {
     check_chain(params, tx)?;
     let member = tx.member;
+    check_member(o, height, member)?;
     match &tx.kind {
         FedTxKind::RegisterDepositAddress { account } => {
             register::apply(o, member, account, events)
@@ -99,7 +111,9 @@ fn apply_unsigned(
             batch,
             version,
             signatures,
-        } => signatures::apply(o, params, member, *batch, *version, signatures, events),
+        } => signatures::apply(
+            o, params, height, member, *batch, *version, signatures, events,
+        ),
         FedTxKind::PegOutBump { batch, version } => {
             bump::apply(o, params, height, member, *batch, *version, events)
         }
@@ -108,5 +122,21 @@ fn apply_unsigned(
             txid,
             bitcoin_block,
         } => confirm::apply(o, params, height, *batch, txid, bitcoin_block, events),
+        FedTxKind::FederationChange { change } => {
+            federation_change::apply(o, params, height, member, change, events)
+        }
     }
+}
+
+/// `member` is a member of the epoch in force at `height`.
+fn check_member(o: &Overlay<'_>, height: Height, member: MemberIndex) -> Result<(), FedTxError> {
+    let epoch = o.base.epoch_at(height);
+    if member.index() >= epoch.members.len() {
+        return Err(FedTxError::NotAMember {
+            member,
+            epoch: epoch.number,
+            members: epoch.members.len(),
+        });
+    }
+    Ok(())
 }

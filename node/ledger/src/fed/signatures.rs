@@ -1,16 +1,25 @@
 //! `PegOutSignatures`: a member's signatures of every input of a batch's
 //! newest version, each verified against the sighash and the member's
 //! tweaked peg key before it is recorded.
+//!
+//! The signer is a member of the epoch in force; what it signs with is its
+//! peg key, which must be one of the federation's (genesis) keys. Signatures
+//! are recorded under that key's peg-key index (its position in
+//! `params.federation.keys()`), not under the member index: the index
+//! witnesses are assembled by, stable across epochs.
 
 use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
 use crate::ids::{BatchId, MemberIndex};
 use crate::overlay::Overlay;
 use crate::LedgerParams;
+use fedpeg_consensus::Height;
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn apply(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
+    height: Height,
     member: MemberIndex,
     batch: BatchId,
     version: u32,
@@ -22,7 +31,21 @@ pub(super) fn apply(
     if version as usize != latest {
         return Err(FedTxError::StaleVersion { batch, version });
     }
-    if b.versions[latest].signatures.contains_key(&member) {
+    let peg_key = o
+        .base
+        .epoch_at(height)
+        .members
+        .get(member.index())
+        .map(|m| m.peg_key)
+        .ok_or(FedTxError::BadSignature(member))?;
+    let peg = params
+        .federation
+        .key_index(&peg_key)
+        .ok_or(FedTxError::NoPegKey(member))?;
+    if b.versions[latest]
+        .signatures
+        .contains_key(&MemberIndex(peg as u32))
+    {
         return Err(FedTxError::Duplicate(member));
     }
     let unsigned = b
@@ -30,10 +53,11 @@ pub(super) fn apply(
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
     params
         .federation
-        .verify_batch_signatures(&unsigned, &b.batch_inputs(), member.index(), signatures)
+        .verify_batch_signatures(&unsigned, &b.batch_inputs(), peg, signatures)
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
     let v = &mut b.versions[latest];
-    v.signatures.insert(member, signatures.to_vec());
+    v.signatures
+        .insert(MemberIndex(peg as u32), signatures.to_vec());
     let count = v.signatures.len() as u32;
     let txid = v.txid;
     let withdrawals = b.withdrawal_ids();

@@ -2,7 +2,7 @@
 //! the rate, the median with members that vote the fallback, and the grace
 //! of peg-out quotes after a rise.
 
-use super::pegout::{address, deposit, fed, params, pegout, step};
+use super::pegout::{address, deposit, fed, params, pegout, state, step};
 use crate::fedtx::{FedTxKind, FederationTx};
 use crate::ids::{FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::pegout_fee_quote;
@@ -47,7 +47,7 @@ fn grace(list: &[(u64, u64)]) -> Vec<QuoteGrace> {
 
 #[test]
 fn a_byzantine_fee_vote_above_the_genesis_max_is_refused_with_the_bounds() {
-    let s = State::default();
+    let s = state();
     let p = params();
     let refusal = |f: &FederationTx| check_fed_tx(&s, &p, f).err();
     let e = refusal(&vote(&s, 3, 1001)).expect("above the max");
@@ -85,7 +85,7 @@ fn with_fallback_voters_one_member_cannot_move_the_rate() {
     let p = params();
     let fallback = p.default_fee_rate.0;
     // Three members' bitcoinds cannot estimate: they vote the fallback.
-    let mut s = State::default();
+    let mut s = state();
     let votes = [
         vote(&s, 0, fallback),
         vote(&s, 1, fallback),
@@ -95,7 +95,7 @@ fn with_fallback_voters_one_member_cannot_move_the_rate() {
     step(&mut s, &[], &votes, 1);
     assert_eq!(s.fee_rate(&p), p.default_fee_rate);
     // Had they voted nothing, the one vote would have been the rate.
-    let mut alone = State::default();
+    let mut alone = state();
     let one = vote(&alone, 3, 1000);
     step(&mut alone, &[], &[one], 1);
     assert_eq!(alone.fee_rate(&p), FeeRate(1000));
@@ -106,7 +106,7 @@ fn the_agreed_rate_stays_within_the_genesis_bounds() {
     let mut p = params();
     p.min_fee_rate = FeeRate(5);
     p.default_fee_rate = FeeRate(5);
-    let mut s = State::default();
+    let mut s = state();
     assert_eq!(s.fee_rate(&p), FeeRate(5));
     // Votes recorded under other bounds (a genesis of an older build).
     for (m, rate) in [(0, 50_000), (1, 50_000), (2, 2), (3, 50_000)] {
@@ -124,7 +124,7 @@ fn the_agreed_rate_stays_within_the_genesis_bounds() {
 fn a_signed_quote_is_accepted_within_its_validity_after_the_rate_rises_and_refused_after() {
     let p = params();
     let v = p.quote_validity_ms;
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     agree(&mut s, 100, 2);
     // The user asks for a quote at 100 sat/vB and signs it; long after the
@@ -168,7 +168,7 @@ fn a_signed_quote_is_accepted_within_its_validity_after_the_rate_rises_and_refus
 fn a_steady_rise_does_not_keep_an_old_rate_quotable_past_its_validity() {
     let p = params();
     let v = p.quote_validity_ms;
-    let mut s = State::default();
+    let mut s = state();
     agree(&mut s, 100, 1);
     assert_eq!(s.quote_grace, grace(&[(2, 1 + v)]), "from the default");
     let t = 10 * v;
@@ -194,7 +194,7 @@ fn a_steady_rise_does_not_keep_an_old_rate_quotable_past_its_validity() {
 fn a_zero_quote_validity_remembers_no_rate() {
     let mut p = params();
     p.quote_validity_ms = 0;
-    let s = State::default();
+    let s = state();
     let votes: Vec<FederationTx> = (0..4).map(|m| vote(&s, m, 500)).collect();
     let b = build_block(&s, &p, &[], &votes, 1, 0, &VerifyAll);
     assert_eq!(b.block.fed_txs.len(), 4);
@@ -205,7 +205,7 @@ fn a_zero_quote_validity_remembers_no_rate() {
 /// (see `crate::state_root`); a change here is a consensus change.
 #[test]
 fn golden_state_root_of_fee_rises() {
-    let mut s = State::default();
+    let mut s = state();
     agree(&mut s, 100, 1);
     agree(&mut s, 200, 2);
     assert_eq!(s.quote_grace.len(), 2);

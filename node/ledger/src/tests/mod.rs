@@ -1,6 +1,7 @@
 //! Unit and property tests of the ledger: transfers, peg-outs, mints, fee
 //! votes, blocks.
 
+mod epochs;
 mod fee_rate;
 mod pegout;
 
@@ -23,13 +24,13 @@ pub(super) fn id(i: u8) -> AccountId {
     AccountId(key(i).verifying_key().to_bytes())
 }
 fn params() -> LedgerParams {
-    crate::testing::ledger_params(vec![member_key().verifying_key()])
+    crate::testing::ledger_params()
 }
 fn member_key() -> SigningKey {
     SigningKey::from_bytes(&[99; 32])
 }
 fn genesis(balances: &[(u8, u64)]) -> State {
-    let mut s = State::default();
+    let mut s = crate::testing::state_with_members(&[member_key().verifying_key()]);
     for (i, b) in balances {
         s.accounts.insert(
             id(*i),
@@ -389,11 +390,14 @@ fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
 #[test]
 fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
     let mut s = genesis(&[]);
-    let mut p = params();
+    let p = params();
     let keys: Vec<SigningKey> = (0..3)
         .map(|i| SigningKey::from_bytes(&[200 + i; 32]))
         .collect();
-    p.members = keys.iter().map(|k| k.verifying_key()).collect();
+    s.epochs = crate::testing::state_with_members(
+        &keys.iter().map(|k| k.verifying_key()).collect::<Vec<_>>(),
+    )
+    .epochs;
     let vote = |m: u32, rate: u64, at: u64| {
         FederationTx::sign(
             p.chain_id,

@@ -13,7 +13,7 @@ use ed25519_dalek::SigningKey;
 use fedpeg_consensus::Height;
 use fedpeg_peg::bitcoin;
 
-fn member(i: u32) -> SigningKey {
+pub(super) fn member(i: u32) -> SigningKey {
     SigningKey::from_bytes(&[100 + i as u8; 32])
 }
 pub(super) fn params() -> LedgerParams {
@@ -28,8 +28,17 @@ pub(super) fn params() -> LedgerParams {
             consolidate_below_sat_vb: 0,
             ..PegOutParams::default()
         },
-        ..crate::testing::ledger_params((0..4).map(|i| member(i).verifying_key()).collect())
+        ..crate::testing::ledger_params()
     }
+}
+/// An empty state whose genesis epoch is the four test members (member `i`
+/// holds peg key `i` of the test federation).
+pub(super) fn state() -> State {
+    crate::testing::state_with_members(
+        &(0..4)
+            .map(|i| member(i).verifying_key())
+            .collect::<Vec<_>>(),
+    )
 }
 pub(super) fn fed(m: u32, kind: FedTxKind) -> FederationTx {
     FederationTx::sign(params().chain_id, MemberIndex(m), &member(m), kind)
@@ -166,7 +175,7 @@ fn assembled(p: &LedgerParams, s: &State) -> bitcoin::Transaction {
 #[test]
 fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
     let p = params();
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     deposit(&mut s, 2, 0, 300_000);
     assert_eq!(s.utxos.len(), 2);
@@ -331,7 +340,7 @@ fn batch_forms_is_signed_bumped_and_confirmed_with_change() {
 fn queue_waits_for_the_interval_and_for_funds() {
     let mut p = params();
     p.pegout.batch_interval_ms = 1000;
-    let mut s = State::default();
+    let mut s = state();
     // A peg-out queued at block time 100 is batched only once block
     // time reaches 100 + the 1000 ms interval.
     deposit(&mut s, 1, 0, 200_000);
@@ -364,7 +373,7 @@ fn queue_waits_for_the_interval_and_for_funds() {
 /// and a note in the README, not a new constant.
 #[test]
 fn golden_state_root_of_a_fixed_history() {
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     deposit(&mut s, 2, 0, 300_000);
     let transfer = Transaction::sign(
@@ -423,7 +432,7 @@ fn golden_state_root_of_a_fixed_history() {
 #[test]
 fn batch_and_utxo_records_round_trip_and_refuse_damage() {
     use crate::pegout_batch::{Batch, Utxo};
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     step(&mut s, &[pegout(1, 0, 100_000, 5_000)], &[], 3);
     let sigs: Vec<_> = (0..2).map(|m| sign(&s, 0, m)).collect();
@@ -517,7 +526,7 @@ fn sign_and_confirm(
 #[test]
 fn a_low_fee_rate_batch_merges_the_smallest_utxos_into_its_change_up_to_max_inputs() {
     let p = consolidating(6);
-    let mut s = State::default();
+    let mut s = state();
     let pool = small_deposits_then_a_pegout(&p, &mut s);
     let b = s.batches[&BatchId(0)].clone();
     // The largest pays; then the five smallest, smallest first (equal
@@ -561,7 +570,7 @@ fn at_or_above_the_consolidation_rate_a_batch_takes_only_the_inputs_that_pay() {
     for rate in [5, 9] {
         let mut p = consolidating(6);
         p.default_fee_rate = FeeRate(rate);
-        let mut s = State::default();
+        let mut s = state();
         small_deposits_then_a_pegout(&p, &mut s);
         let b = &s.batches[&BatchId(0)];
         assert_eq!(b.inputs.len(), 1, "{rate} sat/vB");
@@ -573,7 +582,7 @@ fn at_or_above_the_consolidation_rate_a_batch_takes_only_the_inputs_that_pay() {
 #[test]
 fn a_replacement_of_a_consolidating_batch_keeps_its_inputs_and_exact_fee_and_change() {
     let p = consolidating(6);
-    let mut s = State::default();
+    let mut s = state();
     small_deposits_then_a_pegout(&p, &mut s);
     let v0 = s.batches[&BatchId(0)].latest().clone();
     let pool = s.fee_pool;
@@ -604,7 +613,7 @@ fn a_replacement_of_a_consolidating_batch_keeps_its_inputs_and_exact_fee_and_cha
 #[test]
 fn a_consolidating_batch_transaction_spends_every_input_and_its_signed_vsize_fits_the_fee() {
     let p = consolidating(6);
-    let mut s = State::default();
+    let mut s = state();
     small_deposits_then_a_pegout(&p, &mut s);
     let b = s.batches[&BatchId(0)].clone();
     let v = b.latest().clone();
@@ -644,7 +653,7 @@ fn a_consolidating_batch_transaction_spends_every_input_and_its_signed_vsize_fit
 /// batch could never be bumped again).
 #[test]
 fn a_bump_the_fee_pool_cannot_pay_is_retried_when_it_can() {
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
     assert_eq!(s.batches.len(), 1);
@@ -704,7 +713,7 @@ fn confirmed_tx(m: u32, batch: u64, txid: bitcoin::Txid) -> FederationTx {
 /// Batch 0 paying 100k sats from a 1 BTC deposit, signed, then bumped to a
 /// version 1: the state, and the batch.
 fn signed_and_bumped() -> (State, Batch) {
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
     let sigs: Vec<_> = (0..3).map(|m| sign(&s, 0, m)).collect();
@@ -851,7 +860,7 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
     let p = params();
     let m = p.federation.threshold();
     assert!(m >= 2);
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
     let mut pool = FedPool::default();
@@ -920,7 +929,7 @@ fn utxos_nearing_their_timelock_are_rolled_back_to_change_before_peg_outs_batch(
         rollover_after_ms: Some(1000),
         ..params()
     };
-    let mut s = State::default();
+    let mut s = state();
     deposit_at(&p, &mut s, 1, 0, 1_000_000, 1);
     deposit_at(&p, &mut s, 2, 0, 500_000, 1);
     deposit_at(&p, &mut s, 3, 0, 300_000, 600);
@@ -980,7 +989,7 @@ fn utxos_nearing_their_timelock_are_rolled_back_to_change_before_peg_outs_batch(
 /// Without an emergency branch nothing is ever rolled, however old.
 #[test]
 fn without_an_emergency_branch_nothing_is_rolled() {
-    let mut s = State::default();
+    let mut s = state();
     deposit(&mut s, 1, 0, 1_000_000);
     step(&mut s, &[], &[], u64::MAX / 2);
     assert!(s.batches.is_empty());
@@ -996,7 +1005,7 @@ fn a_rollover_backlog_takes_one_batch_slot_at_a_time() {
         ..params()
     };
     p.pegout.max_inputs = 2;
-    let mut s = State::default();
+    let mut s = state();
     for a in 1..=5 {
         deposit_at(&p, &mut s, a, 0, 1_000_000, 1);
     }
@@ -1029,7 +1038,7 @@ fn a_lone_deposit_is_rolled_at_the_rate_the_pool_can_pay() {
         rollover_after_ms: Some(1000),
         ..params()
     };
-    let mut s = State::default();
+    let mut s = state();
     deposit_at(&p, &mut s, 1, 0, 1_000_000, 1);
     let pool = s.fee_pool.to_sat();
     let agreed = s.fee_rate(&p).0;

@@ -1,0 +1,374 @@
+//! Ledger tests of federation epochs: votes for a change, adoption at
+//! quorum, refusals, activation (who signs, what is reset) and peg-out
+//! signatures keyed by peg-key index.
+
+use super::pegout::{deposit, fed, member, params, pegout, state, step};
+use crate::epoch::{Epoch, EpochMember, FederationChange, MAX_ACTIVATION_LEAD};
+use crate::fedtx::{FedTxKind, FederationTx};
+use crate::ids::{BatchId, FeeRate, MemberIndex};
+use crate::pegout_batch::test_peg_secrets;
+use crate::testing::epoch_member;
+use crate::*;
+use ed25519_dalek::SigningKey;
+use fedpeg_consensus::Height;
+use proptest::prelude::*;
+
+/// Genesis member `i` (0..4) as an epoch member (peg key `i` of the federation).
+fn genesis_member(i: u8) -> EpochMember {
+    epoch_member(i, member(i as u32).verifying_key())
+}
+
+/// The consensus key of newcomer `i`.
+fn newcomer_key(i: u8) -> SigningKey {
+    SigningKey::from_bytes(&[150 + i; 32])
+}
+
+/// Newcomer `i`: a new consensus key and a peg key of no federation.
+fn newcomer(i: u8) -> EpochMember {
+    EpochMember {
+        name: format!("new{i}"),
+        ..epoch_member(40 + i, newcomer_key(i).verifying_key())
+    }
+}
+
+/// Newcomer 0 first, then genesis members 2, 0, 1 (member 3 leaves): every
+/// one of them sits at another index than in genesis.
+fn reshuffle(activation: u64) -> FederationChange {
+    FederationChange {
+        members: vec![
+            newcomer(0),
+            genesis_member(2),
+            genesis_member(0),
+            genesis_member(1),
+        ],
+        peg_threshold: 3,
+        activation: Height(activation),
+    }
+}
+
+/// Genesis member `m`'s vote for `change`.
+fn vote(m: u32, change: &FederationChange) -> FederationTx {
+    fed(
+        m,
+        FedTxKind::FederationChange {
+            change: change.clone(),
+        },
+    )
+}
+
+fn votes_of(events: &[Event]) -> Vec<(u32, u32)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::FederationChangeVote { votes, needed, .. } => Some((*votes, *needed)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Empty blocks until the state is at `height`.
+fn advance_to(s: &mut State, height: u64) {
+    while s.height.0 < height {
+        let t = s.tip_time_ms + 1;
+        step(s, &[], &[], t);
+    }
+}
+
+#[test]
+fn a_change_is_adopted_at_quorum_not_before_and_votes_are_replaced() {
+    let mut s = state();
+    let a = reshuffle(20);
+    let b = FederationChange {
+        members: vec![genesis_member(0), genesis_member(1), genesis_member(2)],
+        ..reshuffle(20)
+    };
+    // Quorum of 4 is 3.
+    let ev = step(&mut s, &[], &[vote(0, &a), vote(1, &a)], 1);
+    assert_eq!(votes_of(&ev), vec![(1, 3), (2, 3)]);
+    assert_eq!(s.epochs.len(), 1, "two of three votes adopt nothing");
+    // A vote for another change does not count for the first.
+    let ev = step(&mut s, &[], &[vote(3, &b)], 2);
+    assert_eq!(votes_of(&ev), vec![(1, 3)]);
+    assert_eq!(s.epochs.len(), 1);
+    // Member 1 changes its mind: its vote for `a` goes.
+    step(&mut s, &[], &[vote(1, &b)], 3);
+    assert_eq!(s.change_votes[&MemberIndex(1)].0, b.id());
+    let ev = step(&mut s, &[], &[vote(2, &a)], 4);
+    assert_eq!(votes_of(&ev), vec![(2, 3)], "member 1's old vote is gone");
+    assert_eq!(s.epochs.len(), 1);
+    // The same vote again is a duplicate.
+    assert_eq!(
+        check_fed_tx(&s, &params(), &vote(2, &a)),
+        Err(FedTxError::Duplicate(MemberIndex(2)))
+    );
+    // The third vote for `b` adopts it in this block.
+    let ev = step(&mut s, &[], &[vote(0, &b)], 5);
+    assert!(ev.contains(&Event::FederationChangeAdopted {
+        change: b.id(),
+        epoch: 1,
+        activation: Height(20),
+    }));
+    assert_eq!(
+        s.epochs[1],
+        Epoch {
+            number: 1,
+            activation: Height(20),
+            adopted: Height(5),
+            members: b.members.clone(),
+            peg_threshold: 3,
+        }
+    );
+    assert!(s.change_votes.is_empty(), "adoption clears the votes");
+    assert_eq!(s.next_epoch(), Some(&s.epochs[1]));
+    // While it waits to activate, no other change is voted.
+    assert_eq!(
+        check_fed_tx(&s, &params(), &vote(3, &reshuffle(30))),
+        Err(FedTxError::ChangePending {
+            activation: Height(20)
+        })
+    );
+    assert_eq!(s.epoch_at(Height(19)).number, 0);
+    assert_eq!(s.epoch_at(Height(20)).number, 1);
+    assert_eq!(s.epoch_at(Height(u64::MAX)).number, 1);
+    assert_eq!(s.validators_at(Height(20)), s.epochs[1].consensus_keys());
+    advance_to(&mut s, 19);
+    assert_eq!(s.next_epoch(), None, "in force at the next block");
+}
+
+#[test]
+fn refusals_name_the_reason() {
+    let s = state();
+    let p = params();
+    let check = |c: &FederationChange| check_fed_tx(&s, &p, &vote(0, c));
+    // The next block is 1: activation 11..=1_000_001.
+    assert!(check(&reshuffle(11)).is_ok());
+    assert!(check(&reshuffle(1 + MAX_ACTIVATION_LEAD)).is_ok());
+    for bad in [10, 2 + MAX_ACTIVATION_LEAD] {
+        assert!(matches!(
+            check(&reshuffle(bad)),
+            Err(FedTxError::ActivationLead { .. })
+        ));
+    }
+    let refused = |c: FederationChange, why: &str| match check(&c) {
+        Err(FedTxError::BadFederationChange(e)) => assert!(e.contains(why), "{e} lacks {why}"),
+        other => panic!("{other:?}: expected a refusal with {why}"),
+    };
+    let mut c = reshuffle(20);
+    c.members[1].name = "m0".into();
+    refused(c, "repeated");
+    let mut c = reshuffle(20);
+    c.members[0].consensus_key = c.members[1].consensus_key;
+    refused(c, "consensus_key is repeated");
+    let mut c = reshuffle(20);
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    c.members[0].consensus_key = ed25519_dalek::VerifyingKey::from_bytes(&identity).unwrap();
+    refused(c, "weak");
+    let mut c = reshuffle(20);
+    c.members[0].peg_key = c.members[1].peg_key;
+    refused(c, "peg_key is repeated");
+    let mut c = reshuffle(20);
+    c.peg_threshold = 2;
+    refused(c, "peg_threshold 2 differs from the federation's 3");
+    let mut c = reshuffle(20);
+    c.members[1] = newcomer(1);
+    refused(c, "only 2 of the 4 new members hold a peg key");
+    refused(
+        FederationChange {
+            members: vec![],
+            ..reshuffle(20)
+        },
+        "lists 0",
+    );
+    // Only members of the epoch in force vote.
+    let mut outsider = vote(0, &reshuffle(20));
+    outsider.member = MemberIndex(4);
+    assert!(matches!(
+        check_fed_tx_unsigned(&s, &p, &outsider),
+        Err(FedTxError::NotAMember { .. })
+    ));
+    let forged = FederationTx::sign(
+        p.chain_id,
+        MemberIndex(0),
+        &newcomer_key(0),
+        FedTxKind::FederationChange {
+            change: reshuffle(20),
+        },
+    );
+    assert_eq!(
+        check_fed_tx(&s, &p, &forged),
+        Err(FedTxError::BadSignature(MemberIndex(0)))
+    );
+}
+
+/// Adopts [`reshuffle`]`(activation)` with genesis members 0, 1, 2.
+fn adopt(s: &mut State, activation: u64) {
+    let c = reshuffle(activation);
+    let t = s.tip_time_ms + 1;
+    step(s, &[], &[vote(0, &c), vote(1, &c), vote(2, &c)], t);
+    assert_eq!(s.epochs.len(), 2);
+}
+
+/// Newcomer 0 (member 0 of the reshuffled epoch) registers an account.
+fn newcomer_registers(account: u8) -> FederationTx {
+    FederationTx::sign(
+        params().chain_id,
+        MemberIndex(0),
+        &newcomer_key(0),
+        FedTxKind::RegisterDepositAddress {
+            account: super::id(account),
+        },
+    )
+}
+
+#[test]
+fn at_activation_the_new_members_sign_and_old_votes_are_dropped() {
+    let mut s = state();
+    let p = params();
+    adopt(&mut s, 12);
+    let fee_vote = fed(
+        3,
+        FedTxKind::FeeRateVote {
+            sat_per_vbyte: FeeRate(40),
+            height: Height(2),
+        },
+    );
+    step(&mut s, &[], &[fee_vote], 2);
+    assert!(!s.fee_votes.is_empty());
+    advance_to(&mut s, 10);
+    // Block 12 is the first of epoch 1: in block 11 the newcomer is nobody...
+    let b = build_block(&s, &p, &[], &[newcomer_registers(7)], 20, 0, &VerifyAll);
+    assert!(b.block.fed_txs.is_empty(), "refused before activation");
+    step(&mut s, &[], &[], 20);
+    assert_eq!(s.height, Height(11));
+    // ... in block 12 it signs, and genesis member 3 (gone) does not.
+    let gone = fed(
+        3,
+        FedTxKind::RegisterDepositAddress {
+            account: super::id(8),
+        },
+    );
+    assert_eq!(
+        check_fed_tx(&s, &p, &gone),
+        Err(FedTxError::BadSignature(MemberIndex(3)))
+    );
+    assert!(check_fed_tx(&s, &p, &newcomer_registers(7)).is_ok());
+    step(&mut s, &[], &[newcomer_registers(7)], 21);
+    assert_eq!(s.height, Height(12));
+    assert!(s.registered.contains(&super::id(7)));
+    assert!(
+        s.fee_votes.is_empty(),
+        "fee votes of the old epoch are dropped"
+    );
+    assert_eq!(s.fee_rate(&p), p.default_fee_rate);
+}
+
+#[test]
+fn activation_drops_fee_and_change_votes_in_state_and_state_root() {
+    // The same history but for an activation: the roots differ from it on.
+    let mut s = state();
+    adopt(&mut s, 12);
+    advance_to(&mut s, 11);
+    let mut without = s.clone();
+    without.epochs.pop();
+    step(&mut s, &[], &[], 30);
+    step(&mut without, &[], &[], 30);
+    assert_ne!(s.state_root, without.state_root);
+}
+
+#[test]
+fn peg_out_signatures_are_keyed_by_peg_index_not_member_index() {
+    let p = params();
+    let mut s = state();
+    deposit(&mut s, 1, 0, 1_000_000);
+    step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], 5);
+    assert_eq!(s.batches.len(), 1);
+    // Genesis member 0 votes to bump (one vote of the two needed).
+    step(
+        &mut s,
+        &[],
+        &[fed(
+            0,
+            FedTxKind::PegOutBump {
+                batch: BatchId(0),
+                version: 0,
+            },
+        )],
+        6,
+    );
+    assert_eq!(s.batches[&BatchId(0)].latest().bump_votes.len(), 1);
+    let activation = s.height.0 + 1 + 10;
+    adopt(&mut s, activation);
+    advance_to(&mut s, activation);
+    assert!(
+        s.batches[&BatchId(0)].latest().bump_votes.is_empty(),
+        "bump votes of the old epoch are dropped"
+    );
+    // Member 1 of epoch 1 is genesis member 2: it signs with peg key 2.
+    let b = s.batches[&BatchId(0)].clone();
+    let tx = b.unsigned_tx(&p.federation, 0).unwrap();
+    let sigs = p
+        .federation
+        .sign_batch(&tx, &b.batch_inputs(), &test_peg_secrets()[2])
+        .unwrap();
+    let signed = |m: u32, key: &SigningKey, sigs: Vec<Vec<u8>>| {
+        FederationTx::sign(
+            p.chain_id,
+            MemberIndex(m),
+            key,
+            FedTxKind::PegOutSignatures {
+                batch: BatchId(0),
+                version: 0,
+                signatures: sigs,
+            },
+        )
+    };
+    // The newcomer holds no peg key of the federation.
+    assert_eq!(
+        check_fed_tx(&s, &p, &signed(0, &newcomer_key(0), sigs.clone())),
+        Err(FedTxError::NoPegKey(MemberIndex(0)))
+    );
+    let t = s.tip_time_ms + 1;
+    step(&mut s, &[], &[signed(1, &member(2), sigs.clone())], t);
+    let recorded = &s.batches[&BatchId(0)].latest().signatures;
+    assert_eq!(
+        recorded.keys().copied().collect::<Vec<_>>(),
+        vec![MemberIndex(2)]
+    );
+    // Signing with its old index's key (peg key 1) is refused.
+    let wrong = p
+        .federation
+        .sign_batch(&tx, &b.batch_inputs(), &test_peg_secrets()[1])
+        .unwrap();
+    assert!(check_fed_tx(&s, &p, &signed(2, &member(0), wrong)).is_err());
+    // And a second submission by the same signer is a duplicate.
+    assert_eq!(
+        check_fed_tx(&s, &p, &signed(1, &member(2), sigs)),
+        Err(FedTxError::Duplicate(MemberIndex(1)))
+    );
+}
+
+proptest! {
+    /// `epoch_at` is the last epoch activated at or below the height.
+    #[test]
+    fn epoch_at_agrees_with_a_linear_scan(
+        gaps in proptest::collection::vec(1u64..50, 0..6),
+        h in 0u64..400,
+    ) {
+        let mut s = state();
+        let mut at = 0;
+        for (i, g) in gaps.iter().enumerate() {
+            at += g;
+            s.epochs.push(Epoch { number: i as u32 + 1, activation: Height(at), ..s.epochs[0].clone() });
+        }
+        let scan = s.epochs.iter().rev().find(|e| e.activation.0 <= h).unwrap();
+        prop_assert_eq!(s.epoch_at(Height(h)), scan);
+        // Boundaries: an epoch is in force exactly from its activation.
+        for e in &s.epochs {
+            prop_assert_eq!(s.epoch_at(e.activation).number, e.number);
+            if e.number > 0 {
+                prop_assert_eq!(s.epoch_at(Height(e.activation.0 - 1)).number, e.number - 1);
+            }
+        }
+    }
+}
