@@ -477,6 +477,50 @@ impl Federation {
         Ok(fed)
     }
 
+    /// A node on this federation's genesis, not started: a member-to-be
+    /// with fresh keys (`fedpegd keygen`, public info in `<name>.json`, to
+    /// propose with `fedpeg federation propose --add-member`) listening at
+    /// the address in that file, or an observer (`member: false`).
+    pub fn new_node(
+        &self,
+        name: &str,
+        member: bool,
+        extra_args: &[String],
+    ) -> anyhow::Result<NodeProc> {
+        let d = self.dir.path();
+        let mut args = extra_args.to_vec();
+        let key = if member {
+            let key = d.join(format!("{name}.key"));
+            let p2p = format!("/ip4/127.0.0.1/tcp/{}", free_port());
+            run_ok(
+                Command::new(bin("fedpegd"))
+                    .args(["keygen", "--name", name, "--p2p-address", &p2p])
+                    .arg("--out")
+                    .arg(&key)
+                    .arg("--public-out")
+                    .arg(d.join(format!("{name}.json"))),
+            )?;
+            args.extend(["--p2p-listen".to_string(), p2p]);
+            Some(key)
+        } else {
+            None
+        };
+        Ok(NodeProc {
+            log_path: d.join(format!("{name}.log")),
+            data_dir: d.join(format!("{name}-data")),
+            name: name.to_string(),
+            api_port: free_port(),
+            metrics_port: free_port(),
+            http_port: None,
+            key,
+            genesis: d.join("genesis.json"),
+            heartbeat_ms: self.members[0].heartbeat_ms,
+            extra_args: args,
+            extra_env: vec![],
+            child: None,
+        })
+    }
+
     /// Member `i`'s first: a `fedpeg` CLI command pointed at member 0.
     pub fn cli(&self) -> Command {
         let mut c = Command::new(bin("fedpeg"));

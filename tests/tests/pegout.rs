@@ -867,3 +867,271 @@ async fn measure_pegout_latency_over_20_pegouts() {
     );
     check_reserves(&s.chans[0], &s.fed).await;
 }
+
+/// The federation as member `ch` shows it.
+async fn federation(ch: &Channel) -> pb::GetFederationResponse {
+    pb::federation_service_client::FederationServiceClient::new(ch.clone())
+        .get_federation(pb::GetFederationRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `fedpeg federation <args>` run by the operator of `node` (its admin
+/// token); the output, or the error output if it failed.
+fn federation_cli(node: &fedpeg_tests::NodeProc, args: &[&str]) -> (bool, String) {
+    let out = fedpeg_tests::run_any(
+        std::process::Command::new(fedpeg_tests::bin("fedpeg"))
+            .arg("--node")
+            .arg(node.url())
+            .arg("federation")
+            .args(args)
+            .arg("--admin-token")
+            .arg(node.data_dir.join("admin.token")),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+impl Setup {
+    /// Member `proposer` proposes a change (`edits`: `fedpeg federation
+    /// propose` flags), `approvers` approve it; returns the activation
+    /// height once it is adopted.
+    async fn change_federation(&self, nodes: &[&fedpeg_tests::NodeProc], edits: &[&str]) -> u64 {
+        let epochs_before = federation(&self.chans[0]).await.epochs.len();
+        let mut args = vec!["propose"];
+        args.extend_from_slice(edits);
+        let (ok, out) = federation_cli(nodes[0], &args);
+        assert!(ok, "propose: {out}\n{}", self.fed.logs());
+        let id = fedpeg_tests::wait::wait_until(
+            "the proposal is pending",
+            Duration::from_secs(30),
+            || async {
+                federation(&self.chans[0])
+                    .await
+                    .pending_changes
+                    .first()
+                    .map(|p| p.change_id.clone())
+            },
+        )
+        .await
+        .unwrap();
+        for n in &nodes[1..] {
+            let (ok, out) = federation_cli(n, &["approve", &id]);
+            assert!(ok, "approve on {}: {out}", n.name);
+        }
+        let f = fedpeg_tests::wait::wait_until(
+            "the change is adopted",
+            Duration::from_secs(30),
+            || async {
+                let f = federation(&self.chans[0]).await;
+                (f.epochs.len() > epochs_before).then_some(f)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.fed.logs()));
+        assert!(f.pending_changes.is_empty(), "{f:?}");
+        f.epochs.last().unwrap().activation_height
+    }
+
+    /// One peg-out of `amount` by `key` (nonce `nonce`), paid and confirmed.
+    async fn pegout_confirmed(&self, key: &SigningKey, nonce: u64, amount: u64) {
+        let to = addresses(&self.btc, 1).remove(0);
+        let txid = self.pegout(key, nonce, &to, amount).await;
+        let p = self.wait_state(&txid, pb::PegOutState::Broadcast, 60).await;
+        self.bitcoin_tx(&p.bitcoin_txid).await;
+        self.btc.mine(self.depth).unwrap();
+        self.wait_state(&txid, pb::PegOutState::Confirmed, 60).await;
+        check_reserves(&self.chans[0], &self.fed).await;
+    }
+}
+
+/// Member-set changes through consensus (issue #17): four members add a
+/// fifth, then remove one. Each change is proposed and approved by a
+/// quorum of the members in force with `fedpeg federation`, and takes
+/// effect at its activation height without a restart: the new member,
+/// started before it with genesis and its own key, syncs, then signs
+/// certificates; the removed member keeps following as an observer. Peg-ins,
+/// peg-outs (signed by members at new indices) and transfers work after
+/// each change, reserves cover supply, an observer follows, and every node
+/// holds the same chain. A change that would leave fewer than the peg
+/// threshold of the peg descriptor's key holders is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out() {
+    let s = setup(&[], None).await;
+    let member_args = fedpeg_tests::member_bitcoind_args(&s.btc.rpc_url(), RPC_USER, RPC_PASSWORD);
+    let mut observer = s.fed.new_node("observer", false, &[]).unwrap();
+    observer.spawn().unwrap();
+    let mut m4 = s.fed.new_node("m4", true, &member_args).unwrap();
+    m4.spawn().unwrap();
+    let bob = key(31);
+    s.fund(&bob, 2, 1_500_000).await;
+    let mut nonce = 0;
+
+    // 1. Add m4: proposed by m0, approved by m1 and m2 (3 of 4).
+    let add = format!("{}", s.fed.dir.path().join("m4.json").display());
+    let m = &s.fed.members;
+    let activation = s
+        .change_federation(&[&m[0], &m[1], &m[2]], &["--add-member", &add])
+        .await;
+    fedpeg_tests::wait_height(&m4, activation + 3, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", m4.log()));
+    let f = federation(&s.chans[0]).await;
+    assert_eq!((f.epoch, f.members.len()), (1, 5), "{f:?}");
+    assert_eq!(f.consensus_quorum, 4);
+    // m4 (index 4 of the new set) signs certificates from the activation on.
+    let m4_signs = fedpeg_tests::wait::wait_until(
+        "m4 signs a certificate",
+        Duration::from_secs(30),
+        || async {
+            let tip = s.chans[0].clone();
+            let h = fedpeg_tests::wait_height(&s.fed.members[0], 0, Duration::from_secs(1))
+                .await
+                .ok()?;
+            let cb = fedpeg_tests::committed_block(&tip, h).await.ok()?;
+            let cert = fedpeg_consensus::CommitCertificate::decode(&cb.commit).ok()?;
+            cert.precommits.iter().any(|(i, _)| i.0 == 4).then_some(h)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", s.fed.logs(), m4.log()));
+    assert!(m4_signs >= activation);
+    eprintln!(
+        "m4 added: adopted, active from height {activation}, signed the certificate of {m4_signs}"
+    );
+    assert!(!m4.log().contains("panicked"), "{}", m4.log());
+    s.pegout_confirmed(&bob, nonce, 100_000).await;
+    nonce += 1;
+    s.fund(&bob, 1, 600_000).await;
+
+    // 2. Remove m3: proposed by m0, approved by m1, m2 and m4 (4 of 5).
+    let m4_ch = m4.connect().await.unwrap();
+    let m = &s.fed.members;
+    let activation2 = s
+        .change_federation(&[&m[0], &m[1], &m[2], &m4], &["--remove-member", "m3"])
+        .await;
+    fedpeg_tests::wait_height(&m[0], activation2 + 3, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let f = federation(&s.chans[0]).await;
+    assert_eq!((f.epoch, f.members.len()), (2, 4), "{f:?}");
+    assert!(f.members.iter().all(|x| x.name != "m3"), "{f:?}");
+    assert_eq!(f.epochs.len(), 3);
+    eprintln!(
+        "m3 removed: active from height {activation2}; members {:?}",
+        f.members.iter().map(|m| &m.name).collect::<Vec<_>>()
+    );
+    // Peg-outs are signed by m0..m2 (m4's peg key is not in the genesis
+    // descriptor), at their indices in the new set.
+    s.pegout_confirmed(&bob, nonce, 100_000).await;
+    nonce += 1;
+    s.fund(&bob, 1, 600_000).await;
+    // Transfers through the new member.
+    for i in 0..5 {
+        let tx = fedpeg_tests::accounts::transfer(
+            s.chain_id,
+            &bob,
+            fedpeg_tests::accounts::account(70 + i),
+            nonce,
+            1000,
+        );
+        let txid = fedpeg_tests::accounts::submit(&m4_ch, &tx).await.unwrap();
+        fedpeg_tests::wait_final(&m4_ch, &txid, Duration::from_secs(30))
+            .await
+            .unwrap();
+        nonce += 1;
+    }
+    // The removed member follows as an observer.
+    assert!(s.fed.members[3]
+        .log()
+        .contains("not a member of the epoch in force"));
+
+    // 3. Rotating m0's peg key would leave two holders of the descriptor's
+    // keys, fewer than its threshold (3): refused, nothing pending.
+    let rotate = format!(
+        "m0={}",
+        fedpeg_peg::bitcoin::secp256k1::PublicKey::from_secret_key(
+            &fedpeg_peg::bitcoin::secp256k1::Secp256k1::new(),
+            &fedpeg_peg::bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
+        )
+    );
+    let (ok, out) = federation_cli(&s.fed.members[0], &["propose", "--set-peg-key", &rotate]);
+    assert!(!ok && out.contains("peg"), "{out}");
+    assert!(federation(&s.chans[0]).await.pending_changes.is_empty());
+
+    // A member restarted after the changes resumes from its store (the
+    // epochs are kept there), and an observer started now syncs from
+    // genesis, checking each certificate against the set of its height.
+    let mut late = s.fed.new_node("late-observer", false, &[]).unwrap();
+    late.spawn().unwrap();
+    m4.kill();
+    m4.spawn().unwrap();
+    let m4_ch = m4.connect().await.unwrap();
+    let tx = fedpeg_tests::accounts::transfer(
+        s.chain_id,
+        &bob,
+        fedpeg_tests::accounts::account(80),
+        nonce,
+        1000,
+    );
+    let txid = fedpeg_tests::accounts::submit(&s.chans[1], &tx)
+        .await
+        .unwrap();
+    fedpeg_tests::wait_final(&s.chans[1], &txid, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Every node, the removed member and the observers included, holds the
+    // same chain.
+    let tip = fedpeg_tests::wait_height(&s.fed.members[0], 0, Duration::from_secs(1))
+        .await
+        .unwrap();
+    let mut all = s.chans.clone();
+    all.push(m4_ch);
+    all.push(observer.connect().await.unwrap());
+    all.push(late.connect().await.unwrap());
+    for ch in &all {
+        let n = ch.clone();
+        fedpeg_tests::wait::wait_until(
+            "every node reaches the tip",
+            Duration::from_secs(30),
+            || async {
+                let h = pb::node_service_client::NodeServiceClient::new(n.clone())
+                    .get_status(pb::GetStatusRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .height;
+                (h >= tip).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for h in [
+        activation - 1,
+        activation,
+        activation2 - 1,
+        activation2,
+        tip,
+    ] {
+        let first = fedpeg_tests::block_hash(&all[0], h).await.unwrap();
+        for ch in &all[1..] {
+            assert_eq!(
+                fedpeg_tests::block_hash(ch, h).await.unwrap(),
+                first,
+                "fork at {h}"
+            );
+        }
+    }
+    let r = check_reserves(&s.chans[0], &s.fed).await;
+    eprintln!(
+        "same chain on 5 members and 2 observers up to {tip}; reserves {} + {} locked for supply {}",
+        r.available, r.locked, r.supply
+    );
+}

@@ -56,7 +56,8 @@ pub struct Api {
     chain: Arc<Chain>,
     identity: NodeIdentity,
     /// This member's index and consensus key (signs federation transactions).
-    member: Option<(u32, ed25519_dalek::SigningKey)>,
+    /// This node's consensus key, if it is (or will be) a member.
+    member: Option<ed25519_dalek::SigningKey>,
     /// The peg-in watcher over this member's bitcoind.
     watcher: Option<Arc<Watcher>>,
     net: Option<Network>,
@@ -252,9 +253,22 @@ impl Api {
         self.net.as_ref()
     }
 
-    /// This node's member index (None on an observer).
+    /// This node's member index in the epoch in force at the next height
+    /// (None on an observer, and on a keyed node that is not a member of
+    /// that epoch).
     pub(crate) fn member_index(&self) -> Option<usize> {
-        self.member.as_ref().map(|(i, _)| *i as usize)
+        self.member_signer().map(|(i, _)| i as usize)
+    }
+
+    /// This node's member index (as [`Api::member_index`]) and key: what
+    /// signs the federation transactions it submits.
+    fn member_signer(&self) -> Option<(u32, &ed25519_dalek::SigningKey)> {
+        let key = self.member.as_ref()?;
+        let vk = key.verifying_key();
+        let index = self
+            .chain
+            .with_state(|s| s.epoch_at(s.height.next()).member_index(&vk))?;
+        Some((index as u32, key))
     }
 
     /// Bitcoin tip this member's watcher saw last.
@@ -378,9 +392,11 @@ impl Api {
         Ok((address.to_string(), d.to_string()))
     }
 
-    /// Lets this node register deposit addresses as member `index`.
-    pub fn with_member_key(mut self, index: u32, key: ed25519_dalek::SigningKey) -> Api {
-        self.member = Some((index, key));
+    /// Lets this node sign federation transactions (deposit-address
+    /// registrations, claims, federation-change votes) with `key`, as the
+    /// member it is in the epoch in force when it signs.
+    pub fn with_member_key(mut self, key: ed25519_dalek::SigningKey) -> Api {
+        self.member = Some(key);
         self
     }
 
@@ -707,7 +723,7 @@ impl WalletService for Api {
         self.require_bitcoind()?;
         let registered = self.chain.with_state(|s| s.registered.contains(&id));
         if !registered && !self.chain.registration_pending(&id) {
-            let Some((index, key)) = &self.member else {
+            let Some((index, key)) = self.member_signer() else {
                 return Err(Status::failed_precondition(
                     "this deposit address is not registered yet and an observer cannot register it; ask a federation member's endpoint",
                 ));
@@ -718,7 +734,7 @@ impl WalletService for Api {
             )?;
             let tx = FederationTx::sign(
                 spec.chain_id,
-                MemberIndex(*index),
+                MemberIndex(index),
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
@@ -752,7 +768,7 @@ impl WalletService for Api {
         let txid: fedpeg_peg::bitcoin::Txid = r.txid.parse().map_err(|e| {
             Status::invalid_argument(format!("txid '{}' is not a Bitcoin txid: {e}", r.txid))
         })?;
-        let (Some(w), Some((index, key))) = (&self.watcher, &self.member) else {
+        let (Some(w), Some((index, key))) = (&self.watcher, self.member_signer()) else {
             return Err(Status::failed_precondition(
                 "this node has no bitcoind to check the deposit (observer, or member without --bitcoin-rpc-url); claim on another member",
             ));
@@ -819,7 +835,7 @@ impl WalletService for Api {
         if !self.chain.registration_pending(&id) {
             let tx = FederationTx::sign(
                 self.chain.spec.chain_id,
-                MemberIndex(*index),
+                MemberIndex(index),
                 key,
                 FedTxKind::RegisterDepositAddress { account: id },
             );
@@ -1008,6 +1024,47 @@ impl NodeService for Api {
         }))
     }
 
+    async fn vote_federation_change(
+        &self,
+        req: Request<pb::VoteFederationChangeRequest>,
+    ) -> Result<Response<pb::VoteFederationChangeResponse>, Status> {
+        self.check_admin(&req)?;
+        let Some((index, key)) = self.member_signer() else {
+            return Err(Status::failed_precondition(
+                "this node is not a member of the federation in force; vote on a member's node",
+            ));
+        };
+        let change = req
+            .get_ref()
+            .change
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("change is missing"))?;
+        let change = fedpeg_ledger::epoch::FederationChange::from_proto(change)
+            .map_err(|e| Status::invalid_argument(format!("change: {e}")))?;
+        let change_id = change.id().to_hex();
+        let tx = FederationTx::sign(
+            self.chain.spec.chain_id,
+            MemberIndex(index),
+            key,
+            FedTxKind::FederationChange { change },
+        );
+        let tx_id = tx.id().to_hex();
+        match self.chain.submit_fed_tx(tx, true) {
+            Ok(_) => {}
+            Err(fedpeg_ledger::fed_pool::FedAdmitError::Invalid(e)) => {
+                return Err(Status::failed_precondition(format!(
+                    "the federation would refuse this change: {e}"
+                )))
+            }
+            Err(e) => return Err(Status::unavailable(format!("vote not pooled: {e}"))),
+        }
+        tracing::warn!(change = %change_id, member = index, "operator voted for a federation change");
+        Ok(Response::new(pb::VoteFederationChangeResponse {
+            change_id,
+            tx_id,
+        }))
+    }
+
     async fn backup(
         &self,
         req: Request<pb::BackupRequest>,
@@ -1046,14 +1103,6 @@ impl NodeService for Api {
             created_unix_ms: m.created_unix_ms,
             fedpegd_version: m.fedpegd_version,
         }))
-    }
-
-    // EPOCHS-TODO(daemon)
-    async fn vote_federation_change(
-        &self,
-        _: Request<pb::VoteFederationChangeRequest>,
-    ) -> Result<Response<pb::VoteFederationChangeResponse>, Status> {
-        Err(Status::unimplemented("federation changes: not yet"))
     }
 
     async fn get_status(

@@ -8,6 +8,7 @@
 //! consensus with n = 1.
 
 use crate::store::{FeedRecord, Store, StoreError, TxLocation};
+use fedpeg_consensus::Height;
 use fedpeg_ledger::account::AccountId;
 use fedpeg_ledger::block::{Block, CommittedBlock};
 use fedpeg_ledger::fed_pool::{is_bitcoin_claim, FedAdmitError, FedPool};
@@ -95,9 +96,11 @@ pub struct Chain {
     gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Gossip>>,
     /// Pending federation transactions, checked against state.
     fed_pool: Mutex<FedPool>,
-    /// Per member: the last height whose commit certificate holds its
-    /// precommit (None until one did since this node started).
-    last_signed: Mutex<Vec<Option<u64>>>,
+    /// Per consensus key: the last height whose commit certificate holds
+    /// its precommit (absent until one did since this node started).
+    last_signed: Mutex<HashMap<[u8; 32], u64>>,
+    /// Validator sets by epoch number, built once each.
+    validator_sets: Mutex<HashMap<u32, fedpeg_consensus::ValidatorSet>>,
     /// Valid signatures of proposed blocks' transactions that are not
     /// pooled, verified off the consensus task as the block arrived
     /// ([`Chain::preverify_block`]) so that [`Chain::validate`] does not
@@ -129,7 +132,6 @@ impl Chain {
         })?;
         let store = Store::open(&data_dir.join("db"), spec.chain_id, &spec.genesis_state())?;
         let state = store.load_state()?;
-        let members = spec.genesis.members.len();
         let (tip, _) = tokio::sync::watch::channel(state.height.0);
         Ok(Chain {
             params: spec.ledger_params(),
@@ -141,7 +143,8 @@ impl Chain {
             pending: tokio::sync::Notify::new(),
             gossip: std::sync::OnceLock::new(),
             fed_pool: Mutex::new(FedPool::default()),
-            last_signed: Mutex::new(vec![None; members]),
+            last_signed: Mutex::new(HashMap::new()),
+            validator_sets: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashSet::new()),
         })
     }
@@ -662,9 +665,10 @@ impl Chain {
             fedpeg_consensus::CommitCertificate::decode(&cb.commit),
             self.last_signed.lock(),
         ) {
+            let keys = self.with_state(|s| s.validators_at(height));
             for (i, _) in &c.precommits {
-                if let Some(slot) = signed.get_mut(i.0 as usize) {
-                    *slot = Some(height.0);
+                if let Some(k) = keys.get(i.0 as usize) {
+                    signed.insert(k.to_bytes(), height.0);
                 }
             }
         }
@@ -685,13 +689,61 @@ impl Chain {
         self.store.batch(id)
     }
 
-    /// Per member (genesis order): the last height whose commit certificate
-    /// holds its precommit, since this node started.
+    /// Per member of the epoch in force at the next height (its order):
+    /// the last height whose commit certificate holds its precommit, since
+    /// this node started.
     pub fn last_signed(&self) -> Vec<Option<u64>> {
-        self.last_signed
+        let keys = self.with_state(|s| s.validators_at(s.height.next()));
+        let Ok(signed) = self.last_signed.lock() else {
+            return vec![None; keys.len()];
+        };
+        keys.iter()
+            .map(|k| signed.get(&k.to_bytes()).copied())
+            .collect()
+    }
+
+    /// The validator set in force at height `h` and its epoch number. The
+    /// state knows every set up to its height plus the activation lead
+    /// (an adopted set activates at least
+    /// [`fedpeg_ledger::epoch::MIN_ACTIVATION_LEAD`] blocks after it was
+    /// adopted), so the sets of the next heights are always known.
+    pub fn validators_at(
+        &self,
+        h: Height,
+    ) -> anyhow::Result<(u32, fedpeg_consensus::ValidatorSet)> {
+        let (number, keys) = self.with_state(|s| {
+            let e = s.epoch_at(h);
+            (e.number, e.consensus_keys())
+        });
+        let mut sets = self
+            .validator_sets
             .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+            .map_err(|_| anyhow::anyhow!("validator set cache lock poisoned"))?;
+        if let Some(set) = sets.get(&number) {
+            return Ok((number, set.clone()));
+        }
+        let set = fedpeg_consensus::ValidatorSet::from_keys(keys)
+            .map_err(|e| anyhow::anyhow!("members of epoch {number}: {e}"))?;
+        sets.insert(number, set.clone());
+        Ok((number, set))
+    }
+
+    /// Who may use the members' p2p protocols: the members of the epoch in
+    /// force at the next height (in its order, so that a network index
+    /// below its size is the validator index), then the members of an
+    /// adopted epoch not yet in force that are not already listed.
+    pub fn network_members(&self) -> Vec<fedpeg_ledger::epoch::EpochMember> {
+        self.with_state(|s| {
+            let mut list = s.epoch_at(s.height.next()).members.clone();
+            if let Some(next) = s.next_epoch() {
+                for m in &next.members {
+                    if !list.iter().any(|l| l.consensus_key == m.consensus_key) {
+                        list.push(m.clone());
+                    }
+                }
+            }
+            list
+        })
     }
 
     /// This node's own bookkeeping record `key` (see [`Store::local_record`]).

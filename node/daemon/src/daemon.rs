@@ -42,6 +42,33 @@ pub fn member_peers(spec: &ChainSpec) -> anyhow::Result<Vec<MemberPeer>> {
         .collect()
 }
 
+/// Members of an epoch as the network sees them, indexed in the order
+/// given. A member whose p2p address does not parse (possible only for a
+/// member added by a federation change: genesis addresses are checked at
+/// start) is still listed, at an address nobody listens on, so that its
+/// connections to us count as a member's; it is reported once per call.
+pub fn epoch_peers(members: &[fedpeg_ledger::epoch::EpochMember]) -> Vec<MemberPeer> {
+    members
+        .iter()
+        .enumerate()
+        .filter_map(|(index, m)| {
+            let peer_id = peer_id_from_consensus_key(&m.consensus_key.to_bytes()).ok()?;
+            let addr: Multiaddr = match m.p2p_address.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(member = %m.name, address = %m.p2p_address, error = %e, "member's p2p address is not a multiaddress; it cannot be dialed (it may dial us)");
+                    "/ip4/0.0.0.0/tcp/0".parse().ok()?
+                }
+            };
+            Some(MemberPeer {
+                index,
+                peer_id,
+                addr,
+            })
+        })
+        .collect()
+}
+
 /// Runs a node with `config` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -53,26 +80,50 @@ pub async fn run(
         Some(path) => Some(load_member_keys(path)?),
         None => None,
     };
-    let member_index = match &member {
+    // Genesis addresses must parse (a typo is a configuration error).
+    member_peers(&spec)?;
+    let chain_id = spec.chain_id;
+    let chain = Arc::new(Chain::open(spec, &config.data_dir, config.mempool.max_txs)?);
+    // The member this key is in the newest epoch the chain knows that
+    // lists it (genesis, past changes, the one in force, an adopted one):
+    // its p2p address. A key in none may be a member a federation change
+    // adds that this node has not synced yet: it follows as an observer,
+    // and votes once the chain brings it into the epoch in force.
+    let own_entry = match &member {
         None => None,
-        Some(keys) => Some(spec.member_index(&keys.consensus.verifying_key()).with_context(|| {
-            format!(
-                "key file {} is not a member of this genesis (consensus key {} is not listed); check --key and --genesis",
-                config.key_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                hex::encode(keys.consensus.verifying_key().to_bytes())
-            )
-        })?),
+        Some(keys) => {
+            let key = keys.consensus.verifying_key();
+            let entry = chain.with_state(|s| {
+                s.epochs
+                    .iter()
+                    .rev()
+                    .find_map(|e| e.members.iter().find(|m| m.consensus_key == key).cloned())
+            });
+            if entry.is_none() {
+                tracing::warn!(
+                    consensus_key = %hex::encode(key.to_bytes()),
+                    "this key is in no epoch of the federation this node has stored (genesis or a change): following the chain; it votes once a federation change that lists it is in force. If it should already be a member, check --key and --genesis"
+                );
+                if config.p2p.listen.is_none() {
+                    anyhow::bail!("a member not yet in the federation this node has stored needs --p2p-listen (the p2p address given in the federation change that adds it)");
+                }
+            }
+            entry
+        }
     };
-    let members = member_peers(&spec)?;
-    let listen: Multiaddr = match (&config.p2p.listen, member_index) {
+    let members = epoch_peers(&chain.network_members());
+    let listen: Multiaddr = match (&config.p2p.listen, &own_entry) {
         (Some(l), _) => l
             .parse()
             .with_context(|| format!("p2p listen address '{l}' is not a multiaddress"))?,
-        (None, Some(i)) => members[i].addr.clone(),
+        (None, Some(m)) => m.p2p_address.parse().with_context(|| {
+            format!(
+                "member '{}': p2p_address '{}' is not a multiaddress; pass --p2p-listen",
+                m.name, m.p2p_address
+            )
+        })?,
         (None, None) => "/ip4/127.0.0.1/tcp/0".parse()?,
     };
-    let chain_id = spec.chain_id;
-    let chain = Arc::new(Chain::open(spec, &config.data_dir, config.mempool.max_txs)?);
     tracing::info!(chain_id = %chain_id, height = chain.height(), data_dir = %config.data_dir.display(), version = crate::build_info::VERSION, halt_height = ?config.halt_height, "chain opened");
     // Before the network: a node at its halt height must not join consensus.
     if crate::halt::at_start(config.halt_height, chain.height())? == AtStart::Halted {
@@ -178,18 +229,17 @@ pub async fn run(
         (None, _) => None,
     };
     // A member with a bitcoind signs and broadcasts peg-out batches.
-    if let (Some(keys), Some(w), Some(i)) = (&member, &watcher, member_index) {
+    if let (Some(keys), Some(w)) = (&member, &watcher) {
         let worker = Arc::new(crate::signer::PegOutWorker::new(
             chain.clone(),
             w.clone(),
-            i as u32,
             keys.consensus.clone(),
             keys.peg,
         ));
         let poll = Duration::from_millis(config.bitcoin.poll_ms.unwrap_or(500).max(10));
         tokio::spawn(worker.run(poll, stop_rx.clone()));
     }
-    let driver = match member {
+    let driver = match &member {
         Some(keys) => Driver::member(
             chain.clone(),
             net.clone(),
@@ -215,20 +265,21 @@ pub async fn run(
     }
     .with_halt_height(config.halt_height);
     let identity = NodeIdentity {
-        role: if member_index.is_some() {
+        role: if member.is_some() {
             pb::NodeRole::Member
         } else {
             pb::NodeRole::Observer
         },
-        member_name: member_index
-            .map(|i| chain.spec.genesis.members[i].name.clone())
+        member_name: own_entry
+            .as_ref()
+            .map(|m| m.name.clone())
             .unwrap_or_default(),
         halt_height: config.halt_height,
     };
     let metrics_status = status.clone();
     let mut api = Api::new(chain.clone(), identity, Some(net.clone()), status);
-    if let (Some(i), Some(key)) = (member_index, &member_key) {
-        api = api.with_member_key(i as u32, key.clone());
+    if let Some(key) = &member_key {
+        api = api.with_member_key(key.clone());
     }
     let token_path = config.admin_token_path();
     let admin_token = fedpeg_keys::load_or_create_admin_token(&token_path)
@@ -266,7 +317,7 @@ pub async fn run(
     tokio::spawn(api.telemetry().clone().run(
         chain.clone(),
         Some(net.clone()),
-        member_index,
+        member_key.as_ref().map(|k| k.verifying_key()),
         watcher.clone(),
         stopped(stop_rx.clone()),
     ));
@@ -302,7 +353,7 @@ pub async fn run(
                 tracing::warn!(error = %e, "cannot save the pooled transactions; they are lost with this process")
             }
         }
-        if member_index.is_some() && !signalled {
+        if member.is_some() && !signalled {
             // API, watcher, signer and metrics are stopping; the network and
             // the sync server stay up a moment for members still below H.
             tokio::select! {

@@ -104,18 +104,22 @@ impl Api {
             .unwrap_or_default();
         let last_seen = telemetry.last_seen_ms();
         let mut versions = self.net().map(|n| n.member_versions()).unwrap_or_default();
-        let members = spec
-            .genesis
-            .members
+        let (epoch, epochs, pending) = self.chain().with_state(epoch_views);
+        let me = self.member_index();
+        let members = epochs
+            .iter()
+            .find(|e| e.number == epoch)
+            .map(|e| e.members.as_slice())
+            .unwrap_or_default()
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let is_self = self.member_index() == Some(i);
+                let is_self = me == Some(i);
                 pb::FederationMember {
                     index: i as u32,
                     name: m.name.clone(),
-                    consensus_key: m.consensus_key.clone(),
-                    peg_key: m.peg_key.clone(),
+                    consensus_key: hex::encode(&m.consensus_key),
+                    peg_key: hex::encode(&m.peg_key),
                     p2p_address: m.p2p_address.clone(),
                     online: is_self || connected.contains(&i),
                     last_seen_ms: last_seen.get(i).copied().unwrap_or(0),
@@ -152,12 +156,54 @@ impl Api {
                 ..crate::pegout_api::reserves(chain)
             }),
             bitcoin_tip_height: self.watcher_tip().unwrap_or(0),
-            // EPOCHS-TODO(daemon): placeholder so the tree builds; genesis only.
-            epoch: 0,
-            epochs: Vec::new(),
-            pending_changes: Vec::new(),
+            epoch,
+            epochs,
+            pending_changes: pending,
         })
     }
+}
+
+/// The epoch in force at the next height, every epoch, and the changes
+/// with votes, as the API shows them.
+fn epoch_views(
+    s: &fedpeg_ledger::State,
+) -> (u32, Vec<pb::EpochView>, Vec<pb::PendingFederationChange>) {
+    let current = s.epoch_at(s.height.next());
+    let epochs = s
+        .epochs
+        .iter()
+        .map(|e| pb::EpochView {
+            number: e.number,
+            activation_height: e.activation.0,
+            adopted_height: e.adopted.0,
+            members: e
+                .members
+                .iter()
+                .map(fedpeg_ledger::epoch::EpochMember::to_proto)
+                .collect(),
+            peg_threshold: e.peg_threshold,
+            consensus_quorum: e.quorum() as u32,
+        })
+        .collect();
+    let mut pending: Vec<pb::PendingFederationChange> = Vec::new();
+    for (member, (id, change)) in &s.change_votes {
+        let name = current
+            .members
+            .get(member.index())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let hex_id = id.to_hex();
+        match pending.iter_mut().find(|p| p.change_id == hex_id) {
+            Some(p) => p.voters.push(name),
+            None => pending.push(pb::PendingFederationChange {
+                change_id: hex_id,
+                change: Some(change.to_proto()),
+                voters: vec![name],
+                needed: current.quorum() as u32,
+            }),
+        }
+    }
+    (current.number, epochs, pending)
 }
 
 #[tonic::async_trait]

@@ -227,7 +227,6 @@ impl PegNode {
         PegOutWorker::new(
             self.chain.clone(),
             watcher.clone(),
-            member,
             consensus_key(member),
             peg_secret(member),
         )

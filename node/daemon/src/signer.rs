@@ -29,7 +29,6 @@ const REBROADCAST: Duration = Duration::from_secs(30);
 pub struct PegOutWorker {
     chain: Arc<Chain>,
     watcher: Arc<Watcher>,
-    member: u32,
     consensus_key: SigningKey,
     peg_secret: SecretKey,
     /// Test-only faults (see [`crate::faults`]): sign with a wrong key, to
@@ -62,7 +61,6 @@ impl PegOutWorker {
     pub fn new(
         chain: Arc<Chain>,
         watcher: Arc<Watcher>,
-        member: u32,
         consensus_key: SigningKey,
         peg_secret: SecretKey,
     ) -> PegOutWorker {
@@ -70,7 +68,6 @@ impl PegOutWorker {
         PegOutWorker {
             chain,
             watcher,
-            member,
             consensus_key,
             peg_secret,
             faults,
@@ -99,10 +96,22 @@ impl PegOutWorker {
         }
     }
 
+    /// This member's index in the epoch in force at the next height (None
+    /// while it is not a member: it then submits nothing).
+    fn member(&self) -> Option<u32> {
+        let key = self.consensus_key.verifying_key();
+        self.chain
+            .with_state(|s| s.epoch_at(s.height.next()).member_index(&key))
+            .map(|i| i as u32)
+    }
+
     fn submit(&self, kind: FedTxKind) {
+        let Some(member) = self.member() else {
+            return;
+        };
         let tx = FederationTx::sign(
             self.chain.spec.chain_id,
-            MemberIndex(self.member),
+            MemberIndex(member),
             &self.consensus_key,
             kind,
         );
@@ -118,7 +127,7 @@ impl PegOutWorker {
         match self.chain.submit_fed_tx(tx, true) {
             Ok(_) | Err(FedAdmitError::Duplicate) => {}
             Err(e) => {
-                tracing::warn!(member = self.member, error = %e, "own federation transaction refused")
+                tracing::warn!(member, error = %e, "own federation transaction refused")
             }
         }
     }
@@ -348,7 +357,9 @@ impl PegOutWorker {
         if let (Some(first), Some(tip)) = (first_tip, btc_tip) {
             if tip >= first + bump_after
                 && b.versions.len() < MAX_BATCH_VERSIONS
-                && !latest.bump_votes.contains(&MemberIndex(self.member))
+                && self
+                    .member()
+                    .is_some_and(|m| !latest.bump_votes.contains(&MemberIndex(m)))
             {
                 let key = (b.id, v as u32);
                 // Once per Bitcoin block at most: a vote state dropped

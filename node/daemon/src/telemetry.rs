@@ -95,6 +95,10 @@ struct Inner {
     coverage: VecDeque<CoverageSample>,
 }
 
+/// Most members whose last-seen time is tracked (an epoch has at most
+/// `fedpeg_ledger::epoch::MAX_EPOCH_MEMBERS`).
+const MAX_TRACKED_MEMBERS: usize = 256;
+
 /// How many recent blocks and coverage samples are kept for the web app.
 pub const RECENT_SAMPLES: usize = 600;
 /// Least time between two coverage samples.
@@ -170,6 +174,11 @@ impl Telemetry {
             .unwrap_or_default();
         self.with(|i| {
             for m in connected.into_iter().chain(me) {
+                // Members are indexed in the epoch in force, which a
+                // federation change may make larger.
+                if m < MAX_TRACKED_MEMBERS && m >= i.last_seen_ms.len() {
+                    i.last_seen_ms.resize(m + 1, 0);
+                }
                 if let Some(t) = i.last_seen_ms.get_mut(m) {
                     *t = now;
                 }
@@ -299,12 +308,13 @@ impl Telemetry {
         });
     }
 
-    /// Follows the finalized tip until `stop` resolves.
+    /// Follows the finalized tip until `stop` resolves; `me` is this
+    /// node's consensus key if it has one.
     pub async fn run(
         self: Arc<Self>,
         chain: Arc<Chain>,
         net: Option<Network>,
-        me: Option<usize>,
+        me: Option<ed25519_dalek::VerifyingKey>,
         watcher: Option<Arc<Watcher>>,
         stop: impl std::future::Future<Output = ()>,
     ) {
@@ -318,7 +328,10 @@ impl Telemetry {
                 _ = &mut stop => return,
                 r = tip_rx.changed() => if r.is_err() { return },
                 _ = tick.tick() => {
-                    self.observe_peers(net.as_ref(), me);
+                    let index = me.and_then(|k| {
+                        chain.with_state(|s| s.epoch_at(s.height.next()).member_index(&k))
+                    });
+                    self.observe_peers(net.as_ref(), index);
                     if let Some(w) = &watcher {
                         self.observe_watcher(w);
                     }

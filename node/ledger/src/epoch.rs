@@ -47,6 +47,18 @@ pub struct EpochMember {
     pub p2p_address: String,
 }
 
+impl EpochMember {
+    /// The wire form.
+    pub fn to_proto(&self) -> pb::EpochMember {
+        pb::EpochMember {
+            name: self.name.clone(),
+            consensus_key: self.consensus_key.to_bytes().to_vec(),
+            peg_key: self.peg_key.serialize().to_vec(),
+            p2p_address: self.p2p_address.clone(),
+        }
+    }
+}
+
 /// The member set in force from `activation` on (until the next epoch's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Epoch {
@@ -278,16 +290,7 @@ impl FederationChange {
     /// The wire form.
     pub fn to_proto(&self) -> pb::FederationChange {
         pb::FederationChange {
-            members: self
-                .members
-                .iter()
-                .map(|m| pb::EpochMember {
-                    name: m.name.clone(),
-                    consensus_key: m.consensus_key.to_bytes().to_vec(),
-                    peg_key: m.peg_key.serialize().to_vec(),
-                    p2p_address: m.p2p_address.clone(),
-                })
-                .collect(),
+            members: self.members.iter().map(EpochMember::to_proto).collect(),
             peg_threshold: self.peg_threshold,
             activation_height: self.activation.0,
         }

@@ -344,15 +344,6 @@ fn peg_in(n: u8, state: pb::PegInState, confirmations: u32) -> pb::PegInInfo {
 
 #[tonic::async_trait]
 impl NodeService for Fake {
-    // EPOCHS-TODO(cli): a fake answer for `fedpeg federation` votes; a
-    // placeholder so the workspace compiles meanwhile.
-    async fn vote_federation_change(
-        &self,
-        _: Request<pb::VoteFederationChangeRequest>,
-    ) -> Answer<pb::VoteFederationChangeResponse> {
-        Err(tonic::Status::unimplemented("not faked yet"))
-    }
-
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Answer<pb::GetStatusResponse> {
         Ok(Response::new(pb::GetStatusResponse {
             chain_id: "c1".repeat(32),

@@ -111,11 +111,22 @@ impl Driver {
         if p.height.0 < next || p.height.0 > next + 1 {
             return Some(Input::Proposal(p));
         }
-        let (value_id, proposer, round) = (p.value_id, p.proposer, p.round);
-        match self
-            .validators
-            .verify_message(&self.chain_id, Message::Proposal(p))
-        {
+        let (value_id, proposer, round, height) = (p.value_id, p.proposer, p.round, p.height);
+        let validators = match self.chain.validators_at(height) {
+            Ok((epoch, _)) if epoch == self.epoch => self.validators.clone(),
+            // The first height of the next epoch: verified against its set
+            // for the block cache; the engine, still on this epoch's set,
+            // would not know it (the proposer re-sends it).
+            Ok((_, next)) => {
+                if let Ok(verified) = next.verify_message(&self.chain_id, Message::Proposal(p)) {
+                    self.blocks.named(&value_id, proposer.as_usize(), round);
+                    drop(verified);
+                }
+                return None;
+            }
+            Err(_) => return None,
+        };
+        match validators.verify_message(&self.chain_id, Message::Proposal(p)) {
             Ok(verified) => {
                 self.blocks.named(&value_id, proposer.as_usize(), round);
                 self.preverify(&value_id);
@@ -174,7 +185,10 @@ impl Driver {
         if h.chain_id.0 != self.chain_id.0
             || h.height < Height(next)
             || h.height > Height(next + 1)
-            || h.proposer as usize >= self.validators.len()
+            || self
+                .chain
+                .validators_at(h.height)
+                .map_or(true, |(_, v)| h.proposer as usize >= v.len())
         {
             return Ok(());
         }

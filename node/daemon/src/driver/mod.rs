@@ -123,10 +123,9 @@ pub fn engine_config(chain: &Chain) -> EngineConfig {
     }
 }
 
-/// The validator set of genesis.
+/// The validator set in force at the next height.
 pub fn validator_set(chain: &Chain) -> anyhow::Result<ValidatorSet> {
-    ValidatorSet::from_keys(chain.spec.member_keys.clone())
-        .map_err(|e| anyhow::anyhow!("genesis members: {e}"))
+    Ok(chain.validators_at(Height(chain.height() + 1))?.1)
 }
 
 type SyncResult = Result<(PeerId, pb::SyncResponse), String>;
@@ -145,7 +144,14 @@ pub struct Driver {
     engine: Option<Engine>,
     wal: Option<Wal>,
     me: Option<u32>,
+    /// The validator set of the epoch in force at the next height.
     validators: ValidatorSet,
+    /// That epoch's number.
+    epoch: u32,
+    /// This node's consensus key (a member now, before or after).
+    key: Option<SigningKey>,
+    /// Consensus keys of the members last given to the network, in order.
+    network_members: Vec<[u8; 32]>,
     chain_id: ChainId,
     cfg: DriverConfig,
     /// This member's index and key, for the federation transactions it signs.
@@ -209,7 +215,11 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A member's driver: restores the engine from the WAL in `data_dir`.
+    /// A keyed node's driver: a member of the epoch in force at the next
+    /// height restores its engine from the WAL in `data_dir`; a node whose
+    /// key joins the federation only at a later epoch follows by sync until
+    /// then, and one whose key left it follows as an observer
+    /// ([`Driver::enter_epoch`]).
     pub fn member(
         chain: Arc<Chain>,
         net: Network,
@@ -219,59 +229,128 @@ impl Driver {
         status: Arc<ConsensusStatus>,
         watcher: Option<Arc<Watcher>>,
     ) -> anyhow::Result<Driver> {
-        let validators = validator_set(&chain)?;
-        let me = validators
-            .index_of(&key.verifying_key())
-            .context("member key is not in the genesis validator set")?;
+        let (epoch, validators) = chain.validators_at(Height(chain.height() + 1))?;
         let (wal, contents) = Wal::open(&data_dir.join("consensus.wal"))?;
-        let next = chain.height() + 1;
-        let current: Vec<_> = contents
+        let mut d = Driver::new(chain, net, None, Some(wal), None, validators, cfg, status);
+        d.epoch = epoch;
+        d.key = Some(key);
+        d.watcher = watcher;
+        d.faults = Faults::from_env(d.chain.spec.network);
+        d.enter_epoch(contents)?;
+        if d.engine.is_some() {
+            d.hold_engine_if_restored()?;
+        }
+        Ok(d)
+    }
+
+    /// Sets the driver up for the epoch in force at the next height: its
+    /// validator set, this node's role in it (an engine, restored from
+    /// `wal` entries of that height, if its key is a member; none
+    /// otherwise), and who the network treats as a member. Called at start
+    /// and whenever a committed block brings the next height into another
+    /// epoch or adopts one; the engine of the previous epoch, if any, is
+    /// dropped (it held nothing for the new height but messages to verify
+    /// against the old set, which the others rebroadcast).
+    pub(super) fn enter_epoch(&mut self, wal: crate::wal::WalContents) -> anyhow::Result<()> {
+        let next = Height(self.chain.height() + 1);
+        let (epoch, validators) = self.chain.validators_at(next)?;
+        self.epoch = epoch;
+        self.validators = validators;
+        self.update_network_members();
+        let me = self
+            .key
+            .as_ref()
+            .and_then(|k| self.validators.index_of(&k.verifying_key()));
+        let (Some(me), Some(key)) = (me, self.key.clone()) else {
+            if self.me.is_some() {
+                tracing::info!(
+                    height = next.0,
+                    epoch,
+                    "this node is not a member of the epoch in force: following the chain as an observer"
+                );
+            }
+            self.engine = None;
+            self.me = None;
+            self.signer = None;
+            return Ok(());
+        };
+        let current: Vec<_> = wal
             .entries
             .into_iter()
-            .filter(|e| e.height().0 == next)
+            .filter(|e| e.height() == next)
             .collect();
-        let engine_cfg = engine_config(&chain);
+        let engine_cfg = engine_config(&self.chain);
         let engine = if current.is_empty() {
-            Engine::new(engine_cfg, validators.clone(), Some(key.clone()))?
+            Engine::new(engine_cfg, self.validators.clone(), Some(key.clone()))?
         } else {
             tracing::info!(
-                height = next,
+                height = next.0,
                 entries = current.len(),
                 "restoring consensus from WAL"
             );
-            Engine::restore(engine_cfg, validators.clone(), key.clone(), &current)?
+            Engine::restore(engine_cfg, self.validators.clone(), key.clone(), &current)?
         };
-        let mut d = Driver::new(
-            chain,
-            net,
-            Some(engine),
-            Some(wal),
-            Some(me.0),
-            validators,
-            cfg,
-            status,
-        );
-        d.signer = Some((me.0, key));
-        d.watcher = watcher;
-        d.faults = Faults::from_env(d.chain.spec.network);
-        d.hold_engine_if_restored()?;
-        for block in contents
-            .blocks
-            .into_iter()
-            .filter(|b| b.header.height == Height(next))
-        {
+        if self.me.is_none() && self.chain.height() > 0 {
+            tracing::info!(
+                height = next.0,
+                epoch,
+                member = me.0,
+                "this node is a member of the epoch in force: voting from this height"
+            );
+        }
+        match self.rejoin.as_mut() {
+            // Restored from a backup and below its vote floor: the engine
+            // stays held until the floor (see `rejoin`).
+            Some(r) => r.engine = engine,
+            None => self.engine = Some(engine),
+        }
+        self.me = Some(me.0);
+        self.signer = Some((me.0, key));
+        for block in wal.blocks.into_iter().filter(|b| b.header.height == next) {
             let id = ValueId(block.hash().0);
-            d.wal_blocks.push(id);
-            d.blocks.insert_own(id, block, None);
+            self.wal_blocks.push(id);
+            self.blocks.insert_own(id, block, None);
         }
         // A lone member has nobody waiting on its proposal: it may wait the
         // whole heartbeat. In a federation, others time out the proposer.
         let timeout_propose =
-            Duration::from_millis(d.chain.spec.genesis.consensus.timeout_propose_ms);
-        if d.validators.len() > 1 {
-            d.propose_cap = d.cfg.heartbeat.min(timeout_propose / 2);
+            Duration::from_millis(self.chain.spec.genesis.consensus.timeout_propose_ms);
+        self.propose_cap = if self.validators.len() > 1 {
+            self.cfg.heartbeat.min(timeout_propose / 2)
+        } else {
+            self.cfg.heartbeat
+        };
+        Ok(())
+    }
+
+    /// Tells the network who the members are, if that changed: those of
+    /// the epoch in force at the next height and of an adopted next one.
+    fn update_network_members(&mut self) {
+        let list = self.chain.network_members();
+        let keys: Vec<[u8; 32]> = list.iter().map(|m| m.consensus_key.to_bytes()).collect();
+        if keys == self.network_members {
+            return;
         }
-        Ok(d)
+        // Off this task: the network's command queue may be full for a
+        // moment, and consensus must not wait on it. Changes are at least
+        // the activation lead (10 blocks) apart, so two never race.
+        let (net, peers) = (self.net.clone(), crate::daemon::epoch_peers(&list));
+        tokio::spawn(async move { net.set_members(peers).await });
+        self.network_members = keys;
+    }
+
+    /// After a commit: a new epoch at the next height, or a newly adopted
+    /// one, changes the validator set or the network's members.
+    fn check_epoch(&mut self) -> anyhow::Result<()> {
+        let next = Height(self.chain.height() + 1);
+        let epoch = self.chain.with_state(|s| s.epoch_at(next).number);
+        if epoch != self.epoch {
+            tracing::info!(height = next.0, epoch, "a new federation epoch is in force");
+            self.enter_epoch(crate::wal::WalContents::default())?;
+        } else {
+            self.update_network_members();
+        }
+        Ok(())
     }
 
     /// Votes `rate` (sat/vB) instead of the bitcoind estimate, if set.
@@ -295,10 +374,11 @@ impl Driver {
         cfg: DriverConfig,
         status: Arc<ConsensusStatus>,
     ) -> anyhow::Result<Driver> {
-        let validators = validator_set(&chain)?;
-        Ok(Driver::new(
-            chain, net, None, None, None, validators, cfg, status,
-        ))
+        let (epoch, validators) = chain.validators_at(Height(chain.height() + 1))?;
+        let mut d = Driver::new(chain, net, None, None, None, validators, cfg, status);
+        d.epoch = epoch;
+        d.update_network_members();
+        Ok(d)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -329,6 +409,9 @@ impl Driver {
             wal,
             me,
             validators,
+            epoch: 0,
+            key: None,
+            network_members: Vec::new(),
             cfg,
             signer: None,
             watcher: None,
@@ -376,7 +459,7 @@ impl Driver {
         tokio::pin!(shutdown);
         let (tx_gossip, mut tx_rx) = mpsc::unbounded_channel::<Gossip>();
         self.check_halt();
-        if self.signer.is_some() {
+        if self.key.is_some() {
             self.chain.set_gossip(tx_gossip);
         }
         if self.engine.is_some() {
@@ -799,6 +882,7 @@ impl Driver {
     /// Housekeeping once the chain moved to a new height.
     fn after_commit(&mut self) -> anyhow::Result<()> {
         self.check_halt();
+        self.check_epoch()?;
         if let Some(wal) = self.wal.as_mut() {
             wal.reset()?;
         }

@@ -140,7 +140,10 @@ impl Driver {
             cert.value_id.0 == cb.block.hash().0,
             "certificate is for another block"
         );
-        cert.verify(&self.chain_id, &self.validators)?;
+        // Signed by the members in force at that height (the state up to
+        // the block before knows them: sets are adopted ahead of time).
+        let (_, validators) = self.chain.validators_at(cert.height)?;
+        cert.verify(&self.chain_id, &validators)?;
         Ok(cert)
     }
 }
