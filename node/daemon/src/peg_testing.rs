@@ -235,18 +235,28 @@ impl PegNode {
     /// Member 0's driver of this chain with `watcher`, on a loopback
     /// network that reaches nobody.
     pub(crate) async fn driver(&self, watcher: Option<Arc<Watcher>>) -> Driver {
+        self.driver_keyed(consensus_key(0), watcher).await
+    }
+
+    /// The driver of a node keyed with `key` (a member or not), as
+    /// [`Self::driver`].
+    pub(crate) async fn driver_keyed(
+        &self,
+        key: SigningKey,
+        watcher: Option<Arc<Watcher>>,
+    ) -> Driver {
         let members = crate::daemon::member_peers(&self.chain.spec).expect("genesis peers");
         let (events, _) = tokio::sync::mpsc::channel(16);
         let (sync_requests, _) = tokio::sync::mpsc::channel(16);
         let listen = "/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddress");
-        let cfg = NetworkConfig::new(Some(consensus_key(0).to_bytes()), listen, members);
+        let cfg = NetworkConfig::new(Some(key.to_bytes()), listen, members);
         let net = Network::start(cfg, events, sync_requests)
             .await
             .expect("the network starts");
         Driver::member(
             self.chain.clone(),
             net,
-            consensus_key(0),
+            key,
             self.dir.path(),
             DriverConfig {
                 heartbeat: Duration::from_secs(1),

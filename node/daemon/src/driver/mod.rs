@@ -1009,6 +1009,123 @@ mod tests {
         block_cache::empty_block(node.chain.spec.chain_id, height, 1)
     }
 
+    /// Members 0..3 vote at height 1 to drop member 0 and add a newcomer
+    /// (key 9) from height 11: member 0's driver keeps its engine up to
+    /// height 10 and follows as an observer from 11; the newcomer's driver
+    /// has no engine before 11 and one at its index in the new set from 11
+    /// on; a certificate of height 11 verifies against the new set only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_federation_change_moves_engines_and_certificates_to_the_new_set_at_activation() {
+        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        let node = PegNode::new(4, 3);
+        let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
+        let mut members: Vec<EpochMember> =
+            node.chain.with_state(|s| s.epochs[0].members[1..].to_vec());
+        members.push(EpochMember {
+            name: "newcomer".into(),
+            consensus_key: consensus_key(9).verifying_key(),
+            peg_key: crate::peg_testing::peg_secret(9).public_key(&secp),
+            p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
+        });
+        let change = FederationChange {
+            members,
+            peg_threshold: 3,
+            activation: Height(11),
+        };
+        let votes: Vec<_> = (0..3)
+            .map(|m| {
+                node.fed_tx(
+                    m,
+                    FedTxKind::FederationChange {
+                        change: change.clone(),
+                    },
+                )
+            })
+            .collect();
+        node.commit(votes);
+        assert_eq!(node.chain.with_state(|s| s.epochs.len()), 2, "adopted");
+        let mut old = node.driver(None).await;
+        let mut newcomer = node.driver_keyed(consensus_key(9), None).await;
+        assert!(old.engine.is_some() && newcomer.engine.is_none());
+        assert_eq!(newcomer.me, None);
+        while node.chain.height() < 9 {
+            node.commit(vec![]);
+            old.after_commit().unwrap();
+            newcomer.after_commit().unwrap();
+            assert!(old.engine.is_some() && newcomer.engine.is_none());
+        }
+        // Height 10 is stored: 11, the next, is in the new epoch.
+        node.commit(vec![]);
+        assert_eq!(node.chain.height(), 10);
+        old.after_commit().unwrap();
+        newcomer.after_commit().unwrap();
+        assert!(old.engine.is_none() && old.me.is_none() && old.signer.is_none());
+        assert_eq!(newcomer.me, Some(3));
+        assert_eq!(newcomer.epoch, 1);
+        let engine = newcomer.engine.as_ref().expect("the newcomer votes");
+        assert_eq!(engine.validator_index(), Some(ValidatorIndex(3)));
+        assert_eq!(engine.validators().len(), 4);
+        // A certificate of height 11: by old members 0..2 (their genesis
+        // indices) it does not verify; by members 1, 2 and the newcomer at
+        // their new indices 0, 1 and 3 it does.
+        let block = empty_block_at(&node, 11);
+        let id = ValueId(block.hash().0);
+        let cert = |signers: &[(u32, u32)]| CommittedBlock {
+            block: block.clone(),
+            commit: CommitCertificate {
+                height: Height(11),
+                round: Round(0),
+                value_id: id,
+                precommits: signers
+                    .iter()
+                    .map(|(key, index)| {
+                        let v = SignedVote::sign(
+                            &ChainId(node.chain.spec.chain_id.0),
+                            &consensus_key(*key),
+                            ValidatorIndex(*index),
+                            VoteKind::Precommit,
+                            Height(11),
+                            Round(0),
+                            Some(id),
+                        );
+                        (ValidatorIndex(*index), v.signature)
+                    })
+                    .collect(),
+            }
+            .encode(),
+        };
+        assert!(old
+            .check_certificate(&cert(&[(0, 0), (1, 1), (2, 2)]))
+            .is_err());
+        assert!(old
+            .check_certificate(&cert(&[(1, 0), (2, 1), (9, 3)]))
+            .is_ok());
+        assert!(newcomer
+            .check_certificate(&cert(&[(1, 0), (2, 1), (9, 3)]))
+            .is_ok());
+        // Height 10's still belongs to the genesis set.
+        let b10 = node.chain.block(10).unwrap().unwrap().block;
+        let id10 = ValueId(b10.hash().0);
+        let cert10 = CommittedBlock {
+            block: b10,
+            commit: CommitCertificate {
+                height: Height(10),
+                round: Round(0),
+                value_id: id10,
+                precommits: (0..3)
+                    .map(|m| {
+                        (
+                            ValidatorIndex(m),
+                            vote(&node, m, VoteKind::Precommit, 10, id10).signature,
+                        )
+                    })
+                    .collect(),
+            }
+            .encode(),
+        };
+        assert!(newcomer.check_certificate(&cert10).is_ok());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_member_halting_at_h_commits_h_and_never_signs_for_h_plus_1() {
         let node = PegNode::new(4, 3);
