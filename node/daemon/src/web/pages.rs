@@ -658,8 +658,21 @@ async fn track_page(web: &Web, p: &Params) -> Result<Response<Body>, WebError> {
 }
 
 /// Signatures each member gave to peg-out batches (all versions of the newest batches).
-fn peg_signatures(api: &Api, members: usize) -> Result<Vec<u64>, WebError> {
-    let mut counts = vec![0u64; members];
+/// Peg-out signatures each member (of `members`, the epoch in force: peg
+/// keys in hex) gave in recent batches. Batches key signatures by the
+/// signer's index among the peg descriptor's keys (genesis order).
+fn peg_signatures(api: &Api, members: &[pb::FederationMember]) -> Result<Vec<u64>, WebError> {
+    let mut counts = vec![0u64; members.len()];
+    let member_of_peg_index: Vec<Option<usize>> = api
+        .chain()
+        .spec
+        .peg_keys
+        .iter()
+        .map(|k| {
+            let k = k.to_string();
+            members.iter().position(|m| m.peg_key == k)
+        })
+        .collect();
     let batches = api
         .chain()
         .recent_batches(crate::federation::RECENT_BATCH_SCAN)
@@ -674,7 +687,8 @@ fn peg_signatures(api: &Api, members: usize) -> Result<Vec<u64>, WebError> {
         }
         for v in &b.versions {
             for m in v.signatures.keys() {
-                if let Some(c) = counts.get_mut(m.0 as usize) {
+                let member = member_of_peg_index.get(m.0 as usize).copied().flatten();
+                if let Some(c) = member.and_then(|i| counts.get_mut(i)) {
                     *c += 1;
                 }
             }
@@ -788,7 +802,7 @@ async fn audit_page(web: &Web) -> Result<Response<Body>, WebError> {
     } else {
         String::new()
     };
-    let sigs = peg_signatures(api, fed.members.len())?;
+    let sigs = peg_signatures(api, &fed.members)?;
     let signed_tip: Vec<u32> = api
         .chain()
         .last_signed()
