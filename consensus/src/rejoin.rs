@@ -106,6 +106,12 @@ impl Rejoin {
         }
     }
 
+    /// The member's index changed (a new epoch's validator set lists it
+    /// elsewhere): what it saw and fixed so far stays.
+    pub fn reindex(&mut self, me: ValidatorIndex) {
+        self.me = me;
+    }
+
     /// The floor, once fixed: never sign below it.
     pub fn floor(&self) -> Option<Height> {
         self.floor

@@ -692,6 +692,8 @@ fn federation_propose_sends_the_edited_set_with_the_admin_token() {
         peg_threshold: 2,
         // The node's height (3) + the default --activate-in 20.
         activation_height: 23,
+        // The epoch in force it replaces.
+        base_epoch: 1,
     };
     assert_eq!(votes[0].change, Some(want));
     let out = text(&o.stdout);

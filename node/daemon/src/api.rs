@@ -545,7 +545,9 @@ impl Api {
                     .max_encoding_message_size(self.feed.config().max_message_bytes),
             )
             .add_service(FederationServiceServer::new(self.clone()))
-            .add_service(NodeServiceServer::new(self))
+            // Its largest request, a federation change of 64 members, is
+            // under 30 KiB; it is decoded before the admin token is checked.
+            .add_service(NodeServiceServer::new(self).max_decoding_message_size(64 * 1024))
             .serve_with_incoming_shutdown(nodelay(listener), shutdown)
             .await?;
         Ok(())
@@ -1056,7 +1058,12 @@ impl NodeService for Api {
                     "the federation would refuse this change: {e}"
                 )))
             }
-            Err(e) => return Err(Status::unavailable(format!("vote not pooled: {e}"))),
+            Err(e @ fedpeg_ledger::fed_pool::FedAdmitError::Duplicate) => {
+                return Err(Status::failed_precondition(format!(
+                    "this member's vote is already pooled or recorded ({e}); a vote stands until its change is adopted or expires (fedpeg federation show)"
+                )))
+            }
+            Err(e) => return Err(Status::resource_exhausted(format!("vote not pooled: {e}"))),
         }
         tracing::warn!(change = %change_id, member = index, "operator voted for a federation change");
         Ok(Response::new(pb::VoteFederationChangeResponse {
@@ -1112,6 +1119,9 @@ impl NodeService for Api {
         let (height, tip, tip_time_ms) =
             self.chain.with_state(|s| (s.height, s.tip, s.tip_time_ms));
         let spec = &self.chain.spec;
+        // Network member indices name the network's member list: the epoch
+        // in force, then an adopted one's newcomers.
+        let listed = self.chain.network_members();
         let (peers, peer_id, p2p_listen) = match &self.net {
             None => (vec![], String::new(), vec![]),
             Some(net) => {
@@ -1122,7 +1132,7 @@ impl NodeService for Api {
                         peer_id: id.to_string(),
                         address: addr.to_string(),
                         member_name: member
-                            .and_then(|i| spec.genesis.members.get(i))
+                            .and_then(|i| listed.get(i))
                             .map(|m| m.name.clone())
                             .unwrap_or_default(),
                     })
@@ -1146,7 +1156,9 @@ impl NodeService for Api {
             member_name: self.identity.member_name.clone(),
             peers,
             mempool_size: self.chain.mempool_len() as u32,
-            members: spec.genesis.members.len() as u32,
+            members: self
+                .chain
+                .with_state(|s| s.epoch_at(s.height.next()).members.len() as u32),
             version: crate::build_info::VERSION.to_string(),
             min_tx_fee: spec.genesis.fees.min_tx_fee.to_sat(),
             pegout_fee: spec.genesis.fees.pegout_fee.to_sat(),

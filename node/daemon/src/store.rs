@@ -916,6 +916,7 @@ mod tests {
             members: vec![member(1), member(2)],
             peg_threshold: 1,
             activation: Height(12),
+            base_epoch: 0,
         };
         let e1 = Epoch {
             number: 1,

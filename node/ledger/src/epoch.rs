@@ -12,7 +12,8 @@
 //! Canonical bytes of a change (its id is `H_tag("fedpeg/federation-change",
 //! bytes)`, and a vote signs them): `count u32 || (name_len u32 || name ||
 //! consensus_key[32] || peg_key[33] || addr_len u32 || addr)* ||
-//! peg_threshold u32 || activation u64`, integers big-endian.
+//! peg_threshold u32 || activation u64 || base_epoch u32`, integers
+//! big-endian.
 
 use crate::encoding::{Reader, RecordError, Writer};
 use crate::hash::Hash32;
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 /// Least lead between a vote's block height and the change's activation.
 pub const MIN_ACTIVATION_LEAD: u64 = 10;
 /// Most lead between a vote's block height and the change's activation.
-pub const MAX_ACTIVATION_LEAD: u64 = 1_000_000;
+pub const MAX_ACTIVATION_LEAD: u64 = 100_000;
 /// Most members an epoch may have.
 pub const MAX_EPOCH_MEMBERS: usize = 64;
 /// Longest member name, bytes.
@@ -191,6 +192,10 @@ pub struct FederationChange {
     pub peg_threshold: u32,
     /// First height the new set decides.
     pub activation: Height,
+    /// The epoch this change replaces: a vote counts only while that epoch
+    /// is in force, so no vote signed under one epoch can be replayed in
+    /// a later one.
+    pub base_epoch: u32,
 }
 
 /// Members' votes for changes not yet adopted: voter (index in the epoch in
@@ -203,6 +208,7 @@ impl FederationChange {
         write_members(&self.members, w);
         w.u32(self.peg_threshold);
         w.u64(self.activation.0);
+        w.u32(self.base_epoch);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<FederationChange, RecordError> {
@@ -210,6 +216,7 @@ impl FederationChange {
             members: read_members(r)?,
             peg_threshold: r.u32()?,
             activation: Height(r.u64()?),
+            base_epoch: r.u32()?,
         })
     }
 
@@ -284,6 +291,7 @@ impl FederationChange {
             members,
             peg_threshold: p.peg_threshold,
             activation: Height(p.activation_height),
+            base_epoch: p.base_epoch,
         })
     }
 
@@ -293,6 +301,7 @@ impl FederationChange {
             members: self.members.iter().map(EpochMember::to_proto).collect(),
             peg_threshold: self.peg_threshold,
             activation_height: self.activation.0,
+            base_epoch: self.base_epoch,
         }
     }
 
@@ -324,14 +333,54 @@ impl FederationChange {
             if earlier.iter().any(|e| e.peg_key == m.peg_key) {
                 return Some(format!("member '{}': peg_key is repeated", m.name));
             }
-            if !m.p2p_address.starts_with('/') {
+            if !m.name.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
                 return Some(format!(
-                    "member '{}': p2p_address '{}' is not a multiaddress (e.g. /ip4/10.0.0.1/tcp/40001)",
+                    "member {i}: name {:?} must be printable ASCII (what operators read before they approve)",
+                    m.name
+                ));
+            }
+            if let Err(why) = check_p2p_address(&m.p2p_address) {
+                return Some(format!(
+                    "member '{}': p2p_address {:?} {why}",
                     m.name, m.p2p_address
                 ));
             }
         }
         None
+    }
+}
+
+/// Checks a member's p2p address: `/ip4/A/tcp/P`, `/ip6/A/tcp/P` or
+/// `/dns|dns4|dns6/HOST/tcp/P`, nothing more. In particular no `/p2p/`
+/// suffix: the peer id comes from the consensus key, and a wrong one would
+/// make the whole member list unusable for the network.
+pub fn check_p2p_address(addr: &str) -> Result<(), String> {
+    let parts: Vec<&str> = addr.split('/').collect();
+    let form = "is not /ip4/ADDR/tcp/PORT, /ip6/ADDR/tcp/PORT or /dns/HOST/tcp/PORT";
+    let [empty, proto, host, tcp, port] = parts.as_slice() else {
+        return Err(form.into());
+    };
+    if !empty.is_empty() || *tcp != "tcp" {
+        return Err(form.into());
+    }
+    let host_ok = match *proto {
+        "ip4" => host.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ip6" => host.parse::<std::net::Ipv6Addr>().is_ok(),
+        "dns" | "dns4" | "dns6" => {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+        _ => false,
+    };
+    if !host_ok {
+        return Err(format!("{form}: bad host {host:?}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("{form}: bad port {port:?}")),
     }
 }
 
@@ -398,6 +447,7 @@ pub(crate) mod tests {
             members: (0..n).map(member).collect(),
             peg_threshold: 2,
             activation: Height(40),
+            base_epoch: 0,
         }
     }
 
@@ -435,17 +485,52 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn p2p_addresses_are_plain_ip_or_dns_with_a_tcp_port() {
+        for ok in [
+            "/ip4/10.0.0.1/tcp/40001",
+            "/ip6/::1/tcp/1",
+            "/dns/member.example.org/tcp/30001",
+            "/dns4/a-b.c/tcp/65535",
+        ] {
+            assert_eq!(check_p2p_address(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "/",
+            "/ip4/10.0.0.1/tcp/40001/p2p/12D3KooWBmwkafWE2fqfzS96VoTZ8CZQk3xGMPNjkmFKqSWMAm6E",
+            "/ip4/10.0.0.300/tcp/1",
+            "/ip4/10.0.0.1/udp/1",
+            "/ip4/10.0.0.1/tcp/0",
+            "/ip4/10.0.0.1/tcp/70000",
+            "/dns/bad host/tcp/1",
+            "ip4/10.0.0.1/tcp/1",
+            "/unix/tmp/x",
+        ] {
+            assert!(check_p2p_address(bad).is_err(), "{bad}");
+        }
+        let mut c = change(2);
+        c.members[1].name = "evil\u{1b}[2Jname".into();
+        assert!(c.member_set_problem().unwrap().contains("printable ASCII"));
+        let mut c = change(2);
+        c.members[0].p2p_address = "/ip4/1.2.3.4/tcp/1/p2p/x".into();
+        assert!(c.member_set_problem().unwrap().contains("p2p_address"));
+    }
+
+    #[test]
     fn golden_change_id() {
         // Pins the canonical bytes: changing them is a consensus change.
         let c = change(1);
         let b = c.canonical_bytes();
-        assert_eq!(b.len(), 4 + 4 + 2 + 32 + 33 + 4 + 23 + 4 + 8);
+        assert_eq!(b.len(), 4 + 4 + 2 + 32 + 33 + 4 + 23 + 4 + 8 + 4);
         assert_eq!(
             c.id().to_hex(),
-            "54ec4826a0661a06ccef274b6161c78e67e88f434bd30888c95145f48749e295"
+            "eb9f45cefb64c76ccccdf2601249d31b075cf488a7b9de3be95c2ae723bd9faa"
         );
         assert_eq!(&b[..4], &[0, 0, 0, 1]);
-        assert_eq!(&b[b.len() - 12..], &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 40]);
+        assert_eq!(
+            &b[b.len() - 16..],
+            &[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0]
+        );
         assert_eq!(
             c.id(),
             Hash32::tagged("fedpeg/federation-change", &[&b]),
@@ -524,7 +609,7 @@ pub(crate) mod tests {
             .contains("peg_key is repeated"));
         let mut c = change(3);
         c.members[1].p2p_address = "10.0.0.1:4000".into();
-        assert!(c.member_set_problem().unwrap().contains("multiaddress"));
+        assert!(c.member_set_problem().unwrap().contains("is not /ip4"));
         assert!(change(0).member_set_problem().unwrap().contains("lists 0"));
     }
 
@@ -533,6 +618,7 @@ pub(crate) mod tests {
             members: (0..n).map(member).collect(),
             peg_threshold: t,
             activation: Height(a),
+            base_epoch: t % 3,
         })
     }
 

@@ -55,7 +55,7 @@ enum Slot {
     Signatures(MemberIndex, BatchId, u32),
     Bump(MemberIndex, BatchId, u32),
     Confirmed(MemberIndex, BatchId),
-    ChangeVote(MemberIndex, Hash32),
+    ChangeVote(MemberIndex),
 }
 
 /// The slot of `tx`; None for a mint (never pooled).
@@ -67,7 +67,7 @@ fn slot(tx: &FederationTx) -> Option<Slot> {
         FedTxKind::PegOutSignatures { batch, version, .. } => Slot::Signatures(m, *batch, *version),
         FedTxKind::PegOutBump { batch, version } => Slot::Bump(m, *batch, *version),
         FedTxKind::PegOutConfirmed { batch, .. } => Slot::Confirmed(m, *batch),
-        FedTxKind::FederationChange { change } => Slot::ChangeVote(m, change.id()),
+        FedTxKind::FederationChange { .. } => Slot::ChangeVote(m),
         FedTxKind::PegInMint { .. } => return None,
     })
 }
@@ -111,12 +111,15 @@ fn still_pending(state: &State, tx: &FederationTx) -> bool {
                         .is_some_and(|c| b.versions[c.version as usize].txid != *txid)
                 })
         }
-        // Until adopted (or replaced by another vote of the member); a vote
-        // while an adopted change waits to activate is refused, and evicted.
-        FedTxKind::FederationChange { change } => state
-            .change_votes
-            .get(&tx.member)
-            .is_none_or(|(id, _)| *id != change.id()),
+        // One per member (its slot), until a block records a vote of the
+        // member (this one or another: votes stand), the epoch it was for
+        // ends, or its change could no longer be adopted.
+        FedTxKind::FederationChange { change } => {
+            let next = state.height.next();
+            !state.change_votes.contains_key(&tx.member)
+                && change.base_epoch == state.epoch_at(next).number
+                && change.activation.0 >= next.0.saturating_add(crate::epoch::MIN_ACTIVATION_LEAD)
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! `batch u64 || txid[32] || bitcoin_block[32]`; `FederationChange` (kind 7)
 //! is `count u32 || (name_len u32 || name || consensus_key[32] ||
 //! peg_key[33] || addr_len u32 || addr)* || peg_threshold u32 || activation
-//! u64` (the change's canonical bytes, see [`crate::epoch`]). The id is
+//! u64 || base_epoch u32` (the change's canonical bytes, see [`crate::epoch`]). The id is
 //! `H_tag("fedpeg/fedtxid", signing bytes)`. Signatures are checked with
 //! [`fedpeg_consensus::signature_rule`] (ZIP-215) against the consensus key
 //! of `member` in the epoch in force at the block's height
@@ -456,6 +456,7 @@ mod tests {
                     members: vec![pb::EpochMember { name, consensus_key: key, peg_key: peg, p2p_address: "/x".into() }],
                     peg_threshold: 1,
                     activation_height: 5,
+                    base_epoch: 0,
                 })),
                 signature: vec![0; 64],
             };

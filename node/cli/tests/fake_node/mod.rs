@@ -437,6 +437,7 @@ pub fn pending_change() -> pb::FederationChange {
         members,
         peg_threshold: 3,
         activation_height: 40,
+        base_epoch: 1,
     }
 }
 

@@ -237,9 +237,6 @@ impl Driver {
         d.watcher = watcher;
         d.faults = Faults::from_env(d.chain.spec.network);
         d.enter_epoch(contents)?;
-        if d.engine.is_some() {
-            d.hold_engine_if_restored()?;
-        }
         Ok(d)
     }
 
@@ -272,6 +269,12 @@ impl Driver {
             self.engine = None;
             self.me = None;
             self.signer = None;
+            // A restored member held back below its vote floor: the held
+            // engine is of a set it left. Should a later epoch list it
+            // again, the restore marker in the store holds that one back.
+            if self.rejoin.take().is_some() {
+                self.status.rejoining.store(false, Ordering::Relaxed);
+            }
             return Ok(());
         };
         let current: Vec<_> = wal
@@ -298,14 +301,25 @@ impl Driver {
                 "this node is a member of the epoch in force: voting from this height"
             );
         }
-        match self.rejoin.as_mut() {
-            // Restored from a backup and below its vote floor: the engine
-            // stays held until the floor (see `rejoin`).
-            Some(r) => r.engine = engine,
-            None => self.engine = Some(engine),
-        }
         self.me = Some(me.0);
         self.signer = Some((me.0, key));
+        match self.rejoin.as_mut() {
+            // Restored from a backup and below its vote floor: the engine
+            // stays held until the floor (see `rejoin`), now at its index
+            // in this set.
+            Some(r) => {
+                r.engine = engine;
+                r.guard.reindex(me);
+            }
+            None => {
+                self.engine = Some(engine);
+                // Whenever an engine is made (at start, or when an epoch
+                // makes this node a member): a node restored from a backup
+                // holds it back until its vote floor, even if it was not a
+                // member when the backup was taken.
+                self.hold_engine_if_restored()?;
+            }
+        }
         for block in wal.blocks.into_iter().filter(|b| b.header.height == next) {
             let id = ValueId(block.hash().0);
             self.wal_blocks.push(id);
@@ -1031,6 +1045,7 @@ mod tests {
             members,
             peg_threshold: 3,
             activation: Height(11),
+            base_epoch: 0,
         };
         let votes: Vec<_> = (0..3)
             .map(|m| {

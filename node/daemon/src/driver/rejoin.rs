@@ -103,7 +103,7 @@ pub(super) type ProbeRound = Vec<(PeerId, usize, Result<pb::SyncResponse, String
 
 /// A restored member on its way back: its engine, held back until the floor.
 pub(super) struct Rejoining {
-    guard: Rejoin,
+    pub(super) guard: Rejoin,
     /// The engine held until the vote floor (replaced when an epoch
     /// changes the validator set meanwhile).
     pub(super) engine: Engine,

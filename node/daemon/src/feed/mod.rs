@@ -68,7 +68,6 @@ pub struct Feed {
     chain: Arc<Chain>,
     cfg: ExplorerConfig,
     permits: Arc<Semaphore>,
-    quorum: u32,
     stats: Arc<FeedStats>,
 }
 
@@ -80,14 +79,10 @@ impl Feed {
 
     /// [`Feed::new`], counting into `stats`.
     pub fn with_stats(chain: Arc<Chain>, cfg: ExplorerConfig, stats: Arc<FeedStats>) -> Feed {
-        let quorum = crate::driver::validator_set(&chain)
-            .map(|v| v.quorum() as u32)
-            .unwrap_or(0);
         Feed {
             permits: Arc::new(Semaphore::new(cfg.max_streams)),
             chain,
             cfg,
-            quorum,
             stats,
         }
     }

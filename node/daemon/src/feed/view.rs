@@ -42,13 +42,17 @@ impl Feed {
     ) -> pb::FeedBlock {
         let h = &cb.block.header;
         let hrp = self.hrp();
-        let members = &self.chain.spec.genesis.members;
-        let name = |i: u32| {
-            members
-                .get(i as usize)
+        // The set that signed this block's certificate: the epoch in force
+        // at its height.
+        let members: Vec<String> = self.chain.with_state(|s| {
+            s.epoch_at(h.height)
+                .members
+                .iter()
                 .map(|m| m.name.clone())
-                .unwrap_or_default()
-        };
+                .collect()
+        });
+        let quorum = (members.len() * 2 / 3 + 1) as u32;
+        let name = |i: u32| members.get(i as usize).cloned().unwrap_or_default();
         let commit = match fedpeg_consensus::CommitCertificate::decode(&cb.commit) {
             Ok(c) => {
                 let signers: Vec<u32> = c.precommits.iter().map(|(i, _)| i.0).collect();
@@ -56,12 +60,12 @@ impl Feed {
                     round: c.round.0,
                     signer_names: signers.iter().map(|i| name(*i)).collect(),
                     signers,
-                    quorum: self.quorum,
+                    quorum,
                     members: members.len() as u32,
                 }
             }
             Err(_) => pb::CommitSummary {
-                quorum: self.quorum,
+                quorum,
                 members: members.len() as u32,
                 ..Default::default()
             },

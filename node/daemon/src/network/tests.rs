@@ -1048,6 +1048,45 @@ fn entries_denser_than_real_messages_are_refused() {
 }
 
 #[test]
+fn federation_changes_are_counted_before_decoding() {
+    let change = |members: Vec<pb::EpochMember>| {
+        in_gossip(pb::gossip_message::Kind::FederationTx(pb::FederationTx {
+            chain_id: vec![0; 32],
+            member: 0,
+            kind: Some(pb::federation_tx::Kind::FederationChange(
+                pb::FederationChange {
+                    members,
+                    peg_threshold: 3,
+                    activation_height: 100,
+                    base_epoch: 0,
+                },
+            )),
+            signature: vec![0; 64],
+        }))
+    };
+    let real = pb::EpochMember {
+        name: "member-name".into(),
+        consensus_key: vec![1; 32],
+        peg_key: vec![2; 33],
+        p2p_address: "/ip4/10.0.0.1/tcp/40001".into(),
+    };
+    let max = fedpeg_ledger::epoch::MAX_EPOCH_MEMBERS;
+    assert_eq!(
+        check_gossip(&change(vec![real.clone(); max]), &LIMITS),
+        Ok(())
+    );
+    assert!(matches!(
+        check_gossip(&change(vec![real; max + 1]), &LIMITS),
+        Err(WireError::TooMany { .. })
+    ));
+    // Empty entries: two bytes each on the wire, ~100 decoded.
+    assert!(matches!(
+        check_gossip(&change(vec![pb::EpochMember::default(); 60]), &LIMITS),
+        Err(WireError::TooDense { .. })
+    ));
+}
+
+#[test]
 fn a_decoded_entry_costs_a_few_hundred_bytes_at_most() {
     // The memory bound in the module docs relies on these.
     use std::mem::size_of;

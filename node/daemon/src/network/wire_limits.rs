@@ -229,10 +229,26 @@ impl<'l> Walk<'l> {
         })
     }
 
-    /// `FederationTx { oneof { ..., PegOutSignatures peg_out_signatures = 6; ... } }`
+    /// `FederationTx { oneof { ..., PegOutSignatures peg_out_signatures = 6;
+    /// ... FederationChange federation_change = 9; } }`
     fn federation_tx(&mut self, buf: &[u8]) -> Result<(), WireError> {
         self.each_len(buf, |w, field, value| match field {
             6 => w.peg_out_signatures(value),
+            9 => w.federation_change(value),
+            _ => Ok(()),
+        })
+    }
+
+    /// `FederationChange { repeated EpochMember members = 1; }` (a real
+    /// member entry is about 100 bytes: two keys, a name, an address).
+    fn federation_change(&mut self, buf: &[u8]) -> Result<(), WireError> {
+        let mut n = 0;
+        self.each_len(buf, |w, field, _| match field {
+            1 => w.entry(
+                &mut n,
+                fedpeg_ledger::epoch::MAX_EPOCH_MEMBERS,
+                "members in a federation change",
+            ),
             _ => Ok(()),
         })
     }

@@ -43,17 +43,33 @@ pub(super) fn apply(
         return Err(FedTxError::BadFederationChange(problem));
     }
     check_peg_rule(params, change)?;
+    let epoch = o.base.epoch_at(height);
+    if change.base_epoch != epoch.number {
+        return Err(FedTxError::BadFederationChange(format!(
+            "the change replaces epoch {}, but epoch {} is in force; propose it again from the set in force",
+            change.base_epoch, epoch.number
+        )));
+    }
     let id = change.id();
     let mut votes: ChangeVotes = match &o.delta.change_votes {
         Some(v) => v.clone(),
         None if o.delta.epoch_start => ChangeVotes::new(),
         None => o.base.change_votes.clone(),
     };
-    if votes.get(&member).is_some_and(|(v, _)| *v == id) {
-        return Err(FedTxError::Duplicate(member));
+    // A vote stands until its change is adopted or expires (start_block):
+    // were it replaceable, anyone could replay a member's older vote and
+    // flip it back.
+    if let Some((voted, _)) = votes.get(&member) {
+        return Err(if *voted == id {
+            FedTxError::Duplicate(member)
+        } else {
+            FedTxError::BadFederationChange(format!(
+                "member {member} already voted for change {} in this epoch; a vote stands until that change is adopted or can no longer be (its activation less than {MIN_ACTIVATION_LEAD} blocks ahead)",
+                voted.to_hex()
+            ))
+        });
     }
     votes.insert(member, (id, change.clone()));
-    let epoch = o.base.epoch_at(height);
     let count = votes.values().filter(|(v, _)| *v == id).count();
     let needed = epoch.quorum();
     events.push(Event::FederationChangeVote {
@@ -119,6 +135,16 @@ pub(crate) fn start_block(o: &mut Overlay<'_>, height: Height) {
         .iter()
         .any(|e| e.number > 0 && e.activation == height);
     if !starts {
+        // Votes for changes that can no longer be adopted (a vote in this
+        // block needs an activation at least MIN_ACTIVATION_LEAD ahead)
+        // expire: their members may vote again.
+        let expired =
+            |c: &FederationChange| c.activation.0 < height.0.saturating_add(MIN_ACTIVATION_LEAD);
+        if o.base.change_votes.values().any(|(_, c)| expired(c)) {
+            let mut votes = o.base.change_votes.clone();
+            votes.retain(|_, (_, c)| !expired(c));
+            o.delta.change_votes = Some(votes);
+        }
         return;
     }
     o.delta.epoch_start = true;

@@ -37,7 +37,11 @@ pub(super) fn apply(
                 .then(|| o.base.fee_votes.get(&member).map(|(_, h)| *h))
                 .flatten()
         });
-    if at > height || last.is_some_and(|l| at <= l) {
+    // A vote for a height before the epoch in force was signed under an
+    // older epoch (perhaps by another member at this index): after the
+    // reset of an epoch's first block it could otherwise be replayed.
+    let since = o.base.epoch_at(height).activation;
+    if at > height || at < since || last.is_some_and(|l| at <= l) {
         return Err(FedTxError::StaleVote);
     }
     o.delta.new_fee_votes.push((member, sat_per_vbyte, at));

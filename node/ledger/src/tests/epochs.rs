@@ -43,6 +43,7 @@ fn reshuffle(activation: u64) -> FederationChange {
         ],
         peg_threshold: 3,
         activation: Height(activation),
+        base_epoch: 0,
     }
 }
 
@@ -75,7 +76,7 @@ fn advance_to(s: &mut State, height: u64) {
 }
 
 #[test]
-fn a_change_is_adopted_at_quorum_not_before_and_votes_are_replaced() {
+fn a_change_is_adopted_at_quorum_not_before_and_votes_stand() {
     let mut s = state();
     let a = reshuffle(20);
     let b = FederationChange {
@@ -83,26 +84,26 @@ fn a_change_is_adopted_at_quorum_not_before_and_votes_are_replaced() {
         ..reshuffle(20)
     };
     // Quorum of 4 is 3.
-    let ev = step(&mut s, &[], &[vote(0, &a), vote(1, &a)], 1);
+    let ev = step(&mut s, &[], &[vote(0, &b), vote(1, &b)], 1);
     assert_eq!(votes_of(&ev), vec![(1, 3), (2, 3)]);
     assert_eq!(s.epochs.len(), 1, "two of three votes adopt nothing");
     // A vote for another change does not count for the first.
-    let ev = step(&mut s, &[], &[vote(3, &b)], 2);
+    let ev = step(&mut s, &[], &[vote(3, &a)], 2);
     assert_eq!(votes_of(&ev), vec![(1, 3)]);
     assert_eq!(s.epochs.len(), 1);
-    // Member 1 changes its mind: its vote for `a` goes.
-    step(&mut s, &[], &[vote(1, &b)], 3);
-    assert_eq!(s.change_votes[&MemberIndex(1)].0, b.id());
-    let ev = step(&mut s, &[], &[vote(2, &a)], 4);
-    assert_eq!(votes_of(&ev), vec![(2, 3)], "member 1's old vote is gone");
-    assert_eq!(s.epochs.len(), 1);
+    // A vote stands: member 3 cannot switch to `b` (nor could anyone
+    // replay an older vote of a member to switch it back).
+    let e = check_fed_tx(&s, &params(), &vote(3, &b)).unwrap_err();
+    assert!(e.to_string().contains("already voted for change"), "{e}");
     // The same vote again is a duplicate.
     assert_eq!(
-        check_fed_tx(&s, &params(), &vote(2, &a)),
-        Err(FedTxError::Duplicate(MemberIndex(2)))
+        check_fed_tx(&s, &params(), &vote(1, &b)),
+        Err(FedTxError::Duplicate(MemberIndex(1)))
     );
+    step(&mut s, &[], &[], 3);
+    step(&mut s, &[], &[], 4);
     // The third vote for `b` adopts it in this block.
-    let ev = step(&mut s, &[], &[vote(0, &b)], 5);
+    let ev = step(&mut s, &[], &[vote(2, &b)], 5);
     assert!(ev.contains(&Event::FederationChangeAdopted {
         change: b.id(),
         epoch: 1,
@@ -119,6 +120,11 @@ fn a_change_is_adopted_at_quorum_not_before_and_votes_are_replaced() {
         }
     );
     assert!(s.change_votes.is_empty(), "adoption clears the votes");
+    // Member 3's vote for `a`, replayed, is refused while `b` waits.
+    assert!(matches!(
+        check_fed_tx(&s, &params(), &vote(3, &a)),
+        Err(FedTxError::ChangePending { .. })
+    ));
     assert_eq!(s.next_epoch(), Some(&s.epochs[1]));
     // While it waits to activate, no other change is voted.
     assert_eq!(
@@ -371,4 +377,41 @@ proptest! {
             }
         }
     }
+}
+
+/// A vote whose change can no longer be adopted (its activation less than
+/// MIN_ACTIVATION_LEAD ahead) expires, and its member may vote again; the
+/// expired vote, replayed, is refused. A vote naming another epoch than the
+/// one in force is refused.
+#[test]
+fn votes_expire_with_their_activation_and_name_the_epoch_they_replace() {
+    let mut s = state();
+    let a = reshuffle(15);
+    step(&mut s, &[], &[vote(0, &a)], 1);
+    assert!(s.change_votes.contains_key(&MemberIndex(0)));
+    step(&mut s, &[], &[], 2);
+    step(&mut s, &[], &[], 3);
+    step(&mut s, &[], &[], 4);
+    step(&mut s, &[], &[], 5);
+    assert!(s.change_votes.contains_key(&MemberIndex(0)), "15 >= 5 + 10");
+    step(&mut s, &[], &[], 6);
+    assert!(
+        s.change_votes.is_empty(),
+        "15 < 6 + 10: expired as block 6 starts"
+    );
+    assert!(matches!(
+        check_fed_tx(&s, &params(), &vote(0, &a)),
+        Err(FedTxError::ActivationLead { .. })
+    ));
+    let b = reshuffle(40);
+    check_fed_tx(&s, &params(), &vote(0, &b)).expect("member 0 votes again");
+    let wrong_epoch = FederationChange {
+        base_epoch: 1,
+        ..reshuffle(40)
+    };
+    let e = check_fed_tx(&s, &params(), &vote(0, &wrong_epoch)).unwrap_err();
+    assert!(
+        e.to_string().contains("replaces epoch 1, but epoch 0"),
+        "{e}"
+    );
 }

@@ -118,6 +118,7 @@ impl Edits {
             members,
             peg_threshold,
             activation_height,
+            base_epoch: current.number,
         })
     }
 }
