@@ -4,7 +4,10 @@
 //! Signing bytes: `"fedpeg/fedtx/v1" || chain_id[32] || member u32 || kind u8
 //! || fields` (integers big-endian); `RegisterDepositAddress` (kind 1) is
 //! `account[32]`; `PegInMint` (kind 2) is `txid[32] || vout u32 || amount u64
-//! || account[32] || bitcoin_block[32]`; `FeeRateVote` (kind 3) is
+//! || account[32] || bitcoin_block[32] || epoch u32`, the epoch only when it
+//! is not 0 (a mint of a genesis-descriptor deposit signs the bytes it did
+//! before epochs had descriptors; the fields before it have fixed widths, so
+//! the two forms cannot collide); `FeeRateVote` (kind 3) is
 //! `sat_per_vbyte u64 || height u64`; `PegOutSignatures` (kind 4) is `batch
 //! u64 || version u32 || count u32 || (len u32 || signature)*`; `PegOutBump`
 //! (kind 5) is `batch u64 || version u32`; `PegOutConfirmed` (kind 6) is
@@ -49,6 +52,8 @@ pub enum FedTxKind {
         amount: Sats,
         account: AccountId,
         bitcoin_block: BlockHash,
+        /// The epoch whose deposit address (descriptor) the output pays.
+        epoch: u32,
     },
     /// This member's signatures of every input of a peg-out batch version.
     PegOutSignatures {
@@ -124,6 +129,7 @@ impl FederationTx {
                 amount,
                 account,
                 bitcoin_block,
+                epoch,
             } => {
                 b.push(2);
                 b.extend_from_slice(outpoint.txid.as_byte_array());
@@ -131,6 +137,9 @@ impl FederationTx {
                 b.extend_from_slice(&amount.to_sat().to_be_bytes());
                 b.extend_from_slice(&account.0);
                 b.extend_from_slice(bitcoin_block.as_byte_array());
+                if *epoch != 0 {
+                    b.extend_from_slice(&epoch.to_be_bytes());
+                }
             }
             FedTxKind::PegOutSignatures {
                 batch,
@@ -218,6 +227,7 @@ impl FederationTx {
                         &m.bitcoin_block,
                         "bitcoin_block",
                     )?),
+                    epoch: m.epoch,
                 }
             }
             Some(pb::federation_tx::Kind::FeeRateVote(v)) => FedTxKind::FeeRateVote {
@@ -290,12 +300,14 @@ impl FederationTx {
                 amount,
                 account,
                 bitcoin_block,
+                epoch,
             } => pb::federation_tx::Kind::PegInMint(pb::PegInMint {
                 txid: outpoint.txid.to_byte_array().to_vec(),
                 vout: outpoint.vout,
                 amount: amount.to_sat(),
                 account: account.0.to_vec(),
                 bitcoin_block: bitcoin_block.to_byte_array().to_vec(),
+                epoch: *epoch,
             }),
             FedTxKind::PegOutSignatures {
                 batch,

@@ -521,6 +521,8 @@ impl ChainSpec {
             max_fee_rate: FeeRate(self.genesis.fees.max_fee_rate_sat_vb),
             quote_validity_ms: self.genesis.fees.quote_validity_ms,
             federation: self.peg_federation().expect("validated genesis"),
+            epoch_federations: Default::default(),
+            allow_unsafe_peg_threshold: self.genesis.allow_unsafe_peg_threshold,
             pegout: self.genesis.pegout.clone(),
             confirmations: self.genesis.pegin_confirmations,
             rollover_after_ms: self.genesis.emergency.as_ref().map(|e| {

@@ -167,12 +167,19 @@ fn refusals_name_the_reason() {
     let mut c = reshuffle(20);
     c.members[0].peg_key = c.members[1].peg_key;
     refused(c, "peg_key is repeated");
+    // The threshold must be safe for the new size: f < m <= n - f.
     let mut c = reshuffle(20);
     c.peg_threshold = 2;
-    refused(c, "peg_threshold 2 differs from the federation's 3");
+    assert!(check(&c).is_ok(), "2 of 4 is safe");
+    for m in [1, 4] {
+        let mut c = reshuffle(20);
+        c.peg_threshold = m;
+        refused(c, &format!("peg_threshold {m} of 4 members is unsafe"));
+    }
+    // Continuity: the new members hold 3 (the threshold) of epoch 0's keys.
     let mut c = reshuffle(20);
     c.members[1] = newcomer(1);
-    refused(c, "only 2 of the 4 new members hold a peg key");
+    refused(c, "only 2 of the 4 peg keys of epoch 0 are held");
     refused(
         FederationChange {
             members: vec![],
@@ -326,7 +333,10 @@ fn peg_out_signatures_are_keyed_by_peg_index_not_member_index() {
     // The newcomer holds no peg key of the federation.
     assert_eq!(
         check_fed_tx(&s, &p, &signed(0, &newcomer_key(0), sigs.clone())),
-        Err(FedTxError::NoPegKey(MemberIndex(0)))
+        Err(FedTxError::NoPegKey {
+            member: MemberIndex(0),
+            epoch: 0
+        })
     );
     let t = s.tip_time_ms + 1;
     step(&mut s, &[], &[signed(1, &member(2), sigs.clone())], t);
