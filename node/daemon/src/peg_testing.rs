@@ -345,6 +345,7 @@ impl PegNode {
             account,
             block,
             height,
+            epoch: 0,
         }
     }
 
@@ -357,6 +358,7 @@ impl PegNode {
                 amount: d.amount,
                 account: d.account,
                 bitcoin_block: d.block,
+                epoch: d.epoch,
             },
         )
     }

@@ -520,7 +520,15 @@ mod tests {
                         // Inputs carry the batch's epoch.
                         inputs: inputs
                             .into_iter()
-                            .map(|(o, u)| (o, Utxo { epoch: epochs.0, ..u }))
+                            .map(|(o, u)| {
+                                (
+                                    o,
+                                    Utxo {
+                                        epoch: epochs.0,
+                                        ..u
+                                    },
+                                )
+                            })
                             .collect(),
                         outputs: outputs
                             .into_iter()

@@ -109,7 +109,10 @@ pub(crate) fn due(
 /// The free UTXOs of the oldest epoch before `current` in `utxos`, with
 /// that epoch, oldest first (ties by outpoint); None when every UTXO pays
 /// the descriptor in force.
-pub(crate) fn sweep(utxos: &[(OutPoint, Utxo)], current: u32) -> Option<(u32, Vec<(OutPoint, Utxo)>)> {
+pub(crate) fn sweep(
+    utxos: &[(OutPoint, Utxo)],
+    current: u32,
+) -> Option<(u32, Vec<(OutPoint, Utxo)>)> {
     let epoch = utxos
         .iter()
         .map(|(_, u)| u.epoch)

@@ -14,9 +14,9 @@ use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, PegOutParams, Utxo};
 use crate::quote_grace::QuoteGrace;
 use crate::tx::TxId;
+use bitcoin::secp256k1::PublicKey;
 use bitcoin::ScriptBuf;
 use fedpeg_consensus::Height;
-use bitcoin::secp256k1::PublicKey;
 use fedpeg_peg::federation::{Federation, FederationError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -330,7 +330,10 @@ impl State {
             .activation
             .0
             .saturating_add(crate::epoch::DEPOSIT_GRACE_BLOCKS);
-        let later_adopted = self.epochs.last().is_some_and(|e| e.number > current.number);
+        let later_adopted = self
+            .epochs
+            .last()
+            .is_some_and(|e| e.number > current.number);
         if current.number > 0 && h.0 < grace_end && !later_adopted {
             if let Some(prev) = self.epoch(current.number - 1) {
                 v.push(prev);

@@ -115,8 +115,7 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
         }
     }
     let epochs = d.new_utxos.iter().any(|(_, u)| u.epoch != 0)
-        || d
-            .batches
+        || d.batches
             .values()
             .any(|b| b.epoch != 0 || b.change_epoch != 0);
     if epochs {

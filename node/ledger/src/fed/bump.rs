@@ -98,10 +98,11 @@ fn replacement(
     let n_out = b.outputs.len();
     // BIP125: the replacement pays at least the old fee plus its own size
     // at the incremental relay rate (1 sat/vB).
-    let min_fee = old
-        .fee
-        .to_sat()
-        .saturating_add(fed.batch_vbytes(b.inputs.len(), n_out + 1, out_bytes + 43));
+    let min_fee = old.fee.to_sat().saturating_add(fed.batch_vbytes(
+        b.inputs.len(),
+        n_out + 1,
+        out_bytes + 43,
+    ));
     let (fee, change) = fee_and_change(
         fed,
         b.inputs.len(),
