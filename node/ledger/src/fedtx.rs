@@ -420,6 +420,45 @@ mod tests {
     }
 
     #[test]
+    fn a_mint_signs_its_epoch_and_a_genesis_epoch_mint_signs_the_old_bytes() {
+        let mint = |epoch| {
+            FederationTx::sign(
+                Hash32::ZERO,
+                MemberIndex(1),
+                &member(1),
+                FedTxKind::PegInMint {
+                    outpoint: OutPoint {
+                        txid: Txid::from_byte_array([7; 32]),
+                        vout: 2,
+                    },
+                    amount: crate::testing::sats(5_000),
+                    account: account(3),
+                    bitcoin_block: BlockHash::from_byte_array([8; 32]),
+                    epoch,
+                },
+            )
+        };
+        // Domain, chain id, member, kind, txid, vout, amount, account, block.
+        let old_len = SIGN_DOMAIN.len() + 32 + 4 + 1 + 32 + 4 + 8 + 32 + 32;
+        assert_eq!(mint(0).signing_bytes().len(), old_len);
+        let later = mint(3).signing_bytes();
+        assert_eq!(later.len(), old_len + 4);
+        assert_eq!(&later[old_len..], &3u32.to_be_bytes());
+        assert_eq!(&later[..old_len], &mint(0).signing_bytes()[..]);
+        assert_ne!(mint(3).id(), mint(0).id());
+        for epoch in [0, 3] {
+            let tx = mint(epoch);
+            assert_eq!(FederationTx::from_proto(&tx.to_proto()).unwrap(), tx);
+        }
+        // The epoch is signed: changing it breaks the signature.
+        let mut forged = mint(3);
+        if let FedTxKind::PegInMint { epoch, .. } = &mut forged.kind {
+            *epoch = 4;
+        }
+        assert!(!forged.verify(&[member(0).verifying_key(), member(1).verifying_key()]));
+    }
+
+    #[test]
     fn a_federation_change_vote_signs_kind_7_and_round_trips() {
         let change = crate::epoch::tests::change(3);
         let tx = FederationTx::sign(

@@ -878,6 +878,32 @@ pub(crate) mod tests {
         assert!(spec.peg_federation().unwrap().emergency().is_none());
     }
 
+    #[test]
+    fn the_genesis_epoch_federation_is_the_genesis_descriptor_with_its_emergency_branch() {
+        let spec = with_emergency(sample("regtest", vec![]))
+            .validate()
+            .unwrap();
+        let params = spec.ledger_params();
+        let genesis = spec.peg_federation().unwrap();
+        assert_eq!(
+            params.federation_of(&spec.genesis_epoch()).unwrap(),
+            genesis
+        );
+        // Derived from the members as a later epoch is: the same descriptor,
+        // so the same addresses (the backup keys, k and timelock carried).
+        let derived = params
+            .federation_of(&Epoch {
+                number: 1,
+                ..spec.genesis_epoch()
+            })
+            .unwrap();
+        assert_eq!(derived, genesis);
+        assert_eq!(
+            derived.deposit_address(&[5; 32]).unwrap(),
+            genesis.deposit_address(&[5; 32]).unwrap()
+        );
+    }
+
     /// The chain id of a genesis with an emergency branch, pinned: the
     /// section is part of the bytes the chain id hashes (field order of the
     /// structs), so changing its encoding changes every chain id.
