@@ -70,7 +70,11 @@ pub struct LedgerParams {
 /// number: two competing proposals may adopt different changes as the same
 /// epoch number, and only the committed one must be used.
 #[derive(Clone, Debug, Default)]
-pub struct EpochFederations(Arc<Mutex<HashMap<(Vec<PublicKey>, u32), Federation>>>);
+pub struct EpochFederations(Arc<Mutex<HashMap<PegSet, Federation>>>);
+
+/// What a peg federation is built from: the peg keys in member order and
+/// the threshold.
+type PegSet = (Vec<PublicKey>, u32);
 
 impl LedgerParams {
     /// The peg federation of `epoch`: its members' peg keys (member order:

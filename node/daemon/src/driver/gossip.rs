@@ -118,9 +118,11 @@ impl Driver {
             // for the block cache; the engine, still on this epoch's set,
             // would not know it (the proposer re-sends it).
             Ok((_, next)) => {
-                if let Ok(verified) = next.verify_message(&self.chain_id, Message::Proposal(p)) {
+                if next
+                    .verify_message(&self.chain_id, Message::Proposal(p))
+                    .is_ok()
+                {
                     self.blocks.named(&value_id, proposer.as_usize(), round);
-                    drop(verified);
                 }
                 return None;
             }

@@ -104,7 +104,8 @@ fn check_peg_rule(
     let m = change.peg_threshold;
     let safe = crate::genesis::safe_peg_thresholds(n);
     let allowed = params.allow_unsafe_peg_threshold && params.network == bitcoin::Network::Regtest;
-    if !safe.contains(&m) && !(allowed && (1..=n).contains(&m)) {
+    let acceptable = safe.contains(&m) || (allowed && (1..=n).contains(&m));
+    if !acceptable {
         return bad(format!(
             "peg_threshold {m} of {n} members is unsafe: f = {} faulty members could sign alone or freeze the funds; use {}..={} (f < m <= n - f)",
             n.saturating_sub(1) / 3,
