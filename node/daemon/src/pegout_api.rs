@@ -249,6 +249,7 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
                         .and_then(|f| f.descriptor(&tweak).ok())
                         .unwrap_or_default(),
                 },
+                epoch: u.epoch,
             }
         };
         let mut utxos: Vec<pb::FederationUtxo> =

@@ -1118,10 +1118,72 @@ mod tests {
                 },
                 ..d.clone()
             },
+            // Another epoch's descriptor: another script than the one paid.
+            SeenDeposit {
+                epoch: 1,
+                ..d.clone()
+            },
         ];
+        assert_eq!(d.epoch, 0);
         for bad in wrong {
             assert!(!w.confirms(&bad), "confirmed {bad:?}");
         }
+    }
+
+    #[test]
+    fn after_a_change_deposits_to_the_new_and_the_previous_descriptor_are_seen_with_their_epoch() {
+        use fedpeg_consensus::Height;
+        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        use fedpeg_ledger::fedtx::FedTxKind;
+        let (node, w) = registered();
+        let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+        let newcomer = EpochMember {
+            name: "m1".into(),
+            consensus_key: crate::peg_testing::consensus_key(1).verifying_key(),
+            peg_key: crate::peg_testing::peg_secret(1).public_key(&secp),
+            p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
+        };
+        let genesis = node.chain.with_state(|s| s.epochs[0].members[0].clone());
+        let activation = node.chain.height() + 1 + 10;
+        let change = FederationChange {
+            members: vec![genesis, newcomer],
+            peg_threshold: 2,
+            activation: Height(activation),
+        };
+        node.commit(vec![node.fed_tx(0, FedTxKind::FederationChange { change })]);
+        while node.chain.height() + 1 < activation {
+            node.commit(vec![]);
+        }
+        // The next block is the activation's: the new descriptor is the
+        // peg's, the old one is in its deposit grace.
+        let params = node.chain.params();
+        let fed1 = node
+            .chain
+            .with_state(|s| params.federation_of(&s.epochs[1]))
+            .unwrap();
+        let new_script = fed1.deposit_script_pubkey(&account(1).0).unwrap();
+        assert_ne!(new_script, node.deposit_script(account(1)));
+        let old = node.deposit(account(1), 200_000);
+        let new = node.btc.fund(&new_script, Amount::from_sat(300_000));
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        let epoch_of = |o: &OutPoint| {
+            w.mature()
+                .into_iter()
+                .find(|d| d.outpoint == *o)
+                .map(|d| d.epoch)
+        };
+        assert_eq!(epoch_of(&old.outpoint), Some(0));
+        assert_eq!(epoch_of(&new), Some(1));
+        let seen_new = w.mature().into_iter().find(|d| d.outpoint == new).unwrap();
+        assert!(w.confirms(&SeenDeposit {
+            height: 0,
+            ..seen_new.clone()
+        }));
+        assert!(!w.confirms(&SeenDeposit {
+            epoch: 0,
+            ..seen_new
+        }));
     }
 
     #[test]
