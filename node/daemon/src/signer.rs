@@ -565,6 +565,81 @@ mod tests {
         matches!(k, FedTxKind::PegOutConfirmed { .. })
     }
 
+    /// After a change that adds a member with a new peg key (2 of 3 both
+    /// times), the old coins' sweep is signed by the members holding the
+    /// genesis keys (the newcomer skips it), assembled under the genesis
+    /// descriptor and pays the new epoch's change script.
+    #[test]
+    fn a_sweep_is_signed_by_the_old_key_holders_and_pays_the_new_descriptor() {
+        use fedpeg_consensus::Height;
+        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        let node = PegNode::new(3, 2);
+        node.pegged_in(1, 100_000_000);
+        let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
+        let mut members: Vec<EpochMember> =
+            node.chain.with_state(|s| s.epochs[0].members[..2].to_vec());
+        members.push(EpochMember {
+            name: "m3".into(),
+            consensus_key: crate::peg_testing::consensus_key(3).verifying_key(),
+            peg_key: crate::peg_testing::peg_secret(3).public_key(&secp),
+            p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
+        });
+        let activation = node.chain.height() + 1 + 10;
+        let change = FederationChange {
+            members,
+            peg_threshold: 2,
+            activation: Height(activation),
+        };
+        // A quorum of 3 members is all 3.
+        let votes = (0..3)
+            .map(|m| {
+                node.fed_tx(
+                    m,
+                    FedTxKind::FederationChange {
+                        change: change.clone(),
+                    },
+                )
+            })
+            .collect();
+        node.commit(votes);
+        while node.chain.height() < activation {
+            node.commit(vec![]);
+        }
+        let sweep = node.batch(0).expect("the sweep formed at the activation");
+        assert!(sweep.outputs.is_empty());
+        assert_eq!((sweep.epoch, sweep.change_epoch), (0, 1));
+        let watcher = node.watcher();
+        watcher.poll().unwrap();
+        let workers = [0, 1, 3].map(|m| node.worker(&watcher, m));
+        // The newcomer (member 2 of epoch 1) holds no genesis peg key.
+        workers[2].tick();
+        assert!(node.pooled().is_empty(), "{:?}", node.pooled());
+        for w in &workers[..2] {
+            w.tick();
+            node.commit(vec![]);
+        }
+        let signed = node.batch(0).unwrap();
+        assert_eq!(signed.latest().signatures.len(), 2);
+        watcher.poll().unwrap();
+        workers[0].tick();
+        assert_eq!(node.btc.mempool(), vec![signed.latest().txid]);
+        let params = node.chain.params();
+        let fed1 = node
+            .chain
+            .with_state(|s| params.federation_of(&s.epochs[1]))
+            .unwrap();
+        let (tx, _) = node
+            .bitcoind()
+            .transaction(&signed.latest().txid, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(tx.output.len(), 1);
+        assert_eq!(
+            tx.output[0].script_pubkey,
+            fed1.change_script_pubkey().unwrap()
+        );
+    }
+
     #[test]
     fn a_committed_batch_is_signed_with_signatures_state_accepts() {
         let f = formed();

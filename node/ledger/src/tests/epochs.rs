@@ -431,6 +431,16 @@ fn signatures_of(
     }
 }
 
+/// Member 0 (genesis member 0 in both test epochs) registers account 1.
+fn register_1() -> FederationTx {
+    fed(
+        0,
+        FedTxKind::RegisterDepositAddress {
+            account: super::id(1),
+        },
+    )
+}
+
 fn mint_kind(vout: u32, amount: u64, epoch: u32) -> FedTxKind {
     FedTxKind::PegInMint {
         outpoint: crate::fedtx::OutPoint {
@@ -605,17 +615,7 @@ fn after_activation_old_coins_are_swept_to_the_new_descriptor_before_peg_outs() 
 fn a_deposit_to_the_previous_epoch_is_credited_during_its_grace_only() {
     let p = params();
     let mut s = state();
-    step(
-        &mut s,
-        &[],
-        &[fed(
-            0,
-            FedTxKind::RegisterDepositAddress {
-                account: super::id(1),
-            },
-        )],
-        1,
-    );
+    step(&mut s, &[], &[register_1()], 1);
     let activation = s.height.0 + 1 + 10;
     adopt(&mut s, activation);
     // Adopted but not in force: a mint naming it is refused.
@@ -717,17 +717,7 @@ fn an_input_of_a_3_of_5_epoch_weighs_and_costs_what_its_descriptor_plans() {
     assert_eq!(p.spend_vbytes_of(&fed5), fed5.spend_vbytes_estimate());
     assert_eq!(p.spend_vbytes_of(&p.federation), p.pegin_spend_vbytes);
     let t = s.tip_time_ms + 1;
-    step(
-        &mut s,
-        &[],
-        &[fed(
-            0,
-            FedTxKind::RegisterDepositAddress {
-                account: super::id(1),
-            },
-        )],
-        t,
-    );
+    step(&mut s, &[], &[register_1()], t);
     step(&mut s, &[], &[fed(0, mint_kind(0, 100_000, 1))], t + 1);
     let rate = s.fee_rate(&p).0;
     assert_eq!(
