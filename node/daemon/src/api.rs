@@ -311,9 +311,11 @@ impl Api {
         use fedpeg_ledger::fedtx::OutPoint;
         let spec = &self.chain.spec;
         let required = spec.genesis.pegin_confirmations;
-        let cost = spec
-            .pegin_spend_vbytes()
-            .saturating_mul(self.chain.with_state(|s| s.fee_rate(self.chain.params())).0);
+        let cost = self.peg_federation().map_or(0, |f| {
+            self.chain
+                .with_state(|s| s.pegin_spend_cost_of(self.chain.params(), &f))
+                .to_sat()
+        });
         let hrp = self.hrp();
         let mut out: Vec<pb::PegInInfo> = Vec::new();
         let minted: Vec<(OutPoint, AccountId, u64, u64, u64)> = self.chain.with_state(|s| {
@@ -378,12 +380,22 @@ impl Api {
         out
     }
 
-    /// The deposit address of `id` and its descriptor (derived, nothing registered).
+    /// The peg federation of the epoch in force at the next block: new
+    /// deposit addresses pay its descriptor.
+    pub(crate) fn peg_federation(&self) -> Result<fedpeg_peg::federation::Federation, Status> {
+        let params = self.chain.params();
+        self.chain
+            .with_state(|s| params.federation_of(s.peg_epoch()))
+            .map_err(|e| Status::internal(format!("peg federation of the epoch in force: {e}")))
+    }
+
+    /// The deposit address of `id` and its descriptor under the epoch in
+    /// force (derived, nothing registered).
     pub(crate) fn deposit_address(&self, id: &AccountId) -> Result<(String, String), Status> {
         let internal = |e: &dyn std::fmt::Display| {
-            Status::internal(format!("peg federation from genesis: {e}"))
+            Status::internal(format!("peg federation of the epoch in force: {e}"))
         };
-        let fed = &self.chain.params().federation;
+        let fed = &self.peg_federation()?;
         // One descriptor for both: forming it is most of the cost.
         let d = fed
             .output_descriptor(&fedpeg_peg::deposit::Tweak::Deposit(id.0))
@@ -721,7 +733,7 @@ impl WalletService for Api {
         let id = self.parse_account(&req.get_ref().address)?;
         let spec = &self.chain.spec;
         let (deposit_address, descriptor) = self.deposit_address(&id)?;
-        let fed = &self.chain.params().federation;
+        let fed = self.peg_federation()?;
         self.require_bitcoind()?;
         let registered = self.chain.with_state(|s| s.registered.contains(&id));
         if !registered && !self.chain.registration_pending(&id) {
@@ -750,8 +762,10 @@ impl WalletService for Api {
                 Err(e) => tracing::debug!(error = %e, "deposit-address registration not pooled"),
             }
         }
-        let rate = self.chain.with_state(|s| s.fee_rate(self.chain.params()));
-        let cost = fed.spend_vbytes_estimate().saturating_mul(rate.0);
+        let cost = self
+            .chain
+            .with_state(|s| s.pegin_spend_cost_of(self.chain.params(), &fed))
+            .to_sat();
         Ok(Response::new(pb::GetPegInAddressResponse {
             deposit_address,
             descriptor,
@@ -782,10 +796,22 @@ impl WalletService for Api {
                 "deposit {outpoint} is already minted"
             )));
         }
-        let script = w
-            .federation()
-            .deposit_script_pubkey(&id.0)
-            .map_err(|e| Status::internal(format!("deposit script: {e}")))?;
+        // The account's deposit scripts under every epoch whose deposits
+        // are credited now: the epoch in force, the previous one in grace.
+        let params = self.chain.params();
+        let feds: Vec<fedpeg_peg::federation::Federation> = self.chain.with_state(|s| {
+            s.deposit_epochs(s.height.next())
+                .into_iter()
+                .filter_map(|e| params.federation_of(e).ok())
+                .collect()
+        });
+        let mut scripts = Vec::with_capacity(feds.len());
+        for f in &feds {
+            let script = f
+                .deposit_script_pubkey(&id.0)
+                .map_err(|e| Status::internal(format!("deposit script: {e}")))?;
+            scripts.push(script);
+        }
         let btc = w.bitcoin().clone();
         let vout = r.vout;
         // The UTXO set first (no -txindex needed: works on a pruned node),
@@ -815,14 +841,17 @@ impl WalletService for Api {
         let out = out.ok_or_else(|| {
             Status::invalid_argument(format!("transaction {txid} has no output {vout}"))
         })?;
-        if out.script_pubkey != script {
+        let Some(fed) = scripts
+            .iter()
+            .position(|s| *s == out.script_pubkey)
+            .and_then(|i| feds.get(i))
+        else {
             return Err(Status::invalid_argument(format!(
-                "output {txid}:{} does not pay the deposit address of {}",
+                "output {txid}:{} does not pay the deposit address of {} (of the federation epoch in force, or of the previous one during its deposit grace)",
                 r.vout, r.address
             )));
-        }
-        let deposit_address = w
-            .federation()
+        };
+        let deposit_address = fed
             .deposit_address(&id.0)
             .map_err(|e| Status::internal(format!("deposit address: {e}")))?
             .to_string();

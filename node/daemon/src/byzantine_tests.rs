@@ -496,6 +496,7 @@ async fn a_member_gossiping_fake_mints_cannot_halt_the_chain() {
                 amount: sats(50_000_000),
                 account: to,
                 bitcoin_block: block_hash(0xfe),
+                epoch: 0,
             })
         };
         let stranger = AccountId(a.fresh());
@@ -552,6 +553,7 @@ async fn a_member_flooding_the_pool_with_junk_cannot_starve_real_federation_tran
                             amount: sats(100_000),
                             account: AccountId(a.fresh()),
                             bitcoin_block: block_hash(0xfe),
+                            epoch: 0,
                         },
                         2 => FedTxKind::PegOutSignatures {
                             batch: BatchId(1_000_000 + n),
@@ -786,6 +788,7 @@ async fn bitcoind_fault(scenario: &str, fault: impl Fn(&crate::peg_testing::OwnB
             account: account(1),
             block: block_hash(0),
             height: 0,
+            epoch: 0,
         }));
     fed.assert_sound().await;
 }

@@ -202,10 +202,9 @@ impl Chain {
         }
         // State before pool, as everywhere.
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let threshold = self.params.federation.threshold();
         self.fed_pool
             .lock()
-            .map(|p| p.ready_len() > 0 && p.urgent(&state, threshold))
+            .map(|p| p.ready_len() > 0 && p.urgent(&state))
             .unwrap_or(false)
     }
 

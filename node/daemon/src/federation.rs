@@ -133,9 +133,16 @@ impl Api {
             })
             .collect();
         let internal = |e: &dyn std::fmt::Display| {
-            Status::internal(format!("peg federation from genesis: {e}"))
+            Status::internal(format!("peg federation of the epoch in force: {e}"))
         };
-        let fed = spec.peg_federation().map_err(|e| internal(&e))?;
+        // The descriptor of the epoch in force at the next block: what new
+        // deposit addresses and change pay.
+        let params = chain.params();
+        let (fed, peg_threshold) = chain.with_state(|s| {
+            let e = s.peg_epoch();
+            (params.federation_of(e), e.peg_threshold)
+        });
+        let fed = fed.map_err(|e| internal(&e))?;
         let peg_descriptor = fed.base_descriptor().map_err(|e| internal(&e))?;
         let change_address = fed.change_address().map_err(|e| internal(&e))?.to_string();
         let quorum = crate::driver::validator_set(chain)
@@ -146,7 +153,7 @@ impl Api {
             network: spec.genesis.network.clone(),
             members,
             consensus_quorum: quorum,
-            peg_threshold: spec.genesis.peg_threshold,
+            peg_threshold,
             pegin_confirmations: spec.genesis.pegin_confirmations,
             peg_descriptor,
             change_address,

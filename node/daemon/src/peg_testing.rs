@@ -355,6 +355,7 @@ impl PegNode {
             account,
             block,
             height,
+            epoch: 0,
         }
     }
 
@@ -367,6 +368,7 @@ impl PegNode {
                 amount: d.amount,
                 account: d.account,
                 bitcoin_block: d.block,
+                epoch: d.epoch,
             },
         )
     }

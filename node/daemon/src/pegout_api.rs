@@ -92,7 +92,12 @@ pub fn pegout_info(
     confirmations: &dyn Fn(&Txid) -> Option<u32>,
 ) -> pb::PegOutInfo {
     let params = chain.params();
-    let m = params.federation.threshold() as u32;
+    // The batch's epoch signs it; a queued peg-out waits for a batch of
+    // the epoch in force.
+    let m = chain.with_state(|s| match batch {
+        Some(b) => s.epoch(b.epoch).map_or(0, |e| e.peg_threshold),
+        None => s.peg_epoch().peg_threshold,
+    });
     let need = params.confirmations;
     let mut info = pb::PegOutInfo {
         withdrawal_id: w.id.0,
@@ -204,12 +209,18 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
     chain.with_state(|s| {
         let r = s.reserves();
         let clamp = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
-        // Built once with the chain (forming a descriptor is not free).
-        let fed = Some(&chain.params().federation);
-        let change_descriptor = fed
-            .as_ref()
-            .and_then(|f| f.change_descriptor().ok())
-            .unwrap_or_default();
+        // One federation per epoch (cached by the parameters: forming a
+        // descriptor is not free); each UTXO pays its own epoch's.
+        let params = chain.params();
+        let feds: std::collections::BTreeMap<u32, fedpeg_peg::federation::Federation> = s
+            .epochs
+            .iter()
+            .filter_map(|e| Some((e.number, params.federation_of(e).ok()?)))
+            .collect();
+        let change_descriptors: std::collections::BTreeMap<u32, String> = feds
+            .iter()
+            .map(|(n, f)| (*n, f.change_descriptor().unwrap_or_default()))
+            .collect();
         let hrp = chain.spec.hrp();
         let utxo = |o: &fedpeg_ledger::fedtx::OutPoint,
                     u: &fedpeg_ledger::pegout_batch::Utxo,
@@ -229,12 +240,16 @@ pub fn reserves(chain: &Chain) -> pb::GetReservesResponse {
                 locked_by_batch: batch,
                 account,
                 descriptor: match tweak {
-                    Tweak::Change => change_descriptor.clone(),
-                    _ => fed
-                        .as_ref()
+                    Tweak::Change => change_descriptors
+                        .get(&u.epoch)
+                        .cloned()
+                        .unwrap_or_default(),
+                    _ => feds
+                        .get(&u.epoch)
                         .and_then(|f| f.descriptor(&tweak).ok())
                         .unwrap_or_default(),
                 },
+                epoch: u.epoch,
             }
         };
         let mut utxos: Vec<pb::FederationUtxo> =

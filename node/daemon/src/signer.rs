@@ -18,6 +18,7 @@ use fedpeg_ledger::ids::{BatchId, MemberIndex};
 use fedpeg_ledger::pegout_batch::{Batch, MAX_BATCH_VERSIONS};
 use fedpeg_peg::bitcoin::secp256k1::SecretKey;
 use fedpeg_peg::bitcoin::{BlockHash, Txid};
+use fedpeg_peg::federation::Federation;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -207,27 +208,46 @@ impl PegOutWorker {
         }
     }
 
-    /// Index of this member's peg key among the federation's keys: what
-    /// its signatures are recorded under in a batch (`BatchVersion::signatures`
-    /// is keyed by peg-key index, not member index). None if its peg key is
-    /// none of the federation's (it cannot sign peg-outs).
-    fn peg_index(&self) -> Option<MemberIndex> {
+    /// The federations of `b`'s inputs (its epoch's descriptor: sighash,
+    /// tweaks, witness) and of its change; None if state lacks either
+    /// epoch (it never does for a batch it holds).
+    fn federations(&self, b: &Batch) -> Option<(Federation, Federation)> {
+        let params = self.chain.params();
+        self.chain.with_state(|s| {
+            Some((
+                params.epoch_federation(s, b.epoch)?,
+                params.epoch_federation(s, b.change_epoch)?,
+            ))
+        })
+    }
+
+    /// Index of this member's peg key among the keys of `fed` (the
+    /// federation of a batch's epoch): what its signatures are recorded
+    /// under in that batch (`BatchVersion::signatures` is keyed by peg-key
+    /// index, not member index). None if its peg key is none of them (it
+    /// cannot sign that batch).
+    fn peg_index(&self, fed: &Federation) -> Option<MemberIndex> {
         let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
         let key = self.peg_secret.public_key(&secp);
-        self.chain
-            .params()
-            .federation
-            .key_index(&key)
-            .map(|i| MemberIndex(i as u32))
+        fed.key_index(&key).map(|i| MemberIndex(i as u32))
     }
 
     /// Signs the newest version of `b` unless already done.
     fn sign(&self, b: &Batch) {
         let v = b.versions.len() - 1;
-        let Some(peg) = self.peg_index() else {
+        let Some((fed, change_fed)) = self.federations(b) else {
+            tracing::error!(
+                batch = b.id.0,
+                epoch = b.epoch,
+                "not signing: state has no descriptor for the batch's epoch"
+            );
+            return;
+        };
+        let Some(peg) = self.peg_index(&fed) else {
             tracing::debug!(
                 batch = b.id.0,
-                "not signing: this member's peg key is not one of the federation's"
+                epoch = b.epoch,
+                "not signing: this member's peg key is not one of the batch epoch's descriptor"
             );
             return;
         };
@@ -246,8 +266,7 @@ impl PegOutWorker {
             tracing::error!(batch = b.id.0, alerts = alerts.len(), "not signing peg-outs: deep-reorg alerts are open (see GetStatus, AcknowledgeAlerts)");
             return;
         }
-        let fed = &self.chain.params().federation;
-        let tx = match b.unsigned_tx(fed, v) {
+        let tx = match b.unsigned_tx(&change_fed, v) {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(batch = b.id.0, error = %e, "cannot rebuild batch transaction");
@@ -280,7 +299,9 @@ impl PegOutWorker {
     /// Assembles and broadcasts the newest version once m members signed;
     /// rebroadcasts while unconfirmed; votes to bump a stuck version.
     fn broadcast(&self, b: &Batch, btc_tip: Option<u64>) {
-        let fed = &self.chain.params().federation;
+        let Some((fed, change_fed)) = self.federations(b) else {
+            return;
+        };
         let v = b.versions.len() - 1;
         let latest = b.latest();
         if latest.signatures.len() < fed.threshold() {
@@ -314,7 +335,7 @@ impl PegOutWorker {
                 .map(|(peg, s)| (peg.index(), s.clone()))
                 .collect();
             let signed = b
-                .unsigned_tx(fed, v)
+                .unsigned_tx(&change_fed, v)
                 .map_err(|e| e.to_string())
                 .and_then(|tx| {
                     fed.assemble_batch(&tx, &b.batch_inputs(), &sigs)
@@ -542,6 +563,82 @@ mod tests {
     }
     fn confirmed(k: &FedTxKind) -> bool {
         matches!(k, FedTxKind::PegOutConfirmed { .. })
+    }
+
+    /// After a change that adds a member with a new peg key (2 of 3 both
+    /// times), the old coins' sweep is signed by the members holding the
+    /// genesis keys (the newcomer skips it), assembled under the genesis
+    /// descriptor and pays the new epoch's change script.
+    #[test]
+    fn a_sweep_is_signed_by_the_old_key_holders_and_pays_the_new_descriptor() {
+        use fedpeg_consensus::Height;
+        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        let node = PegNode::new(3, 2);
+        node.pegged_in(1, 100_000_000);
+        let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
+        let mut members: Vec<EpochMember> =
+            node.chain.with_state(|s| s.epochs[0].members[..2].to_vec());
+        members.push(EpochMember {
+            name: "m3".into(),
+            consensus_key: crate::peg_testing::consensus_key(3).verifying_key(),
+            peg_key: crate::peg_testing::peg_secret(3).public_key(&secp),
+            p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
+        });
+        let activation = node.chain.height() + 1 + 10;
+        let change = FederationChange {
+            members,
+            peg_threshold: 2,
+            activation: Height(activation),
+            base_epoch: 0,
+        };
+        // A quorum of 3 members is all 3.
+        let votes = (0..3)
+            .map(|m| {
+                node.fed_tx(
+                    m,
+                    FedTxKind::FederationChange {
+                        change: change.clone(),
+                    },
+                )
+            })
+            .collect();
+        node.commit(votes);
+        while node.chain.height() < activation {
+            node.commit(vec![]);
+        }
+        let sweep = node.batch(0).expect("the sweep formed at the activation");
+        assert!(sweep.outputs.is_empty());
+        assert_eq!((sweep.epoch, sweep.change_epoch), (0, 1));
+        let watcher = node.watcher();
+        watcher.poll().unwrap();
+        let workers = [0, 1, 3].map(|m| node.worker(&watcher, m));
+        // The newcomer (member 2 of epoch 1) holds no genesis peg key.
+        workers[2].tick();
+        assert!(node.pooled().is_empty(), "{:?}", node.pooled());
+        for w in &workers[..2] {
+            w.tick();
+            node.commit(vec![]);
+        }
+        let signed = node.batch(0).unwrap();
+        assert_eq!(signed.latest().signatures.len(), 2);
+        watcher.poll().unwrap();
+        workers[0].tick();
+        assert_eq!(node.btc.mempool(), vec![signed.latest().txid]);
+        let params = node.chain.params();
+        let fed1 = node
+            .chain
+            .with_state(|s| params.federation_of(&s.epochs[1]))
+            .unwrap();
+        let (tx, _) = node
+            .bitcoind()
+            .transaction(&signed.latest().txid, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(tx.output.len(), 1);
+        assert_eq!(
+            tx.output[0].script_pubkey,
+            fed1.change_script_pubkey().unwrap()
+        );
     }
 
     #[test]

@@ -759,6 +759,7 @@ mod tests {
                     amount: sats(10_000),
                     owner: Owner::Change,
                     created_ms: 0,
+                    epoch: 0,
                 },
             )],
             outputs: vec![],
@@ -778,6 +779,8 @@ mod tests {
                 bitcoin_block: fedpeg_ledger::testing::block_hash(3),
                 height: Height(1),
             }),
+            epoch: 0,
+            change_epoch: 0,
         }
     }
 

@@ -62,6 +62,8 @@ pub struct SeenDeposit {
     pub account: AccountId,
     pub block: BlockHash,
     pub height: u64,
+    /// The epoch whose deposit script (peg descriptor) the output pays.
+    pub epoch: u32,
 }
 
 /// What the poller alone touches (behind [`Watcher::scan`]; held across
@@ -70,12 +72,19 @@ pub struct SeenDeposit {
 struct Scan {
     scanned: BTreeMap<u64, BlockHash>,
     scripts: HashMap<ScriptBuf, [u8; 32]>,
+    /// The epoch of each script in `scripts`.
+    script_epochs: HashMap<ScriptBuf, u32>,
     /// Registered accounts whose script is derived (or failed to derive).
     accounts: HashSet<AccountId>,
     /// Scripts of new registrations whose recent blocks are not rescanned yet.
     backfill: HashMap<ScriptBuf, [u8; 32]>,
-    /// The federation's change script: its outputs are federation outputs.
-    change: Option<ScriptBuf>,
+    /// Epochs whose deposit scripts are watched: the epoch in force and the
+    /// previous one while its deposit grace lasts
+    /// ([`fedpeg_ledger::State::deposit_epochs`]).
+    watched: BTreeMap<u32, Federation>,
+    /// The change scripts of every epoch seen: their outputs are federation
+    /// outputs (a batch formed before an activation pays the old one).
+    change: HashSet<ScriptBuf>,
     /// bitcoind's node check: None until bitcoind answered once; an error
     /// when it is unusable (wrong network, too old, pruned too far).
     node: Option<Result<NodeInfo, String>>,
@@ -162,11 +171,8 @@ impl Watcher {
         let fed = chain.spec.peg_federation()?;
         let confirmations = chain.spec.genesis.pegin_confirmations.into();
         let saved = Saved::load(&chain)?;
-        let change = fed.change_script_pubkey().ok();
-        let mut scan = Scan {
-            change,
-            ..Scan::default()
-        };
+        let mut scan = Scan::default();
+        scan.change.extend(fed.change_script_pubkey().ok());
         let mut inner = Inner::default();
         if let Some(saved) = saved {
             scan.scanned = saved.scanned.into_iter().collect();
@@ -222,25 +228,79 @@ impl Watcher {
     }
 
     /// Derives the scripts of accounts registered since the last poll
-    /// (only those: one derivation per registration).
+    /// (only those: one derivation per registration and watched epoch), and
+    /// of every registered account when an epoch starts being watched (an
+    /// activation); drops the scripts of an epoch no longer watched (its
+    /// deposit grace is over).
     fn add_registrations(&self, scan: &mut Scan) {
-        let new: Vec<AccountId> = self.chain.with_state(|s| {
+        let params = self.chain.params();
+        let (new, epochs) = self.chain.with_state(|s| {
+            let epochs: Vec<(u32, Option<Federation>)> = s
+                .deposit_epochs(s.height.next())
+                .into_iter()
+                .map(|e| (e.number, params.federation_of(e).ok()))
+                .collect();
             if s.registered.len() == scan.accounts.len() {
-                return vec![];
+                return (vec![], epochs);
             }
-            s.registered
+            let new = s
+                .registered
                 .iter()
                 .filter(|a| !scan.accounts.contains(*a))
                 .copied()
-                .collect()
+                .collect();
+            (new, epochs)
         });
+        let gone: Vec<u32> = scan
+            .watched
+            .keys()
+            .filter(|n| !epochs.iter().any(|(e, _)| e == *n))
+            .copied()
+            .collect();
+        for n in gone {
+            scan.watched.remove(&n);
+            let Scan {
+                scripts,
+                script_epochs,
+                ..
+            } = scan;
+            script_epochs.retain(|script, e| {
+                let keep = *e != n;
+                if !keep {
+                    scripts.remove(script);
+                }
+                keep
+            });
+        }
+        for (n, fed) in epochs {
+            let Some(fed) = fed.filter(|_| !scan.watched.contains_key(&n)) else {
+                continue;
+            };
+            scan.change.extend(fed.change_script_pubkey().ok());
+            let known: Vec<AccountId> = scan.accounts.iter().copied().collect();
+            for a in known {
+                self.derive(scan, &fed, n, a);
+            }
+            scan.watched.insert(n, fed);
+        }
         for a in new {
-            self.derivations.fetch_add(1, Ordering::Relaxed);
-            if let Ok(script) = self.fed.deposit_script_pubkey(&a.0) {
-                scan.scripts.insert(script.clone(), a.0);
-                scan.backfill.insert(script, a.0);
+            let feds: Vec<(u32, Federation)> =
+                scan.watched.iter().map(|(n, f)| (*n, f.clone())).collect();
+            for (n, fed) in feds {
+                self.derive(scan, &fed, n, a);
             }
             scan.accounts.insert(a);
+        }
+    }
+
+    /// Watches account `a`'s deposit script under `fed` (epoch `n`), and
+    /// rescans the recent blocks for it.
+    fn derive(&self, scan: &mut Scan, fed: &Federation, n: u32, a: AccountId) {
+        self.derivations.fetch_add(1, Ordering::Relaxed);
+        if let Ok(script) = fed.deposit_script_pubkey(&a.0) {
+            scan.scripts.insert(script.clone(), a.0);
+            scan.script_epochs.insert(script.clone(), n);
+            scan.backfill.insert(script, a.0);
         }
     }
 
@@ -252,7 +312,8 @@ impl Watcher {
         hash: BlockHash,
         h: u64,
         scripts: &HashMap<ScriptBuf, [u8; 32]>,
-        change: Option<&ScriptBuf>,
+        script_epochs: &HashMap<ScriptBuf, u32>,
+        change: &HashSet<ScriptBuf>,
     ) {
         let found = find_deposits(block, scripts);
         let mut change_outputs = Vec::new();
@@ -260,7 +321,7 @@ impl Watcher {
         for tx in block.txdata.iter().filter(|tx| !tx.is_coinbase()) {
             let txid = tx.compute_txid();
             for (vout, out) in tx.output.iter().enumerate() {
-                if Some(&out.script_pubkey) == change {
+                if change.contains(&out.script_pubkey) {
                     change_outputs.push((OutPoint::new(txid, vout as u32), h));
                 }
             }
@@ -274,6 +335,9 @@ impl Watcher {
                     tracing::warn!(%outpoint, "ignoring a deposit above 21M BTC");
                     continue;
                 };
+                let Some(epoch) = script_epochs.get(&d.script_pubkey).copied() else {
+                    continue;
+                };
                 inner.deposits.insert(
                     outpoint,
                     SeenDeposit {
@@ -282,6 +346,7 @@ impl Watcher {
                         account: AccountId(d.account),
                         block: hash,
                         height: h,
+                        epoch,
                     },
                 );
             }
@@ -427,14 +492,28 @@ impl Watcher {
                     None => self.btc.block_hash(h)?,
                 };
                 let block = self.btc.block(&hash)?;
-                self.record(&block, hash, h, &scan.backfill, None);
+                self.record(
+                    &block,
+                    hash,
+                    h,
+                    &scan.backfill,
+                    &scan.script_epochs,
+                    &HashSet::new(),
+                );
             }
             scan.backfill.clear();
         }
         for h in start..=tip {
             let hash = self.btc.block_hash(h)?;
             let block = self.btc.block(&hash)?;
-            self.record(&block, hash, h, &scan.scripts, scan.change.as_ref());
+            self.record(
+                &block,
+                hash,
+                h,
+                &scan.scripts,
+                &scan.script_epochs,
+                &scan.change,
+            );
             scan.scanned.insert(h, hash);
         }
         // The scan reached the tip. What left the best chain and was not
@@ -678,6 +757,7 @@ impl Watcher {
             (Some(tip), Some(seen)) => {
                 seen.amount == d.amount
                     && seen.account == d.account
+                    && seen.epoch == d.epoch
                     && seen.block == d.block
                     && tip + 1 >= seen.height + self.confirmations
             }
@@ -716,7 +796,7 @@ impl Watcher {
         &self.btc
     }
 
-    /// The peg federation.
+    /// The peg federation of genesis (epoch 0).
     pub fn federation(&self) -> &Federation {
         &self.fed
     }
@@ -855,6 +935,9 @@ struct SavedDeposit {
     account: [u8; 32],
     block: BlockHash,
     height: u64,
+    /// Absent in views saved before epochs had descriptors: epoch 0.
+    #[serde(default)]
+    epoch: u32,
 }
 
 impl From<&SeenDeposit> for SavedDeposit {
@@ -865,6 +948,7 @@ impl From<&SeenDeposit> for SavedDeposit {
             account: d.account.0,
             block: d.block,
             height: d.height,
+            epoch: d.epoch,
         }
     }
 }
@@ -877,6 +961,7 @@ impl From<SavedDeposit> for SeenDeposit {
             account: AccountId(d.account),
             block: d.block,
             height: d.height,
+            epoch: d.epoch,
         }
     }
 }
@@ -1033,10 +1118,73 @@ mod tests {
                 },
                 ..d.clone()
             },
+            // Another epoch's descriptor: another script than the one paid.
+            SeenDeposit {
+                epoch: 1,
+                ..d.clone()
+            },
         ];
+        assert_eq!(d.epoch, 0);
         for bad in wrong {
             assert!(!w.confirms(&bad), "confirmed {bad:?}");
         }
+    }
+
+    #[test]
+    fn after_a_change_deposits_to_the_new_and_the_previous_descriptor_are_seen_with_their_epoch() {
+        use fedpeg_consensus::Height;
+        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        use fedpeg_ledger::fedtx::FedTxKind;
+        let (node, w) = registered();
+        let secp = bitcoin::secp256k1::Secp256k1::signing_only();
+        let newcomer = EpochMember {
+            name: "m1".into(),
+            consensus_key: crate::peg_testing::consensus_key(1).verifying_key(),
+            peg_key: crate::peg_testing::peg_secret(1).public_key(&secp),
+            p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
+        };
+        let genesis = node.chain.with_state(|s| s.epochs[0].members[0].clone());
+        let activation = node.chain.height() + 1 + 10;
+        let change = FederationChange {
+            members: vec![genesis, newcomer],
+            peg_threshold: 2,
+            activation: Height(activation),
+            base_epoch: 0,
+        };
+        node.commit(vec![node.fed_tx(0, FedTxKind::FederationChange { change })]);
+        while node.chain.height() + 1 < activation {
+            node.commit(vec![]);
+        }
+        // The next block is the activation's: the new descriptor is the
+        // peg's, the old one is in its deposit grace.
+        let params = node.chain.params();
+        let fed1 = node
+            .chain
+            .with_state(|s| params.federation_of(&s.epochs[1]))
+            .unwrap();
+        let new_script = fed1.deposit_script_pubkey(&account(1).0).unwrap();
+        assert_ne!(new_script, node.deposit_script(account(1)));
+        let old = node.deposit(account(1), 200_000);
+        let new = node.btc.fund(&new_script, Amount::from_sat(300_000));
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        let epoch_of = |o: &OutPoint| {
+            w.mature()
+                .into_iter()
+                .find(|d| d.outpoint == *o)
+                .map(|d| d.epoch)
+        };
+        assert_eq!(epoch_of(&old.outpoint), Some(0));
+        assert_eq!(epoch_of(&new), Some(1));
+        let seen_new = w.mature().into_iter().find(|d| d.outpoint == new).unwrap();
+        assert!(w.confirms(&SeenDeposit {
+            height: 0,
+            ..seen_new.clone()
+        }));
+        assert!(!w.confirms(&SeenDeposit {
+            epoch: 0,
+            ..seen_new
+        }));
     }
 
     #[test]

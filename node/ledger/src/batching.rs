@@ -3,7 +3,11 @@
 //! Bitcoin transaction (see [`crate::pegout_batch`] for its shape). While the
 //! agreed fee rate is low the batch also merges small UTXOs into its change
 //! (consolidation, [`crate::pegout_batch::plan_batch`]). Before either, UTXOs
-//! nearing their emergency timelock are rolled ([`crate::rollover`]).
+//! of a past epoch are swept, or UTXOs nearing their emergency timelock
+//! rolled ([`crate::rollover`]). A peg-out batch spends only UTXOs of the
+//! epoch in force (a batch never mixes epochs), so right after an
+//! activation peg-outs wait until the sweep's change is confirmed; every
+//! batch's change pays the descriptor of the epoch in force.
 
 use crate::amount::Sats;
 use crate::events::{BatchStage, Event};
@@ -35,6 +39,11 @@ pub(crate) fn form_batch(
     if form_rollover(o, params, height, time_ms, events) {
         return;
     }
+    let epoch = o.base.epoch_at(height);
+    let Ok(fed) = params.federation_of(epoch) else {
+        return;
+    };
+    let epochs = (epoch.number, epoch.number);
     let queued: Vec<&Withdrawal> = o
         .base
         .withdrawals
@@ -50,7 +59,11 @@ pub(crate) fn form_batch(
     if !due {
         return;
     }
-    let utxos = o.available_utxos();
+    let utxos: Vec<(OutPoint, Utxo)> = o
+        .available_utxos()
+        .into_iter()
+        .filter(|(_, u)| u.epoch == epochs.0)
+        .collect();
     let amounts: Vec<u64> = utxos.iter().map(|(_, u)| u.amount.to_sat()).collect();
     let wanted: Vec<(u64, u64)> = queued
         .iter()
@@ -61,7 +74,7 @@ pub(crate) fn form_batch(
         .collect();
     let rate = o.base.fee_rate(params);
     let Some(plan) = plan_batch(
-        &params.federation,
+        &fed,
         p,
         &amounts,
         &wanted,
@@ -85,17 +98,19 @@ pub(crate) fn form_batch(
         .collect();
     add_batch(
         o,
-        params,
+        &fed,
         height,
         inputs,
         outputs,
         (rate, fee, change),
+        epochs,
         events,
     );
 }
 
-/// Forms a rollover batch when UTXOs are due ([`crate::rollover`]); true if
-/// it did (then no peg-out batch forms in this block).
+/// Forms a rollover batch when UTXOs of a past epoch remain (the sweep) or
+/// UTXOs are due ([`crate::rollover`]); true if it did (then no peg-out
+/// batch forms in this block).
 fn form_rollover(
     o: &mut Overlay<'_>,
     params: &LedgerParams,
@@ -109,37 +124,60 @@ fn form_rollover(
     if o.base.batches.values().any(|b| b.outputs.is_empty()) {
         return false;
     }
-    let due = rollover::due(&o.available_utxos(), params, time_ms);
+    let current = o.base.epoch_at(height);
+    let available = o.available_utxos();
+    let (epoch, due) = match rollover::sweep(&available, current.number) {
+        Some(sweep) => sweep,
+        None => {
+            let mine: Vec<(OutPoint, Utxo)> = available
+                .into_iter()
+                .filter(|(_, u)| u.epoch == current.number)
+                .collect();
+            (current.number, rollover::due(&mine, params, time_ms))
+        }
+    };
     if due.is_empty() {
         return false;
     }
+    let (Some(in_fed), Ok(change_fed)) = (
+        params.epoch_federation(o.base, epoch),
+        params.federation_of(current),
+    ) else {
+        return false;
+    };
     let rate = o.base.fee_rate(params);
-    let Some((n, rate, fee, change)) = rollover::plan(&due, params, rate.0, o.delta.fee_pool)
+    let Some((n, rate, fee, change)) =
+        rollover::plan(&due, &in_fed, params, rate.0, o.delta.fee_pool)
     else {
         return false;
     };
     let inputs = due[..n].to_vec();
+    let epochs = (epoch, current.number);
     add_batch(
         o,
-        params,
+        &change_fed,
         height,
         inputs,
         Vec::new(),
         (FeeRate(rate), fee, change),
+        epochs,
         events,
     )
 }
 
-/// Adds a new batch spending `inputs` to pay `outputs` and `change` (sats)
-/// at `rate` with `fee` (sats) from the fee pool; false (and nothing changed) if it
-/// cannot be built or paid.
+/// Adds a new batch spending `inputs` (all of epoch `epochs.0`) to pay
+/// `outputs` and `change` (sats, to `change_fed`, the federation of epoch
+/// `epochs.1`) at `rate` with `fee` (sats) from the fee pool; false (and
+/// nothing changed) if it cannot be built or paid.
+#[allow(clippy::too_many_arguments)] // one batch's parts
 fn add_batch(
     o: &mut Overlay<'_>,
-    params: &LedgerParams,
+    change_fed: &fedpeg_peg::federation::Federation,
     height: Height,
     inputs: Vec<(OutPoint, Utxo)>,
     outputs: Vec<BatchOutput>,
     (rate, fee, change): (FeeRate, u64, u64),
+    (epoch, change_epoch): (u32, u32),
     events: &mut Vec<Event>,
 ) -> bool {
     // Fee and change are parts of the inputs' total, so they fit.
@@ -170,8 +208,10 @@ fn add_batch(
         created_height: height,
         fee_reserved: fee,
         confirmed: None,
+        epoch,
+        change_epoch,
     };
-    let Ok(tx) = b.unsigned_tx(&params.federation, 0) else {
+    let Ok(tx) = b.unsigned_tx(change_fed, 0) else {
         return false;
     };
     let Some(fee_pool) = o.delta.fee_pool.checked_sub(fee) else {

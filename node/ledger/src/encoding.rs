@@ -152,8 +152,11 @@ impl<'a> Reader<'a> {
 
 /// Version byte of the current record layouts.
 const RECORD_V1: u8 = 1;
-/// Version byte of a UTXO record that carries its creation time.
+/// Version byte of a UTXO record that carries its creation time, and of a
+/// batch record that carries its epochs.
 const RECORD_V2: u8 = 2;
+/// Version byte of a UTXO record that carries its creation time and epoch.
+const RECORD_V3: u8 = 3;
 
 impl Utxo {
     /// Writes the UTXO (amount, owner) without a version byte: the form
@@ -180,29 +183,36 @@ impl Utxo {
             amount,
             owner,
             created_ms: 0,
+            epoch: 0,
         })
     }
 
-    /// The stored record: version byte 2, fields, creation time (u64 ms).
+    /// The stored record: version byte 3, fields, creation time (u64 ms),
+    /// epoch (u32).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u8(RECORD_V2);
+        w.u8(RECORD_V3);
         self.write(&mut w);
         w.u64(self.created_ms);
+        w.u32(self.epoch);
         w.buf
     }
 
     /// Parses [`Utxo::encode`]'s bytes; a version-1 record (before the
-    /// creation time existed) reads with `created_ms` 0.
+    /// creation time existed) reads with `created_ms` 0, a version-1 or 2
+    /// record (before epochs had descriptors) with `epoch` 0.
     pub fn decode(bytes: &[u8]) -> Result<Utxo, RecordError> {
         let mut r = Reader::new(bytes, "utxo");
         let v = r.u8()?;
-        if v != RECORD_V1 && v != RECORD_V2 {
+        if !(RECORD_V1..=RECORD_V3).contains(&v) {
             return Err(r.err(format!("unknown record version {v}")));
         }
         let mut u = Utxo::read(&mut r)?;
-        if v == RECORD_V2 {
+        if v >= RECORD_V2 {
             u.created_ms = r.u64()?;
+        }
+        if v >= RECORD_V3 {
+            u.epoch = r.u32()?;
         }
         r.finish()?;
         Ok(u)
@@ -383,22 +393,45 @@ impl Batch {
             created_height: Height(created_height),
             fee_reserved,
             confirmed,
+            epoch: 0,
+            change_epoch: 0,
         })
     }
 
-    /// The stored record: version byte + fields.
+    /// Writes the epochs of the inputs and of the change (after
+    /// [`Batch::write`] in a stored record; the state root writes them
+    /// only when not 0, see [`crate::state_root`]).
+    pub fn write_epochs(&self, w: &mut Writer) {
+        w.u32(self.epoch);
+        w.u32(self.change_epoch);
+    }
+
+    /// The stored record: version byte 2, fields, epoch of the inputs and
+    /// of the change (u32 each).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u8(RECORD_V1);
+        w.u8(RECORD_V2);
         self.write(&mut w);
+        self.write_epochs(&mut w);
         w.buf
     }
 
-    /// Parses [`Batch::encode`]'s bytes.
+    /// Parses [`Batch::encode`]'s bytes; a version-1 record (before epochs
+    /// had descriptors) reads as epoch 0 (inputs and change).
     pub fn decode(bytes: &[u8]) -> Result<Batch, RecordError> {
         let mut r = Reader::new(bytes, "peg-out batch");
-        version(&mut r)?;
-        let b = Batch::read(&mut r)?;
+        let v = r.u8()?;
+        if v != RECORD_V1 && v != RECORD_V2 {
+            return Err(r.err(format!("unknown record version {v}")));
+        }
+        let mut b = Batch::read(&mut r)?;
+        if v == RECORD_V2 {
+            b.epoch = r.u32()?;
+            b.change_epoch = r.u32()?;
+            for (_, u) in &mut b.inputs {
+                u.epoch = b.epoch;
+            }
+        }
         r.finish()?;
         Ok(b)
     }
@@ -422,11 +455,17 @@ mod tests {
 
     fn utxo() -> impl Strategy<Value = Utxo> {
         // Batch records embed inputs without their creation time: 0 here.
-        (amount(), proptest::option::of(any::<[u8; 32]>())).prop_map(|(amount, a)| Utxo {
-            amount,
-            owner: a.map_or(Owner::Change, Owner::Deposit),
-            created_ms: 0,
-        })
+        (
+            amount(),
+            proptest::option::of(any::<[u8; 32]>()),
+            any::<u32>(),
+        )
+            .prop_map(|(amount, a, epoch)| Utxo {
+                amount,
+                owner: a.map_or(Owner::Change, Owner::Deposit),
+                created_ms: 0,
+                epoch,
+            })
     }
 
     fn version() -> impl Strategy<Value = BatchVersion> {
@@ -471,13 +510,26 @@ mod tests {
             any::<u64>(),
             amount(),
             proptest::option::of((any::<u32>(), any::<[u8; 32]>(), any::<u64>())),
+            (any::<u32>(), any::<u32>()),
         )
             .prop_map(
-                |(id, inputs, outputs, versions, created_height, fee_reserved, c)| {
+                |(id, inputs, outputs, versions, created_height, fee_reserved, c, epochs)| {
                     let n_versions = versions.len() as u32;
                     Batch {
                         id: BatchId(id),
-                        inputs,
+                        // Inputs carry the batch's epoch.
+                        inputs: inputs
+                            .into_iter()
+                            .map(|(o, u)| {
+                                (
+                                    o,
+                                    Utxo {
+                                        epoch: epochs.0,
+                                        ..u
+                                    },
+                                )
+                            })
+                            .collect(),
                         outputs: outputs
                             .into_iter()
                             .map(|(withdrawal, address, amount, account)| BatchOutput {
@@ -497,6 +549,8 @@ mod tests {
                             bitcoin_block: BlockHash::from_byte_array(block),
                             height: Height(height),
                         }),
+                        epoch: epochs.0,
+                        change_epoch: epochs.1,
                     }
                 },
             )
@@ -567,6 +621,8 @@ mod tests {
             created_height: Height(9),
             fee_reserved: crate::testing::sats(300),
             confirmed: None,
+            epoch: 0,
+            change_epoch: 0,
         };
         assert_eq!(Batch::decode(&b.encode()).unwrap(), b);
     }
@@ -593,6 +649,8 @@ mod tests {
                 bitcoin_block: BlockHash::from_byte_array([5; 32]),
                 height: Height(10),
             }),
+            epoch: 0,
+            change_epoch: 0,
         };
         assert!(Batch::decode(&b.encode()).is_ok());
         if let Some(c) = &mut b.confirmed {
@@ -602,22 +660,38 @@ mod tests {
     }
 
     /// A version-1 UTXO record (before the creation time) still reads, as
-    /// created at 0; version 2 round-trips the time; others are refused.
+    /// created at 0 in epoch 0; a version-2 one (before epochs had
+    /// descriptors) reads its time, in epoch 0; version 3 round-trips
+    /// both; others are refused.
     #[test]
-    fn utxo_records_of_both_versions_read() {
+    fn utxo_records_of_every_version_read() {
         let u = Utxo {
             amount: crate::testing::sats(5),
             owner: Owner::Deposit([3; 32]),
             created_ms: 1_700_000_000_000,
+            epoch: 7,
         };
+        assert_eq!(u.encode()[0], RECORD_V3);
         assert_eq!(Utxo::decode(&u.encode()).unwrap(), u);
         let mut w = Writer::default();
         w.u8(RECORD_V1);
         u.write(&mut w);
         let v1 = Utxo::decode(&w.buf).unwrap();
-        assert_eq!(v1, Utxo { created_ms: 0, ..u });
+        assert_eq!(
+            v1,
+            Utxo {
+                created_ms: 0,
+                epoch: 0,
+                ..u
+            }
+        );
+        let mut w = Writer::default();
+        w.u8(RECORD_V2);
+        u.write(&mut w);
+        w.u64(u.created_ms);
+        assert_eq!(Utxo::decode(&w.buf).unwrap(), Utxo { epoch: 0, ..u });
         let mut bad = u.encode();
-        bad[0] = 3;
+        bad[0] = 4;
         assert!(Utxo::decode(&bad).is_err());
         let mut short = u.encode();
         short.pop();
@@ -630,6 +704,7 @@ mod tests {
             amount: Sats::MAX,
             owner: Owner::Change,
             created_ms: 7,
+            epoch: 0,
         };
         let mut bytes = u.encode();
         assert!(Utxo::decode(&bytes).is_ok());

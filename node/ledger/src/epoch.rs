@@ -4,10 +4,20 @@
 //! Epoch 0 is genesis (activation 0). A [`FederationChange`] voted by a
 //! quorum (⌊2n/3⌋ + 1) of the members in force is adopted in that block and
 //! becomes the next epoch at its `activation` height: from then on its
-//! members sign federation transactions and commit certificates. The peg
-//! descriptor stays the genesis one in this phase: a change keeps the peg
-//! threshold, and at least that many of its members hold genesis peg keys
-//! (see `fed::federation_change`).
+//! members sign federation transactions and commit certificates.
+//!
+//! Each epoch also has its own peg descriptor
+//! ([`crate::LedgerParams::federation_of`]): its members' peg keys, its
+//! `peg_threshold` and the genesis emergency branch. UTXOs and batches
+//! carry the epoch whose descriptor they pay or spend. From an activation
+//! on, new deposit addresses and all change pay the new descriptor;
+//! deposits to the previous epoch's addresses are still credited for
+//! [`DEPOSIT_GRACE_BLOCKS`]; every UTXO of a past epoch is swept to the new
+//! descriptor by change-only batches (see [`crate::rollover`]), and
+//! peg-out batches spend only UTXOs of the epoch in force, so peg-outs right
+//! after an activation wait until the sweep's change is confirmed. A change
+//! must let the old UTXOs be signed (continuity) and is refused until the
+//! previous sweep is confirmed (see `fed::federation_change`).
 //!
 //! Canonical bytes of a change (its id is `H_tag("fedpeg/federation-change",
 //! bytes)`, and a vote signs them): `count u32 || (name_len u32 || name ||
@@ -24,6 +34,14 @@ use ed25519_dalek::VerifyingKey;
 use fedpeg_consensus::Height;
 use fedpeg_proto::v1 as pb;
 use std::collections::BTreeMap;
+
+/// Sidechain blocks after an epoch's activation during which deposits to
+/// the previous epoch's addresses are still credited (and then swept):
+/// 100,800, about 28 hours at one block a second. A busy chain makes
+/// blocks faster than that (a block as soon as there is work), so the
+/// grace is shorter in wall-clock time there; wallets should fetch a new
+/// address (`GetPegInAddress`) after a change.
+pub const DEPOSIT_GRACE_BLOCKS: u64 = 100_800;
 
 /// Least lead between a vote's block height and the change's activation.
 pub const MIN_ACTIVATION_LEAD: u64 = 10;

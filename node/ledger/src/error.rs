@@ -65,8 +65,16 @@ pub enum FedTxError {
         epoch: u32,
         members: usize,
     },
-    #[error("member {0} holds no peg key of the federation, so it cannot sign peg-outs (its peg key is not in the genesis peg descriptor)")]
-    NoPegKey(MemberIndex),
+    #[error("member {member} holds no peg key of epoch {epoch}'s descriptor, so it cannot sign this batch (its inputs pay that epoch's descriptor); members holding one of its keys sign it")]
+    NoPegKey { member: MemberIndex, epoch: u32 },
+    #[error("a mint for epoch {epoch} is refused at height {height}: deposits are credited to the epoch in force ({current}), or to the one before it during its deposit grace (DEPOSIT_GRACE_BLOCKS after the activation) while no later change is adopted")]
+    MintEpoch {
+        epoch: u32,
+        current: u32,
+        height: Height,
+    },
+    #[error("epoch {0} has no peg descriptor in this state")]
+    NoEpochDescriptor(u32),
     #[error("a change is already adopted; wait until it activates at {activation}")]
     ChangePending { activation: Height },
     #[error("activation height {activation} is out of range: a vote in block {height} must name an activation between {min} and {max} (MIN_ACTIVATION_LEAD..=MAX_ACTIVATION_LEAD blocks later); vote again with one in range")]

@@ -96,7 +96,7 @@ fn still_pending(state: &State, tx: &FederationTx) -> bool {
             state.batches.get(batch).is_some_and(|b| {
                 b.versions.len() == *version as usize + 1
                     && !state
-                        .peg_index(state.height.next(), tx.member)
+                        .peg_index(state.height.next(), tx.member, b.epoch)
                         .is_some_and(|peg| b.latest().signatures.contains_key(&peg))
             })
         }
@@ -169,13 +169,13 @@ impl FedPool {
 
     /// True if a pooled transaction is worth a block now: anything ready
     /// but peg-out signatures, or signatures that, with those `state`
-    /// recorded, reach the federation's `threshold` for their batch.
+    /// recorded, reach the peg threshold of their batch's epoch.
     /// Fewer are useless until the rest arrive: a proposer that included
     /// the first one at once would spend a block per signature before the
     /// batch can be broadcast; they wait for the rest or the heartbeat.
     /// Signatures that can never count (an older version, a member state
     /// already recorded, a batch already complete or gone) are not urgent.
-    pub fn urgent(&self, state: &State, threshold: usize) -> bool {
+    pub fn urgent(&self, state: &State) -> bool {
         let mut pooled: HashMap<BatchId, usize> = HashMap::new();
         for (tx, _) in self.txs.values() {
             match &tx.kind {
@@ -185,9 +185,10 @@ impl FedPool {
                         continue;
                     };
                     let recorded = &b.latest().signatures;
+                    let threshold = state.epoch(b.epoch).map_or(0, |e| e.peg_threshold as usize);
                     if b.versions.len() != *version as usize + 1
                         || state
-                            .peg_index(state.height.next(), tx.member)
+                            .peg_index(state.height.next(), tx.member, b.epoch)
                             .is_some_and(|peg| recorded.contains_key(&peg))
                         || recorded.len() >= threshold
                     {
@@ -394,6 +395,7 @@ mod tests {
                 amount: sats(100_000),
                 account,
                 bitcoin_block: block_hash(1),
+                epoch: 0,
             },
         );
         let mut pool = FedPool::default();

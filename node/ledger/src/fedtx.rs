@@ -4,7 +4,10 @@
 //! Signing bytes: `"fedpeg/fedtx/v1" || chain_id[32] || member u32 || kind u8
 //! || fields` (integers big-endian); `RegisterDepositAddress` (kind 1) is
 //! `account[32]`; `PegInMint` (kind 2) is `txid[32] || vout u32 || amount u64
-//! || account[32] || bitcoin_block[32]`; `FeeRateVote` (kind 3) is
+//! || account[32] || bitcoin_block[32] || epoch u32`, the epoch only when it
+//! is not 0 (a mint of a genesis-descriptor deposit signs the bytes it did
+//! before epochs had descriptors; the fields before it have fixed widths, so
+//! the two forms cannot collide); `FeeRateVote` (kind 3) is
 //! `sat_per_vbyte u64 || height u64`; `PegOutSignatures` (kind 4) is `batch
 //! u64 || version u32 || count u32 || (len u32 || signature)*`; `PegOutBump`
 //! (kind 5) is `batch u64 || version u32`; `PegOutConfirmed` (kind 6) is
@@ -49,6 +52,8 @@ pub enum FedTxKind {
         amount: Sats,
         account: AccountId,
         bitcoin_block: BlockHash,
+        /// The epoch whose deposit address (descriptor) the output pays.
+        epoch: u32,
     },
     /// This member's signatures of every input of a peg-out batch version.
     PegOutSignatures {
@@ -124,6 +129,7 @@ impl FederationTx {
                 amount,
                 account,
                 bitcoin_block,
+                epoch,
             } => {
                 b.push(2);
                 b.extend_from_slice(outpoint.txid.as_byte_array());
@@ -131,6 +137,9 @@ impl FederationTx {
                 b.extend_from_slice(&amount.to_sat().to_be_bytes());
                 b.extend_from_slice(&account.0);
                 b.extend_from_slice(bitcoin_block.as_byte_array());
+                if *epoch != 0 {
+                    b.extend_from_slice(&epoch.to_be_bytes());
+                }
             }
             FedTxKind::PegOutSignatures {
                 batch,
@@ -218,6 +227,7 @@ impl FederationTx {
                         &m.bitcoin_block,
                         "bitcoin_block",
                     )?),
+                    epoch: m.epoch,
                 }
             }
             Some(pb::federation_tx::Kind::FeeRateVote(v)) => FedTxKind::FeeRateVote {
@@ -290,12 +300,14 @@ impl FederationTx {
                 amount,
                 account,
                 bitcoin_block,
+                epoch,
             } => pb::federation_tx::Kind::PegInMint(pb::PegInMint {
                 txid: outpoint.txid.to_byte_array().to_vec(),
                 vout: outpoint.vout,
                 amount: amount.to_sat(),
                 account: account.0.to_vec(),
                 bitcoin_block: bitcoin_block.to_byte_array().to_vec(),
+                epoch: *epoch,
             }),
             FedTxKind::PegOutSignatures {
                 batch,
@@ -405,6 +417,45 @@ mod tests {
         let mut t = tx;
         t.member = MemberIndex(7);
         assert!(!t.verify(&keys), "unknown member index");
+    }
+
+    #[test]
+    fn a_mint_signs_its_epoch_and_a_genesis_epoch_mint_signs_the_old_bytes() {
+        let mint = |epoch| {
+            FederationTx::sign(
+                Hash32::ZERO,
+                MemberIndex(1),
+                &member(1),
+                FedTxKind::PegInMint {
+                    outpoint: OutPoint {
+                        txid: Txid::from_byte_array([7; 32]),
+                        vout: 2,
+                    },
+                    amount: crate::testing::sats(5_000),
+                    account: account(3),
+                    bitcoin_block: BlockHash::from_byte_array([8; 32]),
+                    epoch,
+                },
+            )
+        };
+        // Domain, chain id, member, kind, txid, vout, amount, account, block.
+        let old_len = SIGN_DOMAIN.len() + 32 + 4 + 1 + 32 + 4 + 8 + 32 + 32;
+        assert_eq!(mint(0).signing_bytes().len(), old_len);
+        let later = mint(3).signing_bytes();
+        assert_eq!(later.len(), old_len + 4);
+        assert_eq!(&later[old_len..], &3u32.to_be_bytes());
+        assert_eq!(&later[..old_len], &mint(0).signing_bytes()[..]);
+        assert_ne!(mint(3).id(), mint(0).id());
+        for epoch in [0, 3] {
+            let tx = mint(epoch);
+            assert_eq!(FederationTx::from_proto(&tx.to_proto()).unwrap(), tx);
+        }
+        // The epoch is signed: changing it breaks the signature.
+        let mut forged = mint(3);
+        if let FedTxKind::PegInMint { epoch, .. } = &mut forged.kind {
+            *epoch = 4;
+        }
+        assert!(!forged.verify(&[member(0).verifying_key(), member(1).verifying_key()]));
     }
 
     #[test]

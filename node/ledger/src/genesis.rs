@@ -521,6 +521,8 @@ impl ChainSpec {
             max_fee_rate: FeeRate(self.genesis.fees.max_fee_rate_sat_vb),
             quote_validity_ms: self.genesis.fees.quote_validity_ms,
             federation: self.peg_federation().expect("validated genesis"),
+            epoch_federations: Default::default(),
+            allow_unsafe_peg_threshold: self.genesis.allow_unsafe_peg_threshold,
             pegout: self.genesis.pegout.clone(),
             confirmations: self.genesis.pegin_confirmations,
             rollover_after_ms: self.genesis.emergency.as_ref().map(|e| {
@@ -874,6 +876,32 @@ pub(crate) mod tests {
         assert!(!serde_json::to_string(&plain).unwrap().contains("emergency"));
         let spec = plain.validate().unwrap();
         assert!(spec.peg_federation().unwrap().emergency().is_none());
+    }
+
+    #[test]
+    fn the_genesis_epoch_federation_is_the_genesis_descriptor_with_its_emergency_branch() {
+        let spec = with_emergency(sample("regtest", vec![]))
+            .validate()
+            .unwrap();
+        let params = spec.ledger_params();
+        let genesis = spec.peg_federation().unwrap();
+        assert_eq!(
+            params.federation_of(&spec.genesis_epoch()).unwrap(),
+            genesis
+        );
+        // Derived from the members as a later epoch is: the same descriptor,
+        // so the same addresses (the backup keys, k and timelock carried).
+        let derived = params
+            .federation_of(&Epoch {
+                number: 1,
+                ..spec.genesis_epoch()
+            })
+            .unwrap();
+        assert_eq!(derived, genesis);
+        assert_eq!(
+            derived.deposit_address(&[5; 32]).unwrap(),
+            genesis.deposit_address(&[5; 32]).unwrap()
+        );
     }
 
     /// The chain id of a genesis with an emergency branch, pinned: the

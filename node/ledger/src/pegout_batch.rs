@@ -120,6 +120,9 @@ pub struct Utxo {
     /// UTXOs without it) still commits to it. 0 in records written before
     /// it existed and in batch inputs: "old", rolled at the first chance.
     pub created_ms: u64,
+    /// Number of the epoch whose peg descriptor the output pays (0 in
+    /// records written before epochs had descriptors).
+    pub epoch: u32,
 }
 
 /// One peg-out paid by a batch.
@@ -177,6 +180,12 @@ pub struct Batch {
     /// version's fee); the difference is refunded if a cheaper version confirms.
     pub fee_reserved: Sats,
     pub confirmed: Option<Confirmation>,
+    /// The epoch of every input: a batch never mixes epochs; its inputs are
+    /// signed by holders of that epoch's peg keys.
+    pub epoch: u32,
+    /// The epoch whose descriptor the change pays: the one in force when
+    /// the batch formed; the change UTXO carries it.
+    pub change_epoch: u32,
 }
 
 impl Batch {
@@ -223,10 +232,11 @@ impl Batch {
             .collect()
     }
 
-    /// The unsigned transaction of version `v`.
+    /// The unsigned transaction of version `v`; `change_federation` is the
+    /// federation of [`Batch::change_epoch`] (what its change pays).
     pub fn unsigned_tx(
         &self,
-        federation: &Federation,
+        change_federation: &Federation,
         v: usize,
     ) -> Result<Transaction, BatchTxError> {
         let version = self.versions.get(v).ok_or(BatchTxError::NoVersion(v))?;
@@ -240,7 +250,7 @@ impl Batch {
         if version.change > Sats::ZERO {
             outputs.push(TxOut {
                 value: Amount::from_sat(version.change.to_sat()),
-                script_pubkey: federation.script_pubkey(&Tweak::Change)?,
+                script_pubkey: change_federation.script_pubkey(&Tweak::Change)?,
             });
         }
         Ok(unsigned_tx(&self.batch_inputs(), &outputs))

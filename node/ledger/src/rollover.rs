@@ -41,12 +41,22 @@
 //! highest rate the pool pays, at least 1 sat/vB; below that the rollover
 //! waits for fee income and the audit shows it overdue
 //! (`oldest_utxo_rollover_in_ms` 0).
+//!
+//! The same change-only batch sweeps the descriptor of a past epoch (see
+//! [`crate::epoch`]): while any free UTXO pays the descriptor of an epoch
+//! before the one in force (the old coins after an activation, deposits to
+//! the old addresses during the deposit grace, the change of a batch formed
+//! before the activation), the rollover batch takes those of the oldest
+//! such epoch ([`sweep`]), oldest first, before any UTXO due for the
+//! timelock: a batch never mixes epochs, its change pays the descriptor in
+//! force, and members holding that past epoch's peg keys sign it.
 
 use crate::amount::Sats;
 use crate::fedtx::OutPoint;
 use crate::overlay::Overlay;
 use crate::pegout_batch::{fee_and_change, Utxo};
 use crate::LedgerParams;
+use fedpeg_peg::federation::Federation;
 
 /// The block interval the rollover assumes: 7.5 minutes, Bitcoin's target
 /// with blocks coming a quarter faster.
@@ -96,15 +106,38 @@ pub(crate) fn due(
     v
 }
 
+/// The free UTXOs of the oldest epoch before `current` in `utxos`, with
+/// that epoch, oldest first (ties by outpoint); None when every UTXO pays
+/// the descriptor in force.
+pub(crate) fn sweep(
+    utxos: &[(OutPoint, Utxo)],
+    current: u32,
+) -> Option<(u32, Vec<(OutPoint, Utxo)>)> {
+    let epoch = utxos
+        .iter()
+        .map(|(_, u)| u.epoch)
+        .filter(|e| *e < current)
+        .min()?;
+    let mut v: Vec<(OutPoint, Utxo)> = utxos
+        .iter()
+        .filter(|(_, u)| u.epoch == epoch)
+        .copied()
+        .collect();
+    v.sort_by(|a, b| a.1.created_ms.cmp(&b.1.created_ms).then(a.0.cmp(&b.0)));
+    Some((epoch, v))
+}
+
 /// The rollover batch's inputs (a prefix of `due`, at most `max_inputs`),
 /// rate, fee and change, with the fee within `fee_pool`: at `rate` with as
 /// many inputs as the pool pays for; when it cannot pay even one at
 /// `rate`, one input at the highest rate (at least 1 sat/vB) it can pay
 /// (the mint pre-paid the input but not the transaction's header and
 /// change output; the batch is bumped like any other if it gets stuck).
-/// None when not even that.
+/// None when not even that. `fed` is the federation whose descriptor the
+/// inputs pay (their weight).
 pub(crate) fn plan(
     due: &[(OutPoint, Utxo)],
+    fed: &Federation,
     params: &LedgerParams,
     rate: u64,
     fee_pool: Sats,
@@ -115,7 +148,7 @@ pub(crate) fn plan(
             .fold(0u64, |t, (_, u)| t.saturating_add(u.amount.to_sat()))
     };
     let at = |n: usize, r: u64| {
-        let (fee, change) = fee_and_change(&params.federation, n, total(n), 0, 0, 0, r, 0)?;
+        let (fee, change) = fee_and_change(fed, n, total(n), 0, 0, 0, r, 0)?;
         (fee <= fee_pool.to_sat() && change > 0).then_some((n, r, fee, change))
     };
     let most = due.len().min(params.pegout.max_inputs as usize);
@@ -124,7 +157,7 @@ pub(crate) fn plan(
         if most == 0 {
             return None;
         }
-        let (per_rate, _) = fee_and_change(&params.federation, 1, total(1), 0, 0, 0, 1, 0)?;
+        let (per_rate, _) = fee_and_change(fed, 1, total(1), 0, 0, 0, 1, 0)?;
         let affordable = (fee_pool.to_sat() / per_rate.max(1)).min(rate);
         (affordable >= 1).then(|| at(1, affordable)).flatten()
     })

@@ -14,10 +14,12 @@ use crate::ids::{BatchId, FeeRate, MemberIndex, WithdrawalId};
 use crate::pegout_batch::{Batch, PegOutParams, Utxo};
 use crate::quote_grace::QuoteGrace;
 use crate::tx::TxId;
+use bitcoin::secp256k1::PublicKey;
 use bitcoin::ScriptBuf;
 use fedpeg_consensus::Height;
-use fedpeg_peg::federation::Federation;
+use fedpeg_peg::federation::{Federation, FederationError};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
 pub struct LedgerParams {
@@ -42,9 +44,16 @@ pub struct LedgerParams {
     /// How long (ms of block time) a peg-out fee quoted at an agreed rate
     /// stays enough after the rate rises; 0: not at all.
     pub quote_validity_ms: u64,
-    /// The peg: genesis members' peg keys (in genesis order: a peg-key
-    /// index is a position here), threshold, network.
+    /// The peg of epoch 0: genesis members' peg keys (in genesis order: a
+    /// peg-key index is a position here), threshold, network, emergency
+    /// branch. Later epochs have their own ([`LedgerParams::federation_of`]).
     pub federation: Federation,
+    /// Federations of later epochs, built once each (see
+    /// [`LedgerParams::federation_of`]).
+    pub epoch_federations: EpochFederations,
+    /// Genesis `allow_unsafe_peg_threshold` (regtest only): a federation
+    /// change may then name a peg threshold outside f < m <= n - f too.
+    pub allow_unsafe_peg_threshold: bool,
     /// Peg-out batching policy.
     pub pegout: PegOutParams,
     /// Bitcoin confirmations a batch needs before it counts as paid.
@@ -53,6 +62,75 @@ pub struct LedgerParams {
     /// emergency timelock opens ([`crate::rollover`]); None without an
     /// emergency branch.
     pub rollover_after_ms: Option<u64>,
+}
+
+/// Peg federations of epochs after genesis, built on first use: building a
+/// descriptor (miniscript planning) is too costly to repeat for every input
+/// of every batch. Keyed by the peg keys and threshold, not by the epoch
+/// number: two competing proposals may adopt different changes as the same
+/// epoch number, and only the committed one must be used.
+#[derive(Clone, Debug, Default)]
+pub struct EpochFederations(Arc<Mutex<HashMap<PegSet, Federation>>>);
+
+/// What a peg federation is built from: the peg keys in member order and
+/// the threshold.
+type PegSet = (Vec<PublicKey>, u32);
+
+impl LedgerParams {
+    /// The peg federation of `epoch`: its members' peg keys (member order:
+    /// a peg-key index is a position there), its `peg_threshold` and the
+    /// genesis emergency branch (same backup keys, k and timelock). Epoch 0
+    /// is [`LedgerParams::federation`] itself, so genesis addresses never
+    /// change. Fails only for a member set that forms no descriptor, which
+    /// `fed::federation_change` refuses to adopt.
+    pub fn federation_of(&self, epoch: &Epoch) -> Result<Federation, FederationError> {
+        if epoch.number == 0 {
+            return Ok(self.federation.clone());
+        }
+        let keys: Vec<PublicKey> = epoch.members.iter().map(|m| m.peg_key).collect();
+        let key = (keys, epoch.peg_threshold);
+        // A poisoned lock only means another thread panicked mid-insert of
+        // a value that is rebuilt here anyway.
+        let mut cache = self
+            .epoch_federations
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(&key) {
+            return Ok(f.clone());
+        }
+        let f = Federation::new(
+            key.0.clone(),
+            epoch.peg_threshold as usize,
+            self.federation.network(),
+        )?;
+        let f = match self.federation.emergency() {
+            None => f,
+            Some(e) => f.with_emergency(e.keys().to_vec(), e.threshold(), e.csv_blocks())?,
+        };
+        cache.insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// The federation of epoch `number` of `s`; None if `s` has no such
+    /// epoch (or it forms no descriptor, see [`LedgerParams::federation_of`]).
+    pub fn epoch_federation(&self, s: &State, number: u32) -> Option<Federation> {
+        if number == 0 {
+            return Some(self.federation.clone());
+        }
+        self.federation_of(s.epoch(number)?).ok()
+    }
+
+    /// Virtual bytes to spend one deposit of `fed`: the genesis value
+    /// ([`LedgerParams::pegin_spend_vbytes`]) for the genesis federation,
+    /// the descriptor's plan for any other.
+    pub fn spend_vbytes_of(&self, fed: &Federation) -> u64 {
+        if *fed == self.federation {
+            self.pegin_spend_vbytes
+        } else {
+            fed.spend_vbytes_estimate()
+        }
+    }
 }
 
 /// Highest fee rate any genesis may allow (`fees.max_fee_rate_sat_vb`), sat/vB.
@@ -231,6 +309,43 @@ impl State {
         self.epoch_at(h).consensus_keys()
     }
 
+    /// The epoch numbered `number`, if adopted.
+    pub fn epoch(&self, number: u32) -> Option<&Epoch> {
+        self.epochs.iter().find(|e| e.number == number)
+    }
+
+    /// The epoch of the peg at the next block (`self.height.next()`): new
+    /// deposit addresses, batch change and peg-out batches' inputs are
+    /// under its descriptor.
+    pub fn peg_epoch(&self) -> &Epoch {
+        self.epoch_at(self.height.next())
+    }
+
+    /// Epochs whose deposits a mint in the block at `h` may credit: the
+    /// epoch in force, then the one before it while its deposit grace lasts
+    /// (`h` < the activation of the epoch in force +
+    /// [`DEPOSIT_GRACE_BLOCKS`](crate::epoch::DEPOSIT_GRACE_BLOCKS)) and no
+    /// later change is adopted yet (after that its UTXOs might no longer
+    /// be signable by the members who would have to sweep them).
+    pub fn deposit_epochs(&self, h: Height) -> Vec<&Epoch> {
+        let current = self.epoch_at(h);
+        let mut v = vec![current];
+        let grace_end = current
+            .activation
+            .0
+            .saturating_add(crate::epoch::DEPOSIT_GRACE_BLOCKS);
+        let later_adopted = self
+            .epochs
+            .last()
+            .is_some_and(|e| e.number > current.number);
+        if current.number > 0 && h.0 < grace_end && !later_adopted {
+            if let Some(prev) = self.epoch(current.number - 1) {
+                v.push(prev);
+            }
+        }
+        v
+    }
+
     /// An adopted epoch not yet in force at the next block
     /// (`self.height.next()`): the last one if its activation is later.
     pub fn next_epoch(&self) -> Option<&Epoch> {
@@ -239,13 +354,12 @@ impl State {
             .filter(|e| e.activation > self.height.next())
     }
 
-    /// The peg-key index (position among the federation's keys, which are
-    /// the genesis epoch's peg keys in order) of `member` of the epoch in
-    /// force at `h`; None if it holds none of them or is no member.
-    pub fn peg_index(&self, h: Height, member: MemberIndex) -> Option<MemberIndex> {
+    /// The peg-key index in the federation of epoch `peg_epoch` (position
+    /// of the key among that epoch's members' peg keys) of `member` of the
+    /// epoch in force at `h`; None if it holds none of them or is no member.
+    pub fn peg_index(&self, h: Height, member: MemberIndex, peg_epoch: u32) -> Option<MemberIndex> {
         let key = self.epoch_at(h).members.get(member.index())?.peg_key;
-        self.epochs
-            .first()?
+        self.epoch(peg_epoch)?
             .members
             .iter()
             .position(|m| m.peg_key == key)
@@ -273,13 +387,18 @@ impl State {
     /// What spending one deposit will cost the federation at the agreed fee
     /// rate: deducted from every mint; a deposit not above it is not minted.
     pub fn pegin_spend_cost(&self, params: &LedgerParams) -> Sats {
+        self.spend_cost(params, params.pegin_spend_vbytes)
+    }
+
+    /// [`State::pegin_spend_cost`] of a deposit to `fed`'s descriptor (an
+    /// epoch's inputs weigh what its descriptor plans).
+    pub fn pegin_spend_cost_of(&self, params: &LedgerParams, fed: &Federation) -> Sats {
+        self.spend_cost(params, params.spend_vbytes_of(fed))
+    }
+
+    fn spend_cost(&self, params: &LedgerParams, vbytes: u64) -> Sats {
         // A cost beyond 21M BTC is beyond any deposit: below cost either way.
-        Sats::checked(
-            params
-                .pegin_spend_vbytes
-                .saturating_mul(self.fee_rate(params).0),
-        )
-        .unwrap_or(Sats::MAX)
+        Sats::checked(vbytes.saturating_mul(self.fee_rate(params).0)).unwrap_or(Sats::MAX)
     }
 
     /// The account, or an empty one.

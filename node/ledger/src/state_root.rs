@@ -21,7 +21,11 @@
 //! adopts a change, a `2` byte, the epoch-start flag (`0`/`1`), the new
 //! change votes (optional: member, change id, change each, see
 //! [`crate::epoch`]) and the adopted epoch (optional, [`crate::epoch::Epoch::write`]);
-//! nothing otherwise, for the same reason. A golden test pins the bytes: changing any of this is a consensus change
+//! nothing otherwise, for the same reason. Then, only in a block that adds
+//! a UTXO or changes a batch of an epoch other than 0, a `3` byte, the
+//! epoch of each new UTXO (count, then u32 each, in order) and the input
+//! and change epochs of each changed batch (count, then two u32 each, id
+//! order); nothing otherwise, for the same reason. A golden test pins the bytes: changing any of this is a consensus change
 //! that needs a new tag.
 
 use crate::apply::Delta;
@@ -108,6 +112,21 @@ pub fn encode_delta(d: &Delta) -> Vec<u8> {
                 e.write(&mut w);
             }
             None => w.u8(0),
+        }
+    }
+    let epochs = d.new_utxos.iter().any(|(_, u)| u.epoch != 0)
+        || d.batches
+            .values()
+            .any(|b| b.epoch != 0 || b.change_epoch != 0);
+    if epochs {
+        w.u8(3);
+        w.len(d.new_utxos.len());
+        for (_, u) in &d.new_utxos {
+            w.u32(u.epoch);
+        }
+        w.len(d.batches.len());
+        for b in d.batches.values() {
+            b.write_epochs(&mut w);
         }
     }
     w.buf

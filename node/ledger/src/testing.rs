@@ -71,6 +71,8 @@ pub(crate) fn ledger_params() -> crate::LedgerParams {
         max_fee_rate: crate::MAX_FEE_RATE,
         quote_validity_ms: 600_000,
         federation: crate::pegout_batch::test_federation(),
+        epoch_federations: Default::default(),
+        allow_unsafe_peg_threshold: false,
         pegout: Default::default(),
         confirmations: 1,
         rollover_after_ms: None,

@@ -176,6 +176,7 @@ fn reserves() -> pb::GetReservesResponse {
                 account: "fprt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqsyn5ms"
                     .into(),
                 descriptor: String::new(),
+                epoch: 0,
             },
             pb::FederationUtxo {
                 outpoint: format!("{}:1", "22".repeat(32)),
@@ -184,6 +185,7 @@ fn reserves() -> pb::GetReservesResponse {
                 locked_by_batch: Some(7),
                 account: String::new(),
                 descriptor: String::new(),
+                epoch: 0,
             },
         ],
         height: 3,

@@ -86,6 +86,7 @@ impl Driver {
                             BlockHash::from_byte_array([0xfe; 32])
                         },
                         height: 1,
+                        epoch: 0,
                     },
                 );
             }
@@ -102,23 +103,38 @@ impl Driver {
                         amount: d.amount,
                         account: d.account,
                         bitcoin_block: d.block,
+                        epoch: d.epoch,
                     },
                 )
             })
             .collect()
     }
 
-    /// Of `mature`, what a block may mint: deposits below what spending
-    /// them costs are never minted (GetPegIns reports them BELOW_COST), and
-    /// they are skipped before the block's share is taken, so a pile of
-    /// dust cannot crowd out the deposits behind it.
+    /// Of `mature`, what a block may mint: deposits to the descriptor of
+    /// an epoch the next block credits ([`fedpeg_ledger::State::deposit_epochs`]:
+    /// the epoch in force, the previous one during its grace) and above
+    /// what spending them costs under it. Deposits below cost are never
+    /// minted (GetPegIns reports them BELOW_COST), and they are skipped
+    /// before the block's share is taken, so a pile of dust cannot crowd
+    /// out the deposits behind it.
     fn mintable(&self, mature: Vec<SeenDeposit>) -> Vec<SeenDeposit> {
-        let cost = self
-            .chain
-            .with_state(|s| s.pegin_spend_cost(self.chain.params()));
+        let params = self.chain.params();
+        let costs: Vec<(u32, fedpeg_ledger::amount::Sats)> = self.chain.with_state(|s| {
+            s.deposit_epochs(s.height.next())
+                .into_iter()
+                .filter_map(|e| {
+                    let fed = params.federation_of(e).ok()?;
+                    Some((e.number, s.pegin_spend_cost_of(params, &fed)))
+                })
+                .collect()
+        });
         mature
             .into_iter()
-            .filter(|d| d.amount > cost)
+            .filter(|d| {
+                costs
+                    .iter()
+                    .any(|(e, cost)| *e == d.epoch && d.amount > *cost)
+            })
             .take(MAX_MINTS_PER_BLOCK)
             .collect()
     }
@@ -314,12 +330,14 @@ fn mint(f: &FederationTx) -> Option<SeenDeposit> {
             amount,
             account,
             bitcoin_block,
+            epoch,
         } => Some(SeenDeposit {
             outpoint: *outpoint,
             amount: *amount,
             account: *account,
             block: *bitcoin_block,
             height: 0,
+            epoch: *epoch,
         }),
         _ => None,
     }

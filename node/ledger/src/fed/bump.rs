@@ -16,6 +16,7 @@ use crate::LedgerParams;
 use bitcoin::hashes::Hash as _;
 use bitcoin::Txid;
 use fedpeg_consensus::Height;
+use fedpeg_peg::federation::Federation;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn apply(
@@ -39,7 +40,8 @@ pub(super) fn apply(
         && b.versions.len() < MAX_BATCH_VERSIONS
     {
         let rate = o.base.fee_rate(params);
-        if let Some((v, extra)) = replacement(&b, params, rate, height, o.delta.fee_pool) {
+        let feds = super::signatures::batch_federations(o, params, b.epoch, b.change_epoch)?;
+        if let Some((v, extra)) = replacement(&b, &feds, rate, height, o.delta.fee_pool) {
             o.delta.fee_pool = o
                 .delta
                 .fee_pool
@@ -74,9 +76,10 @@ pub(super) fn apply(
 /// A replacement of `b`'s newest version at a higher rate (the agreed rate,
 /// or 25% more than before, whichever is higher) with the fee BIP125 asks
 /// for, paid from the fee pool; with the extra sats it takes from the pool.
+/// `feds`: the federations of its inputs and of its change.
 fn replacement(
     b: &Batch,
-    params: &LedgerParams,
+    (fed, change_fed): &(Federation, Federation),
     agreed_rate: FeeRate,
     height: Height,
     fee_pool: Sats,
@@ -95,16 +98,13 @@ fn replacement(
     let n_out = b.outputs.len();
     // BIP125: the replacement pays at least the old fee plus its own size
     // at the incremental relay rate (1 sat/vB).
-    let min_fee = old
-        .fee
-        .to_sat()
-        .saturating_add(
-            params
-                .federation
-                .batch_vbytes(b.inputs.len(), n_out + 1, out_bytes + 43),
-        );
+    let min_fee = old.fee.to_sat().saturating_add(fed.batch_vbytes(
+        b.inputs.len(),
+        n_out + 1,
+        out_bytes + 43,
+    ));
     let (fee, change) = fee_and_change(
-        &params.federation,
+        fed,
         b.inputs.len(),
         b.input_total(),
         n_out,
@@ -129,7 +129,7 @@ fn replacement(
     let mut probe = b.clone();
     probe.versions.push(v.clone());
     let tx = probe
-        .unsigned_tx(&params.federation, probe.versions.len() - 1)
+        .unsigned_tx(change_fed, probe.versions.len() - 1)
         .ok()?;
     v.txid = tx.compute_txid();
     Some((v, extra))

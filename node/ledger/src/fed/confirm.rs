@@ -28,6 +28,7 @@ use crate::pegout_batch::{fee_and_change, Batch, BatchVersion, Confirmation, Own
 use crate::LedgerParams;
 use bitcoin::{BlockHash, Txid};
 use fedpeg_consensus::Height;
+use fedpeg_peg::federation::Federation;
 
 pub(super) fn apply(
     o: &mut Overlay<'_>,
@@ -136,7 +137,8 @@ fn follow(
             // The rebuilt batch shares every other input with the old one,
             // or spends the new change where the old one spent the old:
             // the two can never both be mined.
-            let Some(r) = rebuilt(params, height, &c, change, change_of(b, new)) else {
+            let feds = super::signatures::batch_federations(o, params, c.epoch, c.change_epoch)?;
+            let Some(r) = rebuilt(&feds, height, &c, change, change_of(b, new)) else {
                 return Err(FedTxError::CannotRebuild {
                     batch,
                     spender: c.id,
@@ -186,8 +188,9 @@ fn follow(
 /// Batch `c`, which spent `old_change`, rebuilt to spend `new_change`
 /// instead (or nothing in its place), at its newest fee rate: one fresh
 /// unsigned version. None when it would have no input or cannot pay.
+/// `feds`: the federations of `c`'s inputs and of its change.
 fn rebuilt(
-    params: &LedgerParams,
+    (fed, change_fed): &(Federation, Federation),
     height: Height,
     c: &Batch,
     old_change: OutPoint,
@@ -205,6 +208,9 @@ fn rebuilt(
                     amount,
                     owner: Owner::Change,
                     created_ms: 0,
+                    // The change of a version of the batch `c` spent an
+                    // output of: the same epoch as `c`'s other inputs.
+                    epoch: c.epoch,
                 },
             )),
             (true, None) => None,
@@ -220,7 +226,7 @@ fn rebuilt(
         .sum();
     let rate = c.latest().fee_rate;
     let (fee, change) = fee_and_change(
-        &params.federation,
+        fed,
         r.inputs.len(),
         r.input_total(),
         c.outputs.len(),
@@ -239,7 +245,7 @@ fn rebuilt(
         bump_votes: Default::default(),
     };
     r.versions = vec![v.clone()];
-    v.txid = r.unsigned_tx(&params.federation, 0).ok()?.compute_txid();
+    v.txid = r.unsigned_tx(change_fed, 0).ok()?.compute_txid();
     r.versions = vec![v];
     r.fee_reserved = r.versions[0].fee;
     Some(r)
@@ -265,6 +271,7 @@ fn settle(
                 owner: Owner::Change,
                 // Stamped with the block time by `rollover::stamp_new_utxos`.
                 created_ms: 0,
+                epoch: b.change_epoch,
             },
         ));
     }

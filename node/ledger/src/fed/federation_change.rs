@@ -42,7 +42,7 @@ pub(super) fn apply(
     if let Some(problem) = change.member_set_problem() {
         return Err(FedTxError::BadFederationChange(problem));
     }
-    check_peg_rule(params, change)?;
+    check_peg_rule(o, params, height, change)?;
     let epoch = o.base.epoch_at(height);
     if change.base_epoch != epoch.number {
         return Err(FedTxError::BadFederationChange(format!(
@@ -98,29 +98,82 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// The peg descriptor stays the genesis one in this phase: the change keeps
-/// its threshold, and at least that many of the new members hold one of its
-/// keys, or nobody could sign peg-outs (members without one take part in
-/// consensus only).
-fn check_peg_rule(params: &LedgerParams, change: &FederationChange) -> Result<(), FedTxError> {
-    let fed = &params.federation;
-    let m = fed.threshold();
-    if change.peg_threshold as usize != m {
-        return Err(FedTxError::BadFederationChange(format!(
-            "peg_threshold {} differs from the federation's {m}; the peg descriptor cannot change yet, so keep {m}",
-            change.peg_threshold
-        )));
+/// The peg rules of a change (each epoch has its own descriptor, see
+/// [`crate::epoch`]):
+/// - its members' peg keys and threshold form a descriptor (with the
+///   genesis emergency branch);
+/// - the threshold is safe for its size: f < m <= n - f (unless genesis
+///   allows an unsafe one, on regtest);
+/// - continuity: its members hold at least the current epoch's threshold
+///   of the current epoch's peg keys, so the coins under the current
+///   descriptor can still be signed and swept once it is in force;
+/// - no UTXO or unconfirmed batch of a past epoch remains: the previous
+///   sweep is done, so no coin is ever more than one descriptor behind.
+fn check_peg_rule(
+    o: &Overlay<'_>,
+    params: &LedgerParams,
+    height: Height,
+    change: &FederationChange,
+) -> Result<(), FedTxError> {
+    let bad = |s: String| Err(FedTxError::BadFederationChange(s));
+    let n = change.members.len() as u32;
+    let m = change.peg_threshold;
+    let safe = crate::genesis::safe_peg_thresholds(n);
+    let allowed = params.allow_unsafe_peg_threshold && params.network == bitcoin::Network::Regtest;
+    let acceptable = safe.contains(&m) || (allowed && (1..=n).contains(&m));
+    if !acceptable {
+        return bad(format!(
+            "peg_threshold {m} of {n} members is unsafe: f = {} faulty members could sign alone or freeze the funds; use {}..={} (f < m <= n - f)",
+            n.saturating_sub(1) / 3,
+            safe.start(),
+            safe.end()
+        ));
     }
-    let holders = change
+    let probe = Epoch {
+        // Any number but 0 (which is the genesis federation itself).
+        number: u32::MAX,
+        activation: change.activation,
+        adopted: height,
+        members: change.members.clone(),
+        peg_threshold: m,
+    };
+    if let Err(e) = params.federation_of(&probe) {
+        return bad(format!("the new peg keys form no descriptor: {e}"));
+    }
+    let current = o.base.epoch_at(height);
+    let held = current
         .members
         .iter()
-        .filter(|e| fed.key_index(&e.peg_key).is_some())
+        .filter(|c| change.members.iter().any(|e| e.peg_key == c.peg_key))
         .count();
-    if holders < m {
-        return Err(FedTxError::BadFederationChange(format!(
-            "only {holders} of the {} new members hold a peg key of the federation, but {m} are needed to sign peg-outs (they would freeze); keep at least {m} of the federation's peg keys",
-            change.members.len()
-        )));
+    if held < current.peg_threshold as usize {
+        return bad(format!(
+            "only {held} of the {} peg keys of epoch {} are held by the new members, but its threshold {} is needed to sign and sweep the coins under its descriptor; keep at least {} of its peg keys (rotate fewer keys per change)",
+            current.members.len(),
+            current.number,
+            current.peg_threshold,
+            current.peg_threshold
+        ));
+    }
+    let past_utxo = o
+        .available_utxos()
+        .iter()
+        .map(|(_, u)| u.epoch)
+        .filter(|e| *e < current.number)
+        .min();
+    let past_batch = o
+        .base
+        .batches
+        .keys()
+        .chain(o.delta.batches.keys())
+        .filter_map(|id| o.batch(*id))
+        .map(|b| b.epoch.min(b.change_epoch))
+        .filter(|e| *e < current.number)
+        .min();
+    if let Some(e) = past_utxo.into_iter().chain(past_batch).min() {
+        return bad(format!(
+            "the sweep of epoch {e} is not confirmed yet: coins still pay its descriptor; vote again once the sweep batch is confirmed (GetFederation shows the epochs, the audit the UTXOs)"
+        ));
     }
     Ok(())
 }

@@ -105,8 +105,20 @@ fn apply_unsigned(
             outpoint,
             amount,
             account,
+            epoch,
             ..
-        } => mint::apply(o, params, outpoint, *amount, account, events),
+        } => mint::apply(
+            o,
+            params,
+            height,
+            mint::Deposit {
+                outpoint,
+                amount: *amount,
+                account,
+                epoch: *epoch,
+            },
+            events,
+        ),
         FedTxKind::PegOutSignatures {
             batch,
             version,

@@ -3,10 +3,11 @@
 //! tweaked peg key before it is recorded.
 //!
 //! The signer is a member of the epoch in force; what it signs with is its
-//! peg key, which must be one of the federation's (genesis) keys. Signatures
-//! are recorded under that key's peg-key index (its position in
-//! `params.federation.keys()`), not under the member index: the index
-//! witnesses are assembled by, stable across epochs.
+//! peg key, which must be one of the keys of the federation of the batch's
+//! epoch (the descriptor its inputs pay, [`crate::LedgerParams::federation_of`]).
+//! Signatures are recorded under that key's peg-key index there (its
+//! position among that epoch's members' peg keys), not under the member
+//! index: the index witnesses are assembled by, stable across epochs.
 
 use crate::error::FedTxError;
 use crate::events::{BatchStage, Event};
@@ -14,6 +15,23 @@ use crate::ids::{BatchId, MemberIndex};
 use crate::overlay::Overlay;
 use crate::LedgerParams;
 use fedpeg_consensus::Height;
+use fedpeg_peg::federation::Federation;
+
+/// The federations of a batch's inputs (`epoch`) and of its change
+/// (`change_epoch`).
+pub(crate) fn batch_federations(
+    o: &Overlay<'_>,
+    params: &LedgerParams,
+    epoch: u32,
+    change_epoch: u32,
+) -> Result<(Federation, Federation), FedTxError> {
+    let of = |n| {
+        params
+            .epoch_federation(o.base, n)
+            .ok_or(FedTxError::NoEpochDescriptor(n))
+    };
+    Ok((of(epoch)?, of(change_epoch)?))
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn apply(
@@ -38,10 +56,11 @@ pub(super) fn apply(
         .get(member.index())
         .map(|m| m.peg_key)
         .ok_or(FedTxError::BadSignature(member))?;
-    let peg = params
-        .federation
-        .key_index(&peg_key)
-        .ok_or(FedTxError::NoPegKey(member))?;
+    let (fed, change_fed) = batch_federations(o, params, b.epoch, b.change_epoch)?;
+    let peg = fed.key_index(&peg_key).ok_or(FedTxError::NoPegKey {
+        member,
+        epoch: b.epoch,
+    })?;
     if b.versions[latest]
         .signatures
         .contains_key(&MemberIndex(peg as u32))
@@ -49,11 +68,9 @@ pub(super) fn apply(
         return Err(FedTxError::Duplicate(member));
     }
     let unsigned = b
-        .unsigned_tx(&params.federation, latest)
+        .unsigned_tx(&change_fed, latest)
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
-    params
-        .federation
-        .verify_batch_signatures(&unsigned, &b.batch_inputs(), peg, signatures)
+    fed.verify_batch_signatures(&unsigned, &b.batch_inputs(), peg, signatures)
         .map_err(|e| FedTxError::BadPegOutSignatures(e.to_string()))?;
     let v = &mut b.versions[latest];
     v.signatures
@@ -67,14 +84,14 @@ pub(super) fn apply(
         stage: BatchStage::Signature {
             member,
             count,
-            required: params.federation.threshold() as u32,
+            required: fed.threshold() as u32,
             version: latest as u32,
         },
         txid,
         withdrawals: withdrawals.clone(),
         accounts: accounts.clone(),
     });
-    if count as usize == params.federation.threshold() {
+    if count as usize == fed.threshold() {
         events.push(Event::PegOutBatch {
             batch,
             stage: BatchStage::Signed {

@@ -173,12 +173,19 @@ fn refusals_name_the_reason() {
     let mut c = reshuffle(20);
     c.members[0].peg_key = c.members[1].peg_key;
     refused(c, "peg_key is repeated");
+    // The threshold must be safe for the new size: f < m <= n - f.
     let mut c = reshuffle(20);
     c.peg_threshold = 2;
-    refused(c, "peg_threshold 2 differs from the federation's 3");
+    assert!(check(&c).is_ok(), "2 of 4 is safe");
+    for m in [1, 4] {
+        let mut c = reshuffle(20);
+        c.peg_threshold = m;
+        refused(c, &format!("peg_threshold {m} of 4 members is unsafe"));
+    }
+    // Continuity: the new members hold 3 (the threshold) of epoch 0's keys.
     let mut c = reshuffle(20);
     c.members[1] = newcomer(1);
-    refused(c, "only 2 of the 4 new members hold a peg key");
+    refused(c, "only 2 of the 4 peg keys of epoch 0 are held");
     refused(
         FederationChange {
             members: vec![],
@@ -332,7 +339,10 @@ fn peg_out_signatures_are_keyed_by_peg_index_not_member_index() {
     // The newcomer holds no peg key of the federation.
     assert_eq!(
         check_fed_tx(&s, &p, &signed(0, &newcomer_key(0), sigs.clone())),
-        Err(FedTxError::NoPegKey(MemberIndex(0)))
+        Err(FedTxError::NoPegKey {
+            member: MemberIndex(0),
+            epoch: 0
+        })
     );
     let t = s.tip_time_ms + 1;
     step(&mut s, &[], &[signed(1, &member(2), sigs.clone())], t);
@@ -414,4 +424,409 @@ fn votes_expire_with_their_activation_and_name_the_epoch_they_replace() {
         e.to_string().contains("replaces epoch 1, but epoch 0"),
         "{e}"
     );
+}
+
+/// The consensus key of member `m` of the [`reshuffle`]d epoch: newcomer 0,
+/// then genesis members 2, 0, 1.
+fn reshuffled_key(m: u32) -> SigningKey {
+    match m {
+        0 => newcomer_key(0),
+        1 => member(2),
+        2 => member(0),
+        _ => member(1),
+    }
+}
+
+/// The peg secret of member `m` of the [`reshuffle`]d epoch.
+fn reshuffled_peg_secret(m: u32) -> fedpeg_peg::bitcoin::secp256k1::SecretKey {
+    match m {
+        // `newcomer(0)` is `epoch_member(40, ..)`: secret [41; 32].
+        0 => fedpeg_peg::bitcoin::secp256k1::SecretKey::from_slice(&[41; 32]).unwrap(),
+        1 => test_peg_secrets()[2],
+        2 => test_peg_secrets()[0],
+        _ => test_peg_secrets()[1],
+    }
+}
+
+/// A federation transaction of member `m` of the reshuffled epoch.
+fn fed1(m: u32, kind: FedTxKind) -> FederationTx {
+    FederationTx::sign(params().chain_id, MemberIndex(m), &reshuffled_key(m), kind)
+}
+
+/// Member `m`'s (of the epoch in force) signatures of `batch`'s newest
+/// version with `secret`, built as the daemon signer does: sighash and
+/// tweaks of the batch epoch's federation, change of its change epoch's.
+fn signatures_of(
+    s: &State,
+    batch: u64,
+    secret: &fedpeg_peg::bitcoin::secp256k1::SecretKey,
+) -> FedTxKind {
+    let p = params();
+    let b = &s.batches[&BatchId(batch)];
+    let v = b.versions.len() - 1;
+    let fed = p.epoch_federation(s, b.epoch).unwrap();
+    let change = p.epoch_federation(s, b.change_epoch).unwrap();
+    let tx = b.unsigned_tx(&change, v).unwrap();
+    FedTxKind::PegOutSignatures {
+        batch: BatchId(batch),
+        version: v as u32,
+        signatures: fed.sign_batch(&tx, &b.batch_inputs(), secret).unwrap(),
+    }
+}
+
+/// Member 0 (genesis member 0 in both test epochs) registers account 1.
+fn register_1() -> FederationTx {
+    fed(
+        0,
+        FedTxKind::RegisterDepositAddress {
+            account: super::id(1),
+        },
+    )
+}
+
+fn mint_kind(vout: u32, amount: u64, epoch: u32) -> FedTxKind {
+    FedTxKind::PegInMint {
+        outpoint: crate::fedtx::OutPoint {
+            txid: crate::testing::txid(1),
+            vout,
+        },
+        amount: crate::testing::sats(amount),
+        account: super::id(1),
+        bitcoin_block: crate::testing::block_hash(1),
+        epoch,
+    }
+}
+
+fn refused_with(r: Result<(), FedTxError>, why: &str) {
+    match r {
+        Err(FedTxError::BadFederationChange(e)) => assert!(e.contains(why), "{e} lacks {why}"),
+        other => panic!("{other:?}: expected a refusal with {why}"),
+    }
+}
+
+#[test]
+fn epoch_0_federation_is_the_genesis_one_and_a_later_epoch_has_its_own() {
+    let p = params();
+    let s = state();
+    assert_eq!(p.federation_of(&s.epochs[0]).unwrap(), p.federation);
+    // Derived from the members like any later epoch, genesis gives the
+    // genesis federation too (same keys in member order, same threshold).
+    let as_later = Epoch {
+        number: 7,
+        ..s.epochs[0].clone()
+    };
+    assert_eq!(p.federation_of(&as_later).unwrap(), p.federation);
+    let other = Epoch {
+        number: 1,
+        activation: Height(20),
+        adopted: Height(1),
+        members: reshuffle(20).members,
+        peg_threshold: 3,
+    };
+    let f = p.federation_of(&other).unwrap();
+    assert_ne!(
+        f.change_script_pubkey().unwrap(),
+        p.federation.change_script_pubkey().unwrap()
+    );
+    assert_eq!(f.key_index(&reshuffle(20).members[0].peg_key), Some(0));
+    // Cached: the same value again.
+    assert_eq!(p.federation_of(&other).unwrap(), f);
+}
+
+#[test]
+fn after_activation_old_coins_are_swept_to_the_new_descriptor_before_peg_outs() {
+    let p = params();
+    let mut s = state();
+    deposit(&mut s, 1, 0, 1_000_000);
+    let activation = s.height.0 + 1 + 10;
+    adopt(&mut s, activation);
+    advance_to(&mut s, activation - 1);
+    assert!(
+        s.batches.is_empty(),
+        "nothing is swept before the activation"
+    );
+    let t = s.tip_time_ms + 1;
+    // The activation block queues a peg-out and forms the sweep.
+    step(&mut s, &[pegout(1, 0, 100_000, 1000)], &[], t);
+    assert_eq!(s.height.0, activation);
+    assert_eq!(s.batches.len(), 1, "the sweep, not a peg-out batch");
+    let sweep = s.batches[&BatchId(0)].clone();
+    assert!(sweep.outputs.is_empty());
+    assert_eq!((sweep.epoch, sweep.change_epoch), (0, 1));
+    assert_eq!(sweep.inputs.len(), 1);
+    let fed1_ = p.federation_of(&s.epochs[1]).unwrap();
+    let tx = sweep.unsigned_tx(&fed1_, 0).unwrap();
+    assert_eq!(tx.output.len(), 1);
+    assert_eq!(
+        tx.output[0].script_pubkey,
+        fed1_.change_script_pubkey().unwrap(),
+        "the change pays the new descriptor"
+    );
+    // Peg-outs wait: no coin pays the new descriptor yet.
+    step(&mut s, &[], &[], t + 1);
+    assert_eq!(s.batches.len(), 1);
+    assert_eq!(s.withdrawals.len(), 1);
+    // No further change until the sweep is confirmed.
+    let again = FederationChange {
+        members: s.epochs[1].members.clone(),
+        peg_threshold: 2,
+        activation: Height(s.height.0 + 20),
+        base_epoch: 1,
+    };
+    let vote_again = fed1(
+        1,
+        FedTxKind::FederationChange {
+            change: again.clone(),
+        },
+    );
+    refused_with(
+        check_fed_tx(&s, &p, &vote_again),
+        "the sweep of epoch 0 is not confirmed yet",
+    );
+    // The newcomer holds no peg key of epoch 0: it cannot sign the sweep.
+    assert_eq!(
+        check_fed_tx(
+            &s,
+            &p,
+            &fed1(0, signatures_of(&s, 0, &reshuffled_peg_secret(0)))
+        ),
+        Err(FedTxError::NoPegKey {
+            member: MemberIndex(0),
+            epoch: 0
+        })
+    );
+    // Members holding epoch 0's keys sign, under their epoch-0 peg index.
+    let sigs: Vec<FederationTx> = (1..4)
+        .map(|m| fed1(m, signatures_of(&s, 0, &reshuffled_peg_secret(m))))
+        .collect();
+    let ev = step(&mut s, &[], &sigs, t + 2);
+    let b = &s.batches[&BatchId(0)];
+    assert_eq!(
+        b.latest().signatures.keys().copied().collect::<Vec<_>>(),
+        vec![MemberIndex(0), MemberIndex(1), MemberIndex(2)]
+    );
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::PegOutBatch {
+            stage: BatchStage::Signed { .. },
+            ..
+        }
+    )));
+    // The witnesses assemble under epoch 0's descriptor.
+    let signed: Vec<(usize, Vec<Vec<u8>>)> = b
+        .latest()
+        .signatures
+        .iter()
+        .map(|(k, v)| (k.index(), v.clone()))
+        .collect();
+    let tx = b.unsigned_tx(&fed1_, 0).unwrap();
+    p.federation
+        .assemble_batch(&tx, &b.batch_inputs(), &signed)
+        .unwrap();
+    // The sweep confirms: its change is a coin of epoch 1, and the queued
+    // peg-out forms its batch from it in the same block.
+    let confirmed = fed1(
+        1,
+        FedTxKind::PegOutConfirmed {
+            batch: BatchId(0),
+            txid: sweep.latest().txid,
+            bitcoin_block: crate::testing::block_hash(9),
+        },
+    );
+    step(&mut s, &[], &[confirmed], t + 3);
+    let pay = s.batches[&BatchId(1)].clone();
+    assert_eq!(pay.outputs.len(), 1);
+    assert_eq!((pay.epoch, pay.change_epoch), (1, 1));
+    assert!(pay.inputs.iter().all(|(_, u)| u.epoch == 1));
+    assert!(s.utxos.values().all(|u| u.epoch == 1));
+    // The newcomer signs it with its own key, at its epoch-1 peg index.
+    let newcomer_sig = fed1(0, signatures_of(&s, 1, &reshuffled_peg_secret(0)));
+    step(&mut s, &[], &[newcomer_sig], t + 4);
+    assert_eq!(
+        s.batches[&BatchId(1)]
+            .latest()
+            .signatures
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![MemberIndex(0)]
+    );
+    // Nothing of epoch 0 is left: the next change may be voted.
+    assert!(check_fed_tx(&s, &p, &vote_again).is_ok());
+}
+
+#[test]
+fn a_deposit_to_the_previous_epoch_is_credited_during_its_grace_only() {
+    let p = params();
+    let mut s = state();
+    step(&mut s, &[], &[register_1()], 1);
+    let activation = s.height.0 + 1 + 10;
+    adopt(&mut s, activation);
+    // Adopted but not in force: a mint naming it is refused.
+    let early = fed(0, mint_kind(0, 100_000, 1));
+    assert_eq!(
+        check_fed_tx(&s, &p, &early),
+        Err(FedTxError::MintEpoch {
+            epoch: 1,
+            current: 0,
+            height: s.height.next()
+        })
+    );
+    advance_to(&mut s, activation);
+    // An unknown (future) epoch is refused.
+    assert!(matches!(
+        check_fed_tx(&s, &p, &fed1(1, mint_kind(0, 100_000, 2))),
+        Err(FedTxError::MintEpoch { epoch: 2, .. })
+    ));
+    // The epoch in force and the previous one (in grace) are credited.
+    let t = s.tip_time_ms + 1;
+    step(
+        &mut s,
+        &[],
+        &[
+            fed1(1, mint_kind(0, 100_000, 0)),
+            fed1(1, mint_kind(1, 100_000, 1)),
+        ],
+        t,
+    );
+    let epoch_of = |s: &State, vout: u32| {
+        let o = crate::fedtx::OutPoint {
+            txid: crate::testing::txid(1),
+            vout,
+        };
+        s.utxos
+            .get(&o)
+            .copied()
+            .or_else(|| {
+                s.batches
+                    .values()
+                    .flat_map(|b| b.inputs.iter())
+                    .find(|(i, _)| *i == o)
+                    .map(|(_, u)| *u)
+            })
+            .unwrap()
+            .epoch
+    };
+    assert_eq!((epoch_of(&s, 0), epoch_of(&s, 1)), (0, 1));
+    // The grace deposit is swept at once (the only coin of a past epoch).
+    let sweep = &s.batches[&BatchId(0)];
+    assert_eq!((sweep.epoch, sweep.change_epoch), (0, 1));
+    // The last block of the grace still credits epoch 0; the next does not.
+    let last = activation + crate::epoch::DEPOSIT_GRACE_BLOCKS - 1;
+    let mut late = s.clone();
+    late.height = Height(last - 1);
+    assert!(check_fed_tx(&late, &p, &fed1(1, mint_kind(2, 100_000, 0))).is_ok());
+    late.height = Height(last);
+    assert_eq!(
+        check_fed_tx(&late, &p, &fed1(1, mint_kind(2, 100_000, 0))),
+        Err(FedTxError::MintEpoch {
+            epoch: 0,
+            current: 1,
+            height: Height(last + 1)
+        })
+    );
+    assert!(check_fed_tx(&late, &p, &fed1(1, mint_kind(2, 100_000, 1))).is_ok());
+}
+
+#[test]
+fn an_input_of_a_3_of_5_epoch_weighs_and_costs_what_its_descriptor_plans() {
+    let p = params();
+    let mut s = state();
+    let five = FederationChange {
+        members: vec![
+            genesis_member(0),
+            genesis_member(1),
+            genesis_member(2),
+            genesis_member(3),
+            newcomer(0),
+        ],
+        peg_threshold: 3,
+        activation: Height(12),
+        base_epoch: 0,
+    };
+    step(
+        &mut s,
+        &[],
+        &[vote(0, &five), vote(1, &five), vote(2, &five)],
+        1,
+    );
+    advance_to(&mut s, 11);
+    assert_eq!(s.peg_epoch().number, 1);
+    let fed5 = p.federation_of(&s.epochs[1]).unwrap();
+    assert_eq!((fed5.size(), fed5.threshold()), (5, 3));
+    // One more 33-byte key (and its push) in the witness script.
+    assert_eq!(
+        fed5.spend_weight_estimate().to_wu(),
+        p.federation.spend_weight_estimate().to_wu() + 34
+    );
+    assert_eq!(p.spend_vbytes_of(&fed5), fed5.spend_vbytes_estimate());
+    assert_eq!(p.spend_vbytes_of(&p.federation), p.pegin_spend_vbytes);
+    let t = s.tip_time_ms + 1;
+    step(&mut s, &[], &[register_1()], t);
+    step(&mut s, &[], &[fed(0, mint_kind(0, 100_000, 1))], t + 1);
+    let rate = s.fee_rate(&p).0;
+    assert_eq!(
+        s.account(&super::id(1)).balance,
+        crate::testing::sats(100_000 - fed5.spend_vbytes_estimate() * rate)
+    );
+    step(&mut s, &[pegout(1, 0, 50_000, 1000)], &[], t + 2);
+    let b = &s.batches[&BatchId(0)];
+    assert_eq!((b.epoch, b.change_epoch), (1, 1));
+    let out_bytes = fedpeg_peg::pegout::output_bytes(&b.outputs[0].script_pubkey);
+    let (fee, change) =
+        crate::pegout_batch::fee_and_change(&fed5, 1, 100_000, 1, out_bytes, 50_000, rate, 0)
+            .unwrap();
+    assert_eq!(
+        (b.latest().fee.to_sat(), b.latest().change.to_sat()),
+        (fee, change)
+    );
+    assert_ne!(
+        crate::pegout_batch::fee_and_change(
+            &p.federation,
+            1,
+            100_000,
+            1,
+            out_bytes,
+            50_000,
+            rate,
+            0
+        )
+        .unwrap()
+        .0,
+        fee,
+        "the genesis descriptor would plan another fee"
+    );
+}
+
+#[test]
+fn a_change_must_leave_the_old_coins_signable() {
+    let s = state();
+    let p = params();
+    // The genesis members, genesis member 0 with a new peg key: 3 of epoch
+    // 0's 4 keys are kept, its threshold: allowed.
+    let mut one = FederationChange {
+        members: (0..4).map(genesis_member).collect(),
+        ..reshuffle(20)
+    };
+    one.members[0].peg_key = newcomer(5).peg_key;
+    assert!(check_fed_tx(&s, &p, &vote(0, &one)).is_ok());
+    // Two keys rotated in one change: 2 < 3 kept, the old coins would freeze.
+    let mut two = one.clone();
+    two.members[1].peg_key = newcomer(6).peg_key;
+    refused_with(
+        check_fed_tx(&s, &p, &vote(0, &two)),
+        "only 2 of the 4 peg keys of epoch 0 are held",
+    );
+    // A threshold above n - f, or not above f, is refused for the new size.
+    let mut seven = reshuffle(20);
+    for i in 1..4 {
+        seven.members.push(newcomer(10 + i));
+    }
+    seven.peg_threshold = 6;
+    refused_with(
+        check_fed_tx(&s, &p, &vote(0, &seven)),
+        "peg_threshold 6 of 7 members is unsafe",
+    );
+    seven.peg_threshold = 5;
+    assert!(check_fed_tx(&s, &p, &vote(0, &seven)).is_ok());
 }

@@ -339,6 +339,7 @@ fn deposit_is_minted_once_minus_spend_cost_and_only_to_registered_accounts() {
             amount: sats(amount),
             account: id(acct),
             bitcoin_block: block_hash(1),
+            epoch: 0,
         })
     };
     let before = s.total_value();
@@ -473,6 +474,7 @@ fn fee_rate_is_the_median_of_fresh_votes_and_sets_the_mint_deduction() {
             amount: sats(10_000),
             account: id(1),
             bitcoin_block: block_hash(1),
+            epoch: 0,
         },
     );
     let b = build_block(&s, &p, &[], &[reg], 1, 0, &VerifyAll);

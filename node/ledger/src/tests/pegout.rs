@@ -126,6 +126,7 @@ fn deposit_at(p: &LedgerParams, s: &mut State, acct: u8, vout: u32, amount: u64,
             amount: sats(amount),
             account: uid(acct),
             bitcoin_block: block_hash(1),
+            epoch: 0,
         },
     ));
     step_with(p, s, &[], &f, time);
@@ -446,12 +447,26 @@ fn batch_and_utxo_records_round_trip_and_refuse_damage() {
     let mut long = bytes.clone();
     long.push(0);
     assert!(Batch::decode(&long).is_err());
-    let mut v2 = bytes;
-    v2[0] = 2;
-    assert!(Batch::decode(&v2)
+    let mut v3 = bytes;
+    v3[0] = 3;
+    assert!(Batch::decode(&v3)
         .unwrap_err()
         .to_string()
-        .contains("version 2"));
+        .contains("version 3"));
+    // A version-1 record (before epochs had descriptors) reads as epoch 0.
+    let mut w = crate::encoding::Writer::default();
+    w.u8(1);
+    b.write(&mut w);
+    assert_eq!((b.epoch, b.change_epoch), (0, 0));
+    assert_eq!(Batch::decode(&w.buf).unwrap(), b);
+    // A batch of a later epoch keeps its epochs, its inputs carry them.
+    let mut later = b.clone();
+    later.epoch = 2;
+    later.change_epoch = 3;
+    for (_, u) in &mut later.inputs {
+        u.epoch = 2;
+    }
+    assert_eq!(Batch::decode(&later.encode()).unwrap(), later);
     for u in s.utxos.values() {
         assert_eq!(Utxo::decode(&u.encode()).unwrap(), *u);
     }
@@ -866,10 +881,10 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
     let mut pool = FedPool::default();
     for member in 0..m as u32 - 1 {
         pool.admit(&s, &p, sign(&s, 0, member)).unwrap();
-        assert!(!pool.urgent(&s, m), "{} of {m} signatures", member + 1);
+        assert!(!pool.urgent(&s), "{} of {m} signatures", member + 1);
     }
     pool.admit(&s, &p, sign(&s, 0, m as u32 - 1)).unwrap();
-    assert!(pool.urgent(&s, m));
+    assert!(pool.urgent(&s));
     // Recorded signatures count: one pooled signature completes a batch
     // that a block already gave m - 1.
     let sigs: Vec<_> = (0..m as u32 - 1).map(|i| sign(&s, 0, i)).collect();
@@ -878,9 +893,9 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
     // A member already recorded (pooled in a race with the block) does
     // not count twice.
     pool.insert(sign(&s, 0, 0)).unwrap();
-    assert!(!pool.urgent(&s, m));
+    assert!(!pool.urgent(&s));
     pool.admit(&s, &p, sign(&s, 0, m as u32 - 1)).unwrap();
-    assert!(pool.urgent(&s, m));
+    assert!(pool.urgent(&s));
     // Once the batch has its m signatures, later ones are no reason for a
     // block; nor are signatures of a version that was replaced.
     let last = sign(&s, 0, m as u32 - 1);
@@ -888,7 +903,7 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
     if (m as u32) < 4 {
         let mut pool = FedPool::default();
         pool.admit(&s, &p, sign(&s, 0, m as u32)).unwrap();
-        assert!(!pool.urgent(&s, m), "a surplus signature");
+        assert!(!pool.urgent(&s), "a surplus signature");
     }
     let (s2, _) = signed_and_bumped();
     let mut pool = FedPool::default();
@@ -900,7 +915,7 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
         f
     };
     pool.insert(stale).unwrap();
-    assert!(!pool.urgent(&s2, m), "a replaced version's signature");
+    assert!(!pool.urgent(&s2), "a replaced version's signature");
     // Anything else is urgent on its own.
     let mut pool = FedPool::default();
     pool.admit(
@@ -915,8 +930,8 @@ fn pooled_signatures_are_urgent_only_once_they_complete_the_batch() {
         ),
     )
     .unwrap();
-    assert!(pool.urgent(&s, m));
-    assert!(!FedPool::default().urgent(&s, m));
+    assert!(pool.urgent(&s));
+    assert!(!FedPool::default().urgent(&s));
 }
 
 /// Timelock rollover ([`crate::rollover`]): UTXOs older than the rollover
