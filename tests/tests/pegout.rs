@@ -938,6 +938,92 @@ impl Setup {
         f.epochs.last().unwrap().activation_height
     }
 
+    /// `key`'s deposit address (registered) under the descriptor in force.
+    async fn deposit_address(&self, key: &SigningKey) -> Address {
+        let a = AccountId(key.verifying_key().to_bytes());
+        let addr = fedpeg_tests::wait::wait_until(
+            "a registered deposit address",
+            Duration::from_secs(60),
+            || async {
+                let r = wallet(&self.chans[0])
+                    .get_peg_in_address(pb::GetPegInAddressRequest {
+                        address: a.to_address("fprt"),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                r.registered.then_some(r.deposit_address)
+            },
+        )
+        .await
+        .unwrap();
+        addr.parse::<Address<NetworkUnchecked>>()
+            .unwrap()
+            .require_network(Network::Regtest)
+            .unwrap()
+    }
+
+    /// Waits until `key`'s account has at least `sats`.
+    async fn wait_balance(&self, key: &SigningKey, sats: u64) -> u64 {
+        let a = AccountId(key.verifying_key().to_bytes());
+        fedpeg_tests::wait::wait_until("the deposit is minted", Duration::from_secs(60), || async {
+            let b = self.balance(&a).await;
+            (b >= sats).then_some(b)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.fed.logs()))
+    }
+
+    /// One deposit of `sats` to `key`'s address under the descriptor in
+    /// force, credited minus what spending it costs there.
+    async fn fund_current(&self, key: &SigningKey, sats: u64) {
+        let a = AccountId(key.verifying_key().to_bytes());
+        let addr = self.deposit_address(key).await;
+        let cost = wallet(&self.chans[0])
+            .get_peg_in_address(pb::GetPegInAddressRequest {
+                address: a.to_address("fprt"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .min_deposit_sats
+            - 1;
+        let before = self.balance(&a).await;
+        self.btc.send_to(&addr, sats).unwrap();
+        self.btc.mine(self.depth).unwrap();
+        let after = self.wait_balance(key, before + 1).await;
+        assert_eq!(after, before + sats - cost, "credited minus the spend cost");
+        check_reserves(&self.chans[0], &self.fed).await;
+    }
+
+    /// Mines until every federation coin pays the descriptor of `epoch`
+    /// (the sweep of older ones confirmed) and no batch is in flight.
+    async fn wait_swept(&self, epoch: u32) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = wallet(&self.chans[0])
+                .get_reserves(pb::GetReservesRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if !r.utxos.is_empty()
+                && r.utxos.iter().all(|u| u.epoch == epoch)
+                && r.in_batches == 0
+                && r.locked == 0
+            {
+                check_reserves(&self.chans[0], &self.fed).await;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coins not swept to epoch {epoch}: {r:?}\n{}",
+                self.fed.logs()
+            );
+            self.btc.mine(1).unwrap();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+
     /// One peg-out of `amount` by `key` (nonce `nonce`), paid and confirmed.
     async fn pegout_confirmed(&self, key: &SigningKey, nonce: u64, amount: u64) {
         let to = addresses(&self.btc, 1).remove(0);
@@ -951,17 +1037,20 @@ impl Setup {
 }
 
 /// Member-set changes through consensus (issue #17): four members add a
-/// fifth, then remove one. Each change is proposed and approved by a
-/// quorum of the members in force with `fedpeg federation`, and takes
-/// effect at its activation height without a restart: the new member,
-/// started before it with genesis and its own key, syncs, then signs
-/// certificates; the removed member keeps following as an observer. Peg-ins,
-/// peg-outs (signed by members at new indices) and transfers work after
-/// each change, reserves cover supply, an observer follows, and every node
-/// holds the same chain. A change that would leave fewer than the peg
-/// threshold of the peg descriptor's key holders is refused.
+/// fifth, remove one, then rotate one member's peg key. Each change is
+/// proposed and approved by a quorum of the members in force with `fedpeg
+/// federation`, and takes effect at its activation height without a
+/// restart: the new member, started before it with genesis and its own key,
+/// syncs, then signs certificates; the removed member keeps following as an
+/// observer. Each epoch has its own peg descriptor: new deposits pay it, a
+/// deposit to the previous one's address during the grace period is still
+/// credited, the old coins are swept to the new descriptor by an ordinary
+/// batch, and peg-outs are paid from the new descriptor (signed by members
+/// at their new indices). Transfers work throughout, reserves cover
+/// supply after each step, observers follow (one started late syncs from
+/// genesis), and every node holds the same chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out() {
+async fn the_federation_adds_a_member_removes_one_and_rotates_a_peg_key_while_pegging_in_and_out() {
     let s = setup(&[], None).await;
     let member_args = fedpeg_tests::member_bitcoind_args(&s.btc.rpc_url(), RPC_USER, RPC_PASSWORD);
     let mut observer = s.fed.new_node("observer", false, &[]).unwrap();
@@ -970,7 +1059,29 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
     m4.spawn().unwrap();
     let bob = key(31);
     s.fund(&bob, 2, 1_500_000).await;
-    let mut nonce = 0;
+    // Fee income for the federation's fee pool, which pays the sweeps of
+    // old coins (transfers here pay 1 sat): Bob tips 40,000 sats.
+    let tip_tx = Transaction::sign(
+        s.chain_id,
+        &bob,
+        0,
+        sats(40_000),
+        TxKind::Transfer {
+            to: fedpeg_tests::accounts::account(69),
+            amount: sats(1_000),
+        },
+    );
+    let txid = fedpeg_tests::accounts::submit(&s.chans[0], &tip_tx)
+        .await
+        .unwrap();
+    fedpeg_tests::wait_final(&s.chans[0], &txid, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut nonce = 1;
+    // Carol's deposit address under the genesis descriptor, paid only
+    // after the first change is in force (the grace period).
+    let carol = key(32);
+    let carol_old = s.deposit_address(&carol).await;
 
     // 1. Add m4: proposed by m0, approved by m1 and m2 (3 of 4).
     let add = format!("{}", s.fed.dir.path().join("m4.json").display());
@@ -978,22 +1089,21 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
     let activation = s
         .change_federation(&[&m[0], &m[1], &m[2]], &["--add-member", &add])
         .await;
-    fedpeg_tests::wait_height(&m4, activation + 3, Duration::from_secs(60))
+    fedpeg_tests::wait_height(&m4, activation + 2, Duration::from_secs(60))
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", m4.log()));
     let f = federation(&s.chans[0]).await;
     assert_eq!((f.epoch, f.members.len()), (1, 5), "{f:?}");
-    assert_eq!(f.consensus_quorum, 4);
+    assert_eq!((f.consensus_quorum, f.peg_threshold), (4, 3));
     // m4 (index 4 of the new set) signs certificates from the activation on.
     let m4_signs = fedpeg_tests::wait::wait_until(
         "m4 signs a certificate",
         Duration::from_secs(30),
         || async {
-            let tip = s.chans[0].clone();
             let h = fedpeg_tests::wait_height(&s.fed.members[0], 0, Duration::from_secs(1))
                 .await
                 .ok()?;
-            let cb = fedpeg_tests::committed_block(&tip, h).await.ok()?;
+            let cb = fedpeg_tests::committed_block(&s.chans[0], h).await.ok()?;
             let cert = fedpeg_consensus::CommitCertificate::decode(&cb.commit).ok()?;
             cert.precommits.iter().any(|(i, _)| i.0 == 4).then_some(h)
         },
@@ -1001,13 +1111,17 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", s.fed.logs(), m4.log()));
     assert!(m4_signs >= activation);
-    eprintln!(
-        "m4 added: adopted, active from height {activation}, signed the certificate of {m4_signs}"
-    );
-    assert!(!m4.log().contains("panicked"), "{}", m4.log());
+    eprintln!("m4 added: active from height {activation}, signed the certificate of {m4_signs}");
+    // Carol pays her old (epoch 0) address: credited during the grace.
+    s.btc.send_to(&carol_old, 700_000).unwrap();
+    s.btc.mine(s.depth).unwrap();
+    s.wait_balance(&carol, 1).await;
+    // The genesis coins (Bob's and Carol's deposits) move to the new
+    // descriptor; then a peg-out is paid from it.
+    s.wait_swept(1).await;
     s.pegout_confirmed(&bob, nonce, 100_000).await;
     nonce += 1;
-    s.fund(&bob, 1, 600_000).await;
+    s.fund_current(&bob, 600_000).await;
 
     // 2. Remove m3: proposed by m0, approved by m1, m2 and m4 (4 of 5).
     let m4_ch = m4.connect().await.unwrap();
@@ -1015,24 +1129,18 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
     let activation2 = s
         .change_federation(&[&m[0], &m[1], &m[2], &m4], &["--remove-member", "m3"])
         .await;
-    fedpeg_tests::wait_height(&m[0], activation2 + 3, Duration::from_secs(60))
+    fedpeg_tests::wait_height(&m[0], activation2 + 2, Duration::from_secs(60))
         .await
         .unwrap();
     let f = federation(&s.chans[0]).await;
     assert_eq!((f.epoch, f.members.len()), (2, 4), "{f:?}");
     assert!(f.members.iter().all(|x| x.name != "m3"), "{f:?}");
-    assert_eq!(f.epochs.len(), 3);
-    eprintln!(
-        "m3 removed: active from height {activation2}; members {:?}",
-        f.members.iter().map(|m| &m.name).collect::<Vec<_>>()
-    );
-    // Peg-outs are signed by m0..m2 (m4's peg key is not in the genesis
-    // descriptor), at their indices in the new set.
+    eprintln!("m3 removed: active from height {activation2}");
+    s.wait_swept(2).await;
     s.pegout_confirmed(&bob, nonce, 100_000).await;
     nonce += 1;
-    s.fund(&bob, 1, 600_000).await;
     // Transfers through the new member.
-    for i in 0..5 {
+    for i in 0..3 {
         let tx = fedpeg_tests::accounts::transfer(
             s.chain_id,
             &bob,
@@ -1051,18 +1159,47 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
         .log()
         .contains("not a member of the epoch in force"));
 
-    // 3. Rotating m0's peg key would leave two holders of the descriptor's
-    // keys, fewer than its threshold (3): refused, nothing pending.
-    let rotate = format!(
-        "m0={}",
+    // 3. Rotate m0's peg key. Rotating two at once would leave two of
+    // epoch 2's four peg keys with the new set, fewer than its threshold
+    // (3), so its coins could not be swept: refused, nothing pending.
+    let new_key = |seed: u8| {
         fedpeg_peg::bitcoin::secp256k1::PublicKey::from_secret_key(
             &fedpeg_peg::bitcoin::secp256k1::Secp256k1::new(),
-            &fedpeg_peg::bitcoin::secp256k1::SecretKey::from_slice(&[7; 32]).unwrap(),
+            &fedpeg_peg::bitcoin::secp256k1::SecretKey::from_slice(&[seed; 32]).unwrap(),
         )
+    };
+    let (ok, out) = federation_cli(
+        &s.fed.members[0],
+        &[
+            "propose",
+            "--set-peg-key",
+            &format!("m0={}", new_key(7)),
+            "--set-peg-key",
+            &format!("m1={}", new_key(8)),
+        ],
     );
-    let (ok, out) = federation_cli(&s.fed.members[0], &["propose", "--set-peg-key", &rotate]);
-    assert!(!ok && out.contains("peg"), "{out}");
+    assert!(!ok && out.contains("peg key"), "{out}");
     assert!(federation(&s.chans[0]).await.pending_changes.is_empty());
+    let m = &s.fed.members;
+    let activation3 = s
+        .change_federation(
+            &[&m[0], &m[1], &m4],
+            &["--set-peg-key", &format!("m0={}", new_key(7))],
+        )
+        .await;
+    fedpeg_tests::wait_height(&m[0], activation3 + 2, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let f = federation(&s.chans[0]).await;
+    assert_eq!(f.epoch, 3, "{f:?}");
+    assert_eq!(f.members[0].peg_key, new_key(7).to_string());
+    eprintln!("m0's peg key rotated: active from height {activation3}");
+    // m0's node still holds its old peg key: it signs the sweep of epoch
+    // 2's coins; epoch 3's batches are signed by m1, m2 and m4.
+    s.wait_swept(3).await;
+    s.pegout_confirmed(&bob, nonce, 100_000).await;
+    nonce += 1;
+    s.fund_current(&bob, 600_000).await;
 
     // A member restarted after the changes resumes from its store (the
     // epochs are kept there), and an observer started now syncs from
@@ -1099,7 +1236,7 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
         let n = ch.clone();
         fedpeg_tests::wait::wait_until(
             "every node reaches the tip",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || async {
                 let h = pb::node_service_client::NodeServiceClient::new(n.clone())
                     .get_status(pb::GetStatusRequest {})
@@ -1113,13 +1250,7 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
         .await
         .unwrap();
     }
-    for h in [
-        activation - 1,
-        activation,
-        activation2 - 1,
-        activation2,
-        tip,
-    ] {
+    for h in [activation - 1, activation, activation2, activation3, tip] {
         let first = fedpeg_tests::block_hash(&all[0], h).await.unwrap();
         for ch in &all[1..] {
             assert_eq!(
@@ -1130,6 +1261,7 @@ async fn the_federation_adds_a_member_then_removes_one_while_pegging_in_and_out(
         }
     }
     let r = check_reserves(&s.chans[0], &s.fed).await;
+    assert!(r.utxos.iter().all(|u| u.epoch == 3), "{r:?}");
     eprintln!(
         "same chain on 5 members and 2 observers up to {tip}; reserves {} + {} locked for supply {}",
         r.available, r.locked, r.supply
