@@ -299,7 +299,12 @@ impl Watcher {
         self.derivations.fetch_add(1, Ordering::Relaxed);
         if let Ok(script) = fed.deposit_script_pubkey(&a.0) {
             scan.scripts.insert(script.clone(), a.0);
-            scan.script_epochs.insert(script.clone(), n);
+            // Two epochs with the same peg keys and threshold share every
+            // script: label it with the newest, on every node alike (what
+            // a mint names and peers check), and keep it while that one is
+            // watched.
+            let e = scan.script_epochs.entry(script.clone()).or_insert(n);
+            *e = (*e).max(n);
             scan.backfill.insert(script, a.0);
         }
     }
@@ -1185,6 +1190,40 @@ mod tests {
             epoch: 0,
             ..seen_new
         }));
+    }
+
+    /// A change that keeps the peg keys and threshold (here: a new p2p
+    /// address) gives the new epoch the old descriptor: its deposits are
+    /// labelled with the newer epoch, on every node alike.
+    #[test]
+    fn a_descriptor_shared_by_two_epochs_labels_deposits_with_the_newer() {
+        use fedpeg_consensus::Height;
+        use fedpeg_ledger::epoch::FederationChange;
+        use fedpeg_ledger::fedtx::FedTxKind;
+        let (node, w) = registered();
+        let mut members = node.chain.with_state(|s| s.epochs[0].members.clone());
+        members[0].p2p_address = "/ip4/127.0.0.1/tcp/9".into();
+        let activation = node.chain.height() + 1 + 10;
+        let change = FederationChange {
+            members,
+            peg_threshold: 1,
+            activation: Height(activation),
+            base_epoch: 0,
+        };
+        node.commit(vec![node.fed_tx(0, FedTxKind::FederationChange { change })]);
+        while node.chain.height() + 1 < activation {
+            node.commit(vec![]);
+        }
+        let d = node.deposit(account(1), 200_000);
+        node.btc.mine(CONFIRMATIONS);
+        w.poll().unwrap();
+        let seen = w
+            .mature()
+            .into_iter()
+            .find(|s| s.outpoint == d.outpoint)
+            .expect("the deposit is seen");
+        assert_eq!(seen.epoch, 1);
+        assert!(w.confirms(&seen));
     }
 
     #[test]

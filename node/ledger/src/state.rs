@@ -89,6 +89,8 @@ impl LedgerParams {
         }
         let keys: Vec<PublicKey> = epoch.members.iter().map(|m| m.peg_key).collect();
         let key = (keys, epoch.peg_threshold);
+        // Only adopted epochs are cached (what a vote proposes is checked
+        // with `build_federation`), so the cache holds one entry per epoch.
         // A poisoned lock only means another thread panicked mid-insert of
         // a value that is rebuilt here anyway.
         let mut cache = self
@@ -99,17 +101,23 @@ impl LedgerParams {
         if let Some(f) = cache.get(&key) {
             return Ok(f.clone());
         }
-        let f = Federation::new(
-            key.0.clone(),
-            epoch.peg_threshold as usize,
-            self.federation.network(),
-        )?;
-        let f = match self.federation.emergency() {
-            None => f,
-            Some(e) => f.with_emergency(e.keys().to_vec(), e.threshold(), e.csv_blocks())?,
-        };
+        let f = self.build_federation(&key.0, epoch.peg_threshold)?;
         cache.insert(key, f.clone());
         Ok(f)
+    }
+
+    /// The peg federation of `peg_keys` (member order) and threshold `m`
+    /// with the genesis emergency branch, built anew (not cached).
+    pub fn build_federation(
+        &self,
+        peg_keys: &[PublicKey],
+        m: u32,
+    ) -> Result<Federation, FederationError> {
+        let f = Federation::new(peg_keys.to_vec(), m as usize, self.federation.network())?;
+        match self.federation.emergency() {
+            None => Ok(f),
+            Some(e) => f.with_emergency(e.keys().to_vec(), e.threshold(), e.csv_blocks()),
+        }
     }
 
     /// The federation of epoch `number` of `s`; None if `s` has no such

@@ -129,51 +129,47 @@ fn check_peg_rule(
             safe.end()
         ));
     }
-    let probe = Epoch {
-        // Any number but 0 (which is the genesis federation itself).
-        number: u32::MAX,
-        activation: change.activation,
-        adopted: height,
-        members: change.members.clone(),
-        peg_threshold: m,
-    };
-    if let Err(e) = params.federation_of(&probe) {
+    let keys: Vec<_> = change.members.iter().map(|e| e.peg_key).collect();
+    if let Err(e) = params.build_federation(&keys, m) {
         return bad(format!("the new peg keys form no descriptor: {e}"));
     }
+    // Continuity, for the epoch in force and every older epoch that still
+    // has coins (UTXOs, or inputs of an unconfirmed batch): the new set
+    // must hold its threshold of that epoch's peg keys, or those coins
+    // could never be signed again. A change during a sweep is allowed on
+    // these terms: it is how a sweep stalled by old-key holders who do not
+    // sign gets more of them back.
     let current = o.base.epoch_at(height);
-    let held = current
-        .members
-        .iter()
-        .filter(|c| change.members.iter().any(|e| e.peg_key == c.peg_key))
-        .count();
-    if held < current.peg_threshold as usize {
-        return bad(format!(
-            "only {held} of the {} peg keys of epoch {} are held by the new members, but its threshold {} is needed to sign and sweep the coins under its descriptor; keep at least {} of its peg keys (rotate fewer keys per change)",
-            current.members.len(),
-            current.number,
-            current.peg_threshold,
-            current.peg_threshold
-        ));
-    }
-    let past_utxo = o
-        .available_utxos()
-        .iter()
-        .map(|(_, u)| u.epoch)
-        .filter(|e| *e < current.number)
-        .min();
-    let past_batch = o
-        .base
-        .batches
-        .keys()
-        .chain(o.delta.batches.keys())
-        .filter_map(|id| o.batch(*id))
-        .map(|b| b.epoch.min(b.change_epoch))
-        .filter(|e| *e < current.number)
-        .min();
-    if let Some(e) = past_utxo.into_iter().chain(past_batch).min() {
-        return bad(format!(
-            "the sweep of epoch {e} is not confirmed yet: coins still pay its descriptor; vote again once the sweep batch is confirmed (GetFederation shows the epochs, the audit the UTXOs)"
-        ));
+    let mut with_coins: Vec<u32> = o.available_utxos().iter().map(|(_, u)| u.epoch).collect();
+    with_coins.extend(
+        o.base
+            .batches
+            .keys()
+            .chain(o.delta.batches.keys())
+            .filter_map(|id| o.batch(*id))
+            .map(|b| b.epoch),
+    );
+    with_coins.push(current.number);
+    with_coins.sort_unstable();
+    with_coins.dedup();
+    for number in with_coins {
+        let Some(e) = o.base.epoch(number) else {
+            continue;
+        };
+        let held = e
+            .members
+            .iter()
+            .filter(|c| change.members.iter().any(|n| n.peg_key == c.peg_key))
+            .count();
+        if held < e.peg_threshold as usize {
+            return bad(format!(
+                "only {held} of the {} peg keys of epoch {} are held by the new members, but its threshold {} is needed to sign (and sweep) the coins under its descriptor; keep at least {} of its peg keys (rotate fewer keys per change)",
+                e.members.len(),
+                e.number,
+                e.peg_threshold,
+                e.peg_threshold
+            ));
+        }
     }
     Ok(())
 }

@@ -42,11 +42,16 @@ pub(super) fn apply(
     if o.is_minted(outpoint) {
         return Err(FedTxError::AlreadyMinted(*outpoint));
     }
+    // A change adopted earlier in this block ends the grace of the
+    // previous epoch as one adopted in an earlier block does: its coins
+    // must be signable by the set that will sweep them.
+    let adopted_now = o.delta.adopted.is_some();
+    let current = o.base.epoch_at(height).number;
     let Some(e) = o
         .base
         .deposit_epochs(height)
         .into_iter()
-        .find(|e| e.number == epoch)
+        .find(|e| e.number == epoch && (e.number == current || !adopted_now))
     else {
         return Err(FedTxError::MintEpoch {
             epoch,
