@@ -1262,6 +1262,64 @@ async fn the_federation_adds_a_member_removes_one_and_rotates_a_peg_key_while_pe
     }
     let r = check_reserves(&s.chans[0], &s.fed).await;
     assert!(r.utxos.iter().all(|u| u.epoch == 3), "{r:?}");
+
+    // Recovery with the backup keys: every coin now pays epoch 3's
+    // descriptor, which genesis alone cannot rebuild; with the epochs as
+    // `fedpeg federation show --json` wrote them, `fedpeg recover` finds
+    // them all (and says when they can be swept).
+    let fedpeg = |args: &[&str]| {
+        let o = fedpeg_tests::run_any(
+            std::process::Command::new(fedpeg_tests::bin("fedpeg"))
+                .env_remove("FEDPEG_NODE")
+                .env_remove("FEDPEG_KEY")
+                .current_dir(s.fed.dir.path())
+                .arg("--json")
+                .args(["--node", &s.fed.members[0].url()])
+                .args(args),
+        );
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    std::fs::write(
+        s.fed.dir.path().join("epochs.json"),
+        fedpeg(&["federation", "show"]),
+    )
+    .unwrap();
+    let genesis = s.fed.genesis_path().display().to_string();
+    let recover = |extra: &[&str]| -> Vec<u64> {
+        let mut args = vec!["recover", "--genesis", &genesis, "--bitcoind-url"];
+        let url = s.btc.rpc_url();
+        args.push(&url);
+        args.extend([
+            "--bitcoind-user",
+            RPC_USER,
+            "--bitcoind-password",
+            RPC_PASSWORD,
+            "--accounts-from-node",
+        ]);
+        args.extend_from_slice(extra);
+        let out = fedpeg(&args);
+        let report: Value = serde_json::from_slice(&out).unwrap();
+        let mut amounts: Vec<u64> = report["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["amount"].as_u64().unwrap())
+            .collect();
+        amounts.sort_unstable();
+        amounts
+    };
+    let mut held: Vec<u64> = r.utxos.iter().map(|u| u.amount).collect();
+    held.sort_unstable();
+    assert_eq!(recover(&["--epochs", "epochs.json"]), held);
+    assert!(
+        recover(&[]).is_empty(),
+        "no coin pays the genesis descriptor any more"
+    );
     eprintln!(
         "same chain on 5 members and 2 observers up to {tip}; reserves {} + {} locked for supply {}",
         r.available, r.locked, r.supply

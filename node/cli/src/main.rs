@@ -318,6 +318,15 @@ struct RecoverArgs {
     /// Needs --to: it signs only a sweep that pays that address alone.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["accounts", "accounts_from_node"])]
     psbt_in: Option<PathBuf>,
+    /// The federation's epochs, as `fedpeg federation show --json` writes
+    /// them (keep a copy after every change): coins of an epoch after
+    /// genesis pay its own descriptor, which genesis alone cannot rebuild.
+    #[arg(long, value_name = "FILE")]
+    epochs: Option<PathBuf>,
+    /// Which epoch of --epochs to scan and sweep (default: the one in force
+    /// in that file); one epoch per run.
+    #[arg(long, value_name = "N", requires = "epochs")]
+    epoch: Option<u32>,
 }
 
 async fn federation(
@@ -437,6 +446,8 @@ async fn dispatch(cli: &Cli, out: &mut Printer) -> anyhow::Result<Report> {
                 fee_rate: a.fee_rate,
                 psbt_out: a.psbt_out.as_deref(),
                 psbt_in: a.psbt_in.as_deref(),
+                epochs: a.epochs.as_deref(),
+                epoch: a.epoch,
             };
             cmd::recover::run(&ctx, out, &args).await
         }

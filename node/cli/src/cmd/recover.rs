@@ -48,14 +48,19 @@ pub struct Args<'a> {
     pub fee_rate: u64,
     pub psbt_out: Option<&'a Path>,
     pub psbt_in: Option<&'a Path>,
+    pub epochs: Option<&'a Path>,
+    pub epoch: Option<u32>,
 }
 
 /// Runs `fedpeg recover`.
 pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::Result<Report> {
     let spec = load_genesis(a.genesis)?;
-    let fed = spec
-        .peg_federation()
-        .context("the genesis federation is invalid")?;
+    let fed = match a.epochs {
+        None => spec
+            .peg_federation()
+            .context("the genesis federation is invalid")?,
+        Some(path) => epoch_federation(&spec, path, a.epoch)?,
+    };
     if fed.emergency().is_none() {
         bail!(
             "{} has no emergency branch (no backup keys): the federation's coins can only be spent by its members",
@@ -108,6 +113,60 @@ pub async fn run(ctx: &Context<'_>, out: &mut Printer, a: &Args<'_>) -> anyhow::
     let mut psbt = fed.emergency_sweep_psbt(open, &to, a.fee_rate, tip)?;
     fed.sign_emergency_psbt(&mut psbt, &secrets)?;
     finish(&fed, &chain, psbt, a.psbt_out)
+}
+
+/// The peg federation of an epoch from a `fedpeg federation show --json`
+/// file: its members' peg keys (member order), its threshold, and the
+/// genesis emergency branch (the same in every epoch).
+fn epoch_federation(
+    spec: &ChainSpec,
+    path: &Path,
+    epoch: Option<u32>,
+) -> anyhow::Result<Federation> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --epochs {}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--epochs {} is not JSON (write it with `fedpeg --json federation show`)",
+            path.display()
+        )
+    })?;
+    let number = match epoch {
+        Some(n) => u64::from(n),
+        None => v["epoch"]
+            .as_u64()
+            .with_context(|| format!("--epochs {}: no \"epoch\" in force", path.display()))?,
+    };
+    let e = v["epochs"]
+        .as_array()
+        .and_then(|list| list.iter().find(|e| e["number"].as_u64() == Some(number)))
+        .with_context(|| format!("--epochs {} has no epoch {number}", path.display()))?;
+    let keys = e["members"]
+        .as_array()
+        .context("the epoch lists no members")?
+        .iter()
+        .map(|m| {
+            let hex_key = m["peg_key"].as_str().unwrap_or_default();
+            hex::decode(hex_key)
+                .ok()
+                .and_then(|b| fedpeg_peg::bitcoin::secp256k1::PublicKey::from_slice(&b).ok())
+                .with_context(|| format!("epoch {number}: peg key '{hex_key}' is not a compressed secp256k1 public key"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let m = e["peg_threshold"]
+        .as_u64()
+        .and_then(|m| u32::try_from(m).ok())
+        .with_context(|| format!("epoch {number}: no peg_threshold"))?;
+    let fed = spec
+        .ledger_params()
+        .build_federation(&keys, m)
+        .with_context(|| format!("epoch {number}: its peg keys form no descriptor"))?;
+    eprintln!(
+        "epoch {number}: {}-of-{} peg keys with the genesis backup keys",
+        m,
+        keys.len()
+    );
+    Ok(fed)
 }
 
 fn load_genesis(path: &Path) -> anyhow::Result<ChainSpec> {
