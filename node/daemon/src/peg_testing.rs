@@ -268,6 +268,42 @@ impl PegNode {
         .expect("the driver starts")
     }
 
+    /// Commits the votes of members `0..voters` (genesis keys) for a change
+    /// to `members` with peg threshold `m`, activating as early as allowed
+    /// (the next height + MIN_ACTIVATION_LEAD); returns that height.
+    pub(crate) fn adopt_change(
+        &self,
+        members: Vec<fedpeg_ledger::epoch::EpochMember>,
+        m: u32,
+        voters: u32,
+    ) -> u64 {
+        let activation = self.chain.height() + 1 + fedpeg_ledger::epoch::MIN_ACTIVATION_LEAD;
+        let change = fedpeg_ledger::epoch::FederationChange {
+            members,
+            peg_threshold: m,
+            activation: fedpeg_consensus::Height(activation),
+            base_epoch: self.chain.with_state(|s| s.peg_epoch().number),
+        };
+        let epochs = self.chain.with_state(|s| s.epochs.len());
+        let votes = (0..voters)
+            .map(|v| {
+                self.fed_tx(
+                    v,
+                    FedTxKind::FederationChange {
+                        change: change.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.commit(votes);
+        assert_eq!(
+            self.chain.with_state(|s| s.epochs.len()),
+            epochs + 1,
+            "adopted"
+        );
+        activation
+    }
+
     /// A federation transaction signed by `member`.
     pub(crate) fn fed_tx(&self, member: u32, kind: FedTxKind) -> FederationTx {
         FederationTx::sign(

@@ -571,8 +571,7 @@ mod tests {
     /// descriptor and pays the new epoch's change script.
     #[test]
     fn a_sweep_is_signed_by_the_old_key_holders_and_pays_the_new_descriptor() {
-        use fedpeg_consensus::Height;
-        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        use fedpeg_ledger::epoch::EpochMember;
         let node = PegNode::new(3, 2);
         node.pegged_in(1, 100_000_000);
         let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
@@ -584,25 +583,8 @@ mod tests {
             peg_key: crate::peg_testing::peg_secret(3).public_key(&secp),
             p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
         });
-        let activation = node.chain.height() + 1 + 10;
-        let change = FederationChange {
-            members,
-            peg_threshold: 2,
-            activation: Height(activation),
-            base_epoch: 0,
-        };
         // A quorum of 3 members is all 3.
-        let votes = (0..3)
-            .map(|m| {
-                node.fed_tx(
-                    m,
-                    FedTxKind::FederationChange {
-                        change: change.clone(),
-                    },
-                )
-            })
-            .collect();
-        node.commit(votes);
+        let activation = node.adopt_change(members, 2, 3);
         while node.chain.height() < activation {
             node.commit(vec![]);
         }

@@ -1137,9 +1137,7 @@ mod tests {
 
     #[test]
     fn after_a_change_deposits_to_the_new_and_the_previous_descriptor_are_seen_with_their_epoch() {
-        use fedpeg_consensus::Height;
-        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
-        use fedpeg_ledger::fedtx::FedTxKind;
+        use fedpeg_ledger::epoch::EpochMember;
         let (node, w) = registered();
         let secp = bitcoin::secp256k1::Secp256k1::signing_only();
         let newcomer = EpochMember {
@@ -1149,14 +1147,7 @@ mod tests {
             p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
         };
         let genesis = node.chain.with_state(|s| s.epochs[0].members[0].clone());
-        let activation = node.chain.height() + 1 + 10;
-        let change = FederationChange {
-            members: vec![genesis, newcomer],
-            peg_threshold: 2,
-            activation: Height(activation),
-            base_epoch: 0,
-        };
-        node.commit(vec![node.fed_tx(0, FedTxKind::FederationChange { change })]);
+        let activation = node.adopt_change(vec![genesis, newcomer], 2, 1);
         while node.chain.height() + 1 < activation {
             node.commit(vec![]);
         }
@@ -1197,20 +1188,10 @@ mod tests {
     /// labelled with the newer epoch, on every node alike.
     #[test]
     fn a_descriptor_shared_by_two_epochs_labels_deposits_with_the_newer() {
-        use fedpeg_consensus::Height;
-        use fedpeg_ledger::epoch::FederationChange;
-        use fedpeg_ledger::fedtx::FedTxKind;
         let (node, w) = registered();
         let mut members = node.chain.with_state(|s| s.epochs[0].members.clone());
         members[0].p2p_address = "/ip4/127.0.0.1/tcp/9".into();
-        let activation = node.chain.height() + 1 + 10;
-        let change = FederationChange {
-            members,
-            peg_threshold: 1,
-            activation: Height(activation),
-            base_epoch: 0,
-        };
-        node.commit(vec![node.fed_tx(0, FedTxKind::FederationChange { change })]);
+        let activation = node.adopt_change(members, 1, 1);
         while node.chain.height() + 1 < activation {
             node.commit(vec![]);
         }

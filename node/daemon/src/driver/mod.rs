@@ -1030,7 +1030,7 @@ mod tests {
     /// on; a certificate of height 11 verifies against the new set only.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_federation_change_moves_engines_and_certificates_to_the_new_set_at_activation() {
-        use fedpeg_ledger::epoch::{EpochMember, FederationChange};
+        use fedpeg_ledger::epoch::EpochMember;
         let node = PegNode::new(4, 3);
         let secp = fedpeg_peg::bitcoin::secp256k1::Secp256k1::signing_only();
         let mut members: Vec<EpochMember> =
@@ -1041,24 +1041,7 @@ mod tests {
             peg_key: crate::peg_testing::peg_secret(9).public_key(&secp),
             p2p_address: "/ip4/127.0.0.1/tcp/9".into(),
         });
-        let change = FederationChange {
-            members,
-            peg_threshold: 3,
-            activation: Height(11),
-            base_epoch: 0,
-        };
-        let votes: Vec<_> = (0..3)
-            .map(|m| {
-                node.fed_tx(
-                    m,
-                    FedTxKind::FederationChange {
-                        change: change.clone(),
-                    },
-                )
-            })
-            .collect();
-        node.commit(votes);
-        assert_eq!(node.chain.with_state(|s| s.epochs.len()), 2, "adopted");
+        assert_eq!(node.adopt_change(members, 3, 3), 11);
         let mut old = node.driver(None).await;
         let mut newcomer = node.driver_keyed(consensus_key(9), None).await;
         assert!(old.engine.is_some() && newcomer.engine.is_none());
