@@ -22,7 +22,11 @@ pub async fn run(ctx: &Context<'_>) -> anyhow::Result<Report> {
             Some(b) => format!(" (locked by batch {b})"),
             None => String::new(),
         };
-        format!("  {} {} sats {}{}", u.outpoint, u.amount, u.kind, lock)
+        // The epoch names the descriptor it pays (`fedpeg federation show`).
+        format!(
+            "  {} {} sats {} (epoch {}){}",
+            u.outpoint, u.amount, u.kind, u.epoch, lock
+        )
     }));
     Ok(Report::new(text.join("\n"), json(&r)))
 }

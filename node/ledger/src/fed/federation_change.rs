@@ -156,10 +156,18 @@ fn check_peg_rule(
         let Some(e) = o.base.epoch(number) else {
             continue;
         };
+        // A key counts only where the member who holds its secret keeps it
+        // (same consensus key, or same name across a consensus-key
+        // rotation): the same key listed under a newcomer signs nothing.
         let held = e
             .members
             .iter()
-            .filter(|c| change.members.iter().any(|n| n.peg_key == c.peg_key))
+            .filter(|c| {
+                change.members.iter().any(|n| {
+                    n.peg_key == c.peg_key
+                        && (n.consensus_key == c.consensus_key || n.name == c.name)
+                })
+            })
             .count();
         if held < e.peg_threshold as usize {
             return bad(format!(

@@ -601,6 +601,26 @@ fn after_activation_old_coins_are_swept_to_the_new_descriptor_before_peg_outs() 
         ),
         "only 2 of the 4 peg keys of epoch 0",
     );
+    // An old peg key listed under a newcomer does not count: its secret
+    // stays with the member who held it.
+    let mut borrowed = again.clone();
+    let g1 = borrowed
+        .members
+        .iter()
+        .position(|m| m.name == genesis_member(1).name)
+        .unwrap();
+    borrowed.members[g1] = EpochMember {
+        peg_key: genesis_member(1).peg_key,
+        ..newcomer(1)
+    };
+    refused_with(
+        check_fed_tx(
+            &s,
+            &p,
+            &fed1(1, FedTxKind::FederationChange { change: borrowed }),
+        ),
+        "only 2 of the 4 peg keys of epoch 0",
+    );
     // The newcomer holds no peg key of epoch 0: it cannot sign the sweep.
     assert_eq!(
         check_fed_tx(
