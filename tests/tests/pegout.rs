@@ -97,31 +97,7 @@ impl Setup {
     /// Pegs in `deposits` separate outputs of `sats` to `key`'s account.
     async fn fund(&self, key: &SigningKey, deposits: usize, sats: u64) {
         let a = AccountId(key.verifying_key().to_bytes());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
-            match wallet(&self.chans[0])
-                .get_peg_in_address(pb::GetPegInAddressRequest {
-                    address: a.to_address("fprt"),
-                })
-                .await
-            {
-                Ok(r) if r.get_ref().registered => break r.into_inner().deposit_address,
-                Ok(_) => {}
-                Err(e) if e.code() == tonic::Code::Unavailable => {}
-                Err(e) => panic!("{e}"),
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no registration\n{}",
-                self.fed.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let addr = addr
-            .parse::<Address<NetworkUnchecked>>()
-            .unwrap()
-            .require_network(Network::Regtest)
-            .unwrap();
+        let addr = self.deposit_address(key).await;
         let before = self.balance(&a).await;
         for _ in 0..deposits {
             self.btc.send_to(&addr, sats).unwrap();
@@ -134,6 +110,7 @@ impl Setup {
         let vbytes = spec.pegin_spend_vbytes();
         assert_eq!(vbytes, 160, "3-of-4 with a 2-of-3 emergency branch");
         let want = before + deposits as u64 * (sats - vbytes * 10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.balance(&a).await == want {
                 break;
@@ -941,22 +918,26 @@ impl Setup {
     /// `key`'s deposit address (registered) under the descriptor in force.
     async fn deposit_address(&self, key: &SigningKey) -> Address {
         let a = AccountId(key.verifying_key().to_bytes());
-        let addr = fedpeg_tests::wait::wait_until(
-            "a registered deposit address",
-            Duration::from_secs(60),
-            || async {
-                let r = wallet(&self.chans[0])
-                    .get_peg_in_address(pb::GetPegInAddressRequest {
-                        address: a.to_address("fprt"),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                r.registered.then_some(r.deposit_address)
-            },
-        )
-        .await
-        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            match wallet(&self.chans[0])
+                .get_peg_in_address(pb::GetPegInAddressRequest {
+                    address: a.to_address("fprt"),
+                })
+                .await
+            {
+                Ok(r) if r.get_ref().registered => break r.into_inner().deposit_address,
+                Ok(_) => {}
+                Err(e) if e.code() == tonic::Code::Unavailable => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no registration\n{}",
+                self.fed.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         addr.parse::<Address<NetworkUnchecked>>()
             .unwrap()
             .require_network(Network::Regtest)
