@@ -170,7 +170,9 @@ struct RunArgs {
     /// moves it), which admin calls such as AcknowledgeAlerts need.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Member key file; omit to run a non-voting observer [config: key_file].
+    /// Member key file (of genesis or of a federation change: a key not in
+    /// the epoch in force follows the chain and votes from its activation);
+    /// omit to run a non-voting observer [config: key_file].
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// gRPC listen address [config: api.listen; default 127.0.0.1:20051].
@@ -182,7 +184,7 @@ struct RunArgs {
     /// Most pending transactions [config: mempool.max_txs; default 100000].
     #[arg(long, value_name = "N")]
     mempool_max: Option<usize>,
-    /// libp2p listen multiaddress [config: p2p.listen; default: the member's genesis p2p_address, or /ip4/127.0.0.1/tcp/0 for an observer].
+    /// libp2p listen multiaddress [config: p2p.listen; default: the member's p2p_address (genesis or the newest change listing it; required for a member added by a change this node has not synced yet), or /ip4/127.0.0.1/tcp/0 for an observer].
     #[arg(long, value_name = "MULTIADDR")]
     p2p_listen: Option<String>,
     /// This member's bitcoind JSON-RPC URL, e.g. http://127.0.0.1:18443 [config: bitcoin.rpc_url; unset: no peg-in].

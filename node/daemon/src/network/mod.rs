@@ -162,7 +162,7 @@ pub struct MemberPeer {
 pub struct NetworkConfig {
     /// ed25519 secret key bytes of this node: a member's consensus key (so PeerId = member identity); None = observer (a random identity is generated). A key not in `members` runs as an observer until a [`Network::set_members`] includes it.
     pub secret_key: Option<[u8; 32]>,
-    /// Address to listen on (a member uses its genesis p2p_address; an observer e.g. /ip4/127.0.0.1/tcp/0).
+    /// Address to listen on (a member uses its p2p_address from genesis or the change that added it; an observer e.g. /ip4/127.0.0.1/tcp/0).
     pub listen: Multiaddr,
     /// All members at start, i.e. genesis (including self if a member; skip dialing self); indexed 0..len. [`Network::set_members`] replaces them.
     pub members: Vec<MemberPeer>,
