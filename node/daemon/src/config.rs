@@ -64,9 +64,8 @@ pub struct BitcoinConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct P2pConfig {
-    /// Listen multiaddress (default: a member's p2p_address, from genesis or the change that
-    /// added it; an
-    /// observer's `/ip4/127.0.0.1/tcp/0`).
+    /// Listen multiaddress (default: a member's p2p_address, from genesis
+    /// or the change that added it; an observer's `/ip4/127.0.0.1/tcp/0`).
     pub listen: Option<String>,
     /// Most connections from non-members (observers) (default 32); when all
     /// are taken, a newcomer replaces the one held longest if held >= 30 s.
