@@ -917,6 +917,12 @@ impl Setup {
 
     /// `key`'s deposit address (registered) under the descriptor in force.
     async fn deposit_address(&self, key: &SigningKey) -> Address {
+        self.peg_in_address(key).await.0
+    }
+
+    /// [`Self::deposit_address`] with the least deposit minted there (one
+    /// more than what spending it costs).
+    async fn peg_in_address(&self, key: &SigningKey) -> (Address, u64) {
         let a = AccountId(key.verifying_key().to_bytes());
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr = loop {
@@ -926,7 +932,7 @@ impl Setup {
                 })
                 .await
             {
-                Ok(r) if r.get_ref().registered => break r.into_inner().deposit_address,
+                Ok(r) if r.get_ref().registered => break r.into_inner(),
                 Ok(_) => {}
                 Err(e) if e.code() == tonic::Code::Unavailable => {}
                 Err(e) => panic!("{e}"),
@@ -938,10 +944,13 @@ impl Setup {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        addr.parse::<Address<NetworkUnchecked>>()
+        let address = addr
+            .deposit_address
+            .parse::<Address<NetworkUnchecked>>()
             .unwrap()
             .require_network(Network::Regtest)
-            .unwrap()
+            .unwrap();
+        (address, addr.min_deposit_sats)
     }
 
     /// Waits until `key`'s account has at least `sats`.
@@ -959,16 +968,8 @@ impl Setup {
     /// force, credited minus what spending it costs there.
     async fn fund_current(&self, key: &SigningKey, sats: u64) {
         let a = AccountId(key.verifying_key().to_bytes());
-        let addr = self.deposit_address(key).await;
-        let cost = wallet(&self.chans[0])
-            .get_peg_in_address(pb::GetPegInAddressRequest {
-                address: a.to_address("fprt"),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .min_deposit_sats
-            - 1;
+        let (addr, min_deposit) = self.peg_in_address(key).await;
+        let cost = min_deposit - 1;
         let before = self.balance(&a).await;
         self.btc.send_to(&addr, sats).unwrap();
         self.btc.mine(self.depth).unwrap();

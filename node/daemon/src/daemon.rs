@@ -43,10 +43,10 @@ pub fn member_peers(spec: &ChainSpec) -> anyhow::Result<Vec<MemberPeer>> {
 }
 
 /// Members of an epoch as the network sees them, indexed in the order
-/// given. A member whose p2p address does not parse (possible only for a
-/// member added by a federation change: genesis addresses are checked at
-/// start) is still listed, at an address nobody listens on, so that its
-/// connections to us count as a member's; it is reported once per call.
+/// given. Addresses parse: genesis ones are checked at start, and a change
+/// is adopted only with `fedpeg_ledger::epoch::check_p2p_address` forms.
+/// Should one not parse anyway, the member is still listed, at an address
+/// nobody listens on, so that its connections to us count as a member's.
 pub fn epoch_peers(members: &[fedpeg_ledger::epoch::EpochMember]) -> Vec<MemberPeer> {
     members
         .iter()

@@ -137,12 +137,8 @@ impl Api {
         };
         // The descriptor of the epoch in force at the next block: what new
         // deposit addresses and change pay.
-        let params = chain.params();
-        let (fed, peg_threshold) = chain.with_state(|s| {
-            let e = s.peg_epoch();
-            (params.federation_of(e), e.peg_threshold)
-        });
-        let fed = fed.map_err(|e| internal(&e))?;
+        let fed = self.peg_federation()?;
+        let peg_threshold = fed.threshold() as u32;
         let peg_descriptor = fed.base_descriptor().map_err(|e| internal(&e))?;
         let change_address = fed.change_address().map_err(|e| internal(&e))?.to_string();
         let quorum = crate::driver::validator_set(chain)

@@ -61,16 +61,12 @@ pub fn between(from: Side<'_>, to: Side<'_>) -> Diff {
         .filter(|m| find(from.members, &m.name).is_none())
         .cloned()
         .collect();
-    let removed = from
-        .members
-        .iter()
-        .filter(|m| find(to.members, &m.name).is_none())
-        .cloned()
-        .collect();
+    let mut removed = Vec::new();
     let mut changed = Vec::new();
     let mut kept_order = Vec::new();
     for old in from.members {
         let Some(i) = find(to.members, &old.name) else {
+            removed.push(old.clone());
             continue;
         };
         kept_order.push(i);

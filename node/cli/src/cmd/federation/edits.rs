@@ -238,12 +238,12 @@ fn peg_key(hex_key: &str, what: &str) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A libp2p multiaddress, checked only for its shape (the CLI has no
-/// libp2p): `/proto/value/...` without spaces.
+/// A member's p2p address, by the rule the ledger applies to a change
+/// ([`fedpeg_ledger::epoch::check_p2p_address`]).
 fn p2p_address<'a>(address: &'a str, what: &str) -> anyhow::Result<&'a str> {
-    if !address.starts_with('/') || address.len() < 2 || address.contains(char::is_whitespace) {
-        bail!("{what}: '{address}' is not a libp2p multiaddress (e.g. /ip4/203.0.113.7/tcp/30001)");
-    }
+    fedpeg_ledger::epoch::check_p2p_address(address).map_err(|why| {
+        anyhow::anyhow!("{what}: '{address}' {why} (e.g. /ip4/203.0.113.7/tcp/30001)")
+    })?;
     Ok(address)
 }
 

@@ -19,7 +19,7 @@ pub use edits::Flags as EditFlags;
 
 /// Blocks between the block whose vote adopts a change and the change's
 /// activation height, at the least (the node refuses a change closer).
-pub const MIN_ACTIVATION_DELAY: u64 = 10;
+pub use fedpeg_ledger::epoch::MIN_ACTIVATION_LEAD as MIN_ACTIVATION_DELAY;
 
 /// The node's federation with its height and name, fetched once.
 pub struct Snapshot {
